@@ -1,0 +1,3 @@
+//! The tally daemon as a library: everything `tallyd` does, callable from tests.
+
+pub mod domain;
