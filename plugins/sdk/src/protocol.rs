@@ -1,0 +1,492 @@
+//! The messages that cross the plugin boundary, as JSON.
+//!
+//! These are the only serializable types shared by the daemon and plugins.
+//! Compatibility rules (they are what lets a plugin built against an older SDK
+//! keep working with a newer daemon, and the other way round):
+//!
+//! - never `deny_unknown_fields` here: either side may be newer;
+//! - every field added after protocol 1 carries `#[serde(default)]`;
+//! - a field is never renamed or removed within ABI major 1.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON messages below. It can grow without changing the ABI.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// How an indicator combines over time and over units.
+///
+/// ```
+/// use tally_plugin::Kind;
+/// assert_eq!(serde_json::to_string(&Kind::Level).unwrap(), "\"level\"");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Additive over time: a period's value is the sum of its days.
+    Count,
+    /// A level at a point in time (followers, cumulative points).
+    Level,
+    /// Distinct entities with a non-zero value (an article claimed by two units counts once).
+    Distinct,
+}
+
+/// What a plugin says about itself, independent of any configuration.
+///
+/// ```
+/// use tally_plugin::{Description, IndicatorDecl, Kind};
+/// let d = Description::new("Counts posts")
+///     .indicator(IndicatorDecl::new("wechat_posts", "微信公众号发文数", Kind::Count, "篇"));
+/// assert_eq!(d.indicators.len(), 1);
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Description {
+    /// The plugin's name as configured in `plugin = "..."`; filled in by the SDK.
+    #[serde(default)]
+    pub name: String,
+    /// The plugin's version; filled in by the SDK from the crate version.
+    #[serde(default)]
+    pub version: String,
+    /// One line for `tallyd plugins`.
+    #[serde(default)]
+    pub summary: String,
+    /// Indicators the plugin can emit whatever its settings (empty for generic
+    /// plugins such as `http_json`, whose indicators come from their settings).
+    #[serde(default)]
+    pub indicators: Vec<IndicatorDecl>,
+}
+
+impl Description {
+    /// A description with a one-line summary and no indicators yet.
+    pub fn new(summary: impl Into<String>) -> Self {
+        Description {
+            summary: summary.into(),
+            ..Description::default()
+        }
+    }
+
+    /// Adds an indicator the plugin always can emit.
+    pub fn indicator(mut self, decl: IndicatorDecl) -> Self {
+        self.indicators.push(decl);
+        self
+    }
+}
+
+/// An indicator a plugin can emit, with the display name and unit it suggests.
+///
+/// ```
+/// use tally_plugin::{IndicatorDecl, Kind};
+/// let i = IndicatorDecl::new("weibo_followers", "微博粉丝数", Kind::Level, "人");
+/// assert_eq!(i.kind, Kind::Level);
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndicatorDecl {
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    pub unit: String,
+}
+
+impl IndicatorDecl {
+    pub fn new(id: &str, name: &str, kind: Kind, unit: &str) -> Self {
+        IndicatorDecl {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            kind,
+            unit: unit.to_owned(),
+        }
+    }
+}
+
+/// The answer to creating a source: which indicators this configured source emits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Created {
+    #[serde(default)]
+    pub emits: Vec<String>,
+}
+
+/// A unit the source may report for, with the names other systems use for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UnitRef {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// An indicator of the daemon's catalogue, as configured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndicatorRef {
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    #[serde(default)]
+    pub unit: String,
+}
+
+/// The days a run should cover, both ends inclusive, in the daemon's time zone.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use tally_plugin::Window;
+/// let w = Window::new(NaiveDate::from_ymd_opt(2026, 9, 29).unwrap(), NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
+/// assert_eq!(w.days().count(), 3);
+/// ```
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Window {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+impl Window {
+    pub fn new(from: NaiveDate, to: NaiveDate) -> Self {
+        Window { from, to }
+    }
+
+    /// Every day of the window, in order.
+    pub fn days(&self) -> impl Iterator<Item = NaiveDate> + use<> {
+        let to = self.to;
+        self.from.iter_days().take_while(move |d| *d <= to)
+    }
+
+    pub fn contains(&self, day: NaiveDate) -> bool {
+        self.from <= day && day <= self.to
+    }
+}
+
+/// One collection run's input.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CollectRequest {
+    pub protocol: u32,
+    /// The configured source id, for messages.
+    pub source: String,
+    pub window: Window,
+    /// IANA name of the daemon's time zone (e.g. `Asia/Shanghai`); days are in it.
+    pub timezone: String,
+    /// The units this source may report for: its configured units and their descendants.
+    #[serde(default)]
+    pub units: Vec<UnitRef>,
+    /// The unit an observation without `unit` belongs to (set when the source has exactly one).
+    #[serde(default)]
+    pub default_unit: Option<String>,
+    /// The daemon's indicator catalogue, so that forms can name columns by display name.
+    #[serde(default)]
+    pub indicators: Vec<IndicatorRef>,
+    /// The resume state the plugin returned from its last successful run, if any.
+    #[serde(default)]
+    pub state: Option<serde_json::Value>,
+}
+
+impl CollectRequest {
+    /// A request for a window, with no units, indicators or state; tests fill in the rest.
+    ///
+    /// ```
+    /// use chrono::NaiveDate;
+    /// use tally_plugin::{CollectRequest, Window};
+    /// let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    /// let req = CollectRequest::new("demo", Window::new(d, d));
+    /// assert_eq!(req.timezone, "Asia/Shanghai");
+    /// ```
+    pub fn new(source: &str, window: Window) -> Self {
+        CollectRequest {
+            protocol: PROTOCOL_VERSION,
+            source: source.to_owned(),
+            window,
+            timezone: "Asia/Shanghai".to_owned(),
+            units: Vec::new(),
+            default_unit: None,
+            indicators: Vec::new(),
+            state: None,
+        }
+    }
+
+    /// Maps the text another system uses for a unit (its id, display name or one
+    /// of its aliases, surrounding blanks ignored) to the unit's id.
+    ///
+    /// ```
+    /// use chrono::NaiveDate;
+    /// use tally_plugin::{CollectRequest, UnitRef, Window};
+    /// let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    /// let mut req = CollectRequest::new("demo", Window::new(d, d));
+    /// req.units.push(UnitRef { id: "county/natres".into(), name: "自然资源局".into(),
+    ///                          aliases: vec!["某县自然资源局党支部".into()] });
+    /// assert_eq!(req.resolve_unit(" 某县自然资源局党支部 "), Some("county/natres"));
+    /// assert_eq!(req.resolve_unit("教育局"), None);
+    /// ```
+    pub fn resolve_unit(&self, text: &str) -> Option<&str> {
+        let text = text.trim();
+        let found = self
+            .units
+            .iter()
+            .find(|u| u.id == text)
+            .or_else(|| self.units.iter().find(|u| u.name == text))
+            .or_else(|| {
+                self.units
+                    .iter()
+                    .find(|u| u.aliases.iter().any(|a| a == text))
+            });
+        found.map(|u| u.id.as_str())
+    }
+
+    /// Maps a column header or key (an indicator id or display name) to the indicator's id.
+    pub fn resolve_indicator(&self, text: &str) -> Option<&str> {
+        let text = text.trim();
+        self.indicators
+            .iter()
+            .find(|i| i.id == text)
+            .or_else(|| self.indicators.iter().find(|i| i.name == text))
+            .map(|i| i.id.as_str())
+    }
+}
+
+/// One number for one unit, indicator, entity and day.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use tally_plugin::Observation;
+/// let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+/// let o = Observation::new("wechat_posts", day, 3.0).unit("county/natres");
+/// assert_eq!(o.unit.as_deref(), Some("county/natres"));
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Observation {
+    /// A unit id from the request's `units`; `None` means the request's `default_unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    pub indicator: String,
+    /// A finer key below the unit (a staff member, an account, an article URL); empty if none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub entity: String,
+    pub day: NaiveDate,
+    pub value: f64,
+}
+
+impl Observation {
+    pub fn new(indicator: &str, day: NaiveDate, value: f64) -> Self {
+        Observation {
+            unit: None,
+            indicator: indicator.to_owned(),
+            entity: String::new(),
+            day,
+            value,
+        }
+    }
+
+    /// Sets the unit (an id from the request).
+    pub fn unit(mut self, unit: impl Into<String>) -> Self {
+        self.unit = Some(unit.into());
+        self
+    }
+
+    /// Sets the entity (a staff member, an account, an article URL).
+    pub fn entity(mut self, entity: impl Into<String>) -> Self {
+        self.entity = entity.into();
+        self
+    }
+}
+
+/// One collection run's output.
+///
+/// ```
+/// use tally_plugin::CollectResponse;
+/// let mut out = CollectResponse::default();
+/// out.warn("forms/natres.csv:4:3: bad number \"三\"");
+/// assert_eq!(out.warnings.len(), 1);
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CollectResponse {
+    #[serde(default)]
+    pub observations: Vec<Observation>,
+    /// New resume state; the daemon stores it in the same transaction as the
+    /// observations, so it only advances when the data is durable. `None` keeps the old one.
+    #[serde(default)]
+    pub state: Option<serde_json::Value>,
+    /// Problems that did not stop the run (a malformed row), each naming its place.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl CollectResponse {
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+}
+
+/// Why a plugin call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The settings are wrong: fix the configuration.
+    Settings,
+    /// Credentials were refused: fix the secret or the account.
+    Auth,
+    /// The platform failed or answered garbage; likely to pass on a later run.
+    Upstream,
+    /// The platform's quota is used up; retry on the next schedule.
+    RateLimited,
+    /// Input data (a file, a form) is unusable.
+    Data,
+    /// A bug in the plugin.
+    Internal,
+    /// A kind this SDK does not know (sent by a newer plugin).
+    #[serde(other)]
+    Unknown,
+}
+
+/// An HTTP request the daemon performs for the plugin.
+///
+/// ```
+/// use tally_plugin::HttpRequest;
+/// let req = HttpRequest::get("http://127.0.0.1:8080/api/stats")
+///     .query("date", "2026-11-27")
+///     .header("Accept", "application/json");
+/// assert_eq!(req.method, "GET");
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub query: Vec<(String, String)>,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Overrides the daemon's default request timeout.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl HttpRequest {
+    pub fn new(method: &str, url: impl Into<String>) -> Self {
+        HttpRequest {
+            method: method.to_owned(),
+            url: url.into(),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            timeout_ms: None,
+        }
+    }
+
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new("GET", url)
+    }
+
+    pub fn post(url: impl Into<String>, body: impl Into<String>) -> Self {
+        let mut req = Self::new("POST", url);
+        req.body = Some(body.into());
+        req
+    }
+
+    pub fn query(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.query.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+}
+
+/// The daemon's answer to an [`HttpRequest`]. Any status arrives here; only a
+/// failure to get an answer at all (refused, timed out) is an error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The body as text (invalid UTF-8 is replaced).
+    #[serde(default)]
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The first header of that name, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Log levels a plugin can write at; they map onto the daemon's `tracing` levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum Level {
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+}
+
+impl Level {
+    /// The level for a raw number from the ABI; unknown numbers read as `Info`.
+    pub fn from_u32(n: u32) -> Level {
+        match n {
+            1 => Level::Error,
+            2 => Level::Warn,
+            4 => Level::Debug,
+            5 => Level::Trace,
+            _ => Level::Info,
+        }
+    }
+}
+
+/// A failed plugin call: what kind of failure, and a message for the operator
+/// that names the place (setting, file and row, endpoint and error code).
+///
+/// ```
+/// use tally_plugin::{Error, ErrorKind};
+/// let e = Error::settings("url: must start with http:// or https://");
+/// assert_eq!(e.kind, ErrorKind::Settings);
+/// assert_eq!(e.to_string(), "url: must start with http:// or https://");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The settings are wrong; the message says which one and what is accepted.
+    pub fn settings(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Settings, message)
+    }
+
+    /// Credentials were refused.
+    pub fn auth(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Auth, message)
+    }
+
+    /// The platform failed or answered something unusable.
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Upstream, message)
+    }
+
+    /// The platform's quota is used up.
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::RateLimited, message)
+    }
+
+    /// Input data is unusable.
+    pub fn data(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Data, message)
+    }
+
+    /// A bug in the plugin.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}

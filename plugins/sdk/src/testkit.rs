@@ -1,0 +1,337 @@
+//! Run a plugin in `cargo test`, without the daemon.
+//!
+//! [`TestHost`] stands in for `tallyd`: a fixed clock, a log you can read back,
+//! and HTTP answered from recorded fixtures, or passed to a real server you
+//! started on 127.0.0.1. [`Harness`] creates your plugin from JSON settings
+//! exactly as the daemon does (same settings errors) and runs `collect`.
+//!
+//! ```
+//! use chrono::NaiveDate;
+//! use tally_plugin::testkit::{Fixture, Harness, TestHost};
+//! use tally_plugin::*;
+//! # #[derive(serde::Deserialize)] pub struct S { url: String }
+//! # pub struct P { url: String }
+//! # impl Plugin for P {
+//! #     const NAME: &'static str = "p";
+//! #     type Settings = S;
+//! #     fn describe() -> Description { Description::new("") }
+//! #     fn new(s: S, _: &Host) -> Result<Self, Error> { Ok(P { url: s.url }) }
+//! #     fn collect(&mut self, req: &CollectRequest, host: &Host) -> Result<CollectResponse, Error> {
+//! #         let r = host.http(&HttpRequest::get(&self.url))?;
+//! #         let n: f64 = r.body.trim().parse().map_err(|_| Error::upstream("not a number"))?;
+//! #         let mut out = CollectResponse::default();
+//! #         out.observations.push(Observation::new("n", req.window.to, n));
+//! #         Ok(out)
+//! #     }
+//! # }
+//! let host = TestHost::new().fixture(Fixture::get("http://stats.test/n").respond(200, "42"));
+//! let mut plugin = Harness::<P>::create(serde_json::json!({"url": "http://stats.test/n"}), host).unwrap();
+//! let day = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+//! let out = plugin.collect(&CollectRequest::new("test", Window::new(day, day))).unwrap();
+//! assert_eq!(out.observations[0].value, 42.0);
+//! assert_eq!(plugin.host().requests().len(), 1);
+//! ```
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::protocol::{
+    CollectRequest, CollectResponse, Created, Error, HttpRequest, HttpResponse, Level,
+};
+use crate::{Host, LocalHost, Plugin};
+
+/// A recorded HTTP answer, matched by method, URL (without query) and the
+/// query parameters it names (others in the request are ignored).
+///
+/// ```
+/// use tally_plugin::testkit::Fixture;
+/// let f = Fixture::get("http://api.test/datacube").query("day", "2026-11-27").respond(200, "{}");
+/// assert_eq!(f.status, 200);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub method: String,
+    pub url: String,
+    pub query: Vec<(String, String)>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Fixture {
+    pub fn new(method: &str, url: &str) -> Fixture {
+        Fixture {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            query: Vec::new(),
+            status: 200,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    pub fn get(url: &str) -> Fixture {
+        Fixture::new("GET", url)
+    }
+
+    pub fn post(url: &str) -> Fixture {
+        Fixture::new("POST", url)
+    }
+
+    /// Only requests carrying this query parameter match.
+    pub fn query(mut self, name: &str, value: &str) -> Fixture {
+        self.query.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The status and body to answer with.
+    pub fn respond(mut self, status: u16, body: impl Into<String>) -> Fixture {
+        self.status = status;
+        self.body = body.into();
+        self
+    }
+
+    fn matches(&self, req: &HttpRequest) -> bool {
+        let (path, inline_query) = split_url(&req.url);
+        let mut query: Vec<(String, String)> = inline_query;
+        query.extend(req.query.iter().cloned());
+        self.method.eq_ignore_ascii_case(&req.method)
+            && self.url == path
+            && self.query.iter().all(|q| query.contains(q))
+    }
+}
+
+fn split_url(url: &str) -> (&str, Vec<(String, String)>) {
+    match url.split_once('?') {
+        None => (url, Vec::new()),
+        Some((path, q)) => {
+            let pairs = q
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (p.to_owned(), String::new()),
+                })
+                .collect();
+            (path, pairs)
+        }
+    }
+}
+
+/// The daemon's services, for tests. Cheap to clone; clones share the log,
+/// the recorded requests and the clock.
+#[derive(Clone)]
+pub struct TestHost {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    now: Mutex<DateTime<Utc>>,
+    fixtures: Mutex<Vec<Fixture>>,
+    live: bool,
+    log: Mutex<Vec<(Level, String)>>,
+    requests: Mutex<Vec<HttpRequest>>,
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        TestHost::new()
+    }
+}
+
+impl TestHost {
+    /// A host whose clock reads 2026-11-27 02:00 UTC and which answers HTTP
+    /// only from fixtures (an unmatched request is an error naming it).
+    pub fn new() -> TestHost {
+        Self::build(false)
+    }
+
+    /// A host that sends requests no fixture matches to the real address: for
+    /// a test server you started on 127.0.0.1.
+    pub fn live() -> TestHost {
+        Self::build(true)
+    }
+
+    fn build(live: bool) -> TestHost {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 27, 2, 0, 0)
+            .single()
+            .unwrap_or_default();
+        TestHost {
+            inner: Arc::new(Inner {
+                now: Mutex::new(now),
+                fixtures: Mutex::new(Vec::new()),
+                live,
+                log: Mutex::new(Vec::new()),
+                requests: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Adds a recorded answer; the first matching fixture answers.
+    pub fn fixture(self, fixture: Fixture) -> TestHost {
+        lock(&self.inner.fixtures).push(fixture);
+        self
+    }
+
+    /// Sets the clock.
+    pub fn at(self, now: DateTime<Utc>) -> TestHost {
+        *lock(&self.inner.now) = now;
+        self
+    }
+
+    /// Every line the plugin logged.
+    pub fn logs(&self) -> Vec<(Level, String)> {
+        lock(&self.inner.log).clone()
+    }
+
+    /// Every HTTP request the plugin made, in order.
+    pub fn requests(&self) -> Vec<HttpRequest> {
+        lock(&self.inner.requests).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking test thread must not hide the next assertion behind a poison error.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LocalHost for TestHost {
+    fn log(&self, level: Level, message: &str) {
+        lock(&self.inner.log).push((level, message.to_owned()));
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        *lock(&self.inner.now)
+    }
+
+    fn http(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
+        lock(&self.inner.requests).push(request.clone());
+        let found = lock(&self.inner.fixtures)
+            .iter()
+            .find(|f| f.matches(request))
+            .cloned();
+        if let Some(f) = found {
+            return Ok(HttpResponse {
+                status: f.status,
+                headers: f.headers,
+                body: f.body,
+            });
+        }
+        if self.inner.live {
+            return live_request(request);
+        }
+        Err(Error::upstream(format!(
+            "testkit: no fixture for {} {} (query {:?})",
+            request.method, request.url, request.query
+        )))
+    }
+}
+
+fn live_request(request: &HttpRequest) -> Result<HttpResponse, Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_millis(
+            request.timeout_ms.unwrap_or(30_000),
+        )))
+        .build()
+        .into();
+    let fail = |e: ureq::Error| Error::upstream(format!("{} {}: {e}", request.method, request.url));
+    let result = match request.method.to_ascii_uppercase().as_str() {
+        "GET" => {
+            let mut b = agent.get(&request.url);
+            for (k, v) in &request.query {
+                b = b.query(k, v);
+            }
+            for (k, v) in &request.headers {
+                b = b.header(k, v);
+            }
+            b.call()
+        }
+        "POST" => {
+            let mut b = agent.post(&request.url);
+            for (k, v) in &request.query {
+                b = b.query(k, v);
+            }
+            for (k, v) in &request.headers {
+                b = b.header(k, v);
+            }
+            b.send(request.body.clone().unwrap_or_default())
+        }
+        other => {
+            return Err(Error::internal(format!(
+                "testkit: method {other} is not supported in live mode"
+            )));
+        }
+    };
+    let mut resp = result.map_err(fail)?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let bytes = resp.body_mut().read_to_vec().map_err(fail)?;
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+/// A plugin created from settings the way the daemon does it, ready to collect.
+pub struct Harness<P: Plugin> {
+    plugin: P,
+    host: Host,
+    test_host: TestHost,
+    created: Created,
+}
+
+impl<P: Plugin> Harness<P> {
+    /// Creates the plugin from JSON settings (as `[sources.settings]` would
+    /// become). Settings errors are exactly those the daemon would report.
+    pub fn create(settings: serde_json::Value, test_host: TestHost) -> Result<Self, Error> {
+        let bytes = serde_json::to_vec(&settings)
+            .map_err(|e| Error::internal(format!("testkit: cannot encode settings: {e}")))?;
+        let parsed = crate::parse_settings::<P>(&bytes)?;
+        let host = Host::local(Arc::new(test_host.clone()));
+        let plugin = P::new(parsed, &host)?;
+        let created = Created {
+            emits: plugin.emits(),
+        };
+        Ok(Harness {
+            plugin,
+            host,
+            test_host,
+            created,
+        })
+    }
+
+    /// Runs one collection. The request goes through JSON and back first, so
+    /// what the plugin sees is what the daemon would send.
+    pub fn collect(&mut self, request: &CollectRequest) -> Result<CollectResponse, Error> {
+        let wire = serde_json::to_vec(request)
+            .and_then(|b| serde_json::from_slice::<CollectRequest>(&b))
+            .map_err(|e| Error::internal(format!("testkit: request does not round-trip: {e}")))?;
+        let response = self.plugin.collect(&wire, &self.host)?;
+        serde_json::to_vec(&response)
+            .and_then(|b| serde_json::from_slice(&b))
+            .map_err(|e| Error::internal(format!("testkit: response does not round-trip: {e}")))
+    }
+
+    /// The indicators the created source says it emits.
+    pub fn emits(&self) -> &[String] {
+        &self.created.emits
+    }
+
+    /// The test host, to read logs and requests back.
+    pub fn host(&self) -> &TestHost {
+        &self.test_host
+    }
+}

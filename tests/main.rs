@@ -1,0 +1,1 @@
+//! Integration tests: the real tallyd binary with real plugin libraries.
