@@ -1,0 +1,312 @@
+//! One configured source's plugin instance, and the host services it gets.
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tally_plugin::abi::{self, Bytes, HostVTable, Instance, OwnedBytes, Status};
+use tally_plugin::{CollectRequest, CollectResponse, Created, Error, HttpRequest, HttpResponse};
+
+use super::PluginLibrary;
+use crate::clock::Clock;
+
+/// Replaces secret values in text that leaves the daemon (logs, errors).
+pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// What the daemon lends a plugin: its HTTP client, its clock, its runtime.
+#[derive(Clone)]
+pub struct HostServices {
+    pub http: reqwest::Client,
+    /// Plugin calls run on blocking-pool threads; HTTP requests are driven on
+    /// this runtime from there. `None` (e.g. `tallyd check`) refuses HTTP.
+    pub runtime: Option<tokio::runtime::Handle>,
+    pub clock: Arc<dyn Clock>,
+    pub redact: Redact,
+    pub http_timeout: Duration,
+}
+
+/// Why a plugin call did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin reported an error.
+    #[error("{0}")]
+    Plugin(Error),
+    /// The plugin panicked; the message and location are in the text.
+    #[error("plugin panicked: {0}")]
+    Panic(String),
+    /// The plugin broke the protocol (undecodable answer, unknown status).
+    #[error("plugin protocol error: {0}")]
+    Protocol(String),
+}
+
+struct HostCtx {
+    source: String,
+    services: HostServices,
+    cancelled: AtomicBool,
+}
+
+struct InstancePtr(*mut Instance);
+
+/// A created plugin instance for one source. Calls are serialized by a mutex:
+/// the ABI promises plugins that one instance is never called concurrently.
+pub struct SourceInstance {
+    lib: Arc<PluginLibrary>,
+    ptr: Mutex<InstancePtr>,
+    // Boxed so their addresses stay put: the plugin keeps pointers to both.
+    _host_vt: Box<HostVTable>,
+    ctx: Box<HostCtx>,
+    pub created: Created,
+}
+
+// SAFETY: the instance pointer is only used under `ptr`'s mutex (one call at a
+// time, as the ABI requires); the host vtable and context are immutable except
+// for the atomic cancellation flag, and their functions are thread-safe.
+unsafe impl Send for SourceInstance {}
+// SAFETY: as above.
+unsafe impl Sync for SourceInstance {}
+
+impl SourceInstance {
+    /// Creates an instance from the source's settings; the plugin validates them.
+    pub fn create(
+        lib: Arc<PluginLibrary>,
+        source: &str,
+        settings: &serde_json::Value,
+        services: HostServices,
+    ) -> Result<SourceInstance, CallError> {
+        let ctx = Box::new(HostCtx {
+            source: source.to_owned(),
+            services,
+            cancelled: AtomicBool::new(false),
+        });
+        let host_vt = Box::new(HostVTable {
+            size: std::mem::size_of::<HostVTable>(),
+            abi_minor: abi::ABI_MINOR,
+            ctx: (&*ctx as *const HostCtx).cast::<c_void>(),
+            log: host_log,
+            now_unix_ms: host_now,
+            cancelled: host_cancelled,
+            call: host_call,
+        });
+        let settings = serde_json::to_vec(settings)
+            .map_err(|e| CallError::Protocol(format!("cannot encode settings: {e}")))?;
+        let mut instance: *mut Instance = std::ptr::null_mut();
+        let mut out = OwnedBytes::empty();
+        // SAFETY: `host_vt` and `ctx` are boxed and owned by the returned
+        // value, which destroys the instance before dropping them; the other
+        // arguments are valid for the call.
+        let status = unsafe {
+            (lib.vtable.create)(
+                &*host_vt,
+                Bytes::from_slice(&settings),
+                &mut instance,
+                &mut out,
+            )
+        };
+        // SAFETY: the plugin filled `out` during the call.
+        let body = unsafe { out.into_vec() };
+        let created: Created = decode(status, &body)?;
+        if instance.is_null() {
+            return Err(CallError::Protocol("create succeeded without an instance".to_owned()));
+        }
+        Ok(SourceInstance {
+            lib,
+            ptr: Mutex::new(InstancePtr(instance)),
+            _host_vt: host_vt,
+            ctx,
+            created,
+        })
+    }
+
+    /// One collection run. Blocks: call it from a blocking-pool thread.
+    pub fn collect_blocking(&self, request: &CollectRequest) -> Result<CollectResponse, CallError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| CallError::Protocol(format!("cannot encode request: {e}")))?;
+        // A poisoned mutex only means an earlier caller panicked on our side
+        // after the call; the instance itself is as the plugin left it.
+        let guard = self.ptr.lock().unwrap_or_else(|p| p.into_inner());
+        self.ctx.cancelled.store(false, Ordering::SeqCst);
+        let mut out = OwnedBytes::empty();
+        // SAFETY: the instance is alive (destroyed only in Drop) and used by
+        // this thread alone while the mutex is held.
+        let status =
+            unsafe { (self.lib.vtable.collect)(guard.0, Bytes::from_slice(&body), &mut out) };
+        // SAFETY: the plugin filled `out` during the call.
+        let answer = unsafe { out.into_vec() };
+        drop(guard);
+        decode(status, &answer)
+    }
+
+    /// Asks the plugin to stop the current run early (it polls `host.cancelled()`).
+    pub fn cancel(&self) {
+        self.ctx.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn plugin(&self) -> &Arc<PluginLibrary> {
+        &self.lib
+    }
+}
+
+impl Drop for SourceInstance {
+    fn drop(&mut self) {
+        let ptr = self.ptr.get_mut().unwrap_or_else(|p| p.into_inner()).0;
+        if !ptr.is_null() {
+            // SAFETY: created by this library's `create`, destroyed once, and
+            // before `_host_vt`/`ctx` (fields drop after this body) go away.
+            unsafe { (self.lib.vtable.destroy)(ptr) };
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(status: Status, body: &[u8]) -> Result<T, CallError> {
+    match status {
+        Status::OK => serde_json::from_slice(body)
+            .map_err(|e| CallError::Protocol(format!("undecodable answer: {e}"))),
+        Status::ERROR => Err(CallError::Plugin(serde_json::from_slice(body).unwrap_or_else(
+            |_| Error::internal(String::from_utf8_lossy(body).into_owned()),
+        ))),
+        Status::PANICKED => Err(CallError::Panic(String::from_utf8_lossy(body).into_owned())),
+        other => Err(CallError::Protocol(format!(
+            "status {}: {}",
+            other.0,
+            String::from_utf8_lossy(body)
+        ))),
+    }
+}
+
+/// # Safety
+/// `ctx` must be the `HostCtx` pointer this daemon put into the host vtable.
+unsafe fn ctx<'a>(ctx: *const c_void) -> &'a HostCtx {
+    // SAFETY: guaranteed by the caller; the context lives as long as the instance.
+    unsafe { &*ctx.cast::<HostCtx>() }
+}
+
+unsafe extern "C" fn host_log(ctx_ptr: *const c_void, level: u32, message: Bytes) {
+    // A panic must not unwind into the plugin's frames.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the plugin passes back our own context and a message valid for the call.
+        let (ctx, message) = unsafe { (ctx(ctx_ptr), message.as_slice()) };
+        let text = (ctx.services.redact)(&String::from_utf8_lossy(message));
+        let source = ctx.source.as_str();
+        match tally_plugin::Level::from_u32(level) {
+            tally_plugin::Level::Error => {
+                tracing::error!(target: "tally::plugin", source, "{text}")
+            }
+            tally_plugin::Level::Warn => tracing::warn!(target: "tally::plugin", source, "{text}"),
+            tally_plugin::Level::Info => tracing::info!(target: "tally::plugin", source, "{text}"),
+            tally_plugin::Level::Debug => {
+                tracing::debug!(target: "tally::plugin", source, "{text}")
+            }
+            tally_plugin::Level::Trace => {
+                tracing::trace!(target: "tally::plugin", source, "{text}")
+            }
+        }
+    }));
+}
+
+unsafe extern "C" fn host_now(ctx_ptr: *const c_void) -> i64 {
+    // SAFETY: the plugin passes back our own context.
+    catch_unwind(AssertUnwindSafe(|| {
+        unsafe { ctx(ctx_ptr) }.services.clock.now().timestamp_millis()
+    }))
+    .unwrap_or(0)
+}
+
+unsafe extern "C" fn host_cancelled(ctx_ptr: *const c_void) -> bool {
+    // SAFETY: the plugin passes back our own context.
+    unsafe { ctx(ctx_ptr) }.cancelled.load(Ordering::SeqCst)
+}
+
+unsafe extern "C" fn host_call(
+    ctx_ptr: *const c_void,
+    method: Bytes,
+    payload: Bytes,
+    out: *mut OwnedBytes,
+) -> Status {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the plugin passes back our own context and inputs valid for the call.
+        let (ctx, method, payload) = unsafe { (ctx(ctx_ptr), method.as_slice(), payload.as_slice()) };
+        match method {
+            b"http" => match serde_json::from_slice::<HttpRequest>(payload) {
+                Ok(req) => match http(ctx, &req) {
+                    Ok(resp) => (Status::OK, serde_json::to_vec(&resp).unwrap_or_default()),
+                    Err(e) => (Status::ERROR, serde_json::to_vec(&e).unwrap_or_default()),
+                },
+                Err(e) => (
+                    Status::BAD_REQUEST,
+                    format!("undecodable http request: {e}").into_bytes(),
+                ),
+            },
+            other => (
+                Status::UNSUPPORTED,
+                format!(
+                    "tallyd offers no service {:?}",
+                    String::from_utf8_lossy(other)
+                )
+                .into_bytes(),
+            ),
+        }
+    }));
+    let (status, body) =
+        result.unwrap_or_else(|_| (Status::ERROR, br#"{"kind":"internal","message":"tallyd failed serving the call"}"#.to_vec()));
+    if !out.is_null() {
+        // SAFETY: the plugin passes a writable out-slot; the buffer carries our release.
+        unsafe { out.write(OwnedBytes::from_vec(body)) };
+    }
+    status
+}
+
+/// Performs a plugin's HTTP request with the daemon's client, on the daemon's
+/// runtime, from the plugin's (blocking-pool) thread.
+fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
+    let Some(runtime) = &ctx.services.runtime else {
+        return Err(Error::internal("HTTP is not available in this command"));
+    };
+    // Query strings may carry tokens: name the endpoint without them.
+    let shown = req.url.split('?').next().unwrap_or_default().to_owned();
+    let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Error::settings(format!("unknown HTTP method {:?}", req.method)))?;
+    let timeout = req
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(ctx.services.http_timeout);
+    let mut builder = ctx
+        .services
+        .http
+        .request(method, &req.url)
+        .query(&req.query)
+        .timeout(timeout);
+    for (k, v) in &req.headers {
+        builder = builder.header(k, v);
+    }
+    if let Some(body) = &req.body {
+        builder = builder.body(body.clone());
+    }
+    let fail = |e: reqwest::Error| {
+        let what = if e.is_timeout() {
+            format!("timed out after {} ms", timeout.as_millis())
+        } else if e.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            e.without_url().to_string()
+        };
+        Error::upstream(format!("{} {shown}: {what}", req.method))
+    };
+    runtime.block_on(async {
+        let resp = builder.send().await.map_err(fail)?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let bytes = resp.bytes().await.map_err(fail)?;
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    })
+}

@@ -1,0 +1,343 @@
+//! Finding and loading plugin libraries.
+//!
+//! Together with `instance.rs` this is the only code of the daemon with
+//! `unsafe`: it opens shared libraries and calls through their vtables.
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tally_plugin::Description;
+use tally_plugin::abi::{self, Descriptor, EntryFn, OwnedBytes, PluginVTable, Status};
+
+/// Why a library was not loaded. Each message is one line that names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginLoadError {
+    #[error("{path}: not a tally plugin: it exports no `tally_plugin_entry_v1`")]
+    NotAPlugin { path: PathBuf },
+    #[error(
+        "{path}: ABI version mismatch: the library speaks plugin ABI v{found}, this tallyd speaks ABI v{expected}; rebuild it against tally-plugin {sdk}"
+    )]
+    AbiMismatch {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+        sdk: &'static str,
+    },
+    #[error("{path}: duplicate plugin name \"{name}\": already loaded from {first}")]
+    Duplicate {
+        path: PathBuf,
+        name: String,
+        first: PathBuf,
+    },
+    #[error("{path}: cannot load library: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error(
+        "{path}: refused: {what} is writable by group or others (mode {mode:o}); a loaded plugin runs with the daemon's rights, make it writable by its owner only"
+    )]
+    Insecure {
+        path: PathBuf,
+        what: String,
+        mode: u32,
+    },
+    #[error("{path}: bad plugin descriptor: {why}")]
+    BadDescriptor { path: PathBuf, why: String },
+}
+
+impl PluginLoadError {
+    pub fn path(&self) -> &Path {
+        match self {
+            PluginLoadError::NotAPlugin { path }
+            | PluginLoadError::AbiMismatch { path, .. }
+            | PluginLoadError::Duplicate { path, .. }
+            | PluginLoadError::Load { path, .. }
+            | PluginLoadError::Insecure { path, .. }
+            | PluginLoadError::BadDescriptor { path, .. } => path,
+        }
+    }
+}
+
+/// A loaded plugin library. Never unloaded: code and `'static` data of a
+/// library must outlive every pointer the daemon got from it, and Rust
+/// libraries with thread-locals cannot be unloaded soundly anyway.
+pub struct PluginLibrary {
+    pub name: String,
+    pub version: String,
+    pub sdk_version: String,
+    pub abi_major: u32,
+    pub abi_minor: u32,
+    pub path: PathBuf,
+    pub panic_unwind: bool,
+    pub description: Description,
+    pub(crate) vtable: &'static PluginVTable,
+}
+
+impl fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginLibrary")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything found in the plugin directories: what loaded, and what was refused and why.
+#[derive(Default, Debug)]
+pub struct PluginRegistry {
+    plugins: BTreeMap<String, Arc<PluginLibrary>>,
+    refused: Vec<PluginLoadError>,
+}
+
+impl PluginRegistry {
+    /// Loads every shared library found directly in `dirs`, in order. A refused
+    /// library never stops the others from loading.
+    pub fn scan(dirs: &[PathBuf]) -> PluginRegistry {
+        let mut registry = PluginRegistry::default();
+        for dir in dirs {
+            let mut files = match candidate_files(dir) {
+                Ok(files) => files,
+                Err(e) => {
+                    registry.refused.push(e);
+                    continue;
+                }
+            };
+            files.sort();
+            for path in files {
+                match load(&path) {
+                    Ok(lib) => registry.add(lib),
+                    Err(e) => registry.refused.push(e),
+                }
+            }
+        }
+        registry
+    }
+
+    fn add(&mut self, lib: PluginLibrary) {
+        if let Some(first) = self.plugins.get(&lib.name) {
+            self.refused.push(PluginLoadError::Duplicate {
+                path: lib.path.clone(),
+                name: lib.name.clone(),
+                first: first.path.clone(),
+            });
+            return;
+        }
+        self.plugins.insert(lib.name.clone(), Arc::new(lib));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<PluginLibrary>> {
+        self.plugins.get(name)
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<PluginLibrary>> {
+        self.plugins.values()
+    }
+
+    pub fn refused(&self) -> &[PluginLoadError] {
+        &self.refused
+    }
+}
+
+fn candidate_files(dir: &Path) -> Result<Vec<PathBuf>, PluginLoadError> {
+    let read = std::fs::read_dir(dir).map_err(|e| PluginLoadError::Load {
+        path: dir.to_path_buf(),
+        message: format!("cannot read plugin directory: {e}"),
+    })?;
+    check_not_writable_by_others(dir, dir, "the plugin directory")?;
+    let suffix = std::env::consts::DLL_SUFFIX;
+    Ok(read
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(suffix))
+        })
+        .collect())
+}
+
+#[cfg(unix)]
+fn check_not_writable_by_others(
+    path: &Path,
+    report_as: &Path,
+    what: &str,
+) -> Result<(), PluginLoadError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| PluginLoadError::Load {
+        path: report_as.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(PluginLoadError::Insecure {
+            path: report_as.to_path_buf(),
+            what: what.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_not_writable_by_others(_: &Path, _: &Path, _: &str) -> Result<(), PluginLoadError> {
+    Ok(())
+}
+
+/// Loads one library and checks that it is a plugin of our ABI.
+pub fn load(path: &Path) -> Result<PluginLibrary, PluginLoadError> {
+    let path = path.canonicalize().map_err(|e| PluginLoadError::Load {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    check_not_writable_by_others(&path, &path, "the library file")?;
+    if let Some(dir) = path.parent() {
+        check_not_writable_by_others(dir, &path, "its directory")?;
+    }
+    let lib = open(&path)?;
+    // Leaked on purpose: see `PluginLibrary`.
+    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+
+    // SAFETY: the symbol, if present, is the SDK's `export_plugin!` entry point,
+    // whose type is `EntryFn`. A library that exports the name with another
+    // type is a broken plugin we cannot detect; the descriptor checks below
+    // catch the likely cases (wrong magic, wrong version).
+    let entry: Option<EntryFn> =
+        unsafe { lib.get::<EntryFn>(abi::ENTRY_SYMBOL) }.ok().map(|s| *s);
+    let Some(entry) = entry else {
+        return Err(other_abi(lib, &path).unwrap_or(PluginLoadError::NotAPlugin { path }));
+    };
+    // SAFETY: calling the entry point has no preconditions; it returns a
+    // pointer to a static descriptor (or null).
+    let desc_ptr = unsafe { entry() };
+    // SAFETY: a non-null pointer from the entry point refers to a `'static`
+    // descriptor in the never-unloaded library. Only the fixed leading fields
+    // (magic, versions, size) are read before `size` is checked.
+    let desc: &'static Descriptor = match unsafe { desc_ptr.as_ref() } {
+        Some(d) => d,
+        None => {
+            return Err(PluginLoadError::BadDescriptor {
+                path,
+                why: "the entry point returned null".to_owned(),
+            });
+        }
+    };
+    if desc.magic != abi::MAGIC {
+        return Err(PluginLoadError::BadDescriptor {
+            path,
+            why: "wrong magic bytes".to_owned(),
+        });
+    }
+    if desc.abi_major != abi::ABI_VERSION {
+        return Err(PluginLoadError::AbiMismatch {
+            path,
+            found: desc.abi_major,
+            expected: abi::ABI_VERSION,
+            sdk: abi::SDK_VERSION,
+        });
+    }
+    if desc.size < std::mem::size_of::<Descriptor>()
+        || desc.vtable.size < std::mem::size_of::<PluginVTable>()
+    {
+        return Err(PluginLoadError::BadDescriptor {
+            path,
+            why: format!(
+                "descriptor of {} bytes and vtable of {} bytes are smaller than ABI v1's {} and {}",
+                desc.size,
+                desc.vtable.size,
+                std::mem::size_of::<Descriptor>(),
+                std::mem::size_of::<PluginVTable>()
+            ),
+        });
+    }
+    // SAFETY: the descriptor's strings point to `'static` data of the library.
+    let text = |b: &abi::Bytes| String::from_utf8_lossy(unsafe { b.as_slice() }).into_owned();
+    let name = text(&desc.plugin_name);
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+    {
+        return Err(PluginLoadError::BadDescriptor {
+            path,
+            why: format!("plugin name {name:?} is not [a-z0-9_]+"),
+        });
+    }
+    let vtable: &'static PluginVTable = &desc.vtable;
+    let description = describe(vtable).map_err(|why| PluginLoadError::BadDescriptor {
+        path: path.clone(),
+        why,
+    })?;
+    Ok(PluginLibrary {
+        version: text(&desc.plugin_version),
+        sdk_version: text(&desc.sdk_version),
+        abi_major: desc.abi_major,
+        abi_minor: desc.abi_minor,
+        panic_unwind: desc.panic_unwind,
+        name,
+        path,
+        description,
+        vtable,
+    })
+}
+
+#[cfg(unix)]
+fn open(path: &Path) -> Result<libloading::Library, PluginLoadError> {
+    use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+    // SAFETY: opening a library runs its initialisers with the daemon's
+    // rights. We only get here for files in the configured plugin directories
+    // that no other user can write (checked above); plugins are trusted code.
+    // RTLD_NOW fails at once on missing symbols instead of mid-run, and
+    // RTLD_LOCAL keeps one plugin's symbols from resolving another's.
+    unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }
+        .map(Into::into)
+        .map_err(|e| PluginLoadError::Load {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+#[cfg(not(unix))]
+fn open(path: &Path) -> Result<libloading::Library, PluginLoadError> {
+    // SAFETY: as for unix: trusted code from the configured plugin directories.
+    unsafe { libloading::Library::new(path) }.map_err(|e| PluginLoadError::Load {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// A library without our entry symbol may still be a tally plugin of another
+/// ABI major: say so, rather than "not a plugin".
+fn other_abi(lib: &libloading::Library, path: &Path) -> Option<PluginLoadError> {
+    (2..=16).chain(std::iter::once(0)).find_map(|major| {
+        let mut symbol = abi::entry_symbol_for(major).into_bytes();
+        symbol.push(0);
+        // SAFETY: only the symbol's presence is checked; it is never called.
+        let found = unsafe { lib.get::<*const ()>(&symbol) }.is_ok();
+        found.then(|| PluginLoadError::AbiMismatch {
+            path: path.to_path_buf(),
+            found: major,
+            expected: abi::ABI_VERSION,
+            sdk: abi::SDK_VERSION,
+        })
+    })
+}
+
+fn describe(vtable: &PluginVTable) -> Result<Description, String> {
+    let mut out = OwnedBytes::empty();
+    // SAFETY: `describe` takes only the out-slot, which is valid and writable.
+    let status = unsafe { (vtable.describe)(&mut out) };
+    // SAFETY: the plugin filled `out` during the call (or left it empty).
+    let body = unsafe { out.into_vec() };
+    match status {
+        Status::OK => serde_json::from_slice(&body)
+            .map_err(|e| format!("describe answered undecodable JSON: {e}")),
+        other => Err(format!(
+            "describe failed (status {}): {}",
+            other.0,
+            String::from_utf8_lossy(&body)
+        )),
+    }
+}
