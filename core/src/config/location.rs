@@ -87,7 +87,13 @@ impl KeyIndex {
         }
     }
 
-    fn record(&mut self, lines: &LineIndex<'_>, path: &str, key: Range<usize>, value: Range<usize>) {
+    fn record(
+        &mut self,
+        lines: &LineIndex<'_>,
+        path: &str,
+        key: Range<usize>,
+        value: Range<usize>,
+    ) {
         let (line, column) = lines.position(value.start);
         self.entries.insert(
             path.to_owned(),
@@ -124,9 +130,14 @@ impl KeyIndex {
             .entries
             .iter()
             .filter(|(_, e)| covers(&e.key_span) || covers(&e.value_span))
-            .min_by_key(|(_, e)| {
+            .min_by_key(|(key, e)| {
                 let width = |s: &Range<usize>| if covers(s) { s.len() } else { usize::MAX };
-                width(&e.key_span).min(width(&e.value_span))
+                // On a tie (`[[units]]` is the span of both `units` and `units[0]`),
+                // the deeper key is the more precise one.
+                (
+                    width(&e.key_span).min(width(&e.value_span)),
+                    std::cmp::Reverse(key.len()),
+                )
             });
         let (line, column) = LineIndex::new(text).position(offset);
         let key = best.map(|(k, _)| k.clone()).unwrap_or_default();
@@ -167,10 +178,9 @@ fn parent_key(key: &str) -> Option<&str> {
         return stripped.rfind('[').map(|i| &key[..i]);
     }
     // A quoted last segment may itself contain dots: find the dot before its opening quote.
-    let search_end = if key.ends_with('"') {
-        key[..key.len() - 1].rfind('"').unwrap_or(0)
-    } else {
-        key.len()
+    let search_end = match key.strip_suffix('"') {
+        Some(open) => open.rfind('"').unwrap_or(0),
+        None => key.len(),
     };
     key[..search_end].rfind('.').map(|i| &key[..i])
 }
@@ -216,7 +226,10 @@ mod tests {
 
     #[test]
     fn parent_keys() {
-        assert_eq!(parent_key("sources[2].settings.a"), Some("sources[2].settings"));
+        assert_eq!(
+            parent_key("sources[2].settings.a"),
+            Some("sources[2].settings")
+        );
         assert_eq!(parent_key("sources[2]"), Some("sources"));
         assert_eq!(parent_key("sources"), None);
         assert_eq!(parent_key(r#"s.settings."a.b""#), Some("s.settings"));

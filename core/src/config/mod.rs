@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::Kind;
 
@@ -148,15 +148,24 @@ pub struct IndicatorConfig {
 }
 
 /// Whom a target's minimum applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Per {
     Entity,
     Unit,
 }
 
+impl Per {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::Entity => "entity",
+            Per::Unit => "unit",
+        }
+    }
+}
+
 /// The period a target's minimum is set for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetPeriod {
     Day,
@@ -164,6 +173,18 @@ pub enum TargetPeriod {
     Month,
     Quarter,
     Year,
+}
+
+impl TargetPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetPeriod::Day => "day",
+            TargetPeriod::Week => "week",
+            TargetPeriod::Month => "month",
+            TargetPeriod::Quarter => "quarter",
+            TargetPeriod::Year => "year",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -468,9 +489,13 @@ impl Checker<'_> {
         let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|e| {
             self.problem(
                 "daemon.listen",
-                format!("invalid address {listen_text:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9470)"),
+                format!(
+                    "invalid address {listen_text:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9470)"
+                ),
             );
-            Config::DEFAULT_LISTEN.parse().expect("default address parses")
+            Config::DEFAULT_LISTEN
+                .parse()
+                .expect("default address parses")
         });
         let timezone = match raw.timezone {
             None => Config::DEFAULT_TIMEZONE,
@@ -482,8 +507,9 @@ impl Checker<'_> {
                 Config::DEFAULT_TIMEZONE
             }),
         };
-        let api_token = raw.api_token.and_then(|text| {
-            match self.resolver.resolve(&text) {
+        let api_token = raw
+            .api_token
+            .and_then(|text| match self.resolver.resolve(&text) {
                 Ok(value) if value.is_empty() => {
                     self.problem("daemon.api_token", "the token is empty");
                     None
@@ -493,8 +519,7 @@ impl Checker<'_> {
                     self.problem("daemon.api_token", message);
                     None
                 }
-            }
-        });
+            });
         if !listen.ip().is_loopback() && api_token.is_none() {
             self.problem(
                 "daemon.listen",
@@ -533,7 +558,10 @@ impl Checker<'_> {
                 let line = self.keys.at(&format!("units[{j}].id")).line;
                 self.problem(
                     &key,
-                    format!("duplicate unit id {:?}, first defined at units[{j}].id (line {line})", unit.id),
+                    format!(
+                        "duplicate unit id {:?}, first defined at units[{j}].id (line {line})",
+                        unit.id
+                    ),
                 );
             } else {
                 first.insert(&unit.id, i);
@@ -561,7 +589,9 @@ impl Checker<'_> {
         // such a name simply cannot be used as an alias.
         let mut owner: HashMap<&str, (usize, String)> = HashMap::new();
         for (i, unit) in raw.iter().enumerate() {
-            owner.entry(&unit.name).or_insert((i, format!("units[{i}].name")));
+            owner
+                .entry(&unit.name)
+                .or_insert((i, format!("units[{i}].name")));
         }
         for (i, unit) in raw.iter().enumerate() {
             for (a, alias) in unit.aliases.iter().enumerate() {
@@ -599,7 +629,10 @@ impl Checker<'_> {
             if !is_indicator_id(&indicator.id) {
                 self.problem(
                     &key,
-                    format!("invalid indicator id {:?}: expected [a-z][a-z0-9_]*", indicator.id),
+                    format!(
+                        "invalid indicator id {:?}: expected [a-z][a-z0-9_]*",
+                        indicator.id
+                    ),
                 );
             }
             if let Some(&j) = first.get(&indicator.id) {
@@ -649,7 +682,10 @@ impl Checker<'_> {
             }
             for (u, unit) in target.units.iter().flatten().enumerate() {
                 if !units.contains(unit) {
-                    self.problem(&format!("targets[{i}].units[{u}]"), format!("unknown unit {unit:?}"));
+                    self.problem(
+                        &format!("targets[{i}].units[{u}]"),
+                        format!("unknown unit {unit:?}"),
+                    );
                 }
             }
         }
@@ -673,14 +709,20 @@ impl Checker<'_> {
             if !is_source_id(&source.id) {
                 self.problem(
                     &key("id"),
-                    format!("invalid source id {:?}: expected [a-z0-9][a-z0-9_-]*", source.id),
+                    format!(
+                        "invalid source id {:?}: expected [a-z0-9][a-z0-9_-]*",
+                        source.id
+                    ),
                 );
             }
             if let Some(&j) = first.get(&source.id) {
                 let line = self.keys.at(&format!("sources[{j}].id")).line;
                 self.problem(
                     &key("id"),
-                    format!("duplicate source id {:?}, first defined at sources[{j}].id (line {line})", source.id),
+                    format!(
+                        "duplicate source id {:?}, first defined at sources[{j}].id (line {line})",
+                        source.id
+                    ),
                 );
             } else {
                 first.insert(source.id.clone(), i);
@@ -701,7 +743,10 @@ impl Checker<'_> {
                     }
                     for (u, unit) in list.iter().enumerate() {
                         if !units.contains(unit) {
-                            self.problem(&format!("sources[{i}].units[{u}]"), format!("unknown unit {unit:?}"));
+                            self.problem(
+                                &format!("sources[{i}].units[{u}]"),
+                                format!("unknown unit {unit:?}"),
+                            );
                         }
                     }
                     list
@@ -713,7 +758,10 @@ impl Checker<'_> {
                 (None, None) => {
                     self.problem(
                         &format!("sources[{i}]"),
-                        format!("source {:?} needs `unit = \"ID\"` or `units = [\"ID\", ...]`", source.id),
+                        format!(
+                            "source {:?} needs `unit = \"ID\"` or `units = [\"ID\", ...]`",
+                            source.id
+                        ),
                     );
                     Vec::new()
                 }
@@ -727,7 +775,10 @@ impl Checker<'_> {
             let timeout = match &source.timeout {
                 None => Config::DEFAULT_TIMEOUT,
                 Some(text) => parse_duration(text).unwrap_or_else(|message| {
-                    self.problem(&key("timeout"), format!("invalid duration {text:?}: {message}"));
+                    self.problem(
+                        &key("timeout"),
+                        format!("invalid duration {text:?}: {message}"),
+                    );
                     Config::DEFAULT_TIMEOUT
                 }),
             };
@@ -747,7 +798,9 @@ impl Checker<'_> {
                     units: source_units,
                     schedule,
                     schedule_text: source.schedule,
-                    lookback_days: source.lookback_days.unwrap_or(Config::DEFAULT_LOOKBACK_DAYS),
+                    lookback_days: source
+                        .lookback_days
+                        .unwrap_or(Config::DEFAULT_LOOKBACK_DAYS),
                     timeout,
                     backfill_from,
                     enabled: source.enabled.unwrap_or(true),
@@ -831,7 +884,8 @@ fn is_source_id(id: &str) -> bool {
 /// A duration such as `500ms`, `60s`, `5m`, `1h30m` or `1d`: numbers with units,
 /// largest first is customary but not required.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    const EXPECTED: &str = "expected numbers with units ms, s, m, h or d, e.g. \"60s\", \"5m\", \"1h30m\", \"500ms\"";
+    const EXPECTED: &str =
+        "expected numbers with units ms, s, m, h or d, e.g. \"60s\", \"5m\", \"1h30m\", \"500ms\"";
     let mut total = Duration::ZERO;
     let mut rest = text.trim();
     if rest.is_empty() {

@@ -59,7 +59,11 @@ fn translate_day_of_week(field: &str) -> Result<String, String> {
             None => 1,
             Some(s) => match s.parse::<u32>() {
                 Ok(n) if n > 0 => n,
-                _ => return Err(format!("day-of-week step {s:?} in {field:?} is not a positive number")),
+                _ => {
+                    return Err(format!(
+                        "day-of-week step {s:?} in {field:?} is not a positive number"
+                    ));
+                }
             },
         };
         let (first, last) = match range {
@@ -93,7 +97,9 @@ fn translate_day_of_week(field: &str) -> Result<String, String> {
 fn day_number(text: &str, field: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(n) if n <= 7 => Ok(n),
-        Ok(n) => Err(format!("day-of-week {n} in {field:?} is out of range 0-7 (0 and 7 are Sunday)")),
+        Ok(n) => Err(format!(
+            "day-of-week {n} in {field:?} is out of range 0-7 (0 and 7 are Sunday)"
+        )),
         Err(_) => Err(format!(
             "day-of-week {text:?} in {field:?} is not understood: write numbers 0-7 with ranges, lists and steps, \
              or names (MON-FRI), not a mix of both"
@@ -108,7 +114,11 @@ mod tests {
     #[test]
     fn day_of_week_translation() {
         let check = |crontab: &str, cron: &str| {
-            assert_eq!(translate_day_of_week(crontab).as_deref(), Ok(cron), "{crontab}");
+            assert_eq!(
+                translate_day_of_week(crontab).as_deref(),
+                Ok(cron),
+                "{crontab}"
+            );
         };
         check("*", "*");
         check("?", "?");
@@ -128,7 +138,8 @@ mod tests {
     fn untranslatable_day_of_week() {
         for (field, expected) in [
             ("8", "out of range"),
-            ("MON-5", "not a mix"), ("5#3", "not understood"),
+            ("MON-5", "not a mix"),
+            ("5#3", "not understood"),
             ("5-1", "runs backwards"),
             ("1/0", "not a positive number"),
         ] {

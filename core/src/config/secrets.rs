@@ -102,7 +102,9 @@ impl Resolver<'_> {
             out.push_str(&rest[..start]);
             let after = &rest[start + kind.len() + 3..];
             let Some(end) = after.find('}') else {
-                return Err(format!("unterminated ${{{kind}:...}} reference: missing `}}`"));
+                return Err(format!(
+                    "unterminated ${{{kind}:...}} reference: missing `}}`"
+                ));
             };
             let name = &after[..end];
             if name.is_empty() {
@@ -114,7 +116,10 @@ impl Resolver<'_> {
                 _ => {
                     let path = self.base_dir.join(name);
                     let content = std::fs::read_to_string(&path).map_err(|e| {
-                        format!("cannot read secret file {:?}: {}", path.display().to_string(), e.kind())
+                        format!(
+                            "cannot read secret file {:?}: {e}",
+                            path.display().to_string()
+                        )
                     })?;
                     content.trim_end_matches(['\n', '\r']).to_owned()
                 }
@@ -160,7 +165,11 @@ mod tests {
         assert_eq!(r.resolve("Bearer ${env:TOKEN}!").unwrap(), "Bearer t0ken!");
         assert_eq!(r.resolve("${name} stays").unwrap(), "${name} stays");
         assert_eq!(r.resolved, ["t0ken"]);
-        assert!(r.resolve("${env:TOKEN").unwrap_err().contains("unterminated"));
+        assert!(
+            r.resolve("${env:TOKEN")
+                .unwrap_err()
+                .contains("unterminated")
+        );
         assert!(r.resolve("${env:}").unwrap_err().contains("empty"));
     }
 }
