@@ -1,0 +1,239 @@
+//! Where things are in the configuration file: key paths and their positions.
+//!
+//! Every key of the parsed document is recorded once, by key path
+//! (`sources[2].settings.mapping[0].path`), with the position of its value. Semantic
+//! checks then ask for a key path and get `file:line:column`, and toml's own errors,
+//! which only carry a byte span, are mapped back to the key they are about. Keeping
+//! this side table instead of `toml::Spanned` fields lets the public types stay plain
+//! and lets the daemon locate keys the config module never looks at, such as a
+//! plugin's settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+/// A place in a configuration file: `file:line:column` and the key path found there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, counted in characters (not bytes), as editors do.
+    pub column: usize,
+    /// The key path, e.g. `sources[2].schedule`; empty when the position is not
+    /// inside any key (a syntax error at the top of the file).
+    pub key: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)?;
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Byte spans of the key and of the value; a `[table]` header is its own key and value.
+    key_span: Range<usize>,
+    value_span: Range<usize>,
+    line: usize,
+    column: usize,
+}
+
+/// The positions of every key path of one document.
+#[derive(Clone, Default)]
+pub(crate) struct KeyIndex {
+    file: PathBuf,
+    entries: BTreeMap<String, Entry>,
+}
+
+impl KeyIndex {
+    pub(crate) fn build(file: &Path, text: &str, root: &DeTable<'_>) -> KeyIndex {
+        let mut index = KeyIndex {
+            file: file.to_owned(),
+            entries: BTreeMap::new(),
+        };
+        let lines = LineIndex::new(text);
+        index.walk_table(&lines, "", root);
+        index
+    }
+
+    fn walk_table(&mut self, lines: &LineIndex<'_>, prefix: &str, table: &DeTable<'_>) {
+        for (key, value) in table.iter() {
+            let path = join_key(prefix, key.get_ref());
+            self.record(lines, &path, key.span(), value.span());
+            self.walk_value(lines, &path, value.get_ref());
+        }
+    }
+
+    fn walk_value(&mut self, lines: &LineIndex<'_>, path: &str, value: &DeValue<'_>) {
+        match value {
+            DeValue::Table(table) => self.walk_table(lines, path, table),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}[{i}]");
+                    self.record(lines, &item_path, item.span(), item.span());
+                    self.walk_value(lines, &item_path, item.get_ref());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn record(
+        &mut self,
+        lines: &LineIndex<'_>,
+        path: &str,
+        key: Range<usize>,
+        value: Range<usize>,
+    ) {
+        let (line, column) = lines.position(value.start);
+        self.entries.insert(
+            path.to_owned(),
+            Entry {
+                key_span: key,
+                value_span: value,
+                line,
+                column,
+            },
+        );
+    }
+
+    /// The location of a key path. A key that is not in the file (a missing key, or
+    /// one the caller made up below a known one) is placed at its nearest ancestor
+    /// that is, keeping the full key path in the message.
+    pub(crate) fn at(&self, key: &str) -> Location {
+        let mut probe = key;
+        loop {
+            if let Some(entry) = self.entries.get(probe) {
+                return self.location(entry.line, entry.column, key);
+            }
+            match parent_key(probe) {
+                Some(parent) => probe = parent,
+                None => return self.location(1, 1, key),
+            }
+        }
+    }
+
+    /// The location of a byte offset, named by the innermost key whose key or value
+    /// covers it. Used for toml's own errors, which only carry a span.
+    pub(crate) fn at_offset(&self, text: &str, offset: usize) -> Location {
+        let covers = |span: &Range<usize>| span.start <= offset && offset <= span.end;
+        let best = self
+            .entries
+            .iter()
+            .filter(|(_, e)| covers(&e.key_span) || covers(&e.value_span))
+            .min_by_key(|(key, e)| {
+                let width = |s: &Range<usize>| if covers(s) { s.len() } else { usize::MAX };
+                // On a tie (`[[units]]` is the span of both `units` and `units[0]`),
+                // the deeper key is the more precise one.
+                (
+                    width(&e.key_span).min(width(&e.value_span)),
+                    std::cmp::Reverse(key.len()),
+                )
+            });
+        let (line, column) = LineIndex::new(text).position(offset);
+        let key = best.map(|(k, _)| k.clone()).unwrap_or_default();
+        self.location(line, column, &key)
+    }
+
+    fn location(&self, line: usize, column: usize, key: &str) -> Location {
+        Location {
+            file: self.file.clone(),
+            line,
+            column,
+            key: key.to_owned(),
+        }
+    }
+}
+
+/// `prefix.key`, quoting keys that are not bare TOML keys so the path can be read back.
+pub(crate) fn join_key(prefix: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    };
+    if prefix.is_empty() {
+        key
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The key path one level up: `a.b[2]` → `a.b`, `a.b` → `a`, `a` → none.
+fn parent_key(key: &str) -> Option<&str> {
+    if let Some(stripped) = key.strip_suffix(']') {
+        return stripped.rfind('[').map(|i| &key[..i]);
+    }
+    // A quoted last segment may itself contain dots: find the dot before its opening quote.
+    let search_end = match key.strip_suffix('"') {
+        Some(open) => open.rfind('"').unwrap_or(0),
+        None => key.len(),
+    };
+    key[..search_end].rfind('.').map(|i| &key[..i])
+}
+
+/// Byte offsets to 1-based line and character column.
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { text, starts }
+    }
+
+    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_count_characters() {
+        let lines = LineIndex::new("a = 1\nname = \"某县\" # x\n");
+        assert_eq!(lines.position(0), (1, 1));
+        assert_eq!(lines.position(6), (2, 1));
+        // After `name = "某县"`: 7 ASCII bytes, a quote, two 3-byte characters.
+        assert_eq!(lines.position(6 + 8 + 6), (2, 11));
+        assert_eq!(lines.position(1000), (3, 1));
+    }
+
+    #[test]
+    fn parent_keys() {
+        assert_eq!(
+            parent_key("sources[2].settings.a"),
+            Some("sources[2].settings")
+        );
+        assert_eq!(parent_key("sources[2]"), Some("sources"));
+        assert_eq!(parent_key("sources"), None);
+        assert_eq!(parent_key(r#"s.settings."a.b""#), Some("s.settings"));
+        assert_eq!(join_key("s", "a.b"), r#"s."a.b""#);
+        assert_eq!(join_key("s", "名"), r#"s."名""#);
+    }
+}

@@ -1,0 +1,1020 @@
+//! The configuration file (PRODUCT.md, "Configuration (TOML)"): parsing, validation,
+//! secret resolution, and the positions needed to report any problem as
+//! `file:line:column: key.path: message`.
+//!
+//! Loading happens in three steps:
+//!
+//! 1. toml parses the text into a spanned tree; [`location::KeyIndex`] records where
+//!    every key path is. Syntax errors stop here.
+//! 2. serde turns the tree into the private `raw` types (`deny_unknown_fields`
+//!    everywhere except `sources.settings`). Type errors and unknown keys stop here.
+//! 3. [`Config::parse`] checks what serde cannot (ids, references between sections,
+//!    cron expressions, durations, secrets) and collects *every* problem before
+//!    failing, sorted by position, so an operator fixes the file in one pass.
+//!
+//! A fourth check, [`Config::check_emits`], needs the loaded plugins and is run by
+//! the daemon afterwards.
+
+mod location;
+mod schedule;
+mod secrets;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Kind;
+
+pub use location::Location;
+pub use secrets::{Redactor, Secret};
+
+use location::{KeyIndex, join_key};
+use secrets::Resolver;
+
+/// A problem found in the configuration, at a place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub location: Location,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read; the cause is the `source`.
+    #[error("cannot read configuration file {}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// One problem: `FILE:LINE:COL: KEY: message`.
+    #[error("{location}: {message}")]
+    Invalid { location: Location, message: String },
+    /// Several problems, one per line, sorted by position.
+    #[error("{}", problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n"))]
+    Several { problems: Vec<Problem> },
+}
+
+impl ConfigError {
+    fn from_problems(mut problems: Vec<Problem>) -> ConfigError {
+        problems.sort_by(|a, b| {
+            (a.location.line, a.location.column).cmp(&(b.location.line, b.location.column))
+        });
+        problems.dedup();
+        if problems.len() == 1 {
+            let Problem { location, message } = problems.remove(0);
+            ConfigError::Invalid { location, message }
+        } else {
+            ConfigError::Several { problems }
+        }
+    }
+
+    /// Every problem, whatever the variant (none for `Io`).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Io { .. } => Vec::new(),
+            ConfigError::Invalid { location, message } => vec![Problem {
+                location: location.clone(),
+                message: message.clone(),
+            }],
+            ConfigError::Several { problems } => problems.clone(),
+        }
+    }
+}
+
+/// A loaded, validated configuration. Secrets are resolved; `Debug` does not show them.
+#[derive(Clone)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub units: Vec<UnitConfig>,
+    pub indicators: Vec<IndicatorConfig>,
+    pub targets: Vec<TargetConfig>,
+    pub sources: Vec<SourceConfig>,
+    /// The file this configuration was read from, as given.
+    pub path: PathBuf,
+    secrets: Redactor,
+    keys: KeyIndex,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub listen: SocketAddr,
+    pub timezone: Tz,
+    /// As written: a relative path is resolved against the daemon's current directory.
+    pub data_dir: PathBuf,
+    /// As written, searched in order.
+    pub plugin_dirs: Vec<PathBuf>,
+    pub api_token: Option<Secret>,
+    pub max_concurrent_runs: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitConfig {
+    /// `[a-z0-9_-]+` segments joined by `/`: the path from the root.
+    pub id: String,
+    pub name: String,
+    pub headcount: Option<u32>,
+    pub aliases: Vec<String>,
+}
+
+impl UnitConfig {
+    /// The parent's id: the id without its last segment.
+    pub fn parent(&self) -> Option<&str> {
+        self.id.rsplit_once('/').map(|(parent, _)| parent)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndicatorConfig {
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    /// The display unit: 篇, 次, 分, 人.
+    pub unit: String,
+}
+
+/// Whom a target's minimum applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Per {
+    Entity,
+    Unit,
+}
+
+impl Per {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Per::Entity => "entity",
+            Per::Unit => "unit",
+        }
+    }
+}
+
+/// The period a target's minimum is set for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetPeriod {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl TargetPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetPeriod::Day => "day",
+            TargetPeriod::Week => "week",
+            TargetPeriod::Month => "month",
+            TargetPeriod::Quarter => "quarter",
+            TargetPeriod::Year => "year",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetConfig {
+    pub indicator: String,
+    pub per: Per,
+    pub period: TargetPeriod,
+    pub min: f64,
+    /// Within a running period, scale `min` by the elapsed days.
+    pub prorate: bool,
+    /// The units the target applies to; `None` means all.
+    pub units: Option<Vec<String>>,
+}
+
+#[derive(Clone)]
+pub struct SourceConfig {
+    pub id: String,
+    pub plugin: String,
+    /// The unit(s) the source's data belongs to: `unit = ...` gives one.
+    pub units: Vec<String>,
+    pub schedule: cron::Schedule,
+    /// The expression as written in the file.
+    pub schedule_text: String,
+    pub lookback_days: u32,
+    pub timeout: Duration,
+    pub backfill_from: Option<NaiveDate>,
+    pub enabled: bool,
+    /// Handed to the plugin as JSON, secrets resolved. `Debug` shows only the keys.
+    pub settings: serde_json::Value,
+}
+
+impl SourceConfig {
+    /// The next `n` run times after `after`, the schedule read in time zone `tz`.
+    pub fn next_runs(&self, after: DateTime<Utc>, tz: Tz, n: usize) -> Vec<DateTime<Tz>> {
+        self.schedule
+            .after(&after.with_timezone(&tz))
+            .take(n)
+            .collect()
+    }
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Settings hold resolved secrets, and literal ones an operator wrote inline:
+        // show only the keys.
+        let settings_keys: Vec<&str> = match &self.settings {
+            serde_json::Value::Object(map) => map.keys().map(String::as_str).collect(),
+            _ => Vec::new(),
+        };
+        f.debug_struct("SourceConfig")
+            .field("id", &self.id)
+            .field("plugin", &self.plugin)
+            .field("units", &self.units)
+            .field("schedule", &self.schedule_text)
+            .field("lookback_days", &self.lookback_days)
+            .field("timeout", &self.timeout)
+            .field("backfill_from", &self.backfill_from)
+            .field("enabled", &self.enabled)
+            .field("settings_keys", &settings_keys)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("daemon", &self.daemon)
+            .field("units", &self.units)
+            .field("indicators", &self.indicators)
+            .field("targets", &self.targets)
+            .field("sources", &self.sources)
+            .field("secrets", &self.secrets)
+            .finish()
+    }
+}
+
+impl Config {
+    pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
+    pub const DEFAULT_TIMEZONE: Tz = chrono_tz::Asia::Shanghai;
+    pub const DEFAULT_DATA_DIR: &str = "data";
+    pub const DEFAULT_PLUGIN_DIR: &str = "target/release";
+    pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
+    pub const DEFAULT_LOOKBACK_DAYS: u32 = 3;
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Reads and validates a configuration file; `${env:...}` reads the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates configuration text. `path` names the file in messages and is the base
+    /// of relative `${file:...}` paths; `env` answers `${env:NAME}`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (tree, syntax_errors) = toml::de::DeTable::parse_recoverable(text);
+        let keys = KeyIndex::build(path, text, tree.get_ref());
+        let toml_problem = |err: &toml::de::Error| Problem {
+            location: keys.at_offset(text, err.span().map_or(0, |s| s.start)),
+            // Only the message: toml's `Display` quotes the offending line, which may
+            // hold a secret written inline.
+            message: err.message().trim_end().to_owned(),
+        };
+        if !syntax_errors.is_empty() {
+            return Err(ConfigError::from_problems(
+                syntax_errors.iter().map(toml_problem).collect(),
+            ));
+        }
+        let raw = raw::Config::deserialize(toml::de::Deserializer::from(tree))
+            .map_err(|e| ConfigError::from_problems(vec![toml_problem(&e)]))?;
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        let mut checker = Checker {
+            keys: &keys,
+            problems: Vec::new(),
+            resolver: Resolver {
+                env,
+                base_dir,
+                resolved: Vec::new(),
+            },
+        };
+        let config = checker.config(raw, path);
+        if !checker.problems.is_empty() {
+            return Err(ConfigError::from_problems(checker.problems));
+        }
+        let secrets = Redactor::new(checker.resolved_secrets(&config));
+        Ok(Config {
+            secrets,
+            keys,
+            ..config
+        })
+    }
+
+    /// Every secret value of this configuration, to scrub plugin errors and logs.
+    pub fn secrets(&self) -> &Redactor {
+        &self.secrets
+    }
+
+    pub fn unit(&self, id: &str) -> Option<&UnitConfig> {
+        self.units.iter().find(|u| u.id == id)
+    }
+
+    pub fn indicator(&self, id: &str) -> Option<&IndicatorConfig> {
+        self.indicators.iter().find(|i| i.id == id)
+    }
+
+    pub fn source(&self, id: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.id == id)
+    }
+
+    /// Where a key path is in the file, e.g. `sources[2].settings.mapping[0].path`.
+    /// A key not in the file is placed at its nearest ancestor that is.
+    pub fn location(&self, key: &str) -> Location {
+        self.keys.at(key)
+    }
+
+    /// Where source number `source_idx` (an index into `sources`) is: its `[[sources]]` header.
+    pub fn source_location(&self, source_idx: usize) -> Location {
+        self.keys.at(&format!("sources[{source_idx}]"))
+    }
+
+    /// Where a key inside a source's settings is, given as a JSON Pointer into
+    /// `settings` (`/mapping/0/path`, as plugins report settings errors): key path
+    /// `sources[2].settings.mapping[0].path`. An empty pointer names `settings` itself.
+    pub fn settings_location(&self, source_idx: usize, pointer: &str) -> Location {
+        let mut key = format!("sources[{source_idx}].settings");
+        let mut value = self.sources.get(source_idx).map(|s| &s.settings);
+        for token in pointer.split('/').skip(1) {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            match value {
+                Some(serde_json::Value::Array(items)) if token.parse::<usize>().is_ok() => {
+                    value = token.parse::<usize>().ok().and_then(|i| items.get(i));
+                    key = format!("{key}[{token}]");
+                }
+                Some(serde_json::Value::Object(map)) => {
+                    value = map.get(&token);
+                    key = join_key(&key, &token);
+                }
+                _ => {
+                    value = None;
+                    key = join_key(&key, &token);
+                }
+            }
+        }
+        self.keys.at(&key)
+    }
+
+    /// The check that needs the loaded plugins. `emits` maps a source id to the
+    /// indicator ids its plugin says it emits. Every emitted indicator must be
+    /// declared, and every declared indicator must be emitted by an enabled source.
+    /// Source ids not in the configuration are ignored.
+    pub fn check_emits(&self, emits: &HashMap<String, Vec<String>>) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let declared: HashSet<&str> = self.indicators.iter().map(|i| i.id.as_str()).collect();
+        for (idx, source) in self.sources.iter().enumerate() {
+            let Some(indicators) = emits.get(&source.id) else {
+                continue;
+            };
+            for indicator in indicators {
+                if !declared.contains(indicator.as_str()) {
+                    problems.push(Problem {
+                        location: self.location(&format!("sources[{idx}].plugin")),
+                        message: format!(
+                            "plugin {:?} of source {:?} emits indicator {indicator:?}, which is not declared in [[indicators]]",
+                            source.plugin, source.id
+                        ),
+                    });
+                }
+            }
+        }
+        for (idx, indicator) in self.indicators.iter().enumerate() {
+            let emitted_by = |enabled: bool| -> Vec<&str> {
+                self.sources
+                    .iter()
+                    .filter(|s| s.enabled == enabled)
+                    .filter(|s| emits.get(&s.id).is_some_and(|e| e.contains(&indicator.id)))
+                    .map(|s| s.id.as_str())
+                    .collect()
+            };
+            if emitted_by(true).is_empty() {
+                let disabled = emitted_by(false);
+                let mut message = format!("no source emits indicator {:?}", indicator.id);
+                if !disabled.is_empty() {
+                    message.push_str(&format!(
+                        " (only disabled sources do: {})",
+                        disabled.join(", ")
+                    ));
+                }
+                problems.push(Problem {
+                    location: self.location(&format!("indicators[{idx}].id")),
+                    message,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::from_problems(problems))
+        }
+    }
+}
+
+/// The semantic checks: turns the raw, deserialized file into a [`Config`],
+/// collecting problems instead of stopping at the first.
+struct Checker<'a> {
+    keys: &'a KeyIndex,
+    problems: Vec<Problem>,
+    resolver: Resolver<'a>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: self.keys.at(key),
+            message: message.into(),
+        });
+    }
+
+    fn resolved_secrets(&self, config: &Config) -> Vec<String> {
+        let mut secrets = self.resolver.resolved.clone();
+        // The token is a secret even when written inline.
+        secrets.extend(
+            config
+                .daemon
+                .api_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
+        );
+        secrets
+    }
+
+    fn config(&mut self, raw: raw::Config, path: &Path) -> Config {
+        let daemon = self.daemon(raw.daemon);
+        let units = self.units(raw.units);
+        let unit_ids: HashSet<String> = units.iter().map(|u| u.id.clone()).collect();
+        let indicators = self.indicators(raw.indicators);
+        let indicator_ids: HashSet<String> = indicators.iter().map(|i| i.id.clone()).collect();
+        let targets = self.targets(raw.targets, &indicator_ids, &unit_ids);
+        let sources = self.sources(raw.sources, &unit_ids);
+        Config {
+            daemon,
+            units,
+            indicators,
+            targets,
+            sources,
+            path: path.to_owned(),
+            secrets: Redactor::default(),
+            keys: KeyIndex::default(),
+        }
+    }
+
+    fn daemon(&mut self, raw: raw::Daemon) -> DaemonConfig {
+        let listen_text = raw
+            .listen
+            .unwrap_or_else(|| Config::DEFAULT_LISTEN.to_owned());
+        let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|e| {
+            self.problem(
+                "daemon.listen",
+                format!(
+                    "invalid address {listen_text:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9470)"
+                ),
+            );
+            Config::DEFAULT_LISTEN
+                .parse()
+                .expect("default address parses")
+        });
+        let timezone = match raw.timezone {
+            None => Config::DEFAULT_TIMEZONE,
+            Some(name) => name.parse::<Tz>().unwrap_or_else(|_| {
+                self.problem(
+                    "daemon.timezone",
+                    format!("unknown time zone {name:?} (expected an IANA name such as \"Asia/Shanghai\")"),
+                );
+                Config::DEFAULT_TIMEZONE
+            }),
+        };
+        let api_token = raw
+            .api_token
+            .and_then(|text| match self.resolver.resolve(&text) {
+                Ok(value) if value.is_empty() => {
+                    self.problem("daemon.api_token", "the token is empty");
+                    None
+                }
+                Ok(value) => Some(Secret::new(value)),
+                Err(message) => {
+                    self.problem("daemon.api_token", message);
+                    None
+                }
+            });
+        if !listen.ip().is_loopback() && api_token.is_none() {
+            self.problem(
+                "daemon.listen",
+                format!("listening on {listen} requires daemon.api_token"),
+            );
+        }
+        let max_concurrent_runs = raw
+            .max_concurrent_runs
+            .unwrap_or(Config::DEFAULT_MAX_CONCURRENT_RUNS);
+        if max_concurrent_runs == 0 {
+            self.problem("daemon.max_concurrent_runs", "must be at least 1");
+        }
+        DaemonConfig {
+            listen,
+            timezone,
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| Config::DEFAULT_DATA_DIR.into()),
+            plugin_dirs: raw
+                .plugin_dirs
+                .unwrap_or_else(|| vec![Config::DEFAULT_PLUGIN_DIR.into()]),
+            api_token,
+            max_concurrent_runs,
+        }
+    }
+
+    fn units(&mut self, raw: Vec<raw::Unit>) -> Vec<UnitConfig> {
+        // First index of each id, and the unit each name or alias belongs to.
+        let mut first: HashMap<&str, usize> = HashMap::new();
+        for (i, unit) in raw.iter().enumerate() {
+            let key = format!("units[{i}].id");
+            if let Err(message) = check_unit_id(&unit.id) {
+                self.problem(&key, message);
+            }
+            if let Some(&j) = first.get(unit.id.as_str()) {
+                let line = self.keys.at(&format!("units[{j}].id")).line;
+                self.problem(
+                    &key,
+                    format!(
+                        "duplicate unit id {:?}, first defined at units[{j}].id (line {line})",
+                        unit.id
+                    ),
+                );
+            } else {
+                first.insert(&unit.id, i);
+            }
+            if unit.name.trim().is_empty() {
+                self.problem(&format!("units[{i}].name"), "the name is empty");
+            }
+        }
+        // Ids are paths, so the parent of `a/b` is `a` by construction: a unit can
+        // only name an ancestor that is strictly shorter, and no cycle can be written.
+        // What can go wrong is a missing parent.
+        for (i, unit) in raw.iter().enumerate() {
+            if let Some((parent, _)) = unit.id.rsplit_once('/') {
+                if !first.contains_key(parent) {
+                    self.problem(
+                        &format!("units[{i}].id"),
+                        format!("unknown parent unit {parent:?} of unit {:?}", unit.id),
+                    );
+                }
+            }
+        }
+        // Other systems name units by name or alias (an organisation name in an
+        // export), so an alias must lead to one unit: it may not be another unit's
+        // alias or name. Two units may share a name (many bureaus have an 办公室);
+        // such a name simply cannot be used as an alias.
+        let mut owner: HashMap<&str, (usize, String)> = HashMap::new();
+        for (i, unit) in raw.iter().enumerate() {
+            owner
+                .entry(&unit.name)
+                .or_insert((i, format!("units[{i}].name")));
+        }
+        for (i, unit) in raw.iter().enumerate() {
+            for (a, alias) in unit.aliases.iter().enumerate() {
+                let key = format!("units[{i}].aliases[{a}]");
+                match owner.get(alias.as_str()) {
+                    Some((j, other)) if *j != i => {
+                        let line = self.keys.at(other).line;
+                        let message = format!(
+                            "alias {alias:?} of unit {:?} is already used by unit {:?} at {other} (line {line})",
+                            unit.id, raw[*j].id
+                        );
+                        self.problem(&key, message);
+                    }
+                    Some(_) => {}
+                    None => {
+                        owner.insert(alias, (i, key));
+                    }
+                }
+            }
+        }
+        raw.into_iter()
+            .map(|u| UnitConfig {
+                id: u.id,
+                name: u.name,
+                headcount: u.headcount,
+                aliases: u.aliases,
+            })
+            .collect()
+    }
+
+    fn indicators(&mut self, raw: Vec<raw::Indicator>) -> Vec<IndicatorConfig> {
+        let mut first: HashMap<String, usize> = HashMap::new();
+        for (i, indicator) in raw.iter().enumerate() {
+            let key = format!("indicators[{i}].id");
+            if !is_indicator_id(&indicator.id) {
+                self.problem(
+                    &key,
+                    format!(
+                        "invalid indicator id {:?}: expected [a-z][a-z0-9_]*",
+                        indicator.id
+                    ),
+                );
+            }
+            if let Some(&j) = first.get(&indicator.id) {
+                let line = self.keys.at(&format!("indicators[{j}].id")).line;
+                self.problem(
+                    &key,
+                    format!(
+                        "duplicate indicator id {:?}, first defined at indicators[{j}].id (line {line})",
+                        indicator.id
+                    ),
+                );
+            } else {
+                first.insert(indicator.id.clone(), i);
+            }
+            if indicator.name.trim().is_empty() {
+                self.problem(&format!("indicators[{i}].name"), "the name is empty");
+            }
+        }
+        raw.into_iter()
+            .map(|i| IndicatorConfig {
+                id: i.id,
+                name: i.name,
+                kind: i.kind,
+                unit: i.unit,
+            })
+            .collect()
+    }
+
+    fn targets(
+        &mut self,
+        raw: Vec<raw::Target>,
+        indicators: &HashSet<String>,
+        units: &HashSet<String>,
+    ) -> Vec<TargetConfig> {
+        for (i, target) in raw.iter().enumerate() {
+            if !indicators.contains(&target.indicator) {
+                self.problem(
+                    &format!("targets[{i}].indicator"),
+                    format!("unknown indicator {:?}", target.indicator),
+                );
+            }
+            if !(target.min.is_finite() && target.min > 0.0) {
+                self.problem(
+                    &format!("targets[{i}].min"),
+                    format!("must be a number greater than 0, found {}", target.min),
+                );
+            }
+            for (u, unit) in target.units.iter().flatten().enumerate() {
+                if !units.contains(unit) {
+                    self.problem(
+                        &format!("targets[{i}].units[{u}]"),
+                        format!("unknown unit {unit:?}"),
+                    );
+                }
+            }
+        }
+        raw.into_iter()
+            .map(|t| TargetConfig {
+                indicator: t.indicator,
+                per: t.per,
+                period: t.period,
+                min: t.min,
+                prorate: t.prorate.unwrap_or(true),
+                units: t.units,
+            })
+            .collect()
+    }
+
+    fn sources(&mut self, raw: Vec<raw::Source>, units: &HashSet<String>) -> Vec<SourceConfig> {
+        let mut first: HashMap<String, usize> = HashMap::new();
+        let mut sources = Vec::with_capacity(raw.len());
+        for (i, source) in raw.into_iter().enumerate() {
+            let key = |field: &str| format!("sources[{i}].{field}");
+            if !is_source_id(&source.id) {
+                self.problem(
+                    &key("id"),
+                    format!(
+                        "invalid source id {:?}: expected [a-z0-9][a-z0-9_-]*",
+                        source.id
+                    ),
+                );
+            }
+            if let Some(&j) = first.get(&source.id) {
+                let line = self.keys.at(&format!("sources[{j}].id")).line;
+                self.problem(
+                    &key("id"),
+                    format!(
+                        "duplicate source id {:?}, first defined at sources[{j}].id (line {line})",
+                        source.id
+                    ),
+                );
+            } else {
+                first.insert(source.id.clone(), i);
+            }
+            if source.plugin.trim().is_empty() {
+                self.problem(&key("plugin"), "the plugin name is empty");
+            }
+            let source_units = match (source.unit, source.units) {
+                (Some(unit), None) => {
+                    if !units.contains(&unit) {
+                        self.problem(&key("unit"), format!("unknown unit {unit:?}"));
+                    }
+                    vec![unit]
+                }
+                (None, Some(list)) => {
+                    if list.is_empty() {
+                        self.problem(&key("units"), "the list of units is empty");
+                    }
+                    for (u, unit) in list.iter().enumerate() {
+                        if !units.contains(unit) {
+                            self.problem(
+                                &format!("sources[{i}].units[{u}]"),
+                                format!("unknown unit {unit:?}"),
+                            );
+                        }
+                    }
+                    list
+                }
+                (Some(_), Some(_)) => {
+                    self.problem(&key("units"), "set either `unit` or `units`, not both");
+                    Vec::new()
+                }
+                (None, None) => {
+                    self.problem(
+                        &format!("sources[{i}]"),
+                        format!(
+                            "source {:?} needs `unit = \"ID\"` or `units = [\"ID\", ...]`",
+                            source.id
+                        ),
+                    );
+                    Vec::new()
+                }
+            };
+            let schedule = schedule::parse(&source.schedule).map_err(|message| {
+                self.problem(
+                    &key("schedule"),
+                    format!("invalid cron expression {:?}: {message}", source.schedule),
+                )
+            });
+            let timeout = match &source.timeout {
+                None => Config::DEFAULT_TIMEOUT,
+                Some(text) => parse_duration(text).unwrap_or_else(|message| {
+                    self.problem(
+                        &key("timeout"),
+                        format!("invalid duration {text:?}: {message}"),
+                    );
+                    Config::DEFAULT_TIMEOUT
+                }),
+            };
+            let backfill_from = source.backfill_from.and_then(|value| {
+                parse_date(&value)
+                    .map_err(|message| self.problem(&key("backfill_from"), message))
+                    .ok()
+            });
+            let settings = match source.settings {
+                None => serde_json::Value::Object(serde_json::Map::new()),
+                Some(table) => self.settings(&key("settings"), toml::Value::Table(table)),
+            };
+            if let Ok(schedule) = schedule {
+                sources.push(SourceConfig {
+                    id: source.id,
+                    plugin: source.plugin,
+                    units: source_units,
+                    schedule,
+                    schedule_text: source.schedule,
+                    lookback_days: source
+                        .lookback_days
+                        .unwrap_or(Config::DEFAULT_LOOKBACK_DAYS),
+                    timeout,
+                    backfill_from,
+                    enabled: source.enabled.unwrap_or(true),
+                    settings,
+                });
+            }
+        }
+        sources
+    }
+
+    /// Converts a source's settings to JSON, resolving secret references in strings.
+    fn settings(&mut self, key: &str, value: toml::Value) -> serde_json::Value {
+        use serde_json::Value as Json;
+        match value {
+            toml::Value::String(text) => match self.resolver.resolve(&text) {
+                Ok(resolved) => Json::String(resolved),
+                Err(message) => {
+                    self.problem(key, message);
+                    Json::Null
+                }
+            },
+            toml::Value::Integer(n) => Json::from(n),
+            toml::Value::Float(f) => serde_json::Number::from_f64(f)
+                .map(Json::Number)
+                .unwrap_or_else(|| {
+                    self.problem(key, format!("{f} cannot be handed to a plugin as JSON"));
+                    Json::Null
+                }),
+            toml::Value::Boolean(b) => Json::Bool(b),
+            toml::Value::Datetime(dt) => Json::String(dt.to_string()),
+            toml::Value::Array(items) => Json::Array(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| self.settings(&format!("{key}[{i}]"), item))
+                    .collect(),
+            ),
+            toml::Value::Table(table) => Json::Object(
+                table
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let value = self.settings(&join_key(key, &k), v);
+                        (k, value)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A unit id: `[a-z0-9_-]+` segments joined by `/`.
+fn check_unit_id(id: &str) -> Result<(), String> {
+    let segment_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    if id.split('/').all(segment_ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid unit id {id:?}: expected [a-z0-9_-]+ segments joined by `/`, e.g. \"county/natres\""
+        ))
+    }
+}
+
+fn is_indicator_id(id: &str) -> bool {
+    let mut bytes = id.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn is_source_id(id: &str) -> bool {
+    let mut bytes = id.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A duration such as `500ms`, `60s`, `5m`, `1h30m` or `1d`: numbers with units,
+/// largest first is customary but not required.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const EXPECTED: &str =
+        "expected numbers with units ms, s, m, h or d, e.g. \"60s\", \"5m\", \"1h30m\", \"500ms\"";
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(EXPECTED.to_owned());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit_len = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        let (number, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
+        let Ok(number) = number.parse::<u64>() else {
+            return Err(EXPECTED.to_owned());
+        };
+        let millis_per = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(EXPECTED.to_owned()),
+        };
+        let part = number
+            .checked_mul(millis_per)
+            .ok_or_else(|| "too long".to_owned())?;
+        total += Duration::from_millis(part);
+        rest = &rest[digits + unit_len..];
+    }
+    if total.is_zero() {
+        return Err("must be longer than 0".to_owned());
+    }
+    Ok(total)
+}
+
+/// `backfill_from`: a TOML date (`2026-01-01`) or a string `"2026-01-01"`.
+fn parse_date(value: &toml::Value) -> Result<NaiveDate, String> {
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() => dt.to_string(),
+        other => {
+            return Err(format!(
+                "expected a date YYYY-MM-DD, found {}",
+                other.type_str()
+            ));
+        }
+    };
+    NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+        .map_err(|e| format!("invalid date {text:?}: {e} (expected YYYY-MM-DD)"))
+}
+
+/// The file as serde reads it: only shapes and types; everything else is checked above.
+mod raw {
+    use std::path::PathBuf;
+
+    use serde::Deserialize;
+
+    use super::{Per, TargetPeriod};
+    use crate::domain::Kind;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Config {
+        #[serde(default)]
+        pub daemon: Daemon,
+        #[serde(default)]
+        pub units: Vec<Unit>,
+        #[serde(default)]
+        pub indicators: Vec<Indicator>,
+        #[serde(default)]
+        pub targets: Vec<Target>,
+        #[serde(default)]
+        pub sources: Vec<Source>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Daemon {
+        pub listen: Option<String>,
+        pub timezone: Option<String>,
+        pub data_dir: Option<PathBuf>,
+        pub plugin_dirs: Option<Vec<PathBuf>>,
+        pub api_token: Option<String>,
+        pub max_concurrent_runs: Option<usize>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Unit {
+        pub id: String,
+        pub name: String,
+        pub headcount: Option<u32>,
+        #[serde(default)]
+        pub aliases: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Indicator {
+        pub id: String,
+        pub name: String,
+        pub kind: Kind,
+        pub unit: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Target {
+        pub indicator: String,
+        pub per: Per,
+        pub period: TargetPeriod,
+        pub min: f64,
+        pub prorate: Option<bool>,
+        pub units: Option<Vec<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Source {
+        pub id: String,
+        pub plugin: String,
+        pub unit: Option<String>,
+        pub units: Option<Vec<String>>,
+        pub schedule: String,
+        pub lookback_days: Option<u32>,
+        pub timeout: Option<String>,
+        pub backfill_from: Option<toml::Value>,
+        pub enabled: Option<bool>,
+        /// Anything: the plugin validates its own settings.
+        pub settings: Option<toml::Table>,
+    }
+}

@@ -1,0 +1,687 @@
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
+
+use super::*;
+
+const WECHAT_SECRET: &str = "wx-secret-value";
+const API_TOKEN: &str = "api-token-value";
+
+fn fake_env(name: &str) -> Option<String> {
+    match name {
+        "NATRES_WECHAT_SECRET" => Some(WECHAT_SECRET.to_owned()),
+        "TALLY_API_TOKEN" => Some(API_TOKEN.to_owned()),
+        "EDU_WEIBO_TOKEN" => Some("weibo-token-value".to_owned()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("t.toml"), &fake_env)
+}
+
+/// Parses `text` and asserts the error contains `expected` (which starts with
+/// `t.toml:LINE:COL: key:` so that every case pins the location too).
+#[track_caller]
+fn check_err(text: &str, expected: &str) -> String {
+    let err = match parse(text) {
+        Ok(config) => panic!("expected an error containing {expected:?}, got {config:#?}"),
+        Err(err) => err.to_string(),
+    };
+    assert!(
+        err.contains(expected),
+        "expected {expected:?} in the error:\n{err}"
+    );
+    err
+}
+
+/// A unit and a source to hang schedule and settings cases on: the source starts at line 4.
+const UNIT: &str = "[[units]]\nid = \"county\"\nname = \"某县\"\n";
+
+fn with_source(source_body: &str) -> String {
+    format!("{UNIT}[[sources]]\nid = \"s\"\nplugin = \"p\"\nunit = \"county\"\n{source_body}")
+}
+
+#[test]
+fn unknown_keys() {
+    check_err("foo = 1\n", "t.toml:1:1: foo: unknown field `foo`");
+    check_err(
+        "[daemon]\nlisten = \"127.0.0.1:9470\"\nbogus = 1\n",
+        "t.toml:3:1: daemon.bogus: unknown field `bogus`",
+    );
+    check_err(
+        "[[units]]\nid = \"county\"\nname = \"某县\"\nhead = 3\n",
+        "t.toml:4:1: units[0].head: unknown field `head`",
+    );
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\nretries = 3\n"),
+        "t.toml:9:1: sources[0].retries: unknown field `retries`",
+    );
+}
+
+#[test]
+fn unknown_keys_inside_settings_are_the_plugins_business() {
+    let config = parse(&with_source(
+        "schedule = \"0 2 * * *\"\n[sources.settings]\nanything = { nested = [1, 2.5, true] }\nwhen = 2026-01-01\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.sources[0].settings,
+        serde_json::json!({"anything": {"nested": [1, 2.5, true]}, "when": "2026-01-01"})
+    );
+}
+
+#[test]
+fn syntax_and_type_errors() {
+    check_err("a = [\n", "t.toml:1:6");
+    check_err(
+        "[[units]]\nid = \"county\"\nname = \"某县\"\nheadcount = \"x\"\n",
+        "t.toml:4:13: units[0].headcount: invalid type: string \"x\", expected u32",
+    );
+    check_err(
+        "[[units]]\nid = \"county\"\n",
+        "t.toml:1:1: units[0]: missing field `name`",
+    );
+    check_err(
+        "[[indicators]]\nid = \"x\"\nname = \"某\"\nkind = \"sum\"\nunit = \"篇\"\n",
+        "t.toml:4:8: indicators[0].kind: unknown variant `sum`",
+    );
+}
+
+#[test]
+fn units() {
+    check_err(
+        "[[units]]\nid = \"County\"\nname = \"某县\"\n",
+        "t.toml:2:6: units[0].id: invalid unit id \"County\"",
+    );
+    check_err(
+        "[[units]]\nid = \"county//x\"\nname = \"某县\"\n",
+        "t.toml:2:6: units[0].id: invalid unit id \"county//x\"",
+    );
+    check_err(
+        &format!("{UNIT}[[units]]\nid = \"county/x/y\"\nname = \"科\"\n"),
+        "t.toml:5:6: units[1].id: unknown parent unit \"county/x\"",
+    );
+    // Ids are paths, so the only way to get the tree wrong is a missing parent:
+    // `a/b` cannot be its own ancestor, and nothing can name `a/b` as the parent of `a`.
+    check_err(
+        "[[units]]\nid = \"a/b\"\nname = \"乙\"\n",
+        "t.toml:2:6: units[0].id: unknown parent unit \"a\" of unit \"a/b\"",
+    );
+    check_err(
+        &format!("{UNIT}[[units]]\nid = \"county\"\nname = \"某县2\"\n"),
+        "t.toml:5:6: units[1].id: duplicate unit id \"county\", first defined at units[0].id (line 2)",
+    );
+}
+
+#[test]
+fn aliases_lead_to_one_unit() {
+    let two = |first_aliases: &str, second_aliases: &str| {
+        format!(
+            "[[units]]\nid = \"county\"\nname = \"某县\"\naliases = {first_aliases}\n\
+             [[units]]\nid = \"county/natres\"\nname = \"自然资源局\"\naliases = {second_aliases}\n"
+        )
+    };
+    check_err(
+        &two("[\"县委\"]", "[\"县委\"]"),
+        "t.toml:8:12: units[1].aliases[0]: alias \"县委\" of unit \"county/natres\" is already used by unit \"county\" at units[0].aliases[0] (line 4)",
+    );
+    check_err(
+        &two("[]", "[\"局\", \"某县\"]"),
+        "t.toml:8:17: units[1].aliases[1]: alias \"某县\" of unit \"county/natres\" is already used by unit \"county\" at units[0].name (line 3)",
+    );
+    // Two units may share a display name, and a unit may list its own name.
+    let config = parse(&format!(
+        "{UNIT}aliases = [\"某县\"]\n[[units]]\nid = \"county/a\"\nname = \"办公室\"\n\
+         [[units]]\nid = \"county/b\"\nname = \"办公室\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.units[2].parent(), Some("county"));
+}
+
+#[test]
+fn indicators_and_targets() {
+    let indicator =
+        "[[indicators]]\nid = \"wechat_posts\"\nname = \"发文\"\nkind = \"count\"\nunit = \"篇\"\n";
+    check_err(
+        &format!("{indicator}{}", indicator.replace("wechat_posts", "Wechat")),
+        "t.toml:7:6: indicators[1].id: invalid indicator id \"Wechat\"",
+    );
+    check_err(
+        &format!("{indicator}{indicator}"),
+        "t.toml:7:6: indicators[1].id: duplicate indicator id \"wechat_posts\", first defined at indicators[0].id (line 2)",
+    );
+    check_err(
+        &format!(
+            "{UNIT}{indicator}[[targets]]\nindicator = \"xuexi_points\"\nper = \"entity\"\nperiod = \"year\"\nmin = 7000\n"
+        ),
+        "t.toml:10:13: targets[0].indicator: unknown indicator \"xuexi_points\"",
+    );
+    check_err(
+        &format!(
+            "{UNIT}{indicator}[[targets]]\nindicator = \"wechat_posts\"\nper = \"unit\"\nperiod = \"month\"\nmin = 0\nunits = [\"county\", \"nowhere\"]\n"
+        ),
+        "t.toml:13:7: targets[0].min: must be a number greater than 0, found 0",
+    );
+    check_err(
+        &format!(
+            "{UNIT}{indicator}[[targets]]\nindicator = \"wechat_posts\"\nper = \"unit\"\nperiod = \"month\"\nmin = 4\nunits = [\"county\", \"nowhere\"]\n"
+        ),
+        "t.toml:14:20: targets[0].units[1]: unknown unit \"nowhere\"",
+    );
+    check_err(
+        &format!(
+            "{UNIT}{indicator}[[targets]]\nindicator = \"wechat_posts\"\nper = \"team\"\nperiod = \"month\"\nmin = 4\n"
+        ),
+        "t.toml:11:7: targets[0].per: unknown variant `team`",
+    );
+}
+
+#[test]
+fn source_units_and_ids() {
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\n")
+            .replace("unit = \"county\"", "unit = \"county/x\""),
+        "t.toml:7:8: sources[0].unit: unknown unit \"county/x\"",
+    );
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\n")
+            .replace("unit = \"county\"", "units = [\"county\", \"x\"]"),
+        "t.toml:7:20: sources[0].units[1]: unknown unit \"x\"",
+    );
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\nunits = [\"county\"]\n"),
+        "t.toml:9:9: sources[0].units: set either `unit` or `units`, not both",
+    );
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\n").replace("unit = \"county\"\n", ""),
+        "t.toml:4:1: sources[0]: source \"s\" needs `unit = \"ID\"` or `units = [\"ID\", ...]`",
+    );
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\n").replace("id = \"s\"", "id = \"-s\""),
+        "t.toml:5:6: sources[0].id: invalid source id \"-s\"",
+    );
+    let config = parse(
+        &with_source("schedule = \"0 2 * * *\"\n")
+            .replace("unit = \"county\"", "units = [\"county\"]"),
+    )
+    .unwrap();
+    assert_eq!(config.sources[0].units, ["county"]);
+}
+
+#[test]
+fn bad_schedules() {
+    for (schedule, expected) in [
+        ("61 * * * *", ""),
+        (
+            "* * * *",
+            "expected 5 fields (min hour dom mon dow) or 6 fields",
+        ),
+        (
+            "0 0 1 * 1",
+            "both day-of-month (1) and day-of-week (1) are restricted",
+        ),
+        (
+            "0 9 * * 1-8",
+            "day-of-week 8 in \"1-8\" is out of range 0-7",
+        ),
+        (
+            "0 9 * * MON-5",
+            "day-of-week \"MON\" in \"MON-5\" is not understood",
+        ),
+    ] {
+        check_err(
+            &with_source(&format!("schedule = \"{schedule}\"\n")),
+            &format!(
+                "t.toml:8:12: sources[0].schedule: invalid cron expression \"{schedule}\": {expected}"
+            ),
+        );
+    }
+}
+
+fn source_with_schedule(schedule: &str) -> SourceConfig {
+    parse(&with_source(&format!("schedule = \"{schedule}\"\n")))
+        .unwrap()
+        .sources
+        .remove(0)
+}
+
+/// 2026-11-27 is a Friday.
+fn friday_noon() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 4, 0, 0).unwrap()
+}
+
+#[test]
+fn five_field_schedule_uses_crontab_day_numbers() {
+    let runs =
+        source_with_schedule("30 2 * * 1").next_runs(friday_noon(), Config::DEFAULT_TIMEZONE, 5);
+    assert_eq!(runs.len(), 5);
+    for run in &runs {
+        assert_eq!(run.weekday(), Weekday::Mon, "{run}");
+        assert_eq!((run.hour(), run.minute(), run.second()), (2, 30, 0));
+    }
+    assert_eq!(runs[0].to_rfc3339(), "2026-11-30T02:30:00+08:00");
+
+    let weekdays =
+        source_with_schedule("0 9 * * 1-5").next_runs(friday_noon(), Config::DEFAULT_TIMEZONE, 30);
+    assert_eq!(weekdays.len(), 30);
+    assert!(
+        weekdays
+            .iter()
+            .all(|r| !matches!(r.weekday(), Weekday::Sat | Weekday::Sun))
+    );
+    assert_eq!(weekdays[0].weekday(), Weekday::Mon);
+
+    for sunday in ["0 0 * * 0", "0 0 * * 7", "0 0 * * SUN"] {
+        let runs =
+            source_with_schedule(sunday).next_runs(friday_noon(), Config::DEFAULT_TIMEZONE, 3);
+        assert!(runs.iter().all(|r| r.weekday() == Weekday::Sun), "{sunday}");
+    }
+    let weekend =
+        source_with_schedule("0 0 * * 0,6").next_runs(friday_noon(), Config::DEFAULT_TIMEZONE, 4);
+    let days: Vec<Weekday> = weekend.iter().map(|r| r.weekday()).collect();
+    assert_eq!(
+        days,
+        [Weekday::Sat, Weekday::Sun, Weekday::Sat, Weekday::Sun]
+    );
+    let names = source_with_schedule("0 9 * * MON-FRI").next_runs(
+        friday_noon(),
+        Config::DEFAULT_TIMEZONE,
+        10,
+    );
+    assert!(
+        names
+            .iter()
+            .all(|r| !matches!(r.weekday(), Weekday::Sat | Weekday::Sun))
+    );
+}
+
+#[test]
+fn six_field_schedule_has_seconds_first() {
+    let source = source_with_schedule("15 30 2 * * 1");
+    assert_eq!(source.schedule_text, "15 30 2 * * 1");
+    let runs = source.next_runs(friday_noon(), Config::DEFAULT_TIMEZONE, 2);
+    assert_eq!(runs[0].to_rfc3339(), "2026-11-30T02:30:15+08:00");
+    assert_eq!(runs[1].to_rfc3339(), "2026-12-07T02:30:15+08:00");
+}
+
+#[test]
+fn schedule_is_read_in_the_configured_time_zone() {
+    let source = source_with_schedule("0 2 * * *");
+    let utc = source.next_runs(friday_noon(), chrono_tz::UTC, 1);
+    let shanghai = source.next_runs(friday_noon(), chrono_tz::Asia::Shanghai, 1);
+    assert_eq!(utc[0].to_rfc3339(), "2026-11-28T02:00:00+00:00");
+    assert_eq!(shanghai[0].to_rfc3339(), "2026-11-28T02:00:00+08:00");
+}
+
+#[test]
+fn durations() {
+    for (text, ms) in [
+        ("60s", 60_000),
+        ("5m", 300_000),
+        ("1h30m", 5_400_000),
+        ("500ms", 500),
+        ("1d", 86_400_000),
+    ] {
+        assert_eq!(
+            parse_duration(text),
+            Ok(Duration::from_millis(ms)),
+            "{text}"
+        );
+    }
+    for text in ["", "5", "5x", "m", "1.5s", "-1s", "0s"] {
+        assert!(parse_duration(text).is_err(), "{text}");
+    }
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\ntimeout = \"5x\"\n"),
+        "t.toml:9:11: sources[0].timeout: invalid duration \"5x\": expected numbers with units",
+    );
+    let source = parse(&with_source(
+        "schedule = \"0 2 * * *\"\ntimeout = \"1h30m\"\n",
+    ))
+    .unwrap()
+    .sources
+    .remove(0);
+    assert_eq!(source.timeout, Duration::from_secs(5400));
+}
+
+#[test]
+fn backfill_from() {
+    for value in ["2026-01-01", "\"2026-01-01\""] {
+        let source = parse(&with_source(&format!(
+            "schedule = \"0 2 * * *\"\nbackfill_from = {value}\n"
+        )))
+        .unwrap()
+        .sources
+        .remove(0);
+        assert_eq!(source.backfill_from, NaiveDate::from_ymd_opt(2026, 1, 1));
+    }
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\nbackfill_from = \"2026-13-01\"\n"),
+        "t.toml:9:17: sources[0].backfill_from: invalid date \"2026-13-01\"",
+    );
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\nbackfill_from = 2026-01-01T00:00:00\n"),
+        "t.toml:9:17: sources[0].backfill_from: expected a date YYYY-MM-DD, found datetime",
+    );
+}
+
+#[test]
+fn daemon_defaults_and_errors() {
+    let config = parse("").unwrap();
+    assert_eq!(config.daemon.listen.to_string(), "127.0.0.1:9470");
+    assert_eq!(config.daemon.timezone, chrono_tz::Asia::Shanghai);
+    assert_eq!(config.daemon.data_dir, Path::new("data"));
+    assert_eq!(config.daemon.plugin_dirs, [Path::new("target/release")]);
+    assert_eq!(config.daemon.max_concurrent_runs, 4);
+    assert!(config.daemon.api_token.is_none());
+
+    check_err(
+        "[daemon]\ntimezone = \"Mars/Olympus\"\n",
+        "t.toml:2:12: daemon.timezone: unknown time zone \"Mars/Olympus\"",
+    );
+    check_err(
+        "[daemon]\nlisten = \"localhost\"\n",
+        "t.toml:2:10: daemon.listen: invalid address \"localhost\"",
+    );
+    check_err(
+        "[daemon]\nlisten = \"0.0.0.0:9470\"\n",
+        "t.toml:2:10: daemon.listen: listening on 0.0.0.0:9470 requires daemon.api_token",
+    );
+    check_err(
+        "[daemon]\nmax_concurrent_runs = 0\n",
+        "t.toml:2:23: daemon.max_concurrent_runs: must be at least 1",
+    );
+    let config =
+        parse("[daemon]\nlisten = \"0.0.0.0:9470\"\napi_token = \"${env:TALLY_API_TOKEN}\"\ndata_dir = \"/var/lib/tally\"\n")
+            .unwrap();
+    assert_eq!(
+        config.daemon.api_token.as_ref().map(Secret::expose),
+        Some(API_TOKEN)
+    );
+    assert_eq!(config.daemon.data_dir, Path::new("/var/lib/tally"));
+}
+
+#[test]
+fn missing_secrets_name_the_variable_never_a_value() {
+    let err = check_err(
+        &with_source(
+            "schedule = \"0 2 * * *\"\n[sources.settings]\nappid = \"${env:NATRES_WECHAT_SECRET}\"\nsecret = \"${env:MISSING_SECRET}\"\n",
+        ),
+        "t.toml:11:10: sources[0].settings.secret: environment variable \"MISSING_SECRET\" is not set",
+    );
+    assert!(!err.contains(WECHAT_SECRET), "{err}");
+    let err = check_err(
+        "[daemon]\napi_token = \"${env:NO_TOKEN}\"\n[[units]]\nid = \"x\"\nname = \"${env:TALLY_API_TOKEN}\"\nheadcount = -1\n",
+        "t.toml:6:13: units[0].headcount: invalid value",
+    );
+    assert!(!err.contains(API_TOKEN), "{err}");
+    check_err(
+        "[daemon]\napi_token = \"${env:NO_TOKEN}\"\n",
+        "t.toml:2:13: daemon.api_token: environment variable \"NO_TOKEN\" is not set",
+    );
+    check_err(
+        &with_source(
+            "schedule = \"0 2 * * *\"\n[sources.settings]\nlist = [{ key = \"${file:nope.txt}\" }]\n",
+        ),
+        "t.toml:10:17: sources[0].settings.list[0].key: cannot read secret file \"nope.txt\"",
+    );
+}
+
+#[test]
+fn file_secrets_resolve_against_the_config_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token.txt"), "file-secret-value\n").unwrap();
+    let text = with_source(
+        "schedule = \"0 2 * * *\"\n[sources.settings]\nheader = \"Bearer ${file:token.txt}\"\n",
+    );
+    let path = dir.path().join("tally.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = Config::parse(&text, &path, &fake_env).unwrap();
+    assert_eq!(
+        config.sources[0].settings["header"],
+        "Bearer file-secret-value"
+    );
+    assert_eq!(config.secrets().redact("got file-secret-value"), "got ***");
+    // `load` reads the same file.
+    let loaded = Config::load(&path).unwrap();
+    assert_eq!(loaded.sources[0].settings, config.sources[0].settings);
+}
+
+#[test]
+fn load_reports_a_missing_file() {
+    let err = Config::load(Path::new("/nonexistent/tally.toml")).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { .. }));
+    assert_eq!(
+        err.to_string(),
+        "cannot read configuration file /nonexistent/tally.toml"
+    );
+}
+
+#[test]
+fn secrets_are_redacted_and_not_debug_printed() {
+    let config = parse(&format!(
+        "[daemon]\napi_token = \"${{env:TALLY_API_TOKEN}}\"\n{}",
+        with_source(
+            "schedule = \"0 2 * * *\"\n[sources.settings]\nappid = \"wx0123456789abcdef\"\nsecret = \"${env:NATRES_WECHAT_SECRET}\"\n"
+        )
+    ))
+    .unwrap();
+    assert_eq!(config.sources[0].settings["secret"], WECHAT_SECRET);
+    let redactor = config.secrets();
+    assert_eq!(redactor.len(), 2);
+    assert_eq!(
+        redactor.redact(&format!(
+            "plugin said: bad secret {WECHAT_SECRET}, token {API_TOKEN}"
+        )),
+        "plugin said: bad secret ***, token ***"
+    );
+    let debug = format!("{config:?} {:?} {:#?}", config.sources[0], config.daemon);
+    for secret in [WECHAT_SECRET, API_TOKEN, "wx0123456789abcdef"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(debug.contains("Secret(***)"));
+    assert!(
+        debug.contains("settings_keys: [\"appid\", \"secret\"]"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let err = parse(&format!(
+        "[daemon]\ntimezone = \"Nowhere\"\n{UNIT}[[units]]\nid = \"x/y\"\nname = \"乙\"\n\
+         [[sources]]\nid = \"s\"\nplugin = \"p\"\nunit = \"nope\"\nschedule = \"bad\"\n"
+    ))
+    .unwrap_err();
+    let problems: Vec<String> = err.problems().iter().map(Problem::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "t.toml:2:12: daemon.timezone: unknown time zone \"Nowhere\" (expected an IANA name such as \"Asia/Shanghai\")",
+            "t.toml:7:6: units[1].id: unknown parent unit \"x\" of unit \"x/y\"",
+            "t.toml:12:8: sources[0].unit: unknown unit \"nope\"",
+            "t.toml:13:12: sources[0].schedule: invalid cron expression \"bad\": expected 5 fields (min hour dom mon dow) or 6 fields (sec min hour dom mon dow), found 1",
+        ]
+    );
+    assert_eq!(err.to_string(), problems.join("\n"));
+}
+
+#[test]
+fn check_emits_both_ways() {
+    let config = parse(&format!(
+        "{UNIT}[[indicators]]\nid = \"wechat_posts\"\nname = \"发文\"\nkind = \"count\"\nunit = \"篇\"\n\
+         [[indicators]]\nid = \"weibo_posts\"\nname = \"微博\"\nkind = \"count\"\nunit = \"篇\"\n\
+         [[sources]]\nid = \"wechat\"\nplugin = \"wechat\"\nunit = \"county\"\nschedule = \"0 2 * * *\"\n\
+         [[sources]]\nid = \"weibo\"\nplugin = \"weibo\"\nunit = \"county\"\nschedule = \"0 2 * * *\"\nenabled = false\n"
+    ))
+    .unwrap();
+    let emits = |pairs: &[(&str, &[&str])]| -> HashMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(s, i)| (s.to_string(), i.iter().map(|i| i.to_string()).collect()))
+            .collect()
+    };
+    let all = emits(&[("wechat", &["wechat_posts", "weibo_posts"])]);
+    config.check_emits(&all).unwrap();
+
+    let err = config
+        .check_emits(&emits(&[
+            ("wechat", &["wechat_posts", "wechat_reads"]),
+            ("weibo", &["weibo_posts"]),
+        ]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "t.toml:10:6: indicators[1].id: no source emits indicator \"weibo_posts\" (only disabled sources do: weibo)\n\
+         t.toml:16:10: sources[0].plugin: plugin \"wechat\" of source \"wechat\" emits indicator \"wechat_reads\", which is not declared in [[indicators]]"
+    );
+    let err = config.check_emits(&emits(&[])).unwrap_err();
+    assert_eq!(err.problems().len(), 2);
+    assert!(
+        err.to_string().starts_with(
+            "t.toml:5:6: indicators[0].id: no source emits indicator \"wechat_posts\"\n"
+        )
+    );
+}
+
+#[test]
+fn locations_for_the_daemon() {
+    let config = parse(&with_source(
+        "schedule = \"0 2 * * *\"\n[sources.settings]\nmapping = [\n  { path = \"$.a\" },\n  { path = \"$.b\", \"名.x\" = 1 },\n]\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.source_location(0).to_string(),
+        "t.toml:4:1: sources[0]"
+    );
+    assert_eq!(
+        config.settings_location(0, "/mapping/1/path").to_string(),
+        "t.toml:12:12: sources[0].settings.mapping[1].path"
+    );
+    assert_eq!(
+        config.settings_location(0, "/mapping/1/名.x").to_string(),
+        "t.toml:12:27: sources[0].settings.mapping[1].\"名.x\""
+    );
+    // A key the file does not have is placed at its nearest ancestor.
+    assert_eq!(
+        config
+            .settings_location(0, "/mapping/0/missing")
+            .to_string(),
+        "t.toml:11:3: sources[0].settings.mapping[0].missing"
+    );
+    assert_eq!(
+        config.settings_location(0, "").to_string(),
+        "t.toml:9:1: sources[0].settings"
+    );
+    assert_eq!(
+        config.location("units[0].name").to_string(),
+        "t.toml:3:8: units[0].name"
+    );
+}
+
+/// PRODUCT.md's example, completed.
+const PRODUCT_EXAMPLE: &str = r#"[daemon]
+listen    = "127.0.0.1:9470"
+timezone  = "Asia/Shanghai"
+data_dir  = "data"
+plugin_dirs = ["target/release"]
+api_token = "${env:TALLY_API_TOKEN}"
+
+[[units]]
+id = "county"
+name = "某县"
+headcount = 120
+[[units]]
+id = "county/natres"
+name = "自然资源局"
+headcount = 22
+aliases = ["某县自然资源局党支部"]
+
+[[indicators]]
+id = "wechat_posts"
+name = "微信公众号发文数"
+kind = "count"
+unit = "篇"
+[[indicators]]
+id = "xuexi_points"
+name = "学习积分"
+kind = "level"
+unit = "分"
+
+[[targets]]
+indicator = "xuexi_points"
+per = "entity"
+period = "year"
+min = 7000
+
+[[sources]]
+id = "natres-wechat"
+plugin = "wechat"
+unit = "county/natres"
+schedule = "30 2 * * *"
+lookback_days = 3
+timeout = "60s"
+[sources.settings]
+appid = "wx0123456789abcdef"
+secret = "${env:NATRES_WECHAT_SECRET}"
+"#;
+
+#[test]
+fn product_example_parses() {
+    let config = parse(PRODUCT_EXAMPLE).unwrap();
+    assert_eq!(config.units.len(), 2);
+    assert_eq!(config.units[1].name, "自然资源局");
+    assert_eq!(config.units[1].aliases, ["某县自然资源局党支部"]);
+    assert_eq!(config.indicators[1].kind, Kind::Level);
+    assert_eq!(
+        config.targets[0],
+        TargetConfig {
+            indicator: "xuexi_points".into(),
+            per: Per::Entity,
+            period: TargetPeriod::Year,
+            min: 7000.0,
+            prorate: true,
+            units: None,
+        }
+    );
+    let source = &config.sources[0];
+    assert_eq!(source.units, ["county/natres"]);
+    assert_eq!(source.timeout, Duration::from_secs(60));
+    assert_eq!(source.lookback_days, 3);
+    assert!(source.enabled);
+    assert_eq!(source.backfill_from, None);
+    assert_eq!(
+        source.settings,
+        serde_json::json!({"appid": "wx0123456789abcdef", "secret": WECHAT_SECRET})
+    );
+    insta::assert_snapshot!(format!("{config:#?}"));
+}
+
+#[test]
+fn annotated_example_parses() {
+    let text = include_str!("../../../config/example.toml");
+    let config = Config::parse(text, Path::new("config/example.toml"), &fake_env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.units.iter().any(|u| u.name == "自然资源局"));
+    assert!(config.sources.iter().any(|s| s.plugin == "wechat"));
+    assert!(!config.secrets().is_empty());
+    let emits: HashMap<String, Vec<String>> = [
+        ("natres-wechat", &["wechat_posts", "wechat_reads"][..]),
+        ("edu-weibo", &["weibo_posts"]),
+        ("xuexi", &["xuexi_points"]),
+        ("commentary", &["commentary_articles"]),
+    ]
+    .into_iter()
+    .map(|(s, i)| (s.to_owned(), i.iter().map(|i| i.to_string()).collect()))
+    .collect();
+    config.check_emits(&emits).unwrap_or_else(|e| panic!("{e}"));
+    let monday =
+        config
+            .source("commentary")
+            .unwrap()
+            .next_runs(friday_noon(), config.daemon.timezone, 1);
+    assert_eq!(monday[0].to_rfc3339(), "2026-11-30T08:00:00+08:00");
+}
