@@ -1,0 +1,602 @@
+//! Runs sources: builds each run's window and request, calls the plugin off
+//! the async workers with a timeout, checks what it answered, and commits the
+//! observations, the run record and the resume state in one transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use tally_plugin::{CollectRequest, IndicatorRef, PROTOCOL_VERSION, UnitRef, Window};
+use tokio::sync::{OwnedMutexGuard, Semaphore};
+
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, Location, Problem, SourceConfig};
+use crate::domain::period::local_day;
+use crate::domain::units::{UnitDef, UnitTree};
+use crate::domain::{Kind, Observation};
+use crate::metrics::Metrics;
+use crate::plugin_host::{CallError, HostServices, PluginRegistry, SourceInstance};
+use crate::store::{RunRecord, RunResult, Store, StoreError};
+
+/// One enabled source, ready to run.
+pub struct SourceRuntime {
+    pub config: SourceConfig,
+    pub index: usize,
+    pub instance: Arc<SourceInstance>,
+    /// Held for the whole run, and past a timeout until the plugin call
+    /// really returns: a source never runs twice at once.
+    busy: Arc<tokio::sync::Mutex<()>>,
+    units: Vec<UnitRef>,
+    allowed_units: HashSet<String>,
+    emits: HashSet<String>,
+}
+
+impl SourceRuntime {
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    pub fn plugin(&self) -> &str {
+        &self.config.plugin
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.busy.try_lock().is_err()
+    }
+}
+
+/// Why a run was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    Start,
+    Backfill,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Start => "start",
+            Trigger::Backfill => "backfill",
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub source: String,
+    pub run_id: Option<i64>,
+    pub result: &'static str,
+    pub window: Window,
+    pub observations: usize,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// Why a run did not happen at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("unknown source \"{0}\"")]
+    UnknownSource(String),
+    #[error("source \"{0}\" is already running")]
+    AlreadyRunning(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Everything a run needs, shared by the scheduler, the HTTP API and the CLI.
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub tree: Arc<UnitTree>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub plugins: Arc<PluginRegistry>,
+    sources: Vec<Arc<SourceRuntime>>,
+    limit: Arc<Semaphore>,
+    indicators: Vec<IndicatorRef>,
+}
+
+/// Builds the unit tree of a configuration. The config module already
+/// checked ids and parents, so an error here is reported at the units list.
+pub fn unit_tree(config: &Config) -> Result<UnitTree, ConfigError> {
+    let defs = config
+        .units
+        .iter()
+        .map(|u| UnitDef {
+            id: u.id.clone(),
+            name: u.name.clone(),
+            headcount: u.headcount,
+            aliases: u.aliases.clone(),
+        })
+        .collect();
+    UnitTree::new(defs).map_err(|e| ConfigError::Invalid {
+        location: config.location("units"),
+        message: e.to_string(),
+    })
+}
+
+/// Creates a plugin instance for every enabled source, through which each
+/// plugin validates its settings, then checks which indicators they emit
+/// against the catalogue. Reports every problem, each at its place in the file.
+pub fn create_sources(
+    config: &Config,
+    registry: &PluginRegistry,
+    services: &HostServices,
+) -> Result<Vec<(usize, SourceInstance)>, ConfigError> {
+    let mut problems = Vec::new();
+    let mut created = Vec::new();
+    let mut emits = HashMap::new();
+    for (idx, source) in config.sources.iter().enumerate() {
+        if !source.enabled {
+            continue;
+        }
+        let Some(lib) = registry.get(&source.plugin) else {
+            let known: Vec<&str> = registry.plugins().map(|p| p.name.as_str()).collect();
+            problems.push(Problem {
+                location: config.location(&format!("sources[{idx}].plugin")),
+                message: format!(
+                    "unknown plugin \"{}\" (loaded plugins: {}; see `tallyd plugins`)",
+                    source.plugin,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+            continue;
+        };
+        match SourceInstance::create(lib.clone(), &source.id, &source.settings, services.clone())
+        {
+            Ok(instance) => {
+                emits.insert(source.id.clone(), instance.created.emits.clone());
+                created.push((idx, instance));
+            }
+            Err(e) => problems.push(settings_problem(config, idx, &e, services)),
+        }
+    }
+    if problems.is_empty() {
+        config.check_emits(&emits)?;
+        return Ok(created);
+    }
+    problems.sort_by_key(|p| (p.location.line, p.location.column));
+    Err(ConfigError::Several { problems })
+}
+
+/// Places a plugin's settings error at the setting it names, when its message
+/// starts with a settings path such as `rows[1].path: ...`.
+fn settings_problem(
+    config: &Config,
+    idx: usize,
+    err: &CallError,
+    services: &HostServices,
+) -> Problem {
+    let text = (services.redact)(&err.to_string());
+    if let CallError::Plugin(e) = err {
+        if let Some((path, rest)) = e.message.split_once(": ") {
+            if !path.is_empty()
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
+            {
+                let pointer: String = path
+                    .replace('[', ".")
+                    .replace(']', "")
+                    .split('.')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!("/{s}"))
+                    .collect();
+                return Problem {
+                    location: config.settings_location(idx, &pointer),
+                    message: (services.redact)(rest),
+                };
+            }
+        }
+    }
+    Problem {
+        location: config.location(&format!("sources[{idx}].settings")),
+        message: text,
+    }
+}
+
+impl Engine {
+    pub fn new(
+        config: Arc<Config>,
+        tree: Arc<UnitTree>,
+        plugins: Arc<PluginRegistry>,
+        created: Vec<(usize, SourceInstance)>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        let sources = created
+            .into_iter()
+            .map(|(index, instance)| {
+                let config_source = config.sources[index].clone();
+                let mut seen = HashSet::new();
+                let mut units = Vec::new();
+                for root in &config_source.units {
+                    let Some(root) = tree.index(root) else { continue };
+                    for idx in tree.subtree(root, None) {
+                        let unit = tree.unit(idx);
+                        if seen.insert(unit.id.clone()) {
+                            units.push(UnitRef {
+                                id: unit.id.clone(),
+                                name: unit.name.clone(),
+                                aliases: unit.aliases.clone(),
+                            });
+                        }
+                    }
+                }
+                metrics.register_source(&config_source.id, &config_source.plugin);
+                Arc::new(SourceRuntime {
+                    emits: instance.created.emits.iter().cloned().collect(),
+                    config: config_source,
+                    index,
+                    instance: Arc::new(instance),
+                    busy: Arc::new(tokio::sync::Mutex::new(())),
+                    allowed_units: seen,
+                    units,
+                })
+            })
+            .collect();
+        for lib in plugins.plugins() {
+            metrics
+                .plugin_info
+                .with_label_values(&[
+                    lib.name.as_str(),
+                    lib.version.as_str(),
+                    &lib.abi_major.to_string(),
+                ])
+                .set(1.0);
+        }
+        for idx in tree.preorder() {
+            let unit = tree.unit(*idx);
+            let parent = unit
+                .parent()
+                .map(|p| tree.unit(p).id.as_str())
+                .unwrap_or("");
+            metrics
+                .unit_info
+                .with_label_values(&[unit.id.as_str(), unit.name.as_str(), parent])
+                .set(1.0);
+        }
+        for ind in &config.indicators {
+            metrics
+                .indicator_info
+                .with_label_values(&[ind.id.as_str(), ind.name.as_str(), ind.kind.as_str()])
+                .set(1.0);
+        }
+        let indicators = config
+            .indicators
+            .iter()
+            .map(|i| IndicatorRef {
+                id: i.id.clone(),
+                name: i.name.clone(),
+                kind: match i.kind {
+                    Kind::Count => tally_plugin::Kind::Count,
+                    Kind::Level => tally_plugin::Kind::Level,
+                    Kind::Distinct => tally_plugin::Kind::Distinct,
+                },
+                unit: i.unit.clone(),
+            })
+            .collect();
+        Engine {
+            limit: Arc::new(Semaphore::new(config.daemon.max_concurrent_runs.max(1))),
+            config,
+            tree,
+            store,
+            clock,
+            metrics,
+            plugins,
+            sources,
+            indicators,
+        }
+    }
+
+    pub fn sources(&self) -> &[Arc<SourceRuntime>] {
+        &self.sources
+    }
+
+    pub fn source(&self, id: &str) -> Option<&Arc<SourceRuntime>> {
+        self.sources.iter().find(|s| s.config.id == id)
+    }
+
+    /// Today in the configured time zone.
+    pub fn today(&self) -> NaiveDate {
+        local_day(self.clock.now(), self.config.daemon.timezone)
+    }
+
+    /// The window a scheduled run asks for: from the last successful day minus
+    /// the lookback (to pick up late corrections) to today; a source that never
+    /// succeeded starts at `backfill_from`, else today.
+    pub fn next_window(&self, source: &SourceRuntime) -> Result<Window, StoreError> {
+        let today = self.today();
+        let status = self.store.source_status(&source.config.id)?;
+        let from = match status.last_success {
+            Some(last) => last
+                .window_to
+                .checked_sub_days(chrono::Days::new(u64::from(source.config.lookback_days)))
+                .unwrap_or(last.window_to),
+            None => source.config.backfill_from.unwrap_or(today),
+        };
+        Ok(Window::new(from.min(today), today))
+    }
+
+    /// Runs a source now (or reports that it is already running). `window`
+    /// overrides the computed one (backfills).
+    pub async fn run(
+        self: &Arc<Self>,
+        source_id: &str,
+        trigger: Trigger,
+        window: Option<Window>,
+    ) -> Result<RunReport, RunError> {
+        let source = self
+            .source(source_id)
+            .cloned()
+            .ok_or_else(|| RunError::UnknownSource(source_id.to_owned()))?;
+        let busy = source
+            .busy
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| RunError::AlreadyRunning(source_id.to_owned()))?;
+        let _permit = self.limit.clone().acquire_owned().await;
+        let window = match window {
+            Some(w) => w,
+            None => {
+                let engine = self.clone();
+                let s = source.clone();
+                tokio::task::spawn_blocking(move || engine.next_window(&s))
+                    .await
+                    .map_err(|e| RunError::Internal(e.to_string()))??
+            }
+        };
+        self.run_window(source, busy, trigger, window).await
+    }
+
+    async fn run_window(
+        self: &Arc<Self>,
+        source: Arc<SourceRuntime>,
+        busy: OwnedMutexGuard<()>,
+        trigger: Trigger,
+        window: Window,
+    ) -> Result<RunReport, RunError> {
+        let started_at = self.clock.now();
+        let started = Instant::now();
+        let request = CollectRequest {
+            protocol: PROTOCOL_VERSION,
+            source: source.config.id.clone(),
+            window,
+            timezone: self.config.daemon.timezone.name().to_owned(),
+            units: source.units.clone(),
+            default_unit: (source.config.units.len() == 1).then(|| source.config.units[0].clone()),
+            indicators: self.indicators.clone(),
+            state: {
+                let store = self.store.clone();
+                let id = source.config.id.clone();
+                tokio::task::spawn_blocking(move || store.source_status(&id))
+                    .await
+                    .map_err(|e| RunError::Internal(e.to_string()))??
+                    .state
+            },
+        };
+        let instance = source.instance.clone();
+        // The guard moves into the blocking task: if we stop waiting at the
+        // timeout, the source stays busy until the plugin really returns.
+        let call = tokio::task::spawn_blocking(move || {
+            let answer = instance.collect_blocking(&request);
+            drop(busy);
+            answer
+        });
+        let outcome = tokio::time::timeout(source.config.timeout, call).await;
+        let redact = |s: &str| self.config.secrets().redact(s);
+        let (result, error, response) = match outcome {
+            Err(_) => {
+                source.instance.cancel();
+                (
+                    RunResult::Timeout,
+                    Some(format!(
+                        "timed out after {}",
+                        humanize(source.config.timeout)
+                    )),
+                    None,
+                )
+            }
+            Ok(Err(join)) => (
+                RunResult::Panic,
+                Some(redact(&format!("plugin call aborted: {join}"))),
+                None,
+            ),
+            Ok(Ok(Err(CallError::Panic(msg)))) => (
+                RunResult::Panic,
+                Some(redact(&format!("plugin panicked: {msg}"))),
+                None,
+            ),
+            Ok(Ok(Err(e))) => (RunResult::Error, Some(redact(&e.to_string())), None),
+            Ok(Ok(Ok(resp))) => (RunResult::Success, None, Some(resp)),
+        };
+        let mut warnings = Vec::new();
+        let mut observations = Vec::new();
+        let mut state = None;
+        if let Some(resp) = response {
+            warnings.extend(resp.warnings.iter().map(|w| redact(w)));
+            observations = self.accept(&source, resp.observations, &mut warnings);
+            state = resp.state;
+        }
+        let record = RunRecord {
+            source: source.config.id.clone(),
+            trigger: trigger.as_str().to_owned(),
+            started_at,
+            finished_at: self.clock.now(),
+            result,
+            error: error.clone(),
+            window_from: window.from,
+            window_to: window.to,
+            warnings: warnings.clone(),
+        };
+        let written = observations.len();
+        let store = self.store.clone();
+        let rec = record.clone();
+        let run_id = tokio::task::spawn_blocking(move || {
+            store.record_run(&rec, &observations, state.as_ref())
+        })
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))??;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.run_finished(
+            &source.config.id,
+            &source.config.plugin,
+            result,
+            seconds,
+            written,
+            record.finished_at.timestamp() as f64,
+        );
+        match &error {
+            None => tracing::info!(
+                source = %source.config.id,
+                trigger = trigger.as_str(),
+                from = %window.from,
+                to = %window.to,
+                observations = written,
+                warnings = warnings.len(),
+                "collection finished"
+            ),
+            Some(err) => tracing::warn!(
+                source = %source.config.id,
+                trigger = trigger.as_str(),
+                result = result.as_str(),
+                error = %err,
+                "collection failed"
+            ),
+        }
+        for w in warnings.iter().take(20) {
+            tracing::warn!(source = %source.config.id, "{w}");
+        }
+        Ok(RunReport {
+            source: source.config.id.clone(),
+            run_id: Some(run_id),
+            result: result.as_str(),
+            window,
+            observations: written,
+            warnings,
+            error,
+            duration_ms: (seconds * 1000.0) as u64,
+        })
+    }
+
+    /// Keeps what a plugin may report: known units of this source, indicators
+    /// it declared, finite values. Everything else is a warning, never a
+    /// silently stored number.
+    fn accept(
+        &self,
+        source: &SourceRuntime,
+        raw: Vec<tally_plugin::Observation>,
+        warnings: &mut Vec<String>,
+    ) -> Vec<Observation> {
+        let default_unit = (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
+        let mut kept = Vec::with_capacity(raw.len());
+        let mut rejected = 0usize;
+        for o in raw {
+            let unit = match o.unit.as_deref().or(default_unit) {
+                Some(u) if source.allowed_units.contains(u) => u.to_owned(),
+                Some(u) => {
+                    rejected += 1;
+                    if rejected <= 10 {
+                        warnings.push(format!(
+                            "dropped an observation for unit \"{u}\": not a unit of this source"
+                        ));
+                    }
+                    continue;
+                }
+                None => {
+                    rejected += 1;
+                    if rejected <= 10 {
+                        warnings.push(
+                            "dropped an observation without a unit: the source covers several units".to_owned(),
+                        );
+                    }
+                    continue;
+                }
+            };
+            if !source.emits.contains(&o.indicator) {
+                rejected += 1;
+                if rejected <= 10 {
+                    warnings.push(format!(
+                        "dropped an observation of indicator \"{}\": the plugin did not declare it",
+                        o.indicator
+                    ));
+                }
+                continue;
+            }
+            if !o.value.is_finite() {
+                rejected += 1;
+                if rejected <= 10 {
+                    warnings.push(format!(
+                        "dropped a non-finite value for {} {} on {}",
+                        unit, o.indicator, o.day
+                    ));
+                }
+                continue;
+            }
+            kept.push(Observation {
+                source: source.config.id.clone(),
+                unit,
+                indicator: o.indicator,
+                entity: o.entity,
+                day: o.day,
+                value: o.value,
+            });
+        }
+        if rejected > 10 {
+            warnings.push(format!("{} more observations dropped", rejected - 10));
+        }
+        kept
+    }
+
+    /// The next scheduled fire time of a source after `after`.
+    pub fn next_fire(&self, source: &SourceRuntime, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        source
+            .config
+            .next_runs(after, self.config.daemon.timezone, 1)
+            .into_iter()
+            .next()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// Where a source is configured, for messages.
+    pub fn source_location(&self, source: &SourceRuntime) -> Location {
+        self.config.source_location(source.index)
+    }
+}
+
+/// `60s`, `5m`, `1h30m`: durations as operators write them in the config.
+pub fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, (s / 60) % 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
