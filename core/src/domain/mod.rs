@@ -6,11 +6,11 @@
 
 pub mod period;
 //pub mod rollup;
-//pub mod units;
+pub mod units;
 
 pub use period::{Period, PeriodError, PeriodKind, local_day};
 //pub use rollup::{OwnData, RolledUp, roll_up};
-//pub use units::{TreeError, Unit, UnitDef, UnitTree};
+pub use units::{TreeError, Unit, UnitDef, UnitTree};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
