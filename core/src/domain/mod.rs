@@ -5,11 +5,11 @@
 //! arithmetic the quarterly table rests on can be tested exhaustively.
 
 pub mod period;
-//pub mod rollup;
+pub mod rollup;
 pub mod units;
 
 pub use period::{Period, PeriodError, PeriodKind, local_day};
-//pub use rollup::{OwnData, RolledUp, roll_up};
+pub use rollup::{OwnData, RolledUp, roll_up};
 pub use units::{TreeError, Unit, UnitDef, UnitTree};
 
 use chrono::NaiveDate;
