@@ -3,4 +3,8 @@
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod engine;
+pub mod metrics;
 pub mod plugin_host;
+pub mod scheduler;
+pub mod store;

@@ -1,0 +1,232 @@
+//! Durable storage of observations, run records and plugin resume state.
+//!
+//! [`Store`] is deliberately narrow, so that a PostgreSQL backend can follow
+//! the SQLite one ([`SqliteStore`]) without the rest of the daemon noticing.
+//!
+//! Architecture invariant: a run's observations, its run record and the
+//! plugin's resume state commit in one transaction ([`Store::record_run`]),
+//! so a crash never leaves numbers without the run that explains them, nor a
+//! resume state that skips data that was never stored.
+
+mod sqlite;
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use thiserror::Error;
+
+pub use crate::domain::OwnData;
+use crate::domain::{Kind, Observation};
+pub use sqlite::SqliteStore;
+
+pub trait Store: Send + Sync + 'static {
+    /// One transaction: upsert every observation by (source, unit, indicator,
+    /// entity, day), so re-collection replaces and never adds; insert the run
+    /// record; and, only when `state` is `Some`, replace the source's resume
+    /// state. Returns the run id. Either all of it is durable or none.
+    fn record_run(
+        &self,
+        run: &RunRecord,
+        observations: &[Observation],
+        state: Option<&serde_json::Value>,
+    ) -> Result<i64, StoreError>;
+
+    fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError>;
+
+    /// The latest runs of `source`, newest first.
+    fn recent_runs(&self, source: &str, limit: usize) -> Result<Vec<StoredRun>, StoreError>;
+
+    /// Own (not rolled-up) values per (unit, indicator) over `[start, end]`:
+    /// `count` sums over days, entities and sources; `level` takes, for each
+    /// (source, entity), the value on its last observed day in the period and
+    /// sums those; `distinct` is the set of entities whose summed value is not
+    /// zero. Indicators not listed are left out.
+    fn own_values(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<OwnValue>, StoreError>;
+
+    /// How completely `source` covered `[start, end]`.
+    fn coverage(
+        &self,
+        source: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Coverage, StoreError>;
+
+    /// The stored observations behind one figure, for traceability, ordered
+    /// by unit, source, entity and day.
+    fn observations(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<StoredObservation>, StoreError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunResult {
+    Success,
+    Error,
+    Timeout,
+    Panic,
+}
+
+impl RunResult {
+    pub const ALL: [RunResult; 4] = [
+        RunResult::Success,
+        RunResult::Error,
+        RunResult::Timeout,
+        RunResult::Panic,
+    ];
+
+    /// The `result` label of `tally_source_runs_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Error => "error",
+            RunResult::Timeout => "timeout",
+            RunResult::Panic => "panic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunResult> {
+        RunResult::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub source: String,
+    /// `schedule`, `manual`, `start` or `backfill`.
+    pub trigger: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub result: RunResult,
+    pub error: Option<String>,
+    /// The days the run was asked to collect, inclusive.
+    pub window_from: NaiveDate,
+    pub window_to: NaiveDate,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRun {
+    pub id: i64,
+    pub run: RunRecord,
+    pub observations_written: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastSuccess {
+    pub run_id: i64,
+    pub finished_at: DateTime<Utc>,
+    pub window_to: NaiveDate,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub success: u64,
+    pub error: u64,
+    pub timeout: u64,
+    pub panic: u64,
+}
+
+impl RunCounts {
+    pub fn get(&self, result: RunResult) -> u64 {
+        match result {
+            RunResult::Success => self.success,
+            RunResult::Error => self.error,
+            RunResult::Timeout => self.timeout,
+            RunResult::Panic => self.panic,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SourceStatus {
+    /// The latest run, whatever its result.
+    pub last_run: Option<StoredRun>,
+    pub last_success: Option<LastSuccess>,
+    pub state: Option<serde_json::Value>,
+    pub runs: RunCounts,
+}
+
+/// The own value of one unit for one indicator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnValue {
+    pub unit: String,
+    pub indicator: String,
+    pub data: OwnData,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coverage {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    /// Days of `[start, end]` inside the window of at least one successful run.
+    pub covered_days: i64,
+    /// The stretches of `[start, end]` no successful run covered, inclusive.
+    pub gaps: Vec<(NaiveDate, NaiveDate)>,
+    /// Runs that did not succeed and whose window overlaps `[start, end]`.
+    pub failed_runs: u64,
+    /// The latest success of the source, whatever its window.
+    pub last_success: Option<DateTime<Utc>>,
+}
+
+impl Coverage {
+    pub fn is_complete(&self) -> bool {
+        self.gaps.is_empty() && self.failed_runs == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObservation {
+    pub observation: Observation,
+    pub run_id: i64,
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, this tallyd knows versions up to {known}: run a newer tallyd or point data_dir elsewhere"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("migrating database {path} to schema version {version}: {source}")]
+    Migrate {
+        path: PathBuf,
+        version: i64,
+        source: rusqlite::Error,
+    },
+    #[error("database error while {doing}: {source}")]
+    Sqlite {
+        doing: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("stored {what} is invalid: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("run of source \"{source_id}\" cannot be stored: {detail}")]
+    Invalid { source_id: String, detail: String },
+    #[error("resume state of source \"{source_id}\" cannot be stored: {source}")]
+    State {
+        source_id: String,
+        source: serde_json::Error,
+    },
+}

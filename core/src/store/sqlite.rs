@@ -1,0 +1,1380 @@
+//! The embedded SQLite store (`data_dir/tally.db`).
+//!
+//! Layout, and why:
+//! - `keys` interns (source, unit, indicator, entity) as a small integer, so the
+//!   big tables hold four numbers a row and the reader can keep every key in
+//!   memory (keys are only ever added, so the cache is refreshed by id).
+//! - `observations` holds the raw values by (key, day); days are days since
+//!   1970-01-01, so range scans compare integers.
+//! - `monthly` holds per (key, month) the sum, the last observed day and its
+//!   value. It is recomputed from the raw rows of every (key, month) a run
+//!   touches, inside the run's transaction, so re-collection stays exact, and
+//!   a quarter summary reads three rows a key instead of ninety.
+//! - `runs` and `source_state` are small: a few rows a source a day.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    Coverage, LastSuccess, OwnData, OwnValue, RunCounts, RunRecord, RunResult, SourceStatus, Store,
+    StoreError, StoredObservation, StoredRun,
+};
+use crate::domain::{Kind, Observation};
+
+/// Schema steps; step `i` takes the database from `user_version` `i` to `i + 1`.
+/// Released steps are never edited, only appended to.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    id            INTEGER PRIMARY KEY,
+    source        TEXT    NOT NULL,
+    trigger       TEXT    NOT NULL,
+    started_at    INTEGER NOT NULL, -- unix milliseconds
+    finished_at   INTEGER NOT NULL,
+    result        TEXT    NOT NULL CHECK (result IN ('success', 'error', 'timeout', 'panic')),
+    error         TEXT,
+    window_from   INTEGER NOT NULL, -- days since 1970-01-01
+    window_to     INTEGER NOT NULL,
+    observations  INTEGER NOT NULL,
+    warnings      TEXT    NOT NULL  -- JSON array of strings
+);
+CREATE INDEX runs_by_source ON runs (source, id);
+
+CREATE TABLE keys (
+    id        INTEGER PRIMARY KEY,
+    source    TEXT NOT NULL,
+    unit      TEXT NOT NULL,
+    indicator TEXT NOT NULL,
+    entity    TEXT NOT NULL,
+    UNIQUE (source, unit, indicator, entity)
+);
+CREATE INDEX keys_by_indicator ON keys (indicator, unit);
+
+CREATE TABLE observations (
+    key   INTEGER NOT NULL REFERENCES keys (id),
+    day   INTEGER NOT NULL,
+    value REAL    NOT NULL,
+    run   INTEGER NOT NULL REFERENCES runs (id),
+    PRIMARY KEY (key, day)
+) WITHOUT ROWID;
+-- Covering, for the partial months at the edges of a period.
+CREATE INDEX observations_by_day ON observations (day, key, value);
+
+CREATE TABLE monthly (
+    month      INTEGER NOT NULL, -- year * 12 + month - 1
+    key        INTEGER NOT NULL REFERENCES keys (id),
+    sum        REAL    NOT NULL,
+    last_day   INTEGER NOT NULL,
+    last_value REAL    NOT NULL,
+    PRIMARY KEY (month, key)
+) WITHOUT ROWID;
+
+CREATE TABLE source_state (
+    source     TEXT PRIMARY KEY,
+    state      TEXT    NOT NULL, -- JSON
+    updated_at INTEGER NOT NULL
+);
+"#];
+
+pub struct SqliteStore {
+    path: PathBuf,
+    // Two connections so that summaries read a WAL snapshot while a run
+    // commits, instead of queueing behind it.
+    writer: Mutex<Connection>,
+    reader: Mutex<Reader>,
+}
+
+struct Reader {
+    conn: Connection,
+    /// Indexed by key id.
+    keys: Vec<Option<KeyInfo>>,
+}
+
+struct KeyInfo {
+    unit: String,
+    indicator: String,
+    entity: String,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) `dir/tally.db` and brings its schema up to date.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("tally.db");
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut writer = Connection::open(&path).map_err(open_err)?;
+        configure(&writer).map_err(open_err)?;
+        migrate(&mut writer, &path)?;
+        let reader = Connection::open(&path).map_err(open_err)?;
+        configure(&reader).map_err(open_err)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(open_err)?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(writer),
+            reader: Mutex::new(Reader {
+                conn: reader,
+                keys: Vec::new(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // Another process (`tallyd collect` beside the daemon) may hold the write
+    // lock for the length of a run's commit; wait rather than fail.
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+    // Numbers end in official reports and a run commits rarely, so the extra
+    // fsync per commit is cheap insurance against losing a committed run.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if found > known {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let version = i as i64 + 1;
+        let err = |source| StoreError::Migrate {
+            path: path.to_path_buf(),
+            version,
+            source,
+        };
+        // The version bump commits with the step, so a crash mid-migration
+        // leaves the previous version, and the step runs again in full.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(err)?;
+        tx.execute_batch(step).map_err(err)?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
+    Ok(())
+}
+
+/// A panic while a connection was locked dropped its transaction, which rolls
+/// back, so the connection behind a poisoned lock is still consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const UNIX_EPOCH_FROM_CE: i32 = 719_163;
+
+fn day_num(d: NaiveDate) -> i64 {
+    i64::from(d.num_days_from_ce() - UNIX_EPOCH_FROM_CE)
+}
+
+fn num_day(n: i64) -> Result<NaiveDate, StoreError> {
+    n.checked_add(i64::from(UNIX_EPOCH_FROM_CE))
+        .and_then(|ce| i32::try_from(ce).ok())
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "day",
+            detail: format!("{n} is not a day number"),
+        })
+}
+
+fn month_num(d: NaiveDate) -> i64 {
+    i64::from(d.year()) * 12 + i64::from(d.month0())
+}
+
+/// First and last day numbers of a month number.
+fn month_days(month: i64) -> Option<(i64, i64)> {
+    let first = |m: i64| {
+        let year = i32::try_from(m.div_euclid(12)).ok()?;
+        NaiveDate::from_ymd_opt(year, m.rem_euclid(12) as u32 + 1, 1)
+    };
+    Some((day_num(first(month)?), day_num(first(month + 1)?) - 1))
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt {
+        what: "timestamp",
+        detail: format!("{ms} is out of range"),
+    })
+}
+
+const RUN_COLUMNS: &str = "id, source, trigger, started_at, finished_at, result, error, \
+                           window_from, window_to, warnings, observations";
+
+/// The raw columns of a run row; converted outside the rusqlite closure so
+/// that a corrupt value becomes a `StoreError` that says what was wrong.
+type RunRow = (
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    String,
+    i64,
+);
+
+fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
+    let (id, source, trigger, started, finished, result, error, from, to, warnings, n) = row;
+    let result = RunResult::parse(&result).ok_or_else(|| StoreError::Corrupt {
+        what: "run result",
+        detail: format!("run {id} has result \"{result}\""),
+    })?;
+    let warnings = serde_json::from_str(&warnings).map_err(|e| StoreError::Corrupt {
+        what: "run warnings",
+        detail: format!("run {id}: {e}"),
+    })?;
+    Ok(StoredRun {
+        id,
+        run: RunRecord {
+            source,
+            trigger,
+            started_at: from_millis(started)?,
+            finished_at: from_millis(finished)?,
+            result,
+            error,
+            window_from: num_day(from)?,
+            window_to: num_day(to)?,
+            warnings,
+        },
+        observations_written: u64::try_from(n).unwrap_or(0),
+    })
+}
+
+/// The fold of one key's values over the period.
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    seen: bool,
+    sum: f64,
+    last_day: i64,
+    last_value: f64,
+}
+
+impl Acc {
+    fn add(&mut self, sum: f64, last_day: i64, last_value: f64) {
+        self.sum += sum;
+        if !self.seen || last_day > self.last_day {
+            self.last_day = last_day;
+            self.last_value = last_value;
+        }
+        self.seen = true;
+    }
+}
+
+fn key_index(id: i64, accs: &[Acc]) -> Result<usize, StoreError> {
+    usize::try_from(id)
+        .ok()
+        .filter(|&i| i < accs.len())
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "observation",
+            detail: format!("it refers to key {id}, which does not exist"),
+        })
+}
+
+impl Store for SqliteStore {
+    fn record_run(
+        &self,
+        run: &RunRecord,
+        observations: &[Observation],
+        state: Option<&serde_json::Value>,
+    ) -> Result<i64, StoreError> {
+        if let Some(o) = observations
+            .iter()
+            .find(|o| o.source != run.source || !o.value.is_finite())
+        {
+            return Err(StoreError::Invalid {
+                source_id: run.source.clone(),
+                detail: format!(
+                    "observation (source \"{}\", unit \"{}\", indicator \"{}\", entity \"{}\", day {}) \
+                     has value {}: observations must belong to the run's source and be finite",
+                    o.source, o.unit, o.indicator, o.entity, o.day, o.value
+                ),
+            });
+        }
+        let state = state
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|source| StoreError::State {
+                source_id: run.source.clone(),
+                source,
+            })?;
+        let warnings = serde_json::Value::from(run.warnings.clone()).to_string();
+        let e = |source| StoreError::Sqlite {
+            doing: "recording a run",
+            source,
+        };
+
+        let mut conn = lock(&self.writer);
+        // Take the write lock up front: a deferred transaction that upgrades
+        // later can fail with SQLITE_BUSY regardless of the busy timeout.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute(
+            "INSERT INTO runs (source, trigger, started_at, finished_at, result, error, \
+             window_from, window_to, observations, warnings) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                run.source,
+                run.trigger,
+                millis(run.started_at),
+                millis(run.finished_at),
+                run.result.as_str(),
+                run.error,
+                day_num(run.window_from),
+                day_num(run.window_to),
+                observations.len() as i64,
+                warnings,
+            ],
+        )
+        .map_err(e)?;
+        let run_id = tx.last_insert_rowid();
+
+        {
+            let mut find_key = tx
+                .prepare_cached(
+                    "SELECT id FROM keys WHERE source = ?1 AND unit = ?2 AND indicator = ?3 AND entity = ?4",
+                )
+                .map_err(e)?;
+            let mut add_key = tx
+                .prepare_cached(
+                    "INSERT INTO keys (source, unit, indicator, entity) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(e)?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO observations (key, day, value, run) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (key, day) DO UPDATE SET value = excluded.value, run = excluded.run",
+                )
+                .map_err(e)?;
+            let mut key_ids: HashMap<(&str, &str, &str), i64> = HashMap::new();
+            let mut touched: BTreeSet<(i64, i64)> = BTreeSet::new();
+            for o in observations {
+                let k = (o.unit.as_str(), o.indicator.as_str(), o.entity.as_str());
+                let key = match key_ids.get(&k) {
+                    Some(&id) => id,
+                    None => {
+                        let args = params![o.source, o.unit, o.indicator, o.entity];
+                        let id = match find_key
+                            .query_row(args, |r| r.get(0))
+                            .optional()
+                            .map_err(e)?
+                        {
+                            Some(id) => id,
+                            None => {
+                                add_key.execute(args).map_err(e)?;
+                                tx.last_insert_rowid()
+                            }
+                        };
+                        key_ids.insert(k, id);
+                        id
+                    }
+                };
+                upsert
+                    .execute(params![key, day_num(o.day), o.value, run_id])
+                    .map_err(e)?;
+                touched.insert((key, month_num(o.day)));
+            }
+
+            // SQLite documents that with a single max() aggregate, a bare
+            // column (here `value`) comes from the row holding the maximum,
+            // which gives the last value in the same scan as the sum.
+            let mut month_from_raw = tx
+                .prepare_cached(
+                    "SELECT SUM(value), MAX(day), value FROM observations \
+                     WHERE key = ?1 AND day BETWEEN ?2 AND ?3",
+                )
+                .map_err(e)?;
+            let mut put_month = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO monthly (month, key, sum, last_day, last_value) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(e)?;
+            for (key, month) in touched {
+                let (first, last) = month_days(month).ok_or_else(|| StoreError::Corrupt {
+                    what: "month",
+                    detail: format!("{month} is out of range"),
+                })?;
+                let (sum, last_day, last_value): (f64, i64, f64) = month_from_raw
+                    .query_row(params![key, first, last], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .map_err(e)?;
+                put_month
+                    .execute(params![month, key, sum, last_day, last_value])
+                    .map_err(e)?;
+            }
+        }
+
+        if let Some(state) = state {
+            tx.execute(
+                "INSERT INTO source_state (source, state, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (source) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                params![run.source, state, millis(run.finished_at)],
+            )
+            .map_err(e)?;
+        }
+        tx.commit().map_err(e)?;
+        Ok(run_id)
+    }
+
+    fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading a source's status",
+            source,
+        };
+        let mut r = lock(&self.reader);
+        let tx = r.conn.transaction().map_err(e)?;
+        let last_run = tx
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT 1"
+                ),
+                [source],
+                run_row,
+            )
+            .optional()
+            .map_err(e)?
+            .map(stored_run)
+            .transpose()?;
+        // A backfill may finish after a scheduled run while covering older
+        // days; the latest success is the one that finished last.
+        let last_success = tx
+            .query_row(
+                "SELECT id, finished_at, window_to FROM runs WHERE source = ?1 AND result = 'success' \
+                 ORDER BY finished_at DESC, id DESC LIMIT 1",
+                [source],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()
+            .map_err(e)?
+            .map(|(run_id, finished, to)| {
+                Ok::<_, StoreError>(LastSuccess {
+                    run_id,
+                    finished_at: from_millis(finished)?,
+                    window_to: num_day(to)?,
+                })
+            })
+            .transpose()?;
+        let state = tx
+            .query_row(
+                "SELECT state FROM source_state WHERE source = ?1",
+                [source],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(e)?
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|err| StoreError::Corrupt {
+                    what: "resume state",
+                    detail: format!("source \"{source}\": {err}"),
+                })
+            })
+            .transpose()?;
+        let mut runs = RunCounts::default();
+        let mut stmt = tx
+            .prepare("SELECT result, COUNT(*) FROM runs WHERE source = ?1 GROUP BY result")
+            .map_err(e)?;
+        let rows = stmt
+            .query_map([source], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(e)?;
+        for row in rows {
+            let (result, n) = row.map_err(e)?;
+            let n = u64::try_from(n).unwrap_or(0);
+            match RunResult::parse(&result) {
+                Some(RunResult::Success) => runs.success = n,
+                Some(RunResult::Error) => runs.error = n,
+                Some(RunResult::Timeout) => runs.timeout = n,
+                Some(RunResult::Panic) => runs.panic = n,
+                None => {
+                    return Err(StoreError::Corrupt {
+                        what: "run result",
+                        detail: format!("\"{result}\""),
+                    });
+                }
+            }
+        }
+        Ok(SourceStatus {
+            last_run,
+            last_success,
+            state,
+            runs,
+        })
+    }
+
+    fn recent_runs(&self, source: &str, limit: usize) -> Result<Vec<StoredRun>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "listing recent runs",
+            source,
+        };
+        let r = lock(&self.reader);
+        let mut stmt = r
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT ?2"
+            ))
+            .map_err(e)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![source, limit], run_row).map_err(e)?;
+        rows.map(|row| stored_run(row.map_err(e)?)).collect()
+    }
+
+    fn own_values(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<OwnValue>, StoreError> {
+        if end < start || indicators.is_empty() {
+            return Ok(Vec::new());
+        }
+        let e = |source| StoreError::Sqlite {
+            doing: "reading values",
+            source,
+        };
+        let mut guard = lock(&self.reader);
+        let Reader { conn, keys } = &mut *guard;
+        // One read transaction, so the key refresh and both scans see the
+        // same snapshot even while a run commits.
+        let tx = conn.transaction().map_err(e)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id, unit, indicator, entity FROM keys WHERE id >= ?1 ORDER BY id",
+                )
+                .map_err(e)?;
+            let rows = stmt
+                .query_map([keys.len() as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        KeyInfo {
+                            unit: r.get(1)?,
+                            indicator: r.get(2)?,
+                            entity: r.get(3)?,
+                        },
+                    ))
+                })
+                .map_err(e)?;
+            for row in rows {
+                let (id, info) = row.map_err(e)?;
+                let id = usize::try_from(id).map_err(|_| StoreError::Corrupt {
+                    what: "key",
+                    detail: format!("id {id}"),
+                })?;
+                if keys.len() <= id {
+                    keys.resize_with(id + 1, || None);
+                }
+                keys[id] = Some(info);
+            }
+        }
+
+        let mut accs = vec![Acc::default(); keys.len()];
+        let (s, e_day) = (day_num(start), day_num(end));
+        // Whole months come from the aggregate; only the partial months at
+        // either edge are read from raw rows.
+        let first_full = month_num(start) + i64::from(start.day() != 1);
+        let last_full = month_num(end) - i64::from(end.succ_opt().is_some_and(|n| n.day() != 1));
+        let mut raw_ranges = Vec::with_capacity(2);
+        let full = if first_full <= last_full {
+            match (month_days(first_full), month_days(last_full)) {
+                (Some((full_from, _)), Some((_, full_to))) => Some((full_from, full_to)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match full {
+            Some((full_from, full_to)) => {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT key, sum, last_day, last_value FROM monthly WHERE month BETWEEN ?1 AND ?2",
+                    )
+                    .map_err(e)?;
+                let mut rows = stmt.query(params![first_full, last_full]).map_err(e)?;
+                while let Some(r) = rows.next().map_err(e)? {
+                    let i = key_index(r.get(0).map_err(e)?, &accs)?;
+                    accs[i].add(
+                        r.get(1).map_err(e)?,
+                        r.get(2).map_err(e)?,
+                        r.get(3).map_err(e)?,
+                    );
+                }
+                if s < full_from {
+                    raw_ranges.push((s, full_from - 1));
+                }
+                if full_to < e_day {
+                    raw_ranges.push((full_to + 1, e_day));
+                }
+            }
+            None => raw_ranges.push((s, e_day)),
+        }
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT key, day, value FROM observations WHERE day BETWEEN ?1 AND ?2",
+                )
+                .map_err(e)?;
+            for (from, to) in raw_ranges {
+                let mut rows = stmt.query(params![from, to]).map_err(e)?;
+                while let Some(r) = rows.next().map_err(e)? {
+                    let i = key_index(r.get(0).map_err(e)?, &accs)?;
+                    let value = r.get(2).map_err(e)?;
+                    accs[i].add(value, r.get(1).map_err(e)?, value);
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+
+        enum Group<'a> {
+            Number(f64),
+            Entities(HashMap<&'a str, f64>),
+        }
+        let kinds: HashMap<&str, Kind> = indicators
+            .iter()
+            .map(|(id, kind)| (id.as_str(), *kind))
+            .collect();
+        let mut groups: HashMap<(&str, &str), Group<'_>> = HashMap::new();
+        for (acc, key) in accs.iter().zip(keys.iter()) {
+            let (true, Some(key)) = (acc.seen, key) else {
+                continue;
+            };
+            let Some(&kind) = kinds.get(key.indicator.as_str()) else {
+                continue;
+            };
+            let slot = (key.unit.as_str(), key.indicator.as_str());
+            match kind {
+                Kind::Count | Kind::Level => {
+                    let v = if kind == Kind::Count {
+                        acc.sum
+                    } else {
+                        acc.last_value
+                    };
+                    if let Group::Number(n) = groups.entry(slot).or_insert(Group::Number(0.0)) {
+                        *n += v;
+                    }
+                }
+                Kind::Distinct => {
+                    if let Group::Entities(m) = groups
+                        .entry(slot)
+                        .or_insert_with(|| Group::Entities(HashMap::new()))
+                    {
+                        *m.entry(key.entity.as_str()).or_insert(0.0) += acc.sum;
+                    }
+                }
+            }
+        }
+        let mut out: Vec<OwnValue> = groups
+            .into_iter()
+            .map(|((unit, indicator), g)| OwnValue {
+                unit: unit.to_string(),
+                indicator: indicator.to_string(),
+                data: match g {
+                    Group::Number(n) => OwnData::Number(n),
+                    Group::Entities(m) => OwnData::Entities(
+                        m.into_iter()
+                            .filter(|&(_, v)| v != 0.0)
+                            .map(|(k, _)| k.to_string())
+                            .collect(),
+                    ),
+                },
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.unit, &a.indicator).cmp(&(&b.unit, &b.indicator)));
+        Ok(out)
+    }
+
+    fn coverage(
+        &self,
+        source: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Coverage, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "computing a source's coverage",
+            source,
+        };
+        let (s, e_day) = (day_num(start), day_num(end));
+        let mut r = lock(&self.reader);
+        let tx = r.conn.transaction().map_err(e)?;
+        let windows: Vec<(i64, i64)> = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT window_from, window_to FROM runs WHERE source = ?1 AND result = 'success' \
+                     AND window_to >= ?2 AND window_from <= ?3 ORDER BY window_from",
+                )
+                .map_err(e)?;
+            stmt.query_map(params![source, s, e_day], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?
+        };
+        let failed_runs: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM runs WHERE source = ?1 AND result != 'success' \
+                 AND window_to >= ?2 AND window_from <= ?3",
+                params![source, s, e_day],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        let last_success: Option<i64> = tx
+            .query_row(
+                "SELECT MAX(finished_at) FROM runs WHERE source = ?1 AND result = 'success'",
+                [source],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+
+        // Windows sorted by start: walk them, advancing the first uncovered day.
+        let mut next = s;
+        let mut gaps = Vec::new();
+        for (from, to) in windows {
+            if from > next {
+                gaps.push((next, from.min(e_day + 1) - 1));
+            }
+            next = next.max(to + 1);
+            if next > e_day {
+                break;
+            }
+        }
+        if next <= e_day {
+            gaps.push((next, e_day));
+        }
+        let uncovered: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
+        let gaps = gaps
+            .into_iter()
+            .map(|(a, b)| Ok((num_day(a)?, num_day(b)?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Coverage {
+            start,
+            end,
+            covered_days: (e_day - s + 1).max(0) - uncovered,
+            gaps,
+            failed_runs: u64::try_from(failed_runs).unwrap_or(0),
+            last_success: last_success.map(from_millis).transpose()?,
+        })
+    }
+
+    fn observations(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading observations",
+            source,
+        };
+        let mut r = lock(&self.reader);
+        let tx = r.conn.transaction().map_err(e)?;
+        let mut out = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT k.source, k.entity, o.day, o.value, o.run \
+                     FROM keys k JOIN observations o ON o.key = k.id \
+                     WHERE k.indicator = ?1 AND k.unit = ?2 AND o.day BETWEEN ?3 AND ?4 \
+                     ORDER BY k.source, k.entity, o.day",
+                )
+                .map_err(e)?;
+            for unit in units {
+                let mut rows = stmt
+                    .query(params![indicator, unit, day_num(start), day_num(end)])
+                    .map_err(e)?;
+                while let Some(row) = rows.next().map_err(e)? {
+                    out.push(StoredObservation {
+                        observation: Observation {
+                            source: row.get(0).map_err(e)?,
+                            unit: unit.to_string(),
+                            indicator: indicator.to_string(),
+                            entity: row.get(1).map_err(e)?,
+                            day: num_day(row.get(2).map_err(e)?)?,
+                            value: row.get(3).map_err(e)?,
+                        },
+                        run_id: row.get(4).map_err(e)?,
+                    });
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn open() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn run(source: &str, result: RunResult, from: &str, to: &str, finished: &str) -> RunRecord {
+        RunRecord {
+            source: source.into(),
+            trigger: "schedule".into(),
+            started_at: at(finished) - chrono::Duration::seconds(5),
+            finished_at: at(finished),
+            result,
+            error: (result != RunResult::Success).then(|| "upstream answered 503".into()),
+            window_from: d(from),
+            window_to: d(to),
+            warnings: vec![],
+        }
+    }
+
+    fn ok_run(from: &str, to: &str) -> RunRecord {
+        run("src", RunResult::Success, from, to, "2026-12-01T02:30:00Z")
+    }
+
+    fn obs(unit: &str, indicator: &str, entity: &str, day: &str, value: f64) -> Observation {
+        Observation {
+            source: "src".into(),
+            unit: unit.into(),
+            indicator: indicator.into(),
+            entity: entity.into(),
+            day: d(day),
+            value,
+        }
+    }
+
+    fn inds(list: &[(&str, Kind)]) -> Vec<(String, Kind)> {
+        list.iter().map(|(i, k)| (i.to_string(), *k)).collect()
+    }
+
+    /// (unit, indicator) -> value, for numbers only.
+    fn numbers(
+        store: &SqliteStore,
+        start: &str,
+        end: &str,
+        list: &[(&str, Kind)],
+    ) -> BTreeMap<(String, String), f64> {
+        store
+            .own_values(d(start), d(end), &inds(list))
+            .unwrap()
+            .into_iter()
+            .map(|v| match v.data {
+                OwnData::Number(n) => ((v.unit, v.indicator), n),
+                OwnData::Entities(e) => ((v.unit, v.indicator), e.len() as f64),
+            })
+            .collect()
+    }
+
+    fn one(store: &SqliteStore, start: &str, end: &str, ind: &str, kind: Kind) -> Option<f64> {
+        let all = numbers(store, start, end, &[(ind, kind)]);
+        assert!(all.len() <= 1, "{all:?}");
+        all.into_values().next()
+    }
+
+    #[test]
+    fn recollecting_a_window_replaces_never_adds() {
+        let (_dir, store) = open();
+        let first = vec![
+            obs("county/a", "posts", "", "2026-11-01", 2.0),
+            obs("county/a", "posts", "", "2026-11-02", 3.0),
+            obs("county/a", "posts", "", "2026-11-03", 4.0),
+        ];
+        let r1 = store
+            .record_run(&ok_run("2026-11-01", "2026-11-03"), &first, None)
+            .unwrap();
+        let again = store
+            .record_run(&ok_run("2026-11-01", "2026-11-03"), &first, None)
+            .unwrap();
+        // The month is whole, so this reads the aggregate; the range reads raw rows.
+        assert_eq!(
+            one(&store, "2026-11-01", "2026-11-30", "posts", Kind::Count),
+            Some(9.0)
+        );
+        assert_eq!(
+            one(&store, "2026-11-02", "2026-11-03", "posts", Kind::Count),
+            Some(7.0)
+        );
+        // A late correction of one day replaces that day only.
+        let fix = vec![obs("county/a", "posts", "", "2026-11-02", 5.0)];
+        let r3 = store
+            .record_run(&ok_run("2026-11-02", "2026-11-02"), &fix, None)
+            .unwrap();
+        assert_eq!(
+            one(&store, "2026-11-01", "2026-11-30", "posts", Kind::Count),
+            Some(11.0)
+        );
+        assert_eq!(
+            one(&store, "2026-11-02", "2026-11-10", "posts", Kind::Count),
+            Some(9.0)
+        );
+        assert!(r1 < again && again < r3);
+
+        let trace = store
+            .observations(&["county/a"], "posts", d("2026-11-01"), d("2026-11-30"))
+            .unwrap();
+        let got: Vec<(NaiveDate, f64, i64)> = trace
+            .iter()
+            .map(|o| (o.observation.day, o.observation.value, o.run_id))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (d("2026-11-01"), 2.0, again),
+                (d("2026-11-02"), 5.0, r3),
+                (d("2026-11-03"), 4.0, again)
+            ]
+        );
+        assert_eq!(trace[0].observation.source, "src");
+
+        let runs = store.recent_runs("src", 2).unwrap();
+        assert_eq!(
+            runs.iter()
+                .map(|r| (r.id, r.observations_written))
+                .collect::<Vec<_>>(),
+            [(r3, 1), (again, 3)]
+        );
+        assert_eq!(runs[0].run, ok_run("2026-11-02", "2026-11-02"));
+    }
+
+    #[test]
+    fn level_takes_the_last_observed_day_per_source_and_entity() {
+        let (_dir, store) = open();
+        let mut o = vec![
+            // Deliberately out of day order.
+            obs("u", "points", "alice", "2026-11-01", 100.0),
+            obs("u", "points", "alice", "2026-11-20", 150.0),
+            obs("u", "points", "alice", "2026-11-10", 130.0),
+            obs("u", "points", "bob", "2026-10-30", 50.0),
+        ];
+        store
+            .record_run(&ok_run("2026-10-01", "2026-11-30"), &o, None)
+            .unwrap();
+        // Another source reporting the same member adds: levels sum over (source, entity).
+        o = vec![Observation {
+            source: "other".into(),
+            ..obs("u", "points", "alice", "2026-11-05", 7.0)
+        }];
+        store
+            .record_run(
+                &run(
+                    "other",
+                    RunResult::Success,
+                    "2026-11-05",
+                    "2026-11-05",
+                    "2026-12-01T00:00:00Z",
+                ),
+                &o,
+                None,
+            )
+            .unwrap();
+
+        assert_eq!(
+            one(&store, "2026-11-01", "2026-11-30", "points", Kind::Level),
+            Some(150.0 + 7.0)
+        );
+        assert_eq!(
+            one(&store, "2026-10-01", "2026-12-31", "points", Kind::Level),
+            Some(150.0 + 50.0 + 7.0)
+        );
+        // Cut mid-month: alice's last day within the range is 11-10.
+        assert_eq!(
+            one(&store, "2026-10-15", "2026-11-15", "points", Kind::Level),
+            Some(130.0 + 50.0 + 7.0)
+        );
+        assert_eq!(
+            one(&store, "2026-11-02", "2026-11-04", "points", Kind::Level),
+            None
+        );
+        // The same rows read as a count sum every day.
+        assert_eq!(
+            one(&store, "2026-11-01", "2026-11-30", "points", Kind::Count),
+            Some(387.0)
+        );
+    }
+
+    #[test]
+    fn distinct_counts_entities_with_a_non_zero_sum() {
+        let (_dir, store) = open();
+        let o = vec![
+            obs("u", "articles", "p1", "2026-11-01", 1.0),
+            obs("u", "articles", "p1", "2026-11-02", 1.0),
+            obs("u", "articles", "p2", "2026-11-03", 0.0),
+            obs("u", "articles", "p3", "2026-12-03", 1.0),
+            obs("v", "articles", "p9", "2026-11-03", 0.0),
+        ];
+        store
+            .record_run(&ok_run("2026-11-01", "2026-12-31"), &o, None)
+            .unwrap();
+        let got = store
+            .own_values(
+                d("2026-11-01"),
+                d("2026-11-30"),
+                &inds(&[("articles", Kind::Distinct)]),
+            )
+            .unwrap();
+        let set = |e: &[&str]| OwnData::Entities(e.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            got,
+            [
+                OwnValue {
+                    unit: "u".into(),
+                    indicator: "articles".into(),
+                    data: set(&["p1"])
+                },
+                OwnValue {
+                    unit: "v".into(),
+                    indicator: "articles".into(),
+                    data: set(&[])
+                },
+            ]
+        );
+        // Indicators not asked for are left out.
+        assert!(
+            store
+                .own_values(
+                    d("2026-11-01"),
+                    d("2026-11-30"),
+                    &inds(&[("posts", Kind::Count)])
+                )
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// A tiny deterministic generator, so the test needs no extra crate.
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    #[test]
+    fn any_cut_of_the_calendar_equals_the_raw_computation() {
+        let (_dir, store) = open();
+        let mut truth: BTreeMap<(String, String, NaiveDate), f64> = BTreeMap::new();
+        let mut seed = 7;
+        let first = d("2026-10-20");
+        // Three passes over overlapping windows, like scheduled runs with lookback.
+        for pass in 0..3 {
+            let mut batch = Vec::new();
+            for day_off in (pass * 20)..(pass * 20 + 60) {
+                let day = first + chrono::Days::new(day_off);
+                for unit in ["a", "b"] {
+                    for entity in ["", "x"] {
+                        if lcg(&mut seed) % 3 == 0 {
+                            continue; // leave holes
+                        }
+                        let value = (lcg(&mut seed) % 10) as f64;
+                        truth.insert((unit.to_string(), entity.to_string(), day), value);
+                        batch.push(obs(unit, "n", entity, &day.to_string(), value));
+                    }
+                }
+            }
+            store
+                .record_run(&ok_run("2026-10-20", "2027-02-01"), &batch, None)
+                .unwrap();
+        }
+        let cuts = [
+            ("2026-10-01", "2027-03-31"),
+            ("2026-11-01", "2026-12-31"),
+            ("2026-11-15", "2027-01-10"),
+            ("2026-11-01", "2026-11-30"),
+            ("2026-11-30", "2026-12-01"),
+            ("2026-12-31", "2027-01-01"),
+            ("2026-11-07", "2026-11-21"),
+            ("2026-12-01", "2027-01-31"),
+            ("2026-12-05", "2026-12-05"),
+        ];
+        for (s, e) in cuts {
+            let (s_d, e_d) = (d(s), d(e));
+            let mut count: BTreeMap<(String, String), f64> = BTreeMap::new();
+            let mut last: BTreeMap<(String, String), (NaiveDate, f64)> = BTreeMap::new();
+            for ((unit, entity, day), v) in &truth {
+                if s_d <= *day && *day <= e_d {
+                    *count.entry((unit.clone(), "n".into())).or_default() += v;
+                    last.insert((unit.clone(), entity.clone()), (*day, *v)); // BTreeMap walks days in order
+                }
+            }
+            let mut level: BTreeMap<(String, String), f64> = BTreeMap::new();
+            for ((unit, _), (_, v)) in last {
+                *level.entry((unit, "n".into())).or_default() += v;
+            }
+            assert_eq!(
+                numbers(&store, s, e, &[("n", Kind::Count)]),
+                count,
+                "count {s}..{e}"
+            );
+            assert_eq!(
+                numbers(&store, s, e, &[("n", Kind::Level)]),
+                level,
+                "level {s}..{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_run_leaves_earlier_numbers_and_state_intact() {
+        let (_dir, store) = open();
+        let o = vec![obs("u", "posts", "", "2026-11-01", 4.0)];
+        let state = serde_json::json!({"cursor": "abc"});
+        let good = store
+            .record_run(&ok_run("2026-11-01", "2026-11-01"), &o, Some(&state))
+            .unwrap();
+        let failed = run(
+            "src",
+            RunResult::Error,
+            "2026-11-01",
+            "2026-11-02",
+            "2026-12-02T02:30:00Z",
+        );
+        let bad = store.record_run(&failed, &[], None).unwrap();
+
+        assert_eq!(
+            one(&store, "2026-11-01", "2026-11-30", "posts", Kind::Count),
+            Some(4.0)
+        );
+        let status = store.source_status("src").unwrap();
+        assert_eq!(
+            status.last_run.as_ref().map(|r| (r.id, r.run.result)),
+            Some((bad, RunResult::Error))
+        );
+        assert_eq!(
+            status.last_run.map(|r| r.run.error),
+            Some(Some("upstream answered 503".into()))
+        );
+        assert_eq!(
+            status.last_success,
+            Some(LastSuccess {
+                run_id: good,
+                finished_at: at("2026-12-01T02:30:00Z"),
+                window_to: d("2026-11-01")
+            })
+        );
+        assert_eq!(status.state, Some(state));
+        assert_eq!(
+            status.runs,
+            RunCounts {
+                success: 1,
+                error: 1,
+                timeout: 0,
+                panic: 0
+            }
+        );
+
+        let cov = store
+            .coverage("src", d("2026-11-01"), d("2026-11-03"))
+            .unwrap();
+        assert_eq!(
+            cov,
+            Coverage {
+                start: d("2026-11-01"),
+                end: d("2026-11-03"),
+                covered_days: 1,
+                gaps: vec![(d("2026-11-02"), d("2026-11-03"))],
+                failed_runs: 1,
+                last_success: Some(at("2026-12-01T02:30:00Z")),
+            }
+        );
+        assert!(!cov.is_complete());
+        assert_eq!(
+            store.source_status("nobody").unwrap(),
+            SourceStatus::default()
+        );
+    }
+
+    #[test]
+    fn state_is_replaced_only_when_given() {
+        let (_dir, store) = open();
+        let s1 = serde_json::json!({"page": 1});
+        let s2 = serde_json::json!({"page": 2});
+        store
+            .record_run(&ok_run("2026-11-01", "2026-11-01"), &[], Some(&s1))
+            .unwrap();
+        store
+            .record_run(&ok_run("2026-11-02", "2026-11-02"), &[], None)
+            .unwrap();
+        assert_eq!(store.source_status("src").unwrap().state, Some(s1));
+        store
+            .record_run(&ok_run("2026-11-03", "2026-11-03"), &[], Some(&s2))
+            .unwrap();
+        assert_eq!(store.source_status("src").unwrap().state, Some(s2));
+    }
+
+    #[test]
+    fn coverage_merges_overlapping_windows() {
+        let (_dir, store) = open();
+        for (from, to) in [
+            ("2026-10-25", "2026-11-03"),
+            ("2026-11-02", "2026-11-05"),
+            ("2026-11-10", "2026-11-12"),
+            ("2026-11-28", "2026-12-03"),
+        ] {
+            store.record_run(&ok_run(from, to), &[], None).unwrap();
+        }
+        // A failure outside the range does not count against it.
+        store
+            .record_run(
+                &run(
+                    "src",
+                    RunResult::Timeout,
+                    "2026-12-05",
+                    "2026-12-06",
+                    "2026-12-07T00:00:00Z",
+                ),
+                &[],
+                None,
+            )
+            .unwrap();
+        let cov = store
+            .coverage("src", d("2026-11-01"), d("2026-11-30"))
+            .unwrap();
+        // Covered: 11-01..11-05 (5), 11-10..11-12 (3), 11-28..11-30 (3).
+        assert_eq!(cov.covered_days, 11);
+        assert_eq!(
+            cov.gaps,
+            [
+                (d("2026-11-06"), d("2026-11-09")),
+                (d("2026-11-13"), d("2026-11-27"))
+            ]
+        );
+        assert_eq!(cov.failed_runs, 0);
+        let cov = store
+            .coverage("src", d("2026-11-01"), d("2026-11-04"))
+            .unwrap();
+        assert!(cov.is_complete() && cov.covered_days == 4);
+    }
+
+    #[test]
+    fn an_invalid_observation_stores_nothing() {
+        let (_dir, store) = open();
+        let o = vec![
+            obs("u", "posts", "", "2026-11-01", 1.0),
+            obs("u", "posts", "", "2026-11-02", f64::NAN),
+        ];
+        let err = store
+            .record_run(&ok_run("2026-11-01", "2026-11-02"), &o, None)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("run of source \"src\" cannot be stored: observation"),
+            "{err}"
+        );
+        assert!(store.recent_runs("src", 10).unwrap().is_empty());
+        assert_eq!(
+            one(&store, "2026-11-01", "2026-11-30", "posts", Kind::Count),
+            None
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store
+                .record_run(
+                    &ok_run("2026-11-01", "2026-11-01"),
+                    &[obs("u", "posts", "", "2026-11-01", 3.0)],
+                    None,
+                )
+                .unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(
+            one(&store, "2026-11-01", "2026-11-30", "posts", Kind::Count),
+            Some(3.0)
+        );
+        let conn = Connection::open(store.path()).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(store);
+
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path()).err().unwrap();
+        assert!(
+            err.to_string().ends_with("has schema version 99, this tallyd knows versions up to 1: run a newer tallyd or point data_dir elsewhere"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn day_and_month_numbers() {
+        assert_eq!(day_num(d("1970-01-01")), 0);
+        assert_eq!(day_num(d("1970-01-02")), 1);
+        assert_eq!(num_day(day_num(d("2026-11-27"))).unwrap(), d("2026-11-27"));
+        assert_eq!(month_num(d("2026-01-15")), 2026 * 12);
+        let (first, last) = month_days(month_num(d("2024-02-10"))).unwrap();
+        assert_eq!(
+            (num_day(first).unwrap(), num_day(last).unwrap()),
+            (d("2024-02-01"), d("2024-02-29"))
+        );
+    }
+}
