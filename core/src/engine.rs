@@ -19,6 +19,7 @@ use crate::domain::{Kind, Observation};
 use crate::metrics::Metrics;
 use crate::plugin_host::{CallError, HostServices, PluginRegistry, SourceInstance};
 use crate::store::{RunRecord, RunResult, Store, StoreError};
+use crate::summary::{self, Summary, SummaryError, SummaryRequest};
 
 /// One enabled source, ready to run.
 pub struct SourceRuntime {
@@ -79,6 +80,16 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     pub error: Option<String>,
     pub duration_ms: u64,
+}
+
+/// What a plugin call gave, checked but not yet stored.
+#[derive(Debug)]
+pub struct Collected {
+    pub result: RunResult,
+    pub error: Option<String>,
+    pub observations: Vec<Observation>,
+    pub warnings: Vec<String>,
+    pub state: Option<serde_json::Value>,
 }
 
 /// Why a run did not happen at all.
@@ -334,23 +345,15 @@ impl Engine {
         Ok(Window::new(from.min(today), today))
     }
 
-    /// Runs a source now (or reports that it is already running). `window`
-    /// overrides the computed one (backfills).
+    /// Runs a source now (or reports that it is already running) and records
+    /// the run. `window` overrides the computed one (backfills).
     pub async fn run(
         self: &Arc<Self>,
         source_id: &str,
         trigger: Trigger,
         window: Option<Window>,
     ) -> Result<RunReport, RunError> {
-        let source = self
-            .source(source_id)
-            .cloned()
-            .ok_or_else(|| RunError::UnknownSource(source_id.to_owned()))?;
-        let busy = source
-            .busy
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| RunError::AlreadyRunning(source_id.to_owned()))?;
+        let (source, busy) = self.claim(source_id)?;
         let _permit = self.limit.clone().acquire_owned().await;
         let window = match window {
             Some(w) => w,
@@ -362,18 +365,120 @@ impl Engine {
                     .map_err(|e| RunError::Internal(e.to_string()))??
             }
         };
-        self.run_window(source, busy, trigger, window).await
+        let started = Instant::now();
+        let started_at = self.clock.now();
+        let collected = self.collect(&source, busy, window).await?;
+        let record = RunRecord {
+            source: source.config.id.clone(),
+            trigger: trigger.as_str().to_owned(),
+            started_at,
+            finished_at: self.clock.now(),
+            result: collected.result,
+            error: collected.error.clone(),
+            window_from: window.from,
+            window_to: window.to,
+            warnings: collected.warnings.clone(),
+        };
+        let written = collected.observations.len();
+        let store = self.store.clone();
+        let rec = record.clone();
+        let Collected {
+            observations,
+            state,
+            ..
+        } = collected;
+        let run_id = tokio::task::spawn_blocking(move || {
+            store.record_run(&rec, &observations, state.as_ref())
+        })
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))??;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.run_finished(
+            &source.config.id,
+            &source.config.plugin,
+            record.result,
+            seconds,
+            written,
+            record.finished_at.timestamp() as f64,
+        );
+        match &record.error {
+            None => tracing::info!(
+                source = %source.config.id,
+                trigger = trigger.as_str(),
+                from = %window.from,
+                to = %window.to,
+                observations = written,
+                warnings = record.warnings.len(),
+                "collection finished"
+            ),
+            Some(err) => tracing::warn!(
+                source = %source.config.id,
+                trigger = trigger.as_str(),
+                result = record.result.as_str(),
+                error = %err,
+                "collection failed"
+            ),
+        }
+        for w in record.warnings.iter().take(20) {
+            tracing::warn!(source = %source.config.id, "{w}");
+        }
+        if written > 0 {
+            self.refresh_metrics().await;
+        }
+        Ok(RunReport {
+            source: source.config.id.clone(),
+            run_id: Some(run_id),
+            result: record.result.as_str(),
+            window,
+            observations: written,
+            warnings: record.warnings,
+            error: record.error,
+            duration_ms: (seconds * 1000.0) as u64,
+        })
     }
 
-    async fn run_window(
+    /// Calls the plugin for a window and checks its answer, storing nothing:
+    /// `tallyd collect --dry-run`.
+    pub async fn dry_run(
         self: &Arc<Self>,
-        source: Arc<SourceRuntime>,
-        busy: OwnedMutexGuard<()>,
-        trigger: Trigger,
+        source_id: &str,
         window: Window,
-    ) -> Result<RunReport, RunError> {
-        let started_at = self.clock.now();
-        let started = Instant::now();
+    ) -> Result<Collected, RunError> {
+        let (source, busy) = self.claim(source_id)?;
+        self.collect(&source, busy, window).await
+    }
+
+    fn claim(
+        &self,
+        source_id: &str,
+    ) -> Result<(Arc<SourceRuntime>, OwnedMutexGuard<()>), RunError> {
+        let source = self
+            .source(source_id)
+            .cloned()
+            .ok_or_else(|| RunError::UnknownSource(source_id.to_owned()))?;
+        let busy = source
+            .busy
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| RunError::AlreadyRunning(source_id.to_owned()))?;
+        Ok((source, busy))
+    }
+
+    /// One plugin call, off the async workers, bounded by the source's timeout.
+    async fn collect(
+        &self,
+        source: &Arc<SourceRuntime>,
+        busy: OwnedMutexGuard<()>,
+        window: Window,
+    ) -> Result<Collected, RunError> {
+        let state = {
+            let store = self.store.clone();
+            let id = source.config.id.clone();
+            tokio::task::spawn_blocking(move || store.source_status(&id))
+                .await
+                .map_err(|e| RunError::Internal(e.to_string()))??
+                .state
+        };
         let request = CollectRequest {
             protocol: PROTOCOL_VERSION,
             source: source.config.id.clone(),
@@ -382,14 +487,7 @@ impl Engine {
             units: source.units.clone(),
             default_unit: (source.config.units.len() == 1).then(|| source.config.units[0].clone()),
             indicators: self.indicators.clone(),
-            state: {
-                let store = self.store.clone();
-                let id = source.config.id.clone();
-                tokio::task::spawn_blocking(move || store.source_status(&id))
-                    .await
-                    .map_err(|e| RunError::Internal(e.to_string()))??
-                    .state
-            },
+            state,
         };
         let instance = source.instance.clone();
         // The guard moves into the blocking task: if we stop waiting at the
@@ -401,98 +499,44 @@ impl Engine {
         });
         let outcome = tokio::time::timeout(source.config.timeout, call).await;
         let redact = |s: &str| self.config.secrets().redact(s);
-        let (result, error, response) = match outcome {
+        let mut collected = Collected {
+            result: RunResult::Success,
+            error: None,
+            observations: Vec::new(),
+            warnings: Vec::new(),
+            state: None,
+        };
+        match outcome {
             Err(_) => {
                 source.instance.cancel();
-                (
-                    RunResult::Timeout,
-                    Some(format!(
-                        "timed out after {}",
-                        humanize(source.config.timeout)
-                    )),
-                    None,
-                )
+                collected.result = RunResult::Timeout;
+                collected.error = Some(format!(
+                    "timed out after {}",
+                    humanize(source.config.timeout)
+                ));
             }
-            Ok(Err(join)) => (
-                RunResult::Panic,
-                Some(redact(&format!("plugin call aborted: {join}"))),
-                None,
-            ),
-            Ok(Ok(Err(CallError::Panic(msg)))) => (
-                RunResult::Panic,
-                Some(redact(&format!("plugin panicked: {msg}"))),
-                None,
-            ),
-            Ok(Ok(Err(e))) => (RunResult::Error, Some(redact(&e.to_string())), None),
-            Ok(Ok(Ok(resp))) => (RunResult::Success, None, Some(resp)),
-        };
-        let mut warnings = Vec::new();
-        let mut observations = Vec::new();
-        let mut state = None;
-        if let Some(resp) = response {
-            warnings.extend(resp.warnings.iter().map(|w| redact(w)));
-            observations = self.accept(&source, resp.observations, &mut warnings);
-            state = resp.state;
+            Ok(Err(join)) => {
+                collected.result = RunResult::Panic;
+                collected.error = Some(redact(&format!("plugin call aborted: {join}")));
+            }
+            Ok(Ok(Err(CallError::Panic(msg)))) => {
+                collected.result = RunResult::Panic;
+                collected.error = Some(redact(&format!("plugin panicked: {msg}")));
+            }
+            Ok(Ok(Err(e))) => {
+                collected.result = RunResult::Error;
+                collected.error = Some(redact(&e.to_string()));
+            }
+            Ok(Ok(Ok(resp))) => {
+                collected
+                    .warnings
+                    .extend(resp.warnings.iter().map(|w| redact(w)));
+                collected.observations =
+                    self.accept(source, resp.observations, &mut collected.warnings);
+                collected.state = resp.state;
+            }
         }
-        let record = RunRecord {
-            source: source.config.id.clone(),
-            trigger: trigger.as_str().to_owned(),
-            started_at,
-            finished_at: self.clock.now(),
-            result,
-            error: error.clone(),
-            window_from: window.from,
-            window_to: window.to,
-            warnings: warnings.clone(),
-        };
-        let written = observations.len();
-        let store = self.store.clone();
-        let rec = record.clone();
-        let run_id = tokio::task::spawn_blocking(move || {
-            store.record_run(&rec, &observations, state.as_ref())
-        })
-        .await
-        .map_err(|e| RunError::Internal(e.to_string()))??;
-        let seconds = started.elapsed().as_secs_f64();
-        self.metrics.run_finished(
-            &source.config.id,
-            &source.config.plugin,
-            result,
-            seconds,
-            written,
-            record.finished_at.timestamp() as f64,
-        );
-        match &error {
-            None => tracing::info!(
-                source = %source.config.id,
-                trigger = trigger.as_str(),
-                from = %window.from,
-                to = %window.to,
-                observations = written,
-                warnings = warnings.len(),
-                "collection finished"
-            ),
-            Some(err) => tracing::warn!(
-                source = %source.config.id,
-                trigger = trigger.as_str(),
-                result = result.as_str(),
-                error = %err,
-                "collection failed"
-            ),
-        }
-        for w in warnings.iter().take(20) {
-            tracing::warn!(source = %source.config.id, "{w}");
-        }
-        Ok(RunReport {
-            source: source.config.id.clone(),
-            run_id: Some(run_id),
-            result: result.as_str(),
-            window,
-            observations: written,
-            warnings,
-            error,
-            duration_ms: (seconds * 1000.0) as u64,
-        })
+        Ok(collected)
     }
 
     /// Keeps what a plugin may report: known units of this source, indicators
@@ -562,6 +606,47 @@ impl Engine {
             warnings.push(format!("{} more observations dropped", rejected - 10));
         }
         kept
+    }
+
+    /// Which indicators each enabled source emits, as its plugin said.
+    pub fn emits(&self) -> HashMap<String, Vec<String>> {
+        self.sources
+            .iter()
+            .map(|s| (s.config.id.clone(), s.instance.created.emits.clone()))
+            .collect()
+    }
+
+    /// The statistics table for a period, rolled up (blocking: reads the store).
+    pub fn summary(&self, req: &SummaryRequest) -> Result<Summary, SummaryError> {
+        summary::build(
+            &self.config,
+            &self.tree,
+            &*self.store,
+            &self.emits(),
+            req,
+            self.clock.now(),
+        )
+    }
+
+    /// Recomputes `tally_indicator_value` from the store, so that scrapes
+    /// only encode what is already there.
+    pub async fn refresh_metrics(self: &Arc<Self>) {
+        let engine = self.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            summary::refresh_metrics(
+                &engine.metrics,
+                &engine.config,
+                &engine.tree,
+                &*engine.store,
+                engine.today(),
+            )
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot refresh indicator metrics"),
+            Err(e) => tracing::error!(error = %e, "cannot refresh indicator metrics"),
+        }
     }
 
     /// The next scheduled fire time of a source after `after`.

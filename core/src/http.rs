@@ -1,0 +1,340 @@
+//! The HTTP API of PRODUCT.md: metrics, summary, catalogue, sources, runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::domain::period::Period;
+use crate::engine::{Engine, RunError, humanize};
+use crate::scheduler::SchedulerHandle;
+use crate::summary::{self, SummaryError, SummaryRequest};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub scheduler: SchedulerHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/summary", get(summary))
+        .route("/api/v1/units", get(units))
+        .route("/api/v1/indicators", get(indicators))
+        .route("/api/v1/sources", get(sources))
+        .route("/api/v1/sources/{id}/run", post(run_source))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Client mistakes answer 4xx with a message and are not logged as errors;
+/// internal errors answer a generic 500 and are logged once.
+#[derive(Debug)]
+pub enum AppError {
+    BadRequest(String),
+    Unauthorized(String),
+    Forbidden(String),
+    NotFound(String),
+    Conflict(String),
+    Internal(String),
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m),
+            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            AppError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            AppError::Conflict(m) => (StatusCode::CONFLICT, m),
+            AppError::Internal(m) => {
+                tracing::error!(error = %m, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the tallyd log".to_owned(),
+                )
+            }
+        };
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound(
+        "no such endpoint; see /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /metrics, /healthz".to_owned(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.engine.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn reject_unknown(params: &HashMap<String, String>, accepted: &[&str]) -> Result<(), AppError> {
+    let mut unknown: Vec<&str> = params
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !accepted.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort_unstable();
+    Err(AppError::BadRequest(format!(
+        "unknown parameter {}; accepted: {}",
+        unknown.join(", "),
+        accepted.join(", ")
+    )))
+}
+
+async fn summary(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, AppError> {
+    reject_unknown(&params, &["period", "unit", "depth", "format"])?;
+    let period_text = params.get("period").ok_or_else(|| {
+        AppError::BadRequest(
+            "missing parameter period; accepted forms: 2026-11-27, 2026-W48, 2026-11, 2026-Q4, 2026, 2026-10-01..2026-11-15".to_owned(),
+        )
+    })?;
+    let period = Period::parse(period_text).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let depth = match params.get("depth") {
+        None => None,
+        Some(d) => Some(d.parse::<usize>().map_err(|_| {
+            AppError::BadRequest(format!(
+                "depth must be a non-negative integer, got {d:?}"
+            ))
+        })?),
+    };
+    let format = params.get("format").map(String::as_str).unwrap_or("json");
+    if !matches!(format, "json" | "csv" | "md") {
+        return Err(AppError::BadRequest(format!(
+            "unknown format {format:?}; accepted: json, csv, md"
+        )));
+    }
+    let request = SummaryRequest {
+        period,
+        unit: params.get("unit").cloned(),
+        depth,
+    };
+    let engine = state.engine.clone();
+    let built = tokio::task::spawn_blocking(move || engine.summary(&request))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let summary = built.map_err(|e| match e {
+        SummaryError::UnknownUnit { .. } => AppError::BadRequest(e.to_string()),
+        other => AppError::Internal(other.to_string()),
+    })?;
+    let label = summary.period.label.clone();
+    Ok(match format {
+        "csv" => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"tally-{label}.csv\""),
+                ),
+            ],
+            summary::to_csv(&summary),
+        )
+            .into_response(),
+        "md" => (
+            [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+            summary::to_markdown(&summary),
+        )
+            .into_response(),
+        _ => Json(summary).into_response(),
+    })
+}
+
+async fn units(State(state): State<AppState>) -> Json<Value> {
+    let tree = &state.engine.tree;
+    let units: Vec<Value> = tree
+        .preorder()
+        .iter()
+        .map(|&idx| {
+            let u = tree.unit(idx);
+            json!({
+                "id": u.id,
+                "name": u.name,
+                "parent": u.parent().map(|p| tree.unit(p).id.clone()),
+                "depth": u.depth(),
+                "headcount": u.headcount,
+                "aliases": u.aliases,
+                "children": tree.children(idx).iter().map(|&c| tree.unit(c).id.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "units": units }))
+}
+
+async fn indicators(State(state): State<AppState>) -> Json<Value> {
+    let engine = &state.engine;
+    let indicators: Vec<Value> = engine
+        .config
+        .indicators
+        .iter()
+        .map(|i| {
+            let sources: Vec<&str> = engine
+                .sources()
+                .iter()
+                .filter(|s| s.instance.created.emits.contains(&i.id))
+                .map(|s| s.id())
+                .collect();
+            let targets: Vec<Value> = engine
+                .config
+                .targets
+                .iter()
+                .filter(|t| t.indicator == i.id)
+                .map(|t| {
+                    json!({
+                        "per": t.per.as_str(),
+                        "period": t.period.as_str(),
+                        "min": t.min,
+                        "prorate": t.prorate,
+                        "units": t.units,
+                    })
+                })
+                .collect();
+            json!({
+                "id": i.id,
+                "name": i.name,
+                "kind": i.kind.as_str(),
+                "unit": i.unit,
+                "sources": sources,
+                "targets": targets,
+            })
+        })
+        .collect();
+    Json(json!({ "indicators": indicators }))
+}
+
+async fn sources(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || sources_blocking(&engine))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map(Json)
+}
+
+fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
+    let tz = engine.config.daemon.timezone;
+    let now = engine.clock.now();
+    let local = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339();
+    let mut out = Vec::new();
+    for source in engine.sources() {
+        let status = engine
+            .store
+            .source_status(source.id())
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        let last_run = status.last_run.as_ref().map(|r| {
+            json!({
+                "id": r.id,
+                "trigger": r.run.trigger,
+                "started_at": local(r.run.started_at),
+                "finished_at": local(r.run.finished_at),
+                "result": r.run.result.as_str(),
+                "error": r.run.error,
+                "window": {"from": r.run.window_from, "to": r.run.window_to},
+                "observations": r.observations_written,
+                "warnings": r.run.warnings,
+            })
+        });
+        let last_error = engine
+            .store
+            .recent_runs(source.id(), 50)
+            .map_err(|e| AppError::Internal(e.to_string()))?
+            .into_iter()
+            .find(|r| r.run.error.is_some())
+            .map(|r| json!({"at": local(r.run.finished_at), "result": r.run.result.as_str(), "error": r.run.error}));
+        out.push(json!({
+            "id": source.id(),
+            "plugin": source.plugin(),
+            "units": source.config.units,
+            "schedule": source.config.schedule_text,
+            "timeout": humanize(source.config.timeout),
+            "lookback_days": source.config.lookback_days,
+            "emits": source.instance.created.emits,
+            "running": source.is_running(),
+            "last_run": last_run,
+            "last_success": status.last_success.as_ref().map(|s| local(s.finished_at)),
+            "last_error": last_error,
+            "next_run": engine.next_fire(source, now).map(local),
+            "runs": {
+                "success": status.runs.success,
+                "error": status.runs.error,
+                "timeout": status.runs.timeout,
+                "panic": status.runs.panic,
+            },
+        }));
+    }
+    Ok(json!({ "sources": out }))
+}
+
+async fn run_source(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    authorize(&state, &headers)?;
+    if state.engine.source(&id).is_none() {
+        return Err(AppError::NotFound(format!(
+            "unknown source \"{id}\"; see /api/v1/sources"
+        )));
+    }
+    match state.scheduler.run_now(&id).await {
+        Ok(report) => Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null))),
+        Err(RunError::AlreadyRunning(s)) => Err(AppError::Conflict(format!(
+            "source \"{s}\" is already running; try again when it has finished"
+        ))),
+        Err(RunError::UnknownSource(s)) => Err(AppError::NotFound(format!("unknown source \"{s}\""))),
+        Err(e) => Err(AppError::Internal(e.to_string())),
+    }
+}
+
+/// Write endpoints need `Authorization: Bearer <daemon.api_token>`.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(token) = state.engine.config.daemon.api_token.as_ref() else {
+        return Err(AppError::Forbidden(
+            "write endpoints are disabled: set daemon.api_token in the configuration".to_owned(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            AppError::Unauthorized("missing header Authorization: Bearer <api_token>".to_owned())
+        })?;
+    if !constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) {
+        return Err(AppError::Unauthorized("wrong api token".to_owned()));
+    }
+    Ok(())
+}
+
+/// Compares without an early exit, so response time says nothing about how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
