@@ -40,7 +40,8 @@ pub trait Store: Send + Sync + 'static {
     /// `count` sums over days, entities and sources; `level` takes, for each
     /// (source, entity), the value on its last observed day in the period and
     /// sums those; `distinct` is the set of entities whose summed value is not
-    /// zero. Indicators not listed are left out.
+    /// zero. Indicators not listed are left out; units and indicators with no
+    /// observation in the period are absent. The order is unspecified.
     fn own_values(
         &self,
         start: NaiveDate,

@@ -90,14 +90,49 @@ pub struct SqliteStore {
 
 struct Reader {
     conn: Connection,
-    /// Indexed by key id.
-    keys: Vec<Option<KeyInfo>>,
+    keys: KeyCache,
 }
 
-struct KeyInfo {
-    unit: String,
-    indicator: String,
-    entity: String,
+/// Every key the reader has seen, with its (unit, indicator) interned as a
+/// group, so that folding tens of thousands of keys into per-unit values is
+/// indexing rather than hashing strings. Keys are only ever added, so the
+/// cache is brought up to date by reading ids above the highest one known.
+#[derive(Default)]
+struct KeyCache {
+    /// Indexed by key id: the key's group and entity.
+    keys: Vec<Option<(usize, String)>>,
+    /// Unit and indicator (an index into `indicators`) of each group.
+    groups: Vec<(String, usize)>,
+    group_of: HashMap<(String, usize), usize>,
+    indicators: Vec<String>,
+    indicator_of: HashMap<String, usize>,
+}
+
+impl KeyCache {
+    fn add(&mut self, id: usize, unit: String, indicator: String, entity: String) {
+        let ind = match self.indicator_of.get(&indicator) {
+            Some(&i) => i,
+            None => {
+                self.indicators.push(indicator.clone());
+                self.indicator_of
+                    .insert(indicator, self.indicators.len() - 1);
+                self.indicators.len() - 1
+            }
+        };
+        let pair = (unit, ind);
+        let group = match self.group_of.get(&pair) {
+            Some(&g) => g,
+            None => {
+                self.groups.push(pair.clone());
+                self.group_of.insert(pair, self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        if self.keys.len() <= id {
+            self.keys.resize_with(id + 1, || None);
+        }
+        self.keys[id] = Some((group, entity));
+    }
 }
 
 impl SqliteStore {
@@ -125,7 +160,7 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(Reader {
                 conn: reader,
-                keys: Vec::new(),
+                keys: KeyCache::default(),
             }),
         })
     }
@@ -596,31 +631,26 @@ impl Store for SqliteStore {
                 )
                 .map_err(e)?;
             let rows = stmt
-                .query_map([keys.len() as i64], |r| {
+                .query_map([keys.keys.len() as i64], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
-                        KeyInfo {
-                            unit: r.get(1)?,
-                            indicator: r.get(2)?,
-                            entity: r.get(3)?,
-                        },
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
                     ))
                 })
                 .map_err(e)?;
             for row in rows {
-                let (id, info) = row.map_err(e)?;
+                let (id, unit, indicator, entity) = row.map_err(e)?;
                 let id = usize::try_from(id).map_err(|_| StoreError::Corrupt {
                     what: "key",
                     detail: format!("id {id}"),
                 })?;
-                if keys.len() <= id {
-                    keys.resize_with(id + 1, || None);
-                }
-                keys[id] = Some(info);
+                keys.add(id, unit, indicator, entity);
             }
         }
 
-        let mut accs = vec![Acc::default(); keys.len()];
+        let mut accs = vec![Acc::default(); keys.keys.len()];
         let (s, e_day) = (day_num(start), day_num(end));
         // Whole months come from the aggregate; only the partial months at
         // either edge are read from raw rows.
@@ -677,61 +707,53 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(e)?;
 
-        enum Group<'a> {
-            Number(f64),
-            Entities(HashMap<&'a str, f64>),
-        }
-        let kinds: HashMap<&str, Kind> = indicators
+        let kind_of_indicator: Vec<Option<Kind>> = keys
+            .indicators
             .iter()
-            .map(|(id, kind)| (id.as_str(), *kind))
+            .map(|id| indicators.iter().find(|(i, _)| i == id).map(|(_, k)| *k))
             .collect();
-        let mut groups: HashMap<(&str, &str), Group<'_>> = HashMap::new();
-        for (acc, key) in accs.iter().zip(keys.iter()) {
-            let (true, Some(key)) = (acc.seen, key) else {
+        let mut numbers: Vec<Option<f64>> = vec![None; keys.groups.len()];
+        let mut entities: HashMap<usize, HashMap<&str, f64>> = HashMap::new();
+        for (acc, key) in accs.iter().zip(keys.keys.iter()) {
+            let (true, Some((group, entity))) = (acc.seen, key) else {
                 continue;
             };
-            let Some(&kind) = kinds.get(key.indicator.as_str()) else {
-                continue;
-            };
-            let slot = (key.unit.as_str(), key.indicator.as_str());
-            match kind {
-                Kind::Count | Kind::Level => {
-                    let v = if kind == Kind::Count {
-                        acc.sum
-                    } else {
-                        acc.last_value
-                    };
-                    if let Group::Number(n) = groups.entry(slot).or_insert(Group::Number(0.0)) {
-                        *n += v;
-                    }
+            let (_, ind) = keys.groups[*group];
+            match kind_of_indicator[ind] {
+                None => {}
+                Some(Kind::Count) => {
+                    numbers[*group] = Some(numbers[*group].unwrap_or(0.0) + acc.sum);
                 }
-                Kind::Distinct => {
-                    if let Group::Entities(m) = groups
-                        .entry(slot)
-                        .or_insert_with(|| Group::Entities(HashMap::new()))
-                    {
-                        *m.entry(key.entity.as_str()).or_insert(0.0) += acc.sum;
-                    }
+                Some(Kind::Level) => {
+                    numbers[*group] = Some(numbers[*group].unwrap_or(0.0) + acc.last_value);
+                }
+                Some(Kind::Distinct) => {
+                    *entities
+                        .entry(*group)
+                        .or_default()
+                        .entry(entity.as_str())
+                        .or_insert(0.0) += acc.sum;
                 }
             }
         }
-        let mut out: Vec<OwnValue> = groups
-            .into_iter()
-            .map(|((unit, indicator), g)| OwnValue {
-                unit: unit.to_string(),
-                indicator: indicator.to_string(),
-                data: match g {
-                    Group::Number(n) => OwnData::Number(n),
-                    Group::Entities(m) => OwnData::Entities(
-                        m.into_iter()
-                            .filter(|&(_, v)| v != 0.0)
-                            .map(|(k, _)| k.to_string())
-                            .collect(),
-                    ),
-                },
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.unit, &a.indicator).cmp(&(&b.unit, &b.indicator)));
+        let mut out = Vec::with_capacity(numbers.len());
+        for (group, (unit, ind)) in keys.groups.iter().enumerate() {
+            let data = match (numbers[group], entities.remove(&group)) {
+                (Some(n), _) => OwnData::Number(n),
+                (None, Some(m)) => OwnData::Entities(
+                    m.into_iter()
+                        .filter(|&(_, v)| v != 0.0)
+                        .map(|(k, _)| k.to_string())
+                        .collect(),
+                ),
+                (None, None) => continue,
+            };
+            out.push(OwnValue {
+                unit: unit.clone(),
+                indicator: keys.indicators[*ind].clone(),
+                data,
+            });
+        }
         Ok(out)
     }
 
