@@ -1,1 +1,8 @@
-//! Integration tests: the real tallyd binary with real plugin libraries.
+//! Integration tests: the real `tallyd` binary with real plugin libraries.
+//!
+//! One test binary (one link step) with a module per topic and shared helpers
+//! in `support`. Run them through `cargo xtask test`, which first builds the
+//! plugin libraries (`cargo test` alone does not build cdylibs) and the test
+//! fixture plugins of `tests/fixtures`.
+
+mod support;

@@ -1,9 +1,13 @@
 //! The tally daemon as a library: everything `tallyd` does, callable from tests.
 
+pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod http;
 pub mod metrics;
 pub mod plugin_host;
 pub mod scheduler;

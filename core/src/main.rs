@@ -1,1 +1,31 @@
-fn main() {}
+//! `tallyd`: a thin binary over the `tally` library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tally::cli::{self, Cli, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` prints the whole cause chain on one line: "reading x: No such file".
+            eprintln!("error: {err:#}");
+            cli::exit_code(&err)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

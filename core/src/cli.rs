@@ -1,0 +1,376 @@
+//! The command line of PRODUCT.md. The only module that prints to stdout.
+#![allow(clippy::print_stdout)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+use tally_plugin::Window;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::daemon::{self, Daemon, StartError};
+use crate::domain::period::Period;
+use crate::engine::{self, Trigger};
+use crate::plugin_host::PluginRegistry;
+use crate::summary::{self, SummaryRequest};
+
+#[derive(Parser, Debug)]
+#[command(name = "tallyd", version, about = "Collects activity counts for the units of an organisation, rolls them up and serves them as metrics and reports")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The whole pipeline offline, on bundled data and simulated platforms.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:9470")]
+        listen: SocketAddr,
+        /// Where the demo keeps its store and forms (default: a fresh temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the daemon.
+    Run {
+        #[arg(long, env = "TALLY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the configuration, load every plugin, print what would run.
+    Check {
+        #[arg(long, env = "TALLY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run one source now, or backfill a range of days.
+    Collect {
+        #[arg(long, env = "TALLY_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        source: String,
+        /// First day to collect (YYYY-MM-DD); needs --to.
+        #[arg(long, requires = "to")]
+        from: Option<NaiveDate>,
+        /// Last day to collect (YYYY-MM-DD); needs --from.
+        #[arg(long, requires = "from")]
+        to: Option<NaiveDate>,
+        /// Print the observations as JSON lines and store nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the statistics table for a period.
+    Report {
+        #[arg(long, env = "TALLY_CONFIG")]
+        config: PathBuf,
+        /// 2026-11-27, 2026-W48, 2026-11, 2026-Q4, 2026 or 2026-10-01..2026-11-15.
+        #[arg(long)]
+        period: String,
+        #[arg(long)]
+        unit: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+        format: ReportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List the plugins found, with name, version, ABI version and path.
+    Plugins {
+        #[arg(long, env = "TALLY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Json,
+    Csv,
+    Md,
+}
+
+/// A mistake the user can fix: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// Maps an error to the exit codes of PRODUCT.md: 1 for user errors, 2 for internal ones.
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    let user = err.chain().any(|e| {
+        e.is::<UserError>()
+            || e.is::<crate::config::ConfigError>()
+            || e.downcast_ref::<StartError>().is_some_and(StartError::is_user_error)
+    });
+    if user { ExitCode::from(1) } else { ExitCode::from(2) }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Demo { listen, data_dir } => crate::demo::run(listen, data_dir).await,
+        Command::Run { config } => {
+            let config = load(&config)?;
+            let daemon = Daemon::start(config).await?;
+            daemon.serve(daemon::shutdown_signal()).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => check(&config),
+        Command::Collect {
+            config,
+            source,
+            from,
+            to,
+            dry_run,
+        } => collect(&config, &source, from.zip(to), dry_run).await,
+        Command::Report {
+            config,
+            period,
+            unit,
+            format,
+            out,
+        } => report(&config, &period, unit, format, out.as_deref()).await,
+        Command::Plugins { config } => plugins(config.as_deref()),
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let tree = engine::unit_tree(&config)?;
+    let registry = PluginRegistry::scan(&config.daemon.plugin_dirs);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let services = daemon::host_services(&config, clock.clone(), None)?;
+    let created = engine::create_sources(&config, &registry, &services)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: ok", config.path.display())?;
+    writeln!(
+        out,
+        "  {} units ({} roots), {} indicators, {} targets, {} sources",
+        tree.len(),
+        tree.roots().len(),
+        config.indicators.len(),
+        config.targets.len(),
+        config.sources.len()
+    )?;
+    for lib in registry.plugins() {
+        writeln!(
+            out,
+            "  plugin {} {} (ABI v{}) {}",
+            lib.name,
+            lib.version,
+            lib.abi_major,
+            lib.path.display()
+        )?;
+    }
+    for refused in registry.refused() {
+        writeln!(out, "  refused: {refused}")?;
+    }
+    let now = clock.now();
+    let tz = config.daemon.timezone;
+    for (idx, instance) in &created {
+        let s = &config.sources[*idx];
+        writeln!(
+            out,
+            "  source {} (plugin {}, units {}, schedule \"{}\", timeout {}) emits {}",
+            s.id,
+            s.plugin,
+            s.units.join(", "),
+            s.schedule_text,
+            engine::humanize(s.timeout),
+            instance.created.emits.join(", ")
+        )?;
+        let next: Vec<String> = s
+            .next_runs(now, tz, 3)
+            .iter()
+            .map(|t| t.to_rfc3339())
+            .collect();
+        writeln!(out, "    next runs: {}", next.join(", "))?;
+    }
+    for s in config.sources.iter().filter(|s| !s.enabled) {
+        writeln!(out, "  source {} is disabled", s.id)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Backfills are split into chunks so that progress shows and a failure
+/// loses at most one chunk of work.
+const BACKFILL_CHUNK_DAYS: u64 = 31;
+
+async fn collect(
+    path: &Path,
+    source: &str,
+    range: Option<(NaiveDate, NaiveDate)>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let engine = daemon::build_engine(config, Arc::new(SystemClock))?;
+    let runtime = engine
+        .source(source)
+        .cloned()
+        .ok_or_else(|| UserError(format!("unknown source \"{source}\" (or it is disabled)")))?;
+    let windows = match range {
+        None => vec![engine.next_window(&runtime)?],
+        Some((from, to)) => {
+            if from > to {
+                return Err(UserError(format!("--from {from} is after --to {to}")).into());
+            }
+            let mut windows = Vec::new();
+            let mut start = from;
+            while start <= to {
+                let end = start
+                    .checked_add_days(chrono::Days::new(BACKFILL_CHUNK_DAYS - 1))
+                    .unwrap_or(to)
+                    .min(to);
+                windows.push(Window::new(start, end));
+                start = end.succ_opt().unwrap_or(end);
+                if end == to {
+                    break;
+                }
+            }
+            windows
+        }
+    };
+    let total = windows.len();
+    let mut failed = false;
+    let mut stdout = std::io::stdout().lock();
+    for (i, window) in windows.into_iter().enumerate() {
+        if dry_run {
+            let collected = engine.dry_run(source, window).await?;
+            for o in &collected.observations {
+                let line = serde_json::json!({
+                    "source": o.source, "unit": o.unit, "indicator": o.indicator,
+                    "entity": o.entity, "day": o.day, "value": o.value,
+                });
+                writeln!(stdout, "{line}")?;
+            }
+            for w in &collected.warnings {
+                eprintln!("warning: {w}");
+            }
+            if let Some(e) = &collected.error {
+                eprintln!("{source}: {} {}..{}: {e}", collected.result.as_str(), window.from, window.to);
+                failed = true;
+            }
+            continue;
+        }
+        let trigger = if range.is_some() { Trigger::Backfill } else { Trigger::Manual };
+        let report = engine.run(source, trigger, Some(window)).await?;
+        eprintln!(
+            "[{}/{}] {} {}..{}: {}, {} observations{}{}",
+            i + 1,
+            total,
+            source,
+            window.from,
+            window.to,
+            report.result,
+            report.observations,
+            if report.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(", {} warnings", report.warnings.len())
+            },
+            report
+                .error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+        for w in &report.warnings {
+            eprintln!("  warning: {w}");
+        }
+        failed |= report.error.is_some();
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn report(
+    path: &Path,
+    period: &str,
+    unit: Option<String>,
+    format: ReportFormat,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let period = Period::parse(period).map_err(|e| UserError(e.to_string()))?;
+    let config = load(path)?;
+    let engine = daemon::build_engine(config, Arc::new(SystemClock))?;
+    let request = SummaryRequest {
+        period,
+        unit,
+        depth: None,
+    };
+    let summary = engine.summary(&request).map_err(|e| match e {
+        summary::SummaryError::UnknownUnit { .. } => anyhow::Error::new(UserError(e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
+    let bytes = match format {
+        ReportFormat::Json => {
+            let mut v = serde_json::to_vec_pretty(&summary)?;
+            v.push(b'\n');
+            v
+        }
+        ReportFormat::Csv => summary::to_csv(&summary),
+        ReportFormat::Md => summary::to_markdown(&summary).into_bytes(),
+    };
+    match out {
+        Some(file) => std::fs::write(file, &bytes)
+            .with_context(|| format!("writing {}", file.display()))?,
+        None => std::io::stdout().lock().write_all(&bytes)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugins(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let dirs = match config {
+        Some(path) => load(path)?.daemon.plugin_dirs,
+        None => daemon::exe_dir().into_iter().collect(),
+    };
+    let registry = PluginRegistry::scan(&dirs);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<16} {:<10} {:<4} {:<8} PATH", "NAME", "VERSION", "ABI", "SDK")?;
+    for lib in registry.plugins() {
+        writeln!(
+            out,
+            "{:<16} {:<10} {:<4} {:<8} {}",
+            lib.name,
+            lib.version,
+            format!("v{}", lib.abi_major),
+            lib.sdk_version,
+            lib.path.display()
+        )?;
+        if !lib.description.summary.is_empty() {
+            writeln!(out, "  {}", lib.description.summary)?;
+        }
+    }
+    if !registry.refused().is_empty() {
+        writeln!(out)?;
+        for refused in registry.refused() {
+            writeln!(out, "refused: {refused}")?;
+        }
+    }
+    if registry.plugins().next().is_none() {
+        let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        writeln!(out, "no plugins found in {}", shown.join(", "))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

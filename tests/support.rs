@@ -1,0 +1,272 @@
+//! Shared helpers: locating the built binary and plugins, writing configs,
+//! starting a daemon on a free port with a temporary data directory.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `tallyd` under test.
+pub fn tallyd() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tallyd"))
+}
+
+/// Where cargo put the bundled plugin libraries: beside `tallyd`.
+pub fn plugin_dir() -> PathBuf {
+    tallyd().parent().expect("tallyd has a directory").to_path_buf()
+}
+
+/// The file name of a library built from crate `lib_name` on this platform.
+pub fn lib_file(lib_name: &str) -> String {
+    format!(
+        "{}{lib_name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// A bundled plugin library, checked to exist and to be newer than the SDK
+/// sources, so that a stale build is not silently tested.
+pub fn bundled_plugin(lib_name: &str) -> PathBuf {
+    let path = plugin_dir().join(lib_file(lib_name));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds the plugin libraries first",
+        path.display()
+    );
+    path
+}
+
+/// A test fixture plugin from `tests/fixtures` (built by `cargo xtask test`).
+pub fn fixture_plugin(lib_name: &str) -> PathBuf {
+    let dir = std::env::var_os("TALLY_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            plugin_dir()
+                .parent()
+                .expect("target dir")
+                .join("fixtures")
+                .join("debug")
+        });
+    let path = dir.join(lib_file(lib_name));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`, which builds tests/fixtures first",
+        path.display()
+    );
+    path
+}
+
+/// A private plugin directory holding copies of the given libraries, so that
+/// each test controls exactly what the daemon finds.
+pub fn plugin_dir_with(dir: &Path, libs: &[PathBuf]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    set_mode(dir, 0o755);
+    for lib in libs {
+        let to = dir.join(lib.file_name().unwrap());
+        std::fs::copy(lib, &to).unwrap();
+        set_mode(&to, 0o755);
+    }
+    dir.to_path_buf()
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `tallyd` with arguments and waits for it.
+pub fn run_tallyd(args: &[&str]) -> Output {
+    Command::new(tallyd())
+        .args(args)
+        .env_remove("TALLY_CONFIG")
+        .output()
+        .expect("tallyd runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A running `tallyd run` on a free loopback port. Killed on drop.
+pub struct TestDaemon {
+    pub child: Child,
+    pub base: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl TestDaemon {
+    /// Starts `tallyd run --config <config>` and waits until `/healthz` answers.
+    pub fn start(config: &Path, port: u16) -> TestDaemon {
+        let mut child = Command::new(tallyd())
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tallyd starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let daemon = TestDaemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = daemon_status(&daemon) {
+                panic!("tallyd exited early with {status}:\n{}", daemon.log());
+            }
+            if get(&format!("{}/healthz", daemon.base)).is_ok_and(|(s, _)| s == 200) {
+                return daemon;
+            }
+            assert!(Instant::now() < deadline, "tallyd did not answer /healthz:\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        get(&format!("{}{path}", self.base)).unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls `check` until it returns true, or fails after `secs` with the log.
+    pub fn wait_for(&self, what: &str, secs: u64, mut check: impl FnMut(&TestDaemon) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !check(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The value of one sample of `/metrics`, if present.
+    pub fn metric(&self, name_and_labels: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        #[cfg(unix)]
+        {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+        }
+        self.child.wait().unwrap()
+    }
+}
+
+fn daemon_status(d: &TestDaemon) -> std::io::Result<Option<std::process::ExitStatus>> {
+    // `try_wait` needs `&mut`; a shared probe through the pid is enough here.
+    let alive = Path::new(&format!("/proc/{}", d.child.id())).exists();
+    Ok(if alive { None } else { Some(std::process::ExitStatus::default()) })
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection (tests need no client crate).
+pub fn get(url: &str) -> std::io::Result<(u16, String)> {
+    request("GET", url, &[], "")
+}
+
+pub fn post(url: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+    request("POST", url, headers, "")
+}
+
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut conn = std::net::TcpStream::connect(host)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    conn.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, rest)) = body.split_once("\r\n") else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
