@@ -1,25 +1,18 @@
 //! `example`: the smallest complete tally plugin, quoted by the author guide
 //! (`plugins/README.md`). It emits `per_day` for every day of the window, for
 //! the source's own unit, as the indicator named in its settings.
-//!
-//! ```toml
-//! [sources.settings]
-//! indicator = "meetings"
-//! per_day = 2.0
-//! ```
 
 use serde::Deserialize;
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, Observation, Plugin, export_plugin,
 };
 
-/// The source's `[sources.settings]`; unknown keys are refused.
+/// `[sources.settings]`, e.g. `indicator = "meetings"`, `per_day = 2.0`.
+/// Unknown keys are refused, so a typo is reported instead of ignored.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The indicator id to emit, e.g. `meetings`.
     pub indicator: String,
-    /// The value emitted for each day; must be a finite number, not negative.
     pub per_day: f64,
 }
 
@@ -35,16 +28,13 @@ impl Plugin for Example {
         Description::new("emits a constant value every day (the author guide's example)")
     }
 
+    /// Checks the settings; an error names the setting and what is accepted.
     fn new(settings: Settings, _host: &Host) -> Result<Self, Error> {
-        let id = settings.indicator.as_str();
-        if !id.starts_with(|c: char| c.is_ascii_lowercase())
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            return Err(Error::settings(format!(
-                "indicator: {id:?} is not an indicator id ([a-z][a-z0-9_]*)"
-            )));
+        let id = &settings.indicator;
+        let id_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        if !id.starts_with(|c: char| c.is_ascii_lowercase()) || !id.chars().all(id_char) {
+            let msg = format!("indicator: {id:?} is not an indicator id ([a-z][a-z0-9_]*)");
+            return Err(Error::settings(msg));
         }
         if !settings.per_day.is_finite() || settings.per_day < 0.0 {
             return Err(Error::settings("per_day: must be a number, not negative"));
@@ -52,7 +42,7 @@ impl Plugin for Example {
         Ok(Example { settings })
     }
 
-    /// Our indicator comes from the settings, so `describe` cannot list it.
+    /// The indicator comes from the settings, so `describe` cannot list it.
     fn emits(&self) -> Vec<String> {
         vec![self.settings.indicator.clone()]
     }

@@ -47,3 +47,14 @@ fn refuses_bad_settings_naming_the_field() {
     .unwrap();
     assert!(err.message.contains("typo"), "{}", err.message);
 }
+
+/// The author guide quotes this plugin's source; the quote must not drift.
+#[test]
+fn the_author_guide_quotes_this_source_verbatim() {
+    let guide = include_str!("../../README.md");
+    let source = include_str!("../src/lib.rs");
+    assert!(
+        guide.contains(&format!("```rust\n{source}```")),
+        "plugins/README.md must quote plugins/example/src/lib.rs verbatim"
+    );
+}
