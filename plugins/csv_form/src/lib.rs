@@ -1,1 +1,571 @@
+//! `csv_form`: counts that units fill in a form (meetings, trainings,
+//! commentary pieces, incidents handled), read from CSV and XLSX files in a
+//! directory.
+//!
+//! ```toml
+//! [sources.settings]
+//! dir = "/srv/tally/forms"
+//! pattern = "*.csv"                        # default: every *.csv and *.xlsx
+//! encoding = "auto"                        # "auto" (UTF-8, else GBK), "utf-8" or "gbk"
+//! indicators = ["meetings", "trainings"]   # what `tallyd check` expects this source to emit
+//! ```
+//!
+//! # Settings
+//!
+//! - `dir` (required): the directory of forms. Files are opened read-only and
+//!   never modified; a missing or unreadable directory fails the run.
+//! - `pattern`: a file name pattern with `*` and `?` (`natres-*.csv`); by
+//!   default every `*.csv` and `*.xlsx`. Hidden files and Excel's `~$` lock
+//!   files are ignored.
+//! - `encoding` of CSV files: `auto` (the default: UTF-8 with or without BOM
+//!   when the bytes are valid UTF-8, else GBK), `utf-8` or `gbk`. XLSX files
+//!   carry their own encoding.
+//! - `indicators`: the indicator ids this source emits. The plugin cannot know
+//!   a form's columns before reading it, so this list is what
+//!   [`Plugin::emits`] reports; when set, a column that names another
+//!   indicator is skipped with a warning. Without it the source declares
+//!   nothing and takes every column that names an indicator.
+//!
+//! # The form
+//!
+//! Each CSV file, and each sheet of a workbook, holds one table. Title rows may
+//! come first: the header is the first row with a unit column and a date
+//! column. Then one row per unit and day or period:
+//!
+//! - the unit column (`unit`, `单位`, `单位名称`): a unit id, display name or
+//!   alias; rows whose unit is empty or `合计`/`总计`/`小计` are skipped;
+//! - the date column (`day`, `date`, `日期`, `period`, `期间`, `月份`): a day
+//!   (`2026-10-15`, `2026/10/15`, `20261015`, `2026年10月15日`, a spreadsheet
+//!   date), a month (`2026-10`, `2026/10`, `2026年10月`) or a quarter
+//!   (`2026-Q3`, `2026Q3`, `2026年第三季度`, `2026年第3季度`). A period's
+//!   value is recorded on its **first day**;
+//! - an optional entity column (`entity`, `人员`, `姓名`);
+//! - every other column is an indicator, named by id or display name; a unit
+//!   suffix is tolerated (`会议次数(次)`, `会议次数（次）`). Columns `序号` and
+//!   `备注` (row number, remarks) and columns without a header are ignored; any
+//!   other unknown column is one warning per file.
+//!
+//! Empty cells are skipped, not zero. A malformed row (unknown unit, bad date,
+//! bad number such as `三` or `12x`) is a warning naming the file, the row
+//! number as a spreadsheet shows it and the column header; the other rows are
+//! kept. Rows with the same unit, indicator, entity and day (in one or several
+//! files) add up; for a `level` indicator the last one read wins (files are
+//! read in name order).
+//!
+//! # Windows
+//!
+//! Only rows whose day falls inside the request's window are emitted. A form
+//! is filled in once a month or a quarter and its period starts on the
+//! period's first day, which is usually long before the run: the daemon asks
+//! forms sources for long windows (configure a generous `lookback_days`), and
+//! re-reading is harmless because a re-collected day replaces its old values.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+use tally_plugin::{
+    CollectRequest, CollectResponse, Description, Error, Host, Kind, Observation, Plugin,
+    export_plugin,
+};
+
+mod read;
+
+pub use read::Encoding;
+use read::{Table, read_file};
+
+/// `[sources.settings]` of a `csv_form` source.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default = "auto")]
+    pub encoding: Encoding,
+    #[serde(default)]
+    pub indicators: Option<Vec<String>>,
+}
+
+fn auto() -> Encoding {
+    Encoding::Auto
+}
+
+/// A configured `csv_form` source.
+pub struct CsvForm {
+    dir: PathBuf,
+    pattern: Option<String>,
+    encoding: Encoding,
+    indicators: Option<Vec<String>>,
+}
+
+const UNIT_HEADERS: &[&str] = &["unit", "单位", "单位名称"];
+const DATE_HEADERS: &[&str] = &["day", "date", "日期", "period", "期间", "月份"];
+const ENTITY_HEADERS: &[&str] = &["entity", "人员", "姓名"];
+const IGNORED_HEADERS: &[&str] = &["序号", "备注"];
+const TOTAL_ROWS: &[&str] = &["合计", "总计", "小计"];
+
+impl Plugin for CsvForm {
+    const NAME: &'static str = "csv_form";
+    type Settings = Settings;
+
+    fn describe() -> Description {
+        Description::new("counts that units fill in CSV/XLSX forms")
+    }
+
+    fn new(s: Settings, host: &Host) -> Result<Self, Error> {
+        if s.dir.as_os_str().is_empty() {
+            return Err(Error::settings("dir: must name the directory of forms"));
+        }
+        if let Some(p) = &s.pattern
+            && (p.is_empty() || p.contains('/') || p.contains('\\'))
+        {
+            return Err(Error::settings(format!(
+                "pattern: {p:?} must be a file name pattern such as \"*.csv\" (no directories)"
+            )));
+        }
+        if let Some(ids) = &s.indicators {
+            for (i, id) in ids.iter().enumerate() {
+                let ok = id.starts_with(|c: char| c.is_ascii_lowercase())
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !ok {
+                    return Err(Error::settings(format!(
+                        "indicators[{i}]: {id:?} is not an indicator id ([a-z][a-z0-9_]*)"
+                    )));
+                }
+            }
+        }
+        // A share that is not mounted yet should not stop the daemon: say so
+        // now, and fail the runs until it appears.
+        if !s.dir.is_dir() {
+            host.warn(&format!(
+                "dir: {} is not a directory (yet); runs fail until it is",
+                s.dir.display()
+            ));
+        }
+        Ok(CsvForm {
+            dir: s.dir,
+            pattern: s.pattern,
+            encoding: s.encoding,
+            indicators: s.indicators,
+        })
+    }
+
+    fn emits(&self) -> Vec<String> {
+        self.indicators.clone().unwrap_or_default()
+    }
+
+    fn collect(&mut self, req: &CollectRequest, host: &Host) -> Result<CollectResponse, Error> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+            Error::data(format!(
+                "dir: cannot read the forms directory {}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry
+                .map_err(|e| Error::data(format!("dir: reading {}: {e}", self.dir.display())))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if self.wanted(&name) && entry.path().is_file() {
+                files.push(entry.path());
+            }
+        }
+        files.sort();
+
+        let mut out = Output::new(req);
+        for path in &files {
+            if host.cancelled() {
+                return Err(Error::data(format!(
+                    "{}: cancelled while reading forms",
+                    self.dir.display()
+                )));
+            }
+            match read_file(path, self.encoding) {
+                Ok(tables) => {
+                    let with_header = tables
+                        .iter()
+                        .filter(|t| self.read_table(req, t, &mut out))
+                        .count();
+                    if with_header == 0 {
+                        out.response.warn(format!(
+                            "{}: no header row with a unit column ({}) and a date column ({}); file skipped",
+                            path.display(),
+                            UNIT_HEADERS.join("/"),
+                            DATE_HEADERS.join("/")
+                        ));
+                    }
+                }
+                Err(why) => out
+                    .response
+                    .warn(format!("{}: {why}; file skipped", path.display())),
+            }
+        }
+        host.debug(&format!(
+            "read {} form files in {}",
+            files.len(),
+            self.dir.display()
+        ));
+        Ok(out.response)
+    }
+}
+
+/// What each column of a table holds.
+enum Column {
+    Unit,
+    Date,
+    Entity,
+    Indicator(String),
+    Ignored,
+}
+
+impl CsvForm {
+    fn wanted(&self, name: &str) -> bool {
+        if name.starts_with('.') || name.starts_with("~$") {
+            return false;
+        }
+        match &self.pattern {
+            Some(p) => glob(p, name),
+            None => {
+                let lower = name.to_lowercase();
+                lower.ends_with(".csv") || lower.ends_with(".xlsx")
+            }
+        }
+    }
+
+    /// Reads one table into `out`; false when it has no header row.
+    fn read_table(&self, req: &CollectRequest, table: &Table, out: &mut Output) -> bool {
+        let Some(h) = table.rows.iter().position(|(_, cells)| {
+            let names: Vec<String> = cells.iter().map(|c| normalize(c)).collect();
+            names.iter().any(|n| UNIT_HEADERS.contains(&n.as_str()))
+                && names.iter().any(|n| DATE_HEADERS.contains(&n.as_str()))
+        }) else {
+            return false;
+        };
+        let headers = &table.rows[h].1;
+        let mut columns = Vec::new();
+        let mut unknown = Vec::new();
+        let mut undeclared = Vec::new();
+        for header in headers {
+            let name = normalize(header);
+            let column = if name.is_empty() || IGNORED_HEADERS.contains(&name.as_str()) {
+                Column::Ignored
+            } else if UNIT_HEADERS.contains(&name.as_str()) {
+                Column::Unit
+            } else if DATE_HEADERS.contains(&name.as_str()) {
+                Column::Date
+            } else if ENTITY_HEADERS.contains(&name.as_str()) {
+                Column::Entity
+            } else {
+                match self.resolve_indicator(req, header) {
+                    Some(id) => match &self.indicators {
+                        Some(list) if !list.contains(&id) => {
+                            undeclared.push(format!("{:?} ({id})", header.trim()));
+                            Column::Ignored
+                        }
+                        _ => Column::Indicator(id),
+                    },
+                    None => {
+                        unknown.push(format!("{:?}", header.trim()));
+                        Column::Ignored
+                    }
+                }
+            };
+            columns.push(column);
+        }
+        if !unknown.is_empty() {
+            out.response.warn(format!(
+                "{}: row {}: unknown columns {} (not an indicator id or name); ignored",
+                table.place,
+                table.rows[h].0,
+                unknown.join(", ")
+            ));
+        }
+        if !undeclared.is_empty() {
+            out.response.warn(format!(
+                "{}: row {}: columns {} are not in the source's indicators setting; ignored",
+                table.place,
+                table.rows[h].0,
+                undeclared.join(", ")
+            ));
+        }
+        let header_of = |i: usize| headers.get(i).map_or("", |s| s.trim());
+
+        for (line, cells) in &table.rows[h + 1..] {
+            let at = |i: usize| format!("{}: row {line}: column {:?}", table.place, header_of(i));
+            let cell = |i: usize| cells.get(i).map_or("", |s| s.trim());
+            let mut unit = None;
+            let mut day = None;
+            let mut entity = String::new();
+            for (i, column) in columns.iter().enumerate() {
+                match column {
+                    Column::Unit => unit = Some(i),
+                    Column::Date => day = Some(i),
+                    Column::Entity => entity = cell(i).to_owned(),
+                    _ => {}
+                }
+            }
+            let (Some(u), Some(d)) = (unit, day) else {
+                continue;
+            };
+            let unit_text = cell(u);
+            if unit_text.is_empty() || TOTAL_ROWS.contains(&unit_text) {
+                continue;
+            }
+            let Some(unit) = req.resolve_unit(unit_text) else {
+                out.response.warn(format!(
+                    "{}: unknown unit {unit_text:?} (not a unit id, name or alias of this source); row skipped",
+                    at(u)
+                ));
+                continue;
+            };
+            let Some(day) = parse_period(cell(d)) else {
+                let why = if cell(d).is_empty() {
+                    "no date".to_owned()
+                } else {
+                    format!(
+                        "bad date {:?} (a day 2026-10-15, a month 2026-10 or a quarter 2026-Q3)",
+                        cell(d)
+                    )
+                };
+                out.response.warn(format!("{}: {why}; row skipped", at(d)));
+                continue;
+            };
+            if !req.window.contains(day) {
+                continue;
+            }
+            for (i, column) in columns.iter().enumerate() {
+                let Column::Indicator(id) = column else {
+                    continue;
+                };
+                let text = cell(i);
+                if text.is_empty() {
+                    continue;
+                }
+                match number(text) {
+                    Some(value) => {
+                        out.add(Observation::new(id, day, value).unit(unit).entity(&entity))
+                    }
+                    None => out
+                        .response
+                        .warn(format!("{}: bad number {text:?}; value skipped", at(i))),
+                }
+            }
+        }
+        true
+    }
+
+    /// A header's indicator: by id or display name, with or without a unit
+    /// suffix in brackets; ids of the `indicators` setting count as known.
+    fn resolve_indicator(&self, req: &CollectRequest, header: &str) -> Option<String> {
+        let full = header.trim().trim_start_matches('\u{feff}');
+        let bare = strip_unit_suffix(full);
+        for text in [full, bare] {
+            if let Some(id) = req.resolve_indicator(text) {
+                return Some(id.to_owned());
+            }
+            if let Some(list) = &self.indicators
+                && list.iter().any(|i| i == text)
+            {
+                return Some(text.to_owned());
+            }
+        }
+        None
+    }
+}
+
+/// A header for matching: no BOM, no blanks, ASCII lower case, no unit suffix.
+fn normalize(header: &str) -> String {
+    let h = header.trim().trim_start_matches('\u{feff}').trim();
+    strip_unit_suffix(h).to_lowercase()
+}
+
+/// `会议次数(次)` and `会议次数（次）` → `会议次数`.
+fn strip_unit_suffix(header: &str) -> &str {
+    let h = header.trim();
+    for (open, close) in [('(', ')'), ('（', '）')] {
+        if h.ends_with(close)
+            && let Some(i) = h.rfind(open)
+            && i > 0
+        {
+            return h[..i].trim_end();
+        }
+    }
+    h
+}
+
+/// A count as written in a form: `12`, `1,234`, `3.5`; not `三` or `12x`.
+fn number(text: &str) -> Option<f64> {
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !matches!(c, ',' | '，' | ' '))
+        .collect();
+    cleaned.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// The first day of the day, month or quarter a cell names.
+pub fn parse_period(text: &str) -> Option<NaiveDate> {
+    let t = text.trim();
+    for f in ["%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d", "%Y年%m月%d日"] {
+        if let Ok(d) = NaiveDate::parse_from_str(t, f) {
+            return Some(d);
+        }
+    }
+    // A date and time from a spreadsheet export: keep the date.
+    if let Some((date, _time)) = t.split_once([' ', 'T'])
+        && let Ok(d) = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+    {
+        return Some(d);
+    }
+    let month = |y: &str, m: &str| -> Option<NaiveDate> {
+        NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, 1)
+    };
+    // 2026-10, 2026/10, 2026年10月
+    if let Some((y, m)) = t.split_once(['-', '/']).filter(|(y, _)| y.len() == 4)
+        && m.chars().all(|c| c.is_ascii_digit())
+        && !m.is_empty()
+        && m.len() <= 2
+    {
+        return month(y, m);
+    }
+    if let Some((y, rest)) = t.split_once('年') {
+        if let Some(m) = rest.strip_suffix('月')
+            && m.chars().all(|c| c.is_ascii_digit())
+        {
+            return month(y, m);
+        }
+        // 2026年第三季度, 2026年第3季度, 2026年三季度
+        let q = rest.trim_start_matches('第').strip_suffix("季度")?;
+        return quarter(y, q);
+    }
+    // 2026-Q3, 2026Q3, 2026 Q3
+    let upper = t.to_uppercase();
+    let (y, q) = upper.split_once('Q')?;
+    quarter(y.trim_end_matches(['-', ' ']), q)
+}
+
+fn quarter(year: &str, q: &str) -> Option<NaiveDate> {
+    let n = match q.trim() {
+        "1" | "一" => 1,
+        "2" | "二" => 2,
+        "3" | "三" => 3,
+        "4" | "四" => 4,
+        _ => return None,
+    };
+    let year: i32 = year
+        .trim()
+        .parse()
+        .ok()
+        .filter(|_| year.trim().len() == 4)?;
+    NaiveDate::from_ymd_opt(year, 3 * n - 2, 1)
+}
+
+/// `*` any run of characters, `?` one character; case-insensitive.
+fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some(('?', rest)) => !n.is_empty() && go(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let n: Vec<char> = name.to_lowercase().chars().collect();
+    go(&p, &n)
+}
+
+/// The observations of a run, combined by key in first-seen order.
+struct Output {
+    levels: Vec<String>,
+    index: HashMap<(String, String, String, NaiveDate), usize>,
+    response: CollectResponse,
+}
+
+impl Output {
+    fn new(req: &CollectRequest) -> Output {
+        Output {
+            levels: req
+                .indicators
+                .iter()
+                .filter(|i| i.kind == Kind::Level)
+                .map(|i| i.id.clone())
+                .collect(),
+            index: HashMap::new(),
+            response: CollectResponse::default(),
+        }
+    }
+
+    /// Same key as an earlier row: summed, or replaced for a `level` indicator.
+    fn add(&mut self, o: Observation) {
+        let key = (
+            o.unit.clone().unwrap_or_default(),
+            o.indicator.clone(),
+            o.entity.clone(),
+            o.day,
+        );
+        match self.index.get(&key) {
+            Some(&i) => {
+                let old = &mut self.response.observations[i];
+                if self.levels.contains(&o.indicator) {
+                    old.value = o.value;
+                } else {
+                    old.value += o.value;
+                }
+            }
+            None => {
+                self.index.insert(key, self.response.observations.len());
+                self.response.observations.push(o);
+            }
+        }
+    }
+}
+
+export_plugin!(CsvForm);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_start_on_their_first_day() {
+        let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+        for (text, want) in [
+            ("2026-10-15", d(2026, 10, 15)),
+            ("2026/10/15", d(2026, 10, 15)),
+            ("20261015", d(2026, 10, 15)),
+            ("2026年10月15日", d(2026, 10, 15)),
+            ("2026-10-15 00:00:00", d(2026, 10, 15)),
+            ("2026-10", d(2026, 10, 1)),
+            ("2026/9", d(2026, 9, 1)),
+            ("2026年10月", d(2026, 10, 1)),
+            ("2026-Q3", d(2026, 7, 1)),
+            ("2026q4", d(2026, 10, 1)),
+            ("2026年第三季度", d(2026, 7, 1)),
+            ("2026年第1季度", d(2026, 1, 1)),
+            ("2026年二季度", d(2026, 4, 1)),
+            ("2026-13", None),
+            ("2026-Q5", None),
+            ("上月", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_period(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn globs_and_headers() {
+        assert!(glob("natres-*.csv", "NATRES-2026-10.CSV"));
+        assert!(!glob("natres-*.csv", "edu-2026-10.csv"));
+        assert!(glob("form-??.xlsx", "form-10.xlsx"));
+        assert_eq!(normalize("\u{feff}单位名称 "), "单位名称");
+        assert_eq!(strip_unit_suffix("会议次数（次）"), "会议次数");
+        assert_eq!(strip_unit_suffix("会议次数(次)"), "会议次数");
+        assert_eq!(number("1,234"), Some(1234.0));
+        assert_eq!(number("三"), None);
+        assert_eq!(number("12x"), None);
+    }
+}

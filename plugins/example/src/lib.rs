@@ -1,1 +1,60 @@
+//! `example`: the smallest complete tally plugin, quoted by the author guide
+//! (`plugins/README.md`). It emits `per_day` for every day of the window, for
+//! the source's own unit, as the indicator named in its settings.
 
+use serde::Deserialize;
+use tally_plugin::{
+    CollectRequest, CollectResponse, Description, Error, Host, Observation, Plugin, export_plugin,
+};
+
+/// `[sources.settings]`, e.g. `indicator = "meetings"`, `per_day = 2.0`.
+/// Unknown keys are refused, so a typo is reported instead of ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub indicator: String,
+    pub per_day: f64,
+}
+
+pub struct Example {
+    settings: Settings,
+}
+
+impl Plugin for Example {
+    const NAME: &'static str = "example";
+    type Settings = Settings;
+
+    fn describe() -> Description {
+        Description::new("emits a constant value every day (the author guide's example)")
+    }
+
+    /// Checks the settings; an error names the setting and what is accepted.
+    fn new(settings: Settings, _host: &Host) -> Result<Self, Error> {
+        let id = &settings.indicator;
+        let id_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        if !id.starts_with(|c: char| c.is_ascii_lowercase()) || !id.chars().all(id_char) {
+            let msg = format!("indicator: {id:?} is not an indicator id ([a-z][a-z0-9_]*)");
+            return Err(Error::settings(msg));
+        }
+        if !settings.per_day.is_finite() || settings.per_day < 0.0 {
+            return Err(Error::settings("per_day: must be a number, not negative"));
+        }
+        Ok(Example { settings })
+    }
+
+    /// The indicator comes from the settings, so `describe` cannot list it.
+    fn emits(&self) -> Vec<String> {
+        vec![self.settings.indicator.clone()]
+    }
+
+    fn collect(&mut self, req: &CollectRequest, _host: &Host) -> Result<CollectResponse, Error> {
+        let mut out = CollectResponse::default();
+        for day in req.window.days() {
+            let obs = Observation::new(&self.settings.indicator, day, self.settings.per_day);
+            out.observations.push(obs);
+        }
+        Ok(out)
+    }
+}
+
+export_plugin!(Example);
