@@ -6,3 +6,5 @@
 //! fixture plugins of `tests/fixtures`.
 
 mod support;
+mod bad_input;
+mod plugins;

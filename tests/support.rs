@@ -270,3 +270,216 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the plugin and bad-input tests.
+
+/// Runs `tallyd` with arguments and extra environment variables, and waits for it.
+pub fn run_tallyd_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(tallyd())
+        .args(args)
+        .env_remove("TALLY_CONFIG")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("tallyd runs")
+}
+
+/// The exit code, or a failure naming the signal and the output.
+pub fn exit_code(o: &Output) -> i32 {
+    o.status.code().unwrap_or_else(|| {
+        panic!(
+            "tallyd was killed by a signal: {:?}\nstdout:\n{}\nstderr:\n{}",
+            o.status,
+            stdout(o),
+            stderr(o)
+        )
+    })
+}
+
+/// A path as a TOML literal string (no escapes are interpreted inside `'...'`).
+pub fn toml_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    assert!(!text.contains('\''), "{text} cannot be a TOML literal string");
+    format!("'{text}'")
+}
+
+/// Writes a configuration file into `dir` and returns its path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One sample of a Prometheus text exposition: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the samples of a Prometheus text exposition (comments skipped).
+/// Label values are unescaped; the order of labels does not matter.
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, labels, rest) = match line.find('{') {
+            Some(open) => {
+                let mut labels = std::collections::BTreeMap::new();
+                let mut chars = line[open + 1..].char_indices().peekable();
+                let mut end = None;
+                loop {
+                    // Skip separators, then read `key="value"`.
+                    while let Some((_, c)) = chars.peek() {
+                        if *c == ',' || *c == ' ' {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                    match chars.peek() {
+                        Some((i, '}')) => {
+                            end = Some(open + 1 + i + 1);
+                            break;
+                        }
+                        None => break,
+                        _ => {}
+                    }
+                    let mut key = String::new();
+                    for (_, c) in chars.by_ref() {
+                        if c == '=' {
+                            break;
+                        }
+                        key.push(c);
+                    }
+                    assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "bad sample: {line}");
+                    let mut value = String::new();
+                    while let Some((_, c)) = chars.next() {
+                        match c {
+                            '\\' => match chars.next().map(|(_, c)| c) {
+                                Some('n') => value.push('\n'),
+                                Some(other) => value.push(other),
+                                None => break,
+                            },
+                            '"' => break,
+                            c => value.push(c),
+                        }
+                    }
+                    labels.insert(key.trim().to_owned(), value);
+                }
+                let end = end.unwrap_or_else(|| panic!("bad sample: {line}"));
+                (&line[..open], labels, &line[end..])
+            }
+            None => {
+                let (name, rest) = line.split_once(' ').unwrap_or((line, ""));
+                (name, std::collections::BTreeMap::new(), rest)
+            }
+        };
+        let value = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad sample value: {line}"));
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    samples
+}
+
+/// The value of the first sample named `name` whose labels include all of `labels`.
+pub fn find_sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
+        })
+        .map(|s| s.value)
+}
+
+impl TestDaemon {
+    /// Like [`TestDaemon::start`], with extra environment variables for the
+    /// daemon (e.g. the values of `${env:...}` references, or `RUST_LOG`).
+    pub fn start_with_env(config: &Path, port: u16, envs: &[(&str, &str)]) -> TestDaemon {
+        let mut child = Command::new(tallyd())
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("TALLY_CONFIG")
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tallyd starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut daemon = TestDaemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // `try_wait` also sees a daemon that exited and is not reaped yet.
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("tallyd exited early with {status}:\n{}", daemon.log());
+            }
+            if get(&format!("{}/healthz", daemon.base)).is_ok_and(|(s, _)| s == 200) {
+                return daemon;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tallyd did not answer /healthz:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The samples of `/metrics`.
+    pub fn samples(&self) -> Vec<Sample> {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        parse_metrics(&body)
+    }
+
+    /// The value of the sample `name` whose labels include `labels`, in any order.
+    pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        find_sample(&self.samples(), name, labels)
+    }
+
+    /// One source of `/api/v1/sources`, by id.
+    pub fn source(&self, id: &str) -> serde_json::Value {
+        let all = self.get_json("/api/v1/sources");
+        all["sources"]
+            .as_array()
+            .unwrap_or_else(|| panic!("/api/v1/sources has no sources list: {all}"))
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("source {id} is not in /api/v1/sources: {all}"))
+    }
+
+    /// A source's run count for one result (`success`, `error`, `timeout`, `panic`).
+    pub fn runs(&self, id: &str, result: &str) -> u64 {
+        self.source(id)["runs"][result].as_u64().unwrap_or(0)
+    }
+}
