@@ -6,3 +6,4 @@
 //! fixture plugins of `tests/fixtures`.
 
 mod support;
+mod collection;
