@@ -57,7 +57,10 @@ fn setup(schedule: &str) -> Setup {
     let dir = tmp.path().to_path_buf();
     let plugins = plugin_dir_with(
         &dir.join("plugins"),
-        &[bundled_plugin("tally_http_json"), bundled_plugin("tally_csv_form")],
+        &[
+            bundled_plugin("tally_http_json"),
+            bundled_plugin("tally_csv_form"),
+        ],
     );
     std::fs::create_dir_all(dir.join("forms")).unwrap();
     std::fs::write(dir.join("forms/q3.csv"), FORM).unwrap();
@@ -164,7 +167,11 @@ fn scheduled_collection_rolls_up_three_levels_across_a_quarter_boundary() {
         ["forms", "posts"].iter().all(|src| {
             d.metric(&format!(
                 "tally_source_runs_total{{plugin=\"{}\",result=\"success\",source=\"{src}\"}}",
-                if *src == "forms" { "csv_form" } else { "http_json" }
+                if *src == "forms" {
+                    "csv_form"
+                } else {
+                    "http_json"
+                }
             ))
             .unwrap_or(0.0)
                 >= 2.0
@@ -179,7 +186,11 @@ fn scheduled_collection_rolls_up_three_levels_across_a_quarter_boundary() {
     assert_eq!(value(&q3, "county/a", "followers"), 150.0);
     assert_eq!(value(&q3, "county", "meetings"), 7.0);
     assert_eq!(value(&q3, "county", "followers"), 150.0);
-    assert_eq!(value(&q3, "county/b", "meetings"), Value::Null, "no Q3 data for county/b");
+    assert_eq!(
+        value(&q3, "county/b", "meetings"),
+        Value::Null,
+        "no Q3 data for county/b"
+    );
     // 2026-09-30 23:30 Asia/Shanghai belongs to Q3, 2026-10-01 00:10 to Q4.
     assert_eq!(value(&q3, "county", "posts"), 5.0);
     assert_eq!(value(&q3, "county/a", "posts"), 4.0);
@@ -210,7 +221,11 @@ fn scheduled_collection_rolls_up_three_levels_across_a_quarter_boundary() {
         .iter()
         .map(|u| u["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["county", "county/a", "county/a/x", "county/b"], "parents before children");
+    assert_eq!(
+        ids,
+        ["county", "county/a", "county/a/x", "county/b"],
+        "parents before children"
+    );
     let county = &q3["units"][0];
     assert_eq!(county["parent"], Value::Null);
     assert_eq!(county["depth"], 0);
@@ -235,7 +250,10 @@ fn scheduled_collection_rolls_up_three_levels_across_a_quarter_boundary() {
     assert_eq!(status, 200);
     assert!(csv.starts_with('\u{feff}'), "no BOM: {csv:?}");
     let header = csv.lines().next().unwrap();
-    assert!(header.contains("会议次数") && header.contains("粉丝数"), "{header}");
+    assert!(
+        header.contains("会议次数") && header.contains("粉丝数"),
+        "{header}"
+    );
     assert_eq!(csv.lines().count(), 5, "{csv}");
 }
 
@@ -256,7 +274,11 @@ fn re_collecting_the_same_window_changes_no_number() {
             "2026-10-31",
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(stderr(&out).contains("[1/4] forms 2026-07-01..2026-07-31"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("[1/4] forms 2026-07-01..2026-07-31"),
+            "{}",
+            stderr(&out)
+        );
     };
     let report = || {
         let out = run_tallyd(&[
@@ -277,7 +299,11 @@ fn re_collecting_the_same_window_changes_no_number() {
     let first = report();
     assert_eq!(first, (Value::from(7.0), Value::from(150.0)));
     collect();
-    assert_eq!(report(), first, "a second collection of the same window doubled numbers");
+    assert_eq!(
+        report(),
+        first,
+        "a second collection of the same window doubled numbers"
+    );
     assert!(data.join("tally.db").exists());
 }
 
@@ -321,7 +347,12 @@ fn metrics_pass_promtool() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -341,7 +372,10 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// A daemon whose only source is slow: kill -9 lands during a collection.
 fn slow_setup(tmp: &Path, sleep_ms: u64) -> (PathBuf, u16) {
-    let plugins = plugin_dir_with(&tmp.join("plugins"), &[fixture_plugin("tally_fixture_faulty")]);
+    let plugins = plugin_dir_with(
+        &tmp.join("plugins"),
+        &[fixture_plugin("tally_fixture_faulty")],
+    );
     let port = free_port();
     let config = tmp.join(format!("slow-{sleep_ms}.toml"));
     std::fs::write(

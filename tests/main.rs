@@ -5,5 +5,5 @@
 //! plugin libraries (`cargo test` alone does not build cdylibs) and the test
 //! fixture plugins of `tests/fixtures`.
 
-mod support;
 mod collection;
+mod support;
