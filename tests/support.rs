@@ -17,7 +17,10 @@ pub fn tallyd() -> PathBuf {
 
 /// Where cargo put the bundled plugin libraries: beside `tallyd`.
 pub fn plugin_dir() -> PathBuf {
-    tallyd().parent().expect("tallyd has a directory").to_path_buf()
+    tallyd()
+        .parent()
+        .expect("tallyd has a directory")
+        .to_path_buf()
 }
 
 /// The file name of a library built from crate `lib_name` on this platform.
@@ -148,7 +151,11 @@ impl TestDaemon {
             if get(&format!("{}/healthz", daemon.base)).is_ok_and(|(s, _)| s == 200) {
                 return daemon;
             }
-            assert!(Instant::now() < deadline, "tallyd did not answer /healthz:\n{}", daemon.log());
+            assert!(
+                Instant::now() < deadline,
+                "tallyd did not answer /healthz:\n{}",
+                daemon.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -158,7 +165,8 @@ impl TestDaemon {
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        get(&format!("{}{path}", self.base)).unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
+        get(&format!("{}{path}", self.base))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log()))
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {
@@ -171,7 +179,11 @@ impl TestDaemon {
     pub fn wait_for(&self, what: &str, secs: u64, mut check: impl FnMut(&TestDaemon) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !check(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -206,7 +218,11 @@ impl TestDaemon {
 fn daemon_status(d: &TestDaemon) -> std::io::Result<Option<std::process::ExitStatus>> {
     // `try_wait` needs `&mut`; a shared probe through the pid is enough here.
     let alive = Path::new(&format!("/proc/{}", d.child.id())).exists();
-    Ok(if alive { None } else { Some(std::process::ExitStatus::default()) })
+    Ok(if alive {
+        None
+    } else {
+        Some(std::process::ExitStatus::default())
+    })
 }
 
 impl Drop for TestDaemon {
@@ -233,10 +249,16 @@ pub fn request(
 ) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut conn = std::net::TcpStream::connect(host)?;
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -252,16 +274,26 @@ pub fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Ok((status, body))
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     loop {
-        let Some((size, rest)) = body.split_once("\r\n") else { break };
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Some((size, rest)) = body.split_once("\r\n") else {
+            break;
+        };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }

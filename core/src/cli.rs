@@ -21,7 +21,11 @@ use crate::plugin_host::PluginRegistry;
 use crate::summary::{self, SummaryRequest};
 
 #[derive(Parser, Debug)]
-#[command(name = "tallyd", version, about = "Collects activity counts for the units of an organisation, rolls them up and serves them as metrics and reports")]
+#[command(
+    name = "tallyd",
+    version,
+    about = "Collects activity counts for the units of an organisation, rolls them up and serves them as metrics and reports"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -111,9 +115,14 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     let user = err.chain().any(|e| {
         e.is::<UserError>()
             || e.is::<crate::config::ConfigError>()
-            || e.downcast_ref::<StartError>().is_some_and(StartError::is_user_error)
+            || e.downcast_ref::<StartError>()
+                .is_some_and(StartError::is_user_error)
     });
-    if user { ExitCode::from(1) } else { ExitCode::from(2) }
+    if user {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -269,12 +278,21 @@ async fn collect(
                 eprintln!("warning: {w}");
             }
             if let Some(e) = &collected.error {
-                eprintln!("{source}: {} {}..{}: {e}", collected.result.as_str(), window.from, window.to);
+                eprintln!(
+                    "{source}: {} {}..{}: {e}",
+                    collected.result.as_str(),
+                    window.from,
+                    window.to
+                );
                 failed = true;
             }
             continue;
         }
-        let trigger = if range.is_some() { Trigger::Backfill } else { Trigger::Manual };
+        let trigger = if range.is_some() {
+            Trigger::Backfill
+        } else {
+            Trigger::Manual
+        };
         let report = engine.run(source, trigger, Some(window)).await?;
         eprintln!(
             "[{}/{}] {} {}..{}: {}, {} observations{}{}",
@@ -301,7 +319,11 @@ async fn collect(
         }
         failed |= report.error.is_some();
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn report(
@@ -333,8 +355,9 @@ async fn report(
         ReportFormat::Md => summary::to_markdown(&summary).into_bytes(),
     };
     match out {
-        Some(file) => std::fs::write(file, &bytes)
-            .with_context(|| format!("writing {}", file.display()))?,
+        Some(file) => {
+            std::fs::write(file, &bytes).with_context(|| format!("writing {}", file.display()))?
+        }
         None => std::io::stdout().lock().write_all(&bytes)?,
     }
     Ok(ExitCode::SUCCESS)
@@ -347,7 +370,11 @@ fn plugins(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     };
     let registry = PluginRegistry::scan(&dirs);
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<16} {:<10} {:<4} {:<8} PATH", "NAME", "VERSION", "ABI", "SDK")?;
+    writeln!(
+        out,
+        "{:<16} {:<10} {:<4} {:<8} PATH",
+        "NAME", "VERSION", "ABI", "SDK"
+    )?;
     for lib in registry.plugins() {
         writeln!(
             out,

@@ -74,7 +74,11 @@ pub fn host_services(
 pub fn build_engine(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, StartError> {
     let tree = engine::unit_tree(&config)?;
     let registry = scan_plugins(&config);
-    let services = host_services(&config, clock.clone(), tokio::runtime::Handle::try_current().ok())?;
+    let services = host_services(
+        &config,
+        clock.clone(),
+        tokio::runtime::Handle::try_current().ok(),
+    )?;
     let created = engine::create_sources(&config, &registry, &services)?;
     let store = SqliteStore::open(&config.daemon.data_dir)?;
     Ok(Arc::new(Engine::new(

@@ -56,12 +56,24 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!("  data directory:  {}", data_dir.display());
     println!("  plugins from:    {}", plugin_dir.display());
     println!("  demo JSON API:   http://{api_addr}/cms/api/stats");
-    println!("  forms written:   {written} files in {}", data_dir.join("forms").display());
+    println!(
+        "  forms written:   {written} files in {}",
+        data_dir.join("forms").display()
+    );
     println!();
     println!("  metrics:         {base}/metrics");
-    println!("  this quarter:    {base}/api/v1/summary?period={}", quarter.label());
-    println!("  last quarter:    {base}/api/v1/summary?period={}", quarter.previous().label());
-    println!("  as CSV:          {base}/api/v1/summary?period={}&format=csv", quarter.label());
+    println!(
+        "  this quarter:    {base}/api/v1/summary?period={}",
+        quarter.label()
+    );
+    println!(
+        "  last quarter:    {base}/api/v1/summary?period={}",
+        quarter.previous().label()
+    );
+    println!(
+        "  as CSV:          {base}/api/v1/summary?period={}&format=csv",
+        quarter.label()
+    );
     println!("  sources:         {base}/api/v1/sources");
     println!("  units:           {base}/api/v1/units");
     println!(
@@ -87,7 +99,9 @@ pub fn demo_config(
     config.daemon.data_dir = data_dir.to_path_buf();
     config.daemon.plugin_dirs = vec![plugin_dir.to_path_buf()];
     let today = local_day(SystemClock.now(), config.daemon.timezone);
-    let start = Period::containing(PeriodKind::Quarter, today).previous().start;
+    let start = Period::containing(PeriodKind::Quarter, today)
+        .previous()
+        .start;
     let forms = data_dir.join("forms");
     for source in &mut config.sources {
         source.backfill_from = Some(start);
@@ -156,7 +170,9 @@ async fn followers(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
         .get("day")
         .and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok());
     let Some(day) = day else {
-        return Json(json!({"errcode": 40097, "errmsg": "invalid args: day (YYYYMMDD) is required"}));
+        return Json(
+            json!({"errcode": 40097, "errmsg": "invalid args: day (YYYYMMDD) is required"}),
+        );
     };
     // A slowly growing audience, counted from an arbitrary launch day.
     let launched = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or(day);

@@ -168,8 +168,7 @@ pub fn create_sources(
             });
             continue;
         };
-        match SourceInstance::create(lib.clone(), &source.id, &source.settings, services.clone())
-        {
+        match SourceInstance::create(lib.clone(), &source.id, &source.settings, services.clone()) {
             Ok(instance) => {
                 emits.insert(source.id.clone(), instance.created.emits.clone());
                 created.push((idx, instance));
@@ -238,7 +237,9 @@ impl Engine {
                 let mut seen = HashSet::new();
                 let mut units = Vec::new();
                 for root in &config_source.units {
-                    let Some(root) = tree.index(root) else { continue };
+                    let Some(root) = tree.index(root) else {
+                        continue;
+                    };
                     for idx in tree.subtree(root, None) {
                         let unit = tree.unit(idx);
                         if seen.insert(unit.id.clone()) {
@@ -548,7 +549,8 @@ impl Engine {
         raw: Vec<tally_plugin::Observation>,
         warnings: &mut Vec<String>,
     ) -> Vec<Observation> {
-        let default_unit = (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
+        let default_unit =
+            (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
         let mut kept = Vec::with_capacity(raw.len());
         let mut rejected = 0usize;
         for o in raw {

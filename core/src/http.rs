@@ -119,9 +119,7 @@ async fn summary(
     let depth = match params.get("depth") {
         None => None,
         Some(d) => Some(d.parse::<usize>().map_err(|_| {
-            AppError::BadRequest(format!(
-                "depth must be a non-negative integer, got {d:?}"
-            ))
+            AppError::BadRequest(format!("depth must be a non-negative integer, got {d:?}"))
         })?),
     };
     let format = params.get("format").map(String::as_str).unwrap_or("json");
@@ -305,7 +303,9 @@ async fn run_source(
         Err(RunError::AlreadyRunning(s)) => Err(AppError::Conflict(format!(
             "source \"{s}\" is already running; try again when it has finished"
         ))),
-        Err(RunError::UnknownSource(s)) => Err(AppError::NotFound(format!("unknown source \"{s}\""))),
+        Err(RunError::UnknownSource(s)) => {
+            Err(AppError::NotFound(format!("unknown source \"{s}\"")))
+        }
         Err(e) => Err(AppError::Internal(e.to_string())),
     }
 }

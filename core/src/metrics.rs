@@ -53,8 +53,8 @@ impl Metrics {
             g
         };
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
-                .expect("valid metric definition");
+            let c =
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
             registry
                 .register(Box::new(c.clone()))
                 .expect("metric registered once");
@@ -100,7 +100,9 @@ impl Metrics {
                 "tally_source_run_duration_seconds",
                 "Duration of collection runs.",
             )
-            .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
             &["source"],
         )
         .expect("valid metric definition");

@@ -80,7 +80,13 @@ pub async fn run(
             .map(|s| s.last_success.is_none())
             .unwrap_or(true);
         if never {
-            spawn_run(&mut running, &engine, source.id().to_owned(), Trigger::Start, None);
+            spawn_run(
+                &mut running,
+                &engine,
+                source.id().to_owned(),
+                Trigger::Start,
+                None,
+            );
         }
     }
 
@@ -115,7 +121,13 @@ pub async fn run(
                                 "scheduled run skipped: the previous run is still going"
                             );
                         } else {
-                            spawn_run(&mut running, &engine, source.id().to_owned(), Trigger::Schedule, None);
+                            spawn_run(
+                                &mut running,
+                                &engine,
+                                source.id().to_owned(),
+                                Trigger::Schedule,
+                                None,
+                            );
                         }
                         next[i] = engine.next_fire(source, now);
                     }
@@ -130,7 +142,10 @@ pub async fn run(
     }
 
     if !running.is_empty() {
-        tracing::info!(runs = running.len(), "waiting for running collections to finish");
+        tracing::info!(
+            runs = running.len(),
+            "waiting for running collections to finish"
+        );
         let longest = engine
             .sources()
             .iter()
@@ -162,9 +177,15 @@ fn spawn_run(
                 let _ = reply.send(result);
             }
             (Err(RunError::AlreadyRunning(_)), None) => {
-                engine.metrics.skipped_runs.with_label_values(&[&source]).inc();
+                engine
+                    .metrics
+                    .skipped_runs
+                    .with_label_values(&[&source])
+                    .inc();
             }
-            (Err(e), None) => tracing::error!(source = %source, error = %e, "run could not be recorded"),
+            (Err(e), None) => {
+                tracing::error!(source = %source, error = %e, "run could not be recorded")
+            }
             (Ok(_), None) => {}
         }
     });

@@ -109,7 +109,9 @@ impl SourceInstance {
         let body = unsafe { out.into_vec() };
         let created: Created = decode(status, &body)?;
         if instance.is_null() {
-            return Err(CallError::Protocol("create succeeded without an instance".to_owned()));
+            return Err(CallError::Protocol(
+                "create succeeded without an instance".to_owned(),
+            ));
         }
         Ok(SourceInstance {
             lib,
@@ -164,9 +166,10 @@ fn decode<T: serde::de::DeserializeOwned>(status: Status, body: &[u8]) -> Result
     match status {
         Status::OK => serde_json::from_slice(body)
             .map_err(|e| CallError::Protocol(format!("undecodable answer: {e}"))),
-        Status::ERROR => Err(CallError::Plugin(serde_json::from_slice(body).unwrap_or_else(
-            |_| Error::internal(String::from_utf8_lossy(body).into_owned()),
-        ))),
+        Status::ERROR => Err(CallError::Plugin(
+            serde_json::from_slice(body)
+                .unwrap_or_else(|_| Error::internal(String::from_utf8_lossy(body).into_owned())),
+        )),
         Status::PANICKED => Err(CallError::Panic(String::from_utf8_lossy(body).into_owned())),
         other => Err(CallError::Protocol(format!(
             "status {}: {}",
@@ -209,7 +212,11 @@ unsafe extern "C" fn host_log(ctx_ptr: *const c_void, level: u32, message: Bytes
 unsafe extern "C" fn host_now(ctx_ptr: *const c_void) -> i64 {
     // SAFETY: the plugin passes back our own context.
     catch_unwind(AssertUnwindSafe(|| {
-        unsafe { ctx(ctx_ptr) }.services.clock.now().timestamp_millis()
+        unsafe { ctx(ctx_ptr) }
+            .services
+            .clock
+            .now()
+            .timestamp_millis()
     }))
     .unwrap_or(0)
 }
@@ -227,7 +234,8 @@ unsafe extern "C" fn host_call(
 ) -> Status {
     let result = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the plugin passes back our own context and inputs valid for the call.
-        let (ctx, method, payload) = unsafe { (ctx(ctx_ptr), method.as_slice(), payload.as_slice()) };
+        let (ctx, method, payload) =
+            unsafe { (ctx(ctx_ptr), method.as_slice(), payload.as_slice()) };
         match method {
             b"http" => match serde_json::from_slice::<HttpRequest>(payload) {
                 Ok(req) => match http(ctx, &req) {
@@ -249,8 +257,12 @@ unsafe extern "C" fn host_call(
             ),
         }
     }));
-    let (status, body) =
-        result.unwrap_or_else(|_| (Status::ERROR, br#"{"kind":"internal","message":"tallyd failed serving the call"}"#.to_vec()));
+    let (status, body) = result.unwrap_or_else(|_| {
+        (
+            Status::ERROR,
+            br#"{"kind":"internal","message":"tallyd failed serving the call"}"#.to_vec(),
+        )
+    });
     if !out.is_null() {
         // SAFETY: the plugin passes a writable out-slot; the buffer carries our release.
         unsafe { out.write(OwnedBytes::from_vec(body)) };
@@ -300,7 +312,12 @@ fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let bytes = resp.bytes().await.map_err(fail)?;
         Ok(HttpResponse {

@@ -204,8 +204,9 @@ pub fn load(path: &Path) -> Result<PluginLibrary, PluginLoadError> {
     // whose type is `EntryFn`. A library that exports the name with another
     // type is a broken plugin we cannot detect; the descriptor checks below
     // catch the likely cases (wrong magic, wrong version).
-    let entry: Option<EntryFn> =
-        unsafe { lib.get::<EntryFn>(abi::ENTRY_SYMBOL) }.ok().map(|s| *s);
+    let entry: Option<EntryFn> = unsafe { lib.get::<EntryFn>(abi::ENTRY_SYMBOL) }
+        .ok()
+        .map(|s| *s);
     let Some(entry) = entry else {
         return Err(other_abi(lib, &path).unwrap_or(PluginLoadError::NotAPlugin { path }));
     };
