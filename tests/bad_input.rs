@@ -93,7 +93,12 @@ fn check_fails_env(
     let config = env.config(&format!("{name}.toml"), body);
     let out = run_tallyd_env(&["check", "--config", config.to_str().unwrap()], vars);
     let err = stderr(&out);
-    assert_eq!(exit_code(&out), 1, "{name}: stdout:\n{}stderr:\n{err}", stdout(&out));
+    assert_eq!(
+        exit_code(&out),
+        1,
+        "{name}: stdout:\n{}stderr:\n{err}",
+        stdout(&out)
+    );
     let expected = format!("{}:{place}: {message}", config.display());
     assert!(
         err.contains(&expected),
@@ -187,7 +192,10 @@ fn check_names_an_unknown_plugin() {
         "unknown plugin \"nope\"",
     );
     // It says what is there instead.
-    assert!(err.contains("example") && err.contains("http_json"), "{err}");
+    assert!(
+        err.contains("example") && err.contains("http_json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -326,8 +334,8 @@ fn report_refuses_a_bad_period_listing_the_accepted_forms() {
 fn error_of(d: &TestDaemon, path: &str, status: u16) -> String {
     let (got, body) = d.get(path);
     assert_eq!(got, status, "GET {path}: {body}");
-    let json: Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"));
+    let json: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"));
     json["error"]
         .as_str()
         .unwrap_or_else(|| panic!("GET {path}: no error string: {body}"))
@@ -341,10 +349,7 @@ fn the_api_answers_bad_parameters_with_400_and_what_is_accepted() {
     let config = write_config(
         &env.root,
         "tally.toml",
-        &format!(
-            "{}listen = \"127.0.0.1:{port}\"\n{OK_BODY}",
-            env.head()
-        ),
+        &format!("{}listen = \"127.0.0.1:{port}\"\n{OK_BODY}", env.head()),
     );
     let d = TestDaemon::start(&config, port);
 
@@ -360,7 +365,10 @@ fn the_api_answers_bad_parameters_with_400_and_what_is_accepted() {
     assert_lists_forms(&e);
 
     let e = error_of(&d, "/api/v1/summary?period=2026-Q4&format=pdf", 400);
-    assert!(e.contains("pdf") && e.contains("json") && e.contains("csv"), "{e}");
+    assert!(
+        e.contains("pdf") && e.contains("json") && e.contains("csv"),
+        "{e}"
+    );
 
     let e = error_of(&d, "/api/v1/summary?period=2026-Q4&colour=red", 400);
     assert!(e.contains("colour") && e.contains("period"), "{e}");
@@ -465,7 +473,14 @@ path = \"$.data.articles\"
     assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let check_output = format!("{}{}", stdout(&out), stderr(&out));
     let out = run_tallyd_env(
-        &["collect", "--config", config.to_str().unwrap(), "--source", "portal", "--dry-run"],
+        &[
+            "collect",
+            "--config",
+            config.to_str().unwrap(),
+            "--source",
+            "portal",
+            "--dry-run",
+        ],
         &vars,
     );
     let dry_run_output = format!("{}{}", stdout(&out), stderr(&out));
@@ -473,16 +488,27 @@ path = \"$.data.articles\"
     assert!(dry_run_output.contains("HTTP 500"), "{dry_run_output}");
 
     let d = TestDaemon::start_with_env(&config, port, &vars);
-    d.wait_for("a failed run of portal", 30, |d| d.runs("portal", "error") >= 1);
+    d.wait_for("a failed run of portal", 30, |d| {
+        d.runs("portal", "error") >= 1
+    });
 
     // The secret really went out, and came back in the error page: the
     // test would see a leak.
     let seen = echo.seen.lock().unwrap().join("\n");
-    assert!(seen.contains(SECRET), "the echo server never got the secret:\n{seen}");
+    assert!(
+        seen.contains(SECRET),
+        "the echo server never got the secret:\n{seen}"
+    );
     let portal = d.source("portal");
-    let error = portal["last_error"]["error"].as_str().unwrap_or_default().to_owned();
+    let error = portal["last_error"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(error.contains("HTTP 500"), "{portal:#}");
-    assert!(error.to_ascii_lowercase().contains("authorization"), "{portal:#}");
+    assert!(
+        error.to_ascii_lowercase().contains("authorization"),
+        "{portal:#}"
+    );
 
     // A manual run with the token: its report carries the error too.
     let url = format!("{}/api/v1/sources/portal/run", d.base);
@@ -502,7 +528,10 @@ path = \"$.data.articles\"
     ];
     for (what, text) in &answers {
         for secret in [TOKEN, SECRET] {
-            assert!(!text.contains(secret), "{secret} shows in the {what}:\n{text}");
+            assert!(
+                !text.contains(secret),
+                "{secret} shows in the {what}:\n{text}"
+            );
         }
     }
 }

@@ -5,7 +5,7 @@
 //! plugin libraries (`cargo test` alone does not build cdylibs) and the test
 //! fixture plugins of `tests/fixtures`.
 
-mod collection;
-mod support;
 mod bad_input;
+mod collection;
 mod plugins;
+mod support;

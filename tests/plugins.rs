@@ -50,7 +50,9 @@ fn loaded_plugins(text: &str) -> Vec<(String, String)> {
     text.lines()
         .skip(1) // the header
         .take_while(|l| !l.trim().is_empty())
-        .filter(|l| !l.starts_with(' ') && !l.starts_with("refused") && !l.starts_with("no plugins"))
+        .filter(|l| {
+            !l.starts_with(' ') && !l.starts_with("refused") && !l.starts_with("no plugins")
+        })
         .map(|l| {
             let name = l.split_whitespace().next().unwrap_or_default().to_owned();
             (name, l.to_owned())
@@ -63,7 +65,11 @@ fn loaded_plugins(text: &str) -> Vec<(String, String)> {
 fn line_about<'a>(text: &'a str, path: &Path) -> &'a str {
     let needle = format!("{}: ", path.display());
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(&needle)).collect();
-    assert_eq!(lines.len(), 1, "expected one line about {needle:?} in:\n{text}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line about {needle:?} in:\n{text}"
+    );
     lines[0]
 }
 
@@ -146,7 +152,10 @@ fn refusals_setup() -> Refusals {
     set_mode(&copy, 0o755);
     // A directory anyone may write to: nothing in it loads, not even a plugin
     // that is safe on its own and loaded nowhere else.
-    let open = plugin_dir_with(&root.join("open"), &[fixture_plugin("tally_fixture_faulty")]);
+    let open = plugin_dir_with(
+        &root.join("open"),
+        &[fixture_plugin("tally_fixture_faulty")],
+    );
     set_mode(&open, 0o777);
     Refusals {
         _tmp: tmp,
@@ -169,7 +178,10 @@ fn assert_refusals(r: &Refusals, text: &str) {
 
     let first = loaded_path(&r.good, "tally_http_json");
     let line = line_about(text, &loaded_path(&r.dup, "tally_http_json_copy"));
-    assert!(line.contains("duplicate plugin name \"http_json\""), "{line}");
+    assert!(
+        line.contains("duplicate plugin name \"http_json\""),
+        "{line}"
+    );
     assert!(line.contains(first.to_str().unwrap()), "{line}");
 
     let line = line_about(text, &loaded_path(&r.good, "tally_fixture_faulty"));
@@ -247,7 +259,12 @@ fn check_works_for_sources_on_good_plugins_beside_refused_libraries() {
 }
 
 /// A daemon on the faulty fixture (and the example plugin) with `sources`.
-fn faulty_daemon(root: &Path, sources: &str, indicators: &[&str], daemon_extra: &str) -> TestDaemon {
+fn faulty_daemon(
+    root: &Path,
+    sources: &str,
+    indicators: &[&str],
+    daemon_extra: &str,
+) -> TestDaemon {
     let plugins = plugin_dir_with(
         &root.join("plugins"),
         &[
@@ -280,7 +297,10 @@ fn a_panicking_plugin_fails_its_own_run_and_nothing_else() {
     let last = &boom["last_run"];
     assert_eq!(last["result"], "panic", "{boom:#}");
     let error = last["error"].as_str().unwrap_or_default();
-    assert!(error.contains("faulty plugin panicked on purpose"), "{boom:#}");
+    assert!(
+        error.contains("faulty plugin panicked on purpose"),
+        "{boom:#}"
+    );
     assert_eq!(boom["last_error"]["result"], "panic", "{boom:#}");
     assert_eq!(boom["runs"]["success"], 0, "{boom:#}");
 
@@ -289,8 +309,12 @@ fn a_panicking_plugin_fails_its_own_run_and_nothing_else() {
     assert_eq!(d.get("/healthz").0, 200);
     let panics = d.runs("boom", "panic");
     let successes = d.runs("ok", "success");
-    d.wait_for("another success of ok", 30, |d| d.runs("ok", "success") > successes);
-    d.wait_for("another panic run of boom", 30, |d| d.runs("boom", "panic") > panics);
+    d.wait_for("another success of ok", 30, |d| {
+        d.runs("ok", "success") > successes
+    });
+    d.wait_for("another panic run of boom", 30, |d| {
+        d.runs("boom", "panic") > panics
+    });
     assert_eq!(d.get("/healthz").0, 200);
 
     let ok = d.source("ok");
@@ -301,13 +325,23 @@ fn a_panicking_plugin_fails_its_own_run_and_nothing_else() {
     }
 
     let samples = d.samples();
-    let up = |s: &str| find_sample(&samples, "tally_source_up", &[("source", s), ("plugin", "faulty")]);
+    let up = |s: &str| {
+        find_sample(
+            &samples,
+            "tally_source_up",
+            &[("source", s), ("plugin", "faulty")],
+        )
+    };
     assert_eq!(up("ok"), Some(1.0));
     assert_eq!(up("boom"), Some(0.0));
     let panic_runs = find_sample(
         &samples,
         "tally_source_runs_total",
-        &[("source", "boom"), ("plugin", "faulty"), ("result", "panic")],
+        &[
+            ("source", "boom"),
+            ("plugin", "faulty"),
+            ("result", "panic"),
+        ],
     );
     assert!(panic_runs.is_some_and(|n| n >= 2.0), "{panic_runs:?}");
 }
@@ -329,7 +363,9 @@ fn failing_and_timing_out_sources_are_recorded_beside_a_healthy_one() {
     let d = faulty_daemon(&root, &sources, &["x"], "");
 
     d.wait_for("an error run of fail", 30, |d| d.runs("fail", "error") >= 1);
-    d.wait_for("a timeout run of slow", 30, |d| d.runs("slow", "timeout") >= 1);
+    d.wait_for("a timeout run of slow", 30, |d| {
+        d.runs("slow", "timeout") >= 1
+    });
     d.wait_for("a success run of ok", 30, |d| d.runs("ok", "success") >= 1);
 
     let fail = d.source("fail");
@@ -473,14 +509,23 @@ fn running_a_source_now_needs_the_api_token() {
     let report = json(&body);
     assert_eq!(report["source"], "ex", "{report:#}");
     assert_eq!(report["result"], "success", "{report:#}");
-    assert!(report["observations"].as_u64().is_some_and(|n| n >= 1), "{report:#}");
+    assert!(
+        report["observations"].as_u64().is_some_and(|n| n >= 1),
+        "{report:#}"
+    );
     assert!(report["error"].is_null(), "{report:#}");
     assert_eq!(d.source("ex")["last_run"]["trigger"], "manual");
 
     let url = format!("{}/api/v1/sources/nope/run", d.base);
     let (status, body) = post(&url, &[("Authorization", &bearer)]).unwrap();
     assert_eq!(status, 404, "{body}");
-    assert!(json(&body)["error"].as_str().unwrap_or_default().contains("nope"), "{body}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nope"),
+        "{body}"
+    );
 
     // The token never shows in the log.
     assert!(!d.log().contains(token), "{}", d.log());

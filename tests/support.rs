@@ -331,7 +331,10 @@ pub fn exit_code(o: &Output) -> i32 {
 /// A path as a TOML literal string (no escapes are interpreted inside `'...'`).
 pub fn toml_path(path: &Path) -> String {
     let text = path.display().to_string();
-    assert!(!text.contains('\''), "{text} cannot be a TOML literal string");
+    assert!(
+        !text.contains('\''),
+        "{text} cannot be a TOML literal string"
+    );
     format!("'{text}'")
 }
 
@@ -388,7 +391,11 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
                         }
                         key.push(c);
                     }
-                    assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "bad sample: {line}");
+                    assert_eq!(
+                        chars.next().map(|(_, c)| c),
+                        Some('"'),
+                        "bad sample: {line}"
+                    );
                     let mut value = String::new();
                     while let Some((_, c)) = chars.next() {
                         match c {
