@@ -107,10 +107,9 @@ fn current(cell: &IndicatorValue) -> String {
     if cell.missing {
         return "—".to_owned();
     }
-    let Some(v) = cell.value else {
-        return String::new();
-    };
-    let mut s = format_number(v, 2);
+    // An empty total can still be incomplete (every unit below is missing):
+    // keep the mark rather than an empty cell that reads as "nothing to report".
+    let mut s = cell.value.map(|v| format_number(v, 2)).unwrap_or_default();
     if cell.incomplete {
         s.push_str("\\*");
     }
