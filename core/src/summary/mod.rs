@@ -345,16 +345,6 @@ pub fn build(
         }
     }
 
-    let per_capita: Vec<bool> = indicators
-        .iter()
-        .map(|ind| {
-            config
-                .targets
-                .iter()
-                .any(|t| t.indicator == ind.id && t.per == Per::Entity)
-        })
-        .collect();
-
     let mut units = Vec::new();
     for &root in &roots {
         for u in tree.subtree(root, req.depth) {
@@ -368,7 +358,9 @@ pub fn build(
                         value,
                         previous: previous.get(u, i),
                         per_capita: match (value, unit.headcount) {
-                            (Some(v), Some(h)) if h > 0 && per_capita[i] => Some(v / f64::from(h)),
+                            // Per capita of any indicator where the unit has a headcount
+                            // (issue: "per capita where a unit has a headcount").
+                            (Some(v), Some(h)) if h > 0 => Some(v / f64::from(h)),
                             _ => None,
                         },
                         target: None,

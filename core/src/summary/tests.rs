@@ -500,8 +500,10 @@ fn per_capita_divides_the_rolled_up_value_by_the_units_headcount() {
     assert_eq!(pc("county/natres"), Some(4300.0 / 22.0));
     assert_eq!(pc("county/natres/office"), Some(360.0));
     assert_eq!(pc("county/edu"), Some(75.0));
-    // Posts are not counted per member (no per-entity target).
-    assert_eq!(cell(&s, "county", "wechat_posts").per_capita, None);
+    // Every indicator is given per capita where the unit has a headcount.
+    let posts = cell(&s, "county", "wechat_posts");
+    assert_eq!(posts.per_capita, posts.value.map(|v| v / 120.0));
+    assert!(posts.per_capita.is_some());
 }
 
 #[test]
