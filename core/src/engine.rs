@@ -4,12 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use tally_plugin::{CollectRequest, IndicatorRef, PROTOCOL_VERSION, UnitRef, Window};
 use tokio::sync::{OwnedMutexGuard, Semaphore};
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, Location, Problem, SourceConfig};
@@ -533,7 +534,7 @@ impl Engine {
                     .warnings
                     .extend(resp.warnings.iter().map(|w| redact(w)));
                 collected.observations =
-                    self.accept(source, resp.observations, &mut collected.warnings);
+                    self.accept(source, window, resp.observations, &mut collected.warnings);
                 collected.state = resp.state;
             }
         }
@@ -541,11 +542,12 @@ impl Engine {
     }
 
     /// Keeps what a plugin may report: known units of this source, indicators
-    /// it declared, finite values. Everything else is a warning, never a
-    /// silently stored number.
+    /// it declared, days of the window it was asked for, finite values.
+    /// Everything else is a warning, never a silently stored number.
     fn accept(
         &self,
         source: &SourceRuntime,
+        window: Window,
         raw: Vec<tally_plugin::Observation>,
         warnings: &mut Vec<String>,
     ) -> Vec<Observation> {
@@ -581,6 +583,16 @@ impl Engine {
                     warnings.push(format!(
                         "dropped an observation of indicator \"{}\": the plugin did not declare it",
                         o.indicator
+                    ));
+                }
+                continue;
+            }
+            if !window.contains(o.day) {
+                rejected += 1;
+                if rejected <= 10 {
+                    warnings.push(format!(
+                        "dropped an observation for {} on {}: outside the requested window {}..{}",
+                        o.indicator, o.day, window.from, window.to
                     ));
                 }
                 continue;

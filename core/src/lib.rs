@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod plugin_host;
 pub mod scheduler;
 pub mod store;
+pub mod summary;

@@ -222,8 +222,11 @@ unsafe extern "C" fn host_now(ctx_ptr: *const c_void) -> i64 {
 }
 
 unsafe extern "C" fn host_cancelled(ctx_ptr: *const c_void) -> bool {
-    // SAFETY: the plugin passes back our own context.
-    unsafe { ctx(ctx_ptr) }.cancelled.load(Ordering::SeqCst)
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the plugin passes back our own context.
+        unsafe { ctx(ctx_ptr) }.cancelled.load(Ordering::SeqCst)
+    }))
+    .unwrap_or(true)
 }
 
 unsafe extern "C" fn host_call(

@@ -266,6 +266,12 @@ pub fn load(path: &Path) -> Result<PluginLibrary, PluginLoadError> {
             why: format!("plugin name {name:?} is not [a-z0-9_]+"),
         });
     }
+    if !desc.panic_unwind {
+        tracing::warn!(
+            path = %path.display(),
+            "plugin built with panic = \"abort\": a panic in it ends the whole daemon; build it with the default panic = \"unwind\""
+        );
+    }
     let vtable: &'static PluginVTable = &desc.vtable;
     let description = describe(vtable).map_err(|why| PluginLoadError::BadDescriptor {
         path: path.clone(),

@@ -1,0 +1,62 @@
+//! The wide CSV of PRODUCT.md: one row per unit, one column per indicator
+//! headed by its display name, UTF-8 with a BOM so that Excel reads Chinese.
+//!
+//! Cells hold bare numbers so that a spreadsheet can sum them; what a mark
+//! would say in Markdown (未报送, 数据不完整) goes to the last column, 备注.
+
+use super::{Summary, format_number};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decimals kept for fractional values; counts and levels are whole numbers
+/// in practice, this only hides float noise like `0.30000000000000004`.
+const DECIMALS: usize = 6;
+
+/// Columns: 单位代码, 单位, one per indicator (`微信公众号发文数(篇)`), one
+/// `上期` column per indicator, 备注. Rows in the summary's order. An empty
+/// cell is no data.
+pub fn to_csv(summary: &Summary) -> Vec<u8> {
+    let mut header = vec!["单位代码".to_owned(), "单位".to_owned()];
+    header.extend(summary.indicators.iter().map(|i| i.header()));
+    header.extend(
+        summary
+            .indicators
+            .iter()
+            .map(|i| format!("上期{}", i.header())),
+    );
+    header.push("备注".to_owned());
+
+    let mut rows = vec![header];
+    for unit in &summary.units {
+        let cells = &unit.values.0;
+        let mut row = vec![unit.id.clone(), unit.name.clone()];
+        let number = |v: Option<f64>| v.map(|v| format_number(v, DECIMALS)).unwrap_or_default();
+        row.extend(cells.iter().map(|(_, c)| number(c.value)));
+        row.extend(cells.iter().map(|(_, c)| number(c.previous)));
+        let notes: Vec<String> = summary
+            .indicators
+            .iter()
+            .zip(cells)
+            .filter_map(|(ind, (_, c))| {
+                let what = match (c.missing, c.incomplete) {
+                    (true, _) => "未报送",
+                    (false, true) => "数据不完整",
+                    (false, false) => return None,
+                };
+                Some(format!("{}: {what}", ind.name))
+            })
+            .collect();
+        row.push(notes.join("; "));
+        rows.push(row);
+    }
+
+    let mut out = BOM.to_vec();
+    let mut writer = csv::Writer::from_writer(&mut out);
+    for row in rows {
+        // Writing to memory cannot fail: the only errors are I/O ones.
+        let _ = writer.write_record(&row);
+    }
+    let _ = writer.flush();
+    drop(writer);
+    out
+}

@@ -1,0 +1,467 @@
+//! The statistics table of a period (PRODUCT.md, "HTTP → Summary (JSON)"):
+//! own values from the store, rolled up the unit tree, next to the previous
+//! period, with the marks that say where the numbers are not the whole story
+//! (missing units, incomplete sources). The same [`Summary`] is rendered as
+//! JSON (serde), CSV ([`to_csv`]) and Markdown ([`to_markdown`]), and the
+//! roll-up behind it also feeds the `tally_indicator_value` gauge
+//! ([`refresh_metrics`]).
+//!
+//! Cost: one [`Store::own_values`] call per period (current and previous) and
+//! one [`Store::coverage`] call per relevant source; everything else is done
+//! in memory over dense `(unit, indicator)` vectors, never per unit against
+//! the store.
+
+mod csv;
+mod markdown;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use thiserror::Error;
+
+use crate::config::{Config, IndicatorConfig, Per};
+use crate::domain::{Kind, Period, PeriodKind, RolledUp, UnitTree, local_day, roll_up};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+pub use self::csv::to_csv;
+pub use self::markdown::to_markdown;
+
+/// What a summary is asked for (the query of `GET /api/v1/summary`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRequest {
+    pub period: Period,
+    /// A unit id; `None` for all roots.
+    pub unit: Option<String>,
+    /// Levels below the unit(s) asked for: `Some(0)` is the unit alone,
+    /// `None` the whole subtree.
+    pub depth: Option<usize>,
+}
+
+impl SummaryRequest {
+    /// The whole tree for `period`.
+    pub fn new(period: Period) -> SummaryRequest {
+        SummaryRequest {
+            period,
+            unit: None,
+            depth: None,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum SummaryError {
+    /// A client mistake: the HTTP layer answers 400.
+    #[error("unknown unit \"{0}\": see /api/v1/units")]
+    UnknownUnit(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The statistics table of a period, in the JSON shape of PRODUCT.md.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub period: PeriodInfo,
+    /// RFC 3339 in the configured time zone, with its offset.
+    pub generated_at: String,
+    pub indicators: Vec<IndicatorInfo>,
+    /// Parents before children (tree preorder).
+    pub units: Vec<UnitRow>,
+    pub sources: Vec<SourceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeriodInfo {
+    pub label: String,
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    pub timezone: String,
+    /// The period is over in the configured time zone and every source
+    /// behind the table covered it completely.
+    pub complete: bool,
+}
+
+/// One entry of the indicator catalogue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndicatorInfo {
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    /// The display unit: 篇, 次, 分, 人.
+    pub unit: String,
+}
+
+impl IndicatorInfo {
+    /// `微信公众号发文数(篇)`: the header of the indicator's column.
+    pub fn header(&self) -> String {
+        if self.unit.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}({})", self.name, self.unit)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnitRow {
+    pub id: String,
+    pub name: String,
+    pub parent: Option<String>,
+    /// Absolute: 0 for a root.
+    pub depth: usize,
+    pub headcount: Option<u32>,
+    pub values: Values,
+}
+
+/// A unit's values, one per indicator of [`Summary::indicators`] and in the
+/// same order; serialized as a JSON object keyed by indicator id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Values(pub Vec<(String, IndicatorValue)>);
+
+impl Values {
+    pub fn get(&self, indicator: &str) -> Option<&IndicatorValue> {
+        self.0
+            .iter()
+            .find(|(id, _)| id == indicator)
+            .map(|(_, v)| v)
+    }
+}
+
+impl Serialize for Values {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (id, v) in &self.0 {
+            map.serialize_entry(id, v)?;
+        }
+        map.end()
+    }
+}
+
+/// One cell of the table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IndicatorValue {
+    /// The unit's subtree; `None` (JSON `null`) when nothing in it reported.
+    #[serde(serialize_with = "number")]
+    pub value: Option<f64>,
+    /// The same over the previous period of the same length.
+    #[serde(serialize_with = "number")]
+    pub previous: Option<f64>,
+    /// `value / headcount`, for indicators counted per staff member (those
+    /// with a per-entity target) of units with a headcount. Full precision.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
+    pub per_capita: Option<f64>,
+    /// Reserved for targets (PRODUCT.md's `target` object); not computed yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetStatus>,
+    /// Some source behind this value did not cover the whole period, or a
+    /// unit below is missing: the value may be too low.
+    #[serde(skip_serializing_if = "is_false")]
+    pub incomplete: bool,
+    /// 未报送: a source should cover this unit, yet nothing in its subtree reported.
+    #[serde(skip_serializing_if = "is_false")]
+    pub missing: bool,
+}
+
+/// How a unit stands against a target; the shape PRODUCT.md gives, filled
+/// in by the targets work.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetStatus {
+    pub per: Per,
+    pub min: f64,
+    pub met: u64,
+    pub total: u64,
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceInfo {
+    pub id: String,
+    /// No gap and no failed run over the period up to today.
+    pub complete: bool,
+    pub failed_runs: u64,
+    /// RFC 3339 in the configured time zone.
+    pub last_success: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Whole numbers as JSON integers (`321`, not `321.0`), as PRODUCT.md shows
+/// them and as spreadsheet imports expect.
+fn number<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match *v {
+        Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(v as i64),
+        Some(v) => s.serialize_f64(v),
+        None => s.serialize_none(),
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz)
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// Own values over `[start, end]` from the store (one query), rolled up the
+/// tree. Indicator `i` of the result is `indicators[i]`; values stored for
+/// units or indicators no longer configured are ignored.
+pub fn rolled_up(
+    store: &dyn Store,
+    tree: &UnitTree,
+    indicators: &[IndicatorConfig],
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<RolledUp, StoreError> {
+    let kinds: Vec<Kind> = indicators.iter().map(|i| i.kind).collect();
+    let wanted: Vec<(String, Kind)> = indicators.iter().map(|i| (i.id.clone(), i.kind)).collect();
+    let position: HashMap<&str, usize> = indicators
+        .iter()
+        .enumerate()
+        .map(|(n, i)| (i.id.as_str(), n))
+        .collect();
+    let own = store.own_values(start, end, &wanted)?;
+    Ok(roll_up(
+        tree,
+        &kinds,
+        own.into_iter().filter_map(|o| {
+            let unit = tree.index(&o.unit)?;
+            let ind = *position.get(o.indicator.as_str())?;
+            Some((unit, ind, o.data))
+        }),
+    ))
+}
+
+/// Builds the table for `req`. `emits` maps a source id to the indicator
+/// ids its plugin emits (as the loaded plugins declare them); a source not
+/// in it is taken to emit nothing, so it marks nothing missing or incomplete.
+/// `now` decides what "today" is in the configured time zone.
+pub fn build(
+    config: &Config,
+    tree: &UnitTree,
+    store: &dyn Store,
+    emits: &HashMap<String, Vec<String>>,
+    req: &SummaryRequest,
+    now: DateTime<Utc>,
+) -> Result<Summary, SummaryError> {
+    let tz = config.daemon.timezone;
+    let today = local_day(now, tz);
+    let period = &req.period;
+
+    let roots: Vec<usize> = match &req.unit {
+        Some(id) => vec![
+            tree.index(id)
+                .ok_or_else(|| SummaryError::UnknownUnit(id.clone()))?,
+        ],
+        None => tree.roots().to_vec(),
+    };
+
+    let indicators = &config.indicators;
+    let n = indicators.len();
+    let current = rolled_up(store, tree, indicators, period.start, period.end)?;
+    let prev_period = period.previous();
+    let previous = rolled_up(store, tree, indicators, prev_period.start, prev_period.end)?;
+
+    // The sources behind the table: enabled ones whose units overlap the
+    // subtrees asked for (a source above the unit asked for covers it too).
+    // A period in the future is only checked up to today.
+    let checked = period.to_date(today);
+    let indicator_pos: HashMap<&str, usize> = indicators
+        .iter()
+        .enumerate()
+        .map(|(i, ind)| (ind.id.as_str(), i))
+        .collect();
+    let mut sources = Vec::new();
+    // Dense by (unit, indicator): covered by a source emitting it; covered by
+    // such a source that is incomplete.
+    let mut covered = vec![false; tree.len() * n];
+    let mut source_gap = vec![false; tree.len() * n];
+    for source in config.sources.iter().filter(|s| s.enabled) {
+        let units: Vec<usize> = source.units.iter().filter_map(|u| tree.index(u)).collect();
+        let relevant = units.iter().any(|&u| {
+            roots
+                .iter()
+                .any(|&r| tree.is_ancestor_or_self(r, u) || tree.is_ancestor_or_self(u, r))
+        });
+        if !relevant {
+            continue;
+        }
+        let info = if checked.days() > 0 {
+            let cov = store.coverage(&source.id, checked.start, checked.end)?;
+            SourceInfo {
+                id: source.id.clone(),
+                complete: cov.is_complete(),
+                failed_runs: cov.failed_runs,
+                last_success: cov.last_success.map(|t| rfc3339(t, tz)),
+            }
+        } else {
+            // Nothing of the period has happened yet, so nothing is missing.
+            let status = store.source_status(&source.id)?;
+            SourceInfo {
+                id: source.id.clone(),
+                complete: true,
+                failed_runs: 0,
+                last_success: status.last_success.map(|l| rfc3339(l.finished_at, tz)),
+            }
+        };
+        let emitted: Vec<usize> = emits
+            .get(&source.id)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| indicator_pos.get(i.as_str()).copied())
+            .collect();
+        for &root in &units {
+            for u in tree.subtree(root, None) {
+                for &i in &emitted {
+                    covered[u * n + i] = true;
+                    source_gap[u * n + i] |= !info.complete;
+                }
+            }
+        }
+        sources.push(info);
+    }
+
+    // Missing: covered, yet nothing in the subtree reported. Incomplete: a
+    // source behind the unit or below it has a gap, or a unit below is
+    // missing. Children come before parents in the reversed preorder, so
+    // each unit's flag is final before it is folded into its parent.
+    let started = checked.days() > 0;
+    let missing: Vec<bool> = (0..tree.len() * n)
+        .map(|slot| started && covered[slot] && current.get(slot / n, slot % n).is_none())
+        .collect();
+    let mut incomplete = source_gap;
+    for &u in tree.preorder().iter().rev() {
+        if let Some(p) = tree.parent(u) {
+            for i in 0..n {
+                if incomplete[u * n + i] || missing[u * n + i] {
+                    incomplete[p * n + i] = true;
+                }
+            }
+        }
+    }
+
+    let mut units = Vec::new();
+    for &root in &roots {
+        for u in tree.subtree(root, req.depth) {
+            let unit = tree.unit(u);
+            let values = indicators
+                .iter()
+                .enumerate()
+                .map(|(i, ind)| {
+                    let value = current.get(u, i);
+                    let cell = IndicatorValue {
+                        value,
+                        previous: previous.get(u, i),
+                        per_capita: match (value, unit.headcount) {
+                            // Per capita of any indicator where the unit has a headcount
+                            // (issue: "per capita where a unit has a headcount").
+                            (Some(v), Some(h)) if h > 0 => Some(v / f64::from(h)),
+                            _ => None,
+                        },
+                        target: None,
+                        incomplete: incomplete[u * n + i],
+                        missing: missing[u * n + i],
+                    };
+                    (ind.id.clone(), cell)
+                })
+                .collect();
+            units.push(UnitRow {
+                id: unit.id.clone(),
+                name: unit.name.clone(),
+                parent: unit.parent().map(|p| tree.unit(p).id.clone()),
+                depth: unit.depth(),
+                headcount: unit.headcount,
+                values: Values(values),
+            });
+        }
+    }
+
+    Ok(Summary {
+        period: PeriodInfo {
+            label: period.label().to_owned(),
+            start: period.start,
+            end: period.end,
+            timezone: tz.name().to_owned(),
+            complete: period.is_over(today) && sources.iter().all(|s| s.complete),
+        },
+        generated_at: rfc3339(now, tz),
+        indicators: indicators
+            .iter()
+            .map(|i| IndicatorInfo {
+                id: i.id.clone(),
+                name: i.name.clone(),
+                kind: i.kind,
+                unit: i.unit.clone(),
+            })
+            .collect(),
+        units,
+        sources,
+    })
+}
+
+/// The `window` label values of `tally_indicator_value`, with their periods.
+const WINDOWS: [(&str, PeriodKind); 4] = [
+    ("day", PeriodKind::Day),
+    ("month", PeriodKind::Month),
+    ("quarter", PeriodKind::Quarter),
+    ("year", PeriodKind::Year),
+];
+
+/// Sets `tally_indicator_value{unit, indicator, window}` to the rolled-up
+/// value of the current day, month, quarter and year to date, for every unit
+/// and indicator with data. The gauge is reset first so that series of
+/// removed units or indicators disappear; the store is read before the
+/// reset, so a scrape sees an empty gauge only for the time it takes to set it.
+pub fn refresh_metrics(
+    metrics: &Metrics,
+    config: &Config,
+    tree: &UnitTree,
+    store: &dyn Store,
+    today: NaiveDate,
+) -> Result<(), StoreError> {
+    let mut windows = Vec::with_capacity(WINDOWS.len());
+    for (label, kind) in WINDOWS {
+        let p = Period::containing(kind, today).to_date(today);
+        windows.push((
+            label,
+            rolled_up(store, tree, &config.indicators, p.start, p.end)?,
+        ));
+    }
+    metrics.indicator_value.reset();
+    for (label, values) in &windows {
+        for &u in tree.preorder() {
+            let unit = &tree.unit(u).id;
+            for (i, ind) in config.indicators.iter().enumerate() {
+                if let Some(v) = values.get(u, i) {
+                    metrics
+                        .indicator_value
+                        .with_label_values(&[unit.as_str(), ind.id.as_str(), label])
+                        .set(v);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A number for people: whole numbers without `.0`, others rounded to at
+/// most `decimals` places without trailing zeros.
+fn format_number(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s.as_str()
+    };
+    // Rounding may leave "-0" for a tiny negative value.
+    if s == "-0" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}

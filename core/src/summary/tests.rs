@@ -1,0 +1,656 @@
+//! Summaries over a real SQLite store, with expectations computed by hand.
+//!
+//! The tree, configured as county, edu, office, natres: the office before
+//! its parent on purpose, to check that rows come in preorder.
+//!
+//! ```text
+//! county 某县 (120)                     ← county-xuexi covers the whole county
+//! ├── county/edu 教育局 (40)            ← edu-wechat, which stopped after Q2
+//! └── county/natres 自然资源局 (22)     ← natres-wechat covers it and office
+//!     └── county/natres/office 办公室 (5)
+//! ```
+//!
+//! The data, by quarter (Asia/Shanghai days):
+//!
+//! | wechat_posts (count)  | Q2              | Q3                   | Q4         |
+//! |-----------------------|-----------------|----------------------|------------|
+//! | natres                | 06-30: 4        | 07-15: 10, 09-30: 5  | 10-01: 7   |
+//! | office                | 05-01: 2        | 08-01: 3             |            |
+//! | edu                   | 04-10: 6        | (none: 未报送)        |            |
+//!
+//! | xuexi_points (level)  | Q2              | Q3                        | Q4          |
+//! |-----------------------|-----------------|---------------------------|-------------|
+//! | county, dave          |                 | 08-20: 500                |             |
+//! | natres, alice         | 06-30: 900      | 07-31: 1000, 09-30: 2500  | 10-01: 2600 |
+//! | office, bob           |                 | 09-29: 1800               |             |
+//! | edu, carol            |                 | 09-15: 3000               |             |
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+
+use super::*;
+use crate::config::Config;
+use crate::domain::Observation;
+use crate::engine::unit_tree;
+use crate::store::{RunRecord, RunResult, SqliteStore};
+
+const CONFIG: &str = r#"
+[daemon]
+timezone = "Asia/Shanghai"
+
+[[units]]
+id = "county"
+name = "某县"
+headcount = 120
+[[units]]
+id = "county/edu"
+name = "教育局"
+headcount = 40
+[[units]]
+id = "county/natres/office"
+name = "办公室"
+headcount = 5
+[[units]]
+id = "county/natres"
+name = "自然资源局"
+headcount = 22
+
+[[indicators]]
+id = "wechat_posts"
+name = "微信公众号发文数"
+kind = "count"
+unit = "篇"
+[[indicators]]
+id = "xuexi_points"
+name = "学习积分"
+kind = "level"
+unit = "分"
+
+[[targets]]
+indicator = "xuexi_points"
+per = "entity"
+period = "year"
+min = 7000
+
+[[sources]]
+id = "natres-wechat"
+plugin = "wechat"
+unit = "county/natres"
+schedule = "30 2 * * *"
+[[sources]]
+id = "edu-wechat"
+plugin = "wechat"
+unit = "county/edu"
+schedule = "30 2 * * *"
+[[sources]]
+id = "county-xuexi"
+plugin = "xuexi"
+unit = "county"
+schedule = "0 3 * * *"
+[[sources]]
+id = "old-weibo"
+plugin = "weibo"
+unit = "county"
+schedule = "0 3 * * *"
+enabled = false
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: Config,
+    tree: UnitTree,
+    store: SqliteStore,
+    emits: HashMap<String, Vec<String>>,
+}
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// The day an instant falls on in Shanghai: how plugins date what they see.
+fn shanghai(s: &str) -> NaiveDate {
+    local_day(at(s), chrono_tz::Asia::Shanghai)
+}
+
+/// Just after Q3 ended in Shanghai (still 2026-09-30 in UTC).
+fn after_q3() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 9, 30, 18, 0, 0).unwrap()
+}
+
+fn obs(
+    source: &str,
+    unit: &str,
+    indicator: &str,
+    entity: &str,
+    day: NaiveDate,
+    v: f64,
+) -> Observation {
+    Observation {
+        source: source.into(),
+        unit: unit.into(),
+        indicator: indicator.into(),
+        entity: entity.into(),
+        day,
+        value: v,
+    }
+}
+
+fn run(
+    store: &SqliteStore,
+    source: &str,
+    result: RunResult,
+    window: (&str, &str),
+    finished: &str,
+    o: &[Observation],
+) {
+    let finished = at(finished);
+    store
+        .record_run(
+            &RunRecord {
+                source: source.into(),
+                trigger: "schedule".into(),
+                started_at: finished - chrono::Duration::seconds(4),
+                finished_at: finished,
+                result,
+                error: (result != RunResult::Success).then(|| "boom".into()),
+                window_from: d(window.0),
+                window_to: d(window.1),
+                warnings: vec![],
+            },
+            o,
+            None,
+        )
+        .unwrap();
+}
+
+fn fixture() -> Fixture {
+    let config = Config::parse(CONFIG, Path::new("t.toml"), &|_| None).unwrap();
+    let tree = unit_tree(&config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+
+    let w =
+        |unit: &str, day: NaiveDate, v: f64| obs("natres-wechat", unit, "wechat_posts", "", day, v);
+    run(
+        &store,
+        "natres-wechat",
+        RunResult::Success,
+        ("2026-04-01", "2026-10-01"),
+        "2026-09-30T17:30:04Z",
+        &[
+            w("county/natres", d("2026-06-30"), 4.0),
+            w("county/natres", d("2026-07-15"), 10.0),
+            // 23:30 and 00:30 in Shanghai, both 2026-09-30 in UTC: the
+            // quarter boundary is the local one.
+            w("county/natres", shanghai("2026-09-30T23:30:00+08:00"), 5.0),
+            w("county/natres", shanghai("2026-10-01T00:30:00+08:00"), 7.0),
+            w("county/natres/office", d("2026-05-01"), 2.0),
+            w("county/natres/office", d("2026-08-01"), 3.0),
+        ],
+    );
+    run(
+        &store,
+        "edu-wechat",
+        RunResult::Success,
+        ("2026-04-01", "2026-06-30"),
+        "2026-06-30T18:30:00Z",
+        &[obs(
+            "edu-wechat",
+            "county/edu",
+            "wechat_posts",
+            "",
+            d("2026-04-10"),
+            6.0,
+        )],
+    );
+    // The edu account stopped answering in Q3.
+    run(
+        &store,
+        "edu-wechat",
+        RunResult::Error,
+        ("2026-09-28", "2026-09-30"),
+        "2026-09-29T18:30:00Z",
+        &[],
+    );
+    let x = |unit: &str, entity: &str, day: &str, v: f64| {
+        obs("county-xuexi", unit, "xuexi_points", entity, d(day), v)
+    };
+    run(
+        &store,
+        "county-xuexi",
+        RunResult::Success,
+        ("2026-04-01", "2026-10-01"),
+        "2026-09-30T17:45:00Z",
+        &[
+            x("county", "dave", "2026-08-20", 500.0),
+            x("county/natres", "alice", "2026-06-30", 900.0),
+            x("county/natres", "alice", "2026-07-31", 1000.0),
+            x("county/natres", "alice", "2026-09-30", 2500.0),
+            x("county/natres", "alice", "2026-10-01", 2600.0),
+            x("county/natres/office", "bob", "2026-09-29", 1800.0),
+            x("county/edu", "carol", "2026-09-15", 3000.0),
+        ],
+    );
+
+    let emits = [
+        ("natres-wechat", "wechat_posts"),
+        ("edu-wechat", "wechat_posts"),
+        ("county-xuexi", "xuexi_points"),
+        ("old-weibo", "wechat_posts"),
+    ]
+    .into_iter()
+    .map(|(s, i)| (s.to_owned(), vec![i.to_owned()]))
+    .collect();
+    Fixture {
+        _dir: dir,
+        config,
+        tree,
+        store,
+        emits,
+    }
+}
+
+impl Fixture {
+    fn summary(
+        &self,
+        period: &str,
+        unit: Option<&str>,
+        depth: Option<usize>,
+        now: DateTime<Utc>,
+    ) -> Result<Summary, SummaryError> {
+        let req = SummaryRequest {
+            period: Period::parse(period).unwrap(),
+            unit: unit.map(str::to_owned),
+            depth,
+        };
+        build(
+            &self.config,
+            &self.tree,
+            &self.store,
+            &self.emits,
+            &req,
+            now,
+        )
+    }
+
+    fn q3(&self) -> Summary {
+        self.summary("2026-Q3", None, None, after_q3()).unwrap()
+    }
+}
+
+fn cell<'a>(s: &'a Summary, unit: &str, indicator: &str) -> &'a IndicatorValue {
+    s.units
+        .iter()
+        .find(|u| u.id == unit)
+        .unwrap_or_else(|| panic!("unit {unit} not in the summary"))
+        .values
+        .get(indicator)
+        .unwrap()
+}
+
+fn unit_ids(s: &Summary) -> Vec<&str> {
+    s.units.iter().map(|u| u.id.as_str()).collect()
+}
+
+/// (value, previous, incomplete, missing) of one cell.
+fn check(
+    s: &Summary,
+    unit: &str,
+    indicator: &str,
+    expected: (Option<f64>, Option<f64>, bool, bool),
+) {
+    let c = cell(s, unit, indicator);
+    assert_eq!(
+        (c.value, c.previous, c.incomplete, c.missing),
+        expected,
+        "{unit} {indicator}"
+    );
+}
+
+#[test]
+fn counts_roll_up_with_the_previous_quarter_and_marks() {
+    let f = fixture();
+    let s = f.q3();
+    // Q3: natres 10 + 5 (09-30 23:30 Shanghai), office 3; edu nothing.
+    // Q2: natres 4, office 2, edu 6.
+    check(
+        &s,
+        "county/natres/office",
+        "wechat_posts",
+        (Some(3.0), Some(2.0), false, false),
+    );
+    check(
+        &s,
+        "county/natres",
+        "wechat_posts",
+        (Some(18.0), Some(6.0), false, false),
+    );
+    // edu is covered by edu-wechat, which has a gap: missing and incomplete.
+    check(
+        &s,
+        "county/edu",
+        "wechat_posts",
+        (None, Some(6.0), true, true),
+    );
+    // The county is covered by no wechat source itself, but edu below is
+    // missing, so its total is incomplete; not missing, natres reported.
+    check(
+        &s,
+        "county",
+        "wechat_posts",
+        (Some(18.0), Some(12.0), true, false),
+    );
+}
+
+#[test]
+fn levels_take_the_last_day_per_entity_and_add_up_units() {
+    let f = fixture();
+    let s = f.q3();
+    // alice's last Q3 day is 09-30 (2500), not 10-01 (2600).
+    check(
+        &s,
+        "county/natres/office",
+        "xuexi_points",
+        (Some(1800.0), None, false, false),
+    );
+    check(
+        &s,
+        "county/natres",
+        "xuexi_points",
+        (Some(4300.0), Some(900.0), false, false),
+    );
+    check(
+        &s,
+        "county/edu",
+        "xuexi_points",
+        (Some(3000.0), None, false, false),
+    );
+    // 500 + 4300 + 3000.
+    check(
+        &s,
+        "county",
+        "xuexi_points",
+        (Some(7800.0), Some(900.0), false, false),
+    );
+}
+
+#[test]
+fn the_previous_period_has_its_own_marks_only_in_its_own_summary() {
+    let f = fixture();
+    let s = f.summary("2026-Q2", None, None, after_q3()).unwrap();
+    assert!(s.period.complete, "{:?}", s.sources);
+    check(
+        &s,
+        "county/edu",
+        "wechat_posts",
+        (Some(6.0), None, false, false),
+    );
+    check(
+        &s,
+        "county",
+        "wechat_posts",
+        (Some(12.0), None, false, false),
+    );
+    // In Q2 only alice had points: office and edu are missing (county-xuexi
+    // covers them), so natres and the county are incomplete.
+    check(
+        &s,
+        "county/natres/office",
+        "xuexi_points",
+        (None, None, false, true),
+    );
+    check(&s, "county/edu", "xuexi_points", (None, None, false, true));
+    check(
+        &s,
+        "county/natres",
+        "xuexi_points",
+        (Some(900.0), None, true, false),
+    );
+    check(
+        &s,
+        "county",
+        "xuexi_points",
+        (Some(900.0), None, true, false),
+    );
+}
+
+#[test]
+fn the_quarter_boundary_is_in_shanghai_and_a_running_period_is_not_complete() {
+    let f = fixture();
+    let q3 = f.q3();
+    let q4 = f.summary("2026-Q4", None, None, after_q3()).unwrap();
+    // 23:30 on 09-30 is Q3, 00:30 on 10-01 is Q4, though both are 09-30 in UTC.
+    assert_eq!(cell(&q3, "county/natres", "wechat_posts").value, Some(18.0));
+    assert_eq!(cell(&q4, "county/natres", "wechat_posts").value, Some(7.0));
+    assert_eq!(
+        cell(&q4, "county/natres", "wechat_posts").previous,
+        Some(18.0)
+    );
+    assert_eq!(
+        cell(&q4, "county/natres", "xuexi_points").value,
+        Some(2600.0)
+    );
+    assert_eq!(
+        cell(&q4, "county/natres", "xuexi_points").previous,
+        Some(4300.0)
+    );
+
+    assert_eq!(
+        (q4.period.label.as_str(), q4.period.start, q4.period.end),
+        ("2026-Q4", d("2026-10-01"), d("2026-12-31"))
+    );
+    // Running: not complete even though natres-wechat and county-xuexi
+    // covered everything up to today.
+    assert!(!q4.period.complete);
+    let complete: Vec<(&str, bool)> = q4
+        .sources
+        .iter()
+        .map(|s| (s.id.as_str(), s.complete))
+        .collect();
+    assert_eq!(
+        complete,
+        [
+            ("natres-wechat", true),
+            ("edu-wechat", false),
+            ("county-xuexi", true)
+        ]
+    );
+    // Q3 is over, but edu-wechat has a gap and a failed run in it.
+    assert!(!q3.period.complete);
+    let edu = &q3.sources[1];
+    assert_eq!(
+        (edu.id.as_str(), edu.complete, edu.failed_runs),
+        ("edu-wechat", false, 1)
+    );
+    assert_eq!(
+        edu.last_success.as_deref(),
+        Some("2026-07-01T02:30:00+08:00")
+    );
+    assert_eq!(q3.generated_at, "2026-10-01T02:00:00+08:00");
+}
+
+#[test]
+fn a_future_period_marks_nothing() {
+    let f = fixture();
+    let s = f.summary("2027", None, None, after_q3()).unwrap();
+    assert!(!s.period.complete);
+    assert!(s.sources.iter().all(|s| s.complete && s.failed_runs == 0));
+    assert!(
+        s.units
+            .iter()
+            .flat_map(|u| &u.values.0)
+            .all(|(_, c)| c.value.is_none() && !c.missing && !c.incomplete)
+    );
+    // The previous year is 2026, to date.
+    assert_eq!(cell(&s, "county", "wechat_posts").previous, Some(37.0));
+}
+
+#[test]
+fn per_capita_divides_the_rolled_up_value_by_the_units_headcount() {
+    let f = fixture();
+    let s = f.q3();
+    let pc = |unit: &str| cell(&s, unit, "xuexi_points").per_capita;
+    assert_eq!(pc("county"), Some(7800.0 / 120.0));
+    assert_eq!(pc("county/natres"), Some(4300.0 / 22.0));
+    assert_eq!(pc("county/natres/office"), Some(360.0));
+    assert_eq!(pc("county/edu"), Some(75.0));
+    // Every indicator is given per capita where the unit has a headcount.
+    let posts = cell(&s, "county", "wechat_posts");
+    assert_eq!(posts.per_capita, posts.value.map(|v| v / 120.0));
+    assert!(posts.per_capita.is_some());
+}
+
+#[test]
+fn units_come_parents_first_down_to_the_depth_asked() {
+    let f = fixture();
+    let now = after_q3();
+    let s = f.q3();
+    assert_eq!(
+        unit_ids(&s),
+        [
+            "county",
+            "county/edu",
+            "county/natres",
+            "county/natres/office"
+        ]
+    );
+    let depths: Vec<(usize, Option<&str>)> = s
+        .units
+        .iter()
+        .map(|u| (u.depth, u.parent.as_deref()))
+        .collect();
+    assert_eq!(
+        depths,
+        [
+            (0, None),
+            (1, Some("county")),
+            (1, Some("county")),
+            (2, Some("county/natres"))
+        ]
+    );
+
+    let s = f.summary("2026-Q3", None, Some(1), now).unwrap();
+    assert_eq!(unit_ids(&s), ["county", "county/edu", "county/natres"]);
+    // Depth limits the rows, not the roll-up.
+    assert_eq!(cell(&s, "county/natres", "wechat_posts").value, Some(18.0));
+
+    let s = f
+        .summary("2026-Q3", Some("county/natres"), None, now)
+        .unwrap();
+    assert_eq!(unit_ids(&s), ["county/natres", "county/natres/office"]);
+    // Depth stays absolute; only the sources behind natres are listed:
+    // its own and the county-wide one above it.
+    assert_eq!(s.units[0].depth, 1);
+    let ids: Vec<&str> = s.sources.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["natres-wechat", "county-xuexi"]);
+    // Without edu-wechat behind it, Q3 of natres is complete.
+    assert!(s.period.complete);
+
+    let s = f
+        .summary("2026-Q3", Some("county/natres"), Some(0), now)
+        .unwrap();
+    assert_eq!(unit_ids(&s), ["county/natres"]);
+}
+
+#[test]
+fn an_unknown_unit_says_where_to_look() {
+    let f = fixture();
+    let err = f
+        .summary("2026-Q3", Some("county/nope"), None, after_q3())
+        .unwrap_err();
+    assert!(matches!(err, SummaryError::UnknownUnit(_)));
+    assert_eq!(
+        err.to_string(),
+        "unknown unit \"county/nope\": see /api/v1/units"
+    );
+}
+
+#[test]
+fn refresh_metrics_sets_every_window_to_date_and_drops_stale_series() {
+    let f = fixture();
+    let metrics = Metrics::new();
+    metrics
+        .indicator_value
+        .with_label_values(&["county/gone", "wechat_posts", "day"])
+        .set(1.0);
+    refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
+    let get = |unit: &str, ind: &str, window: &str| {
+        metrics
+            .indicator_value
+            .get_metric_with_label_values(&[unit, ind, window])
+            .map(|g| g.get())
+            .unwrap()
+    };
+    // Day, month and quarter to date are all just 2026-10-01.
+    for window in ["day", "month", "quarter"] {
+        assert_eq!(get("county/natres", "wechat_posts", window), 7.0);
+        assert_eq!(get("county", "wechat_posts", window), 7.0);
+        assert_eq!(get("county", "xuexi_points", window), 2600.0);
+    }
+    // 2026 to date: posts natres 4+10+5+7 and office 2+3, edu 6;
+    // points alice 2600 (10-01), bob 1800, carol 3000, dave 500.
+    assert_eq!(get("county/natres", "wechat_posts", "year"), 31.0);
+    assert_eq!(get("county", "wechat_posts", "year"), 37.0);
+    assert_eq!(get("county/natres", "xuexi_points", "year"), 4400.0);
+    assert_eq!(get("county", "xuexi_points", "year"), 7900.0);
+
+    let text = metrics.encode();
+    assert!(!text.contains("county/gone"), "{text}");
+    // No series for a unit without data in the window.
+    assert!(!text.contains(
+        r#"tally_indicator_value{indicator="wechat_posts",unit="county/edu",window="day"}"#
+    ));
+    assert!(
+        text.contains(
+            r#"tally_indicator_value{indicator="wechat_posts",unit="county/edu",window="year"} 6"#
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_snapshot() {
+    let f = fixture();
+    let json = serde_json::to_string_pretty(&f.q3()).unwrap();
+    insta::assert_snapshot!(json);
+}
+
+#[test]
+fn csv_snapshot() {
+    let f = fixture();
+    let bytes = to_csv(&f.q3());
+    assert_eq!(&bytes[..3], b"\xEF\xBB\xBF");
+    let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
+    assert!(text.starts_with("单位代码,单位,微信公众号发文数(篇),学习积分(分),"));
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn markdown_snapshot() {
+    let f = fixture();
+    insta::assert_snapshot!(to_markdown(&f.q3()));
+}
+
+#[test]
+fn numbers_for_people() {
+    assert_eq!(format_number(321.0, 2), "321");
+    assert_eq!(format_number(0.1 + 0.2, 6), "0.3");
+    assert_eq!(format_number(7800.0 / 120.0, 1), "65");
+    assert_eq!(format_number(4300.0 / 22.0, 1), "195.5");
+    assert_eq!(format_number(-0.0001, 2), "0");
+    assert_eq!(
+        serde_json::to_string(&IndicatorValue {
+            value: Some(321.0),
+            previous: Some(2.5),
+            ..Default::default()
+        })
+        .unwrap(),
+        r#"{"value":321,"previous":2.5}"#
+    );
+}
