@@ -537,3 +537,31 @@ path = \"$.data.articles\"
         }
     }
 }
+
+#[test]
+fn bad_command_line_arguments_are_user_errors() {
+    for args in [
+        &[
+            "report", "--config", "x.toml", "--period", "2026-Q4", "--format", "pdf",
+        ][..],
+        &[
+            "collect",
+            "--config",
+            "x.toml",
+            "--source",
+            "s",
+            "--from",
+            "2026-13-01",
+            "--to",
+            "2026-12-01",
+        ][..],
+        &["frobnicate"][..],
+    ] {
+        let out = run_tallyd(args);
+        assert_eq!(exit_code(&out), 1, "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).is_empty());
+    }
+    let out = run_tallyd(&["--help"]);
+    assert_eq!(exit_code(&out), 0);
+    assert!(stdout(&out).contains("tallyd"));
+}

@@ -221,7 +221,7 @@ fn plugins_refuses_bad_libraries_with_one_line_each_and_loads_the_others() {
 }
 
 #[test]
-fn check_works_for_sources_on_good_plugins_beside_refused_libraries() {
+fn check_shows_sources_on_good_plugins_and_fails_on_refused_libraries() {
     let r = refusals_setup();
     let forms = r.root.join("forms");
     std::fs::create_dir_all(&forms).unwrap();
@@ -246,7 +246,14 @@ fn check_works_for_sources_on_good_plugins_beside_refused_libraries() {
     let config = write_config(&r.root, "tally.toml", &text);
     let out = run_tallyd(&["check", "--config", config.to_str().unwrap()]);
     let text = stdout(&out);
-    assert_eq!(exit_code(&out), 0, "{text}{}", stderr(&out));
+    // The sources on good plugins are all checked and shown, but a refused
+    // library is an error for `check`: exit 1.
+    assert_eq!(exit_code(&out), 1, "{text}{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("5 plugin libraries refused"),
+        "{}",
+        stderr(&out)
+    );
     for expected in [
         "source ex (plugin example",
         "source portal (plugin http_json",

@@ -120,44 +120,7 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts `tallyd run --config <config>` and waits until `/healthz` answers.
     pub fn start(config: &Path, port: u16) -> TestDaemon {
-        let mut child = Command::new(tallyd())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tallyd starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let daemon = TestDaemon {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = daemon_status(&daemon) {
-                panic!("tallyd exited early with {status}:\n{}", daemon.log());
-            }
-            if get(&format!("{}/healthz", daemon.base)).is_ok_and(|(s, _)| s == 200) {
-                return daemon;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tallyd did not answer /healthz:\n{}",
-                daemon.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Self::start_with_env(config, port, &[])
     }
 
     pub fn log(&self) -> String {
@@ -213,16 +176,6 @@ impl TestDaemon {
         }
         self.child.wait().unwrap()
     }
-}
-
-fn daemon_status(d: &TestDaemon) -> std::io::Result<Option<std::process::ExitStatus>> {
-    // `try_wait` needs `&mut`; a shared probe through the pid is enough here.
-    let alive = Path::new(&format!("/proc/{}", d.child.id())).exists();
-    Ok(if alive {
-        None
-    } else {
-        Some(std::process::ExitStatus::default())
-    })
 }
 
 impl Drop for TestDaemon {

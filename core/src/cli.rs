@@ -220,6 +220,15 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     for s in config.sources.iter().filter(|s| !s.enabled) {
         writeln!(out, "  source {} is disabled", s.id)?;
     }
+    // A library the daemon would refuse is an error for `check` (exit 1), even
+    // if no source uses it: the operator put it there for a reason.
+    if !registry.refused().is_empty() {
+        eprintln!(
+            "error: {} plugin libraries refused (see above)",
+            registry.refused().len()
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

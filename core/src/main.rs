@@ -6,7 +6,19 @@ use clap::Parser;
 use tally::cli::{self, Cli, LogFormat};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with success; a bad argument is a
+            // user error (exit 1, as PRODUCT.md says), not clap's usual 2.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_logging(cli.log_format);
     match cli::run(cli) {
         Ok(code) => code,
