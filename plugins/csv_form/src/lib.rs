@@ -67,7 +67,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, Kind, Observation, Plugin,
-    export_plugin,
+    check_indicator_id, export_plugin, strip_unit_suffix,
 };
 
 mod read;
@@ -127,15 +127,7 @@ impl Plugin for CsvForm {
         }
         if let Some(ids) = &s.indicators {
             for (i, id) in ids.iter().enumerate() {
-                let ok = id.starts_with(|c: char| c.is_ascii_lowercase())
-                    && id
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-                if !ok {
-                    return Err(Error::settings(format!(
-                        "indicators[{i}]: {id:?} is not an indicator id ([a-z][a-z0-9_]*)"
-                    )));
-                }
+                check_indicator_id(&format!("indicators[{i}]"), id)?;
             }
         }
         // A share that is not mounted yet should not stop the daemon: say so
@@ -381,20 +373,6 @@ impl CsvForm {
 fn normalize(header: &str) -> String {
     let h = header.trim().trim_start_matches('\u{feff}').trim();
     strip_unit_suffix(h).to_lowercase()
-}
-
-/// `会议次数(次)` and `会议次数（次）` → `会议次数`.
-fn strip_unit_suffix(header: &str) -> &str {
-    let h = header.trim();
-    for (open, close) in [('(', ')'), ('（', '）')] {
-        if h.ends_with(close)
-            && let Some(i) = h.rfind(open)
-            && i > 0
-        {
-            return h[..i].trim_end();
-        }
-    }
-    h
 }
 
 /// A count as written in a form: `12`, `1,234`, `3.5`; not `三` or `12x`.

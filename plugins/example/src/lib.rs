@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 use tally_plugin::{
-    CollectRequest, CollectResponse, Description, Error, Host, Observation, Plugin, export_plugin,
+    CollectRequest, CollectResponse, Description, Error, Host, Observation, Plugin,
+    check_indicator_id, export_plugin,
 };
 
 /// `[sources.settings]`, e.g. `indicator = "meetings"`, `per_day = 2.0`.
@@ -30,12 +31,7 @@ impl Plugin for Example {
 
     /// Checks the settings; an error names the setting and what is accepted.
     fn new(settings: Settings, _host: &Host) -> Result<Self, Error> {
-        let id = &settings.indicator;
-        let id_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
-        if !id.starts_with(|c: char| c.is_ascii_lowercase()) || !id.chars().all(id_char) {
-            let msg = format!("indicator: {id:?} is not an indicator id ([a-z][a-z0-9_]*)");
-            return Err(Error::settings(msg));
-        }
+        check_indicator_id("indicator", &settings.indicator)?;
         if !settings.per_day.is_finite() || settings.per_day < 0.0 {
             return Err(Error::settings("per_day: must be a number, not negative"));
         }

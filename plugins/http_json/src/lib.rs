@@ -66,7 +66,7 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, Kind, Observation,
-    Plugin, export_plugin,
+    Plugin, check_indicator_id, export_plugin,
 };
 
 mod template;
@@ -189,20 +189,6 @@ impl Field {
 fn parse_path(setting: &str, text: &str) -> Result<JsonPath, Error> {
     JsonPath::parse(text)
         .map_err(|e| Error::settings(format!("{setting}: invalid JSONPath {text:?}: {e}")))
-}
-
-fn check_indicator_id(setting: &str, id: &str) -> Result<(), Error> {
-    let ok = id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::settings(format!(
-            "{setting}: {id:?} is not an indicator id ([a-z][a-z0-9_]*)"
-        )))
-    }
 }
 
 impl Plugin for HttpJson {

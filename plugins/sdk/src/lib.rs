@@ -122,7 +122,7 @@ use serde::de::DeserializeOwned;
 pub use protocol::{
     CollectRequest, CollectResponse, Created, Description, Error, ErrorKind, HttpRequest,
     HttpResponse, IndicatorDecl, IndicatorRef, Kind, Level, Observation, PROTOCOL_VERSION, UnitRef,
-    Window,
+    Window, strip_unit_suffix,
 };
 
 /// A source plugin: one value of the implementing type exists per configured
@@ -287,6 +287,29 @@ impl Host {
             Backend::Ffi(h) => h.http(request),
             Backend::Local(h) => h.http(request),
         }
+    }
+}
+
+/// Checks that `id` is an indicator id (`[a-z][a-z0-9_]*`); the error names
+/// the setting it came from.
+///
+/// ```
+/// use tally_plugin::check_indicator_id;
+/// assert!(check_indicator_id("indicator", "wechat_posts").is_ok());
+/// let e = check_indicator_id("fields.Posts", "Posts").unwrap_err();
+/// assert_eq!(e.message, "fields.Posts: \"Posts\" is not an indicator id ([a-z][a-z0-9_]*)");
+/// ```
+pub fn check_indicator_id(setting: &str, id: &str) -> Result<(), Error> {
+    let ok = id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::settings(format!(
+            "{setting}: {id:?} is not an indicator id ([a-z][a-z0-9_]*)"
+        )))
     }
 }
 

@@ -228,15 +228,55 @@ impl CollectRequest {
         found.map(|u| u.id.as_str())
     }
 
-    /// Maps a column header or key (an indicator id or display name) to the indicator's id.
+    /// Maps a column header or key (an indicator id or display name, with or
+    /// without its display unit in brackets) to the indicator's id.
+    ///
+    /// ```
+    /// use chrono::NaiveDate;
+    /// use tally_plugin::{CollectRequest, IndicatorRef, Kind, Window};
+    /// let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    /// let mut req = CollectRequest::new("demo", Window::new(d, d));
+    /// req.indicators.push(IndicatorRef { id: "meetings".into(), name: "会议次数".into(),
+    ///                                    kind: Kind::Count, unit: "次".into() });
+    /// assert_eq!(req.resolve_indicator("会议次数（次）"), Some("meetings"));
+    /// assert_eq!(req.resolve_indicator("meetings"), Some("meetings"));
+    /// assert_eq!(req.indicator_kind("meetings"), Some(Kind::Count));
+    /// ```
     pub fn resolve_indicator(&self, text: &str) -> Option<&str> {
         let text = text.trim();
+        let bare = strip_unit_suffix(text);
         self.indicators
             .iter()
             .find(|i| i.id == text)
             .or_else(|| self.indicators.iter().find(|i| i.name == text))
+            .or_else(|| self.indicators.iter().find(|i| i.name == bare))
             .map(|i| i.id.as_str())
     }
+
+    /// The configured kind of an indicator of the catalogue.
+    pub fn indicator_kind(&self, id: &str) -> Option<Kind> {
+        self.indicators.iter().find(|i| i.id == id).map(|i| i.kind)
+    }
+}
+
+/// Drops a display unit in brackets from a header: forms often write
+/// `会议次数(次)` or `会议次数（次）` for the indicator `会议次数`.
+///
+/// ```
+/// assert_eq!(tally_plugin::strip_unit_suffix(" 会议次数（次） "), "会议次数");
+/// assert_eq!(tally_plugin::strip_unit_suffix("(次)"), "(次)");
+/// ```
+pub fn strip_unit_suffix(text: &str) -> &str {
+    let text = text.trim();
+    for (open, close) in [('(', ')'), ('（', '）')] {
+        if let Some(rest) = text.strip_suffix(close)
+            && let Some(i) = rest.rfind(open)
+            && i > 0
+        {
+            return rest[..i].trim_end();
+        }
+    }
+    text
 }
 
 /// One number for one unit, indicator, entity and day.

@@ -85,6 +85,12 @@ impl Fixture {
         self
     }
 
+    /// Adds a header to the answer.
+    pub fn header(mut self, name: &str, value: &str) -> Fixture {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// The status and body to answer with.
     pub fn respond(mut self, status: u16, body: impl Into<String>) -> Fixture {
         self.status = status;
