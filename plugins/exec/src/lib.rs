@@ -1,0 +1,1 @@
+//! `exec` plugin (being written).

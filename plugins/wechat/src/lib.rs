@@ -1,0 +1,1 @@
+//! `wechat` plugin (being written).

@@ -1,0 +1,1 @@
+//! `weibo` plugin (being written).

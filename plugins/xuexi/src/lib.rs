@@ -1,0 +1,1 @@
+//! `xuexi` plugin (being written).
