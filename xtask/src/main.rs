@@ -185,7 +185,7 @@ impl Workspace {
         }
         cmd.args(extra)
             .env("TALLY_FIXTURES_DIR", fixtures_target.join("debug"));
-        run("test", cmd)
+        run_tests(cmd)
     }
 
     fn demo(&self, extra: &[OsString]) -> Result {
@@ -240,6 +240,61 @@ fn run(step: &str, mut cmd: Command) -> Result {
         message: format!("step `{step}` failed ({status})"),
         code: exit_code(status.code()),
     })
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one line
+/// totalling every test binary's `test result:` line, so that a reader (or CI)
+/// sees at the bottom how many tests ran, not the last doc-test binary's zero.
+fn run_tests(mut cmd: Command) -> Result {
+    use std::io::{BufRead, BufReader, Write};
+    eprintln!("xtask: {}", shown(&cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure {
+            message: format!("step `test` could not start cargo: {e}"),
+            code: 1,
+        })?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        let mut stdout = std::io::stdout().lock();
+        for line in BufReader::new(out).lines().map_while(std::io::Result::ok) {
+            let _ = writeln!(stdout, "{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                passed += count(rest, " passed");
+                failed += count(rest, " failed");
+                ignored += count(rest, " ignored");
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| Failure {
+        message: format!("step `test`: {e}"),
+        code: 1,
+    })?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if status.success() {
+        return Ok(());
+    }
+    Err(Failure {
+        message: format!("step `test` failed ({status})"),
+        code: exit_code(status.code()),
+    })
+}
+
+/// The number before `what` in `ok. 12 passed; 0 failed; ...`.
+fn count(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(what.trim_start())
+                .map(str::trim)
+        })
+        .and_then(|n| n.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The child's exit code if it is one we can pass on, else 1.
@@ -311,4 +366,25 @@ fn shown(cmd: &Command) -> String {
 #[allow(clippy::disallowed_methods)]
 fn env_os(name: &str) -> Option<OsString> {
     std::env::var_os(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_the_parts_of_a_test_result_line() {
+        let ok =
+            "ok. 12 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!(
+            (
+                count(ok, " passed"),
+                count(ok, " failed"),
+                count(ok, " ignored")
+            ),
+            (12, 0, 3)
+        );
+        let bad = "FAILED. 24 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!((count(bad, " passed"), count(bad, " failed")), (24, 1));
+    }
 }
