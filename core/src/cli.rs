@@ -96,6 +96,16 @@ pub enum Command {
         #[arg(long, env = "TALLY_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Hosts one plugin library for a source with `isolation = "process"`;
+    /// started by tallyd itself, speaking JSON lines on stdin and stdout.
+    #[command(hide = true)]
+    PluginHost {
+        #[arg(long)]
+        library: PathBuf,
+        /// Address-space limit in MiB (0: none).
+        #[arg(long, default_value_t = 0)]
+        memory_limit_mb: u64,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +136,16 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The plugin host owns its own runtime and blocks on stdin: it must not
+    // run inside the daemon's runtime.
+    if let Command::PluginHost {
+        library,
+        memory_limit_mb,
+    } = &cli.command
+    {
+        crate::plugin_host::serve_child(library, *memory_limit_mb).map_err(anyhow::Error::msg)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,6 +178,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             out,
         } => report(&config, &period, unit, format, out.as_deref()).await,
         Command::Plugins { config } => plugins(config.as_deref()),
+        Command::PluginHost { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 

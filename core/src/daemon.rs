@@ -19,9 +19,9 @@ use crate::store::{SqliteStore, StoreError};
 /// internal ones (exit 2) by the CLI.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -13,12 +13,15 @@ use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::config::Isolation;
 use crate::config::{Config, ConfigError, Location, Problem, SourceConfig};
 use crate::domain::period::local_day;
 use crate::domain::units::{UnitDef, UnitTree};
 use crate::domain::{Kind, Observation};
 use crate::metrics::Metrics;
-use crate::plugin_host::{CallError, HostServices, PluginRegistry, SourceInstance};
+use crate::plugin_host::{
+    CallError, HostServices, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
+};
 use crate::store::{RunRecord, RunResult, Store, StoreError};
 use crate::summary::{self, Summary, SummaryError, SummaryRequest};
 
@@ -26,7 +29,7 @@ use crate::summary::{self, Summary, SummaryError, SummaryRequest};
 pub struct SourceRuntime {
     pub config: SourceConfig,
     pub index: usize,
-    pub instance: Arc<SourceInstance>,
+    pub instance: Arc<SourceRunner>,
     /// Held for the whole run, and past a timeout until the plugin call
     /// really returns: a source never runs twice at once.
     busy: Arc<tokio::sync::Mutex<()>>,
@@ -145,7 +148,7 @@ pub fn create_sources(
     config: &Config,
     registry: &PluginRegistry,
     services: &HostServices,
-) -> Result<Vec<(usize, SourceInstance)>, ConfigError> {
+) -> Result<Vec<(usize, SourceRunner)>, ConfigError> {
     let mut problems = Vec::new();
     let mut created = Vec::new();
     let mut emits = HashMap::new();
@@ -169,10 +172,10 @@ pub fn create_sources(
             });
             continue;
         };
-        match SourceInstance::create(lib.clone(), &source.id, &source.settings, services.clone()) {
-            Ok(instance) => {
-                emits.insert(source.id.clone(), instance.created.emits.clone());
-                created.push((idx, instance));
+        match create_runner(lib, source, services) {
+            Ok(runner) => {
+                emits.insert(source.id.clone(), runner.created.emits.clone());
+                created.push((idx, runner));
             }
             Err(e) => problems.push(settings_problem(config, idx, &e, services)),
         }
@@ -183,6 +186,34 @@ pub fn create_sources(
     }
     problems.sort_by_key(|p| (p.location.line, p.location.column));
     Err(ConfigError::Several { problems })
+}
+
+/// Creates a source's plugin instance where its `isolation` says: inside the
+/// daemon, or in a `tallyd plugin-host` child of the running executable.
+fn create_runner(
+    lib: &Arc<crate::plugin_host::PluginLibrary>,
+    source: &SourceConfig,
+    services: &HostServices,
+) -> Result<SourceRunner, CallError> {
+    match source.isolation {
+        Isolation::None => {
+            SourceInstance::create(lib.clone(), &source.id, &source.settings, services.clone())
+                .map(SourceRunner::in_process)
+        }
+        Isolation::Process => {
+            let exe = std::env::current_exe()
+                .map_err(|e| CallError::Crash(format!("cannot find the tallyd executable: {e}")))?;
+            ProcessInstance::create(
+                exe,
+                lib.path.clone(),
+                &source.id,
+                &source.settings,
+                source.memory_limit_mb,
+                services.redact.clone(),
+            )
+            .map(|p| SourceRunner::process(lib.clone(), p))
+        }
+    }
 }
 
 /// Places a plugin's settings error at the setting it names, when its message
@@ -226,7 +257,7 @@ impl Engine {
         config: Arc<Config>,
         tree: Arc<UnitTree>,
         plugins: Arc<PluginRegistry>,
-        created: Vec<(usize, SourceInstance)>,
+        created: Vec<(usize, SourceRunner)>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -520,6 +551,10 @@ impl Engine {
             Ok(Err(join)) => {
                 collected.result = RunResult::Panic;
                 collected.error = Some(redact(&format!("plugin call aborted: {join}")));
+            }
+            Ok(Ok(Err(CallError::Crash(msg)))) => {
+                collected.result = RunResult::Crash;
+                collected.error = Some(redact(&msg));
             }
             Ok(Ok(Err(CallError::Panic(msg)))) => {
                 collected.result = RunResult::Panic;

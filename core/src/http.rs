@@ -281,6 +281,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "error": status.runs.error,
                 "timeout": status.runs.timeout,
                 "panic": status.runs.panic,
+                "crash": status.runs.crash,
             },
         }));
     }

@@ -27,15 +27,6 @@ pub struct Metrics {
     pub build_info: GaugeVec,
 }
 
-/// The run results a source can end with, all exported from the start so that
-/// `rate()` and `increase()` see a zero before the first failure.
-pub const RESULTS: [RunResult; 4] = [
-    RunResult::Success,
-    RunResult::Error,
-    RunResult::Timeout,
-    RunResult::Panic,
-];
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -145,9 +136,10 @@ impl Metrics {
         }
     }
 
-    /// Exports a source's series before its first run.
+    /// Exports a source's series before its first run, every result at zero,
+    /// so that `rate()` and `increase()` see a zero before the first failure.
     pub fn register_source(&self, source: &str, plugin: &str) {
-        for result in RESULTS {
+        for result in RunResult::ALL {
             self.runs_total
                 .with_label_values(&[source, plugin, result.as_str()])
                 .inc_by(0);

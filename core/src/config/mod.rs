@@ -212,8 +212,24 @@ pub struct SourceConfig {
     pub timeout: Duration,
     pub backfill_from: Option<NaiveDate>,
     pub enabled: bool,
+    /// Where the plugin runs: in the daemon, or in a child process of its own.
+    pub isolation: Isolation,
+    /// Address-space limit of the child process (`isolation = "process"`).
+    pub memory_limit_mb: u64,
     /// Handed to the plugin as JSON, secrets resolved. `Debug` shows only the keys.
     pub settings: serde_json::Value,
+}
+
+/// `isolation = "none" | "process"` on a source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// The plugin runs inside the daemon: fastest; a crash in it ends the daemon.
+    #[default]
+    None,
+    /// The plugin runs in a `tallyd plugin-host` child: a crash, a hang or a
+    /// memory blow-up ends only that run.
+    Process,
 }
 
 impl SourceConfig {
@@ -241,6 +257,7 @@ impl fmt::Debug for SourceConfig {
             .field("schedule", &self.schedule_text)
             .field("lookback_days", &self.lookback_days)
             .field("timeout", &self.timeout)
+            .field("isolation", &self.isolation)
             .field("backfill_from", &self.backfill_from)
             .field("enabled", &self.enabled)
             .field("settings_keys", &settings_keys)
@@ -269,6 +286,8 @@ impl Config {
     pub const DEFAULT_PLUGIN_DIR: &str = "target/release";
     pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
     pub const DEFAULT_LOOKBACK_DAYS: u32 = 3;
+    /// Enough for a plugin and its HTTP client; a runaway allocation stops there.
+    pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 2048;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// Reads and validates a configuration file; `${env:...}` reads the process environment.
@@ -807,6 +826,10 @@ impl Checker<'_> {
                     timeout,
                     backfill_from,
                     enabled: source.enabled.unwrap_or(true),
+                    isolation: source.isolation.unwrap_or_default(),
+                    memory_limit_mb: source
+                        .memory_limit_mb
+                        .unwrap_or(Config::DEFAULT_MEMORY_LIMIT_MB),
                     settings,
                 });
             }
@@ -1017,6 +1040,8 @@ mod raw {
         pub timeout: Option<String>,
         pub backfill_from: Option<toml::Value>,
         pub enabled: Option<bool>,
+        pub isolation: Option<super::Isolation>,
+        pub memory_limit_mb: Option<u64>,
         /// Anything: the plugin validates its own settings.
         pub settings: Option<toml::Table>,
     }

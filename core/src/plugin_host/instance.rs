@@ -40,6 +40,9 @@ pub enum CallError {
     /// The plugin broke the protocol (undecodable answer, unknown status).
     #[error("plugin protocol error: {0}")]
     Protocol(String),
+    /// The isolated plugin process died (segfault, abort, out of memory, killed).
+    #[error("{0}")]
+    Crash(String),
 }
 
 struct HostCtx {

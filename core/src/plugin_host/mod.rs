@@ -6,6 +6,64 @@
 
 mod instance;
 mod loader;
+mod process;
+
+use std::sync::Arc;
+
+use tally_plugin::{CollectRequest, CollectResponse, Created};
 
 pub use instance::{CallError, HostServices, Redact, SourceInstance};
 pub use loader::{PluginLibrary, PluginLoadError, PluginRegistry, load};
+pub use process::{ProcessInstance, serve_child};
+
+/// A source's plugin, in the daemon's process or in a child of its own.
+pub struct SourceRunner {
+    /// What the configured source said it emits.
+    pub created: Created,
+    pub plugin: Arc<PluginLibrary>,
+    kind: RunnerKind,
+}
+
+enum RunnerKind {
+    InProcess(SourceInstance),
+    Process(ProcessInstance),
+}
+
+impl SourceRunner {
+    pub fn in_process(instance: SourceInstance) -> SourceRunner {
+        SourceRunner {
+            created: instance.created.clone(),
+            plugin: instance.plugin().clone(),
+            kind: RunnerKind::InProcess(instance),
+        }
+    }
+
+    pub fn process(plugin: Arc<PluginLibrary>, instance: ProcessInstance) -> SourceRunner {
+        SourceRunner {
+            created: instance.created.clone(),
+            plugin,
+            kind: RunnerKind::Process(instance),
+        }
+    }
+
+    /// One collection run. Blocks: call it from a blocking-pool thread.
+    pub fn collect_blocking(&self, request: &CollectRequest) -> Result<CollectResponse, CallError> {
+        match &self.kind {
+            RunnerKind::InProcess(i) => i.collect_blocking(request),
+            RunnerKind::Process(p) => p.collect_blocking(request),
+        }
+    }
+
+    /// Gives up on the current run: in-process plugins are asked to stop
+    /// (`host.cancelled()`); an isolated one is killed.
+    pub fn cancel(&self) {
+        match &self.kind {
+            RunnerKind::InProcess(i) => i.cancel(),
+            RunnerKind::Process(p) => p.cancel(),
+        }
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        matches!(self.kind, RunnerKind::Process(_))
+    }
+}

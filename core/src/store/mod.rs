@@ -74,14 +74,17 @@ pub enum RunResult {
     Error,
     Timeout,
     Panic,
+    /// An isolated plugin process died (segfault, abort, out of memory).
+    Crash,
 }
 
 impl RunResult {
-    pub const ALL: [RunResult; 4] = [
+    pub const ALL: [RunResult; 5] = [
         RunResult::Success,
         RunResult::Error,
         RunResult::Timeout,
         RunResult::Panic,
+        RunResult::Crash,
     ];
 
     /// The `result` label of `tally_source_runs_total`.
@@ -91,6 +94,7 @@ impl RunResult {
             RunResult::Error => "error",
             RunResult::Timeout => "timeout",
             RunResult::Panic => "panic",
+            RunResult::Crash => "crash",
         }
     }
 
@@ -134,6 +138,7 @@ pub struct RunCounts {
     pub error: u64,
     pub timeout: u64,
     pub panic: u64,
+    pub crash: u64,
 }
 
 impl RunCounts {
@@ -143,6 +148,7 @@ impl RunCounts {
             RunResult::Error => self.error,
             RunResult::Timeout => self.timeout,
             RunResult::Panic => self.panic,
+            RunResult::Crash => self.crash,
         }
     }
 }

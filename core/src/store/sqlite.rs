@@ -35,7 +35,7 @@ CREATE TABLE runs (
     trigger       TEXT    NOT NULL,
     started_at    INTEGER NOT NULL, -- unix milliseconds
     finished_at   INTEGER NOT NULL,
-    result        TEXT    NOT NULL CHECK (result IN ('success', 'error', 'timeout', 'panic')),
+    result        TEXT    NOT NULL CHECK (result IN ('success', 'error', 'timeout', 'panic', 'crash')),
     error         TEXT,
     window_from   INTEGER NOT NULL, -- days since 1970-01-01
     window_to     INTEGER NOT NULL,
@@ -573,6 +573,7 @@ impl Store for SqliteStore {
                 Some(RunResult::Error) => runs.error = n,
                 Some(RunResult::Timeout) => runs.timeout = n,
                 Some(RunResult::Panic) => runs.panic = n,
+                Some(RunResult::Crash) => runs.crash = n,
                 None => {
                     return Err(StoreError::Corrupt {
                         what: "run result",
@@ -1240,7 +1241,8 @@ mod tests {
                 success: 1,
                 error: 1,
                 timeout: 0,
-                panic: 0
+                panic: 0,
+                crash: 0,
             }
         );
 
