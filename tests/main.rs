@@ -14,4 +14,5 @@ mod support;
 mod bad_input;
 mod collection;
 mod isolation;
+mod observability;
 mod plugins;
