@@ -509,4 +509,293 @@ fn display_width(s: &str) -> usize {
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use std::io::{Cursor, Read};
+
+    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::domain::Kind;
+    use crate::summary::{PeriodInfo, SourceInfo, TargetStatus, UnitRow, Values};
+
+    fn value(value: Option<f64>, previous: Option<f64>) -> IndicatorValue {
+        IndicatorValue {
+            value,
+            previous,
+            ..IndicatorValue::default()
+        }
+    }
+
+    fn unit(id: &str, name: &str, depth: usize, values: Vec<(&str, IndicatorValue)>) -> UnitRow {
+        UnitRow {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            parent: id.rsplit_once('/').map(|(p, _)| p.to_owned()),
+            depth,
+            headcount: None,
+            values: Values(values.into_iter().map(|(i, v)| (i.to_owned(), v)).collect()),
+        }
+    }
+
+    /// Two indicators; xuexi_points has a per-entity target; 教育局 did not
+    /// report its posts, so 某县's are incomplete.
+    fn sample() -> Summary {
+        let target = |met, total, ratio| TargetStatus {
+            per: Per::Entity,
+            min: 7000.0,
+            met,
+            total,
+            ratio,
+        };
+        let points = |v: f64, met, total, ratio| IndicatorValue {
+            target: Some(target(met, total, ratio)),
+            ..value(Some(v), Some(v - 100.0))
+        };
+        Summary {
+            period: PeriodInfo {
+                label: "2026-Q3".to_owned(),
+                start: NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
+                end: NaiveDate::from_ymd_opt(2026, 9, 30).unwrap(),
+                timezone: "Asia/Shanghai".to_owned(),
+                complete: false,
+            },
+            generated_at: "2026-10-01T02:00:00+08:00".to_owned(),
+            indicators: vec![
+                IndicatorInfo {
+                    id: "wechat_posts".to_owned(),
+                    name: "微信公众号发文数".to_owned(),
+                    kind: Kind::Count,
+                    unit: "篇".to_owned(),
+                },
+                IndicatorInfo {
+                    id: "xuexi_points".to_owned(),
+                    name: "学习积分".to_owned(),
+                    kind: Kind::Level,
+                    unit: "分".to_owned(),
+                },
+            ],
+            units: vec![
+                unit(
+                    "county",
+                    "某县",
+                    0,
+                    vec![
+                        (
+                            "wechat_posts",
+                            IndicatorValue {
+                                incomplete: true,
+                                ..value(Some(18.0), Some(12.0))
+                            },
+                        ),
+                        ("xuexi_points", points(8800.0, 1, 3, 1.0 / 3.0)),
+                    ],
+                ),
+                unit(
+                    "county/edu",
+                    "教育局",
+                    1,
+                    vec![
+                        (
+                            "wechat_posts",
+                            IndicatorValue {
+                                missing: true,
+                                incomplete: true,
+                                ..value(None, Some(6.0))
+                            },
+                        ),
+                        ("xuexi_points", points(3000.0, 0, 1, 0.0)),
+                    ],
+                ),
+                unit(
+                    "county/natres",
+                    "自然资源局",
+                    1,
+                    vec![
+                        ("wechat_posts", value(Some(18.0), Some(6.0))),
+                        ("xuexi_points", points(5800.0, 1, 2, 0.5)),
+                    ],
+                ),
+            ],
+            sources: vec![
+                SourceInfo {
+                    id: "natres-wechat".to_owned(),
+                    complete: true,
+                    failed_runs: 0,
+                    last_success: Some("2026-09-30T02:30:04+08:00".to_owned()),
+                },
+                SourceInfo {
+                    id: "edu-wechat".to_owned(),
+                    complete: false,
+                    failed_runs: 3,
+                    last_success: None,
+                },
+            ],
+        }
+    }
+
+    fn read(bytes: &[u8]) -> Xlsx<Cursor<Vec<u8>>> {
+        open_workbook_from_rs(Cursor::new(bytes.to_vec())).expect("a valid xlsx")
+    }
+
+    fn zip_entry(bytes: &[u8], name: &str) -> Option<String> {
+        let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).expect("an xlsx is a zip");
+        let mut file = zip.by_name(name).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    #[test]
+    fn the_table_has_named_headers_numeric_cells_and_marks() {
+        let bytes = to_xlsx(&sample()).unwrap();
+        let mut wb = read(&bytes);
+        assert_eq!(
+            wb.sheet_names(),
+            ["统计表", "微信公众号发文数", "学习积分", "数据来源"]
+        );
+        let t = wb.worksheet_range("统计表").unwrap();
+        let at = |r: u32, c: u32| t.get_value((r, c)).cloned().unwrap_or(Data::Empty);
+        let s = |v: &str| Data::String(v.to_owned());
+        assert_eq!(
+            at(0, 0),
+            s("2026-Q3 统计表（2026-07-01 至 2026-09-30，时区 Asia/Shanghai）")
+        );
+        assert!(matches!(at(1, 0), Data::String(ref v) if v.starts_with("数据不完整")));
+        // Row 2: indicator headers over their groups; row 3: sub-headers.
+        assert_eq!(at(2, 0), s("单位"));
+        assert_eq!(at(2, 1), s("微信公众号发文数(篇)"));
+        assert_eq!(at(2, 3), s("学习积分(分)"));
+        let subs: Vec<Data> = (1..=8).map(|c| at(3, c)).collect();
+        assert_eq!(
+            subs,
+            ["本期", "上期", "本期", "上期", "每人目标", "达标人数", "人数", "达标率"].map(s)
+        );
+        assert_eq!(at(2, 9), s("备注"));
+        assert_eq!(at(2, 10), s("单位代码"));
+        // Units in tree order, numbers as numbers.
+        assert_eq!(at(4, 0), s("某县"));
+        assert_eq!(at(4, 1), Data::Float(18.0));
+        assert_eq!(at(4, 2), Data::Float(12.0));
+        assert_eq!(at(4, 3), Data::Float(8800.0));
+        assert_eq!(at(4, 4), Data::Float(8700.0));
+        assert_eq!(at(4, 5), Data::Float(7000.0));
+        assert_eq!(at(4, 6), Data::Float(1.0));
+        assert_eq!(at(4, 7), Data::Float(3.0));
+        assert_eq!(at(4, 8), Data::Float(1.0 / 3.0));
+        assert_eq!(at(4, 9), s("微信公众号发文数: 数据不完整"));
+        assert_eq!(at(4, 10), s("county"));
+        // 未报送: an empty value cell, said in the notes column.
+        assert_eq!(at(5, 0), s("教育局"));
+        assert_eq!(at(5, 1), Data::Empty);
+        assert_eq!(at(5, 2), Data::Float(6.0));
+        assert_eq!(at(5, 9), s("微信公众号发文数: 未报送"));
+        assert_eq!(at(6, 9), Data::Empty);
+        assert_eq!(at(6, 10), s("county/natres"));
+
+        // The marks are cell notes too, and the header is frozen.
+        let comments = zip_entry(&bytes, "xl/comments1.xml").expect("notes on 统计表");
+        assert!(comments.contains("未报送"), "{comments}");
+        assert!(comments.contains("数据不完整"), "{comments}");
+        let sheet = zip_entry(&bytes, "xl/worksheets/sheet1.xml").unwrap();
+        assert!(sheet.contains(r#"topLeftCell="B5""#), "frozen at B5: {sheet}");
+        // Child units are indented: a format with indent="1" exists.
+        let styles = zip_entry(&bytes, "xl/styles.xml").unwrap();
+        assert!(styles.contains(r#"indent="1""#), "{styles}");
+    }
+
+    #[test]
+    fn every_indicator_sheet_has_its_values_and_a_chart_with_the_target() {
+        let bytes = to_xlsx(&sample()).unwrap();
+        let mut wb = read(&bytes);
+        let posts = wb.worksheet_range("微信公众号发文数").unwrap();
+        assert_eq!(
+            posts.get_value((1, 0)),
+            Some(&Data::String("单位".to_owned()))
+        );
+        assert_eq!(posts.get_value((4, 1)), Some(&Data::Float(18.0)));
+        let points = wb.worksheet_range("学习积分").unwrap();
+        assert_eq!(
+            points.get_value((1, 3)),
+            Some(&Data::String("目标".to_owned()))
+        );
+        // Per entity: the unit's line is 7000 per head times its people.
+        assert_eq!(points.get_value((2, 3)), Some(&Data::Float(21000.0)));
+        assert_eq!(points.get_value((4, 3)), Some(&Data::Float(14000.0)));
+
+        // calamine does not read charts: look into the package.
+        for (n, sheet) in [(1, "微信公众号发文数"), (2, "学习积分")] {
+            let chart = zip_entry(&bytes, &format!("xl/charts/chart{n}.xml"))
+                .unwrap_or_else(|| panic!("chart{n}.xml for {sheet}"));
+            assert!(chart.contains("<c:barChart>"), "{chart}");
+            assert!(chart.contains(sheet), "chart {n} reads {sheet}: {chart}");
+            let rels = zip_entry(&bytes, &format!("xl/drawings/_rels/drawing{n}.xml.rels"))
+                .unwrap_or_else(|| panic!("drawing{n} for {sheet}"));
+            assert!(rels.contains(&format!("../charts/chart{n}.xml")), "{rels}");
+        }
+        let posts_chart = zip_entry(&bytes, "xl/charts/chart1.xml").unwrap();
+        assert!(!posts_chart.contains("<c:lineChart>"), "no target, no line");
+        let points_chart = zip_entry(&bytes, "xl/charts/chart2.xml").unwrap();
+        assert!(points_chart.contains("<c:lineChart>"), "{points_chart}");
+        assert!(points_chart.contains("目标"), "{points_chart}");
+    }
+
+    #[test]
+    fn the_sources_sheet_says_what_is_behind_the_table() {
+        let bytes = to_xlsx(&sample()).unwrap();
+        let mut wb = read(&bytes);
+        let src = wb.worksheet_range("数据来源").unwrap();
+        let row = |r: u32| -> Vec<Data> {
+            (0..4)
+                .map(|c| src.get_value((r, c)).cloned().unwrap_or(Data::Empty))
+                .collect()
+        };
+        let s = |v: &str| Data::String(v.to_owned());
+        assert_eq!(row(2), ["来源", "数据完整", "失败次数", "最近成功"].map(s));
+        assert_eq!(
+            row(3),
+            [
+                s("natres-wechat"),
+                s("是"),
+                Data::Float(0.0),
+                s("2026-09-30T02:30:04+08:00")
+            ]
+        );
+        assert_eq!(
+            row(4),
+            [s("edu-wechat"), s("否"), Data::Float(3.0), s("从未成功")]
+        );
+    }
+
+    #[test]
+    fn an_empty_summary_still_makes_a_workbook() {
+        let mut empty = sample();
+        empty.units.clear();
+        empty.sources.clear();
+        let bytes = to_xlsx(&empty).unwrap();
+        let wb = read(&bytes);
+        assert_eq!(wb.sheet_names().len(), 4);
+        assert!(zip_entry(&bytes, "xl/charts/chart1.xml").is_none());
+    }
+
+    #[test]
+    fn sheet_names_excel_accepts() {
+        let used = vec!["统计表".to_owned(), "数据来源".to_owned()];
+        assert_eq!(sheet_name("学习积分", "x", &used), "学习积分");
+        assert_eq!(sheet_name("a[b]:c*d?e/f\\g", "x", &used), "abcdefg");
+        assert_eq!(sheet_name("'引号'", "x", &used), "引号");
+        assert_eq!(sheet_name("统计表", "x", &used), "统计表(2)");
+        assert_eq!(sheet_name("DATA", "x", &["data".to_owned()]), "DATA(2)");
+        assert_eq!(sheet_name("[]", "posts", &used), "posts");
+        let long = "很".repeat(40);
+        assert_eq!(sheet_name(&long, "x", &used).chars().count(), 31);
+        let taken = vec!["很".repeat(31)];
+        assert_eq!(sheet_name(&long, "x", &taken), format!("{}(2)", "很".repeat(28)));
+    }
+
+    #[test]
+    fn display_width_counts_chinese_double() {
+        assert_eq!(display_width("微信公众号发文数(篇)"), 20);
+        assert_eq!(display_width("county"), 6);
+    }
+}
