@@ -157,7 +157,8 @@ async fn summary(
         )
             .into_response(),
         "xlsx" => {
-            let bytes = summary::to_xlsx(&summary).map_err(|e| AppError::Internal(e.to_string()))?;
+            let bytes =
+                summary::to_xlsx(&summary).map_err(|e| AppError::Internal(e.to_string()))?;
             (
                 [
                     (header::CONTENT_TYPE, Format::Xlsx.content_type().to_owned()),

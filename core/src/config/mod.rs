@@ -595,9 +595,10 @@ impl Checker<'_> {
             schedule::parse(Config::DEFAULT_REPORT_SCHEDULE).expect("the default schedule parses")
         });
         let mut formats = Vec::new();
-        for format in raw.formats.unwrap_or_else(|| {
-            vec![crate::reports::Format::Xlsx, crate::reports::Format::Csv]
-        }) {
+        for format in raw
+            .formats
+            .unwrap_or_else(|| vec![crate::reports::Format::Xlsx, crate::reports::Format::Csv])
+        {
             if !formats.contains(&format) {
                 formats.push(format);
             }

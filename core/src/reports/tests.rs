@@ -95,7 +95,10 @@ fn bad_reports_settings_name_the_key() {
             "[reports]\nschedule = \"0 2 1\"\n",
             "tally.toml:2:12: reports.schedule: invalid cron expression",
         ),
-        ("[reports]\nformats = []\n", "reports.formats: the list of formats is empty"),
+        (
+            "[reports]\nformats = []\n",
+            "reports.formats: the list of formats is empty",
+        ),
         ("[reports]\nformats = [\"pdf\"]\n", "unknown variant `pdf`"),
         ("[reports]\nevery = \"day\"\n", "unknown field `every`"),
     ] {
@@ -111,14 +114,30 @@ fn due_is_the_last_fire_in_the_half_open_interval() {
     let c = config("");
     let s = &c.reports.schedule;
     let fire = shanghai(2026, 10, 1, 2, 0);
-    assert_eq!(due(s, Shanghai, fire - Duration::seconds(1), fire), Some(fire));
+    assert_eq!(
+        due(s, Shanghai, fire - Duration::seconds(1), fire),
+        Some(fire)
+    );
     // `last` itself is excluded: a check at the fire time does not fire twice.
     assert_eq!(due(s, Shanghai, fire, fire + Duration::hours(1)), None);
-    assert_eq!(due(s, Shanghai, fire - Duration::hours(2), fire - Duration::seconds(1)), None);
+    assert_eq!(
+        due(
+            s,
+            Shanghai,
+            fire - Duration::hours(2),
+            fire - Duration::seconds(1)
+        ),
+        None
+    );
     // A late check (the machine slept) still fires, once, for the latest time.
     let next = shanghai(2027, 1, 1, 2, 0);
     assert_eq!(
-        due(s, Shanghai, fire - Duration::days(1), next + Duration::days(3)),
+        due(
+            s,
+            Shanghai,
+            fire - Duration::days(1),
+            next + Duration::days(3)
+        ),
         Some(next)
     );
     assert_eq!(next_fire(s, Shanghai, fire), Some(next));
@@ -165,12 +184,25 @@ fn a_fake_clock_over_the_quarter_boundary_writes_one_report_then_revisions() {
     assert_eq!(written, ["2026-Q3"]);
     assert_eq!(
         names(tmp.path()),
-        ["2026-Q3.csv", "2026-Q3.r2.csv", "2026-Q3.r2.xlsx", "2026-Q3.xlsx"]
+        [
+            "2026-Q3.csv",
+            "2026-Q3.r2.csv",
+            "2026-Q3.r2.xlsx",
+            "2026-Q3.xlsx"
+        ]
     );
-    assert_eq!(std::fs::read(tmp.path().join("2026-Q3.csv")).unwrap(), b"handed on");
-    assert_eq!(std::fs::read(tmp.path().join("2026-Q3.r2.csv")).unwrap(), first);
+    assert_eq!(
+        std::fs::read(tmp.path().join("2026-Q3.csv")).unwrap(),
+        b"handed on"
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("2026-Q3.r2.csv")).unwrap(),
+        first
+    );
 
-    writer.write(&summary(&Period::parse("2026-Q3").unwrap())).unwrap();
+    writer
+        .write(&summary(&Period::parse("2026-Q3").unwrap()))
+        .unwrap();
     assert!(tmp.path().join("2026-Q3.r3.xlsx").exists());
 }
 
@@ -208,8 +240,17 @@ fn the_listing_marks_the_latest_revision_per_period_and_format() {
     );
     let one = &writer.list().unwrap()[0];
     assert_eq!(one.period, "2026-Q2");
-    assert_eq!(one.size, std::fs::metadata(tmp.path().join("2026-Q2.csv")).unwrap().len());
-    assert!(one.written_at.as_deref().is_some_and(|t| t.ends_with("+08:00")));
+    assert_eq!(
+        one.size,
+        std::fs::metadata(tmp.path().join("2026-Q2.csv"))
+            .unwrap()
+            .len()
+    );
+    assert!(
+        one.written_at
+            .as_deref()
+            .is_some_and(|t| t.ends_with("+08:00"))
+    );
 
     let missing = ReportWriter::new(tmp.path().join("none"), vec![Format::Csv], Shanghai);
     assert_eq!(missing.list().unwrap(), []);
@@ -220,13 +261,24 @@ fn file_names_round_trip() {
     for (label, rev, format, name) in [
         ("2026-Q3", 1, Format::Xlsx, "2026-Q3.xlsx"),
         ("2026-Q3", 2, Format::Csv, "2026-Q3.r2.csv"),
-        ("2026-10-01..2026-11-15", 12, Format::Md, "2026-10-01..2026-11-15.r12.md"),
+        (
+            "2026-10-01..2026-11-15",
+            12,
+            Format::Md,
+            "2026-10-01..2026-11-15.r12.md",
+        ),
         ("2026", 1, Format::Json, "2026.json"),
     ] {
         assert_eq!(file_name(label, rev, format), name);
         assert_eq!(parse_file_name(name), Some((label.to_owned(), rev, format)));
     }
-    for not_a_report in ["2026-Q3.r1.csv", "2026-Q3.r.csv", "2026-Q3.pdf", "q3.csv", "2026-Q3"] {
+    for not_a_report in [
+        "2026-Q3.r1.csv",
+        "2026-Q3.r.csv",
+        "2026-Q3.pdf",
+        "q3.csv",
+        "2026-Q3",
+    ] {
         assert_eq!(parse_file_name(not_a_report), None, "{not_a_report}");
     }
 }

@@ -39,8 +39,7 @@ pub const SOURCES_SHEET: &str = "数据来源";
 const TABLE_HEADER_ROWS: u32 = 4;
 
 const MISSING_NOTE: &str = "未报送：应有来源覆盖此单位，但本期没有任何数据";
-const INCOMPLETE_NOTE: &str =
-    "数据不完整：有来源在本期缺数或失败，或下级单位未报送；数值可能偏低";
+const INCOMPLETE_NOTE: &str = "数据不完整：有来源在本期缺数或失败，或下级单位未报送；数值可能偏低";
 
 /// The cell formats of the workbook, made once.
 struct Formats {
@@ -237,7 +236,13 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
                 if group.per_entity {
                     let entity = t.filter(|t| t.per == Per::Entity);
                     number_cell(&mut ws, row, c, entity.map(|t| t.met as f64), &f.number)?;
-                    number_cell(&mut ws, row, c + 1, entity.map(|t| t.total as f64), &f.number)?;
+                    number_cell(
+                        &mut ws,
+                        row,
+                        c + 1,
+                        entity.map(|t| t.total as f64),
+                        &f.number,
+                    )?;
                     c += 2;
                 }
                 let ratio_format = if cell.incomplete {
@@ -331,12 +336,7 @@ fn indicator_sheet(
     let mut ws = Worksheet::new();
     ws.set_name(name)?;
     let header = indicator.header();
-    ws.write_string_with_format(
-        0,
-        0,
-        format!("{header} {}", period_line(summary)),
-        &f.title,
-    )?;
+    ws.write_string_with_format(0, 0, format!("{header} {}", period_line(summary)), &f.title)?;
     let group = Group::of(summary, &indicator.id);
     let mut heads = vec!["单位", "本期", "上期"];
     if group.target {
@@ -348,11 +348,7 @@ fn indicator_sheet(
         widths.fit_width(c as u16, display_width(h).max(10));
     }
     if group.per_entity {
-        ws.insert_note(
-            1,
-            3,
-            &note("按人计的目标：单位合计目标 = 每人目标 × 人数"),
-        )?;
+        ws.insert_note(1, 3, &note("按人计的目标：单位合计目标 = 每人目标 × 人数"))?;
     }
     let first = 2u32;
     for (r, unit) in summary.units.iter().enumerate() {
@@ -377,7 +373,9 @@ fn indicator_sheet(
     if !summary.units.is_empty() {
         let last = first + summary.units.len() as u32 - 1;
         let mut chart = Chart::new(ChartType::Column);
-        chart.title().set_name(&format!("{header}（{}）", summary.period.label));
+        chart
+            .title()
+            .set_name(&format!("{header}（{}）", summary.period.label));
         for (col, label) in [(1u16, "本期"), (2, "上期")] {
             chart
                 .add_series()
@@ -669,7 +667,17 @@ mod tests {
         let subs: Vec<Data> = (1..=8).map(|c| at(3, c)).collect();
         assert_eq!(
             subs,
-            ["本期", "上期", "本期", "上期", "每人目标", "达标人数", "人数", "达标率"].map(s)
+            [
+                "本期",
+                "上期",
+                "本期",
+                "上期",
+                "每人目标",
+                "达标人数",
+                "人数",
+                "达标率"
+            ]
+            .map(s)
         );
         assert_eq!(at(2, 9), s("备注"));
         assert_eq!(at(2, 10), s("单位代码"));
@@ -698,7 +706,10 @@ mod tests {
         assert!(comments.contains("未报送"), "{comments}");
         assert!(comments.contains("数据不完整"), "{comments}");
         let sheet = zip_entry(&bytes, "xl/worksheets/sheet1.xml").unwrap();
-        assert!(sheet.contains(r#"topLeftCell="B5""#), "frozen at B5: {sheet}");
+        assert!(
+            sheet.contains(r#"topLeftCell="B5""#),
+            "frozen at B5: {sheet}"
+        );
         // Child units are indented: a format with indent="1" exists.
         let styles = zip_entry(&bytes, "xl/styles.xml").unwrap();
         assert!(styles.contains(r#"indent="1""#), "{styles}");
@@ -790,7 +801,10 @@ mod tests {
         let long = "很".repeat(40);
         assert_eq!(sheet_name(&long, "x", &used).chars().count(), 31);
         let taken = vec!["很".repeat(31)];
-        assert_eq!(sheet_name(&long, "x", &taken), format!("{}(2)", "很".repeat(28)));
+        assert_eq!(
+            sheet_name(&long, "x", &taken),
+            format!("{}(2)", "很".repeat(28))
+        );
     }
 
     #[test]
