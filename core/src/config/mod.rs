@@ -202,7 +202,7 @@ pub struct TargetConfig {
 
 /// `[reports]`: the report files written automatically, by default each
 /// quarter for the quarter just ended.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReportsConfig {
     pub enabled: bool,
     /// When to write, read in the daemon's time zone; each tick writes the
@@ -217,6 +217,19 @@ pub struct ReportsConfig {
     /// Also write the previous quarter's report once the collections run at
     /// start have finished (the demo uses it).
     pub write_on_start: bool,
+}
+
+impl fmt::Debug for ReportsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The parsed schedule's Debug is a page of fields: show the text.
+        f.debug_struct("ReportsConfig")
+            .field("enabled", &self.enabled)
+            .field("schedule", &self.schedule_text)
+            .field("formats", &self.formats)
+            .field("dir", &self.dir)
+            .field("write_on_start", &self.write_on_start)
+            .finish()
+    }
 }
 
 #[derive(Clone)]
