@@ -16,3 +16,4 @@ mod collection;
 mod isolation;
 mod observability;
 mod plugins;
+mod reports;

@@ -1,7 +1,7 @@
 //! The command line of PRODUCT.md. The only module that prints to stdout.
 #![allow(clippy::print_stdout)]
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -113,6 +113,19 @@ pub enum ReportFormat {
     Json,
     Csv,
     Md,
+    /// An Excel workbook; needs --out unless stdout is redirected.
+    Xlsx,
+}
+
+impl From<ReportFormat> for crate::reports::Format {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Json => crate::reports::Format::Json,
+            ReportFormat::Csv => crate::reports::Format::Csv,
+            ReportFormat::Md => crate::reports::Format::Md,
+            ReportFormat::Xlsx => crate::reports::Format::Xlsx,
+        }
+    }
 }
 
 /// A mistake the user can fix: exit code 1.
@@ -364,6 +377,13 @@ async fn report(
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let period = Period::parse(period).map_err(|e| UserError(e.to_string()))?;
+    if format == ReportFormat::Xlsx && out.is_none() && std::io::stdout().is_terminal() {
+        return Err(UserError(
+            "an xlsx report is binary and would garble the terminal: use --out FILE (or redirect stdout)"
+                .to_owned(),
+        )
+        .into());
+    }
     let config = load(path)?;
     let engine = daemon::build_engine(config, Arc::new(SystemClock))?;
     let request = SummaryRequest {
@@ -375,15 +395,7 @@ async fn report(
         summary::SummaryError::UnknownUnit { .. } => anyhow::Error::new(UserError(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
-    let bytes = match format {
-        ReportFormat::Json => {
-            let mut v = serde_json::to_vec_pretty(&summary)?;
-            v.push(b'\n');
-            v
-        }
-        ReportFormat::Csv => summary::to_csv(&summary),
-        ReportFormat::Md => summary::to_markdown(&summary).into_bytes(),
-    };
+    let bytes = crate::reports::Format::from(format).render(&summary)?;
     match out {
         Some(file) => {
             std::fs::write(file, &bytes).with_context(|| format!("writing {}", file.display()))?

@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::daemon::{self, Daemon};
 use crate::domain::period::{Period, PeriodKind, local_day};
+use crate::reports::ReportWriter;
 
 /// The bundled demo configuration.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -45,7 +46,10 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
         let _ = axum::serve(api, api_router()).await;
     });
 
-    let config = demo_config(listen, &data_dir, &plugin_dir, api_addr)?;
+    let mut config = demo_config(listen, &data_dir, &plugin_dir, api_addr)?;
+    // The previous quarter's report, written once the backfill at start is in.
+    config.reports.write_on_start = true;
+    let reports = ReportWriter::from_config(&config);
     let today = local_day(SystemClock.now(), config.daemon.timezone);
     let written = write_forms(&data_dir.join("forms"), &config, today)?;
 
@@ -79,8 +83,43 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!(
         "  run a source:    curl -X POST -H 'Authorization: Bearer demo-token' {base}/api/v1/sources/portal-cms/run"
     );
+    println!(
+        "  report files:    {} ({}, listed at {base}/api/v1/reports)",
+        reports.dir.display(),
+        quarter.previous().label()
+    );
+    announce_report(reports, quarter.previous().label().to_owned());
     daemon.serve(daemon::shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the paths of the report of `label` once the daemon has written
+/// it in every format (after the collections at start), so that a person
+/// trying the demo can open it. Files there before the demo started (a
+/// reused --data-dir) are not announced again.
+fn announce_report(writer: ReportWriter, label: String) {
+    let before: Vec<String> = writer
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    tokio::spawn(async move {
+        // The demo's backfill takes seconds; give up quietly after ten minutes.
+        for _ in 0..1200 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let Ok(files) = writer.list() else { continue };
+            let new: Vec<String> = files
+                .into_iter()
+                .filter(|f| f.period == label && !before.contains(&f.name))
+                .map(|f| writer.dir.join(f.name).display().to_string())
+                .collect();
+            if new.len() >= writer.formats.len() {
+                println!("  report {label}:  {}", new.join(", "));
+                return;
+            }
+        }
+    });
 }
 
 /// The bundled configuration, pointed at this run's directories and API, and

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::domain::period::Period;
 use crate::engine::{Engine, RunError, humanize};
+use crate::reports::{Format, ReportWriter};
 use crate::scheduler::SchedulerHandle;
 use crate::summary::{self, SummaryError, SummaryRequest};
 
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/indicators", get(indicators))
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/sources/{id}/run", post(run_source))
+        .route("/api/v1/reports", get(reports))
         .fallback(not_found)
         .with_state(state)
 }
@@ -69,7 +71,7 @@ impl IntoResponse for AppError {
 
 async fn not_found() -> AppError {
     AppError::NotFound(
-        "no such endpoint; see /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /metrics, /healthz".to_owned(),
+        "no such endpoint; see /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /api/v1/reports, /metrics, /healthz".to_owned(),
     )
 }
 
@@ -123,9 +125,9 @@ async fn summary(
         })?),
     };
     let format = params.get("format").map(String::as_str).unwrap_or("json");
-    if !matches!(format, "json" | "csv" | "md") {
+    if !matches!(format, "json" | "csv" | "md" | "xlsx") {
         return Err(AppError::BadRequest(format!(
-            "unknown format {format:?}; accepted: json, csv, md"
+            "unknown format {format:?}; accepted: json, csv, md, xlsx"
         )));
     }
     let request = SummaryRequest {
@@ -154,6 +156,21 @@ async fn summary(
             summary::to_csv(&summary),
         )
             .into_response(),
+        "xlsx" => {
+            let bytes =
+                summary::to_xlsx(&summary).map_err(|e| AppError::Internal(e.to_string()))?;
+            (
+                [
+                    (header::CONTENT_TYPE, Format::Xlsx.content_type().to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"tally-{label}.xlsx\""),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
         "md" => (
             [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
             summary::to_markdown(&summary),
@@ -161,6 +178,16 @@ async fn summary(
             .into_response(),
         _ => Json(summary).into_response(),
     })
+}
+
+/// The report files written so far (`[reports]`), oldest period first.
+async fn reports(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let writer = ReportWriter::from_config(&state.engine.config);
+    let files = tokio::task::spawn_blocking(move || writer.list())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(Json(json!({ "reports": files })))
 }
 
 async fn units(State(state): State<AppState>) -> Json<Value> {

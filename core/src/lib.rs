@@ -10,6 +10,7 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 pub mod plugin_host;
+pub mod reports;
 pub mod scheduler;
 pub mod store;
 pub mod summary;

@@ -12,7 +12,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::domain::period::Period;
 use crate::engine::{Engine, RunError, RunReport, Trigger};
+use crate::reports;
 
 /// Requests from the HTTP API or other tasks.
 pub enum Command {
@@ -90,12 +92,31 @@ pub async fn run(
         }
     }
 
+    // Reports: `due` decides from the last check and the clock, so a tick
+    // that comes late (a suspended machine) still writes the report once.
+    let report_config = &engine.config.reports;
+    let tz = engine.config.daemon.timezone;
+    let mut report_checked = now;
+    let mut next_report = report_config
+        .enabled
+        .then(|| reports::next_fire(&report_config.schedule, tz, now))
+        .flatten();
+    // The start report waits for the collections run at start, so that it
+    // holds what they brought in.
+    let mut start_report = report_config.write_on_start;
+
     tokio::pin!(shutdown);
     loop {
+        if start_report && running.is_empty() {
+            start_report = false;
+            let period = reports::report_period(engine.clock.now(), tz);
+            spawn_report(&mut running, &engine, period);
+        }
         let now = engine.clock.now();
         let wait = next
             .iter()
             .flatten()
+            .chain(next_report.iter())
             .min()
             .map(|t| (*t - now).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(Duration::from_secs(3600));
@@ -132,6 +153,15 @@ pub async fn run(
                         next[i] = engine.next_fire(source, now);
                     }
                 }
+                if report_config.enabled {
+                    if let Some(fired) =
+                        reports::due(&report_config.schedule, tz, report_checked, now)
+                    {
+                        spawn_report(&mut running, &engine, reports::report_period(fired, tz));
+                    }
+                    report_checked = now;
+                    next_report = reports::next_fire(&report_config.schedule, tz, now);
+                }
             }
             Event::Command(Command::RunNow { source, reply }) => {
                 spawn_run(&mut running, &engine, source, Trigger::Manual, Some(reply));
@@ -160,6 +190,26 @@ pub async fn run(
             tracing::warn!("collections still running at shutdown were abandoned");
         }
     }
+}
+
+/// Writes the report of `period` off the event loop; a failure is logged
+/// and the next tick tries its own period again.
+fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period) {
+    let engine = engine.clone();
+    running.spawn(async move {
+        let label = period.label().to_owned();
+        let writer = engine.clone();
+        let written =
+            tokio::task::spawn_blocking(move || reports::write_period(&writer, period)).await;
+        match written {
+            Ok(Ok(paths)) => {
+                let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                tracing::info!(period = %label, files = %files.join(", "), "report written");
+            }
+            Ok(Err(e)) => tracing::error!(period = %label, error = %e, "report not written"),
+            Err(e) => tracing::error!(period = %label, error = %e, "report not written"),
+        }
+    });
 }
 
 fn spawn_run(

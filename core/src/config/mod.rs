@@ -104,6 +104,7 @@ pub struct Config {
     pub indicators: Vec<IndicatorConfig>,
     pub targets: Vec<TargetConfig>,
     pub sources: Vec<SourceConfig>,
+    pub reports: ReportsConfig,
     /// The file this configuration was read from, as given.
     pub path: PathBuf,
     secrets: Redactor,
@@ -199,6 +200,38 @@ pub struct TargetConfig {
     pub units: Option<Vec<String>>,
 }
 
+/// `[reports]`: the report files written automatically, by default each
+/// quarter for the quarter just ended.
+#[derive(Clone)]
+pub struct ReportsConfig {
+    pub enabled: bool,
+    /// When to write, read in the daemon's time zone; each tick writes the
+    /// report of the last quarter that ended before it.
+    pub schedule: cron::Schedule,
+    /// The expression as written (or the default).
+    pub schedule_text: String,
+    /// In the order written, without repeats.
+    pub formats: Vec<crate::reports::Format>,
+    /// As written; `None` means `data_dir/reports` (see [`Config::reports_dir`]).
+    pub dir: Option<PathBuf>,
+    /// Also write the previous quarter's report once the collections run at
+    /// start have finished (the demo uses it).
+    pub write_on_start: bool,
+}
+
+impl fmt::Debug for ReportsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The parsed schedule's Debug is a page of fields: show the text.
+        f.debug_struct("ReportsConfig")
+            .field("enabled", &self.enabled)
+            .field("schedule", &self.schedule_text)
+            .field("formats", &self.formats)
+            .field("dir", &self.dir)
+            .field("write_on_start", &self.write_on_start)
+            .finish()
+    }
+}
+
 #[derive(Clone)]
 pub struct SourceConfig {
     pub id: String,
@@ -274,6 +307,7 @@ impl fmt::Debug for Config {
             .field("indicators", &self.indicators)
             .field("targets", &self.targets)
             .field("sources", &self.sources)
+            .field("reports", &self.reports)
             .field("secrets", &self.secrets)
             .finish()
     }
@@ -289,6 +323,9 @@ impl Config {
     /// Enough for a plugin and its HTTP client; a runaway allocation stops there.
     pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 2048;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The first day of each quarter at 02:00, after the nightly collections
+    /// of the last day have had time to run.
+    pub const DEFAULT_REPORT_SCHEDULE: &str = "0 2 1 1,4,7,10 *";
 
     /// Reads and validates a configuration file; `${env:...}` reads the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -349,6 +386,14 @@ impl Config {
     /// Every secret value of this configuration, to scrub plugin errors and logs.
     pub fn secrets(&self) -> &Redactor {
         &self.secrets
+    }
+
+    /// Where report files are written: `reports.dir`, or `data_dir/reports`.
+    pub fn reports_dir(&self) -> PathBuf {
+        self.reports
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.daemon.data_dir.join("reports"))
     }
 
     pub fn unit(&self, id: &str) -> Option<&UnitConfig> {
@@ -492,12 +537,14 @@ impl Checker<'_> {
         let indicator_ids: HashSet<String> = indicators.iter().map(|i| i.id.clone()).collect();
         let targets = self.targets(raw.targets, &indicator_ids, &unit_ids);
         let sources = self.sources(raw.sources, &unit_ids);
+        let reports = self.reports(raw.reports);
         Config {
             daemon,
             units,
             indicators,
             targets,
             sources,
+            reports,
             path: path.to_owned(),
             secrets: Redactor::default(),
             keys: KeyIndex::default(),
@@ -565,6 +612,42 @@ impl Checker<'_> {
                 .unwrap_or_else(|| vec![Config::DEFAULT_PLUGIN_DIR.into()]),
             api_token,
             max_concurrent_runs,
+        }
+    }
+
+    fn reports(&mut self, raw: raw::Reports) -> ReportsConfig {
+        let schedule_text = raw
+            .schedule
+            .unwrap_or_else(|| Config::DEFAULT_REPORT_SCHEDULE.to_owned());
+        let schedule = schedule::parse(&schedule_text).unwrap_or_else(|message| {
+            self.problem(
+                "reports.schedule",
+                format!("invalid cron expression {schedule_text:?}: {message}"),
+            );
+            schedule::parse(Config::DEFAULT_REPORT_SCHEDULE).expect("the default schedule parses")
+        });
+        let mut formats = Vec::new();
+        for format in raw
+            .formats
+            .unwrap_or_else(|| vec![crate::reports::Format::Xlsx, crate::reports::Format::Csv])
+        {
+            if !formats.contains(&format) {
+                formats.push(format);
+            }
+        }
+        if formats.is_empty() {
+            self.problem(
+                "reports.formats",
+                "the list of formats is empty; accepted: json, csv, md, xlsx (or set enabled = false)",
+            );
+        }
+        ReportsConfig {
+            enabled: raw.enabled.unwrap_or(true),
+            schedule,
+            schedule_text,
+            formats,
+            dir: raw.dir,
+            write_on_start: raw.write_on_start.unwrap_or(false),
         }
     }
 
@@ -985,6 +1068,18 @@ mod raw {
         pub targets: Vec<Target>,
         #[serde(default)]
         pub sources: Vec<Source>,
+        #[serde(default)]
+        pub reports: Reports,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Reports {
+        pub enabled: Option<bool>,
+        pub schedule: Option<String>,
+        pub formats: Option<Vec<crate::reports::Format>>,
+        pub dir: Option<PathBuf>,
+        pub write_on_start: Option<bool>,
     }
 
     #[derive(Deserialize, Default)]

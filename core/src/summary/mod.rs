@@ -13,6 +13,7 @@
 
 mod csv;
 mod markdown;
+mod xlsx;
 
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ use crate::store::{Store, StoreError};
 
 pub use self::csv::to_csv;
 pub use self::markdown::to_markdown;
+pub use self::xlsx::{ReportError, to_xlsx};
 
 /// What a summary is asked for (the query of `GET /api/v1/summary`).
 #[derive(Debug, Clone, PartialEq)]

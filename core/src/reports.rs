@@ -1,0 +1,341 @@
+//! Report files: the statistics table of a quarter written to disk on a
+//! schedule (`[reports]`, by default the first day of each quarter at 02:00
+//! for the quarter just ended), and the listing behind `GET /api/v1/reports`.
+//!
+//! A written report is never overwritten: writing `2026-Q3.xlsx` again
+//! gives `2026-Q3.r2.xlsx`, then `r3`, so a clerk who already handed a file
+//! on can still find it. Each file is written to a temporary name in the
+//! same directory and then linked to its final name, which fails rather
+//! than replaces when the name is taken; readers never see half a file.
+//!
+//! The schedule is decided by the pure [`due`], given the time of the last
+//! check and the engine's clock, so tests move a fake clock over a quarter
+//! boundary instead of waiting for one.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::domain::period::{Period, PeriodKind, local_day};
+use crate::engine::Engine;
+use crate::summary::{self, ReportError, Summary, SummaryError, SummaryRequest};
+
+/// A report file format, as named in `[reports] formats` and `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Csv,
+    Md,
+    Xlsx,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::Json, Format::Csv, Format::Md, Format::Xlsx];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Md => "md",
+            Format::Xlsx => "xlsx",
+        }
+    }
+
+    /// The file extension, which is also the format's name.
+    pub fn extension(self) -> &'static str {
+        self.as_str()
+    }
+
+    pub fn from_extension(ext: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.extension() == ext)
+    }
+
+    /// The HTTP content type of a file in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Md => "text/markdown; charset=utf-8",
+            Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        }
+    }
+
+    /// The summary in this format.
+    pub fn render(self, summary: &Summary) -> Result<Vec<u8>, ReportError> {
+        Ok(match self {
+            Format::Json => {
+                // Serializing plain data to memory cannot fail.
+                let mut v = serde_json::to_vec_pretty(summary).unwrap_or_default();
+                v.push(b'\n');
+                v
+            }
+            Format::Csv => summary::to_csv(summary),
+            Format::Md => summary::to_markdown(summary).into_bytes(),
+            Format::Xlsx => summary::to_xlsx(summary)?,
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error("cannot write report {}: {source}; check that the directory ([reports] dir) exists or can be created and is writable", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot list reports in {}: {source}", dir.display())]
+    List {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Render(#[from] ReportError),
+    #[error("cannot build the summary for the report: {0}")]
+    Summary(#[from] SummaryError),
+}
+
+/// The most recent time the schedule fired in `(last, now]`, read in `tz`;
+/// `None` if it did not. Pure: the caller keeps `last` (the time it last
+/// checked) and asks with its clock's `now`.
+pub fn due(
+    schedule: &cron::Schedule,
+    tz: Tz,
+    last: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    schedule
+        .after(&last.with_timezone(&tz))
+        .map(|t| t.with_timezone(&Utc))
+        .take_while(|t| *t <= now)
+        .last()
+}
+
+/// The next time the schedule fires after `after`.
+pub fn next_fire(schedule: &cron::Schedule, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedule
+        .after(&after.with_timezone(&tz))
+        .next()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The quarter a report written at `at` is for: the last one that ended
+/// before `at`'s local day (2026-Q3 on 2026-10-01 02:00 in Shanghai).
+pub fn report_period(at: DateTime<Utc>, tz: Tz) -> Period {
+    Period::containing(PeriodKind::Quarter, local_day(at, tz)).previous()
+}
+
+/// One report file found in the reports directory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportFile {
+    /// The period label: `2026-Q3`.
+    pub period: String,
+    pub format: Format,
+    /// 1 for `2026-Q3.xlsx`, 2 for `2026-Q3.r2.xlsx`, ...
+    pub revision: u32,
+    /// The file name, without the directory.
+    pub name: String,
+    pub size: u64,
+    /// The file's modification time, RFC 3339 in the configured time zone.
+    pub written_at: Option<String>,
+    /// The highest revision of its period and format.
+    pub latest: bool,
+}
+
+/// The file name of a report: `2026-Q3.xlsx`, `2026-Q3.r2.xlsx`.
+pub fn file_name(label: &str, revision: u32, format: Format) -> String {
+    if revision <= 1 {
+        format!("{label}.{}", format.extension())
+    } else {
+        format!("{label}.r{revision}.{}", format.extension())
+    }
+}
+
+/// The inverse of [`file_name`]: `(label, revision, format)`, or `None` for
+/// a file that is not a report (wrong extension, not a period label).
+pub fn parse_file_name(name: &str) -> Option<(String, u32, Format)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    let format = Format::from_extension(ext)?;
+    let (label, revision) = match stem.rsplit_once(".r") {
+        Some((label, rev)) if !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()) => {
+            match rev.parse::<u32>() {
+                Ok(n) if n >= 2 => (label, n),
+                _ => return None,
+            }
+        }
+        _ => (stem, 1),
+    };
+    Period::parse(label).ok()?;
+    Some((label.to_owned(), revision, format))
+}
+
+/// Writes report files into one directory, never replacing one.
+#[derive(Debug, Clone)]
+pub struct ReportWriter {
+    pub dir: PathBuf,
+    pub formats: Vec<Format>,
+    pub timezone: Tz,
+}
+
+/// Makes temporary names unique within the process; the pid makes them
+/// unique between processes sharing a directory.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl ReportWriter {
+    pub fn new(dir: impl Into<PathBuf>, formats: Vec<Format>, timezone: Tz) -> ReportWriter {
+        ReportWriter {
+            dir: dir.into(),
+            formats,
+            timezone,
+        }
+    }
+
+    /// The writer of `[reports]`.
+    pub fn from_config(config: &Config) -> ReportWriter {
+        ReportWriter::new(
+            config.reports_dir(),
+            config.reports.formats.clone(),
+            config.daemon.timezone,
+        )
+    }
+
+    /// Writes `summary` in every format, each under the first free revision
+    /// of its name; returns the paths written, in the order of the formats.
+    pub fn write(&self, summary: &Summary) -> Result<Vec<PathBuf>, WriteError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| WriteError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut written = Vec::with_capacity(self.formats.len());
+        for &format in &self.formats {
+            let bytes = format.render(summary)?;
+            written.push(self.write_new(&summary.period.label, format, &bytes)?);
+        }
+        Ok(written)
+    }
+
+    /// Writes `bytes` to a temporary file, then links it to the first free
+    /// revision. A hard link fails when the name exists, so a file written
+    /// meanwhile by another process is skipped over, not replaced.
+    fn write_new(&self, label: &str, format: Format, bytes: &[u8]) -> Result<PathBuf, WriteError> {
+        let temp = self.dir.join(format!(
+            ".{label}.{}.{}.{}.tmp",
+            format.extension(),
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| WriteError::Io { path, source }
+        };
+        write_synced(&temp, bytes).map_err(io(&temp))?;
+        let result = (|| {
+            for revision in 1u32.. {
+                let path = self.dir.join(file_name(label, revision, format));
+                if path.exists() {
+                    continue;
+                }
+                match std::fs::hard_link(&temp, &path) {
+                    Ok(()) => return Ok(path),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    // A file system without hard links: the check above is
+                    // all that keeps an existing report, which is enough
+                    // unless two writers race for the same name.
+                    Err(_) => {
+                        std::fs::rename(&temp, &path).map_err(io(&path))?;
+                        return Ok(path);
+                    }
+                }
+            }
+            unreachable!("some revision is free")
+        })();
+        let _ = std::fs::remove_file(&temp);
+        result
+    }
+
+    /// The report files in the directory (none if it does not exist yet),
+    /// by period, format and revision, with `latest` on the highest
+    /// revision of each period and format.
+    pub fn list(&self) -> Result<Vec<ReportFile>, WriteError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(WriteError::List {
+                    dir: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| WriteError::List {
+                dir: self.dir.clone(),
+                source,
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((period, revision, format)) = parse_file_name(&name) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let written_at = meta.modified().ok().map(|t| {
+                DateTime::<Utc>::from(t)
+                    .with_timezone(&self.timezone)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+            });
+            files.push(ReportFile {
+                period,
+                format,
+                revision,
+                name,
+                size: meta.len(),
+                written_at,
+                latest: false,
+            });
+        }
+        let start = |label: &str| Period::parse(label).map(|p| p.start).ok();
+        files.sort_by(|a, b| {
+            (start(&a.period), &a.period, a.format.as_str(), a.revision).cmp(&(
+                start(&b.period),
+                &b.period,
+                b.format.as_str(),
+                b.revision,
+            ))
+        });
+        for i in 0..files.len() {
+            let next_same = files
+                .get(i + 1)
+                .is_some_and(|n| n.period == files[i].period && n.format == files[i].format);
+            files[i].latest = !next_same;
+        }
+        Ok(files)
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Builds the whole-tree summary of `period` and writes it with the
+/// writer of `[reports]` (blocking: reads the store, writes files).
+pub fn write_period(engine: &Engine, period: Period) -> Result<Vec<PathBuf>, WriteError> {
+    let summary = engine.summary(&SummaryRequest::new(period))?;
+    ReportWriter::from_config(&engine.config).write(&summary)
+}
+
+#[cfg(test)]
+mod tests;

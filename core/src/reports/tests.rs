@@ -1,0 +1,284 @@
+use std::path::Path;
+
+use chrono::{Duration, TimeZone};
+use chrono_tz::Asia::Shanghai;
+
+use super::*;
+use crate::clock::{Clock, FixedClock};
+use crate::summary::PeriodInfo;
+
+fn shanghai(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    Shanghai
+        .with_ymd_and_hms(y, m, d, h, min, 0)
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn config(text: &str) -> Config {
+    Config::parse(text, Path::new("tally.toml"), &|_| None).unwrap()
+}
+
+/// An empty table for `period`: the writer does not look inside.
+fn summary(period: &Period) -> Summary {
+    Summary {
+        period: PeriodInfo {
+            label: period.label().to_owned(),
+            start: period.start,
+            end: period.end,
+            timezone: "Asia/Shanghai".to_owned(),
+            complete: true,
+        },
+        generated_at: "2026-10-01T02:00:00+08:00".to_owned(),
+        indicators: Vec::new(),
+        units: Vec::new(),
+        sources: Vec::new(),
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What the scheduler does on each tick, with a fake clock moved an hour at
+/// a time from `from` to `to`; returns the periods written.
+fn advance(
+    clock: &FixedClock,
+    config: &Config,
+    writer: &ReportWriter,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<String> {
+    let tz = config.daemon.timezone;
+    clock.set(from);
+    let mut last = clock.now();
+    let mut written = Vec::new();
+    while clock.now() < to {
+        clock.set(clock.now() + Duration::hours(1));
+        let now = clock.now();
+        if let Some(fired) = due(&config.reports.schedule, tz, last, now) {
+            let period = report_period(fired, tz);
+            writer.write(&summary(&period)).unwrap();
+            written.push(period.label().to_owned());
+        }
+        last = now;
+    }
+    written
+}
+
+#[test]
+fn the_defaults_write_xlsx_and_csv_into_data_dir_reports() {
+    let c = config("[daemon]\ndata_dir = \"/srv/tally\"\n");
+    assert!(c.reports.enabled);
+    assert!(!c.reports.write_on_start);
+    assert_eq!(c.reports.schedule_text, "0 2 1 1,4,7,10 *");
+    assert_eq!(c.reports.formats, [Format::Xlsx, Format::Csv]);
+    assert_eq!(c.reports_dir(), Path::new("/srv/tally/reports"));
+
+    let c = config(
+        "[reports]\nformats = [\"md\", \"json\", \"md\"]\ndir = \"out\"\nenabled = false\nwrite_on_start = true\n",
+    );
+    assert_eq!(c.reports.formats, [Format::Md, Format::Json]);
+    assert_eq!(c.reports_dir(), Path::new("out"));
+    assert!(!c.reports.enabled && c.reports.write_on_start);
+}
+
+#[test]
+fn bad_reports_settings_name_the_key() {
+    for (text, expected) in [
+        (
+            "[reports]\nschedule = \"0 2 1\"\n",
+            "tally.toml:2:12: reports.schedule: invalid cron expression",
+        ),
+        (
+            "[reports]\nformats = []\n",
+            "reports.formats: the list of formats is empty",
+        ),
+        ("[reports]\nformats = [\"pdf\"]\n", "unknown variant `pdf`"),
+        ("[reports]\nevery = \"day\"\n", "unknown field `every`"),
+    ] {
+        let err = Config::parse(text, Path::new("tally.toml"), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
+
+#[test]
+fn due_is_the_last_fire_in_the_half_open_interval() {
+    let c = config("");
+    let s = &c.reports.schedule;
+    let fire = shanghai(2026, 10, 1, 2, 0);
+    assert_eq!(
+        due(s, Shanghai, fire - Duration::seconds(1), fire),
+        Some(fire)
+    );
+    // `last` itself is excluded: a check at the fire time does not fire twice.
+    assert_eq!(due(s, Shanghai, fire, fire + Duration::hours(1)), None);
+    assert_eq!(
+        due(
+            s,
+            Shanghai,
+            fire - Duration::hours(2),
+            fire - Duration::seconds(1)
+        ),
+        None
+    );
+    // A late check (the machine slept) still fires, once, for the latest time.
+    let next = shanghai(2027, 1, 1, 2, 0);
+    assert_eq!(
+        due(
+            s,
+            Shanghai,
+            fire - Duration::days(1),
+            next + Duration::days(3)
+        ),
+        Some(next)
+    );
+    assert_eq!(next_fire(s, Shanghai, fire), Some(next));
+    // 02:00 in Shanghai is 18:00 UTC the day before.
+    assert_eq!(fire.to_rfc3339(), "2026-09-30T18:00:00+00:00");
+}
+
+#[test]
+fn the_report_is_for_the_quarter_that_ended_before_the_tick() {
+    let label = |at| report_period(at, Shanghai).label().to_owned();
+    assert_eq!(label(shanghai(2026, 10, 1, 2, 0)), "2026-Q3");
+    assert_eq!(label(shanghai(2026, 1, 1, 2, 0)), "2025-Q4");
+    assert_eq!(label(shanghai(2026, 9, 30, 23, 59)), "2026-Q2");
+}
+
+#[test]
+fn a_fake_clock_over_the_quarter_boundary_writes_one_report_then_revisions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = config("");
+    let writer = ReportWriter::new(tmp.path(), c.reports.formats.clone(), Shanghai);
+    let clock = FixedClock::new(shanghai(2026, 9, 29, 0, 0));
+
+    let written = advance(
+        &clock,
+        &c,
+        &writer,
+        shanghai(2026, 9, 29, 0, 0),
+        shanghai(2026, 10, 3, 0, 0),
+    );
+    assert_eq!(written, ["2026-Q3"]);
+    assert_eq!(names(tmp.path()), ["2026-Q3.csv", "2026-Q3.xlsx"]);
+    let first = std::fs::read(tmp.path().join("2026-Q3.csv")).unwrap();
+
+    // The same quarter boundary again (a restored clock, a re-run): a new
+    // revision beside the old file, which keeps its bytes.
+    std::fs::write(tmp.path().join("2026-Q3.csv"), b"handed on").unwrap();
+    let written = advance(
+        &clock,
+        &c,
+        &writer,
+        shanghai(2026, 10, 1, 0, 0),
+        shanghai(2026, 10, 1, 3, 0),
+    );
+    assert_eq!(written, ["2026-Q3"]);
+    assert_eq!(
+        names(tmp.path()),
+        [
+            "2026-Q3.csv",
+            "2026-Q3.r2.csv",
+            "2026-Q3.r2.xlsx",
+            "2026-Q3.xlsx"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("2026-Q3.csv")).unwrap(),
+        b"handed on"
+    );
+    assert_eq!(
+        std::fs::read(tmp.path().join("2026-Q3.r2.csv")).unwrap(),
+        first
+    );
+
+    writer
+        .write(&summary(&Period::parse("2026-Q3").unwrap()))
+        .unwrap();
+    assert!(tmp.path().join("2026-Q3.r3.xlsx").exists());
+}
+
+#[test]
+fn the_listing_marks_the_latest_revision_per_period_and_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let writer = ReportWriter::new(tmp.path(), vec![Format::Csv], Shanghai);
+    let q2 = Period::parse("2026-Q2").unwrap();
+    let q3 = Period::parse("2026-Q3").unwrap();
+    writer.write(&summary(&q3)).unwrap();
+    writer.write(&summary(&q3)).unwrap();
+    writer.write(&summary(&q2)).unwrap();
+    ReportWriter::new(tmp.path(), vec![Format::Xlsx], Shanghai)
+        .write(&summary(&q3))
+        .unwrap();
+    // Not reports: ignored.
+    std::fs::write(tmp.path().join("notes.txt"), "x").unwrap();
+    std::fs::write(tmp.path().join("2026-Q9.csv"), "x").unwrap();
+    std::fs::write(tmp.path().join(".2026-Q3.csv.1.0.tmp"), "x").unwrap();
+
+    let listed: Vec<(String, &str, u32, bool)> = writer
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.name, f.format.as_str(), f.revision, f.latest))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("2026-Q2.csv".to_owned(), "csv", 1, true),
+            ("2026-Q3.csv".to_owned(), "csv", 1, false),
+            ("2026-Q3.r2.csv".to_owned(), "csv", 2, true),
+            ("2026-Q3.xlsx".to_owned(), "xlsx", 1, true),
+        ]
+    );
+    let one = &writer.list().unwrap()[0];
+    assert_eq!(one.period, "2026-Q2");
+    assert_eq!(
+        one.size,
+        std::fs::metadata(tmp.path().join("2026-Q2.csv"))
+            .unwrap()
+            .len()
+    );
+    assert!(
+        one.written_at
+            .as_deref()
+            .is_some_and(|t| t.ends_with("+08:00"))
+    );
+
+    let missing = ReportWriter::new(tmp.path().join("none"), vec![Format::Csv], Shanghai);
+    assert_eq!(missing.list().unwrap(), []);
+}
+
+#[test]
+fn file_names_round_trip() {
+    for (label, rev, format, name) in [
+        ("2026-Q3", 1, Format::Xlsx, "2026-Q3.xlsx"),
+        ("2026-Q3", 2, Format::Csv, "2026-Q3.r2.csv"),
+        (
+            "2026-10-01..2026-11-15",
+            12,
+            Format::Md,
+            "2026-10-01..2026-11-15.r12.md",
+        ),
+        ("2026", 1, Format::Json, "2026.json"),
+    ] {
+        assert_eq!(file_name(label, rev, format), name);
+        assert_eq!(parse_file_name(name), Some((label.to_owned(), rev, format)));
+    }
+    for not_a_report in [
+        "2026-Q3.r1.csv",
+        "2026-Q3.r.csv",
+        "2026-Q3.pdf",
+        "q3.csv",
+        "2026-Q3",
+    ] {
+        assert_eq!(parse_file_name(not_a_report), None, "{not_a_report}");
+    }
+}
