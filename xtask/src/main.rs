@@ -105,10 +105,25 @@ struct Workspace {
 
 impl Workspace {
     fn locate() -> Workspace {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask lives in a directory of the workspace root")
-            .to_path_buf();
+        // Ask cargo at run time: a path baked in at compile time would point at
+        // another checkout whenever an xtask binary is shared between checkouts
+        // through a common target directory.
+        let cargo = env_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let root = Command::new(&cargo)
+            .args(["locate-project", "--workspace", "--message-format", "plain"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                let manifest = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+                manifest.parent().map(Path::to_path_buf)
+            })
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .parent()
+                    .expect("xtask lives in a directory of the workspace root")
+                    .to_path_buf()
+            });
         // A relative CARGO_TARGET_DIR is relative to where cargo was invoked,
         // which is our current directory; the steps run from the root, so make
         // it absolute before handing it on.
@@ -127,7 +142,6 @@ impl Workspace {
         };
         // `cargo run` sets CARGO to the cargo that runs us, so the steps use
         // the same toolchain even when several are installed.
-        let cargo = env_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
         Workspace {
             root,
             target,
