@@ -757,6 +757,98 @@ mod tests {
         assert_eq!(posts.len() as u32, expected);
     }
 
+    /// A GET over a fresh connection; the simulator's answers are not chunked.
+    fn http_get(url: &str) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut conn = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            conn,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn timeline_pages_caps_count_and_serves_only_the_token_owner() {
+        let sim =
+            WeiboSim::start_blocking(vec![Account::new(42, "tok42"), Account::new(43, "tok43")])
+                .unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 4, 0, 0).unwrap();
+        sim.set_now(now);
+        let all = published(42, now);
+        let url = |q: &str| format!("{}{USER_TIMELINE}?access_token=tok42&{q}", sim.base_url());
+        let ids = |v: &Value| -> Vec<u64> {
+            v["statuses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_u64().unwrap())
+                .collect()
+        };
+
+        let (status, page2) = http_get(&url("uid=42&count=2&page=2"));
+        assert_eq!(status, 200);
+        assert_eq!(ids(&page2), [all[2].id, all[3].id]);
+        assert_eq!(page2["total_number"], all.len());
+
+        let (_, capped) = http_get(&url("uid=42&count=500"));
+        assert_eq!(ids(&capped).len(), MAX_COUNT);
+        let (_, default) = http_get(&url("uid=42"));
+        assert_eq!(ids(&default).len(), DEFAULT_COUNT);
+        let (_, below) = http_get(&url(&format!("uid=42&count=3&max_id={}", all[5].id)));
+        assert_eq!(ids(&below), [all[5].id, all[6].id, all[7].id]);
+
+        let (_, other) = http_get(&url("uid=43"));
+        assert_eq!(ids(&other), Vec::<u64>::new());
+        assert_eq!(other["total_number"], 0);
+        assert_eq!(sim.calls(Endpoint::UserTimeline), 5);
+    }
+
+    #[test]
+    fn errors_have_the_weibo_shape() {
+        let sim =
+            WeiboSim::start_blocking(vec![Account::new(42, "tok42"), Account::new(43, "tok43")])
+                .unwrap();
+        sim.faults().set_expired_token(true);
+        let (status, body) = http_get(&format!(
+            "{}{USERS_SHOW}?uid=43&access_token=tok43",
+            sim.base_url()
+        ));
+        assert_eq!(status, 403);
+        assert_eq!(
+            body,
+            json!({"request": USERS_SHOW, "error_code": "21327", "error": "expired_token"})
+        );
+        sim.faults().clear();
+        let (status, body) = http_get(&format!(
+            "{}{USERS_SHOW}?uid=42&access_token=nope",
+            sim.base_url()
+        ));
+        assert_eq!(status, 403);
+        assert_eq!(body["error_code"], 21332);
+        let (status, body) = http_get(&format!(
+            "{}{USERS_SHOW}?uid=42&access_token=tok42",
+            sim.base_url()
+        ));
+        assert_eq!(status, 200);
+        assert!(
+            body["followers_count"].is_u64() && body["statuses_count"].is_u64(),
+            "{body}"
+        );
+        let (_, body) = http_get(&format!(
+            "{}{USERS_SHOW}?uid=43&access_token=tok42",
+            sim.base_url()
+        ));
+        assert!(body["followers_count"].is_string(), "{body}");
+    }
+
     #[test]
     fn created_at_is_the_weibo_format() {
         let at = cst().with_ymd_and_hms(2025, 11, 12, 9, 30, 0).unwrap();
