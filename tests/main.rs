@@ -17,3 +17,4 @@ mod isolation;
 mod observability;
 mod plugins;
 mod reports;
+mod weibo;

@@ -1,0 +1,857 @@
+//! A faithful local Weibo open API (`https://api.weibo.com/2/`), for the
+//! `weibo` plugin's tests, the daemon's integration tests and `tallyd demo`.
+//!
+//! What it answers, as `/work/shared/notes/platforms.md` §2 describes the real
+//! service (marks there: [V] verified, [I] inferred):
+//!
+//! - `GET /2/users/show.json?uid=&access_token=`: the profile with
+//!   `followers_count` and `statuses_count` [V]. For accounts where
+//!   [`counts_as_strings`] is true the counts arrive as JSON strings, as
+//!   `2/users/counts.json` documents them [V]; a parser must take both.
+//! - `GET /2/statuses/user_timeline.json?uid=&access_token=&count=&page=&since_id=&max_id=`:
+//!   the authorizing account's own posts, newest first [V]; `count` defaults to
+//!   20 and is capped at [`MAX_COUNT`] (100) [V]; `max_id` is inclusive [V];
+//!   the envelope carries `total_number` [I]. Another uid than the token's
+//!   gets no statuses: the API only returns posts of users who authorized the
+//!   app [V].
+//! - Errors as `{"error": "...", "error_code": 21327, "request": "/2/..."}` [V]
+//!   with HTTP 400 or 403 [I]; `error_code` is a string for the accounts whose
+//!   counts are strings (the documented examples use strings [V]), a number
+//!   otherwise.
+//!
+//! Data is deterministic: [`posts_on`] and [`post_times`] say how many posts an
+//! account published on a day (China Standard Time) and when, some of them
+//! close to midnight so that tests can check the day a post belongs to;
+//! [`followers_on`] is a level that grows. History starts at [`HISTORY_FROM`].
+//! Posts later than the simulator's clock ([`WeiboSim::set_now`]) are not
+//! published yet.
+//!
+//! Failures are switched on through [`Faults`], shared with the running server.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Duration as Days, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// The first day with posts; earlier days have none.
+pub const HISTORY_FROM: NaiveDate = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+
+/// The largest `count` the timeline accepts [V]; larger values are capped.
+pub const MAX_COUNT: usize = 100;
+
+/// The timeline's `count` when none is given [V].
+pub const DEFAULT_COUNT: usize = 20;
+
+const USERS_SHOW: &str = "/2/users/show.json";
+const USER_TIMELINE: &str = "/2/statuses/user_timeline.json";
+
+/// China Standard Time, the offset of every `created_at` the real API writes.
+fn cst() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+/// An account that authorized the app: its uid and the token it was given.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub uid: u64,
+    pub access_token: String,
+    pub screen_name: String,
+}
+
+impl Account {
+    pub fn new(uid: u64, access_token: &str) -> Account {
+        Account {
+            uid,
+            access_token: access_token.to_owned(),
+            screen_name: format!("政务微博{uid}"),
+        }
+    }
+
+    pub fn screen_name(mut self, name: &str) -> Account {
+        self.screen_name = name.to_owned();
+        self
+    }
+}
+
+/// A 64-bit mix (splitmix64), so that the data looks irregular but is the
+/// same on every run and machine.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D1_049B_B133_111B);
+    x ^ (x >> 31)
+}
+
+fn day_hash(uid: u64, day: NaiveDate) -> u64 {
+    let d = day.signed_duration_since(HISTORY_FROM).num_days() as u64;
+    mix(mix(uid) ^ d.wrapping_mul(0x100_0000_01B3))
+}
+
+/// How many posts account `uid` published on `day` (a day in China Standard
+/// Time): 0 to 5, about two a day, none before [`HISTORY_FROM`].
+pub fn posts_on(uid: u64, day: NaiveDate) -> u32 {
+    if day < HISTORY_FROM {
+        return 0;
+    }
+    match day_hash(uid, day) % 10 {
+        0 | 1 => 0,
+        2..=4 => 1,
+        5 | 6 => 2,
+        7 | 8 => 3,
+        _ => 5,
+    }
+}
+
+/// The times of day (China Standard Time) of the posts of `uid` on `day`,
+/// ascending; as many as [`posts_on`]. On about a quarter of the days with
+/// posts the last one is after 23:30, and on about a quarter of the days with
+/// two or more the first one is before 00:30.
+pub fn post_times(uid: u64, day: NaiveDate) -> Vec<NaiveTime> {
+    let n = posts_on(uid, day);
+    let h = day_hash(uid, day);
+    let mut secs: Vec<u32> = (0..n)
+        .map(|i| {
+            let r = mix(h ^ u64::from(i + 1));
+            // Office hours, 08:00 to 21:59.
+            8 * 3600 + (r % (14 * 3600)) as u32
+        })
+        .collect();
+    secs.sort_unstable();
+    if n >= 1 && (h >> 16) % 4 == 0 {
+        let last = secs.len() - 1;
+        secs[last] = 23 * 3600 + 30 * 60 + ((h >> 20) % 1790) as u32;
+    }
+    if n >= 2 && (h >> 24) % 4 == 0 {
+        secs[0] = ((h >> 28) % 1790) as u32 + 5;
+    }
+    secs.sort_unstable();
+    // Distinct seconds keep post ids distinct.
+    for i in 1..secs.len() {
+        if secs[i] <= secs[i - 1] {
+            secs[i] = secs[i - 1] + 1;
+        }
+    }
+    secs.iter()
+        .map(|s| NaiveTime::from_num_seconds_from_midnight_opt(*s, 0).expect("a time of day"))
+        .collect()
+}
+
+/// The follower count of `uid` at the end of `day`: it grows by a few a day.
+pub fn followers_on(uid: u64, day: NaiveDate) -> u64 {
+    let days = day.signed_duration_since(HISTORY_FROM).num_days().max(0) as u64;
+    10_000 + (uid % 97) * 1_000 + days * (3 + uid % 5) + day_hash(uid, day) % 3
+}
+
+/// Whether the counts of `uid` (and its error codes) arrive as JSON strings:
+/// for odd uids.
+pub fn counts_as_strings(uid: u64) -> bool {
+    uid % 2 == 1
+}
+
+/// One published post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Post {
+    id: u64,
+    at: DateTime<FixedOffset>,
+}
+
+/// The posts of `uid` published up to `now`, newest first.
+fn published(uid: u64, now: DateTime<Utc>) -> Vec<Post> {
+    let now = now.with_timezone(&cst());
+    let mut posts = Vec::new();
+    let mut day = now.date_naive();
+    while day >= HISTORY_FROM {
+        let times = post_times(uid, day);
+        for (i, t) in times.iter().enumerate().rev() {
+            let at = cst()
+                .from_local_datetime(&day.and_time(*t))
+                .single()
+                .expect("a fixed offset has no gaps");
+            if at > now {
+                continue;
+            }
+            // Real ids grow with time and have 16 digits; these fit in an f64 exactly.
+            let id = at.timestamp() as u64 * 1_000_000 + (uid % 1000) * 1000 + i as u64;
+            posts.push(Post { id, at });
+        }
+        day -= Days::days(1);
+    }
+    posts
+}
+
+/// Failures to inject, shared between the test and the running server.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    inner: Arc<Mutex<FaultState>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    expired_token: bool,
+    invalid_token: bool,
+    rate_limited: bool,
+    server_errors: u32,
+    malformed: bool,
+    delay: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Faults {
+    /// Every token is expired: 21327 `expired_token`.
+    pub fn set_expired_token(&self, on: bool) {
+        lock(&self.inner).expired_token = on;
+    }
+
+    /// Every token is invalid: 21332 `invalid_access_token`.
+    pub fn set_invalid_token(&self, on: bool) {
+        lock(&self.inner).invalid_token = on;
+    }
+
+    /// The account is over its hourly limit: 10023 `User requests out of rate limit!`.
+    pub fn set_rate_limited(&self, on: bool) {
+        lock(&self.inner).rate_limited = on;
+    }
+
+    /// The next `n` calls answer HTTP 502 with the gateway's HTML page.
+    pub fn fail_next(&self, n: u32) {
+        lock(&self.inner).server_errors = n;
+    }
+
+    /// Answers are HTTP 200 with a truncated JSON body.
+    pub fn set_malformed(&self, on: bool) {
+        lock(&self.inner).malformed = on;
+    }
+
+    /// Every answer waits this long first.
+    pub fn set_delay(&self, delay: Duration) {
+        lock(&self.inner).delay = delay;
+    }
+
+    /// Switches every fault off.
+    pub fn clear(&self) {
+        *lock(&self.inner) = FaultState::default();
+    }
+}
+
+/// Which API an operation counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    UsersShow,
+    UserTimeline,
+}
+
+struct Shared {
+    accounts: Vec<Account>,
+    faults: Faults,
+    now: Mutex<Option<DateTime<Utc>>>,
+    calls: Mutex<HashMap<Endpoint, usize>>,
+}
+
+impl Shared {
+    fn now(&self) -> DateTime<Utc> {
+        match *lock(&self.now) {
+            Some(t) => t,
+            None => real_now(),
+        }
+    }
+}
+
+/// The simulator stands in for the outside world, which runs on the real
+/// clock; tests pin it with [`WeiboSim::set_now`].
+#[allow(clippy::disallowed_methods)]
+fn real_now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// A running simulator on 127.0.0.1. Stops when dropped.
+pub struct WeiboSim {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WeiboSim {
+    /// Starts the simulator on a free port of 127.0.0.1, on the current tokio runtime.
+    pub async fn start(accounts: Vec<Account>) -> std::io::Result<WeiboSim> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            accounts,
+            faults: Faults::default(),
+            now: Mutex::new(None),
+            calls: Mutex::new(HashMap::new()),
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = router(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(WeiboSim {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: None,
+        })
+    }
+
+    /// Starts the simulator on a thread of its own with its own runtime, for
+    /// tests without tokio (plugin tests, daemon integration tests).
+    pub fn start_blocking(accounts: Vec<Account>) -> std::io::Result<WeiboSim> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("weibo-sim".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match WeiboSim::start(accounts).await {
+                        Ok(mut sim) => {
+                            let stop = sim.stop.take();
+                            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                            sim.stop = Some(stop_tx);
+                            let _ = tx.send(Ok(sim));
+                            let _ = stop_rx.await;
+                            if let Some(s) = stop {
+                                let _ = s.send(());
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        let mut sim = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the simulator thread died"))??;
+        sim.thread = Some(thread);
+        Ok(sim)
+    }
+
+    /// `http://127.0.0.1:PORT`, the value for the plugin's `api_base`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The failure switches.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.clone()
+    }
+
+    /// Fixes the simulator's clock (the real clock otherwise).
+    pub fn set_now(&self, now: DateTime<Utc>) {
+        *lock(&self.shared.now) = Some(now);
+    }
+
+    /// How many calls an endpoint received, failed ones included.
+    pub fn calls(&self, endpoint: Endpoint) -> usize {
+        lock(&self.shared.calls)
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The number of posts of `uid` published up to the simulator's clock,
+    /// which users/show reports as `statuses_count`.
+    pub fn statuses_count(&self, uid: u64) -> usize {
+        published(uid, self.shared.now()).len()
+    }
+}
+
+impl Drop for WeiboSim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(USERS_SHOW, get(users_show))
+        .route(USER_TIMELINE, get(user_timeline))
+        .with_state(shared)
+}
+
+type Params = Query<HashMap<String, String>>;
+
+/// An error answer as the real API writes it.
+fn api_error(
+    status: StatusCode,
+    request: &str,
+    code: u32,
+    error: &str,
+    as_string: bool,
+) -> Response {
+    let code = if as_string {
+        json!(code.to_string())
+    } else {
+        json!(code)
+    };
+    let body = json!({"request": request, "error_code": code, "error": error});
+    (
+        status,
+        [("content-type", "application/json;charset=UTF-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn ok_json(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json;charset=UTF-8")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The checks common to both endpoints: faults, then the token. Returns the
+/// authorizing account.
+async fn gate<'a>(
+    shared: &'a Shared,
+    endpoint: Endpoint,
+    path: &str,
+    params: &HashMap<String, String>,
+) -> Result<&'a Account, Response> {
+    *lock(&shared.calls).entry(endpoint).or_default() += 1;
+    let strings = params
+        .get("uid")
+        .and_then(|u| u.parse::<u64>().ok())
+        .is_some_and(counts_as_strings);
+    let (delay, server_error, expired, invalid, limited) = {
+        let mut f = lock(&shared.faults.inner);
+        let server_error = f.server_errors > 0;
+        if server_error {
+            f.server_errors -= 1;
+        }
+        (
+            f.delay,
+            server_error,
+            f.expired_token,
+            f.invalid_token,
+            f.rate_limited,
+        )
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if server_error {
+        let page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+        return Err((
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            page,
+        )
+            .into_response());
+    }
+    let Some(token) = params.get("access_token") else {
+        return Err(api_error(
+            StatusCode::BAD_REQUEST,
+            path,
+            10006,
+            "source paramter (appkey) is missing",
+            strings,
+        ));
+    };
+    if expired {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            path,
+            21327,
+            "expired_token",
+            strings,
+        ));
+    }
+    let account = shared.accounts.iter().find(|a| &a.access_token == token);
+    let Some(account) = account.filter(|_| !invalid) else {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            path,
+            21332,
+            "invalid_access_token",
+            strings,
+        ));
+    };
+    if limited {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            path,
+            10023,
+            "User requests out of rate limit!",
+            strings,
+        ));
+    }
+    Ok(account)
+}
+
+fn malformed(shared: &Shared) -> bool {
+    lock(&shared.faults.inner).malformed
+}
+
+/// A count, as a number or (for some accounts) a string.
+fn count(n: u64, as_string: bool) -> Value {
+    if as_string {
+        json!(n.to_string())
+    } else {
+        json!(n)
+    }
+}
+
+fn created_at(at: DateTime<FixedOffset>) -> String {
+    at.format("%a %b %d %H:%M:%S %z %Y").to_string()
+}
+
+async fn users_show(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    let _authorizing = match gate(&shared, Endpoint::UsersShow, USERS_SHOW, &params).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let uid = params.get("uid").and_then(|u| u.parse::<u64>().ok());
+    let Some(user) = uid.and_then(|uid| shared.accounts.iter().find(|a| a.uid == uid)) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            USERS_SHOW,
+            20003,
+            "User does not exists!",
+            uid.is_some_and(counts_as_strings),
+        );
+    };
+    if malformed(&shared) {
+        return ok_json_text(r#"{"id":"#);
+    }
+    let now = shared.now();
+    let posts = published(user.uid, now);
+    let strings = counts_as_strings(user.uid);
+    let today = now.with_timezone(&cst()).date_naive();
+    let mut body = user_json(user, today, posts.len() as u64);
+    let extra = json!({
+        "province": "44", "city": "1", "location": "广东 广州",
+        "description": format!("{}官方微博", user.screen_name),
+        "url": "", "profile_image_url": "https://tvax1.sinaimg.cn/crop.0.0.180.180.50/abc.jpg",
+        "domain": "", "gender": "m",
+        "friends_count": count(312, strings),
+        "favourites_count": count(0, strings),
+        "created_at": "Fri Aug 28 00:00:00 +0800 2009",
+        "following": false, "allow_all_act_msg": false, "geo_enabled": true,
+        "verified": true, "verified_type": 1,
+        "verified_reason": format!("{}官方微博", user.screen_name),
+        "allow_all_comment": true,
+        "avatar_large": "https://tvax1.sinaimg.cn/crop.0.0.180.180.180/abc.jpg",
+        "follow_me": false, "online_status": 0, "bi_followers_count": 215,
+    });
+    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+        b.extend(e);
+    }
+    if let (Value::Object(b), Some(latest)) = (&mut body, posts.first()) {
+        let mut status = status_json(latest);
+        if let Value::Object(s) = &mut status {
+            s.remove("user");
+        }
+        b.insert("status".into(), status);
+    }
+    if strings {
+        body["followers_count"] = count(followers_on(user.uid, today), true);
+        body["statuses_count"] = count(posts.len() as u64, true);
+    }
+    ok_json(body)
+}
+
+fn ok_json_text(text: &'static str) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json;charset=UTF-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// The short user object embedded in statuses (and the start of users/show).
+fn user_json(user: &Account, today: NaiveDate, statuses: u64) -> Value {
+    json!({
+        "id": user.uid,
+        "idstr": user.uid.to_string(),
+        "screen_name": user.screen_name,
+        "name": user.screen_name,
+        "followers_count": followers_on(user.uid, today),
+        "statuses_count": statuses,
+    })
+}
+
+fn status_json(post: &Post) -> Value {
+    json!({
+        "created_at": created_at(post.at),
+        "id": post.id,
+        "idstr": post.id.to_string(),
+        "mid": post.id.to_string(),
+        "text": "【权威发布】……",
+        "source": "<a href=\"https://weibo.com\" rel=\"nofollow\">微博 weibo.com</a>",
+        "favorited": false,
+        "truncated": false,
+        "in_reply_to_status_id": "",
+        "in_reply_to_user_id": "",
+        "in_reply_to_screen_name": "",
+        "geo": null,
+        "reposts_count": post.id % 7,
+        "comments_count": post.id % 11,
+        "attitudes_count": post.id % 31,
+    })
+}
+
+async fn user_timeline(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
+    let account = match gate(&shared, Endpoint::UserTimeline, USER_TIMELINE, &params).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let mut numbers = [None; 5];
+    for (slot, name) in numbers
+        .iter_mut()
+        .zip(["uid", "count", "page", "since_id", "max_id"])
+    {
+        if let Some(v) = params.get(name) {
+            let Ok(n) = v.parse::<u64>() else {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    USER_TIMELINE,
+                    10008,
+                    &format!("param error, see doc for more info: {name}"),
+                    counts_as_strings(account.uid),
+                );
+            };
+            *slot = Some(n);
+        }
+    }
+    let [uid, count_param, page, since_id, max_id] = numbers;
+    if malformed(&shared) {
+        return ok_json_text(
+            r#"{"statuses":[{"created_at":"Wed Nov 12 09:30:00 +0800 2025","id":52"#,
+        );
+    }
+    let per_page = (count_param.unwrap_or(DEFAULT_COUNT as u64) as usize).clamp(1, MAX_COUNT);
+    let page = page.unwrap_or(1).max(1) as usize;
+    let now = shared.now();
+    let today = now.with_timezone(&cst()).date_naive();
+    // Only the authorizing account's own posts are returned [V].
+    let own = uid.is_none_or(|u| u == account.uid);
+    let all = if own {
+        published(account.uid, now)
+    } else {
+        Vec::new()
+    };
+    let total = all.len();
+    let selected: Vec<&Post> = all
+        .iter()
+        .filter(|p| since_id.is_none_or(|s| p.id > s))
+        .filter(|p| max_id.is_none_or(|m| p.id <= m))
+        .collect();
+    let start = (page - 1).saturating_mul(per_page);
+    let shown: Vec<&Post> = selected
+        .iter()
+        .skip(start)
+        .take(per_page)
+        .copied()
+        .collect();
+    let more = selected.len() > start + shown.len();
+    let user = user_json(account, today, total as u64);
+    let statuses: Vec<Value> = shown
+        .iter()
+        .map(|p| {
+            let mut s = status_json(p);
+            s["user"] = user.clone();
+            s
+        })
+        .collect();
+    let next_cursor = match (more, shown.last()) {
+        (true, Some(p)) => p.id - 1,
+        _ => 0,
+    };
+    ok_json(json!({
+        "statuses": statuses,
+        "marks": [],
+        "hasvisible": false,
+        "previous_cursor": 0,
+        "next_cursor": next_cursor,
+        "total_number": total,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn post_times_match_posts_on_and_are_ascending() {
+        let mut near_midnight = 0;
+        let mut after_midnight = 0;
+        for offset in 0..200 {
+            let d = day(2026, 1, 1) + Days::days(offset);
+            let times = post_times(42, d);
+            assert_eq!(times.len() as u32, posts_on(42, d));
+            assert!(times.windows(2).all(|w| w[0] < w[1]), "{d}: {times:?}");
+            near_midnight += times
+                .iter()
+                .filter(|t| **t >= NaiveTime::from_hms_opt(23, 30, 0).unwrap())
+                .count();
+            after_midnight += times
+                .iter()
+                .filter(|t| **t < NaiveTime::from_hms_opt(0, 30, 0).unwrap())
+                .count();
+        }
+        assert!(near_midnight > 10, "{near_midnight}");
+        assert!(after_midnight > 5, "{after_midnight}");
+    }
+
+    #[test]
+    fn nothing_before_history_and_followers_grow() {
+        assert_eq!(posts_on(7, day(2024, 12, 31)), 0);
+        assert!(followers_on(7, day(2026, 6, 1)) > followers_on(7, day(2026, 1, 1)));
+    }
+
+    #[test]
+    fn published_is_newest_first_and_stops_at_now() {
+        let now = Utc.with_ymd_and_hms(2025, 1, 20, 2, 0, 0).unwrap();
+        let posts = published(42, now);
+        assert!(
+            posts
+                .windows(2)
+                .all(|w| w[0].id > w[1].id && w[0].at > w[1].at)
+        );
+        assert!(posts.iter().all(|p| p.at <= now));
+        let expected: u32 = (1..=19).map(|d| posts_on(42, day(2025, 1, d))).sum::<u32>()
+            + post_times(42, day(2025, 1, 20))
+                .iter()
+                .filter(|t| **t <= NaiveTime::from_hms_opt(10, 0, 0).unwrap())
+                .count() as u32;
+        assert_eq!(posts.len() as u32, expected);
+    }
+
+    /// A GET over a fresh connection; the simulator's answers are not chunked.
+    fn http_get(url: &str) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut conn = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            conn,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn timeline_pages_caps_count_and_serves_only_the_token_owner() {
+        let sim =
+            WeiboSim::start_blocking(vec![Account::new(42, "tok42"), Account::new(43, "tok43")])
+                .unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 4, 0, 0).unwrap();
+        sim.set_now(now);
+        let all = published(42, now);
+        let url = |q: &str| format!("{}{USER_TIMELINE}?access_token=tok42&{q}", sim.base_url());
+        let ids = |v: &Value| -> Vec<u64> {
+            v["statuses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_u64().unwrap())
+                .collect()
+        };
+
+        let (status, page2) = http_get(&url("uid=42&count=2&page=2"));
+        assert_eq!(status, 200);
+        assert_eq!(ids(&page2), [all[2].id, all[3].id]);
+        assert_eq!(page2["total_number"], all.len());
+
+        let (_, capped) = http_get(&url("uid=42&count=500"));
+        assert_eq!(ids(&capped).len(), MAX_COUNT);
+        let (_, default) = http_get(&url("uid=42"));
+        assert_eq!(ids(&default).len(), DEFAULT_COUNT);
+        let (_, below) = http_get(&url(&format!("uid=42&count=3&max_id={}", all[5].id)));
+        assert_eq!(ids(&below), [all[5].id, all[6].id, all[7].id]);
+
+        let (_, other) = http_get(&url("uid=43"));
+        assert_eq!(ids(&other), Vec::<u64>::new());
+        assert_eq!(other["total_number"], 0);
+        assert_eq!(sim.calls(Endpoint::UserTimeline), 5);
+    }
+
+    #[test]
+    fn errors_have_the_weibo_shape() {
+        let sim =
+            WeiboSim::start_blocking(vec![Account::new(42, "tok42"), Account::new(43, "tok43")])
+                .unwrap();
+        sim.faults().set_expired_token(true);
+        let (status, body) = http_get(&format!(
+            "{}{USERS_SHOW}?uid=43&access_token=tok43",
+            sim.base_url()
+        ));
+        assert_eq!(status, 403);
+        assert_eq!(
+            body,
+            json!({"request": USERS_SHOW, "error_code": "21327", "error": "expired_token"})
+        );
+        sim.faults().clear();
+        let (status, body) = http_get(&format!(
+            "{}{USERS_SHOW}?uid=42&access_token=nope",
+            sim.base_url()
+        ));
+        assert_eq!(status, 403);
+        assert_eq!(body["error_code"], 21332);
+        let (status, body) = http_get(&format!(
+            "{}{USERS_SHOW}?uid=42&access_token=tok42",
+            sim.base_url()
+        ));
+        assert_eq!(status, 200);
+        assert!(
+            body["followers_count"].is_u64() && body["statuses_count"].is_u64(),
+            "{body}"
+        );
+        let (_, body) = http_get(&format!(
+            "{}{USERS_SHOW}?uid=43&access_token=tok42",
+            sim.base_url()
+        ));
+        assert!(body["followers_count"].is_string(), "{body}");
+    }
+
+    #[test]
+    fn created_at_is_the_weibo_format() {
+        let at = cst().with_ymd_and_hms(2025, 11, 12, 9, 30, 0).unwrap();
+        assert_eq!(created_at(at), "Wed Nov 12 09:30:00 +0800 2025");
+    }
+}
