@@ -141,7 +141,14 @@ pub struct Xuexi {
 }
 
 const NAME_HEADERS: &[&str] = &["姓名", "学员姓名", "成员"];
-const ORG_HEADERS: &[&str] = &["所属组织", "所在组织", "学习组织", "所在支部", "组织", "部门"];
+const ORG_HEADERS: &[&str] = &[
+    "所属组织",
+    "所在组织",
+    "学习组织",
+    "所在支部",
+    "组织",
+    "部门",
+];
 const YEAR_HEADERS: &[&str] = &["本年积分", "年度积分", "年积分"];
 const TOTAL_HEADERS: &[&str] = &["总积分", "累计积分", "学习积分"];
 const PHONE_HEADERS: &[&str] = &["手机号", "手机号码"];
@@ -154,8 +161,18 @@ impl Plugin for Xuexi {
 
     fn describe() -> Description {
         Description::new("学习强国 study points from the sheets an administrator exports")
-            .indicator(IndicatorDecl::new(POINTS, "学习强国年度积分", Kind::Level, "分"))
-            .indicator(IndicatorDecl::new(MEMBERS, "学习强国学员数", Kind::Level, "人"))
+            .indicator(IndicatorDecl::new(
+                POINTS,
+                "学习强国年度积分",
+                Kind::Level,
+                "分",
+            ))
+            .indicator(IndicatorDecl::new(
+                MEMBERS,
+                "学习强国学员数",
+                Kind::Level,
+                "人",
+            ))
     }
 
     fn new(s: Settings, host: &Host) -> Result<Self, Error> {
@@ -219,7 +236,10 @@ impl Plugin for Xuexi {
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
-                    out.warn(format!("{}: cannot read: {e}; file skipped", path.display()));
+                    out.warn(format!(
+                        "{}: cannot read: {e}; file skipped",
+                        path.display()
+                    ));
                     continue;
                 }
             };
@@ -273,9 +293,10 @@ impl Plugin for Xuexi {
             sheets.len(),
             self.dir.display()
         ));
-        out.state = Some(serde_json::to_value(&state).map_err(|e| {
-            Error::internal(format!("cannot encode the resume state: {e}"))
-        })?);
+        out.state = Some(
+            serde_json::to_value(&state)
+                .map_err(|e| Error::internal(format!("cannot encode the resume state: {e}")))?,
+        );
         Ok(out)
     }
 }
@@ -745,7 +766,13 @@ mod tests {
         assert_eq!(number("-3"), None);
         assert_eq!(number("三"), None);
         let d = NaiveDate::from_ymd_opt(2026, 11, 27);
-        for text in ["2026-11-27", "2026/11/27", "20261127", "2026年11月27日", "2026-11-27 08:00:00"] {
+        for text in [
+            "2026-11-27",
+            "2026/11/27",
+            "20261127",
+            "2026年11月27日",
+            "2026-11-27 08:00:00",
+        ] {
             assert_eq!(parse_day(text), d, "{text}");
         }
         assert_eq!(parse_day("2026-11"), None);
