@@ -13,5 +13,6 @@ mod support;
 
 mod bad_input;
 mod collection;
+mod exec;
 mod plugins;
 mod xuexi;
