@@ -13,8 +13,10 @@ mod support;
 
 mod bad_input;
 mod collection;
+mod exec;
 mod isolation;
 mod observability;
 mod plugins;
 mod reports;
 mod weibo;
+mod xuexi;

@@ -1,0 +1,120 @@
+//! Reading a sheet's bytes into rows of text cells, whatever its format.
+//!
+//! Adapted from `csv_form`'s reader, but from bytes already in memory: the
+//! plugin hashes a file's content before parsing it, and reading the file once
+//! means the hash and the parsed rows are of the same bytes.
+
+use std::io::Cursor;
+
+use calamine::{Data, Reader, Xlsx};
+
+/// How CSV bytes are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum Encoding {
+    /// UTF-8 (with or without BOM) when the bytes are valid UTF-8, else GBK.
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "gbk")]
+    Gbk,
+}
+
+/// One table of a file: a CSV file, or one sheet of a workbook.
+pub struct Table {
+    /// For messages: the file, plus the sheet of a workbook.
+    pub place: String,
+    /// Rows with their number as a spreadsheet shows it (1-based).
+    pub rows: Vec<(usize, Vec<String>)>,
+}
+
+/// Parses a file's bytes; `name` says which format (by extension) and names
+/// the tables. The error says why, without the name (the caller adds it).
+pub fn read_tables(name: &str, bytes: &[u8], encoding: Encoding) -> Result<Vec<Table>, String> {
+    if name.to_lowercase().ends_with(".xlsx") {
+        read_xlsx(name, bytes)
+    } else {
+        let text = decode(bytes, encoding)?;
+        Ok(vec![Table {
+            place: name.to_owned(),
+            rows: read_csv(&text)?,
+        }])
+    }
+}
+
+fn decode(bytes: &[u8], encoding: Encoding) -> Result<String, String> {
+    let utf8 = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match encoding {
+        Encoding::Utf8 | Encoding::Auto => match std::str::from_utf8(utf8) {
+            Ok(s) => return Ok(s.to_owned()),
+            Err(e) if encoding == Encoding::Utf8 => {
+                return Err(format!(
+                    "not valid UTF-8 (byte {}); set encoding = \"gbk\" or \"auto\"",
+                    e.valid_up_to()
+                ));
+            }
+            Err(_) => {}
+        },
+        Encoding::Gbk => {}
+    }
+    let (text, had_errors) = encoding_rs::GBK.decode_without_bom_handling(bytes);
+    if had_errors {
+        return Err("neither valid UTF-8 nor GBK".to_owned());
+    }
+    Ok(text.into_owned())
+}
+
+fn read_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| e.to_string())?;
+        // The line where the record starts: what an editor or Excel shows.
+        let line = record
+            .position()
+            .map_or(rows.len() + 1, |p| p.line() as usize);
+        rows.push((line, record.iter().map(str::to_owned).collect()));
+    }
+    Ok(rows)
+}
+
+fn read_xlsx(name: &str, bytes: &[u8]) -> Result<Vec<Table>, String> {
+    let mut workbook =
+        Xlsx::new(Cursor::new(bytes)).map_err(|e: calamine::XlsxError| e.to_string())?;
+    let mut tables = Vec::new();
+    for sheet in workbook.sheet_names() {
+        let range = workbook
+            .worksheet_range(&sheet)
+            .map_err(|e| format!("sheet {sheet:?}: {e}"))?;
+        // calamine leaves out leading empty rows; `start` says where the range begins.
+        let first = range.start().map_or(0, |(row, _)| row as usize);
+        let rows = range
+            .rows()
+            .enumerate()
+            .map(|(i, cells)| (first + i + 1, cells.iter().map(cell_text).collect()))
+            .collect();
+        tables.push(Table {
+            place: format!("{name} [{sheet}]"),
+            rows,
+        });
+    }
+    Ok(tables)
+}
+
+/// A cell as the text a clerk would see; dates as `YYYY-MM-DD`.
+fn cell_text(cell: &Data) -> String {
+    match cell {
+        Data::Empty => String::new(),
+        Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
+        Data::Int(i) => i.to_string(),
+        Data::Float(f) => f.to_string(),
+        Data::Bool(b) => b.to_string(),
+        Data::DateTime(dt) => dt
+            .as_datetime()
+            .map_or_else(|| dt.as_f64().to_string(), |d| d.date().to_string()),
+        Data::Error(e) => format!("#{e:?}"),
+    }
+}
