@@ -227,11 +227,11 @@ impl Plugin for Wechat {
             ..
         } = run;
         let mut out = out;
-        if quota_hit.is_some() && out.observations.is_empty() {
-            let (endpoint, _) = quota_hit.unwrap_or_default();
+        if !quota_hit.is_empty() && out.observations.is_empty() {
             return Err(Error::rate_limited(format!(
-                "{endpoint}: daily API quota used up (45009, reach max api daily quota limit); \
-                 nothing collected, it resets at 00:00 CST"
+                "daily API quota used up (45009, reach max api daily quota limit) on {}: \
+                 nothing collected, it resets at 00:00 CST",
+                quota_hit.join(", ")
             )));
         }
         out.state = Some(json!({
@@ -303,7 +303,8 @@ struct Run<'a> {
     delayed: BTreeMap<String, BTreeSet<NaiveDate>>,
     /// Per endpoint, the first day not collected because the quota ran out.
     incomplete: BTreeMap<String, Value>,
-    quota_hit: Option<(String, NaiveDate)>,
+    /// Endpoints whose daily quota ran out.
+    quota_hit: Vec<String>,
 }
 
 impl<'a> Run<'a> {
@@ -327,7 +328,7 @@ impl<'a> Run<'a> {
             latest,
             delayed: BTreeMap::new(),
             incomplete: BTreeMap::new(),
-            quota_hit: None,
+            quota_hit: Vec::new(),
         };
         if req.timezone.parse::<chrono_tz::Tz>().is_err() {
             run.out.warn(format!(
@@ -494,7 +495,7 @@ impl Wechat {
                         endpoint.name().to_owned(),
                         json!({"from": begin.to_string(), "to": to.to_string()}),
                     );
-                    run.quota_hit = Some((endpoint.name().to_owned(), begin));
+                    run.quota_hit.push(endpoint.name().to_owned());
                     return Ok(());
                 }
             };
@@ -654,7 +655,7 @@ impl Wechat {
                         "batchget".to_owned(),
                         json!({"from": from.to_string(), "to": to.to_string()}),
                     );
-                    run.quota_hit = Some(("batchget".to_owned(), from));
+                    run.quota_hit.push("batchget".to_owned());
                     return Ok(());
                 }
             };

@@ -252,10 +252,10 @@ fn quota_exceeded_before_anything_is_collected_fails_the_run() {
         .collect(&request(day(2026, 11, 1), day(2026, 11, 10), None))
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::RateLimited);
-    assert!(
-        e.message
-            .starts_with("getusersummary: daily API quota used up (45009"),
-        "{e}"
+    assert_eq!(
+        e.message,
+        "daily API quota used up (45009, reach max api daily quota limit) on getusersummary: \
+         nothing collected, it resets at 00:00 CST"
     );
 }
 
