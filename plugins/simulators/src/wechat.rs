@@ -857,6 +857,115 @@ mod tests {
         date(2026, m, d)
     }
 
+    fn shared() -> (Shared, HashMap<String, String>) {
+        let shared = Shared {
+            accounts: vec![Account::new("wx1", "s1")],
+            faults: Faults::default(),
+            tokens: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            stats: Mutex::new(Stats::default()),
+        };
+        shared.faults.set_today(day(11, 27));
+        let token = issue_token(&shared, "wx1", true, false)["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (shared, HashMap::from([("access_token".to_owned(), token)]))
+    }
+
+    fn ask(shared: &Shared, q: &HashMap<String, String>, name: &str, b: &str, e: &str) -> Value {
+        let body = json!({"begin_date": b, "end_date": e}).to_string();
+        datacube_answer(shared, name, 1, q, &body).unwrap_or_else(|e| e)
+    }
+
+    #[test]
+    fn datacube_enforces_the_platform_rules() {
+        let (s, q) = shared();
+        let ok = ask(&s, &q, "getusersummary", "2026-11-20", "2026-11-26");
+        assert!(ok.get("errcode").is_none(), "{ok}");
+        assert!(ok.get("is_delay").is_none(), "{ok}");
+        let code = |v: Value| v["errcode"].as_i64();
+        // 8 days, today, before the data start, a bad date format.
+        assert_eq!(
+            code(ask(&s, &q, "getusersummary", "2026-11-19", "2026-11-26")),
+            Some(61501)
+        );
+        assert_eq!(
+            code(ask(&s, &q, "getusersummary", "2026-11-27", "2026-11-27")),
+            Some(61501)
+        );
+        assert_eq!(
+            code(ask(&s, &q, "getbizsummary", "2025-10-31", "2025-10-31")),
+            Some(61501)
+        );
+        assert_eq!(
+            code(ask(&s, &q, "getbizsummary", "20261101", "2026-11-01")),
+            Some(61500)
+        );
+        assert_eq!(
+            code(ask(&s, &q, "getarticlesummary", "2026-11-01", "2026-11-01")),
+            Some(47009)
+        );
+        assert_eq!(s.stats.lock().unwrap().max_span["getusersummary"], 8);
+        s.faults.set_span_check(false);
+        let ok = ask(&s, &q, "getusersummary", "2026-11-19", "2026-11-26");
+        assert!(ok.get("errcode").is_none(), "{ok}");
+        let ok = ask(&s, &q, "getbizsummary", "2026-11-26", "2026-11-26");
+        assert_eq!(ok["is_delay"], false);
+        s.faults.set_delay_latest(true);
+        let delayed = ask(&s, &q, "getbizsummary", "2026-11-26", "2026-11-26");
+        assert_eq!(delayed["is_delay"], true);
+        assert_eq!(
+            delayed["list"][0]["detail"]["read_user"],
+            readers_on("wx1", day(11, 26))
+        );
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        let (s, q) = shared();
+        let none = HashMap::new();
+        let code = |v: Value| v["errcode"].as_i64();
+        assert_eq!(
+            code(ask(&s, &none, "getusersummary", "2026-11-20", "2026-11-20")),
+            Some(41001)
+        );
+        s.faults.expire_tokens();
+        assert_eq!(
+            code(ask(&s, &q, "getusersummary", "2026-11-20", "2026-11-20")),
+            Some(42001)
+        );
+        // Normal mode hands out a new token once the old one expired.
+        let again = issue_token(&s, "wx1", true, false);
+        assert_ne!(
+            again["access_token"].as_str(),
+            q.get("access_token").map(String::as_str)
+        );
+        s.faults.forget_tokens();
+        let q2 = HashMap::from([(
+            "access_token".to_owned(),
+            again["access_token"].as_str().unwrap().to_owned(),
+        )]);
+        assert_eq!(
+            code(ask(&s, &q2, "getusersummary", "2026-11-20", "2026-11-20")),
+            Some(40001)
+        );
+        s.faults.set_quota("getusersummary", 0);
+        let q3 = HashMap::from([(
+            "access_token".to_owned(),
+            issue_token(&s, "wx1", true, false)["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )]);
+        assert_eq!(
+            code(ask(&s, &q3, "getusersummary", "2026-11-20", "2026-11-20")),
+            Some(45009)
+        );
+        assert_eq!(credentials(&s, "wx2", "s1").unwrap_err()["errcode"], 40013);
+        assert_eq!(credentials(&s, "wx1", "s2").unwrap_err()["errcode"], 40125);
+    }
+
     #[test]
     fn followers_follow_the_daily_gains() {
         for d in [day(1, 1), day(6, 30), date(2024, 3, 1)] {
