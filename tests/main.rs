@@ -18,5 +18,6 @@ mod isolation;
 mod observability;
 mod plugins;
 mod reports;
+mod wechat;
 mod weibo;
 mod xuexi;

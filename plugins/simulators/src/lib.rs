@@ -2,3 +2,4 @@
 //! with deterministic data and switches to inject the platforms' failures.
 //! Used by the plugins' tests, the integration tests and `tallyd demo`.
 pub mod weibo;
+pub mod wechat;
