@@ -26,8 +26,20 @@ use crate::reports::ReportWriter;
 /// The bundled demo configuration.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 
-/// The address written in `config/demo.toml`, replaced by the real one.
+/// The addresses written in `config/demo.toml`, replaced by the real ones.
 const CONFIGURED_API: &str = "127.0.0.1:9471";
+const CONFIGURED_WEIBO: &str = "127.0.0.1:9472";
+const CONFIGURED_WECHAT: &str = "127.0.0.1:9473";
+
+/// The demo accounts of the simulated platforms, and their secrets, which the
+/// demo hands to the configuration as `${env:...}` values would be.
+const WECHAT_APPID: &str = "wx3d0c0ffee0000001";
+const WECHAT_SECRET: &str = "demo-wechat-appsecret-0001";
+const WEIBO_UID: u64 = 6_000_000_001;
+const WEIBO_TOKEN: &str = "demo-weibo-access-token-0001";
+
+/// The exec plugin's demo script, written into the data directory.
+const DEMO_SCRIPT: &str = include_str!("../../config/demo-scripts/meetings.sh");
 
 pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let data_dir = match data_dir {
@@ -46,12 +58,33 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
         let _ = axum::serve(api, api_router()).await;
     });
 
-    let mut config = demo_config(listen, &data_dir, &plugin_dir, api_addr)?;
+    let wechat =
+        tally_simulators::wechat::WechatSim::start(vec![tally_simulators::wechat::Account::new(
+            WECHAT_APPID,
+            WECHAT_SECRET,
+        )])
+        .await;
+    let weibo =
+        tally_simulators::weibo::WeiboSim::start(vec![tally_simulators::weibo::Account::new(
+            WEIBO_UID,
+            WEIBO_TOKEN,
+        )])
+        .await
+        .context("starting the Weibo simulator on 127.0.0.1")?;
+    let sims = Simulators {
+        api: api_addr.to_string(),
+        wechat: host_port(&wechat.base_url()),
+        weibo: host_port(&weibo.base_url()),
+    };
+
+    let mut config = demo_config(listen, &data_dir, &plugin_dir, &sims)?;
     // The previous quarter's report, written once the backfill at start is in.
     config.reports.write_on_start = true;
     let reports = ReportWriter::from_config(&config);
     let today = local_day(SystemClock.now(), config.daemon.timezone);
     let written = write_forms(&data_dir.join("forms"), &config, today)?;
+    write_xuexi_sheets(&data_dir.join("xuexi"), today)?;
+    write_script(&data_dir.join("scripts"))?;
 
     let daemon = Daemon::start(config).await?;
     let base = format!("http://{}", daemon.addr);
@@ -60,6 +93,8 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     println!("  data directory:  {}", data_dir.display());
     println!("  plugins from:    {}", plugin_dir.display());
     println!("  demo JSON API:   http://{api_addr}/cms/api/stats");
+    println!("  WeChat API sim:  {}", wechat.base_url());
+    println!("  Weibo API sim:   {}", weibo.base_url());
     println!(
         "  forms written:   {written} files in {}",
         data_dir.join("forms").display()
@@ -90,7 +125,23 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     );
     announce_report(reports, quarter.previous().label().to_owned());
     daemon.serve(daemon::shutdown_signal()).await;
+    // The simulators serve until the daemon has stopped.
+    drop((wechat, weibo));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demo's simulated platforms listen, as `host:port`.
+pub struct Simulators {
+    pub api: String,
+    pub wechat: String,
+    pub weibo: String,
+}
+
+fn host_port(base_url: &str) -> String {
+    base_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// Prints the paths of the report of `label` once the daemon has written
@@ -129,10 +180,18 @@ pub fn demo_config(
     listen: SocketAddr,
     data_dir: &Path,
     plugin_dir: &Path,
-    api_addr: SocketAddr,
+    sims: &Simulators,
 ) -> anyhow::Result<Config> {
-    let text = DEMO_CONFIG.replace(CONFIGURED_API, &api_addr.to_string());
-    let mut config = Config::parse(&text, Path::new("config/demo.toml"), &|_| None)
+    let text = DEMO_CONFIG
+        .replace(CONFIGURED_API, &sims.api)
+        .replace(CONFIGURED_WEIBO, &sims.weibo)
+        .replace(CONFIGURED_WECHAT, &sims.wechat);
+    let env = |name: &str| match name {
+        "DEMO_WECHAT_SECRET" => Some(WECHAT_SECRET.to_owned()),
+        "DEMO_WEIBO_TOKEN" => Some(WEIBO_TOKEN.to_owned()),
+        _ => None,
+    };
+    let mut config = Config::parse(&text, Path::new("config/demo.toml"), &env)
         .map_err(|e| UserError(e.to_string()))?;
     config.daemon.listen = listen;
     config.daemon.data_dir = data_dir.to_path_buf();
@@ -144,8 +203,16 @@ pub fn demo_config(
     let forms = data_dir.join("forms");
     for source in &mut config.sources {
         source.backfill_from = Some(start);
-        if source.plugin == "csv_form" {
-            source.settings["dir"] = Value::String(forms.display().to_string());
+        match source.plugin.as_str() {
+            "csv_form" => source.settings["dir"] = Value::String(forms.display().to_string()),
+            "xuexi" => {
+                source.settings["dir"] = Value::String(data_dir.join("xuexi").display().to_string())
+            }
+            "exec" => {
+                let script = data_dir.join("scripts").join("meetings.sh");
+                source.settings["command"] = Value::String(script.display().to_string());
+            }
+            _ => {}
         }
     }
     Ok(config)
@@ -263,4 +330,75 @@ fn write_forms(dir: &Path, config: &Config, today: NaiveDate) -> anyhow::Result<
     std::fs::write(dir.join("edu-monthly-gbk.csv"), &encoded)
         .with_context(|| format!("writing forms in {}", dir.display()))?;
     Ok(2)
+}
+
+/// Staff of some units and the study points they earned this year so far:
+/// a GBK CSV (as an old office suite exports it) with a title row, and an
+/// XLSX with a title row, both naming organisations the way the Xuexi
+/// platform does (aliases of the units).
+fn write_xuexi_sheets(dir: &Path, today: NaiveDate) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Points grow through the year: about 20 a day, more for the keen.
+    let day_of_year = u64::from(today.ordinal());
+    let points = |name: &str| day_of_year * (17 + activity(name, today, 7));
+    let mut csv = format!(
+        "某县学习强国积分统计（{}年{}月）\n姓名,所属组织,本年积分\n",
+        today.year(),
+        today.month()
+    );
+    for (org, names) in [
+        (
+            "某县自然资源局党支部",
+            &["张伟", "王芳", "李强", "刘洋"][..],
+        ),
+        ("县委宣传部", &["陈静", "杨帆", "赵敏"][..]),
+        ("卫生健康局", &["黄磊", "周婷", "吴昊"][..]),
+        ("城关镇", &["徐明", "孙丽", "马超", "朱琳"][..]),
+    ] {
+        for name in names {
+            csv.push_str(&format!("{name},{org},{}\n", points(name)));
+        }
+    }
+    let (gbk, _, _) = encoding_rs::GBK.encode(&csv);
+    std::fs::write(dir.join("county-points-gbk.csv"), &gbk)
+        .with_context(|| format!("writing {}", dir.display()))?;
+
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    let xlsx = |e: rust_xlsxwriter::XlsxError| anyhow::anyhow!("writing the demo XLSX: {e}");
+    sheet
+        .write(0, 0, "某县教育系统学习强国积分")
+        .map_err(xlsx)?;
+    for (col, header) in ["学员姓名", "学习组织", "本年积分"].iter().enumerate() {
+        sheet.write(1, col as u16, *header).map_err(xlsx)?;
+    }
+    let mut row = 2;
+    for (org, names) in [
+        ("某县教育局", &["郭勇", "何静"][..]),
+        ("某县第一中学", &["林峰", "罗娟", "高翔"][..]),
+        ("中心小学", &["郑爽", "梁宇"][..]),
+    ] {
+        for name in names {
+            sheet.write(row, 0, *name).map_err(xlsx)?;
+            sheet.write(row, 1, org).map_err(xlsx)?;
+            sheet.write(row, 2, points(name) as f64).map_err(xlsx)?;
+            row += 1;
+        }
+    }
+    book.save(dir.join("edu-points.xlsx")).map_err(xlsx)?;
+    Ok(())
+}
+
+/// The exec plugin's demo script, executable.
+fn write_script(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("meetings.sh");
+    std::fs::write(&path, DEMO_SCRIPT).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {} executable", path.display()))?;
+    }
+    Ok(())
 }

@@ -284,6 +284,23 @@ impl Engine {
                     }
                 }
                 metrics.register_source(&config_source.id, &config_source.plugin);
+                if let Some(gap) = config_source.longest_gap(clock.now(), config.daemon.timezone) {
+                    metrics
+                        .schedule_interval
+                        .with_label_values(&[config_source.id.as_str()])
+                        .set(gap.as_secs_f64());
+                }
+                // After a restart, staleness counts from the last success the
+                // store remembers, not from the next one.
+                if let Ok(Some(last)) = store
+                    .source_status(&config_source.id)
+                    .map(|s| s.last_success)
+                {
+                    metrics
+                        .last_success
+                        .with_label_values(&[config_source.id.as_str()])
+                        .set(last.finished_at.timestamp() as f64);
+                }
                 Arc::new(SourceRuntime {
                     emits: instance.created.emits.iter().cloned().collect(),
                     config: config_source,

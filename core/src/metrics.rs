@@ -23,6 +23,7 @@ pub struct Metrics {
     pub run_duration: HistogramVec,
     pub observations_written: IntCounterVec,
     pub skipped_runs: IntCounterVec,
+    pub schedule_interval: GaugeVec,
     pub plugin_info: GaugeVec,
     pub build_info: GaugeVec,
 }
@@ -110,6 +111,11 @@ impl Metrics {
             "Scheduled runs skipped because the previous run of the source was still going.",
             &["source"],
         );
+        let schedule_interval = gauge(
+            "tally_source_schedule_interval_seconds",
+            "The longest gap between two scheduled runs of the source: a source whose last success is older than twice this is stale.",
+            &["source"],
+        );
         let plugin_info = gauge(
             "tally_plugin_info",
             "A loaded plugin library.",
@@ -131,6 +137,7 @@ impl Metrics {
             run_duration,
             observations_written,
             skipped_runs,
+            schedule_interval,
             plugin_info,
             build_info,
         }

@@ -266,6 +266,23 @@ pub enum Isolation {
 }
 
 impl SourceConfig {
+    /// The longest gap between two consecutive runs over the five weeks after
+    /// `after` (at most 5,000 runs): how stale a healthy source can get.
+    /// `0 7 * * 1-5` gives three days (Friday to Monday).
+    pub fn longest_gap(&self, after: DateTime<Utc>, tz: Tz) -> Option<Duration> {
+        let start = after.with_timezone(&tz);
+        let end = start + chrono::Duration::days(35);
+        let runs: Vec<DateTime<Tz>> = self
+            .schedule
+            .after(&start)
+            .take(5000)
+            .take_while(|t| *t < end)
+            .collect();
+        runs.windows(2)
+            .filter_map(|w| (w[1] - w[0]).to_std().ok())
+            .max()
+    }
+
     /// The next `n` run times after `after`, the schedule read in time zone `tz`.
     pub fn next_runs(&self, after: DateTime<Utc>, tz: Tz, n: usize) -> Vec<DateTime<Tz>> {
         self.schedule
