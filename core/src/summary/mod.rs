@@ -90,6 +90,41 @@ pub struct PeriodInfo {
     pub complete: bool,
 }
 
+impl Summary {
+    /// For each indicator, in order: `Some(per)` of the first unit that has a
+    /// target for it, `None` when no unit of the table has one. Decides which
+    /// target columns CSV and Markdown show, and how they are headed.
+    pub fn target_columns(&self) -> Vec<Option<Per>> {
+        (0..self.indicators.len())
+            .map(|i| {
+                self.units
+                    .iter()
+                    .find_map(|u| u.values.0.get(i)?.1.target.as_ref().map(|t| t.per))
+            })
+            .collect()
+    }
+}
+
+impl TargetStatus {
+    /// The one figure of how the unit stands: completion for per-unit
+    /// targets, the share of entities on target for per-entity ones.
+    pub fn ratio_or_completion(&self) -> Option<f64> {
+        match self.per {
+            Per::Unit => self.completion,
+            Per::Entity => self.ratio,
+        }
+    }
+}
+
+/// `目标完成率` of a per-unit target, `达标率` (share of entities on target) of
+/// a per-entity one: the heading of the ratio column.
+fn ratio_heading(per: Per) -> &'static str {
+    match per {
+        Per::Unit => "目标完成率",
+        Per::Entity => "达标率",
+    }
+}
+
 /// One entry of the indicator catalogue.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IndicatorInfo {
