@@ -14,3 +14,4 @@ mod support;
 mod bad_input;
 mod collection;
 mod plugins;
+mod targets;
