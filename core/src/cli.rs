@@ -85,11 +85,16 @@ pub enum Command {
         period: String,
         #[arg(long)]
         unit: Option<String>,
-        #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
-        format: ReportFormat,
+        /// Default json; with --explain, a plain table unless json is asked.
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Instead of the table, list the observations behind INDICATOR of
+        /// --unit (its whole subtree) with their source, entity, day and run.
+        #[arg(long, value_name = "INDICATOR", requires = "unit")]
+        explain: Option<String>,
     },
     /// List the plugins found, with name, version, ABI version and path.
     Plugins {
@@ -186,10 +191,22 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Report {
             config,
             period,
+            unit: Some(unit),
+            format,
+            out,
+            explain: Some(indicator),
+        } => explain(&config, &period, unit, indicator, format, out.as_deref()),
+        Command::Report {
+            config,
+            period,
             unit,
             format,
             out,
-        } => report(&config, &period, unit, format, out.as_deref()).await,
+            explain: _,
+        } => {
+            let format = format.unwrap_or(ReportFormat::Json);
+            report(&config, &period, unit, format, out.as_deref()).await
+        }
         Command::Plugins { config } => plugins(config.as_deref()),
         Command::PluginHost { .. } => unreachable!("handled before the runtime starts"),
     }
@@ -396,6 +413,49 @@ async fn report(
         other => anyhow::Error::new(other),
     })?;
     let bytes = crate::reports::Format::from(format).render(&summary)?;
+    match out {
+        Some(file) => {
+            std::fs::write(file, &bytes).with_context(|| format!("writing {}", file.display()))?
+        }
+        None => std::io::stdout().lock().write_all(&bytes)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `report --explain`: the observations behind one figure, as JSON with
+/// `--format json`, else as a table.
+fn explain(
+    path: &Path,
+    period: &str,
+    unit: String,
+    indicator: String,
+    format: Option<ReportFormat>,
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let period = Period::parse(period).map_err(|e| UserError(e.to_string()))?;
+    let config = load(path)?;
+    let engine = daemon::build_engine(config, Arc::new(SystemClock))?;
+    let request = summary::ExplainRequest {
+        period,
+        unit,
+        indicator,
+    };
+    let explained = summary::explain(&engine.config, &engine.tree, &*engine.store, &request)
+        .map_err(|e| {
+            if e.is_user_error() {
+                anyhow::Error::new(UserError(e.to_string()))
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?;
+    let bytes = match format {
+        Some(ReportFormat::Json) => {
+            let mut v = serde_json::to_vec_pretty(&explained)?;
+            v.push(b'\n');
+            v
+        }
+        _ => explained.to_table().into_bytes(),
+    };
     match out {
         Some(file) => {
             std::fs::write(file, &bytes).with_context(|| format!("writing {}", file.display()))?

@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/api/v1/summary", get(summary))
+        .route("/api/v1/observations", get(observations))
         .route("/api/v1/units", get(units))
         .route("/api/v1/indicators", get(indicators))
         .route("/api/v1/sources", get(sources))
@@ -188,6 +189,42 @@ async fn reports(State(state): State<AppState>) -> Result<Json<Value>, AppError>
         .map_err(|e| AppError::Internal(e.to_string()))?
         .map_err(|e| AppError::Internal(e.to_string()))?;
     Ok(Json(json!({ "reports": files })))
+}
+
+/// Traceability: the stored observations behind one figure of the summary.
+async fn observations(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<summary::Explanation>, AppError> {
+    reject_unknown(&params, &["period", "unit", "indicator"])?;
+    let required = |name: &str, what: &str| {
+        params
+            .get(name)
+            .cloned()
+            .ok_or_else(|| AppError::BadRequest(format!("missing parameter {name}; {what}")))
+    };
+    let period_text = required(
+        "period",
+        "accepted forms: 2026-11-27, 2026-W48, 2026-11, 2026-Q4, 2026, 2026-10-01..2026-11-15",
+    )?;
+    let request = summary::ExplainRequest {
+        period: Period::parse(&period_text).map_err(|e| AppError::BadRequest(e.to_string()))?,
+        unit: required("unit", "a unit id, see /api/v1/units")?,
+        indicator: required("indicator", "an indicator id, see /api/v1/indicators")?,
+    };
+    let engine = state.engine.clone();
+    let explained = tokio::task::spawn_blocking(move || {
+        summary::explain(&engine.config, &engine.tree, &*engine.store, &request)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?;
+    explained.map(Json).map_err(|e| {
+        if e.is_user_error() {
+            AppError::BadRequest(e.to_string())
+        } else {
+            AppError::Internal(e.to_string())
+        }
+    })
 }
 
 async fn units(State(state): State<AppState>) -> Json<Value> {

@@ -36,6 +36,10 @@ pub trait Store: Send + Sync + 'static {
     /// The latest runs of `source`, newest first.
     fn recent_runs(&self, source: &str, limit: usize) -> Result<Vec<StoredRun>, StoreError>;
 
+    /// The runs with these ids, in the order of `ids`; ids that do not
+    /// exist are left out. For traceability: the run behind an observation.
+    fn runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError>;
+
     /// Own (not rolled-up) values per (unit, indicator) over `[start, end]`:
     /// `count` sums over days, entities and sources; `level` takes, for each
     /// (source, entity), the value on its last observed day in the period and
@@ -48,6 +52,19 @@ pub trait Store: Send + Sync + 'static {
         end: NaiveDate,
         indicators: &[(String, Kind)],
     ) -> Result<Vec<OwnValue>, StoreError>;
+
+    /// Values per (unit, indicator, entity) over `[start, end]`, for
+    /// per-entity targets: `count` and `distinct` sum over days and sources;
+    /// `level` takes, for each source, the value on the entity's last
+    /// observed day in the period and sums those over sources, so that a
+    /// unit's entity values add up to its [`Store::own_values`] number.
+    /// Indicators not listed are left out; the order is unspecified.
+    fn entity_values(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<EntityValue>, StoreError>;
 
     /// How completely `source` covered `[start, end]`.
     fn coverage(
@@ -168,6 +185,16 @@ pub struct OwnValue {
     pub unit: String,
     pub indicator: String,
     pub data: OwnData,
+}
+
+/// The value of one entity of one unit for one indicator over a period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityValue {
+    pub unit: String,
+    pub indicator: String,
+    /// May be empty: observations a source made for the unit as a whole.
+    pub entity: String,
+    pub value: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

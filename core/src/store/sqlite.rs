@@ -21,8 +21,8 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    Coverage, LastSuccess, OwnData, OwnValue, RunCounts, RunRecord, RunResult, SourceStatus, Store,
-    StoreError, StoredObservation, StoredRun,
+    Coverage, EntityValue, LastSuccess, OwnData, OwnValue, RunCounts, RunRecord, RunResult,
+    SourceStatus, Store, StoreError, StoredObservation, StoredRun,
 };
 use crate::domain::{Kind, Observation};
 
@@ -355,6 +355,202 @@ fn key_index(id: i64, accs: &[Acc]) -> Result<usize, StoreError> {
         })
 }
 
+impl SqliteStore {
+    /// Folds every key's values over `[start, end]` (one read transaction:
+    /// whole months from `monthly`, the partial edges from raw rows) and
+    /// hands the keys and their folds to `f`, indexed by key id.
+    fn fold_keys<R>(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        f: impl FnOnce(&KeyCache, &[Acc]) -> R,
+    ) -> Result<R, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading values",
+            source,
+        };
+        let mut guard = lock(&self.reader);
+        let Reader { conn, keys } = &mut *guard;
+        // One read transaction, so the key refresh and both scans see the
+        // same snapshot even while a run commits.
+        let tx = conn.transaction().map_err(e)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id, unit, indicator, entity FROM keys WHERE id >= ?1 ORDER BY id",
+                )
+                .map_err(e)?;
+            let rows = stmt
+                .query_map([keys.keys.len() as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(e)?;
+            for row in rows {
+                let (id, unit, indicator, entity) = row.map_err(e)?;
+                let id = usize::try_from(id).map_err(|_| StoreError::Corrupt {
+                    what: "key",
+                    detail: format!("id {id}"),
+                })?;
+                keys.add(id, unit, indicator, entity);
+            }
+        }
+
+        let mut accs = vec![Acc::default(); keys.keys.len()];
+        let (s, e_day) = (day_num(start), day_num(end));
+        // Whole months come from the aggregate; only the partial months at
+        // either edge are read from raw rows.
+        let first_full = month_num(start) + i64::from(start.day() != 1);
+        let last_full = month_num(end) - i64::from(end.succ_opt().is_some_and(|n| n.day() != 1));
+        let mut raw_ranges = Vec::with_capacity(2);
+        let full = if first_full <= last_full {
+            match (month_days(first_full), month_days(last_full)) {
+                (Some((full_from, _)), Some((_, full_to))) => Some((full_from, full_to)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        match full {
+            Some((full_from, full_to)) => {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT key, sum, last_day, last_value FROM monthly WHERE month BETWEEN ?1 AND ?2",
+                    )
+                    .map_err(e)?;
+                let mut rows = stmt.query(params![first_full, last_full]).map_err(e)?;
+                while let Some(r) = rows.next().map_err(e)? {
+                    let i = key_index(r.get(0).map_err(e)?, &accs)?;
+                    accs[i].add(
+                        r.get(1).map_err(e)?,
+                        r.get(2).map_err(e)?,
+                        r.get(3).map_err(e)?,
+                    );
+                }
+                if s < full_from {
+                    raw_ranges.push((s, full_from - 1));
+                }
+                if full_to < e_day {
+                    raw_ranges.push((full_to + 1, e_day));
+                }
+            }
+            None => raw_ranges.push((s, e_day)),
+        }
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT key, day, value FROM observations WHERE day BETWEEN ?1 AND ?2",
+                )
+                .map_err(e)?;
+            for (from, to) in raw_ranges {
+                let mut rows = stmt.query(params![from, to]).map_err(e)?;
+                while let Some(r) = rows.next().map_err(e)? {
+                    let i = key_index(r.get(0).map_err(e)?, &accs)?;
+                    let value = r.get(2).map_err(e)?;
+                    accs[i].add(value, r.get(1).map_err(e)?, value);
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+
+        Ok(f(keys, &accs))
+    }
+}
+
+/// The kind of each interned indicator, `None` for those not asked for.
+fn kinds_of(keys: &KeyCache, indicators: &[(String, Kind)]) -> Vec<Option<Kind>> {
+    keys.indicators
+        .iter()
+        .map(|id| indicators.iter().find(|(i, _)| i == id).map(|(_, k)| *k))
+        .collect()
+}
+
+fn own_from_folds(keys: &KeyCache, accs: &[Acc], indicators: &[(String, Kind)]) -> Vec<OwnValue> {
+    let kind_of_indicator = kinds_of(keys, indicators);
+    let mut numbers: Vec<Option<f64>> = vec![None; keys.groups.len()];
+    let mut entities: HashMap<usize, HashMap<&str, f64>> = HashMap::new();
+    for (acc, key) in accs.iter().zip(keys.keys.iter()) {
+        let (true, Some((group, entity))) = (acc.seen, key) else {
+            continue;
+        };
+        let (_, ind) = keys.groups[*group];
+        match kind_of_indicator[ind] {
+            None => {}
+            Some(Kind::Count) => {
+                numbers[*group] = Some(numbers[*group].unwrap_or(0.0) + acc.sum);
+            }
+            Some(Kind::Level) => {
+                numbers[*group] = Some(numbers[*group].unwrap_or(0.0) + acc.last_value);
+            }
+            Some(Kind::Distinct) => {
+                *entities
+                    .entry(*group)
+                    .or_default()
+                    .entry(entity.as_str())
+                    .or_insert(0.0) += acc.sum;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(numbers.len());
+    for (group, (unit, ind)) in keys.groups.iter().enumerate() {
+        let data = match (numbers[group], entities.remove(&group)) {
+            (Some(n), _) => OwnData::Number(n),
+            (None, Some(m)) => OwnData::Entities(
+                m.into_iter()
+                    .filter(|&(_, v)| v != 0.0)
+                    .map(|(k, _)| k.to_string())
+                    .collect(),
+            ),
+            (None, None) => continue,
+        };
+        out.push(OwnValue {
+            unit: unit.clone(),
+            indicator: keys.indicators[*ind].clone(),
+            data,
+        });
+    }
+    out
+}
+
+/// Per (unit, indicator, entity): `level` the last value per source, summed
+/// over sources; `count` and `distinct` the sum.
+fn entities_from_folds(
+    keys: &KeyCache,
+    accs: &[Acc],
+    indicators: &[(String, Kind)],
+) -> Vec<EntityValue> {
+    let kind_of_indicator = kinds_of(keys, indicators);
+    let mut values: HashMap<(usize, &str), f64> = HashMap::new();
+    for (acc, key) in accs.iter().zip(keys.keys.iter()) {
+        let (true, Some((group, entity))) = (acc.seen, key) else {
+            continue;
+        };
+        let (_, ind) = keys.groups[*group];
+        let v = match kind_of_indicator[ind] {
+            None => continue,
+            Some(Kind::Level) => acc.last_value,
+            Some(Kind::Count | Kind::Distinct) => acc.sum,
+        };
+        *values.entry((*group, entity.as_str())).or_insert(0.0) += v;
+    }
+    values
+        .into_iter()
+        .map(|((group, entity), value)| {
+            let (unit, ind) = &keys.groups[group];
+            EntityValue {
+                unit: unit.clone(),
+                indicator: keys.indicators[*ind].clone(),
+                entity: entity.to_owned(),
+                value,
+            }
+        })
+        .collect()
+}
+
 impl Store for SqliteStore {
     fn record_run(
         &self,
@@ -607,6 +803,25 @@ impl Store for SqliteStore {
         rows.map(|row| stored_run(row.map_err(e)?)).collect()
     }
 
+    fn runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading runs",
+            source,
+        };
+        let r = lock(&self.reader);
+        let mut stmt = r
+            .conn
+            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .map_err(e)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = stmt.query_row([id], run_row).optional().map_err(e)? {
+                out.push(stored_run(row)?);
+            }
+        }
+        Ok(out)
+    }
+
     fn own_values(
         &self,
         start: NaiveDate,
@@ -616,146 +831,23 @@ impl Store for SqliteStore {
         if end < start || indicators.is_empty() {
             return Ok(Vec::new());
         }
-        let e = |source| StoreError::Sqlite {
-            doing: "reading values",
-            source,
-        };
-        let mut guard = lock(&self.reader);
-        let Reader { conn, keys } = &mut *guard;
-        // One read transaction, so the key refresh and both scans see the
-        // same snapshot even while a run commits.
-        let tx = conn.transaction().map_err(e)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT id, unit, indicator, entity FROM keys WHERE id >= ?1 ORDER BY id",
-                )
-                .map_err(e)?;
-            let rows = stmt
-                .query_map([keys.keys.len() as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                })
-                .map_err(e)?;
-            for row in rows {
-                let (id, unit, indicator, entity) = row.map_err(e)?;
-                let id = usize::try_from(id).map_err(|_| StoreError::Corrupt {
-                    what: "key",
-                    detail: format!("id {id}"),
-                })?;
-                keys.add(id, unit, indicator, entity);
-            }
-        }
+        self.fold_keys(start, end, |keys, accs| {
+            own_from_folds(keys, accs, indicators)
+        })
+    }
 
-        let mut accs = vec![Acc::default(); keys.keys.len()];
-        let (s, e_day) = (day_num(start), day_num(end));
-        // Whole months come from the aggregate; only the partial months at
-        // either edge are read from raw rows.
-        let first_full = month_num(start) + i64::from(start.day() != 1);
-        let last_full = month_num(end) - i64::from(end.succ_opt().is_some_and(|n| n.day() != 1));
-        let mut raw_ranges = Vec::with_capacity(2);
-        let full = if first_full <= last_full {
-            match (month_days(first_full), month_days(last_full)) {
-                (Some((full_from, _)), Some((_, full_to))) => Some((full_from, full_to)),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        match full {
-            Some((full_from, full_to)) => {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT key, sum, last_day, last_value FROM monthly WHERE month BETWEEN ?1 AND ?2",
-                    )
-                    .map_err(e)?;
-                let mut rows = stmt.query(params![first_full, last_full]).map_err(e)?;
-                while let Some(r) = rows.next().map_err(e)? {
-                    let i = key_index(r.get(0).map_err(e)?, &accs)?;
-                    accs[i].add(
-                        r.get(1).map_err(e)?,
-                        r.get(2).map_err(e)?,
-                        r.get(3).map_err(e)?,
-                    );
-                }
-                if s < full_from {
-                    raw_ranges.push((s, full_from - 1));
-                }
-                if full_to < e_day {
-                    raw_ranges.push((full_to + 1, e_day));
-                }
-            }
-            None => raw_ranges.push((s, e_day)),
+    fn entity_values(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<EntityValue>, StoreError> {
+        if end < start || indicators.is_empty() {
+            return Ok(Vec::new());
         }
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT key, day, value FROM observations WHERE day BETWEEN ?1 AND ?2",
-                )
-                .map_err(e)?;
-            for (from, to) in raw_ranges {
-                let mut rows = stmt.query(params![from, to]).map_err(e)?;
-                while let Some(r) = rows.next().map_err(e)? {
-                    let i = key_index(r.get(0).map_err(e)?, &accs)?;
-                    let value = r.get(2).map_err(e)?;
-                    accs[i].add(value, r.get(1).map_err(e)?, value);
-                }
-            }
-        }
-        tx.commit().map_err(e)?;
-
-        let kind_of_indicator: Vec<Option<Kind>> = keys
-            .indicators
-            .iter()
-            .map(|id| indicators.iter().find(|(i, _)| i == id).map(|(_, k)| *k))
-            .collect();
-        let mut numbers: Vec<Option<f64>> = vec![None; keys.groups.len()];
-        let mut entities: HashMap<usize, HashMap<&str, f64>> = HashMap::new();
-        for (acc, key) in accs.iter().zip(keys.keys.iter()) {
-            let (true, Some((group, entity))) = (acc.seen, key) else {
-                continue;
-            };
-            let (_, ind) = keys.groups[*group];
-            match kind_of_indicator[ind] {
-                None => {}
-                Some(Kind::Count) => {
-                    numbers[*group] = Some(numbers[*group].unwrap_or(0.0) + acc.sum);
-                }
-                Some(Kind::Level) => {
-                    numbers[*group] = Some(numbers[*group].unwrap_or(0.0) + acc.last_value);
-                }
-                Some(Kind::Distinct) => {
-                    *entities
-                        .entry(*group)
-                        .or_default()
-                        .entry(entity.as_str())
-                        .or_insert(0.0) += acc.sum;
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(numbers.len());
-        for (group, (unit, ind)) in keys.groups.iter().enumerate() {
-            let data = match (numbers[group], entities.remove(&group)) {
-                (Some(n), _) => OwnData::Number(n),
-                (None, Some(m)) => OwnData::Entities(
-                    m.into_iter()
-                        .filter(|&(_, v)| v != 0.0)
-                        .map(|(k, _)| k.to_string())
-                        .collect(),
-                ),
-                (None, None) => continue,
-            };
-            out.push(OwnValue {
-                unit: unit.clone(),
-                indicator: keys.indicators[*ind].clone(),
-                data,
-            });
-        }
-        Ok(out)
+        self.fold_keys(start, end, |keys, accs| {
+            entities_from_folds(keys, accs, indicators)
+        })
     }
 
     fn coverage(
@@ -1009,6 +1101,14 @@ mod tests {
         );
         assert_eq!(trace[0].observation.source, "src");
 
+        let by_id = store.runs(&[r3, 12345, r1]).unwrap();
+        assert_eq!(
+            by_id.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [r3, r1],
+            "in the order asked, unknown ids left out"
+        );
+        assert_eq!(by_id[0].run, ok_run("2026-11-02", "2026-11-02"));
+
         let runs = store.recent_runs("src", 2).unwrap();
         assert_eq!(
             runs.iter()
@@ -1073,6 +1173,62 @@ mod tests {
             one(&store, "2026-11-01", "2026-11-30", "points", Kind::Count),
             Some(387.0)
         );
+    }
+
+    #[test]
+    fn entity_values_fold_each_entity_like_its_kind() {
+        let (_dir, store) = open();
+        let mut other = obs("county/a", "points", "alice", "2026-10-20", 50.0);
+        other.source = "other".into();
+        let mut other_run = ok_run("2026-10-01", "2026-10-31");
+        other_run.source = "other".into();
+        store.record_run(&other_run, &[other], None).unwrap();
+        let o = vec![
+            // Levels: alice's last day per source (09-30 edge day and a whole
+            // month, 10-31), summed over the two sources.
+            obs("county/a", "points", "alice", "2026-09-30", 100.0),
+            obs("county/a", "points", "alice", "2026-10-31", 300.0),
+            obs("county/a", "points", "alice", "2026-11-01", 999.0),
+            obs("county/a", "points", "bob", "2026-10-02", 70.0),
+            // The same entity under another unit is another value.
+            obs("county/b", "points", "alice", "2026-10-05", 20.0),
+            // Counts sum over days.
+            obs("county/a", "posts", "", "2026-09-30", 1.0),
+            obs("county/a", "posts", "", "2026-10-01", 2.0),
+            obs("county/a", "posts", "", "2026-10-31", 4.0),
+        ];
+        store
+            .record_run(&ok_run("2026-09-01", "2026-11-30"), &o, None)
+            .unwrap();
+        let got: BTreeMap<(String, String, String), f64> = store
+            .entity_values(
+                d("2026-09-30"),
+                d("2026-10-31"),
+                &inds(&[("points", Kind::Level), ("posts", Kind::Count)]),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|v| ((v.unit, v.indicator, v.entity), v.value))
+            .collect();
+        let key = |u: &str, i: &str, e: &str| (u.to_owned(), i.to_owned(), e.to_owned());
+        assert_eq!(
+            got,
+            BTreeMap::from([
+                (key("county/a", "points", "alice"), 350.0),
+                (key("county/a", "points", "bob"), 70.0),
+                (key("county/a", "posts", ""), 7.0),
+                (key("county/b", "points", "alice"), 20.0),
+            ])
+        );
+        // Only the indicators asked for.
+        let only = store
+            .entity_values(
+                d("2026-09-30"),
+                d("2026-10-31"),
+                &inds(&[("posts", Kind::Count)]),
+            )
+            .unwrap();
+        assert_eq!(only.len(), 1);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Cells hold bare numbers so that a spreadsheet can sum them; what a mark
 //! would say in Markdown (未报送, 数据不完整) goes to the last column, 备注.
 
-use super::{Summary, format_number};
+use super::{Summary, format_number, ratio_heading};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -12,10 +12,19 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// in practice, this only hides float noise like `0.30000000000000004`.
 const DECIMALS: usize = 6;
 
+/// Decimals of a target's minimum (derived and pro-rated minimums are fractions).
+const MIN_DECIMALS: usize = 2;
+
+/// Decimals of completion and share-on-target ratios (`0.8083` is 80.83%).
+const RATIO_DECIMALS: usize = 4;
+
 /// Columns: 单位代码, 单位, one per indicator (`微信公众号发文数(篇)`), one
-/// `上期` column per indicator, 备注. Rows in the summary's order. An empty
-/// cell is no data.
+/// `上期` column per indicator, then for each indicator with a target in the
+/// table `目标…` (the effective minimum) and `目标完成率…` (per-unit targets:
+/// value / minimum) or `达标率…` (per-entity: share of entities on target),
+/// and 备注. Rows in the summary's order. An empty cell is no data or no target.
 pub fn to_csv(summary: &Summary) -> Vec<u8> {
+    let targeted = summary.target_columns();
     let mut header = vec!["单位代码".to_owned(), "单位".to_owned()];
     header.extend(summary.indicators.iter().map(|i| i.header()));
     header.extend(
@@ -24,6 +33,12 @@ pub fn to_csv(summary: &Summary) -> Vec<u8> {
             .iter()
             .map(|i| format!("上期{}", i.header())),
     );
+    for (ind, per) in summary.indicators.iter().zip(&targeted) {
+        if let Some(per) = per {
+            header.push(format!("目标{}", ind.header()));
+            header.push(format!("{}{}", ratio_heading(*per), ind.name));
+        }
+    }
     header.push("备注".to_owned());
 
     let mut rows = vec![header];
@@ -33,6 +48,20 @@ pub fn to_csv(summary: &Summary) -> Vec<u8> {
         let number = |v: Option<f64>| v.map(|v| format_number(v, DECIMALS)).unwrap_or_default();
         row.extend(cells.iter().map(|(_, c)| number(c.value)));
         row.extend(cells.iter().map(|(_, c)| number(c.previous)));
+        for ((_, c), per) in cells.iter().zip(&targeted) {
+            if per.is_some() {
+                let t = c.target.as_ref();
+                row.push(
+                    t.map(|t| format_number(t.min, MIN_DECIMALS))
+                        .unwrap_or_default(),
+                );
+                row.push(
+                    t.and_then(|t| t.ratio_or_completion())
+                        .map(|r| format_number(r, RATIO_DECIMALS))
+                        .unwrap_or_default(),
+                );
+            }
+        }
         let notes: Vec<String> = summary
             .indicators
             .iter()

@@ -4,13 +4,15 @@
 
 use std::fmt::Write;
 
-use super::{IndicatorValue, Summary, format_number};
+use super::{IndicatorValue, Summary, TargetStatus, format_number, ratio_heading};
+use crate::config::Per;
 
 /// Full-width spaces survive Markdown renderers that trim ASCII spaces in
 /// table cells, and line up with Chinese names.
 const INDENT: &str = "\u{3000}";
 
 pub fn to_markdown(summary: &Summary) -> String {
+    let targeted = summary.target_columns();
     let p = &summary.period;
     let mut out = String::new();
     let _ = writeln!(out, "# {} 统计表\n", p.label);
@@ -36,6 +38,12 @@ pub fn to_markdown(summary: &Summary) -> String {
             .iter()
             .map(|i| format!("上期{}", escape(&i.header()))),
     );
+    for (ind, per) in summary.indicators.iter().zip(&targeted) {
+        if let Some(per) = per {
+            header.push(format!("目标{}", escape(&ind.header())));
+            header.push(format!("{}{}", ratio_heading(*per), escape(&ind.name)));
+        }
+    }
     let _ = writeln!(out, "| {} |", header.join(" | "));
     let align: Vec<&str> = std::iter::once(":---")
         .chain(std::iter::repeat_n("---:", header.len() - 1))
@@ -61,6 +69,13 @@ pub fn to_markdown(summary: &Summary) -> String {
                     .map(|v| format_number(v, 2))
                     .unwrap_or_default(),
             );
+        }
+        for ((_, cell), per) in unit.values.0.iter().zip(&targeted) {
+            if per.is_some() {
+                let t = cell.target.as_ref();
+                row.push(t.map(|t| format_number(t.min, 1)).unwrap_or_default());
+                row.push(t.map(standing).unwrap_or_default());
+            }
         }
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }
@@ -117,6 +132,21 @@ fn current(cell: &IndicatorValue) -> String {
         let _ = write!(s, "（人均 {}）", format_number(pc, 1));
     }
     s
+}
+
+/// `80.8%` of a per-unit target; `97/120（80.8%）` of a per-entity one.
+fn standing(t: &TargetStatus) -> String {
+    let percent = |r: f64| format!("{}%", format_number(r * 100.0, 1));
+    match t.per {
+        Per::Unit => t.completion.map(percent).unwrap_or_default(),
+        Per::Entity => {
+            let (met, total) = (t.met.unwrap_or(0), t.total.unwrap_or(0));
+            match t.ratio {
+                Some(r) => format!("{met}/{total}（{}）", percent(r)),
+                None => format!("{met}/{total}"),
+            }
+        }
+    }
 }
 
 /// Keeps a name from breaking the table.

@@ -12,7 +12,9 @@
 //! the store.
 
 mod csv;
+mod explain;
 mod markdown;
+pub mod targets;
 mod xlsx;
 
 #[cfg(test)]
@@ -32,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 pub use self::csv::to_csv;
+pub use self::explain::{ExplainError, ExplainRequest, ExplainedObservation, Explanation, explain};
 pub use self::markdown::to_markdown;
 pub use self::xlsx::{ReportError, to_xlsx};
 
@@ -87,6 +90,41 @@ pub struct PeriodInfo {
     /// The period is over in the configured time zone and every source
     /// behind the table covered it completely.
     pub complete: bool,
+}
+
+impl Summary {
+    /// For each indicator, in order: `Some(per)` of the first unit that has a
+    /// target for it, `None` when no unit of the table has one. Decides which
+    /// target columns CSV and Markdown show, and how they are headed.
+    pub fn target_columns(&self) -> Vec<Option<Per>> {
+        (0..self.indicators.len())
+            .map(|i| {
+                self.units
+                    .iter()
+                    .find_map(|u| u.values.0.get(i)?.1.target.as_ref().map(|t| t.per))
+            })
+            .collect()
+    }
+}
+
+impl TargetStatus {
+    /// The one figure of how the unit stands: completion for per-unit
+    /// targets, the share of entities on target for per-entity ones.
+    pub fn ratio_or_completion(&self) -> Option<f64> {
+        match self.per {
+            Per::Unit => self.completion,
+            Per::Entity => self.ratio,
+        }
+    }
+}
+
+/// `目标完成率` of a per-unit target, `达标率` (share of entities on target) of
+/// a per-entity one: the heading of the ratio column.
+fn ratio_heading(per: Per) -> &'static str {
+    match per {
+        Per::Unit => "目标完成率",
+        Per::Entity => "达标率",
+    }
 }
 
 /// One entry of the indicator catalogue.
@@ -158,7 +196,19 @@ pub struct IndicatorValue {
     /// with a per-entity target) of units with a headcount. Full precision.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
     pub per_capita: Option<f64>,
-    /// Reserved for targets (PRODUCT.md's `target` object); not computed yet.
+    /// `value - previous`, when both are known.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
+    pub change: Option<f64>,
+    /// `change / previous`, when `previous` is known and not 0.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
+    pub change_ratio: Option<f64>,
+    /// Among the unit's siblings (the roots among the roots), by value: 1 is
+    /// the highest, ties share a rank (1, 1, 3), units without a value have
+    /// none. Counted over every sibling, shown or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
+    /// How the unit stands against the target that applies to it (see
+    /// [`targets`]); absent when none does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetStatus>,
     /// Some source behind this value did not cover the whole period, or a
@@ -170,15 +220,28 @@ pub struct IndicatorValue {
     pub missing: bool,
 }
 
-/// How a unit stands against a target; the shape PRODUCT.md gives, filled
-/// in by the targets work.
+/// How a unit stands against a target, in PRODUCT.md's shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
     pub per: Per,
+    /// The effective minimum for the period asked: derived by share of days
+    /// from the target's own period, then pro-rated by elapsed days inside a
+    /// running period (see [`targets`]). Full precision.
+    #[serde(serialize_with = "number_f64")]
     pub min: f64,
-    pub met: u64,
-    pub total: u64,
-    pub ratio: f64,
+    /// Per-unit targets: `value / min`; absent when the unit has no value.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
+    pub completion: Option<f64>,
+    /// Per-entity targets: the entities (of the unit's subtree, seen in the
+    /// period) whose value reached `min`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub met: Option<u64>,
+    /// Per-entity targets: the entities of the unit's subtree seen in the period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// Per-entity targets: `met / total`; absent when `total` is 0.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
+    pub ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -203,6 +266,10 @@ fn number<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
         Some(v) => s.serialize_f64(v),
         None => s.serialize_none(),
     }
+}
+
+fn number_f64<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    number(&Some(*v), s)
 }
 
 fn rfc3339(at: DateTime<Utc>, tz: Tz) -> String {
@@ -347,6 +414,17 @@ pub fn build(
         }
     }
 
+    let statuses = targets::statuses(
+        config,
+        tree,
+        store,
+        period,
+        today,
+        &current,
+        (period.start, period.end),
+    )?;
+    let ranks = ranks(tree, &current, n);
+
     let mut units = Vec::new();
     for &root in &roots {
         for u in tree.subtree(root, req.depth) {
@@ -356,16 +434,24 @@ pub fn build(
                 .enumerate()
                 .map(|(i, ind)| {
                     let value = current.get(u, i);
+                    let previous = previous.get(u, i);
+                    let change = value.zip(previous).map(|(v, p)| v - p);
                     let cell = IndicatorValue {
                         value,
-                        previous: previous.get(u, i),
+                        previous,
                         per_capita: match (value, unit.headcount) {
                             // Per capita of any indicator where the unit has a headcount
                             // (issue: "per capita where a unit has a headcount").
                             (Some(v), Some(h)) if h > 0 => Some(v / f64::from(h)),
                             _ => None,
                         },
-                        target: None,
+                        change,
+                        change_ratio: change
+                            .zip(previous)
+                            .filter(|&(_, p)| p != 0.0)
+                            .map(|(c, p)| c / p),
+                        rank: ranks[u * n + i],
+                        target: statuses[u * n + i].clone(),
                         incomplete: incomplete[u * n + i],
                         missing: missing[u * n + i],
                     };
@@ -406,6 +492,28 @@ pub fn build(
     })
 }
 
+/// Dense by (unit, indicator): the unit's rank among its siblings (the
+/// roots among the roots) by value, highest first; ties share the best rank
+/// (competition ranking: 1, 1, 3); no value, no rank.
+fn ranks(tree: &UnitTree, values: &RolledUp, n: usize) -> Vec<Option<u32>> {
+    let mut out = vec![None; tree.len() * n];
+    let groups =
+        std::iter::once(tree.roots()).chain(tree.preorder().iter().map(|&u| tree.children(u)));
+    for siblings in groups {
+        for i in 0..n {
+            for &u in siblings {
+                let Some(v) = values.get(u, i) else { continue };
+                let above = siblings
+                    .iter()
+                    .filter(|&&s| values.get(s, i).is_some_and(|w| w > v))
+                    .count();
+                out[u * n + i] = Some(u32::try_from(above + 1).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    out
+}
+
 /// The `window` label values of `tally_indicator_value`, with their periods.
 const WINDOWS: [(&str, PeriodKind); 4] = [
     ("day", PeriodKind::Day),
@@ -416,9 +524,13 @@ const WINDOWS: [(&str, PeriodKind); 4] = [
 
 /// Sets `tally_indicator_value{unit, indicator, window}` to the rolled-up
 /// value of the current day, month, quarter and year to date, for every unit
-/// and indicator with data. The gauge is reset first so that series of
-/// removed units or indicators disappear; the store is read before the
-/// reset, so a scrape sees an empty gauge only for the time it takes to set it.
+/// and indicator with data, and `tally_target_ratio{unit, indicator, window}`
+/// where a target applies: per-unit targets give the completion against the
+/// pro-rated minimum, per-entity targets the share of entities that reach it
+/// (no series while a unit has no value, or no entity). The gauges are reset
+/// first so that series of removed units or indicators disappear; the store
+/// is read before the reset, so a scrape sees an empty gauge only for the
+/// time it takes to set it.
 pub fn refresh_metrics(
     metrics: &Metrics,
     config: &Config,
@@ -428,22 +540,36 @@ pub fn refresh_metrics(
 ) -> Result<(), StoreError> {
     let mut windows = Vec::with_capacity(WINDOWS.len());
     for (label, kind) in WINDOWS {
-        let p = Period::containing(kind, today).to_date(today);
-        windows.push((
-            label,
-            rolled_up(store, tree, &config.indicators, p.start, p.end)?,
-        ));
+        let period = Period::containing(kind, today);
+        let p = period.to_date(today);
+        let values = rolled_up(store, tree, &config.indicators, p.start, p.end)?;
+        let statuses = targets::statuses(
+            config,
+            tree,
+            store,
+            &period,
+            today,
+            &values,
+            (p.start, p.end),
+        )?;
+        windows.push((label, values, statuses));
     }
+    let n = config.indicators.len();
     metrics.indicator_value.reset();
-    for (label, values) in &windows {
+    metrics.target_ratio.reset();
+    for (label, values, statuses) in &windows {
         for &u in tree.preorder() {
             let unit = &tree.unit(u).id;
             for (i, ind) in config.indicators.iter().enumerate() {
+                let labels = [unit.as_str(), ind.id.as_str(), label];
                 if let Some(v) = values.get(u, i) {
-                    metrics
-                        .indicator_value
-                        .with_label_values(&[unit.as_str(), ind.id.as_str(), label])
-                        .set(v);
+                    metrics.indicator_value.with_label_values(&labels).set(v);
+                }
+                let ratio = statuses[u * n + i]
+                    .as_ref()
+                    .and_then(|t| t.completion.or(t.ratio));
+                if let Some(r) = ratio {
+                    metrics.target_ratio.with_label_values(&labels).set(r);
                 }
             }
         }

@@ -24,6 +24,9 @@
 //! | natres, alice         | 06-30: 900      | 07-31: 1000, 09-30: 2500  | 10-01: 2600 |
 //! | office, bob           |                 | 09-29: 1800               |             |
 //! | edu, carol            |                 | 09-15: 3000               |             |
+//!
+//! Targets: xuexi_points 7,000 per entity a year (for every unit);
+//! wechat_posts 12 per unit a quarter, for natres and edu only.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,7 +35,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use super::*;
 use crate::config::Config;
-use crate::domain::Observation;
+use crate::domain::{Observation, OwnData};
 use crate::engine::unit_tree;
 use crate::store::{RunRecord, RunResult, SqliteStore};
 
@@ -73,6 +76,12 @@ indicator = "xuexi_points"
 per = "entity"
 period = "year"
 min = 7000
+[[targets]]
+indicator = "wechat_posts"
+per = "unit"
+period = "quarter"
+min = 12
+units = ["county/natres", "county/edu"]
 
 [[sources]]
 id = "natres-wechat"
@@ -653,4 +662,331 @@ fn numbers_for_people() {
         .unwrap(),
         r#"{"value":321,"previous":2.5}"#
     );
+}
+
+fn target(s: &Summary, unit: &str, indicator: &str) -> Option<TargetStatus> {
+    cell(s, unit, indicator).target.clone()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
+#[test]
+fn a_per_unit_target_gives_completion_only_where_it_applies() {
+    let f = fixture();
+    let s = f.q3();
+    // Q3 is over: the quarterly 12 is whole. natres posted 10 + 5 + office's 3.
+    assert_eq!(
+        target(&s, "county/natres", "wechat_posts"),
+        Some(TargetStatus {
+            per: Per::Unit,
+            min: 12.0,
+            completion: Some(1.5),
+            met: None,
+            total: None,
+            ratio: None,
+        })
+    );
+    // edu has the target but no Q3 value: a minimum, no completion.
+    let edu = target(&s, "county/edu", "wechat_posts").unwrap();
+    assert_eq!((edu.min, edu.completion), (12.0, None));
+    // The target lists natres and edu only: not the county, nor the office below natres.
+    assert_eq!(target(&s, "county", "wechat_posts"), None);
+    assert_eq!(target(&s, "county/natres/office", "wechat_posts"), None);
+}
+
+#[test]
+fn a_yearly_per_entity_target_derives_for_the_quarter_and_counts_entities() {
+    let f = fixture();
+    let s = f.q3();
+    // 7000 a year seen in Q3: 7000 × 92 / 365 = 1764.38.
+    let min = 7000.0 * 92.0 / 365.0;
+    // Entities in Q3 (last day per entity): dave 500 (county), alice 2500
+    // (natres), bob 1800 (office), carol 3000 (edu). Only dave is below.
+    let expect = |met: u64, total: u64| TargetStatus {
+        per: Per::Entity,
+        min,
+        completion: None,
+        met: Some(met),
+        total: Some(total),
+        ratio: Some(met as f64 / total as f64),
+    };
+    assert_eq!(target(&s, "county", "xuexi_points"), Some(expect(3, 4)));
+    assert_eq!(
+        target(&s, "county/natres", "xuexi_points"),
+        Some(expect(2, 2))
+    );
+    assert_eq!(
+        target(&s, "county/natres/office", "xuexi_points"),
+        Some(expect(1, 1))
+    );
+    assert_eq!(target(&s, "county/edu", "xuexi_points"), Some(expect(1, 1)));
+    // Per capita is unchanged by targets.
+    assert_eq!(
+        cell(&s, "county", "xuexi_points").per_capita,
+        Some(7800.0 / 120.0)
+    );
+
+    // The whole year 2026 asked after it ended: 7000 as set. Year values:
+    // alice 2600 (10-01), bob 1800, carol 3000, dave 500: nobody reaches it.
+    let y = f
+        .summary("2026", None, None, at("2027-01-05T00:00:00Z"))
+        .unwrap();
+    let t = target(&y, "county", "xuexi_points").unwrap();
+    assert_eq!(
+        (t.min, t.met, t.total, t.ratio),
+        (7000.0, Some(0), Some(4), Some(0.0))
+    );
+}
+
+#[test]
+fn inside_a_running_period_targets_are_prorated_by_elapsed_days() {
+    let f = fixture();
+    // 2026-08-15 12:00 in Shanghai: day 46 of Q3's 92 (31 of July + 15).
+    let s = f
+        .summary("2026-Q3", None, None, at("2026-08-15T12:00:00+08:00"))
+        .unwrap();
+    let posts = target(&s, "county/natres", "wechat_posts").unwrap();
+    // 12 × 46 / 92 = 6; the table holds what is stored for the quarter (18).
+    assert_eq!(posts.min, 6.0);
+    assert_eq!(posts.completion, Some(3.0));
+    // 7000 × 92/365 × 46/92 = 882.19: dave (500) is still the only one below.
+    let points = target(&s, "county", "xuexi_points").unwrap();
+    assert!(close(points.min, 7000.0 * 46.0 / 365.0), "{}", points.min);
+    assert_eq!((points.met, points.total), (Some(3), Some(4)));
+
+    // A period that has not begun has no pro-rated target yet.
+    let later = f
+        .summary("2026-Q4", None, None, at("2026-08-15T12:00:00+08:00"))
+        .unwrap();
+    assert_eq!(target(&later, "county/natres", "wechat_posts"), None);
+}
+
+#[test]
+fn change_and_rank_among_siblings() {
+    let f = fixture();
+    let s = f.q3();
+    let c = |unit: &str, ind: &str| {
+        let c = cell(&s, unit, ind);
+        (c.change, c.change_ratio, c.rank)
+    };
+    // natres posts 18 against 6 in Q2; county 18 against 12; edu has no value.
+    assert_eq!(
+        c("county/natres", "wechat_posts"),
+        (Some(12.0), Some(2.0), Some(1))
+    );
+    assert_eq!(c("county", "wechat_posts"), (Some(6.0), Some(0.5), Some(1)));
+    assert_eq!(c("county/edu", "wechat_posts"), (None, None, None));
+    assert_eq!(
+        c("county/natres/office", "wechat_posts"),
+        (Some(1.0), Some(0.5), Some(1))
+    );
+    // Points: natres 4300 (Q2: 900) ranks above edu 3000 (Q2: nothing).
+    assert_eq!(
+        c("county/natres", "xuexi_points"),
+        (Some(3400.0), Some(3400.0 / 900.0), Some(1))
+    );
+    assert_eq!(c("county/edu", "xuexi_points"), (None, None, Some(2)));
+    // A unit shown alone is still ranked among all its siblings.
+    let edu = f
+        .summary("2026-Q3", Some("county/edu"), Some(0), after_q3())
+        .unwrap();
+    assert_eq!(cell(&edu, "county/edu", "xuexi_points").rank, Some(2));
+}
+
+#[test]
+fn ties_share_a_rank_and_units_without_a_value_have_none() {
+    let config = Config::parse(
+        r#"
+[[units]]
+id = "r"
+name = "R"
+[[units]]
+id = "r/a"
+name = "A"
+[[units]]
+id = "r/b"
+name = "B"
+[[units]]
+id = "r/c"
+name = "C"
+[[units]]
+id = "r/d"
+name = "D"
+[[units]]
+id = "r/a/x"
+name = "X"
+[[units]]
+id = "q"
+name = "Q"
+[[indicators]]
+id = "n"
+name = "N"
+kind = "count"
+unit = "次"
+"#,
+        Path::new("t.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    let tree = unit_tree(&config).unwrap();
+    let own = [
+        ("r/a/x", 2.0),
+        ("r/a", 3.0),
+        ("r/b", 5.0),
+        ("r/c", 1.0),
+        ("q", 9.0),
+    ];
+    let values = roll_up(
+        &tree,
+        &[Kind::Count],
+        own.iter()
+            .map(|(u, v)| (tree.index(u).unwrap(), 0, OwnData::Number(*v))),
+    );
+    let r = ranks(&tree, &values, 1);
+    let rank = |u: &str| r[tree.index(u).unwrap()];
+    // a = 3 + 2 = 5 ties with b; c comes third (not second); d has no value.
+    assert_eq!(
+        ["r/a", "r/b", "r/c", "r/d", "r/a/x"].map(rank),
+        [Some(1), Some(1), Some(3), None, Some(1)]
+    );
+    // Roots are siblings of each other: r = 11 is above q = 9.
+    assert_eq!(["r", "q"].map(rank), [Some(1), Some(2)]);
+}
+
+#[test]
+fn refresh_metrics_sets_target_ratios_for_windows_where_a_target_applies() {
+    let f = fixture();
+    let metrics = Metrics::new();
+    metrics
+        .target_ratio
+        .with_label_values(&["county/gone", "wechat_posts", "day"])
+        .set(1.0);
+    refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
+    let get = |unit: &str, ind: &str, window: &str| {
+        let text = metrics.encode();
+        let series = format!(
+            "tally_target_ratio{{indicator=\"{ind}\",unit=\"{unit}\",window=\"{window}\"}}"
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+    };
+    // Posts, 12 a quarter, natres: on 10-01 it posted 7. The day and the
+    // quarter to date both ask for 12 × 1/92 (Q4 has 92 days).
+    let day_min = 12.0 / 92.0;
+    for window in ["day", "quarter"] {
+        let got = get("county/natres", "wechat_posts", window).unwrap();
+        assert!(close(got, 7.0 / day_min), "{window}: {got}");
+    }
+    // The month: October's share of Q4 (31/92 of 12), pro-rated to 1 of 31 days.
+    let got = get("county/natres", "wechat_posts", "month").unwrap();
+    assert!(close(got, 7.0 / (12.0 * 31.0 / 92.0 / 31.0)), "{got}");
+    // The year: four quarters (48) pro-rated to 274 of 365 days; natres has 31 posts, edu 6.
+    let year_min = 48.0 * 274.0 / 365.0;
+    let got = get("county/natres", "wechat_posts", "year").unwrap();
+    assert!(close(got, 31.0 / year_min), "{got}");
+    let got = get("county/edu", "wechat_posts", "year").unwrap();
+    assert!(close(got, 6.0 / year_min), "{got}");
+    // No target for the county, and none for edu on a day it has no value.
+    assert_eq!(get("county", "wechat_posts", "year"), None);
+    assert_eq!(get("county/edu", "wechat_posts", "day"), None);
+
+    // Points, 7000 a year: on 10-01 only alice (2600) has a value, above
+    // 7000/365; the year to date asks 7000 × 274/365 = 5254.8 and nobody
+    // (alice 2600, bob 1800, carol 3000, dave 500) reaches it.
+    assert_eq!(get("county", "xuexi_points", "day"), Some(1.0));
+    assert_eq!(get("county/natres", "xuexi_points", "day"), Some(1.0));
+    assert_eq!(get("county/natres/office", "xuexi_points", "day"), None);
+    assert_eq!(get("county", "xuexi_points", "year"), Some(0.0));
+    assert_eq!(
+        get("county/natres/office", "xuexi_points", "year"),
+        Some(0.0)
+    );
+    assert!(!metrics.encode().contains("county/gone"));
+}
+
+#[test]
+fn explain_lists_the_observations_behind_a_figure_with_their_runs() {
+    let f = fixture();
+    let req = ExplainRequest {
+        period: Period::parse("2026-Q3").unwrap(),
+        unit: "county/natres".into(),
+        indicator: "xuexi_points".into(),
+    };
+    let e = explain(&f.config, &f.tree, &f.store, &req).unwrap();
+    let rows: Vec<(&str, &str, &str, String, f64)> = e
+        .observations
+        .iter()
+        .map(|o| {
+            (
+                o.source.as_str(),
+                o.unit.as_str(),
+                o.entity.as_str(),
+                o.day.to_string(),
+                o.value,
+            )
+        })
+        .collect();
+    // The subtree (natres, then office), Q3 only: not alice's 06-30 nor 10-01.
+    assert_eq!(
+        rows,
+        [
+            (
+                "county-xuexi",
+                "county/natres",
+                "alice",
+                "2026-07-31".into(),
+                1000.0
+            ),
+            (
+                "county-xuexi",
+                "county/natres",
+                "alice",
+                "2026-09-30".into(),
+                2500.0
+            ),
+            (
+                "county-xuexi",
+                "county/natres/office",
+                "bob",
+                "2026-09-29".into(),
+                1800.0
+            ),
+        ]
+    );
+    // The fourth run recorded; started 4 s before it finished at 17:45:00Z.
+    let run = &e.observations[0].run;
+    assert_eq!(run.id, 4);
+    assert_eq!(run.trigger.as_deref(), Some("schedule"));
+    assert_eq!(run.started_at.as_deref(), Some("2026-10-01T01:44:56+08:00"));
+    let table = e.to_table();
+    assert!(
+        table.starts_with("xuexi_points county/natres 2026-Q3 (level), 3 observations\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("county-xuexi  county/natres/office  bob"),
+        "{table}"
+    );
+
+    let bad = ExplainRequest {
+        indicator: "nope".into(),
+        ..req.clone()
+    };
+    let err = explain(&f.config, &f.tree, &f.store, &bad).unwrap_err();
+    assert!(err.is_user_error());
+    assert_eq!(
+        err.to_string(),
+        "unknown indicator \"nope\": see /api/v1/indicators"
+    );
+    let bad = ExplainRequest {
+        unit: "county/nope".into(),
+        ..req
+    };
+    assert!(matches!(
+        explain(&f.config, &f.tree, &f.store, &bad),
+        Err(ExplainError::UnknownUnit(_))
+    ));
 }

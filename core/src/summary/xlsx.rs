@@ -235,12 +235,18 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
                 c += 1;
                 if group.per_entity {
                     let entity = t.filter(|t| t.per == Per::Entity);
-                    number_cell(&mut ws, row, c, entity.map(|t| t.met as f64), &f.number)?;
+                    number_cell(
+                        &mut ws,
+                        row,
+                        c,
+                        entity.and_then(|t| t.met).map(|m| m as f64),
+                        &f.number,
+                    )?;
                     number_cell(
                         &mut ws,
                         row,
                         c + 1,
-                        entity.map(|t| t.total as f64),
+                        entity.and_then(|t| t.total).map(|n| n as f64),
                         &f.number,
                     )?;
                     c += 2;
@@ -250,7 +256,9 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
                 } else {
                     &f.ratio
                 };
-                number_cell(&mut ws, row, c, t.map(|t| t.ratio), ratio_format)?;
+                // Completion for per-unit targets, the share on target for per-entity ones.
+                let ratio = t.and_then(|t| t.completion.or(t.ratio));
+                number_cell(&mut ws, row, c, ratio, ratio_format)?;
             }
             col += group.sub_headers().len() as u16;
             match (cell.missing, cell.incomplete) {
@@ -362,7 +370,7 @@ fn indicator_sheet(
         if group.target {
             let line = cell.target.as_ref().map(|t| match t.per {
                 Per::Unit => t.min,
-                Per::Entity => t.min * t.total as f64,
+                Per::Entity => t.min * t.total.unwrap_or(0) as f64,
             });
             number_cell(&mut ws, row, 3, line, &f.number)?;
         }
@@ -539,12 +547,13 @@ mod tests {
     /// Two indicators; xuexi_points has a per-entity target; 教育局 did not
     /// report its posts, so 某县's are incomplete.
     fn sample() -> Summary {
-        let target = |met, total, ratio| TargetStatus {
+        let target = |met: u64, total: u64, ratio: f64| TargetStatus {
             per: Per::Entity,
             min: 7000.0,
-            met,
-            total,
-            ratio,
+            completion: None,
+            met: Some(met),
+            total: Some(total),
+            ratio: Some(ratio),
         };
         let points = |v: f64, met, total, ratio| IndicatorValue {
             target: Some(target(met, total, ratio)),
