@@ -20,6 +20,8 @@ mod schedule;
 mod secrets;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};

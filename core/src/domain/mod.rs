@@ -5,6 +5,8 @@
 //! arithmetic the quarterly table rests on can be tested exhaustively.
 
 pub mod period;
+#[cfg(test)]
+mod period_fuzz;
 pub mod rollup;
 pub mod units;
 
