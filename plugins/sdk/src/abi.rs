@@ -724,3 +724,221 @@ mod tests {
         unsafe { (DESC.0.vtable.destroy)(inst) };
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property-based fuzzing of the message decoding behind the trampolines:
+    //! whatever bytes arrive as settings or as a collect request, the plugin
+    //! answers `OK`, `ERROR` or `BAD_REQUEST` with a readable body, and never
+    //! panics (a panic would come back as `PANICKED`, or, with `panic =
+    //! "abort"`, end the daemon). 256 cases per property unless
+    //! `PROPTEST_CASES` says otherwise.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::protocol::{CollectResponse, Description, Observation, Window};
+
+    /// Typed settings with every shape serde can reject: a required string,
+    /// a bounded integer, an optional list, unknown fields denied.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Settings {
+        #[allow(dead_code)]
+        mode: String,
+        #[serde(default)]
+        #[allow(dead_code)]
+        limit: u8,
+        #[serde(default)]
+        #[allow(dead_code)]
+        names: Option<Vec<String>>,
+    }
+
+    struct Echo;
+
+    impl Plugin for Echo {
+        const NAME: &'static str = "echo";
+        type Settings = Settings;
+
+        fn describe() -> Description {
+            Description::new("fuzz target")
+        }
+
+        fn new(_settings: Settings, _host: &Host) -> Result<Self, Error> {
+            Ok(Echo)
+        }
+
+        fn collect(
+            &mut self,
+            req: &CollectRequest,
+            _host: &Host,
+        ) -> Result<CollectResponse, Error> {
+            let mut out = CollectResponse::default();
+            for day in req.window.days().take(3) {
+                out.observations.push(Observation::new("n", day, 1.0));
+            }
+            Ok(out)
+        }
+    }
+
+    static DESC: StaticDescriptor = StaticDescriptor::new::<Echo>("0.0.0", cfg!(panic = "unwind"));
+
+    unsafe extern "C" fn h_log(_ctx: *const c_void, _level: u32, _message: Bytes) {}
+    unsafe extern "C" fn h_now(_ctx: *const c_void) -> i64 {
+        1_700_000_000_000
+    }
+    unsafe extern "C" fn h_cancelled(_ctx: *const c_void) -> bool {
+        false
+    }
+    unsafe extern "C" fn h_call(
+        _ctx: *const c_void,
+        _method: Bytes,
+        _payload: Bytes,
+        out: *mut OwnedBytes,
+    ) -> Status {
+        // SAFETY: the plugin passes a writable slot.
+        unsafe { out.write(OwnedBytes::from_vec(b"no services here".to_vec())) };
+        Status::UNSUPPORTED
+    }
+
+    struct HostTable(HostVTable);
+    // SAFETY: immutable, null context.
+    unsafe impl Sync for HostTable {}
+    static HOST: HostTable = HostTable(HostVTable {
+        size: std::mem::size_of::<HostVTable>(),
+        abi_minor: ABI_MINOR,
+        ctx: std::ptr::null(),
+        log: h_log,
+        now_unix_ms: h_now,
+        cancelled: h_cancelled,
+        call: h_call,
+    });
+
+    /// Calls `create` with raw settings bytes, destroying any instance made.
+    fn create_raw(settings: &[u8]) -> (Status, Vec<u8>) {
+        let mut inst: *mut Instance = std::ptr::null_mut();
+        let mut out = OwnedBytes::empty();
+        // SAFETY: valid pointers for the call, as the daemon passes them.
+        let status = unsafe {
+            (DESC.0.vtable.create)(&HOST.0, Bytes::from_slice(settings), &mut inst, &mut out)
+        };
+        // SAFETY: filled by the call.
+        let body = unsafe { out.into_vec() };
+        if !inst.is_null() {
+            // SAFETY: created above, destroyed once.
+            unsafe { (DESC.0.vtable.destroy)(inst) };
+        }
+        (status, body)
+    }
+
+    /// Calls `collect` on a fresh instance with raw request bytes.
+    fn collect_raw(request: &[u8]) -> (Status, Vec<u8>) {
+        let mut inst: *mut Instance = std::ptr::null_mut();
+        let mut out = OwnedBytes::empty();
+        // SAFETY: as in `create_raw`.
+        let status = unsafe {
+            (DESC.0.vtable.create)(
+                &HOST.0,
+                Bytes::from_slice(br#"{"mode": "x"}"#),
+                &mut inst,
+                &mut out,
+            )
+        };
+        // SAFETY: filled by the call.
+        drop(unsafe { out.into_vec() });
+        assert_eq!(status, Status::OK);
+        let mut out = OwnedBytes::empty();
+        // SAFETY: `inst` is live, the request valid for the call.
+        let status = unsafe { (DESC.0.vtable.collect)(inst, Bytes::from_slice(request), &mut out) };
+        // SAFETY: filled by the call.
+        let body = unsafe { out.into_vec() };
+        // SAFETY: created above, destroyed once.
+        unsafe { (DESC.0.vtable.destroy)(inst) };
+        (status, body)
+    }
+
+    /// What the daemon can rely on for any answer.
+    fn check_answer(status: Status, body: &[u8]) -> Result<(), TestCaseError> {
+        match status {
+            Status::OK => {
+                prop_assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok());
+            }
+            Status::ERROR => {
+                let e: Result<Error, _> = serde_json::from_slice(body);
+                prop_assert!(e.is_ok(), "ERROR with a body that is no Error: {:?}", body);
+            }
+            Status::BAD_REQUEST => {
+                prop_assert!(std::str::from_utf8(body).is_ok());
+                prop_assert!(!body.is_empty());
+            }
+            other => prop_assert!(false, "status {other:?}: {}", String::from_utf8_lossy(body)),
+        }
+        Ok(())
+    }
+
+    fn valid_request() -> Vec<u8> {
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        serde_json::to_vec(&CollectRequest::new("s", Window::new(d, d))).unwrap()
+    }
+
+    /// Byte-level edits of a valid message: flips, inserts, deletions, cuts.
+    fn mutate(mut bytes: Vec<u8>, edits: &[(u8, usize, u8)]) -> Vec<u8> {
+        for &(op, at, b) in edits {
+            let n = bytes.len();
+            match op % 4 {
+                0 if n > 0 => bytes[at % n] = b,
+                1 => bytes.insert(at % (n + 1), b),
+                2 if n > 0 => {
+                    bytes.remove(at % n);
+                }
+                3 => bytes.truncate(at % (n + 1)),
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    /// JSON-ish bytes: likelier than random bytes to get past the first brace.
+    fn json_like() -> impl Strategy<Value = Vec<u8>> {
+        "[{}\\[\\]\":, 0-9a-z.eE+-]{0,64}".prop_map(String::into_bytes)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::default())]
+
+        #[test]
+        fn arbitrary_settings_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let (status, body) = create_raw(&bytes);
+            check_answer(status, &body)?;
+        }
+
+        #[test]
+        fn json_like_settings_never_panic(bytes in json_like()) {
+            let (status, body) = create_raw(&bytes);
+            check_answer(status, &body)?;
+        }
+
+        #[test]
+        fn mutated_settings_never_panic(
+            edits in prop::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 1..6)
+        ) {
+            let bytes = mutate(br#"{"mode": "x", "limit": 7, "names": ["a", "b"]}"#.to_vec(), &edits);
+            let (status, body) = create_raw(&bytes);
+            check_answer(status, &body)?;
+        }
+
+        #[test]
+        fn arbitrary_request_bytes_are_a_bad_request(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let (status, body) = collect_raw(&bytes);
+            check_answer(status, &body)?;
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(
+            edits in prop::collection::vec((any::<u8>(), any::<usize>(), any::<u8>()), 1..6)
+        ) {
+            let (status, body) = collect_raw(&mutate(valid_request(), &edits));
+            check_answer(status, &body)?;
+        }
+    }
+}
