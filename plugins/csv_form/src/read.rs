@@ -30,7 +30,7 @@ pub fn read_file(path: &Path, encoding: Encoding) -> Result<Vec<Table>, String> 
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
     if is_xlsx {
-        read_xlsx(path)
+        guarded(|| read_xlsx(path))
     } else {
         // `fs::read` opens the file read-only: forms are never modified.
         let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
@@ -79,6 +79,17 @@ fn read_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
         rows.push((line, record.iter().map(str::to_owned).collect()));
     }
     Ok(rows)
+}
+
+/// Runs the XLSX reader, turning a panic into an error. calamine 0.30 indexes
+/// the shared strings table unchecked (`strings[idx]` in
+/// `xlsx/cells_reader.rs`), so a corrupt or crafted workbook whose cell names
+/// a string index past the table panics: that must skip the file with a
+/// warning, not fail the whole run.
+fn guarded(read: impl FnOnce() -> Result<Vec<Table>, String>) -> Result<Vec<Table>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
+        Err("not a readable workbook (the XLSX reader failed on its content)".to_owned())
+    })
 }
 
 fn read_xlsx(path: &Path) -> Result<Vec<Table>, String> {
