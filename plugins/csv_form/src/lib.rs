@@ -339,7 +339,14 @@ impl CsvForm {
                 }
                 match number(text) {
                     Some(value) => {
-                        out.add(Observation::new(id, day, value).unit(unit).entity(&entity))
+                        let o = Observation::new(id, day, value).unit(unit).entity(&entity);
+                        if !out.add(o) {
+                            out.response.warn(format!(
+                                "{}: {text:?} makes the total of this unit and day too large to \
+                                 represent; value skipped",
+                                at(i)
+                            ));
+                        }
                     }
                     None => out
                         .response
@@ -478,7 +485,10 @@ impl Output {
     }
 
     /// Same key as an earlier row: summed, or replaced for a `level` indicator.
-    fn add(&mut self, o: Observation) {
+    /// False (and nothing changed) when the sum of two finite numbers such as
+    /// `1e308` overflows: an infinite value cannot cross the boundary as JSON
+    /// and would fail the whole run.
+    fn add(&mut self, o: Observation) -> bool {
         let key = (
             o.unit.clone().unwrap_or_default(),
             o.indicator.clone(),
@@ -490,8 +500,10 @@ impl Output {
                 let old = &mut self.response.observations[i];
                 if self.levels.contains(&o.indicator) {
                     old.value = o.value;
-                } else {
+                } else if (old.value + o.value).is_finite() {
                     old.value += o.value;
+                } else {
+                    return false;
                 }
             }
             None => {
@@ -499,6 +511,7 @@ impl Output {
                 self.response.observations.push(o);
             }
         }
+        true
     }
 }
 

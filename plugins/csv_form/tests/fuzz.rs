@@ -232,9 +232,17 @@ proptest! {
 fn huge_counts_that_overflow_are_not_emitted_as_infinity() {
     let text = "单位,日期,会议次数\ncounty,2026-10-15,1e308\ncounty,2026-10-15,1e308\n";
     let out = check("form.csv", text.as_bytes()).unwrap();
-    for o in &out.observations {
-        assert!(o.value.is_finite(), "{o:?}");
-    }
+    assert_eq!(out.observations.len(), 1, "{:?}", out.observations);
+    assert_eq!(out.observations[0].value, 1e308);
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert!(
+        out.warnings[0].ends_with(
+            "form.csv: row 3: column \"会议次数\": \"1e308\" makes the total of this unit and day \
+             too large to represent; value skipped"
+        ),
+        "{:?}",
+        out.warnings
+    );
 }
 
 /// `workbook()` with its cell that names shared string 0 naming string 41
