@@ -32,7 +32,7 @@ pub struct Table {
 /// the tables. The error says why, without the name (the caller adds it).
 pub fn read_tables(name: &str, bytes: &[u8], encoding: Encoding) -> Result<Vec<Table>, String> {
     if name.to_lowercase().ends_with(".xlsx") {
-        read_xlsx(name, bytes)
+        guarded(|| read_xlsx(name, bytes))
     } else {
         let text = decode(bytes, encoding)?;
         Ok(vec![Table {
@@ -79,6 +79,17 @@ fn read_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, String> {
         rows.push((line, record.iter().map(str::to_owned).collect()));
     }
     Ok(rows)
+}
+
+/// Runs the XLSX reader, turning a panic into an error. calamine 0.30 indexes
+/// the shared strings table unchecked (`strings[idx]` in
+/// `xlsx/cells_reader.rs`), so a corrupt or crafted workbook whose cell names
+/// a string index past the table panics: that must skip the file with a
+/// warning, not fail the whole run.
+fn guarded(read: impl FnOnce() -> Result<Vec<Table>, String>) -> Result<Vec<Table>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
+        Err("not a readable workbook (the XLSX reader failed on its content)".to_owned())
+    })
 }
 
 fn read_xlsx(name: &str, bytes: &[u8]) -> Result<Vec<Table>, String> {
