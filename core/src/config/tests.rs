@@ -669,9 +669,9 @@ fn annotated_example_parses() {
     assert!(config.sources.iter().any(|s| s.plugin == "wechat"));
     assert!(!config.secrets().is_empty());
     let emits: HashMap<String, Vec<String>> = [
-        ("natres-wechat", &["wechat_posts", "wechat_reads"][..]),
+        ("natres-wechat", &["wechat_posts", "wechat_readers"][..]),
         ("edu-weibo", &["weibo_posts"]),
-        ("xuexi", &["xuexi_points"]),
+        ("xuexi", &["xuexi_points", "xuexi_members"]),
         ("commentary", &["commentary_articles"]),
     ]
     .into_iter()
