@@ -13,4 +13,5 @@ mod support;
 
 mod bad_input;
 mod collection;
+mod feed;
 mod plugins;
