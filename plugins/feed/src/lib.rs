@@ -512,9 +512,36 @@ impl Feed {
     }
 }
 
-/// A body whose root element is a sitemap's, for `format = "auto"`.
+/// A body whose root element is a sitemap's, for `format = "auto"`: the first
+/// tag after the XML declaration, comments and processing instructions.
 fn looks_like_sitemap(body: &str) -> bool {
-    body.contains("<urlset") || body.contains("<sitemapindex")
+    let mut rest = body;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i..];
+        if rest.starts_with("<?") || rest.starts_with("<!") {
+            rest = &rest[1..];
+            continue;
+        }
+        return rest.starts_with("<urlset") || rest.starts_with("<sitemapindex");
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_sitemap;
+
+    #[test]
+    fn auto_tells_a_sitemap_by_its_root() {
+        assert!(looks_like_sitemap(
+            "<?xml version=\"1.0\"?>\n<!-- generated -->\n<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">"
+        ));
+        assert!(looks_like_sitemap("<sitemapindex>"));
+        assert!(!looks_like_sitemap(
+            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><description><![CDATA[<urlset>]]></description>"
+        ));
+        assert!(!looks_like_sitemap("not xml"));
+    }
 }
 
 export_plugin!(Feed);
