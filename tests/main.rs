@@ -14,6 +14,7 @@ mod support;
 mod bad_input;
 mod collection;
 mod exec;
+mod feed;
 mod isolation;
 mod observability;
 mod plugins;
