@@ -238,6 +238,10 @@ pub struct SourceConfig {
     pub plugin: String,
     /// The unit(s) the source's data belongs to: `unit = ...` gives one.
     pub units: Vec<String>,
+    /// Written as `units = [...]`: every unit below these is expected to
+    /// report through the source (a unit that does not is 未报送). Written as
+    /// `unit = ...`: only that unit is.
+    pub covers_subtrees: bool,
     pub schedule: cron::Schedule,
     /// The expression as written in the file.
     pub schedule_text: String,
@@ -852,6 +856,9 @@ impl Checker<'_> {
             if source.plugin.trim().is_empty() {
                 self.problem(&key("plugin"), "the plugin name is empty");
             }
+            // `units = [...]` reports for whole subtrees (a form all units
+            // fill in); `unit = "..."` for that one unit (its own account).
+            let covers_subtrees = source.units.is_some();
             let source_units = match (source.unit, source.units) {
                 (Some(unit), None) => {
                     if !units.contains(&unit) {
@@ -918,6 +925,7 @@ impl Checker<'_> {
                     id: source.id,
                     plugin: source.plugin,
                     units: source_units,
+                    covers_subtrees,
                     schedule,
                     schedule_text: source.schedule,
                     lookback_days: source

@@ -96,7 +96,7 @@ schedule = "30 2 * * *"
 [[sources]]
 id = "county-xuexi"
 plugin = "xuexi"
-unit = "county"
+units = ["county"]
 schedule = "0 3 * * *"
 [[sources]]
 id = "old-weibo"
