@@ -991,3 +991,113 @@ pub fn humanize(d: Duration) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn transient_and_permanent_failures() {
+        use ErrorKind::*;
+        let transient = [
+            (RunResult::Timeout, None),
+            (RunResult::Crash, None),
+            (RunResult::Error, Some(Upstream)),
+            (RunResult::Error, Some(RateLimited)),
+        ];
+        for (result, kind) in transient {
+            assert!(is_transient(result, kind), "{result:?} {kind:?}");
+        }
+        let permanent = [
+            (RunResult::Success, None),
+            (RunResult::Panic, None),
+            // A protocol error: the plugin reported no kind.
+            (RunResult::Error, None),
+            (RunResult::Error, Some(Settings)),
+            (RunResult::Error, Some(Auth)),
+            (RunResult::Error, Some(Data)),
+            (RunResult::Error, Some(Internal)),
+            (RunResult::Error, Some(Unknown)),
+        ];
+        for (result, kind) in permanent {
+            assert!(!is_transient(result, kind), "{result:?} {kind:?}");
+        }
+    }
+
+    #[test]
+    fn retry_delays_double_with_bounded_jitter() {
+        let base = Duration::from_secs(5);
+        let seed = jitter_seed("portal");
+        for retry in 1..=6u32 {
+            let nominal = 5.0 * f64::from(1u32 << (retry - 1));
+            let d = retry_delay(base, retry, seed).as_secs_f64();
+            assert!(
+                d >= nominal * 0.8 && d < nominal * 1.2,
+                "retry {retry}: {d} s"
+            );
+            // The same source waits the same on every run.
+            assert_eq!(
+                retry_delay(base, retry, seed),
+                retry_delay(base, retry, seed)
+            );
+        }
+        // Two sources failing together do not retry in step.
+        let other = jitter_seed("wechat");
+        assert_ne!(seed, other);
+        assert_ne!(retry_delay(base, 1, seed), retry_delay(base, 1, other));
+        // The jitter spreads: over many seeds, both halves of the band are used.
+        let delays: Vec<f64> = (0..200)
+            .map(|i| retry_delay(base, 1, jitter_seed(&format!("s{i}"))).as_secs_f64())
+            .collect();
+        assert!(delays.iter().any(|d| *d < 4.6), "{delays:?}");
+        assert!(delays.iter().any(|d| *d > 5.4), "{delays:?}");
+        // FNV-1a of the empty string is its offset basis.
+        assert_eq!(jitter_seed(""), 0xcbf2_9ce4_8422_2325);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_day() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(backoff_delay(hour, 1), 2 * hour);
+        assert_eq!(backoff_delay(hour, 4), 16 * hour);
+        assert_eq!(backoff_delay(hour, 5), MAX_BACKOFF);
+        assert_eq!(backoff_delay(hour, 1000), MAX_BACKOFF);
+        assert_eq!(
+            backoff_delay(Duration::from_secs(60), 3),
+            Duration::from_secs(480)
+        );
+    }
+
+    #[test]
+    fn the_breaker_opens_after_consecutive_failures_and_closes_on_success() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 27, 4, 0, 0).unwrap();
+        let hour = Duration::from_secs(3600);
+        let at = |h: i64| t0 + chrono::Duration::hours(h);
+        let mut b = Breaker::default();
+        assert_eq!(b.record(false, at(0), hour, 3), None);
+        assert_eq!(b.record(false, at(1), hour, 3), None);
+        assert_eq!(b.backoff_until, None);
+        assert!(!b.holds(at(1)));
+        // The third failure opens it: two intervals.
+        assert_eq!(b.record(false, at(2), hour, 3), Some(2 * hour));
+        assert_eq!(b.backoff_until, Some(at(4)));
+        assert!(b.holds(at(3)));
+        assert!(!b.holds(at(4)));
+        // Each further failure doubles it.
+        assert_eq!(b.record(false, at(4), hour, 3), Some(4 * hour));
+        assert_eq!(b.backoff_until, Some(at(8)));
+        assert_eq!(b.consecutive_failures, 4);
+        // A success (a manual run, say) closes it.
+        assert_eq!(b.record(true, at(5), hour, 3), None);
+        assert_eq!(b, Breaker::default());
+        // breaker_after = 0: never opens.
+        let mut never = Breaker::default();
+        for h in 0..10 {
+            assert_eq!(never.record(false, at(h), hour, 0), None);
+        }
+        assert_eq!(never.consecutive_failures, 10);
+        assert!(!never.holds(at(10)));
+    }
+}

@@ -312,3 +312,62 @@ fn spawn_run(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn daily_at_three() -> SourceConfig {
+        let text = "[[units]]\nid = \"county\"\nname = \"某县\"\n\
+                    [[sources]]\nid = \"s\"\nplugin = \"p\"\nunit = \"county\"\nschedule = \"0 3 * * *\"\n";
+        Config::parse(text, Path::new("t.toml"), &|_| None)
+            .unwrap()
+            .sources
+            .remove(0)
+    }
+
+    fn utc(d: u32, h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn a_run_is_missed_when_the_schedule_fired_since_the_last_one_started() {
+        let source = daily_at_three();
+        let tz = chrono_tz::Asia::Shanghai;
+        // 03:00 in Shanghai is 19:00 UTC the day before.
+        let last = utc(26, 4, 0);
+        assert_eq!(missed_fire(&source, tz, last, utc(26, 18, 59)), None);
+        assert_eq!(
+            missed_fire(&source, tz, last, utc(26, 19, 0)),
+            Some(utc(26, 19, 0))
+        );
+        // Down for three days: still the first missed time, caught up once.
+        assert_eq!(
+            missed_fire(&source, tz, last, utc(29, 12, 0)),
+            Some(utc(26, 19, 0))
+        );
+        // The last run was the scheduled one itself: nothing missed.
+        assert_eq!(
+            missed_fire(&source, tz, utc(26, 19, 0), utc(27, 18, 0)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_fire_found_more_than_an_interval_late_is_a_clock_jump() {
+        let day = Some(Duration::from_secs(86_400));
+        let due = utc(26, 19, 0);
+        assert!(!is_late(due, due, day));
+        assert!(!is_late(due, utc(27, 18, 59), day));
+        assert!(is_late(due, utc(27, 19, 1), day));
+        // Per-second schedules: a busy minute is not a jump.
+        let second = Some(Duration::from_secs(1));
+        assert!(!is_late(due, due + chrono::Duration::seconds(30), second));
+        assert!(is_late(due, due + chrono::Duration::seconds(61), second));
+    }
+}
