@@ -18,6 +18,7 @@ mod isolation;
 mod observability;
 mod plugins;
 mod reports;
+mod resilience;
 mod targets;
 mod wechat;
 mod weibo;
