@@ -19,6 +19,7 @@ mod isolation;
 mod observability;
 mod plugins;
 mod reports;
+mod resilience;
 mod targets;
 mod wechat;
 mod weibo;

@@ -327,6 +327,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             .into_iter()
             .find(|r| r.run.error.is_some())
             .map(|r| json!({"at": local(r.run.finished_at), "result": r.run.result.as_str(), "error": r.run.error}));
+        let breaker = source.breaker();
         out.push(json!({
             "id": source.id(),
             "plugin": source.plugin(),
@@ -339,7 +340,9 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             "last_run": last_run,
             "last_success": status.last_success.as_ref().map(|s| local(s.finished_at)),
             "last_error": last_error,
-            "next_run": engine.next_fire(source, now).map(local),
+            "next_run": engine.next_run(source, now).map(local),
+            "consecutive_failures": breaker.consecutive_failures,
+            "backoff_until": breaker.backoff_until.filter(|t| *t > now).map(local),
             "runs": {
                 "success": status.runs.success,
                 "error": status.runs.error,

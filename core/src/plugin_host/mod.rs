@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use tally_plugin::{CollectRequest, CollectResponse, Created};
 
-pub use instance::{CallError, HostServices, Redact, SourceInstance};
+pub use instance::{
+    CallError, HTTP_REQUESTS, HostServices, Redact, SourceInstance, configure_http_limits,
+};
 pub use loader::{PluginLibrary, PluginLoadError, PluginRegistry, load};
 pub use process::{ProcessInstance, serve_child};
 
