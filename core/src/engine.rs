@@ -307,6 +307,75 @@ pub fn create_sources(
     Err(ConfigError::Several { problems })
 }
 
+/// Whether a source's plugin instance can be kept across a reload: what the
+/// plugin was created with (its library, settings, isolation and units) is
+/// unchanged. Schedule, timeout and lookback are read per run, not by the plugin.
+pub fn same_instance(old: &SourceConfig, new: &SourceConfig) -> bool {
+    old.plugin == new.plugin
+        && old.settings == new.settings
+        && old.isolation == new.isolation
+        && old.memory_limit_mb == new.memory_limit_mb
+        && old.units == new.units
+}
+
+/// [`create_sources`] for a reload: a source of `previous` whose plugin
+/// instance can be kept ([`same_instance`], and the registry still maps its
+/// plugin name to the same library) keeps it, with its in-memory caches;
+/// every other enabled source gets a new instance, through which its plugin
+/// validates its settings. Reports every problem, each at its place in the file.
+pub fn create_sources_reusing(
+    config: &Config,
+    registry: &PluginRegistry,
+    services: &HostServices,
+    previous: &Engine,
+) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
+    let mut problems = Vec::new();
+    let mut created = Vec::new();
+    let mut emits = HashMap::new();
+    for (idx, source) in config.sources.iter().enumerate() {
+        if !source.enabled {
+            continue;
+        }
+        let Some(lib) = registry.get(&source.plugin) else {
+            let known: Vec<&str> = registry.plugins().map(|p| p.name.as_str()).collect();
+            problems.push(Problem {
+                location: config.location(&format!("sources[{idx}].plugin")),
+                message: format!(
+                    "unknown plugin \"{}\" (loaded plugins: {}; see `tallyd plugins`)",
+                    source.plugin,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+            continue;
+        };
+        let kept = previous.source(&source.id).filter(|old| {
+            same_instance(&old.config, source) && Arc::ptr_eq(&old.instance.plugin, lib)
+        });
+        if let Some(old) = kept {
+            emits.insert(source.id.clone(), old.instance.created.emits.clone());
+            created.push((idx, old.instance.clone()));
+            continue;
+        }
+        match create_runner(lib, source, services) {
+            Ok(runner) => {
+                emits.insert(source.id.clone(), runner.created.emits.clone());
+                created.push((idx, Arc::new(runner)));
+            }
+            Err(e) => problems.push(settings_problem(config, idx, &e, services)),
+        }
+    }
+    if problems.is_empty() {
+        config.check_emits(&emits)?;
+        return Ok(created);
+    }
+    problems.sort_by_key(|p| (p.location.line, p.location.column));
+    Err(ConfigError::Several { problems })
+}
+
 /// Creates a source's plugin instance where its `isolation` says: inside the
 /// daemon, or in a `tallyd plugin-host` child of the running executable.
 fn create_runner(
@@ -372,11 +441,11 @@ fn settings_problem(
 }
 
 impl Engine {
-    pub fn new(
+    pub fn new<R: Into<Arc<SourceRunner>>>(
         config: Arc<Config>,
         tree: Arc<UnitTree>,
         plugins: Arc<PluginRegistry>,
-        created: Vec<(usize, SourceRunner)>,
+        created: Vec<(usize, R)>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -421,11 +490,12 @@ impl Engine {
                         .with_label_values(&[config_source.id.as_str()])
                         .set(last.finished_at.timestamp() as f64);
                 }
+                let instance: Arc<SourceRunner> = instance.into();
                 Arc::new(SourceRuntime {
                     emits: instance.created.emits.iter().cloned().collect(),
                     config: config_source,
                     index,
-                    instance: Arc::new(instance),
+                    instance,
                     busy: Arc::new(tokio::sync::Mutex::new(())),
                     calling: Arc::new(tokio::sync::Mutex::new(())),
                     breaker: std::sync::Mutex::new(Breaker::default()),
@@ -487,6 +557,24 @@ impl Engine {
             sources,
             indicators,
         }
+    }
+
+    /// After a reload: a source that kept its plugin instance also keeps its
+    /// busy guard, so a run still going on the previous engine and one on
+    /// this engine never overlap. Call before sharing the engine.
+    pub fn adopt_busy(mut self, previous: &Engine) -> Engine {
+        for source in &mut self.sources {
+            let Some(old) = previous.source(source.id()) else {
+                continue;
+            };
+            if !Arc::ptr_eq(&old.instance, &source.instance) {
+                continue;
+            }
+            if let Some(source) = Arc::get_mut(source) {
+                source.busy = old.busy.clone();
+            }
+        }
+        self
     }
 
     pub fn sources(&self) -> &[Arc<SourceRuntime>] {

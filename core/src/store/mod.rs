@@ -83,6 +83,11 @@ pub trait Store: Send + Sync + 'static {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Vec<StoredObservation>, StoreError>;
+
+    /// Whether a run could commit now: takes the write lock and lets it go
+    /// without writing (`/readyz`). Fails when the database is read-only,
+    /// locked beyond the busy timeout, or gone.
+    fn check_writable(&self) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

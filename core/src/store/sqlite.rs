@@ -552,6 +552,20 @@ fn entities_from_folds(
 }
 
 impl Store for SqliteStore {
+    fn check_writable(&self) -> Result<(), StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "checking that the database is writable",
+            source,
+        };
+        let mut conn = lock(&self.writer);
+        // BEGIN IMMEDIATE takes the same RESERVED lock a run's commit needs,
+        // and fails on a read-only file; rolling back writes nothing.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.rollback().map_err(e)
+    }
+
     fn record_run(
         &self,
         run: &RunRecord,
