@@ -365,7 +365,7 @@ fn reload_blocking(
     let changes = changes(current, &next);
     for id in &changes.removed {
         if let Some(source) = current.source(id) {
-            forget_source_metrics(&current.metrics, id, source.plugin());
+            current.metrics.forget_source(id, source.plugin());
         }
     }
     Ok((Arc::new(next), changes))
@@ -406,22 +406,6 @@ fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
         && a.lookback_days == b.lookback_days
         && a.timeout == b.timeout
         && a.backfill_from == b.backfill_from
-}
-
-/// A removed source's series would otherwise stay in `/metrics` forever,
-/// frozen at their last value, and look like a source that stopped working.
-fn forget_source_metrics(metrics: &Metrics, source: &str, plugin: &str) {
-    let _ = metrics.source_up.remove_label_values(&[source, plugin]);
-    for result in ["success", "error", "timeout", "panic", "crash"] {
-        let _ = metrics
-            .runs_total
-            .remove_label_values(&[source, plugin, result]);
-    }
-    let _ = metrics.last_success.remove_label_values(&[source]);
-    let _ = metrics.run_duration.remove_label_values(&[source]);
-    let _ = metrics.observations_written.remove_label_values(&[source]);
-    let _ = metrics.skipped_runs.remove_label_values(&[source]);
-    let _ = metrics.schedule_interval.remove_label_values(&[source]);
 }
 
 /// Resolves on SIGTERM or SIGINT.

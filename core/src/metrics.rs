@@ -178,6 +178,31 @@ impl Metrics {
         let _ = self.run_duration.with_label_values(&[source]);
     }
 
+    /// Removes a source's series (a source removed by a reload): they would
+    /// otherwise stay in `/metrics` forever, frozen at their last value, and
+    /// look like a source that stopped working. The mirror of
+    /// [`Metrics::register_source`]: a series added there is removed here.
+    pub fn forget_source(&self, source: &str, plugin: &str) {
+        let _ = self.source_up.remove_label_values(&[source, plugin]);
+        for result in RunResult::ALL {
+            let _ = self
+                .runs_total
+                .remove_label_values(&[source, plugin, result.as_str()]);
+        }
+        for per_source in [&self.last_success, &self.schedule_interval] {
+            let _ = per_source.remove_label_values(&[source]);
+        }
+        for per_source in [
+            &self.observations_written,
+            &self.skipped_runs,
+            &self.backoff_skips,
+            &self.missed_runs,
+        ] {
+            let _ = per_source.remove_label_values(&[source]);
+        }
+        let _ = self.run_duration.remove_label_values(&[source]);
+    }
+
     /// Records a finished run.
     pub fn run_finished(
         &self,
