@@ -194,6 +194,8 @@ pub struct RunReport {
     pub result: &'static str,
     pub window: Window,
     pub observations: usize,
+    /// The plugin's API calls through the daemon (`None`: not counted).
+    pub http_requests: Option<u64>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
     pub duration_ms: u64,
@@ -628,6 +630,9 @@ impl Engine {
         };
         let started = Instant::now();
         let started_at = self.clock.now();
+        // Count this run's API calls only (not a dry run's, nor a timed-out
+        // call's that returned since).
+        let _ = source.instance.take_http_requests();
         let collected = self
             .collect_with_retries(&source, call, window, started_at)
             .await?;
@@ -641,6 +646,7 @@ impl Engine {
             window_from: window.from,
             window_to: window.to,
             warnings: collected.warnings.clone(),
+            http_requests: source.instance.take_http_requests(),
         };
         let written = collected.observations.len();
         let store = self.store.clone();
@@ -695,6 +701,7 @@ impl Engine {
             result: record.result.as_str(),
             window,
             observations: written,
+            http_requests: record.http_requests,
             warnings: record.warnings,
             error: record.error,
             duration_ms: (seconds * 1000.0) as u64,

@@ -508,6 +508,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "error": r.run.error,
                 "window": {"from": r.run.window_from, "to": r.run.window_to},
                 "observations": r.observations_written,
+                "http_requests": r.run.http_requests,
                 "warnings": r.run.warnings,
             })
         });

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,8 @@ struct HostCtx {
     source: String,
     services: HostServices,
     cancelled: AtomicBool,
+    /// HTTP requests made since the count was last taken.
+    http_requests: AtomicU64,
 }
 
 struct InstancePtr(*mut Instance);
@@ -88,6 +90,7 @@ impl SourceInstance {
             source: source.to_owned(),
             services,
             cancelled: AtomicBool::new(false),
+            http_requests: AtomicU64::new(0),
         });
         let host_vt = Box::new(HostVTable {
             size: std::mem::size_of::<HostVTable>(),
@@ -147,6 +150,11 @@ impl SourceInstance {
         let answer = unsafe { out.into_vec() };
         drop(guard);
         decode(status, &answer)
+    }
+
+    /// The HTTP requests the plugin made since the last call, and resets the count.
+    pub fn take_http_requests(&self) -> u64 {
+        self.ctx.http_requests.swap(0, Ordering::SeqCst)
     }
 
     /// Asks the plugin to stop the current run early (it polls `host.cancelled()`).
@@ -284,6 +292,7 @@ unsafe extern "C" fn host_call(
 /// Performs a plugin's HTTP request with the daemon's client, on the daemon's
 /// runtime, from the plugin's (blocking-pool) thread.
 fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
+    ctx.http_requests.fetch_add(1, Ordering::SeqCst);
     let Some(runtime) = &ctx.services.runtime else {
         return Err(Error::internal("HTTP is not available in this command"));
     };

@@ -65,6 +65,15 @@ impl SourceRunner {
         }
     }
 
+    /// The HTTP requests made through the daemon since the last call (the
+    /// run's API calls); `None` for an isolated plugin, whose child makes its own.
+    pub fn take_http_requests(&self) -> Option<u64> {
+        match &self.kind {
+            RunnerKind::InProcess(i) => Some(i.take_http_requests()),
+            RunnerKind::Process(_) => None,
+        }
+    }
+
     pub fn is_isolated(&self) -> bool {
         matches!(self.kind, RunnerKind::Process(_))
     }

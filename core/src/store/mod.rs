@@ -138,6 +138,9 @@ pub struct RunRecord {
     pub window_from: NaiveDate,
     pub window_to: NaiveDate,
     pub warnings: Vec<String>,
+    /// HTTP requests the plugin made through the daemon during the run (its
+    /// API calls); `None` when not counted (an isolated plugin does its own).
+    pub http_requests: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -171,6 +171,7 @@ fn run(
                 window_from: d(window.0),
                 window_to: d(window.1),
                 warnings: vec![],
+                http_requests: None,
             },
             o,
             None,
