@@ -121,14 +121,14 @@ fn check_names_the_place_of_an_unknown_key() {
     let env = env();
     let body = OK_BODY.replace(
         "schedule = \"0 2 * * *\"\n",
-        "schedule = \"0 2 * * *\"\nretries = 3\n",
+        "schedule = \"0 2 * * *\"\nretry = 3\n",
     );
     check_fails(
         &env,
         "unknown-key",
         &body,
-        "20:1: sources[0].retries",
-        "unknown field `retries`",
+        "20:1: sources[0].retry",
+        "unknown field `retry`",
     );
 }
 

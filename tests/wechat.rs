@@ -166,6 +166,10 @@ api_base = "{api}"
         );
     }
     assert_eq!(wechat.calls("stable_token"), 1);
+    // The run record counts the API calls the run made: every call the
+    // simulator answered so far came from that one run.
+    let calls = d.source("wechat-county")["last_run"]["http_requests"].clone();
+    assert_eq!(calls.as_u64(), Some(wechat.total_calls()), "{calls}");
 
     // An expired token is fetched again without failing the run.
     wechat.faults().expire_tokens();

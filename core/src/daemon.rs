@@ -6,10 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, oneshot};
+
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SourceConfig};
 use crate::engine::{self, Engine};
-use crate::http::{AppState, router};
+use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;
 use crate::plugin_host::{HostServices, PluginRegistry};
 use crate::scheduler;
@@ -99,6 +103,43 @@ pub struct Daemon {
     listener: tokio::net::TcpListener,
 }
 
+/// What a reload changed, by source id, each list sorted. `changed` sources
+/// kept their id but not their configuration; `unchanged` ones kept
+/// everything, their plugin instance included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// A request to re-read the configuration file (SIGHUP or `POST /api/v1/reload`).
+pub struct ReloadRequest {
+    /// Where to say how it went; `None` when nobody waits (a signal).
+    pub reply: Option<oneshot::Sender<Result<ReloadChanges, String>>>,
+}
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "{file}: daemon.{key} changed from {old} to {new}; this takes a restart of tallyd, not a reload"
+    )]
+    NeedsRestart {
+        file: String,
+        key: &'static str,
+        old: String,
+        new: String,
+    },
+    #[error("{0}")]
+    Start(#[from] StartError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
 impl Daemon {
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
         let listen = config.daemon.listen;
@@ -122,17 +163,22 @@ impl Daemon {
     }
 
     /// Serves HTTP and runs the scheduler until SIGTERM/SIGINT (or `stop`).
+    /// SIGHUP and `POST /api/v1/reload` re-read the configuration file: see
+    /// [`reload`]. After a good reload the scheduler is restarted on the new
+    /// engine at once, while the previous scheduler lets its running
+    /// collections finish on the engine they started on.
     pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) {
-        let (handle, commands) = scheduler::channel();
-        let state = AppState {
-            engine: self.engine.clone(),
-            scheduler: handle,
-        };
+        let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
+        let mut engine = self.engine.clone();
+        let mut scheduler = SchedulerTask::start(engine.clone());
+        let live = LiveHandle::new(scheduler.live(&engine));
+        let state = AppState::new(live.clone(), Some(reload_tx.clone()));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             stop.await;
             let _ = stop_tx.send(true);
         });
+        tokio::spawn(forward_sighup(reload_tx));
         let mut http_stop = stop_rx.clone();
         let server = axum::serve(self.listener, router(state)).with_graceful_shutdown(async move {
             let _ = http_stop.wait_for(|s| *s).await;
@@ -148,14 +194,218 @@ impl Daemon {
             plugins = self.engine.plugins.plugins().count(),
             "tallyd started"
         );
-        let mut sched_stop = stop_rx;
-        scheduler::run(self.engine.clone(), commands, async move {
-            let _ = sched_stop.wait_for(|s| *s).await;
-        })
-        .await;
+        let mut main_stop = stop_rx;
+        loop {
+            tokio::select! {
+                _ = main_stop.wait_for(|s| *s) => break,
+                Some(request) = reload_rx.recv() => {
+                    let outcome = match reload(&engine).await {
+                        Ok((next, changes)) => {
+                            tracing::info!(
+                                added = %changes.added.join(","),
+                                removed = %changes.removed.join(","),
+                                changed = %changes.changed.join(","),
+                                unchanged = changes.unchanged.len(),
+                                "configuration reloaded"
+                            );
+                            let previous = std::mem::replace(&mut scheduler, SchedulerTask::start(next.clone()));
+                            live.set(scheduler.live(&next));
+                            // The old scheduler stops scheduling now; its running
+                            // collections finish in the background.
+                            tokio::spawn(previous.stop());
+                            engine = next;
+                            engine.refresh_metrics().await;
+                            Ok(changes)
+                        }
+                        Err(e) => {
+                            let reason = engine.config.secrets().redact(&e.to_string());
+                            tracing::error!(
+                                error = %reason,
+                                "configuration reload rejected; the running configuration stays"
+                            );
+                            Err(reason)
+                        }
+                    };
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(outcome);
+                    }
+                }
+            }
+        }
+        scheduler.stop().await;
         let _ = http.await;
         tracing::info!("tallyd stopped");
     }
+}
+
+/// One running scheduler and what `/readyz` needs to know about it.
+struct SchedulerTask {
+    handle: scheduler::SchedulerHandle,
+    running: Arc<AtomicBool>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SchedulerTask {
+    fn start(engine: Arc<Engine>) -> SchedulerTask {
+        let (handle, commands) = scheduler::channel();
+        let running = Arc::new(AtomicBool::new(true));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let flag = running.clone();
+        let task = tokio::spawn(async move {
+            scheduler::run(engine, commands, async move {
+                let _ = stopped.await;
+            })
+            .await;
+            flag.store(false, Ordering::SeqCst);
+        });
+        SchedulerTask {
+            handle,
+            running,
+            stop,
+            task,
+        }
+    }
+
+    fn live(&self, engine: &Arc<Engine>) -> Live {
+        Live {
+            engine: engine.clone(),
+            scheduler: self.handle.clone(),
+            scheduler_running: self.running.clone(),
+        }
+    }
+
+    /// Stops scheduling and waits for running collections (each bounded by
+    /// its timeout, see `scheduler::run`).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Turns SIGHUP into reload requests.
+async fn forward_sighup(tx: mpsc::Sender<ReloadRequest>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /api/v1/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            if tx.send(ReloadRequest { reply: None }).await.is_err() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+}
+
+/// Re-reads the configuration file of `current` and builds the engine it
+/// describes, or says why not; nothing of `current` changes either way.
+///
+/// Everything `tallyd check` validates is validated again (syntax, units,
+/// plugins, settings through each plugin, emitted indicators). Plugin
+/// libraries found since are loaded; libraries are never unloaded, and one
+/// already loaded from the same file is reused. A source whose plugin,
+/// settings, isolation and units are unchanged keeps its plugin instance (and
+/// the plugin's in-memory caches) and its busy guard. The store, the clock
+/// and the metrics registry carry over, so counters continue.
+pub async fn reload(current: &Arc<Engine>) -> Result<(Arc<Engine>, ReloadChanges), ReloadError> {
+    let current = current.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || reload_blocking(&current, runtime))
+        .await
+        .map_err(|e| ReloadError::Internal(e.to_string()))?
+}
+
+fn reload_blocking(
+    current: &Arc<Engine>,
+    runtime: tokio::runtime::Handle,
+) -> Result<(Arc<Engine>, ReloadChanges), ReloadError> {
+    let path = current.config.path.clone();
+    let config = Config::load(&path)?;
+    let old = &current.config.daemon;
+    let file = path.display().to_string();
+    if config.daemon.data_dir != old.data_dir {
+        return Err(ReloadError::NeedsRestart {
+            file,
+            key: "data_dir",
+            old: old.data_dir.display().to_string(),
+            new: config.daemon.data_dir.display().to_string(),
+        });
+    }
+    if config.daemon.listen != old.listen {
+        return Err(ReloadError::NeedsRestart {
+            file,
+            key: "listen",
+            old: old.listen.to_string(),
+            new: config.daemon.listen.to_string(),
+        });
+    }
+    let tree = engine::unit_tree(&config)?;
+    let registry = current.plugins.rescan(&config.daemon.plugin_dirs);
+    for refused in registry.refused() {
+        tracing::warn!("plugin refused: {refused}");
+    }
+    let services = host_services(&config, current.clock.clone(), Some(runtime))?;
+    let created = engine::create_sources_reusing(&config, &registry, &services, current)?;
+    let next = Engine::new(
+        Arc::new(config),
+        Arc::new(tree),
+        Arc::new(registry),
+        created,
+        current.store.clone(),
+        current.clock.clone(),
+        current.metrics.clone(),
+    )
+    .adopt_busy(current);
+    let changes = changes(current, &next);
+    for id in &changes.removed {
+        if let Some(source) = current.source(id) {
+            current.metrics.forget_source(id, source.plugin());
+        }
+    }
+    Ok((Arc::new(next), changes))
+}
+
+/// Sorts the sources of two engines into added, removed, changed, unchanged.
+fn changes(old: &Engine, new: &Engine) -> ReloadChanges {
+    let mut out = ReloadChanges::default();
+    for source in new.sources() {
+        match old.source(source.id()) {
+            None => out.added.push(source.id().to_owned()),
+            Some(before) if same_source(&before.config, &source.config) => {
+                out.unchanged.push(source.id().to_owned())
+            }
+            Some(_) => out.changed.push(source.id().to_owned()),
+        }
+    }
+    for source in old.sources() {
+        if new.source(source.id()).is_none() {
+            out.removed.push(source.id().to_owned());
+        }
+    }
+    for list in [
+        &mut out.added,
+        &mut out.removed,
+        &mut out.changed,
+        &mut out.unchanged,
+    ] {
+        list.sort();
+    }
+    out
+}
+
+/// Everything of a source's configuration that a run uses.
+fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
+    engine::same_instance(a, b)
+        && a.schedule_text == b.schedule_text
+        && a.lookback_days == b.lookback_days
+        && a.timeout == b.timeout
+        && a.backfill_from == b.backfill_from
 }
 
 /// Resolves on SIGTERM or SIGINT.

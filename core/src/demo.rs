@@ -235,6 +235,102 @@ fn api_router() -> Router {
     Router::new()
         .route("/cms/api/stats", get(cms_stats))
         .route("/account/followers", get(followers))
+        .route("/natres/rss.xml", get(natres_rss))
+        .route("/edu/xwzx/{page}", get(edu_list_page))
+}
+
+/// The portal's articles of a column, newest first: (day, URL path). Some
+/// articles of the education bureau's column are reposted in the natural
+/// resources bureau's (the same URL), so a distinct count at the county
+/// counts them once.
+fn column_articles(column: &str, today: NaiveDate) -> Vec<(NaiveDate, String)> {
+    let mut out = Vec::new();
+    let mut day = today;
+    for _ in 0..200 {
+        for n in 0..activity(column, day, 3) {
+            let stamp = day.format("%Y%m%d");
+            let month = day.format("%Y%m");
+            out.push((
+                day,
+                format!("/{column}/{month}/t{stamp}_{}{n}.html", day.ordinal()),
+            ));
+        }
+        // Every seventh day an article of the education bureau appears in
+        // both columns, under the same URL.
+        if day.ordinal() % 7 == 0 {
+            let stamp = day.format("%Y%m%d");
+            let month = day.format("%Y%m");
+            out.push((
+                day,
+                format!("/edu/{month}/t{stamp}_{}9.html", day.ordinal()),
+            ));
+        }
+        day = day.pred_opt().unwrap_or(day);
+    }
+    out
+}
+
+fn today_local() -> NaiveDate {
+    local_day(SystemClock.now(), chrono_tz::Asia::Shanghai)
+}
+
+/// An RSS 2.0 feed of the natural resources bureau's news column.
+async fn natres_rss(headers: axum::http::HeaderMap) -> impl axum::response::IntoResponse {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let mut items = String::new();
+    for (day, path) in column_articles("natres", today_local()) {
+        let pub_date = day.format("%a, %d %b %Y 09:30:00 +0800");
+        items.push_str(&format!(
+            "<item><title>自然资源局工作动态</title><link>http://{host}{path}</link><pubDate>{pub_date}</pubDate></item>\n"
+        ));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/rss+xml; charset=utf-8",
+        )],
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rss version=\"2.0\"><channel><title>某县自然资源局 工作动态</title><link>http://{host}/natres/</link><description>工作动态</description>\n{items}</channel></rss>\n"
+        ),
+    )
+}
+
+/// A TRS-style list page (`index.html`, `index_1.html`, ...) of the
+/// education bureau's news column, 20 articles a page; past the last page, 404.
+async fn edu_list_page(
+    axum::extract::Path(page): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let n: usize = match page.as_str() {
+        "index.html" => 0,
+        other => match other
+            .strip_prefix("index_")
+            .and_then(|p| p.strip_suffix(".html"))
+            .and_then(|p| p.parse().ok())
+        {
+            Some(n) => n,
+            None => return axum::http::StatusCode::NOT_FOUND.into_response(),
+        },
+    };
+    let articles = column_articles("edu", today_local());
+    let chunk: Vec<_> = articles.iter().skip(n * 20).take(20).collect();
+    if chunk.is_empty() {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    let mut items = String::new();
+    for (day, path) in chunk {
+        items.push_str(&format!(
+            "<li><a href=\"../..{path}\" target=\"_blank\">教育系统新闻</a><span class=\"date\">{day}</span></li>\n"
+        ));
+    }
+    axum::response::Html(format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>新闻中心</title></head><body><ul class=\"list\">\n{items}</ul></body></html>\n"
+    ))
+    .into_response()
 }
 
 /// The departments as the CMS names them: partly display names, partly the

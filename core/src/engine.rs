@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
-use tally_plugin::{CollectRequest, IndicatorRef, PROTOCOL_VERSION, UnitRef, Window};
+use tally_plugin::{CollectRequest, ErrorKind, IndicatorRef, PROTOCOL_VERSION, UnitRef, Window};
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tokio::time::Instant;
 
@@ -30,9 +30,17 @@ pub struct SourceRuntime {
     pub config: SourceConfig,
     pub index: usize,
     pub instance: Arc<SourceRunner>,
-    /// Held for the whole run, and past a timeout until the plugin call
-    /// really returns: a source never runs twice at once.
+    /// Held for the whole run, retries and their waits included: a source
+    /// never runs twice at once.
     busy: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a plugin call is in flight, past a timeout until the call
+    /// really returns: a retry (or the next run) waits for it.
+    calling: Arc<tokio::sync::Mutex<()>>,
+    /// Consecutive failures and the backoff they caused. In memory only: a
+    /// restart starts every source with a closed breaker.
+    breaker: std::sync::Mutex<Breaker>,
+    /// The schedule's longest gap (see [`SourceConfig::longest_gap`]).
+    interval: Option<Duration>,
     units: Vec<UnitRef>,
     allowed_units: HashSet<String>,
     emits: HashSet<String>,
@@ -48,7 +56,112 @@ impl SourceRuntime {
     }
 
     pub fn is_running(&self) -> bool {
-        self.busy.try_lock().is_err()
+        self.busy.try_lock().is_err() || self.calling.try_lock().is_err()
+    }
+
+    /// The breaker's state now.
+    pub fn breaker(&self) -> Breaker {
+        *self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The longest gap between two scheduled runs, if the schedule has two
+    /// runs in five weeks.
+    pub fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+}
+
+/// Whether a failed attempt may pass on its own, so that trying again soon
+/// is worth it: timeouts, crashed plugin processes, and what plugins report as
+/// `upstream` (platform errors, HTTP 5xx, refused connections) or
+/// `rate_limited`. Bad settings, refused credentials, unusable data, plugin
+/// bugs (panics, `internal`, protocol errors) fail the same way every time.
+pub fn is_transient(result: RunResult, kind: Option<ErrorKind>) -> bool {
+    match result {
+        RunResult::Success | RunResult::Panic => false,
+        RunResult::Timeout | RunResult::Crash => true,
+        RunResult::Error => matches!(kind, Some(ErrorKind::Upstream | ErrorKind::RateLimited)),
+    }
+}
+
+/// A seed for a source's retry jitter: FNV-1a of its id, so that sources
+/// failing together do not retry in step, and a test knows the delays.
+pub fn jitter_seed(source: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn xorshift64(mut x: u64) -> u64 {
+    // Zero is xorshift's fixed point.
+    if x == 0 {
+        x = 0x9e37_79b9_7f4a_7c15;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+/// The wait before retry number `retry` (1 for the first): `base`, doubled
+/// for each further retry, times a jitter factor in [0.8, 1.2) drawn from
+/// `seed` and `retry`.
+pub fn retry_delay(base: Duration, retry: u32, seed: u64) -> Duration {
+    let doubled = base.saturating_mul(1u32 << retry.saturating_sub(1).min(20));
+    let r = xorshift64(seed ^ u64::from(retry).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
+    doubled.mul_f64(0.8 + 0.4 * unit)
+}
+
+/// The longest a failing source backs off.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
+
+/// How long scheduled runs are skipped after the breaker opened `k` times in
+/// a row: the schedule's interval doubled `k` times, at most [`MAX_BACKOFF`]
+/// (collectd's doubling read interval).
+pub fn backoff_delay(interval: Duration, k: u32) -> Duration {
+    interval.saturating_mul(1u32 << k.min(20)).min(MAX_BACKOFF)
+}
+
+/// A source's circuit breaker: after `breaker_after` consecutive failed runs
+/// its scheduled runs are skipped until `backoff_until`; every further
+/// failure doubles the backoff; a success closes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Breaker {
+    pub consecutive_failures: u32,
+    pub backoff_until: Option<DateTime<Utc>>,
+}
+
+impl Breaker {
+    /// Records a finished run. Returns the backoff when this failure opened
+    /// (or extended) it.
+    pub fn record(
+        &mut self,
+        success: bool,
+        now: DateTime<Utc>,
+        interval: Duration,
+        breaker_after: u32,
+    ) -> Option<Duration> {
+        if success {
+            *self = Breaker::default();
+            return None;
+        }
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        if breaker_after == 0 || self.consecutive_failures < breaker_after {
+            return None;
+        }
+        let delay = backoff_delay(interval, self.consecutive_failures - breaker_after + 1);
+        self.backoff_until =
+            Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(1)));
+        Some(delay)
+    }
+
+    /// True while scheduled runs are to be skipped.
+    pub fn holds(&self, now: DateTime<Utc>) -> bool {
+        self.backoff_until.is_some_and(|t| t > now)
     }
 }
 
@@ -81,6 +194,8 @@ pub struct RunReport {
     pub result: &'static str,
     pub window: Window,
     pub observations: usize,
+    /// The plugin's API calls through the daemon (`None`: not counted).
+    pub http_requests: Option<u64>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
     pub duration_ms: u64,
@@ -94,6 +209,8 @@ pub struct Collected {
     pub observations: Vec<Observation>,
     pub warnings: Vec<String>,
     pub state: Option<serde_json::Value>,
+    /// What the plugin said went wrong, when it reported an error itself.
+    pub error_kind: Option<ErrorKind>,
 }
 
 /// Why a run did not happen at all.
@@ -149,6 +266,10 @@ pub fn create_sources(
     registry: &PluginRegistry,
     services: &HostServices,
 ) -> Result<Vec<(usize, SourceRunner)>, ConfigError> {
+    crate::plugin_host::configure_http_limits(
+        config.daemon.http_per_host_concurrency,
+        config.daemon.http_per_host_rate,
+    );
     let mut problems = Vec::new();
     let mut created = Vec::new();
     let mut emits = HashMap::new();
@@ -176,6 +297,75 @@ pub fn create_sources(
             Ok(runner) => {
                 emits.insert(source.id.clone(), runner.created.emits.clone());
                 created.push((idx, runner));
+            }
+            Err(e) => problems.push(settings_problem(config, idx, &e, services)),
+        }
+    }
+    if problems.is_empty() {
+        config.check_emits(&emits)?;
+        return Ok(created);
+    }
+    problems.sort_by_key(|p| (p.location.line, p.location.column));
+    Err(ConfigError::Several { problems })
+}
+
+/// Whether a source's plugin instance can be kept across a reload: what the
+/// plugin was created with (its library, settings, isolation and units) is
+/// unchanged. Schedule, timeout and lookback are read per run, not by the plugin.
+pub fn same_instance(old: &SourceConfig, new: &SourceConfig) -> bool {
+    old.plugin == new.plugin
+        && old.settings == new.settings
+        && old.isolation == new.isolation
+        && old.memory_limit_mb == new.memory_limit_mb
+        && old.units == new.units
+}
+
+/// [`create_sources`] for a reload: a source of `previous` whose plugin
+/// instance can be kept ([`same_instance`], and the registry still maps its
+/// plugin name to the same library) keeps it, with its in-memory caches;
+/// every other enabled source gets a new instance, through which its plugin
+/// validates its settings. Reports every problem, each at its place in the file.
+pub fn create_sources_reusing(
+    config: &Config,
+    registry: &PluginRegistry,
+    services: &HostServices,
+    previous: &Engine,
+) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
+    let mut problems = Vec::new();
+    let mut created = Vec::new();
+    let mut emits = HashMap::new();
+    for (idx, source) in config.sources.iter().enumerate() {
+        if !source.enabled {
+            continue;
+        }
+        let Some(lib) = registry.get(&source.plugin) else {
+            let known: Vec<&str> = registry.plugins().map(|p| p.name.as_str()).collect();
+            problems.push(Problem {
+                location: config.location(&format!("sources[{idx}].plugin")),
+                message: format!(
+                    "unknown plugin \"{}\" (loaded plugins: {}; see `tallyd plugins`)",
+                    source.plugin,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+            continue;
+        };
+        let kept = previous.source(&source.id).filter(|old| {
+            same_instance(&old.config, source) && Arc::ptr_eq(&old.instance.plugin, lib)
+        });
+        if let Some(old) = kept {
+            emits.insert(source.id.clone(), old.instance.created.emits.clone());
+            created.push((idx, old.instance.clone()));
+            continue;
+        }
+        match create_runner(lib, source, services) {
+            Ok(runner) => {
+                emits.insert(source.id.clone(), runner.created.emits.clone());
+                created.push((idx, Arc::new(runner)));
             }
             Err(e) => problems.push(settings_problem(config, idx, &e, services)),
         }
@@ -253,11 +443,11 @@ fn settings_problem(
 }
 
 impl Engine {
-    pub fn new(
+    pub fn new<R: Into<Arc<SourceRunner>>>(
         config: Arc<Config>,
         tree: Arc<UnitTree>,
         plugins: Arc<PluginRegistry>,
-        created: Vec<(usize, SourceRunner)>,
+        created: Vec<(usize, R)>,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -284,7 +474,8 @@ impl Engine {
                     }
                 }
                 metrics.register_source(&config_source.id, &config_source.plugin);
-                if let Some(gap) = config_source.longest_gap(clock.now(), config.daemon.timezone) {
+                let interval = config_source.longest_gap(clock.now(), config.daemon.timezone);
+                if let Some(gap) = interval {
                     metrics
                         .schedule_interval
                         .with_label_values(&[config_source.id.as_str()])
@@ -301,12 +492,16 @@ impl Engine {
                         .with_label_values(&[config_source.id.as_str()])
                         .set(last.finished_at.timestamp() as f64);
                 }
+                let instance: Arc<SourceRunner> = instance.into();
                 Arc::new(SourceRuntime {
                     emits: instance.created.emits.iter().cloned().collect(),
                     config: config_source,
                     index,
-                    instance: Arc::new(instance),
+                    instance,
                     busy: Arc::new(tokio::sync::Mutex::new(())),
+                    calling: Arc::new(tokio::sync::Mutex::new(())),
+                    breaker: std::sync::Mutex::new(Breaker::default()),
+                    interval,
                     allowed_units: seen,
                     units,
                 })
@@ -366,6 +561,24 @@ impl Engine {
         }
     }
 
+    /// After a reload: a source that kept its plugin instance also keeps its
+    /// busy guard, so a run still going on the previous engine and one on
+    /// this engine never overlap. Call before sharing the engine.
+    pub fn adopt_busy(mut self, previous: &Engine) -> Engine {
+        for source in &mut self.sources {
+            let Some(old) = previous.source(source.id()) else {
+                continue;
+            };
+            if !Arc::ptr_eq(&old.instance, &source.instance) {
+                continue;
+            }
+            if let Some(source) = Arc::get_mut(source) {
+                source.busy = old.busy.clone();
+            }
+        }
+        self
+    }
+
     pub fn sources(&self) -> &[Arc<SourceRuntime>] {
         &self.sources
     }
@@ -403,7 +616,7 @@ impl Engine {
         trigger: Trigger,
         window: Option<Window>,
     ) -> Result<RunReport, RunError> {
-        let (source, busy) = self.claim(source_id)?;
+        let (source, _busy, call) = self.claim(source_id)?;
         let _permit = self.limit.clone().acquire_owned().await;
         let window = match window {
             Some(w) => w,
@@ -417,7 +630,12 @@ impl Engine {
         };
         let started = Instant::now();
         let started_at = self.clock.now();
-        let collected = self.collect(&source, busy, window).await?;
+        // Count this run's API calls only (not a dry run's, nor a timed-out
+        // call's that returned since).
+        let _ = source.instance.take_http_requests();
+        let collected = self
+            .collect_with_retries(&source, call, window, started_at)
+            .await?;
         let record = RunRecord {
             source: source.config.id.clone(),
             trigger: trigger.as_str().to_owned(),
@@ -428,6 +646,7 @@ impl Engine {
             window_from: window.from,
             window_to: window.to,
             warnings: collected.warnings.clone(),
+            http_requests: source.instance.take_http_requests(),
         };
         let written = collected.observations.len();
         let store = self.store.clone();
@@ -451,6 +670,7 @@ impl Engine {
             written,
             record.finished_at.timestamp() as f64,
         );
+        self.update_breaker(&source, &record);
         match &record.error {
             None => tracing::info!(
                 source = %source.config.id,
@@ -481,6 +701,7 @@ impl Engine {
             result: record.result.as_str(),
             window,
             observations: written,
+            http_requests: record.http_requests,
             warnings: record.warnings,
             error: record.error,
             duration_ms: (seconds * 1000.0) as u64,
@@ -494,14 +715,17 @@ impl Engine {
         source_id: &str,
         window: Window,
     ) -> Result<Collected, RunError> {
-        let (source, busy) = self.claim(source_id)?;
-        self.collect(&source, busy, window).await
+        let (source, _busy, call) = self.claim(source_id)?;
+        self.collect(&source, call, window).await
     }
 
+    /// The source, its run guard and its call guard; refused while a run or
+    /// a plugin call (one that outlived its timeout) is going.
+    #[allow(clippy::type_complexity)]
     fn claim(
         &self,
         source_id: &str,
-    ) -> Result<(Arc<SourceRuntime>, OwnedMutexGuard<()>), RunError> {
+    ) -> Result<(Arc<SourceRuntime>, OwnedMutexGuard<()>, OwnedMutexGuard<()>), RunError> {
         let source = self
             .source(source_id)
             .cloned()
@@ -511,14 +735,121 @@ impl Engine {
             .clone()
             .try_lock_owned()
             .map_err(|_| RunError::AlreadyRunning(source_id.to_owned()))?;
-        Ok((source, busy))
+        let call = source
+            .calling
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| RunError::AlreadyRunning(source_id.to_owned()))?;
+        Ok((source, busy, call))
+    }
+
+    /// Calls the plugin, and again after a transient failure: up to
+    /// `retries` more attempts, each after a doubling, jittered wait, as long
+    /// as the retry starts before the source's next scheduled run (so a
+    /// per-minute source does not pile retries onto its own schedule).
+    async fn collect_with_retries(
+        &self,
+        source: &Arc<SourceRuntime>,
+        call: OwnedMutexGuard<()>,
+        window: Window,
+        started_at: DateTime<Utc>,
+    ) -> Result<Collected, RunError> {
+        let attempts = source.config.retries.saturating_add(1);
+        let seed = jitter_seed(&source.config.id);
+        let next_scheduled = self.next_fire(source, started_at);
+        let mut collected = self.collect(source, call, window).await?;
+        let mut attempt = 1;
+        let mut earlier = Vec::new();
+        while attempt < attempts && is_transient(collected.result, collected.error_kind) {
+            let delay = retry_delay(source.config.retry_backoff, attempt, seed);
+            let retry_at = self.clock.now()
+                + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            if next_scheduled.is_some_and(|next| retry_at >= next) {
+                break;
+            }
+            let error = collected.error.clone().unwrap_or_default();
+            tracing::info!(
+                source = %source.config.id,
+                attempt,
+                attempts,
+                result = collected.result.as_str(),
+                error = %error,
+                retry_in = %humanize(delay),
+                "transient failure: retrying"
+            );
+            earlier.push(format!("attempt {attempt}: {error}"));
+            tokio::time::sleep(delay).await;
+            // A timed-out plugin may still be returning; give it one timeout.
+            let Ok(call) =
+                tokio::time::timeout(source.config.timeout, source.calling.clone().lock_owned())
+                    .await
+            else {
+                break;
+            };
+            attempt += 1;
+            collected = self.collect(source, call, window).await?;
+        }
+        if attempt > 1 {
+            let outcome = if collected.result == RunResult::Success {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            let text = format!(
+                "{outcome} on attempt {attempt} of {attempts} (earlier: {})",
+                earlier.join("; ")
+            );
+            tracing::info!(source = %source.config.id, "{text}");
+            collected.warnings.insert(0, text);
+        }
+        Ok(collected)
+    }
+
+    /// Feeds a finished run to the source's breaker.
+    fn update_breaker(&self, source: &SourceRuntime, record: &RunRecord) {
+        let interval = source.interval.unwrap_or(MAX_BACKOFF);
+        let mut breaker = source.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let was_open = breaker.backoff_until.is_some();
+        let opened = breaker.record(
+            record.result == RunResult::Success,
+            record.finished_at,
+            interval,
+            source.config.breaker_after,
+        );
+        if let (Some(delay), Some(until)) = (opened, breaker.backoff_until) {
+            tracing::warn!(
+                source = %source.config.id,
+                consecutive_failures = breaker.consecutive_failures,
+                backoff = %humanize(delay),
+                until = %until.with_timezone(&self.config.daemon.timezone).to_rfc3339(),
+                "source backs off: scheduled runs are skipped until then (a manual run still runs)"
+            );
+        } else if was_open && breaker.backoff_until.is_none() {
+            tracing::info!(source = %source.config.id, "source recovered: back on its schedule");
+        }
+    }
+
+    /// True while the source's breaker skips its scheduled runs.
+    pub fn backing_off(&self, source: &SourceRuntime, now: DateTime<Utc>) -> bool {
+        source.breaker().holds(now)
+    }
+
+    /// When the scheduler will really run the source next: its next
+    /// scheduled time, or the first one at or after the end of its backoff.
+    pub fn next_run(&self, source: &SourceRuntime, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = match source.breaker().backoff_until {
+            // Fire times are whole seconds; one at exactly the end runs.
+            Some(until) if until > now => until - chrono::Duration::milliseconds(1),
+            _ => now,
+        };
+        self.next_fire(source, after)
     }
 
     /// One plugin call, off the async workers, bounded by the source's timeout.
     async fn collect(
         &self,
         source: &Arc<SourceRuntime>,
-        busy: OwnedMutexGuard<()>,
+        call: OwnedMutexGuard<()>,
         window: Window,
     ) -> Result<Collected, RunError> {
         let state = {
@@ -544,7 +875,7 @@ impl Engine {
         // timeout, the source stays busy until the plugin really returns.
         let call = tokio::task::spawn_blocking(move || {
             let answer = instance.collect_blocking(&request);
-            drop(busy);
+            drop(call);
             answer
         });
         let outcome = tokio::time::timeout(source.config.timeout, call).await;
@@ -555,6 +886,7 @@ impl Engine {
             observations: Vec::new(),
             warnings: Vec::new(),
             state: None,
+            error_kind: None,
         };
         match outcome {
             Err(_) => {
@@ -579,6 +911,9 @@ impl Engine {
             }
             Ok(Ok(Err(e))) => {
                 collected.result = RunResult::Error;
+                if let CallError::Plugin(plugin) = &e {
+                    collected.error_kind = Some(plugin.kind);
+                }
                 collected.error = Some(redact(&e.to_string()));
             }
             Ok(Ok(Ok(resp))) => {
@@ -750,4 +1085,114 @@ pub fn humanize(d: Duration) -> String {
         out.push_str(&format!("{s}s"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn transient_and_permanent_failures() {
+        use ErrorKind::*;
+        let transient = [
+            (RunResult::Timeout, None),
+            (RunResult::Crash, None),
+            (RunResult::Error, Some(Upstream)),
+            (RunResult::Error, Some(RateLimited)),
+        ];
+        for (result, kind) in transient {
+            assert!(is_transient(result, kind), "{result:?} {kind:?}");
+        }
+        let permanent = [
+            (RunResult::Success, None),
+            (RunResult::Panic, None),
+            // A protocol error: the plugin reported no kind.
+            (RunResult::Error, None),
+            (RunResult::Error, Some(Settings)),
+            (RunResult::Error, Some(Auth)),
+            (RunResult::Error, Some(Data)),
+            (RunResult::Error, Some(Internal)),
+            (RunResult::Error, Some(Unknown)),
+        ];
+        for (result, kind) in permanent {
+            assert!(!is_transient(result, kind), "{result:?} {kind:?}");
+        }
+    }
+
+    #[test]
+    fn retry_delays_double_with_bounded_jitter() {
+        let base = Duration::from_secs(5);
+        let seed = jitter_seed("portal");
+        for retry in 1..=6u32 {
+            let nominal = 5.0 * f64::from(1u32 << (retry - 1));
+            let d = retry_delay(base, retry, seed).as_secs_f64();
+            assert!(
+                d >= nominal * 0.8 && d < nominal * 1.2,
+                "retry {retry}: {d} s"
+            );
+            // The same source waits the same on every run.
+            assert_eq!(
+                retry_delay(base, retry, seed),
+                retry_delay(base, retry, seed)
+            );
+        }
+        // Two sources failing together do not retry in step.
+        let other = jitter_seed("wechat");
+        assert_ne!(seed, other);
+        assert_ne!(retry_delay(base, 1, seed), retry_delay(base, 1, other));
+        // The jitter spreads: over many seeds, both halves of the band are used.
+        let delays: Vec<f64> = (0..200)
+            .map(|i| retry_delay(base, 1, jitter_seed(&format!("s{i}"))).as_secs_f64())
+            .collect();
+        assert!(delays.iter().any(|d| *d < 4.6), "{delays:?}");
+        assert!(delays.iter().any(|d| *d > 5.4), "{delays:?}");
+        // FNV-1a of the empty string is its offset basis.
+        assert_eq!(jitter_seed(""), 0xcbf2_9ce4_8422_2325);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_day() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(backoff_delay(hour, 1), 2 * hour);
+        assert_eq!(backoff_delay(hour, 4), 16 * hour);
+        assert_eq!(backoff_delay(hour, 5), MAX_BACKOFF);
+        assert_eq!(backoff_delay(hour, 1000), MAX_BACKOFF);
+        assert_eq!(
+            backoff_delay(Duration::from_secs(60), 3),
+            Duration::from_secs(480)
+        );
+    }
+
+    #[test]
+    fn the_breaker_opens_after_consecutive_failures_and_closes_on_success() {
+        let t0 = Utc.with_ymd_and_hms(2026, 11, 27, 4, 0, 0).unwrap();
+        let hour = Duration::from_secs(3600);
+        let at = |h: i64| t0 + chrono::Duration::hours(h);
+        let mut b = Breaker::default();
+        assert_eq!(b.record(false, at(0), hour, 3), None);
+        assert_eq!(b.record(false, at(1), hour, 3), None);
+        assert_eq!(b.backoff_until, None);
+        assert!(!b.holds(at(1)));
+        // The third failure opens it: two intervals.
+        assert_eq!(b.record(false, at(2), hour, 3), Some(2 * hour));
+        assert_eq!(b.backoff_until, Some(at(4)));
+        assert!(b.holds(at(3)));
+        assert!(!b.holds(at(4)));
+        // Each further failure doubles it.
+        assert_eq!(b.record(false, at(4), hour, 3), Some(4 * hour));
+        assert_eq!(b.backoff_until, Some(at(8)));
+        assert_eq!(b.consecutive_failures, 4);
+        // A success (a manual run, say) closes it.
+        assert_eq!(b.record(true, at(5), hour, 3), None);
+        assert_eq!(b, Breaker::default());
+        // breaker_after = 0: never opens.
+        let mut never = Breaker::default();
+        for h in 0..10 {
+            assert_eq!(never.record(false, at(h), hour, 0), None);
+        }
+        assert_eq!(never.consecutive_failures, 10);
+        assert!(!never.holds(at(10)));
+    }
 }

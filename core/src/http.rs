@@ -1,41 +1,162 @@
-//! The HTTP API of PRODUCT.md: metrics, summary, catalogue, sources, runs.
+//! The HTTP API of PRODUCT.md: metrics, summary, catalogue, sources, runs,
+//! health and reload.
+//!
+//! Limits, so that a stranger on the network cannot tie the daemon up: a
+//! request body may have at most [`MAX_BODY_BYTES`] (413 beyond), a read
+//! endpoint answers within [`REQUEST_TIMEOUT`] (408 beyond), and hyper's own
+//! defaults bound the request head (at most 100 headers, about 400 KiB of
+//! head buffer; more closes the connection with 431). Every error, including
+//! those of the layers and of axum's extractors, answers JSON
+//! `{"error": "..."}`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
+use crate::daemon::ReloadRequest;
 use crate::domain::period::Period;
 use crate::engine::{Engine, RunError, humanize};
 use crate::reports::{Format, ReportWriter};
 use crate::scheduler::SchedulerHandle;
 use crate::summary::{self, SummaryError, SummaryRequest};
 
+/// The largest request body accepted. No endpoint reads a body today; the
+/// limit is what a future one gets by default, and what stops a client from
+/// streaming an endless body at a write endpoint.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a read endpoint may take. Write endpoints are exempt: a manual
+/// run answers when the run is over, which its source's `timeout` bounds, and
+/// a reload when every plugin has validated its settings.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the API serves from: the engine and the scheduler running it. Swapped
+/// whole by a reload; a request works with the one it started with.
 #[derive(Clone)]
-pub struct AppState {
+pub struct Live {
     pub engine: Arc<Engine>,
     pub scheduler: SchedulerHandle,
+    /// False once the scheduler's event loop has ended.
+    pub scheduler_running: Arc<AtomicBool>,
+}
+
+/// The swappable [`Live`]: the daemon replaces it after a reload.
+#[derive(Clone)]
+pub struct LiveHandle(Arc<RwLock<Live>>);
+
+impl LiveHandle {
+    pub fn new(live: Live) -> LiveHandle {
+        LiveHandle(Arc::new(RwLock::new(live)))
+    }
+
+    pub fn get(&self) -> Live {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set(&self, live: Live) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    live: LiveHandle,
+    /// Where `POST /api/v1/reload` sends its request; `None` where nothing
+    /// can reload (then the endpoint answers 409).
+    reload: Option<mpsc::Sender<ReloadRequest>>,
+}
+
+impl AppState {
+    pub fn new(live: LiveHandle, reload: Option<mpsc::Sender<ReloadRequest>>) -> AppState {
+        AppState { live, reload }
+    }
+
+    fn engine(&self) -> Arc<Engine> {
+        self.live.get().engine
+    }
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let reads = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/v1/summary", get(summary))
         .route("/api/v1/observations", get(observations))
         .route("/api/v1/units", get(units))
         .route("/api/v1/indicators", get(indicators))
         .route("/api/v1/sources", get(sources))
-        .route("/api/v1/sources/{id}/run", post(run_source))
         .route("/api/v1/reports", get(reports))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    let writes = Router::new()
+        .route("/api/v1/sources/{id}/run", post(run_source))
+        .route("/api/v1/reload", post(reload));
+    reads
+        .merge(writes)
         .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Makes every error answer JSON, also those written by the layers (413,
+/// 408) and by axum itself (405, extractor rejections as plain text).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("request body too large: at most {MAX_BODY_BYTES} bytes")
+        }
+        StatusCode::REQUEST_TIMEOUT => format!(
+            "request took longer than {}; try a smaller period or unit",
+            humanize(REQUEST_TIMEOUT)
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "method not allowed; write endpoints take POST, the others GET".to_owned()
+        }
+        _ => {
+            let (_, body) = response.into_parts();
+            let text = axum::body::to_bytes(body, 4096)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+                .unwrap_or_default();
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                text
+            }
+        }
+    };
+    (status, Json(json!({ "error": message }))).into_response()
 }
 
 /// Client mistakes answer 4xx with a message and are not logged as errors;
@@ -72,12 +193,81 @@ impl IntoResponse for AppError {
 
 async fn not_found() -> AppError {
     AppError::NotFound(
-        "no such endpoint; see /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /api/v1/reports, /metrics, /healthz".to_owned(),
+        "no such endpoint; see /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /api/v1/reports, /metrics, /healthz, /readyz".to_owned(),
     )
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// Ready: the store takes a write now, the scheduler runs, and every enabled
+/// source has a next scheduled run. 503 with the reasons otherwise.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let live = state.live.get();
+    let engine = live.engine.clone();
+    let mut reasons = Vec::new();
+    if !live.scheduler_running.load(Ordering::SeqCst) {
+        reasons.push("the scheduler is not running".to_owned());
+    }
+    let now = engine.clock.now();
+    let mut scheduled = 0;
+    for source in engine.sources() {
+        if engine.next_fire(source, now).is_some() {
+            scheduled += 1;
+        } else {
+            reasons.push(format!(
+                "source \"{}\" has no next run: its schedule \"{}\" never fires again",
+                source.id(),
+                source.config.schedule_text
+            ));
+        }
+    }
+    let store = engine.store.clone();
+    match tokio::task::spawn_blocking(move || store.check_writable()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => reasons.push(format!("the store is not writable: {e}")),
+        Err(e) => reasons.push(format!("the store check failed: {e}")),
+    }
+    let ready = reasons.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "ready": ready,
+        "sources": engine.sources().len(),
+        "scheduled": scheduled,
+        "reasons": reasons,
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Re-reads the configuration file, as SIGHUP does, and says what changed;
+/// a configuration that does not validate answers 400 with the reason and
+/// the running one stays.
+async fn reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AppError> {
+    authorize(&state, &headers)?;
+    let Some(tx) = state.reload.as_ref() else {
+        return Err(AppError::Conflict(
+            "this process cannot reload its configuration".to_owned(),
+        ));
+    };
+    let (reply, answer) = oneshot::channel();
+    tx.send(ReloadRequest { reply: Some(reply) })
+        .await
+        .map_err(|_| AppError::Conflict("tallyd is shutting down".to_owned()))?;
+    match answer.await {
+        Ok(Ok(changes)) => Ok(Json(serde_json::to_value(changes).unwrap_or(Value::Null))),
+        Ok(Err(reason)) => Err(AppError::BadRequest(format!(
+            "configuration not reloaded, the running one stays: {reason}"
+        ))),
+        Err(_) => Err(AppError::Conflict("tallyd is shutting down".to_owned())),
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -86,7 +276,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        state.engine.metrics.encode(),
+        state.engine().metrics.encode(),
     )
         .into_response()
 }
@@ -136,7 +326,7 @@ async fn summary(
         unit: params.get("unit").cloned(),
         depth,
     };
-    let engine = state.engine.clone();
+    let engine = state.engine();
     let built = tokio::task::spawn_blocking(move || engine.summary(&request))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
@@ -183,7 +373,7 @@ async fn summary(
 
 /// The report files written so far (`[reports]`), oldest period first.
 async fn reports(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let writer = ReportWriter::from_config(&state.engine.config);
+    let writer = ReportWriter::from_config(&state.engine().config);
     let files = tokio::task::spawn_blocking(move || writer.list())
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
@@ -212,7 +402,7 @@ async fn observations(
         unit: required("unit", "a unit id, see /api/v1/units")?,
         indicator: required("indicator", "an indicator id, see /api/v1/indicators")?,
     };
-    let engine = state.engine.clone();
+    let engine = state.engine();
     let explained = tokio::task::spawn_blocking(move || {
         summary::explain(&engine.config, &engine.tree, &*engine.store, &request)
     })
@@ -228,7 +418,8 @@ async fn observations(
 }
 
 async fn units(State(state): State<AppState>) -> Json<Value> {
-    let tree = &state.engine.tree;
+    let engine = state.engine();
+    let tree = &engine.tree;
     let units: Vec<Value> = tree
         .preorder()
         .iter()
@@ -249,7 +440,7 @@ async fn units(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn indicators(State(state): State<AppState>) -> Json<Value> {
-    let engine = &state.engine;
+    let engine = state.engine();
     let indicators: Vec<Value> = engine
         .config
         .indicators
@@ -290,7 +481,7 @@ async fn indicators(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn sources(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let engine = state.engine.clone();
+    let engine = state.engine();
     tokio::task::spawn_blocking(move || sources_blocking(&engine))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?
@@ -317,6 +508,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "error": r.run.error,
                 "window": {"from": r.run.window_from, "to": r.run.window_to},
                 "observations": r.observations_written,
+                "http_requests": r.run.http_requests,
                 "warnings": r.run.warnings,
             })
         });
@@ -327,6 +519,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             .into_iter()
             .find(|r| r.run.error.is_some())
             .map(|r| json!({"at": local(r.run.finished_at), "result": r.run.result.as_str(), "error": r.run.error}));
+        let breaker = source.breaker();
         out.push(json!({
             "id": source.id(),
             "plugin": source.plugin(),
@@ -339,7 +532,9 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             "last_run": last_run,
             "last_success": status.last_success.as_ref().map(|s| local(s.finished_at)),
             "last_error": last_error,
-            "next_run": engine.next_fire(source, now).map(local),
+            "next_run": engine.next_run(source, now).map(local),
+            "consecutive_failures": breaker.consecutive_failures,
+            "backoff_until": breaker.backoff_until.filter(|t| *t > now).map(local),
             "runs": {
                 "success": status.runs.success,
                 "error": status.runs.error,
@@ -358,12 +553,13 @@ async fn run_source(
     headers: HeaderMap,
 ) -> Result<Json<Value>, AppError> {
     authorize(&state, &headers)?;
-    if state.engine.source(&id).is_none() {
+    let live = state.live.get();
+    if live.engine.source(&id).is_none() {
         return Err(AppError::NotFound(format!(
             "unknown source \"{id}\"; see /api/v1/sources"
         )));
     }
-    match state.scheduler.run_now(&id).await {
+    match live.scheduler.run_now(&id).await {
         Ok(report) => Ok(Json(serde_json::to_value(report).unwrap_or(Value::Null))),
         Err(RunError::AlreadyRunning(s)) => Err(AppError::Conflict(format!(
             "source \"{s}\" is already running; try again when it has finished"
@@ -377,7 +573,8 @@ async fn run_source(
 
 /// Write endpoints need `Authorization: Bearer <daemon.api_token>`.
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
-    let Some(token) = state.engine.config.daemon.api_token.as_ref() else {
+    let engine = state.engine();
+    let Some(token) = engine.config.daemon.api_token.as_ref() else {
         return Err(AppError::Forbidden(
             "write endpoints are disabled: set daemon.api_token in the configuration".to_owned(),
         ));

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub run_duration: HistogramVec,
     pub observations_written: IntCounterVec,
     pub skipped_runs: IntCounterVec,
+    pub backoff_skips: IntCounterVec,
+    pub missed_runs: IntCounterVec,
     pub schedule_interval: GaugeVec,
     pub plugin_info: GaugeVec,
     pub build_info: GaugeVec,
@@ -111,6 +113,20 @@ impl Metrics {
             "Scheduled runs skipped because the previous run of the source was still going.",
             &["source"],
         );
+        let backoff_skips = counter(
+            "tally_source_backoff_skips_total",
+            "Scheduled runs skipped because the source is backing off after consecutive failed runs.",
+            &["source"],
+        );
+        let missed_runs = counter(
+            "tally_source_missed_runs_total",
+            "Times a source was caught up because its schedule should have fired but did not (daemon down, clock jump, suspend).",
+            &["source"],
+        );
+        // Counted by the plugin host, where the requests are made.
+        registry
+            .register(Box::new(crate::plugin_host::HTTP_REQUESTS.clone()))
+            .expect("metric registered once");
         let schedule_interval = gauge(
             "tally_source_schedule_interval_seconds",
             "The longest gap between two scheduled runs of the source: a source whose last success is older than twice this is stale.",
@@ -137,6 +153,8 @@ impl Metrics {
             run_duration,
             observations_written,
             skipped_runs,
+            backoff_skips,
+            missed_runs,
             schedule_interval,
             plugin_info,
             build_info,
@@ -155,7 +173,34 @@ impl Metrics {
             .with_label_values(&[source])
             .inc_by(0);
         self.skipped_runs.with_label_values(&[source]).inc_by(0);
+        self.backoff_skips.with_label_values(&[source]).inc_by(0);
+        self.missed_runs.with_label_values(&[source]).inc_by(0);
         let _ = self.run_duration.with_label_values(&[source]);
+    }
+
+    /// Removes a source's series (a source removed by a reload): they would
+    /// otherwise stay in `/metrics` forever, frozen at their last value, and
+    /// look like a source that stopped working. The mirror of
+    /// [`Metrics::register_source`]: a series added there is removed here.
+    pub fn forget_source(&self, source: &str, plugin: &str) {
+        let _ = self.source_up.remove_label_values(&[source, plugin]);
+        for result in RunResult::ALL {
+            let _ = self
+                .runs_total
+                .remove_label_values(&[source, plugin, result.as_str()]);
+        }
+        for per_source in [&self.last_success, &self.schedule_interval] {
+            let _ = per_source.remove_label_values(&[source]);
+        }
+        for per_source in [
+            &self.observations_written,
+            &self.skipped_runs,
+            &self.backoff_skips,
+            &self.missed_runs,
+        ] {
+            let _ = per_source.remove_label_values(&[source]);
+        }
+        let _ = self.run_duration.remove_label_values(&[source]);
     }
 
     /// Records a finished run.

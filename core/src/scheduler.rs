@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::config::SourceConfig;
 use crate::domain::period::Period;
 use crate::engine::{Engine, RunError, RunReport, Trigger};
 use crate::reports;
@@ -75,13 +77,29 @@ pub async fn run(
 
     // A source that never succeeded (new, or failing since its start) runs at
     // once rather than waiting for its first scheduled time, maybe a day away.
+    // So does one whose schedule fired while the daemon was down (the
+    // missed-run detector): once, however many times it fired.
+    let tz = engine.config.daemon.timezone;
     for source in engine.sources() {
-        let never = engine
-            .store
-            .source_status(source.id())
-            .map(|s| s.last_success.is_none())
-            .unwrap_or(true);
-        if never {
+        let status = engine.store.source_status(source.id()).ok();
+        let never = status.as_ref().is_none_or(|s| s.last_success.is_none());
+        let missed = status
+            .as_ref()
+            .and_then(|s| s.last_run.as_ref())
+            .and_then(|r| missed_fire(&source.config, tz, r.run.started_at, now));
+        if let Some(at) = missed {
+            engine
+                .metrics
+                .missed_runs
+                .with_label_values(&[source.id()])
+                .inc();
+            tracing::warn!(
+                source = %source.id(),
+                missed = %at.with_timezone(&tz).to_rfc3339(),
+                "the schedule fired while the daemon was down: catching up once"
+            );
+        }
+        if never || missed.is_some() {
             spawn_run(
                 &mut running,
                 &engine,
@@ -95,7 +113,6 @@ pub async fn run(
     // Reports: `due` decides from the last check and the clock, so a tick
     // that comes late (a suspended machine) still writes the report once.
     let report_config = &engine.config.reports;
-    let tz = engine.config.daemon.timezone;
     let mut report_checked = now;
     let mut next_report = report_config
         .enabled
@@ -119,7 +136,10 @@ pub async fn run(
             .chain(next_report.iter())
             .min()
             .map(|t| (*t - now).to_std().unwrap_or(Duration::ZERO))
-            .unwrap_or(Duration::from_secs(3600));
+            .unwrap_or(Duration::from_secs(3600))
+            // Sleeping follows the monotonic clock: wake at least every
+            // minute to notice a wall-clock jump or a resumed suspend.
+            .min(MAX_SLEEP);
         let event = tokio::select! {
             _ = &mut shutdown => Event::Shutdown,
             Some(cmd) = commands.recv() => Event::Command(cmd),
@@ -130,28 +150,52 @@ pub async fn run(
             Event::Tick => {
                 let now = engine.clock.now();
                 for (i, source) in engine.sources().iter().enumerate() {
-                    if next[i].is_some_and(|t| t <= now) {
-                        if source.is_running() {
+                    let Some(due) = next[i].filter(|t| *t <= now) else {
+                        continue;
+                    };
+                    if engine.backing_off(source, now) {
+                        engine
+                            .metrics
+                            .backoff_skips
+                            .with_label_values(&[source.id()])
+                            .inc();
+                        tracing::info!(
+                            source = %source.id(),
+                            failures = source.breaker().consecutive_failures,
+                            "scheduled run skipped: the source is backing off after failed runs"
+                        );
+                    } else if source.is_running() {
+                        engine
+                            .metrics
+                            .skipped_runs
+                            .with_label_values(&[source.id()])
+                            .inc();
+                        tracing::warn!(
+                            source = %source.id(),
+                            "scheduled run skipped: the previous run is still going"
+                        );
+                    } else {
+                        if is_late(due, now, source.interval()) {
                             engine
                                 .metrics
-                                .skipped_runs
+                                .missed_runs
                                 .with_label_values(&[source.id()])
                                 .inc();
                             tracing::warn!(
                                 source = %source.id(),
-                                "scheduled run skipped: the previous run is still going"
-                            );
-                        } else {
-                            spawn_run(
-                                &mut running,
-                                &engine,
-                                source.id().to_owned(),
-                                Trigger::Schedule,
-                                None,
+                                due = %due.with_timezone(&tz).to_rfc3339(),
+                                "the schedule fired long ago (clock jump or suspend): running once"
                             );
                         }
-                        next[i] = engine.next_fire(source, now);
+                        spawn_run(
+                            &mut running,
+                            &engine,
+                            source.id().to_owned(),
+                            Trigger::Schedule,
+                            None,
+                        );
                     }
+                    next[i] = engine.next_fire(source, now);
                 }
                 if report_config.enabled {
                     if let Some(fired) =
@@ -190,6 +234,34 @@ pub async fn run(
             tracing::warn!("collections still running at shutdown were abandoned");
         }
     }
+}
+
+/// The longest the loop sleeps without looking at the wall clock.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// The first scheduled time of `source` after its last run started, if it
+/// has passed by `now`: a run the daemon missed (it was down, or the clock
+/// jumped).
+pub fn missed_fire(
+    source: &SourceConfig,
+    tz: Tz,
+    last_start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    source
+        .next_runs(last_start, tz, 1)
+        .into_iter()
+        .next()
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| *t <= now)
+}
+
+/// True when a scheduled time is found due more than one schedule interval
+/// (at least a minute, so a busy machine is not taken for a clock jump)
+/// after it should have fired.
+pub fn is_late(due: DateTime<Utc>, now: DateTime<Utc>, interval: Option<Duration>) -> bool {
+    let allowed = interval.unwrap_or(MAX_SLEEP).max(MAX_SLEEP);
+    (now - due).to_std().is_ok_and(|late| late > allowed)
 }
 
 /// Writes the report of `period` off the event loop; a failure is logged
@@ -239,4 +311,63 @@ fn spawn_run(
             (Ok(_), None) => {}
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn daily_at_three() -> SourceConfig {
+        let text = "[[units]]\nid = \"county\"\nname = \"某县\"\n\
+                    [[sources]]\nid = \"s\"\nplugin = \"p\"\nunit = \"county\"\nschedule = \"0 3 * * *\"\n";
+        Config::parse(text, Path::new("t.toml"), &|_| None)
+            .unwrap()
+            .sources
+            .remove(0)
+    }
+
+    fn utc(d: u32, h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, d, h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn a_run_is_missed_when_the_schedule_fired_since_the_last_one_started() {
+        let source = daily_at_three();
+        let tz = chrono_tz::Asia::Shanghai;
+        // 03:00 in Shanghai is 19:00 UTC the day before.
+        let last = utc(26, 4, 0);
+        assert_eq!(missed_fire(&source, tz, last, utc(26, 18, 59)), None);
+        assert_eq!(
+            missed_fire(&source, tz, last, utc(26, 19, 0)),
+            Some(utc(26, 19, 0))
+        );
+        // Down for three days: still the first missed time, caught up once.
+        assert_eq!(
+            missed_fire(&source, tz, last, utc(29, 12, 0)),
+            Some(utc(26, 19, 0))
+        );
+        // The last run was the scheduled one itself: nothing missed.
+        assert_eq!(
+            missed_fire(&source, tz, utc(26, 19, 0), utc(27, 18, 0)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_fire_found_more_than_an_interval_late_is_a_clock_jump() {
+        let day = Some(Duration::from_secs(86_400));
+        let due = utc(26, 19, 0);
+        assert!(!is_late(due, due, day));
+        assert!(!is_late(due, utc(27, 18, 59), day));
+        assert!(is_late(due, utc(27, 19, 1), day));
+        // Per-second schedules: a busy minute is not a jump.
+        let second = Some(Duration::from_secs(1));
+        assert!(!is_late(due, due + chrono::Duration::seconds(30), second));
+        assert!(is_late(due, due + chrono::Duration::seconds(61), second));
+    }
 }

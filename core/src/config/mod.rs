@@ -123,6 +123,10 @@ pub struct DaemonConfig {
     pub plugin_dirs: Vec<PathBuf>,
     pub api_token: Option<Secret>,
     pub max_concurrent_runs: usize,
+    /// At most this many HTTP requests of in-daemon plugins in flight per host.
+    pub http_per_host_concurrency: usize,
+    /// At most this many HTTP requests per second per host, if set.
+    pub http_per_host_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -240,6 +244,10 @@ pub struct SourceConfig {
     pub plugin: String,
     /// The unit(s) the source's data belongs to: `unit = ...` gives one.
     pub units: Vec<String>,
+    /// Written as `units = [...]`: every unit below these is expected to
+    /// report through the source (a unit that does not is 未报送). Written as
+    /// `unit = ...`: only that unit is.
+    pub covers_subtrees: bool,
     pub schedule: cron::Schedule,
     /// The expression as written in the file.
     pub schedule_text: String,
@@ -251,6 +259,12 @@ pub struct SourceConfig {
     pub isolation: Isolation,
     /// Address-space limit of the child process (`isolation = "process"`).
     pub memory_limit_mb: u64,
+    /// More attempts after a transient failure, within the same run.
+    pub retries: u32,
+    /// The wait before the first retry; doubled for each further one.
+    pub retry_backoff: Duration,
+    /// Consecutive failed runs after which scheduled runs back off; 0 never.
+    pub breaker_after: u32,
     /// Handed to the plugin as JSON, secrets resolved. `Debug` shows only the keys.
     pub settings: serde_json::Value,
 }
@@ -310,6 +324,9 @@ impl fmt::Debug for SourceConfig {
             .field("lookback_days", &self.lookback_days)
             .field("timeout", &self.timeout)
             .field("isolation", &self.isolation)
+            .field("retries", &self.retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("breaker_after", &self.breaker_after)
             .field("backfill_from", &self.backfill_from)
             .field("enabled", &self.enabled)
             .field("settings_keys", &settings_keys)
@@ -342,6 +359,10 @@ impl Config {
     /// Enough for a plugin and its HTTP client; a runaway allocation stops there.
     pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 2048;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_RETRIES: u32 = 2;
+    pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(5);
+    pub const DEFAULT_BREAKER_AFTER: u32 = 3;
+    pub const DEFAULT_HTTP_PER_HOST_CONCURRENCY: usize = 4;
     /// The first day of each quarter at 02:00, after the nightly collections
     /// of the last day have had time to run.
     pub const DEFAULT_REPORT_SCHEDULE: &str = "0 2 1 1,4,7,10 *";
@@ -620,6 +641,22 @@ impl Checker<'_> {
         if max_concurrent_runs == 0 {
             self.problem("daemon.max_concurrent_runs", "must be at least 1");
         }
+        let http_per_host_concurrency = raw
+            .http_per_host_concurrency
+            .unwrap_or(Config::DEFAULT_HTTP_PER_HOST_CONCURRENCY);
+        if http_per_host_concurrency == 0 {
+            self.problem("daemon.http_per_host_concurrency", "must be at least 1");
+        }
+        let http_per_host_rate = raw.http_per_host_rate.filter(|rate| {
+            let ok = rate.is_finite() && *rate > 0.0;
+            if !ok {
+                self.problem(
+                    "daemon.http_per_host_rate",
+                    format!("must be a number of requests per second above 0, found {rate}"),
+                );
+            }
+            ok
+        });
         DaemonConfig {
             listen,
             timezone,
@@ -631,6 +668,8 @@ impl Checker<'_> {
                 .unwrap_or_else(|| vec![Config::DEFAULT_PLUGIN_DIR.into()]),
             api_token,
             max_concurrent_runs,
+            http_per_host_concurrency: http_per_host_concurrency.max(1),
+            http_per_host_rate,
         }
     }
 
@@ -854,6 +893,9 @@ impl Checker<'_> {
             if source.plugin.trim().is_empty() {
                 self.problem(&key("plugin"), "the plugin name is empty");
             }
+            // `units = [...]` reports for whole subtrees (a form all units
+            // fill in); `unit = "..."` for that one unit (its own account).
+            let covers_subtrees = source.units.is_some();
             let source_units = match (source.unit, source.units) {
                 (Some(unit), None) => {
                     if !units.contains(&unit) {
@@ -906,6 +948,16 @@ impl Checker<'_> {
                     Config::DEFAULT_TIMEOUT
                 }),
             };
+            let retry_backoff = match &source.retry_backoff {
+                None => Config::DEFAULT_RETRY_BACKOFF,
+                Some(text) => parse_duration(text).unwrap_or_else(|message| {
+                    self.problem(
+                        &key("retry_backoff"),
+                        format!("invalid duration {text:?}: {message}"),
+                    );
+                    Config::DEFAULT_RETRY_BACKOFF
+                }),
+            };
             let backfill_from = source.backfill_from.and_then(|value| {
                 parse_date(&value)
                     .map_err(|message| self.problem(&key("backfill_from"), message))
@@ -920,6 +972,7 @@ impl Checker<'_> {
                     id: source.id,
                     plugin: source.plugin,
                     units: source_units,
+                    covers_subtrees,
                     schedule,
                     schedule_text: source.schedule,
                     lookback_days: source
@@ -932,6 +985,11 @@ impl Checker<'_> {
                     memory_limit_mb: source
                         .memory_limit_mb
                         .unwrap_or(Config::DEFAULT_MEMORY_LIMIT_MB),
+                    retries: source.retries.unwrap_or(Config::DEFAULT_RETRIES),
+                    retry_backoff,
+                    breaker_after: source
+                        .breaker_after
+                        .unwrap_or(Config::DEFAULT_BREAKER_AFTER),
                     settings,
                 });
             }
@@ -1110,6 +1168,8 @@ mod raw {
         pub plugin_dirs: Option<Vec<PathBuf>>,
         pub api_token: Option<String>,
         pub max_concurrent_runs: Option<usize>,
+        pub http_per_host_concurrency: Option<usize>,
+        pub http_per_host_rate: Option<f64>,
     }
 
     #[derive(Deserialize)]
@@ -1156,6 +1216,9 @@ mod raw {
         pub enabled: Option<bool>,
         pub isolation: Option<super::Isolation>,
         pub memory_limit_mb: Option<u64>,
+        pub retries: Option<u32>,
+        pub retry_backoff: Option<String>,
+        pub breaker_after: Option<u32>,
         /// Anything: the plugin validates its own settings.
         pub settings: Option<toml::Table>,
     }

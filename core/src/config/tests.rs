@@ -55,8 +55,8 @@ fn unknown_keys() {
         "t.toml:4:1: units[0].head: unknown field `head`",
     );
     check_err(
-        &with_source("schedule = \"0 2 * * *\"\nretries = 3\n"),
-        "t.toml:9:1: sources[0].retries: unknown field `retries`",
+        &with_source("schedule = \"0 2 * * *\"\nretry = 3\n"),
+        "t.toml:9:1: sources[0].retry: unknown field `retry`",
     );
 }
 
@@ -669,9 +669,9 @@ fn annotated_example_parses() {
     assert!(config.sources.iter().any(|s| s.plugin == "wechat"));
     assert!(!config.secrets().is_empty());
     let emits: HashMap<String, Vec<String>> = [
-        ("natres-wechat", &["wechat_posts", "wechat_reads"][..]),
+        ("natres-wechat", &["wechat_posts", "wechat_readers"][..]),
         ("edu-weibo", &["weibo_posts"]),
-        ("xuexi", &["xuexi_points"]),
+        ("xuexi", &["xuexi_points", "xuexi_members"]),
         ("commentary", &["commentary_articles"]),
     ]
     .into_iter()
@@ -684,4 +684,54 @@ fn annotated_example_parses() {
             .unwrap()
             .next_runs(friday_noon(), config.daemon.timezone, 1);
     assert_eq!(monday[0].to_rfc3339(), "2026-11-30T08:00:00+08:00");
+}
+
+#[test]
+fn retries_backoff_and_breaker_have_defaults() {
+    let source = source_with_schedule("0 2 * * *");
+    assert_eq!(source.retries, 2);
+    assert_eq!(source.retry_backoff, Duration::from_secs(5));
+    assert_eq!(source.breaker_after, 3);
+    let config = parse(&with_source("schedule = \"0 2 * * *\"\n")).unwrap();
+    assert_eq!(config.daemon.http_per_host_concurrency, 4);
+    assert_eq!(config.daemon.http_per_host_rate, None);
+}
+
+#[test]
+fn retries_backoff_and_breaker_are_read() {
+    let config = parse(&format!(
+        "[daemon]\nhttp_per_host_concurrency = 2\nhttp_per_host_rate = 0.5\n{}",
+        with_source(
+            "schedule = \"0 2 * * *\"\nretries = 0\nretry_backoff = \"250ms\"\nbreaker_after = 0\n"
+        )
+    ))
+    .unwrap();
+    let source = &config.sources[0];
+    assert_eq!(source.retries, 0);
+    assert_eq!(source.retry_backoff, Duration::from_millis(250));
+    assert_eq!(source.breaker_after, 0);
+    assert_eq!(config.daemon.http_per_host_concurrency, 2);
+    assert_eq!(config.daemon.http_per_host_rate, Some(0.5));
+}
+
+#[test]
+fn bad_retry_backoff_and_http_limits_are_placed() {
+    check_err(
+        &with_source("schedule = \"0 2 * * *\"\nretry_backoff = \"soon\"\n"),
+        "t.toml:9:17: sources[0].retry_backoff: invalid duration \"soon\"",
+    );
+    check_err(
+        &format!(
+            "[daemon]\nhttp_per_host_concurrency = 0\n{}",
+            with_source("schedule = \"0 2 * * *\"\n")
+        ),
+        "t.toml:2:29: daemon.http_per_host_concurrency: must be at least 1",
+    );
+    check_err(
+        &format!(
+            "[daemon]\nhttp_per_host_rate = -1.0\n{}",
+            with_source("schedule = \"0 2 * * *\"\n")
+        ),
+        "t.toml:2:22: daemon.http_per_host_rate: must be a number of requests per second above 0",
+    );
 }

@@ -1,11 +1,16 @@
 //! One configured source's plugin instance, and the host services it gets.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
+
+use prometheus::{IntCounterVec, Opts};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use tally_plugin::abi::{self, Bytes, HostVTable, Instance, OwnedBytes, Status};
 use tally_plugin::{CollectRequest, CollectResponse, Created, Error, HttpRequest, HttpResponse};
@@ -49,6 +54,8 @@ struct HostCtx {
     source: String,
     services: HostServices,
     cancelled: AtomicBool,
+    /// HTTP requests made since the count was last taken.
+    http_requests: AtomicU64,
 }
 
 struct InstancePtr(*mut Instance);
@@ -83,6 +90,7 @@ impl SourceInstance {
             source: source.to_owned(),
             services,
             cancelled: AtomicBool::new(false),
+            http_requests: AtomicU64::new(0),
         });
         let host_vt = Box::new(HostVTable {
             size: std::mem::size_of::<HostVTable>(),
@@ -142,6 +150,11 @@ impl SourceInstance {
         let answer = unsafe { out.into_vec() };
         drop(guard);
         decode(status, &answer)
+    }
+
+    /// The HTTP requests the plugin made since the last call, and resets the count.
+    pub fn take_http_requests(&self) -> u64 {
+        self.ctx.http_requests.swap(0, Ordering::SeqCst)
     }
 
     /// Asks the plugin to stop the current run early (it polls `host.cancelled()`).
@@ -279,6 +292,7 @@ unsafe extern "C" fn host_call(
 /// Performs a plugin's HTTP request with the daemon's client, on the daemon's
 /// runtime, from the plugin's (blocking-pool) thread.
 fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
+    ctx.http_requests.fetch_add(1, Ordering::SeqCst);
     let Some(runtime) = &ctx.services.runtime else {
         return Err(Error::internal("HTTP is not available in this command"));
     };
@@ -312,8 +326,31 @@ fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
         };
         Error::upstream(format!("{} {shown}: {what}", req.method))
     };
+    let host = host_key(&req.url);
+    let gate = HTTP_GATE.host(&host);
+    let label = HTTP_GATE.label(&host);
+    let count = |class: &str| {
+        HTTP_REQUESTS
+            .with_label_values(&[label.as_str(), class])
+            .inc();
+    };
     runtime.block_on(async {
-        let resp = builder.send().await.map_err(fail)?;
+        // Waiting for a free slot counts against the request's timeout, so a
+        // crowded host cannot hold a run past its deadline.
+        let permit = tokio::time::timeout(timeout, gate.acquire())
+            .await
+            .map_err(|_| {
+                count("error");
+                Error::upstream(format!(
+                    "{} {shown}: no free connection to {label} within {} ms (daemon.http_per_host_concurrency / http_per_host_rate)",
+                    req.method,
+                    timeout.as_millis()
+                ))
+            })?;
+        let resp = builder.send().await.map_err(|e| {
+            count("error");
+            fail(e)
+        })?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -325,11 +362,221 @@ fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
                 )
             })
             .collect();
-        let bytes = resp.bytes().await.map_err(fail)?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            count("error");
+            fail(e)
+        })?;
+        drop(permit);
+        count(&status_class(status));
         Ok(HttpResponse {
             status,
             headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
         })
     })
+}
+
+/// The per-host limits of plugins' HTTP requests, shared by every in-daemon
+/// source: "per host" means across sources, and sources are created (and
+/// recreated on reload) before the metrics registry exists, so one gate per
+/// process is the honest shape. An isolated source (`isolation = "process"`)
+/// performs its HTTP in its child, outside this gate.
+static HTTP_GATE: LazyLock<HttpGate> = LazyLock::new(|| {
+    HttpGate::new(
+        crate::config::Config::DEFAULT_HTTP_PER_HOST_CONCURRENCY,
+        None,
+    )
+});
+
+/// `tally_http_requests_total{host, status_class}`, registered by
+/// [`crate::metrics::Metrics`]; counted here, where requests happen.
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "tally_http_requests_total",
+            "HTTP requests made for plugins (in the daemon's process), by host and status class (2xx, 4xx, 5xx, ... or error when no answer came).",
+        ),
+        &["host", "status_class"],
+    )
+    .expect("valid metric definition")
+});
+
+/// Hosts get their own `host` label up to this many; later ones count as
+/// `other`, so a plugin that follows arbitrary links cannot blow up the series.
+const MAX_HOST_LABELS: usize = 64;
+
+/// Sets the per-host limits for requests from now on (`daemon.http_per_host_concurrency`
+/// and `daemon.http_per_host_rate`). Requests in flight keep their old slots.
+pub fn configure_http_limits(concurrency: usize, rate: Option<f64>) {
+    HTTP_GATE.configure(concurrency, rate);
+}
+
+/// Per-host slots (a semaphore) and spacing (a token bucket of one token).
+pub struct HttpGate {
+    limits: Mutex<(usize, Option<f64>)>,
+    hosts: Mutex<HashMap<String, Arc<HostGate>>>,
+    labels: Mutex<Vec<String>>,
+}
+
+impl HttpGate {
+    pub fn new(concurrency: usize, rate: Option<f64>) -> HttpGate {
+        HttpGate {
+            limits: Mutex::new((concurrency.max(1), rate)),
+            hosts: Mutex::new(HashMap::new()),
+            labels: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn configure(&self, concurrency: usize, rate: Option<f64>) {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if *limits != (concurrency.max(1), rate) {
+            *limits = (concurrency.max(1), rate);
+            // New limits take effect through new per-host gates.
+            self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    /// The gate of one host (`host:port`), created on first use.
+    pub fn host(&self, host: &str) -> Arc<HostGate> {
+        let (concurrency, rate) = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        self.hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(HostGate::new(concurrency, rate)))
+            .clone()
+    }
+
+    /// The `host` label of a host: itself, or `other` past [`MAX_HOST_LABELS`].
+    pub fn label(&self, host: &str) -> String {
+        let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        if labels.iter().any(|l| l == host) {
+            return host.to_owned();
+        }
+        if labels.len() < MAX_HOST_LABELS {
+            labels.push(host.to_owned());
+            return host.to_owned();
+        }
+        "other".to_owned()
+    }
+}
+
+/// One host's limits.
+pub struct HostGate {
+    slots: Arc<Semaphore>,
+    /// Requests are spaced `1 / rate` apart: the earliest start of the next one.
+    spacing: Option<(Duration, tokio::sync::Mutex<Option<Instant>>)>,
+}
+
+impl HostGate {
+    pub fn new(concurrency: usize, rate: Option<f64>) -> HostGate {
+        HostGate {
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            spacing: rate.filter(|r| r.is_finite() && *r > 0.0).map(|r| {
+                (
+                    Duration::from_secs_f64(1.0 / r),
+                    tokio::sync::Mutex::new(None),
+                )
+            }),
+        }
+    }
+
+    /// Waits for a free slot, then for the request's turn under the rate;
+    /// the slot is held until the permit drops.
+    pub async fn acquire(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        if let Some((gap, next)) = &self.spacing {
+            let at = {
+                let mut next = next.lock().await;
+                let at = turn(*next, Instant::now());
+                *next = Some(at + *gap);
+                at
+            };
+            tokio::time::sleep_until(at).await;
+        }
+        permit
+    }
+}
+
+/// When a request may start under the rate: at once, or when its turn comes.
+fn turn(next: Option<Instant>, now: Instant) -> Instant {
+    next.map_or(now, |n| n.max(now))
+}
+
+/// `host:port` of a URL (the port only when given), for limits and labels;
+/// `invalid` when it does not parse (reqwest then fails the request).
+pub fn host_key(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => "invalid".to_owned(),
+        },
+        Err(_) => "invalid".to_owned(),
+    }
+}
+
+/// `2xx`, `4xx`, `5xx`, ... for `tally_http_requests_total`.
+pub fn status_class(status: u16) -> String {
+    format!("{}xx", status / 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys_keep_explicit_ports_and_drop_credentials_and_paths() {
+        assert_eq!(
+            host_key("http://127.0.0.1:8080/a?token=x"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            host_key("https://user:pw@api.weixin.qq.com/cgi-bin"),
+            "api.weixin.qq.com"
+        );
+        assert_eq!(host_key("not a url"), "invalid");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        let gate = HttpGate::new(1, None);
+        for i in 0..MAX_HOST_LABELS {
+            assert_eq!(gate.label(&format!("h{i}")), format!("h{i}"));
+        }
+        assert_eq!(gate.label("one-too-many"), "other");
+        assert_eq!(gate.label("h0"), "h0");
+    }
+
+    #[tokio::test]
+    async fn a_host_gate_limits_requests_in_flight() {
+        let gate = HostGate::new(2, None);
+        let a = gate.acquire().await;
+        let _b = gate.acquire().await;
+        // The third cannot get a slot while the first two hold theirs.
+        let third = tokio::time::timeout(Duration::from_millis(50), gate.acquire()).await;
+        assert!(third.is_err());
+        drop(a);
+        let third = tokio::time::timeout(Duration::from_secs(10), gate.acquire()).await;
+        assert!(third.is_ok());
+    }
+
+    #[test]
+    fn requests_take_turns_under_the_rate() {
+        let now = Instant::now();
+        let gap = Duration::from_millis(250);
+        // Nobody waiting: at once.
+        assert_eq!(turn(None, now), now);
+        // The next turn is later: wait for it.
+        assert_eq!(turn(Some(now + gap), now), now + gap);
+        // The next turn has passed: at once, no saved-up burst.
+        assert_eq!(turn(Some(now), now + gap * 4), now + gap * 4);
+    }
 }

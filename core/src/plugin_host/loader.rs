@@ -115,6 +115,38 @@ impl PluginRegistry {
         registry
     }
 
+    /// For a reload: a registry holding every library of this one (libraries
+    /// are never unloaded, so the registry only grows) plus those newly found
+    /// in `dirs`. A file already loaded is reused, not opened again; refusals
+    /// are those of this scan only.
+    pub fn rescan(&self, dirs: &[PathBuf]) -> PluginRegistry {
+        let mut registry = PluginRegistry {
+            plugins: self.plugins.clone(),
+            refused: Vec::new(),
+        };
+        for dir in dirs {
+            let mut files = match candidate_files(dir) {
+                Ok(files) => files,
+                Err(e) => {
+                    registry.refused.push(e);
+                    continue;
+                }
+            };
+            files.sort();
+            for path in files {
+                let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+                if self.plugins.values().any(|lib| lib.path == canonical) {
+                    continue;
+                }
+                match load(&path) {
+                    Ok(lib) => registry.add(lib),
+                    Err(e) => registry.refused.push(e),
+                }
+            }
+        }
+        registry
+    }
+
     fn add(&mut self, lib: PluginLibrary) {
         if let Some(first) = self.plugins.get(&lib.name) {
             self.refused.push(PluginLoadError::Duplicate {

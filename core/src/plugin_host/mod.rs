@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use tally_plugin::{CollectRequest, CollectResponse, Created};
 
-pub use instance::{CallError, HostServices, Redact, SourceInstance};
+pub use instance::{
+    CallError, HTTP_REQUESTS, HostServices, Redact, SourceInstance, configure_http_limits,
+};
 pub use loader::{PluginLibrary, PluginLoadError, PluginRegistry, load};
 pub use process::{ProcessInstance, serve_child};
 
@@ -60,6 +62,15 @@ impl SourceRunner {
         match &self.kind {
             RunnerKind::InProcess(i) => i.cancel(),
             RunnerKind::Process(p) => p.cancel(),
+        }
+    }
+
+    /// The HTTP requests made through the daemon since the last call (the
+    /// run's API calls); `None` for an isolated plugin, whose child makes its own.
+    pub fn take_http_requests(&self) -> Option<u64> {
+        match &self.kind {
+            RunnerKind::InProcess(i) => Some(i.take_http_requests()),
+            RunnerKind::Process(_) => None,
         }
     }
 

@@ -83,6 +83,11 @@ pub trait Store: Send + Sync + 'static {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Vec<StoredObservation>, StoreError>;
+
+    /// Whether a run could commit now: takes the write lock and lets it go
+    /// without writing (`/readyz`). Fails when the database is read-only,
+    /// locked beyond the busy timeout, or gone.
+    fn check_writable(&self) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,6 +138,9 @@ pub struct RunRecord {
     pub window_from: NaiveDate,
     pub window_to: NaiveDate,
     pub warnings: Vec<String>,
+    /// HTTP requests the plugin made through the daemon during the run (its
+    /// API calls); `None` when not counted (an isolated plugin does its own).
+    pub http_requests: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

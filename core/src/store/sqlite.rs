@@ -40,7 +40,8 @@ CREATE TABLE runs (
     window_from   INTEGER NOT NULL, -- days since 1970-01-01
     window_to     INTEGER NOT NULL,
     observations  INTEGER NOT NULL,
-    warnings      TEXT    NOT NULL  -- JSON array of strings
+    warnings      TEXT    NOT NULL, -- JSON array of strings
+    http_requests INTEGER           -- made through the daemon; NULL when not counted
 );
 CREATE INDEX runs_by_source ON runs (source, id);
 
@@ -264,7 +265,7 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, source, trigger, started_at, finished_at, result, error, \
-                           window_from, window_to, warnings, observations";
+                           window_from, window_to, warnings, observations, http_requests";
 
 /// The raw columns of a run row; converted outside the rusqlite closure so
 /// that a corrupt value becomes a `StoreError` that says what was wrong.
@@ -280,6 +281,7 @@ type RunRow = (
     i64,
     String,
     i64,
+    Option<i64>,
 );
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
@@ -295,11 +297,12 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         r.get(8)?,
         r.get(9)?,
         r.get(10)?,
+        r.get(11)?,
     ))
 }
 
 fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
-    let (id, source, trigger, started, finished, result, error, from, to, warnings, n) = row;
+    let (id, source, trigger, started, finished, result, error, from, to, warnings, n, http) = row;
     let result = RunResult::parse(&result).ok_or_else(|| StoreError::Corrupt {
         what: "run result",
         detail: format!("run {id} has result \"{result}\""),
@@ -320,6 +323,7 @@ fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
             window_from: num_day(from)?,
             window_to: num_day(to)?,
             warnings,
+            http_requests: http.and_then(|n| u64::try_from(n).ok()),
         },
         observations_written: u64::try_from(n).unwrap_or(0),
     })
@@ -552,6 +556,20 @@ fn entities_from_folds(
 }
 
 impl Store for SqliteStore {
+    fn check_writable(&self) -> Result<(), StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "checking that the database is writable",
+            source,
+        };
+        let mut conn = lock(&self.writer);
+        // BEGIN IMMEDIATE takes the same RESERVED lock a run's commit needs,
+        // and fails on a read-only file; rolling back writes nothing.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.rollback().map_err(e)
+    }
+
     fn record_run(
         &self,
         run: &RunRecord,
@@ -592,8 +610,8 @@ impl Store for SqliteStore {
             .map_err(e)?;
         tx.execute(
             "INSERT INTO runs (source, trigger, started_at, finished_at, result, error, \
-             window_from, window_to, observations, warnings) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             window_from, window_to, observations, warnings, http_requests) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 run.source,
                 run.trigger,
@@ -605,6 +623,7 @@ impl Store for SqliteStore {
                 day_num(run.window_to),
                 observations.len() as i64,
                 warnings,
+                run.http_requests.and_then(|n| i64::try_from(n).ok()),
             ],
         )
         .map_err(e)?;
@@ -1000,6 +1019,7 @@ mod tests {
             window_from: d(from),
             window_to: d(to),
             warnings: vec![],
+            http_requests: Some(3),
         }
     }
 

@@ -385,7 +385,12 @@ pub fn build(
             .filter_map(|i| indicator_pos.get(i.as_str()).copied())
             .collect();
         for &root in &units {
-            for u in tree.subtree(root, None) {
+            let expected = if source.covers_subtrees {
+                tree.subtree(root, None)
+            } else {
+                vec![root]
+            };
+            for u in expected {
                 for &i in &emitted {
                     covered[u * n + i] = true;
                     source_gap[u * n + i] |= !info.complete;

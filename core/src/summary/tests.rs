@@ -96,7 +96,7 @@ schedule = "30 2 * * *"
 [[sources]]
 id = "county-xuexi"
 plugin = "xuexi"
-unit = "county"
+units = ["county"]
 schedule = "0 3 * * *"
 [[sources]]
 id = "old-weibo"
@@ -171,6 +171,7 @@ fn run(
                 window_from: d(window.0),
                 window_to: d(window.1),
                 warnings: vec![],
+                http_requests: None,
             },
             o,
             None,

@@ -1,0 +1,228 @@
+//! The `feed` plugin in the real daemon: two units' portal columns share one
+//! article; a `distinct` indicator counts it once at their parent, a `count`
+//! indicator twice.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// An HTTP server on 127.0.0.1 answering each path with its body (and 404
+/// for any other path), for the lifetime of the test process.
+fn serve_paths(routes: Vec<(&'static str, String)>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 8192];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            // "GET /a/rss.xml HTTP/1.1": the path without its query.
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .split('?')
+                .next()
+                .unwrap_or("/")
+                .to_owned();
+            let reply = match routes.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_owned(),
+            };
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// One RSS 2.0 item of the county portal.
+fn item(title: &str, link: &str, pub_date: &str) -> String {
+    format!("<item><title>{title}</title><link>{link}</link><pubDate>{pub_date}</pubDate></item>")
+}
+
+fn rss(column: &str, items: &[String]) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>{column}</title><link>http://www.mouxian.gov.cn/</link>
+<description>{column}</description><language>zh-cn</language>
+{}
+</channel></rss>"#,
+        items.join("\n")
+    )
+}
+
+/// The article both units claim: county/a's column links it plainly, county/b's with a fragment.
+const SHARED: &str = "http://www.mouxian.gov.cn/xxgk/zwdt/202610/t20261015_12345.html";
+
+fn setup(dir: &Path) -> (std::path::PathBuf, u16) {
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_feed")]);
+    let a = rss(
+        "某县甲局 - 工作动态",
+        &[
+            item(
+                "全县安全生产工作会议召开",
+                SHARED,
+                "Thu, 15 Oct 2026 09:30:00 +0800",
+            ),
+            item(
+                "甲局开展秋季防火宣传",
+                "http://jj.mouxian.gov.cn/gzdt/202610/t20261012_301.html",
+                "Mon, 12 Oct 2026 10:00:00 +0800",
+            ),
+            // 16:30 GMT on 30 September is 1 October in Shanghai.
+            item(
+                "甲局国庆值班安排",
+                "http://jj.mouxian.gov.cn/gzdt/202610/t20261001_300.html",
+                "Wed, 30 Sep 2026 16:30:00 GMT",
+            ),
+        ],
+    );
+    let b = rss(
+        "某县乙局 - 工作动态",
+        &[
+            item(
+                "全县安全生产工作会议召开",
+                &format!("{SHARED}#zhuanti"),
+                "Thu, 15 Oct 2026 09:30:00 +0800",
+            ),
+            item(
+                "乙局召开节后收心会",
+                "http://yj.mouxian.gov.cn/gzdt/202610/t20261008_501.html",
+                "Thu, 08 Oct 2026 11:00:00 +0800",
+            ),
+        ],
+    );
+    let site = serve_paths(vec![("/a/rss.xml", a), ("/b/rss.xml", b)]);
+    let port = free_port();
+    let mut sources = String::new();
+    for (unit, path) in [("a", "/a/rss.xml"), ("b", "/b/rss.xml")] {
+        for (suffix, indicator) in [("", "portal_articles"), ("-count", "portal_posts")] {
+            sources.push_str(&format!(
+                r#"
+[[sources]]
+id = "{unit}-portal{suffix}"
+plugin = "feed"
+unit = "county/{unit}"
+schedule = "0 0 3 * * *"
+backfill_from = "2026-09-01"
+[sources.settings]
+url = "{site}{path}"
+indicator = "{indicator}"
+"#
+            ));
+        }
+    }
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &format!(
+            r#"
+[daemon]
+listen = "127.0.0.1:{port}"
+data_dir = {data}
+plugin_dirs = [{plugins}]
+
+[[units]]
+id = "county"
+name = "某县"
+[[units]]
+id = "county/a"
+name = "甲局"
+[[units]]
+id = "county/b"
+name = "乙局"
+
+[[indicators]]
+id = "portal_articles"
+name = "门户网站信息发布数"
+kind = "distinct"
+unit = "篇"
+[[indicators]]
+id = "portal_posts"
+name = "门户网站发稿次数"
+kind = "count"
+unit = "篇"
+{sources}"#,
+            data = toml_path(&dir.join("data")),
+            plugins = toml_path(&plugins),
+        ),
+    );
+    (config, port)
+}
+
+fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
+    summary["units"]
+        .as_array()
+        .expect("units array")
+        .iter()
+        .find(|u| u["id"] == unit)
+        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"))["values"][indicator]
+        ["value"]
+        .clone()
+}
+
+#[test]
+fn a_shared_article_counts_once_at_the_parent_of_a_distinct_indicator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, port) = setup(tmp.path());
+    let d = TestDaemon::start(&config, port);
+    d.wait_for("the start-up runs of the four feed sources", 60, |d| {
+        ["a-portal", "b-portal", "a-portal-count", "b-portal-count"]
+            .iter()
+            .all(|s| {
+                d.metric(&format!(
+                    "tally_source_up{{plugin=\"feed\",source=\"{s}\"}}"
+                )) == Some(1.0)
+            })
+    });
+
+    let oct = d.get_json("/api/v1/summary?period=2026-10");
+    // a: the shared article, 10-12 and 10-01; b: the shared article and 10-08.
+    assert_eq!(value(&oct, "county/a", "portal_articles"), 3.0, "{oct:#}");
+    assert_eq!(value(&oct, "county/b", "portal_articles"), 2.0, "{oct:#}");
+    assert_eq!(
+        value(&oct, "county", "portal_articles"),
+        4.0,
+        "the shared article (one URL once its #fragment is dropped) counts once: {oct:#}"
+    );
+    // The same articles as a `count` indicator add up over units.
+    assert_eq!(value(&oct, "county/a", "portal_posts"), 3.0);
+    assert_eq!(value(&oct, "county/b", "portal_posts"), 2.0);
+    assert_eq!(value(&oct, "county", "portal_posts"), 5.0);
+
+    // On the shared article's day alone: one distinct article at the county.
+    let day = d.get_json("/api/v1/summary?period=2026-10-15");
+    assert_eq!(value(&day, "county", "portal_articles"), 1.0, "{day:#}");
+    assert_eq!(value(&day, "county", "portal_posts"), 2.0, "{day:#}");
+
+    // The quarter holds October's articles, and the September days, read by
+    // the back-fill, hold none (the 30 September GMT item is 1 October here).
+    let q4 = d.get_json("/api/v1/summary?period=2026-Q4");
+    assert_eq!(value(&q4, "county", "portal_articles"), 4.0, "{q4:#}");
+    let sep = d.get_json("/api/v1/summary?period=2026-09");
+    assert_eq!(
+        value(&sep, "county", "portal_articles"),
+        Value::Null,
+        "{sep:#}"
+    );
+    let sources = q4["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 4, "{q4:#}");
+    assert!(sources.iter().all(|s| s["failed_runs"] == 0), "{sources:?}");
+    let ind = q4["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "portal_articles")
+        .cloned()
+        .unwrap();
+    assert_eq!(ind["kind"], "distinct");
+    assert_eq!(ind["unit"], "篇");
+}
