@@ -318,7 +318,7 @@ pub fn check_indicator_id(setting: &str, id: &str) -> Result<(), Error> {
 /// daemon made from TOML would mean nothing to an operator.
 pub(crate) fn parse_settings<P: Plugin>(bytes: &[u8]) -> Result<P::Settings, Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let settings = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = strip_json_position(&inner.to_string());
@@ -327,7 +327,11 @@ pub(crate) fn parse_settings<P: Plugin>(bytes: &[u8]) -> Result<P::Settings, Err
         } else {
             Error::settings(format!("{path}: {message}"))
         }
-    })
+    })?;
+    // Bytes after the settings mean a broken message, not settings to ignore.
+    de.end()
+        .map_err(|e| Error::settings(strip_json_position(&e.to_string())))?;
+    Ok(settings)
 }
 
 /// serde_json appends " at line 1 column 57": a position in JSON the operator never wrote.

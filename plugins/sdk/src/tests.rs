@@ -166,3 +166,12 @@ fn testkit_live_mode_reaches_a_local_server() {
     let head = server.join().unwrap();
     assert!(head.starts_with("GET /n?day=2026-11-27 "), "{head}");
 }
+
+#[test]
+fn settings_followed_by_garbage_are_refused() {
+    let err = crate::parse_settings::<Probe>(br#"{"url": "http://x.test"} garbage"#)
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::Settings);
+    assert_eq!(err.message, "trailing characters");
+}
