@@ -351,7 +351,7 @@ fn reload_blocking(
         tracing::warn!("plugin refused: {refused}");
     }
     let services = host_services(&config, current.clock.clone(), Some(runtime))?;
-    let created = engine::create_sources_reusing(&config, &registry, &services, current)?;
+    let created = engine::create_sources_reusing(&config, &registry, &services, Some(current))?;
     let next = Engine::new(
         Arc::new(config),
         Arc::new(tree),

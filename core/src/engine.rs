@@ -265,7 +265,32 @@ pub fn create_sources(
     config: &Config,
     registry: &PluginRegistry,
     services: &HostServices,
-) -> Result<Vec<(usize, SourceRunner)>, ConfigError> {
+) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
+    create_sources_reusing(config, registry, services, None)
+}
+
+/// Whether a source's plugin instance can be kept across a reload: what the
+/// plugin was created with (its library, settings, isolation and units) is
+/// unchanged. Schedule, timeout and lookback are read per run, not by the plugin.
+pub fn same_instance(old: &SourceConfig, new: &SourceConfig) -> bool {
+    old.plugin == new.plugin
+        && old.settings == new.settings
+        && old.isolation == new.isolation
+        && old.memory_limit_mb == new.memory_limit_mb
+        && old.units == new.units
+}
+
+/// [`create_sources`] for a reload: a source of `previous` whose plugin
+/// instance can be kept ([`same_instance`], and the registry still maps its
+/// plugin name to the same library) keeps it, with its in-memory caches;
+/// every other enabled source gets a new instance, through which its plugin
+/// validates its settings. Reports every problem, each at its place in the file.
+pub fn create_sources_reusing(
+    config: &Config,
+    registry: &PluginRegistry,
+    services: &HostServices,
+    previous: Option<&Engine>,
+) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
     crate::plugin_host::configure_http_limits(
         config.daemon.http_per_host_concurrency,
         config.daemon.http_per_host_rate,
@@ -293,68 +318,7 @@ pub fn create_sources(
             });
             continue;
         };
-        match create_runner(lib, source, services) {
-            Ok(runner) => {
-                emits.insert(source.id.clone(), runner.created.emits.clone());
-                created.push((idx, runner));
-            }
-            Err(e) => problems.push(settings_problem(config, idx, &e, services)),
-        }
-    }
-    if problems.is_empty() {
-        config.check_emits(&emits)?;
-        return Ok(created);
-    }
-    problems.sort_by_key(|p| (p.location.line, p.location.column));
-    Err(ConfigError::Several { problems })
-}
-
-/// Whether a source's plugin instance can be kept across a reload: what the
-/// plugin was created with (its library, settings, isolation and units) is
-/// unchanged. Schedule, timeout and lookback are read per run, not by the plugin.
-pub fn same_instance(old: &SourceConfig, new: &SourceConfig) -> bool {
-    old.plugin == new.plugin
-        && old.settings == new.settings
-        && old.isolation == new.isolation
-        && old.memory_limit_mb == new.memory_limit_mb
-        && old.units == new.units
-}
-
-/// [`create_sources`] for a reload: a source of `previous` whose plugin
-/// instance can be kept ([`same_instance`], and the registry still maps its
-/// plugin name to the same library) keeps it, with its in-memory caches;
-/// every other enabled source gets a new instance, through which its plugin
-/// validates its settings. Reports every problem, each at its place in the file.
-pub fn create_sources_reusing(
-    config: &Config,
-    registry: &PluginRegistry,
-    services: &HostServices,
-    previous: &Engine,
-) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
-    let mut problems = Vec::new();
-    let mut created = Vec::new();
-    let mut emits = HashMap::new();
-    for (idx, source) in config.sources.iter().enumerate() {
-        if !source.enabled {
-            continue;
-        }
-        let Some(lib) = registry.get(&source.plugin) else {
-            let known: Vec<&str> = registry.plugins().map(|p| p.name.as_str()).collect();
-            problems.push(Problem {
-                location: config.location(&format!("sources[{idx}].plugin")),
-                message: format!(
-                    "unknown plugin \"{}\" (loaded plugins: {}; see `tallyd plugins`)",
-                    source.plugin,
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            });
-            continue;
-        };
-        let kept = previous.source(&source.id).filter(|old| {
+        let kept = previous.and_then(|p| p.source(&source.id)).filter(|old| {
             same_instance(&old.config, source) && Arc::ptr_eq(&old.instance.plugin, lib)
         });
         if let Some(old) = kept {

@@ -70,10 +70,8 @@ use tally_plugin::{
     check_indicator_id, export_plugin, strip_unit_suffix,
 };
 
-mod read;
-
-pub use read::Encoding;
-use read::{Table, read_file};
+pub use tally_tables::Encoding;
+use tally_tables::{Table, drop_files, number, read_tables};
 
 /// `[sources.settings]` of a `csv_form` source.
 #[derive(Debug, Deserialize)]
@@ -151,32 +149,26 @@ impl Plugin for CsvForm {
     }
 
     fn collect(&mut self, req: &CollectRequest, host: &Host) -> Result<CollectResponse, Error> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+        let files = drop_files(&self.dir, self.pattern.as_deref()).map_err(|e| {
             Error::data(format!(
                 "dir: cannot read the forms directory {}: {e}",
                 self.dir.display()
             ))
         })?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry
-                .map_err(|e| Error::data(format!("dir: reading {}: {e}", self.dir.display())))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if self.wanted(&name) && entry.path().is_file() {
-                files.push(entry.path());
-            }
-        }
-        files.sort();
 
         let mut out = Output::new(req);
-        for path in &files {
+        for (_, path) in &files {
             if host.cancelled() {
                 return Err(Error::data(format!(
                     "{}: cancelled while reading forms",
                     self.dir.display()
                 )));
             }
-            match read_file(path, self.encoding) {
+            // `fs::read` opens the file read-only: forms are never modified.
+            let read = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| read_tables(&path.display().to_string(), &bytes, self.encoding));
+            match read {
                 Ok(tables) => {
                     let with_header = tables
                         .iter()
@@ -215,19 +207,6 @@ enum Column {
 }
 
 impl CsvForm {
-    fn wanted(&self, name: &str) -> bool {
-        if name.starts_with('.') || name.starts_with("~$") {
-            return false;
-        }
-        match &self.pattern {
-            Some(p) => glob(p, name),
-            None => {
-                let lower = name.to_lowercase();
-                lower.ends_with(".csv") || lower.ends_with(".xlsx")
-            }
-        }
-    }
-
     /// Reads one table into `out`; false when it has no header row.
     fn read_table(&self, req: &CollectRequest, table: &Table, out: &mut Output) -> bool {
         let Some(h) = table.rows.iter().position(|(_, cells)| {
@@ -382,15 +361,6 @@ fn normalize(header: &str) -> String {
     strip_unit_suffix(h).to_lowercase()
 }
 
-/// A count as written in a form: `12`, `1,234`, `3.5`; not `三` or `12x`.
-fn number(text: &str) -> Option<f64> {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| !matches!(c, ',' | '，' | ' '))
-        .collect();
-    cleaned.parse::<f64>().ok().filter(|n| n.is_finite())
-}
-
 /// The first day of the day, month or quarter a cell names.
 pub fn parse_period(text: &str) -> Option<NaiveDate> {
     let t = text.trim();
@@ -446,21 +416,6 @@ fn quarter(year: &str, q: &str) -> Option<NaiveDate> {
         .ok()
         .filter(|_| year.trim().len() == 4)?;
     NaiveDate::from_ymd_opt(year, 3 * n - 2, 1)
-}
-
-/// `*` any run of characters, `?` one character; case-insensitive.
-fn glob(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some(('?', rest)) => !n.is_empty() && go(rest, &n[1..]),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let n: Vec<char> = name.to_lowercase().chars().collect();
-    go(&p, &n)
 }
 
 /// The observations of a run, combined by key in first-seen order.
@@ -549,9 +504,6 @@ mod tests {
 
     #[test]
     fn globs_and_headers() {
-        assert!(glob("natres-*.csv", "NATRES-2026-10.CSV"));
-        assert!(!glob("natres-*.csv", "edu-2026-10.csv"));
-        assert!(glob("form-??.xlsx", "form-10.xlsx"));
         assert_eq!(normalize("\u{feff}单位名称 "), "单位名称");
         assert_eq!(strip_unit_suffix("会议次数（次）"), "会议次数");
         assert_eq!(strip_unit_suffix("会议次数(次)"), "会议次数");

@@ -94,10 +94,8 @@ use tally_plugin::{
     Plugin, export_plugin, strip_unit_suffix,
 };
 
-mod read;
-
-pub use read::Encoding;
-use read::{Table, read_tables};
+pub use tally_tables::Encoding;
+use tally_tables::{Table, drop_files, read_tables};
 
 /// The points of the year per member.
 pub const POINTS: &str = "xuexi_points";
@@ -521,36 +519,12 @@ impl Acc {
 impl Xuexi {
     /// The files of the drop directory this source reads, in name order.
     fn files(&self) -> Result<Vec<(String, PathBuf)>, Error> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| {
+        drop_files(&self.dir, self.pattern.as_deref()).map_err(|e| {
             Error::data(format!(
                 "dir: cannot read the drop directory {}: {e}",
                 self.dir.display()
             ))
-        })?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry
-                .map_err(|e| Error::data(format!("dir: reading {}: {e}", self.dir.display())))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if self.wanted(&name) && entry.path().is_file() {
-                files.push((name, entry.path()));
-            }
-        }
-        files.sort();
-        Ok(files)
-    }
-
-    fn wanted(&self, name: &str) -> bool {
-        if name.starts_with('.') || name.starts_with("~$") {
-            return false;
-        }
-        match &self.pattern {
-            Some(p) => glob(p, name),
-            None => {
-                let lower = name.to_lowercase();
-                lower.ends_with(".csv") || lower.ends_with(".xlsx")
-            }
-        }
+        })
     }
 
     /// Turns a sheet's members into observations; true when every row could
@@ -686,14 +660,7 @@ fn normalize(header: &str) -> String {
 /// Points as a sheet writes them: `6021`, `6,021`, `6021.0`; not negative,
 /// not `三`.
 fn number(text: &str) -> Option<f64> {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| !matches!(c, ',' | '，' | ' '))
-        .collect();
-    cleaned
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite() && *n >= 0.0)
+    tally_tables::number(text).filter(|n| *n >= 0.0)
 }
 
 /// An export date: `2026-11-27`, `2026/11/27`, `20261127`, `2026.11.27`,
@@ -715,21 +682,6 @@ fn fnv64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
-}
-
-/// `*` any run of characters, `?` one character; case-insensitive.
-fn glob(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some(('?', rest)) => !n.is_empty() && go(rest, &n[1..]),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let n: Vec<char> = name.to_lowercase().chars().collect();
-    go(&p, &n)
 }
 
 export_plugin!(Xuexi);
@@ -779,7 +731,5 @@ mod tests {
         // The published FNV-1a test vectors.
         assert_eq!(fnv64(b""), 0xcbf29ce484222325);
         assert_eq!(fnv64(b"a"), 0xaf63dc4c8601ec8c);
-        assert!(glob("积分*.xlsx", "积分2026-11.XLSX"));
-        assert!(!glob("积分*.xlsx", "积分2026-11.csv"));
     }
 }

@@ -1,10 +1,13 @@
-//! Reading a sheet's bytes into rows of text cells, whatever its format.
+//! Reading the spreadsheets units and administrators drop in a directory:
+//! the files of a drop directory, and a file's bytes as rows of text cells,
+//! whatever its format (CSV in UTF-8 with or without BOM or GBK, XLSX).
 //!
-//! Adapted from `csv_form`'s reader, but from bytes already in memory: the
-//! plugin hashes a file's content before parsing it, and reading the file once
-//! means the hash and the parsed rows are of the same bytes.
+//! Shared by the `csv_form` and `xuexi` plugins. It works on bytes already in
+//! memory: `xuexi` hashes a file's content before parsing it, and reading the
+//! file once means the hash and the parsed rows are of the same bytes.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 
 use calamine::{Data, Reader, Xlsx};
 
@@ -127,5 +130,95 @@ fn cell_text(cell: &Data) -> String {
             .as_datetime()
             .map_or_else(|| dt.as_f64().to_string(), |d| d.date().to_string()),
         Data::Error(e) => format!("#{e:?}"),
+    }
+}
+
+/// The files of a drop directory that `pattern` selects (default: every
+/// `*.csv` and `*.xlsx`), as (file name, path), in name order. Hidden files
+/// and the `~$` lock files Excel leaves beside an open workbook are skipped.
+pub fn drop_files(dir: &Path, pattern: Option<&str>) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if wanted(pattern, &name) && entry.path().is_file() {
+            files.push((name, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn wanted(pattern: Option<&str>, name: &str) -> bool {
+    if name.starts_with('.') || name.starts_with("~$") {
+        return false;
+    }
+    match pattern {
+        Some(p) => glob(p, name),
+        None => {
+            let lower = name.to_lowercase();
+            lower.ends_with(".csv") || lower.ends_with(".xlsx")
+        }
+    }
+}
+
+/// `*` any run of characters, `?` one character; case-insensitive.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some(('?', rest)) => !n.is_empty() && go(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let n: Vec<char> = name.to_lowercase().chars().collect();
+    go(&p, &n)
+}
+
+/// A number as a sheet writes it: `12`, `1,234`, `1，234`, `3.5`; not `三`
+/// or `12x`, and never infinite.
+pub fn number(text: &str) -> Option<f64> {
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !matches!(c, ',' | '，' | ' '))
+        .collect();
+    cleaned.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_numbers_and_drop_files() {
+        assert!(glob("natres-*.csv", "NATRES-2026-10.CSV"));
+        assert!(!glob("natres-*.csv", "edu-2026-10.csv"));
+        assert!(glob("form-??.xlsx", "form-10.xlsx"));
+        assert!(glob("积分*.xlsx", "积分2026-11.XLSX"));
+        assert_eq!(number("1,234"), Some(1234.0));
+        assert_eq!(number("三"), None);
+        assert_eq!(number("12x"), None);
+        assert_eq!(number("1e999"), None);
+
+        let dir = std::env::temp_dir().join(format!("tally-tables-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["b.csv", "a.XLSX", ".hidden.csv", "~$a.xlsx", "notes.txt"] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        let names: Vec<String> = drop_files(&dir, None)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["a.XLSX", "b.csv"]);
+        let names: Vec<String> = drop_files(&dir, Some("*.txt"))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["notes.txt"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
