@@ -88,15 +88,11 @@ pub async fn run(
             .and_then(|s| s.last_run.as_ref())
             .and_then(|r| missed_fire(&source.config, tz, r.run.started_at, now));
         if let Some(at) = missed {
-            engine
-                .metrics
-                .missed_runs
-                .with_label_values(&[source.id()])
-                .inc();
-            tracing::warn!(
-                source = %source.id(),
-                missed = %at.with_timezone(&tz).to_rfc3339(),
-                "the schedule fired while the daemon was down: catching up once"
+            missed_run(
+                &engine,
+                source.id(),
+                at,
+                "the schedule fired while the daemon was down: catching up once",
             );
         }
         if never || missed.is_some() {
@@ -176,15 +172,11 @@ pub async fn run(
                         );
                     } else {
                         if is_late(due, now, source.interval()) {
-                            engine
-                                .metrics
-                                .missed_runs
-                                .with_label_values(&[source.id()])
-                                .inc();
-                            tracing::warn!(
-                                source = %source.id(),
-                                due = %due.with_timezone(&tz).to_rfc3339(),
-                                "the schedule fired long ago (clock jump or suspend): running once"
+                            missed_run(
+                                &engine,
+                                source.id(),
+                                due,
+                                "the schedule fired long ago (clock jump or suspend): running once",
                             );
                         }
                         spawn_run(
@@ -282,6 +274,17 @@ fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period)
             Err(e) => tracing::error!(period = %label, error = %e, "report not written"),
         }
     });
+}
+
+/// A run the schedule asked for and did not get: counted and logged in one place.
+fn missed_run(engine: &Engine, source: &str, due: DateTime<Utc>, what: &'static str) {
+    engine
+        .metrics
+        .missed_runs
+        .with_label_values(&[source])
+        .inc();
+    let tz = engine.config.daemon.timezone;
+    tracing::warn!(source, due = %due.with_timezone(&tz).to_rfc3339(), "{what}");
 }
 
 fn spawn_run(
