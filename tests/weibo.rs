@@ -88,6 +88,8 @@ plugin = "weibo"
 unit = "county"
 schedule = "0 0 3 * * *"
 backfill_from = "{from}"
+timeout = "2s"
+retries = 0
 [sources.settings]
 uid = "{UID}"
 access_token = "${{env:TALLY_TEST_WEIBO_TOKEN}}"
@@ -161,4 +163,19 @@ api_base = "{api}"
             "the token shows in the {what}:\n{text}"
         );
     }
+
+    // The platform answers, but slower than the source's timeout allows: the
+    // run is a timeout, said so, and the daemon goes on.
+    sim.faults().clear();
+    sim.faults().set_delay(std::time::Duration::from_secs(5));
+    let (status, report) = post(
+        &format!("{}/api/v1/sources/county-weibo/run", d.base),
+        &[("Authorization", "Bearer test-token")],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{report}");
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["result"], "timeout", "{report}");
+    assert_eq!(report["error"], "timed out after 2s", "{report}");
+    assert_eq!(d.get("/healthz").0, 200);
 }
