@@ -5,6 +5,7 @@
 //! ```text
 //! cargo xtask test [-- ARGS]   build everything tests need, then cargo test --workspace ARGS
 //! cargo xtask demo [-- ARGS]   build the workspace, then tallyd demo ARGS
+//! cargo xtask bench [-- ARGS]  release build, then tally-bench ARGS: one table of figures
 //! cargo xtask lint             rustfmt --check and clippy -D warnings
 //! cargo xtask ci               lint, then test: what .ci/run calls
 //! ```
@@ -21,6 +22,9 @@ commands:
                    build the test fixture plugins, then cargo test --workspace ARGS
                    (ARGS naming packages with -p replace --workspace)
   demo [-- ARGS]   cargo build --workspace, then run tallyd demo ARGS
+  bench [-- ARGS]  cargo run --release -p tally-core --bin tally-bench -- ARGS:
+                   ingest, summary and exposition figures as a Markdown table
+                   (tally-bench --help lists ARGS)
   lint             cargo fmt --check and cargo clippy -D warnings
   ci               lint, then test";
 
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
     let result = match command.to_str() {
         Some("test") => ws.test(extra),
         Some("demo") => ws.demo(extra),
+        Some("bench") => ws.bench(extra),
         Some("lint") if extra.is_empty() => ws.lint(),
         Some("ci") if extra.is_empty() => ws.lint().and_then(|()| ws.test(&[])),
         Some("lint" | "ci") => {
@@ -212,6 +217,21 @@ impl Workspace {
         cmd.arg("demo").args(extra).current_dir(&self.root);
         eprintln!("xtask: {}", shown(&cmd));
         exec(cmd, &tallyd)
+    }
+
+    /// Figures, not tests: release mode, and nothing here asserts on time.
+    fn bench(&self, extra: &[OsString]) -> Result {
+        let mut cmd = self.cargo([
+            "run",
+            "--release",
+            "-p",
+            "tally-core",
+            "--bin",
+            "tally-bench",
+            "--",
+        ]);
+        cmd.args(extra);
+        run("bench", cmd)
     }
 
     fn lint(&self) -> Result {

@@ -1,0 +1,375 @@
+//! `cargo xtask bench`: ingest, summary and exposition figures of the `tally`
+//! library on this machine, printed as one Markdown table (issue 7).
+//!
+//! A benchmark, not a test: it asserts nothing and runs only when asked.
+//! It measures with `std::time::Instant`, which clippy.toml bans in the
+//! daemon (there, time must follow tokio's paused clock in tests); here real
+//! elapsed time is the whole point.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use rusqlite::{Connection, params};
+use tally::config::Config;
+use tally::domain::{Observation, Period, UnitTree};
+use tally::engine::unit_tree;
+use tally::metrics::Metrics;
+use tally::store::{RunRecord, RunResult, SqliteStore, Store};
+use tally::summary::{self, SummaryRequest};
+
+const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N]
+
+  --days N               days of data behind the summaries (default 730)
+  --reps N               repetitions of each timed summary and encode (default 50)
+  --max-generate-secs N  if generating the data would take longer, use one year (default 180)";
+
+/// The shape of the data: one root, 10, 100, then leaves up to `UNITS`.
+const UNITS: usize = 1_000;
+const INDICATORS: usize = 20;
+/// Days per `record_run` batch: 1,000 units × 20 indicators × 30 days.
+const BATCH_DAYS: u64 = 30;
+/// Batches timed for the ingest figures (and the raw SQLite comparison).
+const INGEST_BATCHES: u64 = 3;
+
+struct Args {
+    days: u64,
+    reps: usize,
+    max_generate_secs: f64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        days: 730,
+        reps: 50,
+        max_generate_secs: 180.0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = |it: &mut dyn Iterator<Item = String>| {
+            it.next()
+                .with_context(|| format!("{flag} needs a value\n\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--days" => args.days = value(&mut it)?.parse().context("--days")?,
+            "--reps" => args.reps = value(&mut it)?.parse().context("--reps")?,
+            "--max-generate-secs" => {
+                args.max_generate_secs = value(&mut it)?.parse().context("--max-generate-secs")?
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    if args.days < BATCH_DAYS * INGEST_BATCHES || args.reps == 0 {
+        bail!(
+            "--days must be at least {} and --reps at least 1",
+            BATCH_DAYS * INGEST_BATCHES
+        );
+    }
+    Ok(args)
+}
+
+/// Unit ids of a depth-4 tree: `r`, `r/a0`..`r/a9`, `r/aX/bY` (100), then
+/// leaves `r/aX/bY/cN` spread evenly under the 100 units of depth 2.
+fn unit_ids() -> Vec<String> {
+    let mut ids = vec!["r".to_owned()];
+    ids.extend((0..10).map(|a| format!("r/a{a}")));
+    ids.extend((0..100).map(|g| format!("r/a{}/b{}", g / 10, g % 10)));
+    ids.extend((0..UNITS - ids.len()).map(|n| format!("r/a{}/b{}/c{n}", (n % 100) / 10, n % 10)));
+    ids
+}
+
+/// Half count, half level indicators; one source covering the whole tree.
+fn config_text(units: &[String], data_dir: &Path) -> String {
+    let mut t = format!(
+        "[daemon]\ntimezone = \"Asia/Shanghai\"\ndata_dir = {:?}\n\n",
+        data_dir.display().to_string()
+    );
+    for id in units {
+        t.push_str(&format!("[[units]]\nid = \"{id}\"\nname = \"{id}\"\n"));
+    }
+    for i in 0..INDICATORS {
+        let kind = if i % 2 == 0 { "count" } else { "level" };
+        t.push_str(&format!(
+            "[[indicators]]\nid = \"i{i}\"\nname = \"I{i}\"\nkind = \"{kind}\"\nunit = \"次\"\n"
+        ));
+    }
+    t.push_str(
+        "[[sources]]\nid = \"bench\"\nplugin = \"bench\"\nunits = [\"r\"]\nschedule = \"0 3 * * *\"\n",
+    );
+    t
+}
+
+/// Every unit × indicator × day of `[from, to]`, in key order; counts are
+/// small daily numbers, levels grow slowly.
+fn batch(units: &[String], from: NaiveDate, to: NaiveDate) -> Vec<Observation> {
+    let days: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+    let mut out = Vec::with_capacity(units.len() * INDICATORS * days.len());
+    for (u, unit) in units.iter().enumerate() {
+        for i in 0..INDICATORS {
+            let indicator = format!("i{i}");
+            for day in &days {
+                let n = day_num(*day) as usize;
+                let value = if i % 2 == 0 {
+                    ((u + i + n) % 7) as f64
+                } else {
+                    (1_000 + n + u) as f64
+                };
+                out.push(Observation {
+                    source: "bench".to_owned(),
+                    unit: unit.clone(),
+                    indicator: indicator.clone(),
+                    entity: String::new(),
+                    day: *day,
+                    value,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn day_num(d: NaiveDate) -> i64 {
+    (d - NaiveDate::default()).num_days()
+}
+
+fn run_record(from: NaiveDate, to: NaiveDate, at: DateTime<Utc>) -> RunRecord {
+    RunRecord {
+        source: "bench".to_owned(),
+        trigger: "backfill".to_owned(),
+        started_at: at,
+        finished_at: at,
+        result: RunResult::Success,
+        error: None,
+        window_from: from,
+        window_to: to,
+        warnings: Vec::new(),
+        http_requests: None,
+    }
+}
+
+/// The physical limit: the same rows upserted into a minimal table, one
+/// transaction per batch, with the store's durability settings.
+struct Raw {
+    conn: Connection,
+    unit_index: HashMap<String, i64>,
+}
+
+impl Raw {
+    fn open(path: &Path, units: &[String]) -> Result<Raw> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE obs (key INTEGER, day INTEGER, value REAL, PRIMARY KEY (key, day)) WITHOUT ROWID",
+        )?;
+        let unit_index = units
+            .iter()
+            .enumerate()
+            .map(|(n, u)| (u.clone(), n as i64))
+            .collect();
+        Ok(Raw { conn, unit_index })
+    }
+
+    fn upsert(&mut self, rows: &[Observation]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO obs (key, day, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key, day) DO UPDATE SET value = excluded.value",
+            )?;
+            for o in rows {
+                let ind: i64 = o.indicator[1..].parse()?;
+                let key = self.unit_index[&o.unit] * INDICATORS as i64 + ind;
+                stmt.execute(params![key, day_num(o.day), o.value])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// p50 and p99 of the durations in milliseconds (nearest rank).
+fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    (rank(0.50), rank(0.99))
+}
+
+fn time_ms<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed().as_secs_f64() * 1e3)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let dir = scratch_dir()?;
+    let result = run(&args, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn scratch_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tally-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn run(args: &Args, dir: &Path) -> Result<()> {
+    let units = unit_ids();
+    let config = Config::parse(
+        &config_text(&units, &dir.join("data")),
+        Path::new("bench.toml"),
+        &|_| None,
+    )?;
+    let tree: UnitTree = unit_tree(&config)?;
+    let store = SqliteStore::open(&dir.join("store"))?;
+    let mut raw = Raw::open(&dir.join("raw.db"), &units)?;
+    // A fixed "now", so that the periods asked for are the same on every run:
+    // noon in Shanghai on the last day of the data.
+    let today = NaiveDate::from_ymd_opt(2025, 6, 30).context("date")?;
+    let now = Utc
+        .with_ymd_and_hms(2025, 6, 30, 4, 0, 0)
+        .single()
+        .context("time")?;
+
+    // Batches run backwards from today, so that a data set cut short for
+    // time still ends today.
+    let window = |b: u64, days: u64| {
+        let to = today - Days::new(b * BATCH_DAYS);
+        let first = (b * BATCH_DAYS + BATCH_DAYS).min(days) - 1;
+        (today - Days::new(first), to)
+    };
+    let (mut ingest_ms, mut raw_ms, mut ingested) = (0.0, 0.0, 0usize);
+    for b in 0..INGEST_BATCHES {
+        let (from, to) = window(b, args.days);
+        let rows = batch(&units, from, to);
+        let (r, ms) = time_ms(|| store.record_run(&run_record(from, to, now), &rows, None));
+        r?;
+        ingest_ms += ms;
+        let (r, ms) = time_ms(|| raw.upsert(&rows));
+        r?;
+        raw_ms += ms;
+        ingested += rows.len();
+        eprintln!("tally-bench: ingest batch {b}: {} rows", rows.len());
+    }
+    let ingest_rate = ingested as f64 / (ingest_ms / 1e3);
+    let raw_rate = ingested as f64 / (raw_ms / 1e3);
+
+    // The rest of the data set behind the summaries.
+    let mut days = args.days;
+    let estimate = (UNITS * INDICATORS) as f64 * days as f64 / ingest_rate;
+    let mut scaled = None;
+    if estimate > args.max_generate_secs && days > 365 {
+        scaled = Some(format!(
+            "generating {days} days would take ~{estimate:.0} s (> {:.0} s): scaled down to 365 days",
+            args.max_generate_secs
+        ));
+        days = 365;
+    }
+    let batches = days.div_ceil(BATCH_DAYS);
+    let (r, generate_ms) = time_ms(|| -> Result<()> {
+        for b in INGEST_BATCHES..batches {
+            let (from, to) = window(b, days);
+            store.record_run(&run_record(from, to, now), &batch(&units, from, to), None)?;
+            eprintln!("tally-bench: data batch {b} of {batches}");
+        }
+        Ok(())
+    });
+    r?;
+    let observations = UNITS * INDICATORS * days as usize;
+
+    let emits: HashMap<String, Vec<String>> = HashMap::from([(
+        "bench".to_owned(),
+        config.indicators.iter().map(|i| i.id.clone()).collect(),
+    )]);
+    let mut summary_rows = Vec::new();
+    for label in ["2025-Q1", "2024"] {
+        let req = SummaryRequest::new(Period::parse(label)?);
+        let build = || summary::build(&config, &tree, &store, &emits, &req, now);
+        let rows = build()?.units.len();
+        let mut ms = Vec::with_capacity(args.reps);
+        for _ in 0..args.reps {
+            let (r, t) = time_ms(build);
+            r?;
+            ms.push(t);
+        }
+        let (p50, p99) = percentiles(ms);
+        summary_rows.push((label, rows, p50, p99));
+    }
+
+    let metrics = Metrics::new();
+    let (r, refresh_ms) =
+        time_ms(|| summary::refresh_metrics(&metrics, &config, &tree, &store, today));
+    r?;
+    let text = metrics.encode();
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("tally_indicator_value{"))
+        .count();
+    let mut ms = Vec::with_capacity(args.reps);
+    for _ in 0..args.reps {
+        let (text, t) = time_ms(|| metrics.encode());
+        std::hint::black_box(text);
+        ms.push(t);
+    }
+    let (enc50, enc99) = percentiles(ms);
+
+    // The wall clock only dates the report.
+    let date = DateTime::<Utc>::from(std::time::SystemTime::now()).format("%Y-%m-%d");
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("tally-bench, {date}, {nproc} × {}", cpu_model());
+    println!(
+        "data: {UNITS} units (depth 4), {INDICATORS} indicators (half count, half level), \
+         {days} days = {observations} observations; generated in {:.1} s",
+        (ingest_ms + generate_ms) / 1e3
+    );
+    if let Some(note) = &scaled {
+        println!("NOTE: {note}");
+    }
+    println!();
+    println!("| benchmark | figure |");
+    println!("|---|---|");
+    println!(
+        "| ingest: `record_run`, {INGEST_BATCHES} batches of {} rows | {:.0} obs/s |",
+        ingested as u64 / INGEST_BATCHES,
+        ingest_rate
+    );
+    println!(
+        "| raw SQLite upsert, same rows (WAL, synchronous=FULL, 1 tx/batch) | {:.0} obs/s |",
+        raw_rate
+    );
+    println!("| ingest / raw | {:.0}% |", 100.0 * ingest_rate / raw_rate);
+    for (label, rows, p50, p99) in &summary_rows {
+        println!(
+            "| summary `{label}` ({rows} units × {INDICATORS} indicators), {} runs: p50 / p99 | {p50:.1} / {p99:.1} ms |",
+            args.reps
+        );
+    }
+    println!("| `refresh_metrics` (4 windows), once | {refresh_ms:.1} ms |");
+    println!(
+        "| `Metrics::encode` ({series} `tally_indicator_value` series), {} runs: p50 / p99 | {enc50:.1} / {enc99:.1} ms |",
+        args.reps
+    );
+    println!("| exposition size | {} bytes |", text.len());
+    Ok(())
+}
