@@ -73,8 +73,4 @@ impl SourceRunner {
             RunnerKind::Process(_) => None,
         }
     }
-
-    pub fn is_isolated(&self) -> bool {
-        matches!(self.kind, RunnerKind::Process(_))
-    }
 }

@@ -80,14 +80,10 @@ pub struct Settings {
     pub dir: PathBuf,
     #[serde(default)]
     pub pattern: Option<String>,
-    #[serde(default = "auto")]
+    #[serde(default)]
     pub encoding: Encoding,
     #[serde(default)]
     pub indicators: Option<Vec<String>>,
-}
-
-fn auto() -> Encoding {
-    Encoding::Auto
 }
 
 /// A configured `csv_form` source.

@@ -66,7 +66,7 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, Kind, Observation,
-    Plugin, check_indicator_id, export_plugin,
+    Plugin, body_snippet, check_indicator_id, export_plugin,
 };
 
 mod template;
@@ -400,7 +400,11 @@ impl HttpJson {
             .http(&request)
             .map_err(|e| Error::new(e.kind, format!("{place}: {}", e.message)))?;
         if !(200..300).contains(&resp.status) {
-            let message = format!("{place}: HTTP {}: {}", resp.status, snippet(&resp.body));
+            let message = format!(
+                "{place}: HTTP {}: {}",
+                resp.status,
+                body_snippet(&resp.body)
+            );
             return Err(match resp.status {
                 401 | 403 => Error::auth(message),
                 429 => Error::rate_limited(message),
@@ -411,7 +415,7 @@ impl HttpJson {
             Error::upstream(format!(
                 "{place}: HTTP {}: the answer is not JSON ({e}): {}",
                 resp.status,
-                snippet(&resp.body)
+                body_snippet(&resp.body)
             ))
         })?;
 
@@ -659,22 +663,6 @@ fn short(v: &Value) -> String {
         format!("{}...", s.chars().take(60).collect::<String>())
     } else {
         s
-    }
-}
-
-/// The first 200 characters of a body, on one line.
-fn snippet(body: &str) -> String {
-    let one_line: String = body
-        .chars()
-        .take(200)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.chars().count() > 200 {
-        format!("{one_line}...")
-    } else if one_line.trim().is_empty() {
-        "(empty body)".to_owned()
-    } else {
-        one_line
     }
 }
 

@@ -313,6 +313,29 @@ pub fn check_indicator_id(setting: &str, id: &str) -> Result<(), Error> {
     }
 }
 
+/// The first 200 characters of a response body on one line, for an error
+/// message that shows what a platform answered instead of what was expected.
+///
+/// ```
+/// assert_eq!(tally_plugin::body_snippet("<html>\n502</html>"), "<html> 502</html>");
+/// assert_eq!(tally_plugin::body_snippet("  "), "(empty body)");
+/// assert!(tally_plugin::body_snippet(&"x".repeat(500)).ends_with("..."));
+/// ```
+pub fn body_snippet(body: &str) -> String {
+    let one_line: String = body
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.chars().count() > 200 {
+        format!("{one_line}...")
+    } else if one_line.trim().is_empty() {
+        "(empty body)".to_owned()
+    } else {
+        one_line
+    }
+}
+
 /// Deserializes settings, naming the failing field by its path
 /// (`mapping[2].path: missing field`), since a byte column of the JSON the
 /// daemon made from TOML would mean nothing to an operator.

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use calamine::{Data, Reader, Xlsx};
 
 /// How CSV bytes are decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 pub enum Encoding {
     /// UTF-8 (with or without BOM) when the bytes are valid UTF-8, else GBK.
+    #[default]
     #[serde(rename = "auto")]
     Auto,
     #[serde(rename = "utf-8")]

@@ -66,7 +66,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, IndicatorDecl, Kind,
-    Observation, Plugin, export_plugin,
+    Observation, Plugin, body_snippet, export_plugin,
 };
 
 /// Posts per day.
@@ -275,14 +275,14 @@ impl Weibo {
             return Err(Error::upstream(self.redact(format!(
                 "{place}: HTTP {}: {}",
                 resp.status,
-                snippet(&resp.body)
+                body_snippet(&resp.body)
             ))));
         }
         parsed.map_err(|e| {
             Error::upstream(self.redact(format!(
                 "{place}: HTTP {}: the answer is not JSON ({e}): {}",
                 resp.status,
-                snippet(&resp.body)
+                body_snippet(&resp.body)
             )))
         })
     }
@@ -329,8 +329,8 @@ impl Weibo {
                 Error::upstream(format!(
                     "GET {USERS_SHOW}: {field} is missing or not a count: {}",
                     json.get(field)
-                        .map(|v| snippet(&v.to_string()))
-                        .unwrap_or_else(|| snippet(&json.to_string()))
+                        .map(|v| body_snippet(&v.to_string()))
+                        .unwrap_or_else(|| body_snippet(&json.to_string()))
                 ))
             })?;
             out.observations
@@ -374,7 +374,7 @@ impl Weibo {
                 .ok_or_else(|| {
                     Error::upstream(format!(
                         "GET {USER_TIMELINE}: the answer has no statuses list: {}",
-                        snippet(&json.to_string())
+                        body_snippet(&json.to_string())
                     ))
                 })?;
             if statuses.is_empty() {
@@ -465,22 +465,6 @@ fn int(v: &Value) -> Option<u64> {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
-    }
-}
-
-/// The first 200 characters of a body, on one line.
-fn snippet(body: &str) -> String {
-    let one_line: String = body
-        .chars()
-        .take(200)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.chars().count() > 200 {
-        format!("{one_line}...")
-    } else if one_line.trim().is_empty() {
-        "(empty body)".to_owned()
-    } else {
-        one_line
     }
 }
 

@@ -120,14 +120,10 @@ pub struct Settings {
     pub dir: PathBuf,
     #[serde(default)]
     pub pattern: Option<String>,
-    #[serde(default = "auto")]
+    #[serde(default)]
     pub encoding: Encoding,
     #[serde(default)]
     pub points: Points,
-}
-
-fn auto() -> Encoding {
-    Encoding::Auto
 }
 
 /// A configured `xuexi` source.
