@@ -5,7 +5,7 @@
 //! ```text
 //! cargo xtask test [-- ARGS]   build everything tests need, then cargo test --workspace ARGS
 //! cargo xtask demo [-- ARGS]   build the workspace, then tallyd demo ARGS
-//! cargo xtask bench [-- ARGS]  release build, then tally-bench ARGS: one table of figures
+//! cargo xtask bench [ARGS]     release build, then every benchmark of issue 7: one report
 //! cargo xtask lint             rustfmt --check and clippy -D warnings
 //! cargo xtask ci               lint, then test: what .ci/run calls
 //! ```
@@ -13,6 +13,8 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+mod bench;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -22,9 +24,9 @@ commands:
                    build the test fixture plugins, then cargo test --workspace ARGS
                    (ARGS naming packages with -p replace --workspace)
   demo [-- ARGS]   cargo build --workspace, then run tallyd demo ARGS
-  bench [-- ARGS]  cargo run --release -p tally-core --bin tally-bench -- ARGS:
-                   ingest, summary and exposition figures as a Markdown table
-                   (tally-bench --help lists ARGS)
+  bench [ARGS]     release build, then tally-bench (store, summaries, exposition),
+                   start time, and the collection runs beside collectd and a
+                   Python exporter; one Markdown report (cargo xtask bench --help)
   lint             cargo fmt --check and cargo clippy -D warnings
   ci               lint, then test";
 
@@ -39,7 +41,7 @@ fn main() -> ExitCode {
     let result = match command.to_str() {
         Some("test") => ws.test(extra),
         Some("demo") => ws.demo(extra),
-        Some("bench") => ws.bench(extra),
+        Some("bench") => bench::bench(&ws, rest),
         Some("lint") if extra.is_empty() => ws.lint(),
         Some("ci") if extra.is_empty() => ws.lint().and_then(|()| ws.test(&[])),
         Some("lint" | "ci") => {
@@ -217,21 +219,6 @@ impl Workspace {
         cmd.arg("demo").args(extra).current_dir(&self.root);
         eprintln!("xtask: {}", shown(&cmd));
         exec(cmd, &tallyd)
-    }
-
-    /// Figures, not tests: release mode, and nothing here asserts on time.
-    fn bench(&self, extra: &[OsString]) -> Result {
-        let mut cmd = self.cargo([
-            "run",
-            "--release",
-            "-p",
-            "tally-core",
-            "--bin",
-            "tally-bench",
-            "--",
-        ]);
-        cmd.args(extra);
-        run("bench", cmd)
     }
 
     fn lint(&self) -> Result {
