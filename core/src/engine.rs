@@ -416,6 +416,10 @@ impl Engine {
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Engine {
+        // Sources share a handful of schedules, and walking a schedule's next
+        // runs is the bulk of start-up with a thousand sources.
+        let now = clock.now();
+        let mut gaps: HashMap<&str, Option<Duration>> = HashMap::new();
         let sources = created
             .into_iter()
             .map(|(index, instance)| {
@@ -438,7 +442,9 @@ impl Engine {
                     }
                 }
                 metrics.register_source(&config_source.id, &config_source.plugin);
-                let interval = config_source.longest_gap(clock.now(), config.daemon.timezone);
+                let interval = *gaps
+                    .entry(config.sources[index].schedule_text.as_str())
+                    .or_insert_with(|| config_source.longest_gap(now, config.daemon.timezone));
                 if let Some(gap) = interval {
                     metrics
                         .schedule_interval
