@@ -537,3 +537,36 @@ fn running_a_source_now_needs_the_api_token() {
     // The token never shows in the log.
     assert!(!d.log().contains(token), "{}", d.log());
 }
+
+#[test]
+fn an_unreachable_json_api_is_named_once_in_the_error() {
+    let (_tmp, root) = temp_root();
+    let plugins = plugin_dir_with(&root.join("plugins"), &[bundled_plugin("tally_http_json")]);
+    let port = free_port();
+    let closed = free_port();
+    let config = write_config(
+        &root,
+        "tally.toml",
+        &format!(
+            "{}{}[[sources]]\nid = \"api\"\nplugin = \"http_json\"\nunit = \"org\"\nschedule = \"0 0 3 * * *\"\nretries = 0\n\
+             [sources.settings]\nurl = \"http://127.0.0.1:{closed}/stats?token=s3cret\"\n\
+             values = [{{ indicator = \"x\", path = \"$.x\" }}]\n",
+            daemon_section(port, &root.join("data"), &[&plugins], ""),
+            catalogue(&["x"]),
+        ),
+    );
+    let daemon = TestDaemon::start(&config, port);
+    daemon.wait_for("the start-up run of api", 30, |d| {
+        !d.source("api")["last_run"].is_null()
+    });
+    let error = daemon.source("api")["last_run"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let request = format!("GET http://127.0.0.1:{closed}/stats");
+    assert_eq!(
+        error,
+        format!("{request}: connection failed"),
+        "the request is named once, without its query"
+    );
+}

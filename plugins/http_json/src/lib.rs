@@ -376,11 +376,11 @@ impl HttpJson {
             Method::Post => "POST",
         };
         // Name the endpoint without its query string: tokens often travel there.
-        let place = format!("{method} {}", url.split('?').next().unwrap_or(&url));
+        let request_name = format!("{method} {}", url.split('?').next().unwrap_or(&url));
         let place = if only_day {
-            format!("{place} (day {day})")
+            format!("{request_name} (day {day})")
         } else {
-            place
+            request_name.clone()
         };
         let mut request = HttpRequest::new(method, url);
         for (k, v) in &self.query {
@@ -396,9 +396,15 @@ impl HttpJson {
             }
         }
 
-        let resp = host
-            .http(&request)
-            .map_err(|e| Error::new(e.kind, format!("{place}: {}", e.message)))?;
+        let resp = host.http(&request).map_err(|e| {
+            // The daemon's errors already name the request; say it once.
+            let why = e
+                .message
+                .strip_prefix(&request_name)
+                .and_then(|rest| rest.strip_prefix(": "))
+                .unwrap_or(&e.message);
+            Error::new(e.kind, format!("{place}: {why}"))
+        })?;
         if !(200..300).contains(&resp.status) {
             let message = format!(
                 "{place}: HTTP {}: {}",
