@@ -642,6 +642,17 @@ impl Engine {
         );
         self.update_breaker(&source, &record);
         match &record.error {
+            // A thousand sources every 10 s would write a line per run, a
+            // hundred a second, and bury the failures: like collectd and
+            // Telegraf, scheduled successes are quiet unless asked for.
+            None if trigger == Trigger::Schedule => tracing::debug!(
+                source = %source.config.id,
+                from = %window.from,
+                to = %window.to,
+                observations = written,
+                warnings = record.warnings.len(),
+                "collection finished"
+            ),
             None => tracing::info!(
                 source = %source.config.id,
                 trigger = trigger.as_str(),
