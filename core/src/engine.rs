@@ -454,7 +454,7 @@ impl Engine {
                 // After a restart, staleness counts from the last success the
                 // store remembers, not from the next one.
                 if let Ok(Some(last)) = store
-                    .source_status(&config_source.id)
+                    .resume_point(&config_source.id)
                     .map(|s| s.last_success)
                 {
                     metrics
@@ -567,8 +567,8 @@ impl Engine {
     /// succeeded starts at `backfill_from`, else today.
     pub fn next_window(&self, source: &SourceRuntime) -> Result<Window, StoreError> {
         let today = self.today();
-        let status = self.store.source_status(&source.config.id)?;
-        let from = match status.last_success {
+        let point = self.store.resume_point(&source.config.id)?;
+        let from = match point.last_success {
             Some(last) => last
                 .window_to
                 .checked_sub_days(chrono::Days::new(u64::from(source.config.lookback_days)))
@@ -836,7 +836,7 @@ impl Engine {
         let state = {
             let store = self.store.clone();
             let id = source.config.id.clone();
-            tokio::task::spawn_blocking(move || store.source_status(&id))
+            tokio::task::spawn_blocking(move || store.resume_point(&id))
                 .await
                 .map_err(|e| RunError::Internal(e.to_string()))??
                 .state

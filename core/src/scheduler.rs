@@ -81,12 +81,12 @@ pub async fn run(
     // missed-run detector): once, however many times it fired.
     let tz = engine.config.daemon.timezone;
     for source in engine.sources() {
-        let status = engine.store.source_status(source.id()).ok();
-        let never = status.as_ref().is_none_or(|s| s.last_success.is_none());
-        let missed = status
+        let point = engine.store.resume_point(source.id()).ok();
+        let never = point.as_ref().is_none_or(|s| s.last_success.is_none());
+        let missed = point
             .as_ref()
-            .and_then(|s| s.last_run.as_ref())
-            .and_then(|r| missed_fire(&source.config, tz, r.run.started_at, now));
+            .and_then(|s| s.last_run_started)
+            .and_then(|started| missed_fire(&source.config, tz, started, now));
         if let Some(at) = missed {
             missed_run(
                 &engine,

@@ -33,6 +33,12 @@ pub trait Store: Send + Sync + 'static {
 
     fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError>;
 
+    /// What a run needs of its source's past (when the latest run started,
+    /// the last success, the resume state), read without counting or
+    /// scanning the source's runs, so that a run costs the same after a
+    /// million runs as after one.
+    fn resume_point(&self, source: &str) -> Result<ResumePoint, StoreError>;
+
     /// The latest runs of `source`, newest first.
     fn recent_runs(&self, source: &str, limit: usize) -> Result<Vec<StoredRun>, StoreError>;
 
@@ -176,6 +182,15 @@ impl RunCounts {
             RunResult::Crash => self.crash,
         }
     }
+}
+
+/// See [`Store::resume_point`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResumePoint {
+    /// When the latest run, whatever its result, started.
+    pub last_run_started: Option<DateTime<Utc>>,
+    pub last_success: Option<LastSuccess>,
+    pub state: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -21,8 +21,8 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    Coverage, EntityValue, LastSuccess, OwnData, OwnValue, RunCounts, RunRecord, RunResult,
-    SourceStatus, Store, StoreError, StoredObservation, StoredRun,
+    Coverage, EntityValue, LastSuccess, OwnData, OwnValue, ResumePoint, RunCounts, RunRecord,
+    RunResult, SourceStatus, Store, StoreError, StoredObservation, StoredRun,
 };
 use crate::domain::{Kind, Observation};
 
@@ -555,6 +555,58 @@ fn entities_from_folds(
         .collect()
 }
 
+/// The source's last success and resume state, each one indexed row.
+fn last_success_and_state(
+    tx: &rusqlite::Transaction<'_>,
+    source: &str,
+) -> Result<(Option<LastSuccess>, Option<serde_json::Value>), StoreError> {
+    let e = |source| StoreError::Sqlite {
+        doing: "reading a source's last success",
+        source,
+    };
+    // A backfill may finish after a scheduled run while covering older
+    // days; the latest success is the one that finished last.
+    let last_success = tx
+        .prepare_cached(
+            "SELECT id, finished_at, window_to FROM runs WHERE source = ?1 AND result = 'success' \
+             ORDER BY finished_at DESC, id DESC LIMIT 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row([source], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(e)?
+        .map(|(run_id, finished, to)| {
+            Ok::<_, StoreError>(LastSuccess {
+                run_id,
+                finished_at: from_millis(finished)?,
+                window_to: num_day(to)?,
+            })
+        })
+        .transpose()?;
+    let state = tx
+        .prepare_cached("SELECT state FROM source_state WHERE source = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([source], |r| r.get::<_, String>(0))
+                .optional()
+        })
+        .map_err(e)?
+        .map(|s| {
+            serde_json::from_str(&s).map_err(|err| StoreError::Corrupt {
+                what: "resume state",
+                detail: format!("source \"{source}\": {err}"),
+            })
+        })
+        .transpose()?;
+    Ok((last_success, state))
+}
+
 impl Store for SqliteStore {
     fn check_writable(&self) -> Result<(), StoreError> {
         let e = |source| StoreError::Sqlite {
@@ -718,6 +770,29 @@ impl Store for SqliteStore {
         Ok(run_id)
     }
 
+    fn resume_point(&self, source: &str) -> Result<ResumePoint, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading where a source resumes",
+            source,
+        };
+        let mut r = lock(&self.reader);
+        let tx = r.conn.transaction().map_err(e)?;
+        let last_run_started = tx
+            .prepare_cached(
+                "SELECT started_at FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([source], |r| r.get::<_, i64>(0)).optional())
+            .map_err(e)?
+            .map(from_millis)
+            .transpose()?;
+        let (last_success, state) = last_success_and_state(&tx, source)?;
+        Ok(ResumePoint {
+            last_run_started,
+            last_success,
+            state,
+        })
+    }
+
     fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
         let e = |source| StoreError::Sqlite {
             doing: "reading a source's status",
@@ -737,40 +812,7 @@ impl Store for SqliteStore {
             .map_err(e)?
             .map(stored_run)
             .transpose()?;
-        // A backfill may finish after a scheduled run while covering older
-        // days; the latest success is the one that finished last.
-        let last_success = tx
-            .query_row(
-                "SELECT id, finished_at, window_to FROM runs WHERE source = ?1 AND result = 'success' \
-                 ORDER BY finished_at DESC, id DESC LIMIT 1",
-                [source],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
-            )
-            .optional()
-            .map_err(e)?
-            .map(|(run_id, finished, to)| {
-                Ok::<_, StoreError>(LastSuccess {
-                    run_id,
-                    finished_at: from_millis(finished)?,
-                    window_to: num_day(to)?,
-                })
-            })
-            .transpose()?;
-        let state = tx
-            .query_row(
-                "SELECT state FROM source_state WHERE source = ?1",
-                [source],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()
-            .map_err(e)?
-            .map(|s| {
-                serde_json::from_str(&s).map_err(|err| StoreError::Corrupt {
-                    what: "resume state",
-                    detail: format!("source \"{source}\": {err}"),
-                })
-            })
-            .transpose()?;
+        let (last_success, state) = last_success_and_state(&tx, source)?;
         let mut runs = RunCounts::default();
         let mut stmt = tx
             .prepare("SELECT result, COUNT(*) FROM runs WHERE source = ?1 GROUP BY result")
@@ -1459,6 +1501,54 @@ mod tests {
             .record_run(&ok_run("2026-11-03", "2026-11-03"), &[], Some(&s2))
             .unwrap();
         assert_eq!(store.source_status("src").unwrap().state, Some(s2));
+    }
+
+    #[test]
+    fn the_resume_point_agrees_with_the_full_status() {
+        let (_dir, store) = open();
+        assert_eq!(store.resume_point("src").unwrap(), ResumePoint::default());
+        let state = serde_json::json!({"cursor": "abc"});
+        let scheduled = run(
+            "src",
+            RunResult::Success,
+            "2026-11-20",
+            "2026-11-21",
+            "2026-11-21T02:00:00Z",
+        );
+        store.record_run(&scheduled, &[], Some(&state)).unwrap();
+        // A backfill of older days that finishes later is the last success.
+        let backfill = run(
+            "src",
+            RunResult::Success,
+            "2026-10-01",
+            "2026-10-31",
+            "2026-11-21T03:00:00Z",
+        );
+        store.record_run(&backfill, &[], None).unwrap();
+        let failed = run(
+            "src",
+            RunResult::Error,
+            "2026-11-21",
+            "2026-11-22",
+            "2026-11-22T02:00:00Z",
+        );
+        store.record_run(&failed, &[], None).unwrap();
+
+        let point = store.resume_point("src").unwrap();
+        let status = store.source_status("src").unwrap();
+        assert_eq!(point.last_run_started, Some(failed.started_at));
+        assert_eq!(
+            point.last_run_started,
+            status.last_run.map(|r| r.run.started_at)
+        );
+        assert_eq!(
+            point.last_success.as_ref().map(|s| s.window_to),
+            Some(d("2026-10-31"))
+        );
+        assert_eq!(point.last_success, status.last_success);
+        assert_eq!(point.state, Some(state));
+        assert_eq!(point.state, status.state);
+        assert_eq!(store.resume_point("other").unwrap(), ResumePoint::default());
     }
 
     #[test]
