@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::plugin_host::{
     CallError, HostServices, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
 };
-use crate::store::{RunRecord, RunResult, Store, StoreError};
+use crate::store::{LastSuccess, RunRecord, RunResult, Store, StoreError};
 use crate::summary::{self, Summary, SummaryError, SummaryRequest};
 
 /// One enabled source, ready to run.
@@ -566,16 +566,20 @@ impl Engine {
     /// the lookback (to pick up late corrections) to today; a source that never
     /// succeeded starts at `backfill_from`, else today.
     pub fn next_window(&self, source: &SourceRuntime) -> Result<Window, StoreError> {
-        let today = self.today();
         let point = self.store.resume_point(&source.config.id)?;
-        let from = match point.last_success {
+        Ok(self.window_after(source, point.last_success.as_ref()))
+    }
+
+    fn window_after(&self, source: &SourceRuntime, last_success: Option<&LastSuccess>) -> Window {
+        let today = self.today();
+        let from = match last_success {
             Some(last) => last
                 .window_to
                 .checked_sub_days(chrono::Days::new(u64::from(source.config.lookback_days)))
                 .unwrap_or(last.window_to),
             None => source.config.backfill_from.unwrap_or(today),
         };
-        Ok(Window::new(from.min(today), today))
+        Window::new(from.min(today), today)
     }
 
     /// Runs a source now (or reports that it is already running) and records
@@ -588,15 +592,19 @@ impl Engine {
     ) -> Result<RunReport, RunError> {
         let (source, _busy, call) = self.claim(source_id)?;
         let _permit = self.limit.clone().acquire_owned().await;
-        let window = match window {
-            Some(w) => w,
-            None => {
-                let engine = self.clone();
-                let s = source.clone();
-                tokio::task::spawn_blocking(move || engine.next_window(&s))
-                    .await
-                    .map_err(|e| RunError::Internal(e.to_string()))??
-            }
+        // One read for the window and the resume state: a run's cost must
+        // not grow with the store.
+        let (window, state) = {
+            let engine = self.clone();
+            let s = source.clone();
+            tokio::task::spawn_blocking(move || {
+                let point = engine.store.resume_point(&s.config.id)?;
+                let window =
+                    window.unwrap_or_else(|| engine.window_after(&s, point.last_success.as_ref()));
+                Ok::<_, StoreError>((window, point.state))
+            })
+            .await
+            .map_err(|e| RunError::Internal(e.to_string()))??
         };
         let started = Instant::now();
         let started_at = self.clock.now();
@@ -604,7 +612,7 @@ impl Engine {
         // call's that returned since).
         let _ = source.instance.take_http_requests();
         let collected = self
-            .collect_with_retries(&source, call, window, started_at)
+            .collect_with_retries(&source, call, window, state, started_at)
             .await?;
         let record = RunRecord {
             source: source.config.id.clone(),
@@ -697,7 +705,15 @@ impl Engine {
         window: Window,
     ) -> Result<Collected, RunError> {
         let (source, _busy, call) = self.claim(source_id)?;
-        self.collect(&source, call, window).await
+        let state = {
+            let store = self.store.clone();
+            let id = source.config.id.clone();
+            tokio::task::spawn_blocking(move || store.resume_point(&id))
+                .await
+                .map_err(|e| RunError::Internal(e.to_string()))??
+                .state
+        };
+        self.collect(&source, call, window, state).await
     }
 
     /// The source, its run guard and its call guard; refused while a run or
@@ -733,12 +749,13 @@ impl Engine {
         source: &Arc<SourceRuntime>,
         call: OwnedMutexGuard<()>,
         window: Window,
+        state: Option<serde_json::Value>,
         started_at: DateTime<Utc>,
     ) -> Result<Collected, RunError> {
         let attempts = source.config.retries.saturating_add(1);
         let seed = jitter_seed(&source.config.id);
         let next_scheduled = self.next_fire(source, started_at);
-        let mut collected = self.collect(source, call, window).await?;
+        let mut collected = self.collect(source, call, window, state.clone()).await?;
         let mut attempt = 1;
         let mut earlier = Vec::new();
         while attempt < attempts && is_transient(collected.result, collected.error_kind) {
@@ -768,7 +785,7 @@ impl Engine {
                 break;
             };
             attempt += 1;
-            collected = self.collect(source, call, window).await?;
+            collected = self.collect(source, call, window, state.clone()).await?;
         }
         if attempt > 1 {
             let outcome = if collected.result == RunResult::Success {
@@ -832,15 +849,8 @@ impl Engine {
         source: &Arc<SourceRuntime>,
         call: OwnedMutexGuard<()>,
         window: Window,
+        state: Option<serde_json::Value>,
     ) -> Result<Collected, RunError> {
-        let state = {
-            let store = self.store.clone();
-            let id = source.config.id.clone();
-            tokio::task::spawn_blocking(move || store.resume_point(&id))
-                .await
-                .map_err(|e| RunError::Internal(e.to_string()))??
-                .state
-        };
         let request = CollectRequest {
             protocol: PROTOCOL_VERSION,
             source: source.config.id.clone(),
