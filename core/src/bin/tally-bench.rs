@@ -8,16 +8,23 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use rusqlite::{Connection, params};
+use tally::clock::FixedClock;
 use tally::config::Config;
 use tally::domain::{Observation, Period, UnitTree};
-use tally::engine::unit_tree;
+use tally::engine::{Engine, unit_tree};
+use tally::http::{AppState, Live, LiveHandle, router};
 use tally::metrics::Metrics;
+use tally::plugin_host::{PluginRegistry, SourceRunner};
 use tally::store::{RunRecord, RunResult, SqliteStore, Store};
 use tally::summary::{self, SummaryRequest};
 
@@ -317,22 +324,7 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
         summary_rows.push((label, rows, p50, p99));
     }
 
-    let metrics = Metrics::new();
-    let (r, refresh_ms) =
-        time_ms(|| summary::refresh_metrics(&metrics, &config, &tree, &store, today));
-    r?;
-    let text = metrics.encode();
-    let series = text
-        .lines()
-        .filter(|l| l.starts_with("tally_indicator_value{"))
-        .count();
-    let mut ms = Vec::with_capacity(args.reps);
-    for _ in 0..args.reps {
-        let (text, t) = time_ms(|| metrics.encode());
-        std::hint::black_box(text);
-        ms.push(t);
-    }
-    let (enc50, enc99) = percentiles(ms);
+    let exposition_rows = exposition(args, &config, &tree, store, today, now)?;
 
     // The wall clock only dates the report.
     let date = DateTime::<Utc>::from(std::time::SystemTime::now()).format("%Y-%m-%d");
@@ -365,11 +357,152 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
             args.reps
         );
     }
-    println!("| `refresh_metrics` (4 windows), once | {refresh_ms:.1} ms |");
-    println!(
-        "| `Metrics::encode` ({series} `tally_indicator_value` series), {} runs: p50 / p99 | {enc50:.1} / {enc99:.1} ms |",
-        args.reps
-    );
-    println!("| exposition size | {} bytes |", text.len());
+    for (what, figure) in &exposition_rows {
+        println!("| {what} | {figure} |");
+    }
     Ok(())
+}
+
+/// The exposition section: `/metrics` for every unit × indicator × window of
+/// the data set, scraped over real HTTP from the daemon's own router.
+fn exposition(
+    args: &Args,
+    config: &Config,
+    tree: &UnitTree,
+    store: SqliteStore,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String)>> {
+    let mut rows = Vec::new();
+    let metrics = Arc::new(Metrics::new());
+    let (r, refresh_ms) =
+        time_ms(|| summary::refresh_metrics(&metrics, config, tree, &store, today));
+    r?;
+    let text = metrics.encode();
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("tally_indicator_value{"))
+        .count();
+    let mut ms = Vec::with_capacity(args.reps);
+    for _ in 0..args.reps {
+        let (text, t) = time_ms(|| metrics.encode());
+        std::hint::black_box(text);
+        ms.push(t);
+    }
+    let (enc50, enc99) = percentiles(ms);
+    rows.push((
+        "`refresh_metrics` (4 windows), once".to_owned(),
+        format!("{refresh_ms:.1} ms"),
+    ));
+    rows.push((
+        format!(
+            "`Metrics::encode` ({series} `tally_indicator_value` series), {} runs: p50 / p99",
+            args.reps
+        ),
+        format!("{enc50:.1} / {enc99:.1} ms"),
+    ));
+    rows.push((
+        "exposition size".to_owned(),
+        format!("{} bytes", text.len()),
+    ));
+
+    let engine = bench_engine(config, tree, store, now, metrics)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (addr, _scheduler) = serve(&runtime, engine)?;
+    let mut conn = TcpStream::connect(addr)?;
+    let mut ms = Vec::with_capacity(args.reps);
+    let mut bytes = 0;
+    for _ in 0..args.reps {
+        let (r, t) = time_ms(|| scrape(&mut conn));
+        bytes = r?;
+        ms.push(t);
+    }
+    let (p50, p99) = percentiles(ms);
+    rows.push((
+        format!(
+            "`GET /metrics` over HTTP on 127.0.0.1 ({series} series, {bytes} bytes), {} scrapes: p50 / p99",
+            args.reps
+        ),
+        format!("{p50:.1} / {p99:.1} ms"),
+    ));
+    Ok(rows)
+}
+
+/// An engine over the bench's store without plugin sources: what the HTTP
+/// API serves from.
+fn bench_engine(
+    config: &Config,
+    tree: &UnitTree,
+    store: SqliteStore,
+    now: DateTime<Utc>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<Engine>> {
+    Ok(Arc::new(Engine::new(
+        Arc::new(config.clone()),
+        Arc::new(tree.clone()),
+        Arc::new(PluginRegistry::default()),
+        Vec::<(usize, Arc<SourceRunner>)>::new(),
+        Arc::new(store),
+        Arc::new(FixedClock::new(now)),
+        metrics,
+    )))
+}
+
+/// The daemon's router on a free port of 127.0.0.1. The scheduler's command
+/// channel is returned to keep it open; nothing reads it.
+fn serve(
+    runtime: &tokio::runtime::Runtime,
+    engine: Arc<Engine>,
+) -> Result<(
+    SocketAddr,
+    tokio::sync::mpsc::Receiver<tally::scheduler::Command>,
+)> {
+    let (handle, commands) = tally::scheduler::channel();
+    let live = LiveHandle::new(Live {
+        engine,
+        scheduler: handle,
+        scheduler_running: Arc::new(AtomicBool::new(true)),
+    });
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let app = router(AppState::new(live, None));
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, commands))
+}
+
+/// One `GET /metrics` on a kept-alive connection, read to the body's last
+/// byte, as a scraper does; returns the body's length.
+fn scrape(conn: &mut TcpStream) -> Result<usize> {
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut reader = BufReader::new(&mut *conn);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        bail!("GET /metrics answered {}", status.trim());
+    }
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = Some(value.trim().parse::<usize>()?);
+        }
+    }
+    let length = length.context("GET /metrics answered without Content-Length")?;
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    if !reader.buffer().is_empty() {
+        bail!("GET /metrics answered more than Content-Length");
+    }
+    Ok(length)
 }
