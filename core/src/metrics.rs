@@ -183,10 +183,35 @@ impl SourceStats {
     }
 }
 
+/// A source's numbers and its lines as last written.
+struct SourceEntry {
+    stats: SourceStats,
+    /// Bumped by every update.
+    version: u64,
+    /// The lines of `version`, if written since.
+    text: Option<Arc<SourceText>>,
+}
+
+/// One source's lines of every per-source family, one after the other:
+/// family `f` is `text[ends[f - 1]..ends[f]]`. Kept between rebuilds, so a
+/// rebuild writes only the sources that changed since and copies the rest.
+struct SourceText {
+    version: u64,
+    text: String,
+    ends: [usize; SOURCE_FAMILIES.len()],
+}
+
+impl SourceText {
+    fn family(&self, f: usize) -> &str {
+        let start = if f == 0 { 0 } else { self.ends[f - 1] };
+        &self.text[start..self.ends[f]]
+    }
+}
+
 /// What every handle of one [`Metrics`] shares.
 struct Shared {
     /// By source id, so the body lists sources in a stable order.
-    sources: Mutex<BTreeMap<String, SourceStats>>,
+    sources: Mutex<BTreeMap<String, SourceEntry>>,
     /// `tally_plugin_info` label values (plugin, version, abi).
     plugins: Mutex<BTreeSet<[String; 3]>>,
     /// The indicator families, as text.
@@ -218,8 +243,9 @@ impl Shared {
     /// registered (removed by a reload while its last run went on) is left
     /// out rather than brought back.
     fn update(&self, source: &str, f: impl FnOnce(&mut SourceStats)) {
-        if let Some(stats) = lock(&self.sources).get_mut(source) {
-            f(stats);
+        if let Some(entry) = lock(&self.sources).get_mut(source) {
+            f(&mut entry.stats);
+            entry.version += 1;
             self.touch();
         }
     }
@@ -300,15 +326,22 @@ impl Metrics {
     pub fn register_source(&self, source: &str, plugin: &str) {
         let mut sources = lock(&self.shared.sources);
         match sources.get_mut(source) {
-            Some(stats) if &*stats.plugin == plugin => return,
-            Some(stats) => {
+            Some(entry) if &*entry.stats.plugin == plugin => return,
+            Some(entry) => {
+                let stats = &mut entry.stats;
                 stats.plugin = plugin.into();
                 stats.plugin_label = escaped(plugin).into();
                 stats.runs = [0; RunResult::ALL.len()];
                 stats.up = None;
+                entry.version += 1;
             }
             None => {
-                sources.insert(source.to_owned(), SourceStats::new(source, plugin));
+                let entry = SourceEntry {
+                    stats: SourceStats::new(source, plugin),
+                    version: 0,
+                    text: None,
+                };
+                sources.insert(source.to_owned(), entry);
             }
         }
         drop(sources);
@@ -423,7 +456,7 @@ impl Metrics {
     }
 
     fn rebuild_body(&self) {
-        let sources: Vec<SourceStats> = lock(&self.shared.sources).values().cloned().collect();
+        let sources = self.source_texts();
         let plugins = lock(&self.shared.plugins).clone();
         let indicators = lock(&self.shared.indicator_families).clone();
         let previous = self.shared.body.read().map_or(0, |b| b.len());
@@ -431,13 +464,57 @@ impl Metrics {
         write_build_info(&mut out);
         write_plugin_info(&mut out, &plugins);
         out.push_str(&indicators);
-        write_sources(&mut out, &sources);
+        for (f, family) in SOURCE_FAMILIES.iter().enumerate() {
+            let mut w = FamilyWriter::start(&mut out, family);
+            for source in &sources {
+                w.lines(source.family(f));
+            }
+            w.end();
+        }
         write_http_requests(&mut out);
         *self
             .shared
             .body
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Bytes::from(out);
+    }
+}
+
+impl Metrics {
+    /// Every source's lines, in id order: those written by an earlier
+    /// rebuild as they are, the others written now. The numbers are copied
+    /// out under the lock and written without it, so runs finishing meanwhile
+    /// do not wait for the text.
+    fn source_texts(&self) -> Vec<Arc<SourceText>> {
+        let mut texts = Vec::new();
+        let mut todo = Vec::new();
+        for (id, entry) in lock(&self.shared.sources).iter() {
+            match &entry.text {
+                Some(text) if text.version == entry.version => texts.push(Some(text.clone())),
+                _ => {
+                    todo.push((texts.len(), id.clone(), entry.version, entry.stats.clone()));
+                    texts.push(None);
+                }
+            }
+        }
+        let written: Vec<(String, Arc<SourceText>)> = todo
+            .into_iter()
+            .map(|(at, id, version, stats)| {
+                let text = Arc::new(write_source(&stats, version));
+                texts[at] = Some(text.clone());
+                (id, text)
+            })
+            .collect();
+        let mut sources = lock(&self.shared.sources);
+        for (id, text) in written {
+            // Kept only if the source did not change while it was written.
+            if let Some(entry) = sources.get_mut(&id)
+                && entry.version == text.version
+            {
+                entry.text = Some(text);
+            }
+        }
+        texts.into_iter().flatten().collect()
     }
 }
 
@@ -682,18 +759,12 @@ impl<'a> FamilyWriter<'a> {
         out.push('\n');
     }
 
-    /// A line whose labels are already escaped, the hot path of the
-    /// per-source families: `{prefix}{value}\n`.
-    fn line(&mut self, parts: &[&str], value: Value) {
-        self.samples += 1;
-        for p in parts {
-            self.out.push_str(p);
+    /// Lines written beforehand (a source's lines of this family).
+    fn lines(&mut self, text: &str) {
+        if !text.is_empty() {
+            self.samples += 1;
+            self.out.push_str(text);
         }
-        match value {
-            Value::Int(v) => push_u64(self.out, v),
-            Value::Float(v) => push_value(self.out, v),
-        }
-        self.out.push('\n');
     }
 
     fn end(self) {
@@ -726,96 +797,126 @@ fn write_plugin_info(out: &mut String, plugins: &BTreeSet<[String; 3]>) {
     f.end();
 }
 
-/// The per-source families, one after the other, each over every source.
-/// Label values were escaped at registration; labels are in the order
-/// Prometheus' clients write them (sorted, `le` last).
-fn write_sources(out: &mut String, sources: &[SourceStats]) {
-    let mut f = FamilyWriter::start(out, &SOURCE_UP);
-    for s in sources {
-        if let Some(up) = s.up {
-            let parts = [
-                "tally_source_up{plugin=\"",
-                &s.plugin_label,
-                "\",source=\"",
-                &s.source_label,
-                "\"} ",
-            ];
-            f.line(&parts, Value::Int(u64::from(up)));
-        }
+/// The per-source families, in the order they are written.
+const SOURCE_FAMILIES: [&Family; 9] = [
+    &SOURCE_UP,
+    &RUNS_TOTAL,
+    &LAST_SUCCESS,
+    &RUN_DURATION,
+    &OBSERVATIONS_WRITTEN,
+    &SKIPPED_RUNS,
+    &BACKOFF_SKIPS,
+    &MISSED_RUNS,
+    &SCHEDULE_INTERVAL,
+];
+
+/// A source's lines of every family of [`SOURCE_FAMILIES`]. Label values
+/// were escaped at registration; labels are in the order Prometheus' clients
+/// write them (sorted, `le` last).
+fn write_source(s: &SourceStats, version: u64) -> SourceText {
+    let mut out = String::with_capacity(2048 + 27 * s.source_label.len());
+    let mut ends = [0; SOURCE_FAMILIES.len()];
+    let (source, plugin) = (&*s.source_label, &*s.plugin_label);
+    if let Some(up) = s.up {
+        let parts = [
+            "tally_source_up{plugin=\"",
+            plugin,
+            "\",source=\"",
+            source,
+            "\"} ",
+        ];
+        line(&mut out, &parts, Value::Int(u64::from(up)));
     }
-    f.end();
-
-    let mut f = FamilyWriter::start(out, &RUNS_TOTAL);
-    for s in sources {
-        for (result, n) in RunResult::ALL.iter().zip(s.runs) {
-            let parts = [
-                "tally_source_runs_total{plugin=\"",
-                &s.plugin_label,
-                "\",result=\"",
-                result.as_str(),
-                "\",source=\"",
-                &s.source_label,
-                "\"} ",
-            ];
-            f.line(&parts, Value::Int(n));
-        }
+    ends[0] = out.len();
+    for (result, n) in RunResult::ALL.iter().zip(s.runs) {
+        let parts = [
+            "tally_source_runs_total{plugin=\"",
+            plugin,
+            "\",result=\"",
+            result.as_str(),
+            "\",source=\"",
+            source,
+            "\"} ",
+        ];
+        line(&mut out, &parts, Value::Int(n));
     }
-    f.end();
-
-    let per_source =
-        |out: &mut String, family: &Family, value: &dyn Fn(&SourceStats) -> Option<Value>| {
-            let mut f = FamilyWriter::start(out, family);
-            for s in sources {
-                if let Some(v) = value(s) {
-                    f.line(&[family.name, "{source=\"", &s.source_label, "\"} "], v);
-                }
-            }
-            f.end();
-        };
-    per_source(out, &LAST_SUCCESS, &|s| s.last_success.map(Value::Float));
-
-    let mut f = FamilyWriter::start(out, &RUN_DURATION);
-    for s in sources {
-        let mut cumulative = 0;
-        for ((_, le), n) in DURATION_BUCKETS.iter().zip(s.duration_buckets) {
-            cumulative += n;
-            let parts = [
-                "tally_source_run_duration_seconds_bucket{source=\"",
-                &s.source_label,
-                "\",le=\"",
-                le,
-                "\"} ",
-            ];
-            f.line(&parts, Value::Int(cumulative));
-        }
+    ends[1] = out.len();
+    if let Some(t) = s.last_success {
+        line(
+            &mut out,
+            &[LAST_SUCCESS.name, "{source=\"", source, "\"} "],
+            Value::Float(t),
+        );
+    }
+    ends[2] = out.len();
+    let mut cumulative = 0;
+    for ((_, le), n) in DURATION_BUCKETS.iter().zip(s.duration_buckets) {
+        cumulative += n;
         let parts = [
             "tally_source_run_duration_seconds_bucket{source=\"",
-            &s.source_label,
-            "\",le=\"+Inf\"} ",
-        ];
-        f.line(&parts, Value::Int(s.duration_count));
-        let parts = [
-            "tally_source_run_duration_seconds_sum{source=\"",
-            &s.source_label,
+            source,
+            "\",le=\"",
+            le,
             "\"} ",
         ];
-        f.line(&parts, Value::Float(s.duration_sum));
-        let parts = [
-            "tally_source_run_duration_seconds_count{source=\"",
-            &s.source_label,
-            "\"} ",
-        ];
-        f.line(&parts, Value::Int(s.duration_count));
+        line(&mut out, &parts, Value::Int(cumulative));
     }
-    f.end();
+    let count = Value::Int(s.duration_count);
+    let inf = [
+        "tally_source_run_duration_seconds_bucket{source=\"",
+        source,
+        "\",le=\"+Inf\"} ",
+    ];
+    line(&mut out, &inf, count);
+    let sum = [
+        "tally_source_run_duration_seconds_sum{source=\"",
+        source,
+        "\"} ",
+    ];
+    line(&mut out, &sum, Value::Float(s.duration_sum));
+    let n = [
+        "tally_source_run_duration_seconds_count{source=\"",
+        source,
+        "\"} ",
+    ];
+    line(&mut out, &n, count);
+    ends[3] = out.len();
+    let counters = [
+        (&OBSERVATIONS_WRITTEN, s.written),
+        (&SKIPPED_RUNS, s.skipped),
+        (&BACKOFF_SKIPS, s.backoff_skips),
+        (&MISSED_RUNS, s.missed),
+    ];
+    for (f, (family, n)) in counters.into_iter().enumerate() {
+        line(
+            &mut out,
+            &[family.name, "{source=\"", source, "\"} "],
+            Value::Int(n),
+        );
+        ends[4 + f] = out.len();
+    }
+    if let Some(gap) = s.schedule_interval {
+        let parts = [SCHEDULE_INTERVAL.name, "{source=\"", source, "\"} "];
+        line(&mut out, &parts, Value::Float(gap));
+    }
+    ends[8] = out.len();
+    SourceText {
+        version,
+        text: out,
+        ends,
+    }
+}
 
-    per_source(out, &OBSERVATIONS_WRITTEN, &|s| Some(Value::Int(s.written)));
-    per_source(out, &SKIPPED_RUNS, &|s| Some(Value::Int(s.skipped)));
-    per_source(out, &BACKOFF_SKIPS, &|s| Some(Value::Int(s.backoff_skips)));
-    per_source(out, &MISSED_RUNS, &|s| Some(Value::Int(s.missed)));
-    per_source(out, &SCHEDULE_INTERVAL, &|s| {
-        s.schedule_interval.map(Value::Float)
-    });
+/// `{parts}{value}\n`, the labels in `parts` already escaped.
+fn line(out: &mut String, parts: &[&str], value: Value) {
+    for p in parts {
+        out.push_str(p);
+    }
+    match value {
+        Value::Int(v) => push_u64(out, v),
+        Value::Float(v) => push_value(out, v),
+    }
+    out.push('\n');
 }
 
 /// `tally_http_requests_total`, counted by the plugin host where requests
@@ -886,9 +987,8 @@ fn push_u64(out: &mut String, mut v: u64) {
             break;
         }
     }
-    for d in &digits[i..] {
-        out.push(char::from(*d));
-    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
 }
 
 #[cfg(test)]
