@@ -444,14 +444,16 @@ impl Metrics {
             .clone()
     }
 
-    /// Rebuilds the body now (the indicator families as last set) and returns
-    /// it as text: for tests and benchmarks.
+    /// Rebuilds the body now, with the indicator families as last set.
+    pub fn rebuild(&self) {
+        let _one = lock(&self.shared.rebuild);
+        self.shared.changed.store(false, Ordering::Release);
+        self.rebuild_body();
+    }
+
+    /// [`Metrics::rebuild`], and the body as text: for tests.
     pub fn encode(&self) -> String {
-        {
-            let _one = lock(&self.shared.rebuild);
-            self.shared.changed.store(false, Ordering::Release);
-            self.rebuild_body();
-        }
+        self.rebuild();
         String::from_utf8_lossy(&self.exposition()).into_owned()
     }
 
