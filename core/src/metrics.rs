@@ -480,9 +480,7 @@ impl Metrics {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Bytes::from(out);
     }
-}
 
-impl Metrics {
     /// Every source's lines, in id order: those written by an earlier
     /// rebuild as they are, the others written now. The numbers are copied
     /// out under the lock and written without it, so runs finishing meanwhile
