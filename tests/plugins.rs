@@ -331,6 +331,17 @@ fn a_panicking_plugin_fails_its_own_run_and_nothing_else() {
         assert_eq!(ok["runs"][result], 0, "{ok:#}");
     }
 
+    // `/metrics` shows a scheduled run within about a second.
+    d.wait_for("/metrics to show the runs", 30, |d| {
+        let runs = |s: &str, result: &str| {
+            d.sample(
+                "tally_source_runs_total",
+                &[("source", s), ("plugin", "faulty"), ("result", result)],
+            )
+            .unwrap_or(0.0)
+        };
+        runs("ok", "success") >= 1.0 && runs("boom", "panic") >= 2.0
+    });
     let samples = d.samples();
     let up = |s: &str| {
         find_sample(
@@ -392,6 +403,19 @@ fn failing_and_timing_out_sources_are_recorded_beside_a_healthy_one() {
     assert!(ok["last_error"].is_null(), "{ok:#}");
     assert!(ok["last_success"].is_string(), "{ok:#}");
 
+    // `/metrics` shows a scheduled run within about a second.
+    d.wait_for("/metrics to show the runs", 30, |d| {
+        let runs = |s: &str, result: &str| {
+            d.sample(
+                "tally_source_runs_total",
+                &[("source", s), ("plugin", "faulty"), ("result", result)],
+            )
+            .unwrap_or(0.0)
+        };
+        runs("fail", "error") >= 1.0
+            && runs("slow", "timeout") >= 1.0
+            && runs("ok", "success") >= 1.0
+    });
     let samples = d.samples();
     let get = |name: &str, labels: &[(&str, &str)]| {
         find_sample(&samples, name, labels)

@@ -179,6 +179,7 @@ impl Daemon {
             let _ = stop_tx.send(true);
         });
         tokio::spawn(forward_sighup(reload_tx));
+        let refresher = tokio::spawn(keep_metrics_fresh(live.clone(), stop_rx.clone()));
         let mut http_stop = stop_rx.clone();
         let server = axum::serve(self.listener, router(state)).with_graceful_shutdown(async move {
             let _ = http_stop.wait_for(|s| *s).await;
@@ -234,7 +235,58 @@ impl Daemon {
         }
         scheduler.stop().await;
         let _ = http.await;
+        let _ = refresher.await;
         tracing::info!("tallyd stopped");
+    }
+}
+
+/// The shortest time between two background rebuilds of `/metrics`: with
+/// thousands of sources finishing runs every second, a burst of changes
+/// costs one rebuild a second, and a scheduled run shows in `/metrics` at
+/// most about this long (plus one rebuild) after it finished.
+pub const METRICS_REBUILD_GAP: Duration = Duration::from_secs(1);
+
+/// Rebuilds take at most one part in this of a core: after a rebuild that
+/// took longer than a tenth of [`METRICS_REBUILD_GAP`] (a store slow to
+/// roll up, say), the next waits ten times as long as it took.
+const METRICS_REBUILD_SHARE: u32 = 10;
+
+/// How often the background rebuild looks at the calendar without being
+/// woken, so that the `day`, `month`, ... windows move on at midnight even
+/// when no run writes anything.
+const METRICS_DAY_CHECK: Duration = Duration::from_secs(60);
+
+/// Rebuilds `/metrics` in the background whenever something changed (see
+/// [`crate::metrics`]), on the engine being served, until `stop`. A first
+/// change after a quiet spell is rebuilt at once; further ones wait for
+/// [`METRICS_REBUILD_GAP`] since the last rebuild began, so bursts coalesce.
+pub async fn keep_metrics_fresh(live: LiveHandle, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut next_allowed: Option<tokio::time::Instant> = None;
+    let mut day = live.get().engine.today();
+    loop {
+        let engine = live.get().engine;
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = engine.metrics.changed() => {}
+            _ = tokio::time::sleep(METRICS_DAY_CHECK) => {}
+        }
+        if let Some(at) = next_allowed {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep_until(at) => {}
+            }
+        }
+        // The engine may have been replaced by a reload meanwhile.
+        let engine = live.get().engine;
+        let today = engine.today();
+        if today != day {
+            day = today;
+            engine.metrics.values_changed();
+        }
+        let started = tokio::time::Instant::now();
+        engine.refresh_metrics_if_changed().await;
+        let took = started.elapsed();
+        next_allowed = Some(started + METRICS_REBUILD_GAP.max(took * METRICS_REBUILD_SHARE));
     }
 }
 

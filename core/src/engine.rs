@@ -487,23 +487,6 @@ impl Engine {
                 ])
                 .set(1.0);
         }
-        for idx in tree.preorder() {
-            let unit = tree.unit(*idx);
-            let parent = unit
-                .parent()
-                .map(|p| tree.unit(p).id.as_str())
-                .unwrap_or("");
-            metrics
-                .unit_info
-                .with_label_values(&[unit.id.as_str(), unit.name.as_str(), parent])
-                .set(1.0);
-        }
-        for ind in &config.indicators {
-            metrics
-                .indicator_info
-                .with_label_values(&[ind.id.as_str(), ind.name.as_str(), ind.kind.as_str()])
-                .set(1.0);
-        }
         let indicators = config
             .indicators
             .iter()
@@ -681,8 +664,13 @@ impl Engine {
         for w in record.warnings.iter().take(20) {
             tracing::warn!(source = %source.config.id, "{w}");
         }
+        // `/metrics` is rebuilt in the background (at most once a second);
+        // a manual run waits for it, so a scrape after it sees the run.
         if written > 0 {
-            self.refresh_metrics().await;
+            self.metrics.values_changed();
+        }
+        if trigger == Trigger::Manual {
+            self.refresh_metrics_if_changed().await;
         }
         Ok(RunReport {
             source: source.config.id.clone(),
@@ -1020,25 +1008,42 @@ impl Engine {
         )
     }
 
-    /// Recomputes `tally_indicator_value` from the store, so that scrapes
-    /// only encode what is already there.
+    /// Recomputes the indicator families from the store and rebuilds the
+    /// `/metrics` body now: at start and after a reload (a new tree, new
+    /// sources), so that the first scrape after them sees them.
     pub async fn refresh_metrics(self: &Arc<Self>) {
+        self.refresh_metrics_on_pool(true).await;
+    }
+
+    /// Rebuilds the `/metrics` body if anything changed since the last
+    /// rebuild, reading the store only if observations were written: the
+    /// daemon's background task, and a manual run before it answers.
+    pub async fn refresh_metrics_if_changed(self: &Arc<Self>) {
+        self.refresh_metrics_on_pool(false).await;
+    }
+
+    async fn refresh_metrics_on_pool(self: &Arc<Self>, force: bool) {
         let engine = self.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            summary::refresh_metrics(
-                &engine.metrics,
-                &engine.config,
-                &engine.tree,
-                &*engine.store,
-                engine.today(),
-            )
-        })
-        .await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot refresh indicator metrics"),
-            Err(e) => tracing::error!(error = %e, "cannot refresh indicator metrics"),
+        let done =
+            tokio::task::spawn_blocking(move || engine.refresh_metrics_blocking(force)).await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "cannot rebuild /metrics");
         }
+    }
+
+    /// [`Engine::refresh_metrics`] on this thread (it reads the store).
+    pub fn refresh_metrics_blocking(&self, force: bool) {
+        self.metrics.refresh(force, || {
+            if let Err(e) = summary::refresh_metrics(
+                &self.metrics,
+                &self.config,
+                &self.tree,
+                &*self.store,
+                self.today(),
+            ) {
+                tracing::error!(error = %e, "cannot refresh indicator metrics");
+            }
+        });
     }
 
     /// The next scheduled fire time of a source after `after`.

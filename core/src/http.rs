@@ -270,13 +270,15 @@ async fn reload(
     }
 }
 
+/// The latest pre-encoded body (see [`crate::metrics`]): a scrape copies a
+/// pointer, whatever the number of series.
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
-        state.engine().metrics.encode(),
+        state.engine().metrics.exposition(),
     )
         .into_response()
 }

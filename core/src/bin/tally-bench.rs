@@ -8,16 +8,23 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use rusqlite::{Connection, params};
+use tally::clock::FixedClock;
 use tally::config::Config;
 use tally::domain::{Observation, Period, UnitTree};
-use tally::engine::unit_tree;
+use tally::engine::{Engine, unit_tree};
+use tally::http::{AppState, Live, LiveHandle, router};
 use tally::metrics::Metrics;
+use tally::plugin_host::{PluginRegistry, SourceRunner};
 use tally::store::{RunRecord, RunResult, SqliteStore, Store};
 use tally::summary::{self, SummaryRequest};
 
@@ -317,22 +324,7 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
         summary_rows.push((label, rows, p50, p99));
     }
 
-    let metrics = Metrics::new();
-    let (r, refresh_ms) =
-        time_ms(|| summary::refresh_metrics(&metrics, &config, &tree, &store, today));
-    r?;
-    let text = metrics.encode();
-    let series = text
-        .lines()
-        .filter(|l| l.starts_with("tally_indicator_value{"))
-        .count();
-    let mut ms = Vec::with_capacity(args.reps);
-    for _ in 0..args.reps {
-        let (text, t) = time_ms(|| metrics.encode());
-        std::hint::black_box(text);
-        ms.push(t);
-    }
-    let (enc50, enc99) = percentiles(ms);
+    let exposition_rows = exposition(args, &config, &tree, store, today, now)?;
 
     // The wall clock only dates the report.
     let date = DateTime::<Utc>::from(std::time::SystemTime::now()).format("%Y-%m-%d");
@@ -365,11 +357,292 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
             args.reps
         );
     }
-    println!("| `refresh_metrics` (4 windows), once | {refresh_ms:.1} ms |");
-    println!(
-        "| `Metrics::encode` ({series} `tally_indicator_value` series), {} runs: p50 / p99 | {enc50:.1} / {enc99:.1} ms |",
-        args.reps
-    );
-    println!("| exposition size | {} bytes |", text.len());
+    for (what, figure) in &exposition_rows {
+        println!("| {what} | {figure} |");
+    }
     Ok(())
+}
+
+/// Sources of the live exposition figure: 10,000 `http_json` sources run
+/// every 10 s finish 1,000 runs a second.
+const LIVE_SOURCES: usize = 10_000;
+const LIVE_RUNS_PER_SEC: usize = 1_000;
+const LIVE_SECS: u64 = 10;
+/// Time between two scrapes of the live figure (a scraper every 50 ms).
+const LIVE_SCRAPE_GAP_MS: u64 = 50;
+
+/// The exposition section: `/metrics` for every unit × indicator × window of
+/// the data set (what a rebuild costs, and a scrape over real HTTP from the
+/// daemon's own router), then the same daemon with 10,000 sources finishing
+/// 1,000 runs a second while it is scraped.
+fn exposition(
+    args: &Args,
+    config: &Config,
+    tree: &UnitTree,
+    store: SqliteStore,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, String)>> {
+    let mut rows = Vec::new();
+    let reps = args.reps;
+
+    // A rebuild after observations were written: the store's roll-ups of
+    // four windows, then the text of the indicator families, then the body.
+    let mut read_ms = Vec::with_capacity(reps);
+    let mut windows = None;
+    for _ in 0..reps {
+        let (w, t) = time_ms(|| summary::metric_windows(config, tree, &store, today));
+        read_ms.push(t);
+        windows = Some(w?);
+    }
+    let windows = windows.context("no repetitions")?;
+    let mut text_ms = Vec::with_capacity(reps);
+    let mut text = None;
+    for _ in 0..reps {
+        let (x, t) = time_ms(|| summary::indicator_text(config, tree, &windows));
+        text_ms.push(t);
+        text = Some(x);
+    }
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_indicator_families(text.context("no repetitions")?);
+    let mut body_ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let (_, t) = time_ms(|| metrics.rebuild());
+        body_ms.push(t);
+    }
+    let body = metrics.exposition();
+    let series = count_series(&body, "tally_indicator_value{");
+    let total = count_series(&body, "");
+    let (r50, r99) = percentiles(read_ms);
+    let (t50, t99) = percentiles(text_ms);
+    let (b50, b99) = percentiles(body_ms);
+    rows.push((
+        format!(
+            "exposition: roll-ups of 4 windows from the store (`summary::metric_windows`), {reps} runs: p50 / p99"
+        ),
+        format!("{r50:.1} / {r99:.1} ms"),
+    ));
+    rows.push((
+        format!(
+            "exposition: text of {series} `tally_indicator_value` series and the other indicator families (`summary::indicator_text`), {reps} runs: p50 / p99"
+        ),
+        format!("{t50:.1} / {t99:.1} ms"),
+    ));
+    rows.push((
+        format!(
+            "exposition: body from the cached indicator text ({total} series), {reps} runs: p50 / p99"
+        ),
+        format!("{b50:.1} / {b99:.1} ms"),
+    ));
+    rows.push((
+        "exposition: body size".to_owned(),
+        format!("{} bytes", body.len()),
+    ));
+
+    let engine = bench_engine(config, tree, store, now, metrics.clone())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (addr, _scheduler, live) = serve(&runtime, engine.clone())?;
+    let mut conn = TcpStream::connect(addr)?;
+    let scrapes = reps.max(100);
+    let mut ms = Vec::with_capacity(scrapes);
+    let mut bytes = 0;
+    for _ in 0..scrapes {
+        let (r, t) = time_ms(|| scrape(&mut conn));
+        bytes = r?;
+        ms.push(t);
+    }
+    let (p50, p99) = percentiles(ms);
+    rows.push((
+        format!(
+            "`GET /metrics` over HTTP on 127.0.0.1 ({total} series, {bytes} bytes), {scrapes} scrapes: p50 / p99"
+        ),
+        format!("{p50:.1} / {p99:.1} ms"),
+    ));
+
+    // The live daemon: 10,000 sources, each with a run behind it.
+    for n in 0..LIVE_SOURCES {
+        let id = format!("src-{n:05}");
+        metrics.register_source(&id, "http_json");
+        metrics
+            .schedule_interval
+            .with_label_values(&[&id])
+            .set(10.0);
+        metrics.run_finished(&id, "http_json", RunResult::Success, 0.004, 1, 1.7e9);
+    }
+    let mut body_ms = Vec::with_capacity(reps);
+    let mut full_ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        body_ms.push(time_ms(|| metrics.rebuild()).1);
+        full_ms.push(time_ms(|| engine.refresh_metrics_blocking(true)).1);
+    }
+    let live_body = metrics.exposition();
+    let live_series = count_series(&live_body, "");
+    let (b50, b99) = percentiles(body_ms);
+    let (f50, f99) = percentiles(full_ms);
+    rows.push((
+        format!(
+            "exposition with {LIVE_SOURCES} sources ({live_series} series, {} bytes): body from the cached indicator text, {reps} runs: p50 / p99",
+            live_body.len()
+        ),
+        format!("{b50:.1} / {b99:.1} ms"),
+    ));
+    rows.push((
+        format!(
+            "exposition with {LIVE_SOURCES} sources: full rebuild (roll-ups from the store, text, body), {reps} runs: p50 / p99"
+        ),
+        format!("{f50:.1} / {f99:.1} ms"),
+    ));
+
+    // Runs finish at 1,000 a second, each writing observations, while the
+    // daemon's own background task keeps the body fresh and a scraper asks
+    // every 50 ms.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let refresher = runtime.spawn(tally::daemon::keep_metrics_fresh(live, stop_rx));
+    let running = Arc::new(AtomicBool::new(true));
+    let load = {
+        let metrics = metrics.clone();
+        let running = running.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut done = 0usize;
+            while running.load(Ordering::Relaxed) {
+                let due = (start.elapsed().as_secs_f64() * LIVE_RUNS_PER_SEC as f64) as usize;
+                while done < due {
+                    let id = format!("src-{:05}", done % LIVE_SOURCES);
+                    metrics.run_finished(&id, "http_json", RunResult::Success, 0.004, 1, 1.7e9);
+                    metrics.values_changed();
+                    done += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            done as f64 / start.elapsed().as_secs_f64()
+        })
+    };
+    let mut ms = Vec::new();
+    let (mut last, mut bodies) = (Vec::new(), 0);
+    let started = Instant::now();
+    while started.elapsed().as_secs() < LIVE_SECS {
+        let (r, t) = time_ms(|| scrape_body(&mut conn));
+        let body = r?;
+        if body != last {
+            bodies += 1;
+            last = body;
+        }
+        ms.push(t);
+        std::thread::sleep(std::time::Duration::from_millis(LIVE_SCRAPE_GAP_MS));
+    }
+    running.store(false, Ordering::Relaxed);
+    let rate = load
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load thread panicked"))?;
+    let _ = stop_tx.send(true);
+    runtime.block_on(refresher)?;
+    let answered = ms.len();
+    let max = ms.iter().copied().fold(0.0, f64::max);
+    let (p50, p99) = percentiles(ms);
+    rows.push((
+        format!(
+            "live: {LIVE_SOURCES} sources, {rate:.0} runs/s writing observations, scraped every {LIVE_SCRAPE_GAP_MS} ms for {LIVE_SECS} s: scrapes answered, p50 / p99 / max"
+        ),
+        format!("{answered} of {answered}, {p50:.1} / {p99:.1} / {max:.1} ms"),
+    ));
+    rows.push((
+        "live: bodies the scrapes saw change (rebuilds, at most one a second)".to_owned(),
+        bodies.to_string(),
+    ));
+    Ok(rows)
+}
+
+/// Samples in a body whose line starts with `prefix` (every sample for `""`).
+fn count_series(body: &[u8], prefix: &str) -> usize {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#") && l.starts_with(prefix.as_bytes()))
+        .count()
+}
+
+/// An engine over the bench's store without plugin sources: what the HTTP
+/// API serves from.
+fn bench_engine(
+    config: &Config,
+    tree: &UnitTree,
+    store: SqliteStore,
+    now: DateTime<Utc>,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<Engine>> {
+    Ok(Arc::new(Engine::new(
+        Arc::new(config.clone()),
+        Arc::new(tree.clone()),
+        Arc::new(PluginRegistry::default()),
+        Vec::<(usize, Arc<SourceRunner>)>::new(),
+        Arc::new(store),
+        Arc::new(FixedClock::new(now)),
+        metrics,
+    )))
+}
+
+/// The daemon's router on a free port of 127.0.0.1. The scheduler's command
+/// channel is returned to keep it open; nothing reads it.
+/// The handle is what the background rebuild of `/metrics` reads.
+#[allow(clippy::type_complexity)]
+fn serve(
+    runtime: &tokio::runtime::Runtime,
+    engine: Arc<Engine>,
+) -> Result<(
+    SocketAddr,
+    tokio::sync::mpsc::Receiver<tally::scheduler::Command>,
+    LiveHandle,
+)> {
+    let (handle, commands) = tally::scheduler::channel();
+    let live = LiveHandle::new(Live {
+        engine,
+        scheduler: handle,
+        scheduler_running: Arc::new(AtomicBool::new(true)),
+    });
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let app = router(AppState::new(live.clone(), None));
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, commands, live))
+}
+
+/// One `GET /metrics` on a kept-alive connection, read to the body's last
+/// byte, as a scraper does; returns the body's length.
+fn scrape(conn: &mut TcpStream) -> Result<usize> {
+    scrape_body(conn).map(|b| b.len())
+}
+
+/// [`scrape`], returning the body.
+fn scrape_body(conn: &mut TcpStream) -> Result<Vec<u8>> {
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut reader = BufReader::new(&mut *conn);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        bail!("GET /metrics answered {}", status.trim());
+    }
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = Some(value.trim().parse::<usize>()?);
+        }
+    }
+    let length = length.context("GET /metrics answered without Content-Length")?;
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    if !reader.buffer().is_empty() {
+        bail!("GET /metrics answered more than Content-Length");
+    }
+    Ok(body)
 }

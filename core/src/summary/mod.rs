@@ -30,7 +30,7 @@ use thiserror::Error;
 
 use crate::config::{Config, IndicatorConfig, Per};
 use crate::domain::{Kind, Period, PeriodKind, RolledUp, UnitTree, local_day, roll_up};
-use crate::metrics::Metrics;
+use crate::metrics::{IndicatorText, Metrics};
 use crate::store::{Store, StoreError};
 
 pub use self::csv::to_csv;
@@ -527,15 +527,16 @@ const WINDOWS: [(&str, PeriodKind); 4] = [
     ("year", PeriodKind::Year),
 ];
 
-/// Sets `tally_indicator_value{unit, indicator, window}` to the rolled-up
+/// Writes `tally_indicator_value{unit, indicator, window}`: the rolled-up
 /// value of the current day, month, quarter and year to date, for every unit
-/// and indicator with data, and `tally_target_ratio{unit, indicator, window}`
+/// and indicator with data; `tally_target_ratio{unit, indicator, window}`
 /// where a target applies: per-unit targets give the completion against the
 /// pro-rated minimum, per-entity targets the share of entities that reach it
-/// (no series while a unit has no value, or no entity). The gauges are reset
-/// first so that series of removed units or indicators disappear; the store
-/// is read before the reset, so a scrape sees an empty gauge only for the
-/// time it takes to set it.
+/// (no series while a unit has no value, or no entity); and
+/// `tally_unit_info`, `tally_indicator_info` from the tree and the catalogue.
+/// The families are replaced whole, so series of removed units or indicators
+/// disappear; scrapes see them after the next rebuild of `/metrics`
+/// ([`Metrics::refresh`]).
 pub fn refresh_metrics(
     metrics: &Metrics,
     config: &Config,
@@ -543,6 +544,24 @@ pub fn refresh_metrics(
     store: &dyn Store,
     today: NaiveDate,
 ) -> Result<(), StoreError> {
+    let windows = metric_windows(config, tree, store, today)?;
+    metrics.set_indicator_families(indicator_text(config, tree, &windows));
+    Ok(())
+}
+
+/// The roll-ups and target standings behind the indicator families, per
+/// window: what [`refresh_metrics`] reads from the store.
+pub struct MetricWindows {
+    windows: Vec<(&'static str, RolledUp, Vec<Option<TargetStatus>>)>,
+}
+
+/// Reads the store for [`refresh_metrics`]: the four windows to date.
+pub fn metric_windows(
+    config: &Config,
+    tree: &UnitTree,
+    store: &dyn Store,
+    today: NaiveDate,
+) -> Result<MetricWindows, StoreError> {
     let mut windows = Vec::with_capacity(WINDOWS.len());
     for (label, kind) in WINDOWS {
         let period = Period::containing(kind, today);
@@ -559,27 +578,45 @@ pub fn refresh_metrics(
         )?;
         windows.push((label, values, statuses));
     }
+    Ok(MetricWindows { windows })
+}
+
+/// Writes the indicator families of [`refresh_metrics`] (no I/O).
+pub fn indicator_text(config: &Config, tree: &UnitTree, windows: &MetricWindows) -> IndicatorText {
     let n = config.indicators.len();
-    metrics.indicator_value.reset();
-    metrics.target_ratio.reset();
-    for (label, values, statuses) in &windows {
-        for &u in tree.preorder() {
-            let unit = &tree.unit(u).id;
-            for (i, ind) in config.indicators.iter().enumerate() {
-                let labels = [unit.as_str(), ind.id.as_str(), label];
-                if let Some(v) = values.get(u, i) {
-                    metrics.indicator_value.with_label_values(&labels).set(v);
-                }
-                let ratio = statuses[u * n + i]
-                    .as_ref()
-                    .and_then(|t| t.completion.or(t.ratio));
-                if let Some(r) = ratio {
-                    metrics.target_ratio.with_label_values(&labels).set(r);
-                }
-            }
-        }
-    }
-    Ok(())
+    let mut text = IndicatorText::new();
+    text.unit_info(tree.preorder().iter().map(|&u| {
+        let unit = tree.unit(u);
+        let parent = unit.parent().map_or("", |p| tree.unit(p).id.as_str());
+        (unit.id.as_str(), unit.name.as_str(), parent)
+    }));
+    text.indicator_info(
+        config
+            .indicators
+            .iter()
+            .map(|i| (i.id.as_str(), i.name.as_str(), i.kind.as_str())),
+    );
+    // Every (window, unit, indicator) cell, in a stable order.
+    let cells = || {
+        windows.windows.iter().flat_map(move |window| {
+            tree.preorder()
+                .iter()
+                .flat_map(move |&u| (0..n).map(move |i| (window, u, i)))
+        })
+    };
+    let ids = |u: usize, i: usize| (tree.unit(u).id.as_str(), config.indicators[i].id.as_str());
+    text.indicator_value(cells().filter_map(|((window, values, _), u, i)| {
+        let (unit, indicator) = ids(u, i);
+        values.get(u, i).map(|v| (unit, indicator, *window, v))
+    }));
+    text.target_ratio(cells().filter_map(|((window, _, statuses), u, i)| {
+        let (unit, indicator) = ids(u, i);
+        statuses[u * n + i]
+            .as_ref()
+            .and_then(|t| t.completion.or(t.ratio))
+            .map(|r| (unit, indicator, *window, r))
+    }));
+    text
 }
 
 /// A number for people: whole numbers without `.0`, others rounded to at

@@ -585,16 +585,19 @@ fn an_unknown_unit_says_where_to_look() {
 fn refresh_metrics_sets_every_window_to_date_and_drops_stale_series() {
     let f = fixture();
     let metrics = Metrics::new();
-    metrics
-        .indicator_value
-        .with_label_values(&["county/gone", "wechat_posts", "day"])
-        .set(1.0);
+    let mut gone = IndicatorText::new();
+    gone.indicator_value([("county/gone", "wechat_posts", "day", 1.0)]);
+    metrics.set_indicator_families(gone);
+    assert!(metrics.encode().contains("county/gone"));
     refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
+    let text = metrics.encode();
     let get = |unit: &str, ind: &str, window: &str| {
-        metrics
-            .indicator_value
-            .get_metric_with_label_values(&[unit, ind, window])
-            .map(|g| g.get())
+        let series = format!(
+            "tally_indicator_value{{indicator=\"{ind}\",unit=\"{unit}\",window=\"{window}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.parse::<f64>().unwrap())
             .unwrap()
     };
     // Day, month and quarter to date are all just 2026-10-01.
@@ -610,7 +613,6 @@ fn refresh_metrics_sets_every_window_to_date_and_drops_stale_series() {
     assert_eq!(get("county/natres", "xuexi_points", "year"), 4400.0);
     assert_eq!(get("county", "xuexi_points", "year"), 7900.0);
 
-    let text = metrics.encode();
     assert!(!text.contains("county/gone"), "{text}");
     // No series for a unit without data in the window.
     assert!(!text.contains(
@@ -860,10 +862,10 @@ unit = "次"
 fn refresh_metrics_sets_target_ratios_for_windows_where_a_target_applies() {
     let f = fixture();
     let metrics = Metrics::new();
-    metrics
-        .target_ratio
-        .with_label_values(&["county/gone", "wechat_posts", "day"])
-        .set(1.0);
+    let mut gone = IndicatorText::new();
+    gone.target_ratio([("county/gone", "wechat_posts", "day", 1.0)]);
+    metrics.set_indicator_families(gone);
+    assert!(metrics.encode().contains("county/gone"));
     refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
     let get = |unit: &str, ind: &str, window: &str| {
         let text = metrics.encode();
