@@ -140,10 +140,7 @@ fn parse(extra: &[OsString]) -> Result<Args> {
 
 pub fn bench(ws: &Workspace, extra: &[OsString]) -> Result {
     let args = parse(extra)?;
-    run(
-        "build",
-        ws.cargo(["build", "--release", "--workspace", "--bins", "--lib"]),
-    )?;
+    run("build", ws.cargo(["build", "--release", "--workspace"]))?;
     let release = ws.target.join("release");
     let out = ws.target.join("bench");
     std::fs::create_dir_all(&out)
@@ -271,7 +268,7 @@ pub fn peer_config(n: usize, src_port: u16, listen: u16, dir: &Path, plugins: &P
 fn plugin_dir(release: &Path, out: &Path) -> Result<PathBuf> {
     let dir = out.join("plugins");
     let lib = format!(
-        "{}http_json{}",
+        "{}tally_http_json{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
