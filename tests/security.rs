@@ -119,7 +119,10 @@ fn write_endpoints_need_the_token_and_bodies_are_bounded() {
         assert_eq!(status, 413, "{path} with an oversize body: {body}");
         assert!(error_of(&body).contains("65536"), "{body}");
     }
-    // With the token the run goes through.
+    // With the token the run goes through, once the start-up run is over.
+    d.wait_for("the start-up run of steady", 30, |d| {
+        !d.source("steady")["last_run"].is_null() && d.source("steady")["running"] == false
+    });
     let (status, body) = post(
         &format!("{}/api/v1/sources/steady/run", d.base),
         &[("Authorization", &format!("Bearer {TOKEN}"))],
