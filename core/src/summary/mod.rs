@@ -21,6 +21,7 @@ mod xlsx;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
@@ -160,15 +161,17 @@ pub struct UnitRow {
 }
 
 /// A unit's values, one per indicator of [`Summary::indicators`] and in the
-/// same order; serialized as a JSON object keyed by indicator id.
+/// same order; serialized as a JSON object keyed by indicator id. The ids
+/// are shared by every row of a table (a thousand units × twenty indicators
+/// would otherwise be twenty thousand strings to copy and free).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Values(pub Vec<(String, IndicatorValue)>);
+pub struct Values(pub Vec<(Arc<str>, IndicatorValue)>);
 
 impl Values {
     pub fn get(&self, indicator: &str) -> Option<&IndicatorValue> {
         self.0
             .iter()
-            .find(|(id, _)| id == indicator)
+            .find(|(id, _)| **id == *indicator)
             .map(|(_, v)| v)
     }
 }
@@ -177,7 +180,7 @@ impl Serialize for Values {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (id, v) in &self.0 {
-            map.serialize_entry(id, v)?;
+            map.serialize_entry(&**id, v)?;
         }
         map.end()
     }
@@ -289,21 +292,8 @@ pub fn rolled_up(
 ) -> Result<RolledUp, StoreError> {
     let kinds: Vec<Kind> = indicators.iter().map(|i| i.kind).collect();
     let wanted: Vec<(String, Kind)> = indicators.iter().map(|i| (i.id.clone(), i.kind)).collect();
-    let position: HashMap<&str, usize> = indicators
-        .iter()
-        .enumerate()
-        .map(|(n, i)| (i.id.as_str(), n))
-        .collect();
-    let own = store.own_values(start, end, &wanted)?;
-    Ok(roll_up(
-        tree,
-        &kinds,
-        own.into_iter().filter_map(|o| {
-            let unit = tree.index(&o.unit)?;
-            let ind = *position.get(o.indicator.as_str())?;
-            Some((unit, ind, o.data))
-        }),
-    ))
+    let own = store.own_values_indexed(start, end, &wanted, &|unit| tree.index(unit))?;
+    Ok(roll_up(tree, &kinds, own))
 }
 
 /// Builds the table for `req`. `emits` maps a source id to the indicator
@@ -430,14 +420,16 @@ pub fn build(
     )?;
     let ranks = ranks(tree, &current, n);
 
+    let ids: Vec<Arc<str>> = indicators
+        .iter()
+        .map(|i| Arc::from(i.id.as_str()))
+        .collect();
     let mut units = Vec::new();
     for &root in &roots {
         for u in tree.subtree(root, req.depth) {
             let unit = tree.unit(u);
-            let values = indicators
-                .iter()
-                .enumerate()
-                .map(|(i, ind)| {
+            let values = (0..n)
+                .map(|i| {
                     let value = current.get(u, i);
                     let previous = previous.get(u, i);
                     let change = value.zip(previous).map(|(v, p)| v - p);
@@ -460,7 +452,7 @@ pub fn build(
                         incomplete: incomplete[u * n + i],
                         missing: missing[u * n + i],
                     };
-                    (ind.id.clone(), cell)
+                    (ids[i].clone(), cell)
                 })
                 .collect();
             units.push(UnitRow {
