@@ -10,6 +10,12 @@
 //!   value. It is recomputed from the raw rows of every (key, month) a run
 //!   touches, inside the run's transaction, so re-collection stays exact, and
 //!   a quarter summary reads three rows a key instead of ninety.
+//! - `monthly_versions` holds a version per month, bumped in the transaction
+//!   of every write of `monthly`. The reader keeps whole months of `monthly`
+//!   in memory ([`MonthCache`]) and uses a cached month only while its
+//!   version, read in the same snapshot as everything else, is unchanged: a
+//!   summary over past months folds memory, never stale rows, whichever
+//!   process wrote.
 //! - `runs` and `source_state` are small: a few rows a source a day.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

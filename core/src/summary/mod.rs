@@ -6,10 +6,11 @@
 //! roll-up behind it also feeds the `tally_indicator_value` gauge
 //! ([`refresh_metrics`]).
 //!
-//! Cost: one [`Store::own_values`] call per period (current and previous) and
-//! one [`Store::coverage`] call per relevant source; everything else is done
-//! in memory over dense `(unit, indicator)` vectors, never per unit against
-//! the store.
+//! Cost: one [`Store::own_values_indexed`] call per period (current and
+//! previous; the store answers whole months from memory) and one
+//! [`Store::coverage`] call per relevant source; everything else is done in
+//! memory over dense `(unit, indicator)` vectors, never per unit against the
+//! store.
 
 mod csv;
 mod explain;
@@ -280,7 +281,7 @@ fn rfc3339(at: DateTime<Utc>, tz: Tz) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
-/// Own values over `[start, end]` from the store (one query), rolled up the
+/// Own values over `[start, end]` from the store (one call), rolled up the
 /// tree. Indicator `i` of the result is `indicators[i]`; values stored for
 /// units or indicators no longer configured are ignored.
 pub fn rolled_up(
