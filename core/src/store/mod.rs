@@ -102,6 +102,20 @@ pub trait Store: Send + Sync + 'static {
         end: NaiveDate,
     ) -> Result<Coverage, StoreError>;
 
+    /// [`Store::coverage`] of each of `sources`, in the same order, read
+    /// together (a summary asks for every source behind the table).
+    fn coverages(
+        &self,
+        sources: &[&str],
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<Coverage>, StoreError> {
+        sources
+            .iter()
+            .map(|source| self.coverage(source, start, end))
+            .collect()
+    }
+
     /// The stored observations behind one figure, for traceability, ordered
     /// by unit, source, entity and day.
     fn observations(

@@ -110,6 +110,7 @@ struct Reader {
     conn: Connection,
     keys: KeyCache,
     months: MonthCache,
+    runs: RunIndex,
 }
 
 /// Every key the reader has seen, with its unit, indicator and (unit,
@@ -248,6 +249,152 @@ impl MonthCache {
     }
 }
 
+/// Every run the reader has seen, folded per source into what coverage
+/// needs, so that a summary over a thousand sources with years of runs does
+/// not read them all again. Runs are only ever inserted, never updated or
+/// deleted, and a run's id is above every id committed before it (one
+/// writer at a time), so the index is brought up to date, inside the read's
+/// snapshot, by folding the runs with ids above the highest one folded.
+#[derive(Default)]
+struct RunIndex {
+    /// The lowest id not folded yet.
+    next_id: i64,
+    sources: HashMap<String, SourceRuns>,
+}
+
+#[derive(Default)]
+struct SourceRuns {
+    /// The windows of successful runs, merged: sorted, disjoint and not
+    /// adjacent (day numbers, inclusive).
+    covered: Vec<(i64, i64)>,
+    /// The windows of the other runs, each with how many runs had it (runs
+    /// in a row mostly share a window, so this stays short).
+    failed: Vec<((i64, i64), u64)>,
+    /// The latest `finished_at` of a successful run.
+    last_success: Option<i64>,
+}
+
+impl SourceRuns {
+    fn add(&mut self, success: bool, from: i64, to: i64, finished_at: i64) {
+        if !success {
+            match self.failed.last_mut() {
+                Some((window, n)) if *window == (from, to) => *n += 1,
+                _ => self.failed.push(((from, to), 1)),
+            }
+            return;
+        }
+        self.last_success = self.last_success.max(Some(finished_at));
+        if from > to {
+            return; // covers no day (the engine never makes one)
+        }
+        // The first interval that overlaps or touches [from, to], and every
+        // one after it that does, become one.
+        let first = self
+            .covered
+            .partition_point(|&(_, t)| t < from.saturating_sub(1));
+        let mut last = first;
+        let (mut f, mut t) = (from, to);
+        while let Some(&(a, b)) = self.covered.get(last)
+            && a <= to.saturating_add(1)
+        {
+            f = f.min(a);
+            t = t.max(b);
+            last += 1;
+        }
+        self.covered.splice(first..last, [(f, t)]);
+    }
+
+    /// Day numbers `[s, e]`: the stretches no successful run covered, and
+    /// how many other runs overlap it.
+    fn coverage(&self, s: i64, e: i64) -> (Vec<(i64, i64)>, u64) {
+        let mut next = s;
+        let mut gaps = Vec::new();
+        let first = self.covered.partition_point(|&(_, t)| t < s);
+        for &(from, to) in &self.covered[first..] {
+            if from > e || next > e {
+                break;
+            }
+            if from > next {
+                gaps.push((next, from - 1));
+            }
+            next = next.max(to + 1);
+        }
+        if next <= e {
+            gaps.push((next, e));
+        }
+        let failed = self
+            .failed
+            .iter()
+            .filter(|((from, to), _)| *to >= s && *from <= e)
+            .map(|(_, n)| n)
+            .sum();
+        (gaps, failed)
+    }
+}
+
+impl RunIndex {
+    /// Folds the runs committed since the last call, as `tx` sees them.
+    fn refresh(&mut self, tx: &Connection) -> Result<(), StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading runs",
+            source,
+        };
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, source, result, window_from, window_to, finished_at FROM runs \
+                 WHERE id >= ?1 ORDER BY id",
+            )
+            .map_err(e)?;
+        let mut rows = stmt.query([self.next_id]).map_err(e)?;
+        while let Some(r) = rows.next().map_err(e)? {
+            let id: i64 = r.get(0).map_err(e)?;
+            let source = r.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(e)?;
+            let success = r.get_ref(2).and_then(|v| Ok(v.as_str()?)).map_err(e)? == "success";
+            let runs = match self.sources.get_mut(source) {
+                Some(runs) => runs,
+                None => self.sources.entry(source.to_owned()).or_default(),
+            };
+            runs.add(
+                success,
+                r.get(3).map_err(e)?,
+                r.get(4).map_err(e)?,
+                r.get(5).map_err(e)?,
+            );
+            self.next_id = id.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    fn coverage(
+        &self,
+        source: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Coverage, StoreError> {
+        let (s, e) = (day_num(start), day_num(end));
+        let (gaps, failed_runs, last_success) = match self.sources.get(source) {
+            Some(runs) => {
+                let (gaps, failed) = runs.coverage(s, e);
+                (gaps, failed, runs.last_success)
+            }
+            None => (if s <= e { vec![(s, e)] } else { Vec::new() }, 0, None),
+        };
+        let uncovered: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
+        let gaps = gaps
+            .into_iter()
+            .map(|(a, b)| Ok((num_day(a)?, num_day(b)?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Coverage {
+            start,
+            end,
+            covered_days: (e - s + 1).max(0) - uncovered,
+            gaps,
+            failed_runs,
+            last_success: last_success.map(from_millis).transpose()?,
+        })
+    }
+}
+
 /// Records, inside the writer's transaction, that the `monthly` rows of
 /// `months` changed, so that readers stop using their cached copies (see
 /// [`MonthCache`]). Every write of `monthly` calls it before committing.
@@ -299,6 +446,7 @@ impl SqliteStore {
                 conn: reader,
                 keys: KeyCache::default(),
                 months: MonthCache::new(MONTH_CACHE_ROWS),
+                runs: RunIndex::default(),
             }),
         })
     }
@@ -576,7 +724,9 @@ impl SqliteStore {
             source,
         };
         let mut guard = lock(&self.reader);
-        let Reader { conn, keys, months } = &mut *guard;
+        let Reader {
+            conn, keys, months, ..
+        } = &mut *guard;
         // One read transaction, so the key refresh and both scans see the
         // same snapshot even while a run commits.
         let tx = conn.transaction().map_err(e)?;
@@ -1115,70 +1265,28 @@ impl Store for SqliteStore {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Coverage, StoreError> {
+        Ok(self.coverages(&[source], start, end)?.remove(0))
+    }
+
+    fn coverages(
+        &self,
+        sources: &[&str],
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<Coverage>, StoreError> {
         let e = |source| StoreError::Sqlite {
-            doing: "computing a source's coverage",
+            doing: "computing sources' coverage",
             source,
         };
-        let (s, e_day) = (day_num(start), day_num(end));
-        let mut r = lock(&self.reader);
-        let tx = r.conn.transaction().map_err(e)?;
-        let windows: Vec<(i64, i64)> = {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT window_from, window_to FROM runs WHERE source = ?1 AND result = 'success' \
-                     AND window_to >= ?2 AND window_from <= ?3 ORDER BY window_from",
-                )
-                .map_err(e)?;
-            stmt.query_map(params![source, s, e_day], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(e)?
-                .collect::<Result<_, _>>()
-                .map_err(e)?
-        };
-        let failed_runs: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM runs WHERE source = ?1 AND result != 'success' \
-                 AND window_to >= ?2 AND window_from <= ?3",
-                params![source, s, e_day],
-                |r| r.get(0),
-            )
-            .map_err(e)?;
-        let last_success: Option<i64> = tx
-            .query_row(
-                "SELECT MAX(finished_at) FROM runs WHERE source = ?1 AND result = 'success'",
-                [source],
-                |r| r.get(0),
-            )
-            .map_err(e)?;
+        let mut guard = lock(&self.reader);
+        let Reader { conn, runs, .. } = &mut *guard;
+        let tx = conn.transaction().map_err(e)?;
+        runs.refresh(&tx)?;
         tx.commit().map_err(e)?;
-
-        // Windows sorted by start: walk them, advancing the first uncovered day.
-        let mut next = s;
-        let mut gaps = Vec::new();
-        for (from, to) in windows {
-            if from > next {
-                gaps.push((next, from.min(e_day + 1) - 1));
-            }
-            next = next.max(to + 1);
-            if next > e_day {
-                break;
-            }
-        }
-        if next <= e_day {
-            gaps.push((next, e_day));
-        }
-        let uncovered: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
-        let gaps = gaps
-            .into_iter()
-            .map(|(a, b)| Ok((num_day(a)?, num_day(b)?)))
-            .collect::<Result<_, StoreError>>()?;
-        Ok(Coverage {
-            start,
-            end,
-            covered_days: (e_day - s + 1).max(0) - uncovered,
-            gaps,
-            failed_runs: u64::try_from(failed_runs).unwrap_or(0),
-            last_success: last_success.map(from_millis).transpose()?,
-        })
+        sources
+            .iter()
+            .map(|source| runs.coverage(source, start, end))
+            .collect()
     }
 
     fn observations(
@@ -2104,6 +2212,152 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Coverage as the first store computed it, in SQL over every run.
+    fn coverage_by_sql(
+        conn: &Connection,
+        source: &str,
+        s: i64,
+        e: i64,
+    ) -> (Vec<(i64, i64)>, i64, Option<i64>) {
+        let mut stmt = conn
+            .prepare(
+                "SELECT window_from, window_to FROM runs WHERE source = ?1 AND result = 'success' \
+                 AND window_to >= ?2 AND window_from <= ?3 ORDER BY window_from",
+            )
+            .unwrap();
+        let windows: Vec<(i64, i64)> = stmt
+            .query_map(params![source, s, e], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut next = s;
+        let mut gaps = Vec::new();
+        for (from, to) in windows {
+            if from > next {
+                gaps.push((next, from.min(e + 1) - 1));
+            }
+            next = next.max(to + 1);
+            if next > e {
+                break;
+            }
+        }
+        if next <= e {
+            gaps.push((next, e));
+        }
+        let failed = conn
+            .query_row(
+                "SELECT COUNT(*) FROM runs WHERE source = ?1 AND result != 'success' \
+                 AND window_to >= ?2 AND window_from <= ?3",
+                params![source, s, e],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let last = conn
+            .query_row(
+                "SELECT MAX(finished_at) FROM runs WHERE source = ?1 AND result = 'success'",
+                [source],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (gaps, failed, last)
+    }
+
+    #[test]
+    fn coverage_from_the_run_index_equals_the_sql_over_every_run() {
+        let (_dir, store) = open();
+        let conn = Connection::open(store.path()).unwrap();
+        let mut seed = 3;
+        let base = day_num(d("2026-10-01"));
+        let results = [
+            RunResult::Success,
+            RunResult::Success,
+            RunResult::Error,
+            RunResult::Timeout,
+        ];
+        for round in 0..40 {
+            let source = ["src", "other"][round % 2];
+            let from = base + (lcg(&mut seed) % 80) as i64;
+            let to = from + (lcg(&mut seed) % 6) as i64;
+            let result = results[(lcg(&mut seed) % 4) as usize];
+            let finished = format!("2026-12-{:02}T00:00:00Z", 1 + lcg(&mut seed) % 28);
+            let mut r = run(source, result, "2026-10-01", "2026-10-01", &finished);
+            (r.window_from, r.window_to) = (num_day(from).unwrap(), num_day(to).unwrap());
+            store.record_run(&r, &[], None).unwrap();
+            for _ in 0..3 {
+                let s = base + (lcg(&mut seed) % 90) as i64 - 5;
+                let e = s + (lcg(&mut seed) % 40) as i64 - 2;
+                for source in ["src", "other", "nobody"] {
+                    let (gaps, failed, last) = coverage_by_sql(&conn, source, s, e);
+                    let got = store
+                        .coverage(source, num_day(s).unwrap(), num_day(e).unwrap())
+                        .unwrap();
+                    let want_gaps: Vec<(NaiveDate, NaiveDate)> = gaps
+                        .iter()
+                        .map(|&(a, b)| (num_day(a).unwrap(), num_day(b).unwrap()))
+                        .collect();
+                    let uncovered: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
+                    assert_eq!(
+                        got,
+                        Coverage {
+                            start: num_day(s).unwrap(),
+                            end: num_day(e).unwrap(),
+                            covered_days: (e - s + 1).max(0) - uncovered,
+                            gaps: want_gaps,
+                            failed_runs: failed as u64,
+                            last_success: last.map(|ms| from_millis(ms).unwrap()),
+                        },
+                        "{source} {s}..{e} after {round} runs"
+                    );
+                }
+            }
+        }
+        // Several at once, in the order asked.
+        let both = store
+            .coverages(&["other", "src"], d("2026-10-01"), d("2026-12-31"))
+            .unwrap();
+        assert_eq!(
+            both[0],
+            store
+                .coverage("other", d("2026-10-01"), d("2026-12-31"))
+                .unwrap()
+        );
+        assert_eq!(
+            both[1],
+            store
+                .coverage("src", d("2026-10-01"), d("2026-12-31"))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn merged_windows_stay_sorted_disjoint_and_apart() {
+        let mut runs = SourceRuns::default();
+        for (from, to) in [
+            (10, 12),
+            (20, 25),
+            (14, 15),
+            (13, 13),
+            (30, 30),
+            (26, 29),
+            (1, 40),
+            (50, 49),
+        ] {
+            runs.add(true, from, to, 0);
+            assert!(
+                runs.covered.windows(2).all(|w| w[0].1 + 1 < w[1].0),
+                "{:?}",
+                runs.covered
+            );
+        }
+        assert_eq!(runs.covered, [(1, 40)]);
+        let mut runs = SourceRuns::default();
+        for (from, to) in [(10, 12), (14, 15), (20, 25), (13, 13)] {
+            runs.add(true, from, to, 0);
+        }
+        assert_eq!(runs.covered, [(10, 15), (20, 25)]);
+        assert_eq!(runs.coverage(8, 22), (vec![(8, 9), (16, 19)], 0));
     }
 
     #[test]

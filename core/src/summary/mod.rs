@@ -341,41 +341,53 @@ pub fn build(
     // such a source that is incomplete.
     let mut covered = vec![false; tree.len() * n];
     let mut source_gap = vec![false; tree.len() * n];
+    let mut relevant = Vec::new();
     for source in config.sources.iter().filter(|s| s.enabled) {
         let units: Vec<usize> = source.units.iter().filter_map(|u| tree.index(u)).collect();
-        let relevant = units.iter().any(|&u| {
+        if units.iter().any(|&u| {
             roots
                 .iter()
                 .any(|&r| tree.is_ancestor_or_self(r, u) || tree.is_ancestor_or_self(u, r))
-        });
-        if !relevant {
-            continue;
+        }) {
+            relevant.push((source, units));
         }
-        let info = if checked.days() > 0 {
-            let cov = store.coverage(&source.id, checked.start, checked.end)?;
-            SourceInfo {
+    }
+    let infos: Vec<SourceInfo> = if checked.days() > 0 {
+        let ids: Vec<&str> = relevant.iter().map(|(s, _)| s.id.as_str()).collect();
+        store
+            .coverages(&ids, checked.start, checked.end)?
+            .into_iter()
+            .zip(&relevant)
+            .map(|(cov, (source, _))| SourceInfo {
                 id: source.id.clone(),
                 complete: cov.is_complete(),
                 failed_runs: cov.failed_runs,
                 last_success: cov.last_success.map(|t| rfc3339(t, tz)),
-            }
-        } else {
-            // Nothing of the period has happened yet, so nothing is missing.
-            let status = store.source_status(&source.id)?;
-            SourceInfo {
-                id: source.id.clone(),
-                complete: true,
-                failed_runs: 0,
-                last_success: status.last_success.map(|l| rfc3339(l.finished_at, tz)),
-            }
-        };
+            })
+            .collect()
+    } else {
+        // Nothing of the period has happened yet, so nothing is missing.
+        relevant
+            .iter()
+            .map(|(source, _)| {
+                let status = store.source_status(&source.id)?;
+                Ok(SourceInfo {
+                    id: source.id.clone(),
+                    complete: true,
+                    failed_runs: 0,
+                    last_success: status.last_success.map(|l| rfc3339(l.finished_at, tz)),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?
+    };
+    for ((source, units), info) in relevant.iter().zip(infos) {
         let emitted: Vec<usize> = emits
             .get(&source.id)
             .into_iter()
             .flatten()
             .filter_map(|i| indicator_pos.get(i.as_str()).copied())
             .collect();
-        for &root in &units {
+        for &root in units {
             let expected = if source.covers_subtrees {
                 tree.subtree(root, None)
             } else {
