@@ -270,20 +270,38 @@ struct SourceRuns {
     /// The windows of the other runs, each with how many runs had it (runs
     /// in a row mostly share a window, so this stays short).
     failed: Vec<((i64, i64), u64)>,
-    /// The latest `finished_at` of a successful run.
-    last_success: Option<i64>,
+    /// The latest successful run by (`finished_at`, id): its `finished_at`,
+    /// id and `window_to`.
+    last_success: Option<(i64, i64, i64)>,
+    /// The id of the source's latest run, whatever its result.
+    last_run: i64,
+    counts: RunCounts,
 }
 
 impl SourceRuns {
-    fn add(&mut self, success: bool, from: i64, to: i64, finished_at: i64) {
-        if !success {
+    /// Folds run `id`; ids come in increasing order.
+    fn add(&mut self, id: i64, result: RunResult, (from, to): (i64, i64), finished_at: i64) {
+        self.last_run = id;
+        match result {
+            RunResult::Success => self.counts.success += 1,
+            RunResult::Error => self.counts.error += 1,
+            RunResult::Timeout => self.counts.timeout += 1,
+            RunResult::Panic => self.counts.panic += 1,
+            RunResult::Crash => self.counts.crash += 1,
+        }
+        if result != RunResult::Success {
             match self.failed.last_mut() {
                 Some((window, n)) if *window == (from, to) => *n += 1,
                 _ => self.failed.push(((from, to), 1)),
             }
             return;
         }
-        self.last_success = self.last_success.max(Some(finished_at));
+        // A backfill may finish after a scheduled run while covering older
+        // days; the latest success is the one that finished last (on a tie,
+        // this one: its id is higher).
+        if self.last_success.is_none_or(|(at, _, _)| finished_at >= at) {
+            self.last_success = Some((finished_at, id, to));
+        }
         if from > to {
             return; // covers no day (the engine never makes one)
         }
@@ -349,17 +367,18 @@ impl RunIndex {
         while let Some(r) = rows.next().map_err(e)? {
             let id: i64 = r.get(0).map_err(e)?;
             let source = r.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(e)?;
-            let success = r.get_ref(2).and_then(|v| Ok(v.as_str()?)).map_err(e)? == "success";
+            let result = r.get_ref(2).and_then(|v| Ok(v.as_str()?)).map_err(e)?;
+            let result = RunResult::parse(result).ok_or_else(|| StoreError::Corrupt {
+                what: "run result",
+                detail: format!("run {id} has result \"{result}\""),
+            })?;
+            let window = (r.get(3).map_err(e)?, r.get(4).map_err(e)?);
+            let finished_at = r.get(5).map_err(e)?;
             let runs = match self.sources.get_mut(source) {
                 Some(runs) => runs,
                 None => self.sources.entry(source.to_owned()).or_default(),
             };
-            runs.add(
-                success,
-                r.get(3).map_err(e)?,
-                r.get(4).map_err(e)?,
-                r.get(5).map_err(e)?,
-            );
+            runs.add(id, result, window, finished_at);
             self.next_id = id.saturating_add(1);
         }
         Ok(())
@@ -375,7 +394,7 @@ impl RunIndex {
         let (gaps, failed_runs, last_success) = match self.sources.get(source) {
             Some(runs) => {
                 let (gaps, failed) = runs.coverage(s, e);
-                (gaps, failed, runs.last_success)
+                (gaps, failed, runs.last_success.map(|(at, _, _)| at))
             }
             None => (if s <= e { vec![(s, e)] } else { Vec::new() }, 0, None),
         };
@@ -1083,32 +1102,27 @@ impl Store for SqliteStore {
             doing: "reading a source's status",
             source,
         };
-        let mut r = lock(&self.reader);
-        let tx = r.conn.transaction().map_err(e)?;
-        let last_run = tx
-            .query_row(
-                &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT 1"
-                ),
-                [source],
-                run_row,
-            )
-            .optional()
-            .map_err(e)?
-            .map(stored_run)
-            .transpose()?;
-        // A backfill may finish after a scheduled run while covering older
-        // days; the latest success is the one that finished last.
-        let last_success = tx
-            .query_row(
-                "SELECT id, finished_at, window_to FROM runs WHERE source = ?1 AND result = 'success' \
-                 ORDER BY finished_at DESC, id DESC LIMIT 1",
-                [source],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
-            )
-            .optional()
-            .map_err(e)?
-            .map(|(run_id, finished, to)| {
+        let mut guard = lock(&self.reader);
+        let Reader { conn, runs, .. } = &mut *guard;
+        let tx = conn.transaction().map_err(e)?;
+        // Counts and the latest success come from the run index, so that the
+        // status (read before every run) costs the same after years of runs.
+        runs.refresh(&tx)?;
+        let folded = runs.sources.get(source);
+        let last_run = match folded {
+            Some(folded) => tx
+                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+                .map_err(e)?
+                .query_row([folded.last_run], run_row)
+                .optional()
+                .map_err(e)?
+                .map(stored_run)
+                .transpose()?,
+            None => None,
+        };
+        let last_success = folded
+            .and_then(|f| f.last_success)
+            .map(|(finished, run_id, to)| {
                 Ok::<_, StoreError>(LastSuccess {
                     run_id,
                     finished_at: from_millis(finished)?,
@@ -1117,11 +1131,9 @@ impl Store for SqliteStore {
             })
             .transpose()?;
         let state = tx
-            .query_row(
-                "SELECT state FROM source_state WHERE source = ?1",
-                [source],
-                |r| r.get::<_, String>(0),
-            )
+            .prepare_cached("SELECT state FROM source_state WHERE source = ?1")
+            .map_err(e)?
+            .query_row([source], |r| r.get::<_, String>(0))
             .optional()
             .map_err(e)?
             .map(|s| {
@@ -1131,37 +1143,13 @@ impl Store for SqliteStore {
                 })
             })
             .transpose()?;
-        let mut runs = RunCounts::default();
-        let mut stmt = tx
-            .prepare("SELECT result, COUNT(*) FROM runs WHERE source = ?1 GROUP BY result")
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([source], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (result, n) = row.map_err(e)?;
-            let n = u64::try_from(n).unwrap_or(0);
-            match RunResult::parse(&result) {
-                Some(RunResult::Success) => runs.success = n,
-                Some(RunResult::Error) => runs.error = n,
-                Some(RunResult::Timeout) => runs.timeout = n,
-                Some(RunResult::Panic) => runs.panic = n,
-                Some(RunResult::Crash) => runs.crash = n,
-                None => {
-                    return Err(StoreError::Corrupt {
-                        what: "run result",
-                        detail: format!("\"{result}\""),
-                    });
-                }
-            }
-        }
+        let counts = folded.map(|f| f.counts).unwrap_or_default();
+        tx.commit().map_err(e)?;
         Ok(SourceStatus {
             last_run,
             last_success,
             state,
-            runs,
+            runs: counts,
         })
     }
 
@@ -2264,8 +2252,72 @@ mod tests {
         (gaps, failed, last)
     }
 
+    /// A source's status as the first store read it, in SQL over every run.
+    fn status_by_sql(conn: &Connection, source: &str) -> SourceStatus {
+        let last_run = conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT 1"
+                ),
+                [source],
+                run_row,
+            )
+            .optional()
+            .unwrap()
+            .map(|r| stored_run(r).unwrap());
+        let last_success = conn
+            .query_row(
+                "SELECT id, finished_at, window_to FROM runs WHERE source = ?1 AND result = 'success' \
+                 ORDER BY finished_at DESC, id DESC LIMIT 1",
+                [source],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()
+            .unwrap()
+            .map(|(run_id, finished, to)| LastSuccess {
+                run_id,
+                finished_at: from_millis(finished).unwrap(),
+                window_to: num_day(to).unwrap(),
+            });
+        let state = conn
+            .query_row(
+                "SELECT state FROM source_state WHERE source = ?1",
+                [source],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .unwrap()
+            .map(|s| serde_json::from_str(&s).unwrap());
+        let mut runs = RunCounts::default();
+        let mut stmt = conn
+            .prepare("SELECT result, COUNT(*) FROM runs WHERE source = ?1 GROUP BY result")
+            .unwrap();
+        let rows = stmt
+            .query_map([source], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .unwrap();
+        for row in rows {
+            let (result, n) = row.unwrap();
+            let n = n as u64;
+            match RunResult::parse(&result).unwrap() {
+                RunResult::Success => runs.success = n,
+                RunResult::Error => runs.error = n,
+                RunResult::Timeout => runs.timeout = n,
+                RunResult::Panic => runs.panic = n,
+                RunResult::Crash => runs.crash = n,
+            }
+        }
+        SourceStatus {
+            last_run,
+            last_success,
+            state,
+            runs,
+        }
+    }
+
     #[test]
-    fn coverage_from_the_run_index_equals_the_sql_over_every_run() {
+    fn coverage_and_status_from_the_run_index_equal_the_sql_over_every_run() {
         let (_dir, store) = open();
         let conn = Connection::open(store.path()).unwrap();
         let mut seed = 3;
@@ -2273,22 +2325,33 @@ mod tests {
         let results = [
             RunResult::Success,
             RunResult::Success,
+            RunResult::Success,
             RunResult::Error,
             RunResult::Timeout,
+            RunResult::Panic,
+            RunResult::Crash,
         ];
         for round in 0..40 {
             let source = ["src", "other"][round % 2];
             let from = base + (lcg(&mut seed) % 80) as i64;
             let to = from + (lcg(&mut seed) % 6) as i64;
-            let result = results[(lcg(&mut seed) % 4) as usize];
-            let finished = format!("2026-12-{:02}T00:00:00Z", 1 + lcg(&mut seed) % 28);
+            let result = results[(lcg(&mut seed) % 7) as usize];
+            // Few distinct finishing times: ties, and backfills finishing late.
+            let finished = format!("2026-12-{:02}T00:00:00Z", 1 + lcg(&mut seed) % 5);
             let mut r = run(source, result, "2026-10-01", "2026-10-01", &finished);
             (r.window_from, r.window_to) = (num_day(from).unwrap(), num_day(to).unwrap());
-            store.record_run(&r, &[], None).unwrap();
+            let state = serde_json::json!({ "round": round });
+            let state = (result == RunResult::Success).then_some(&state);
+            store.record_run(&r, &[], state).unwrap();
             for _ in 0..3 {
                 let s = base + (lcg(&mut seed) % 90) as i64 - 5;
                 let e = s + (lcg(&mut seed) % 40) as i64 - 2;
                 for source in ["src", "other", "nobody"] {
+                    assert_eq!(
+                        store.source_status(source).unwrap(),
+                        status_by_sql(&conn, source),
+                        "{source} after {round} runs"
+                    );
                     let (gaps, failed, last) = coverage_by_sql(&conn, source, s, e);
                     let got = store
                         .coverage(source, num_day(s).unwrap(), num_day(e).unwrap())
@@ -2344,7 +2407,7 @@ mod tests {
             (1, 40),
             (50, 49),
         ] {
-            runs.add(true, from, to, 0);
+            runs.add(0, RunResult::Success, (from, to), 0);
             assert!(
                 runs.covered.windows(2).all(|w| w[0].1 + 1 < w[1].0),
                 "{:?}",
@@ -2354,7 +2417,7 @@ mod tests {
         assert_eq!(runs.covered, [(1, 40)]);
         let mut runs = SourceRuns::default();
         for (from, to) in [(10, 12), (14, 15), (20, 25), (13, 13)] {
-            runs.add(true, from, to, 0);
+            runs.add(0, RunResult::Success, (from, to), 0);
         }
         assert_eq!(runs.covered, [(10, 15), (20, 25)]);
         assert_eq!(runs.coverage(8, 22), (vec![(8, 9), (16, 19)], 0));
