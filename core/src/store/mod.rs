@@ -10,6 +10,7 @@
 
 mod sqlite;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -59,6 +60,33 @@ pub trait Store: Send + Sync + 'static {
         indicators: &[(String, Kind)],
     ) -> Result<Vec<OwnValue>, StoreError>;
 
+    /// [`Store::own_values`] named by the caller's dense indices, for
+    /// summaries that fold thousands of values: `(unit_index(unit), position
+    /// of the indicator in indicators, data)`; units for which `unit_index`
+    /// is `None` are left out. The default maps [`Store::own_values`]; a
+    /// backend that interns ids maps each distinct id once instead.
+    fn own_values_indexed(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+        unit_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Vec<(usize, usize, OwnData)>, StoreError> {
+        let position: HashMap<&str, usize> = indicators
+            .iter()
+            .enumerate()
+            .map(|(n, (id, _))| (id.as_str(), n))
+            .collect();
+        Ok(self
+            .own_values(start, end, indicators)?
+            .into_iter()
+            .filter_map(|o| {
+                let unit = unit_index(&o.unit)?;
+                Some((unit, *position.get(o.indicator.as_str())?, o.data))
+            })
+            .collect())
+    }
+
     /// Values per (unit, indicator, entity) over `[start, end]`, for
     /// per-entity targets: `count` and `distinct` sum over days and sources;
     /// `level` takes, for each source, the value on the entity's last
@@ -79,6 +107,20 @@ pub trait Store: Send + Sync + 'static {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Coverage, StoreError>;
+
+    /// [`Store::coverage`] of each of `sources`, in the same order, read
+    /// together (a summary asks for every source behind the table).
+    fn coverages(
+        &self,
+        sources: &[&str],
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<Coverage>, StoreError> {
+        sources
+            .iter()
+            .map(|source| self.coverage(source, start, end))
+            .collect()
+    }
 
     /// The stored observations behind one figure, for traceability, ordered
     /// by unit, source, entity and day.

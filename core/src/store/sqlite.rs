@@ -10,9 +10,15 @@
 //!   value. It is recomputed from the raw rows of every (key, month) a run
 //!   touches, inside the run's transaction, so re-collection stays exact, and
 //!   a quarter summary reads three rows a key instead of ninety.
+//! - `monthly_versions` holds a version per month, bumped in the transaction
+//!   of every write of `monthly`. The reader keeps whole months of `monthly`
+//!   in memory ([`MonthCache`]) and uses a cached month only while its
+//!   version, read in the same snapshot as everything else, is unchanged: a
+//!   summary over past months folds memory, never stale rows, whichever
+//!   process wrote.
 //! - `runs` and `source_state` are small: a few rows a source a day.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -28,7 +34,8 @@ use crate::domain::{Kind, Observation};
 
 /// Schema steps; step `i` takes the database from `user_version` `i` to `i + 1`.
 /// Released steps are never edited, only appended to.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id            INTEGER PRIMARY KEY,
     source        TEXT    NOT NULL,
@@ -79,7 +86,17 @@ CREATE TABLE source_state (
     state      TEXT    NOT NULL, -- JSON
     updated_at INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Bumped inside the transaction of every write that changes a month of
+-- `monthly`, so that a reader caching months in memory finds out, within its
+-- own snapshot, which of them changed, whichever process wrote. No row: 0.
+CREATE TABLE monthly_versions (
+    month   INTEGER PRIMARY KEY, -- as in `monthly`
+    version INTEGER NOT NULL
+);
+"#,
+];
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -92,48 +109,333 @@ pub struct SqliteStore {
 struct Reader {
     conn: Connection,
     keys: KeyCache,
+    months: MonthCache,
+    runs: RunIndex,
 }
 
-/// Every key the reader has seen, with its (unit, indicator) interned as a
-/// group, so that folding tens of thousands of keys into per-unit values is
-/// indexing rather than hashing strings. Keys are only ever added, so the
-/// cache is brought up to date by reading ids above the highest one known.
+/// Every key the reader has seen, with its unit, indicator and (unit,
+/// indicator) group interned, so that folding tens of thousands of keys into
+/// per-unit values is indexing rather than hashing strings. Keys are only
+/// ever added, so the cache is brought up to date by reading ids above the
+/// highest one known.
 #[derive(Default)]
 struct KeyCache {
     /// Indexed by key id: the key's group and entity.
     keys: Vec<Option<(usize, String)>>,
-    /// Unit and indicator (an index into `indicators`) of each group.
-    groups: Vec<(String, usize)>,
-    group_of: HashMap<(String, usize), usize>,
+    /// Unit (an index into `units`) and indicator (into `indicators`) of
+    /// each group.
+    groups: Vec<(usize, usize)>,
+    group_of: HashMap<(usize, usize), usize>,
+    units: Vec<String>,
+    unit_of: HashMap<String, usize>,
     indicators: Vec<String>,
     indicator_of: HashMap<String, usize>,
 }
 
+/// The index of `s` in `list`, added if new.
+fn intern(list: &mut Vec<String>, index: &mut HashMap<String, usize>, s: String) -> usize {
+    if let Some(&i) = index.get(&s) {
+        return i;
+    }
+    list.push(s.clone());
+    index.insert(s, list.len() - 1);
+    list.len() - 1
+}
+
 impl KeyCache {
     fn add(&mut self, id: usize, unit: String, indicator: String, entity: String) {
-        let ind = match self.indicator_of.get(&indicator) {
-            Some(&i) => i,
-            None => {
-                self.indicators.push(indicator.clone());
-                self.indicator_of
-                    .insert(indicator, self.indicators.len() - 1);
-                self.indicators.len() - 1
-            }
-        };
-        let pair = (unit, ind);
-        let group = match self.group_of.get(&pair) {
-            Some(&g) => g,
-            None => {
-                self.groups.push(pair.clone());
-                self.group_of.insert(pair, self.groups.len() - 1);
-                self.groups.len() - 1
-            }
-        };
+        let unit = intern(&mut self.units, &mut self.unit_of, unit);
+        let ind = intern(&mut self.indicators, &mut self.indicator_of, indicator);
+        let group = *self.group_of.entry((unit, ind)).or_insert_with(|| {
+            self.groups.push((unit, ind));
+            self.groups.len() - 1
+        });
         if self.keys.len() <= id {
             self.keys.resize_with(id + 1, || None);
         }
         self.keys[id] = Some((group, entity));
     }
+}
+
+/// Rows of `monthly` the month cache keeps at most: 24 bytes each, so 24 MiB,
+/// two years of 1,000 units × 20 indicators (a year summary and the year
+/// before it). Beyond it, least recently used months are read again.
+const MONTH_CACHE_ROWS: usize = 1 << 20;
+
+/// Whole months of `monthly` as last read, so that a summary over months it
+/// already read folds memory instead of scanning SQLite again (the past
+/// rarely changes; re-collection does change it).
+///
+/// Each month carries the `monthly_versions` version it was read at, and a
+/// fold uses it only when the version read inside the fold's own snapshot is
+/// the same. Every write of `monthly` bumps the versions of its months in the
+/// same transaction, so a cached month is exactly what the snapshot would
+/// read, whichever process wrote: there is no window in which stale rows are
+/// served, nor cached and fresh months from two states of the database mixed.
+struct MonthCache {
+    months: HashMap<i64, CachedMonth>,
+    /// Rows held over all months, at most `capacity`.
+    rows: usize,
+    capacity: usize,
+    /// Bumped once per fold, to find the least recently used month.
+    clock: u64,
+}
+
+struct CachedMonth {
+    version: i64,
+    used: u64,
+    /// By key id, as `monthly` returns them.
+    rows: Vec<MonthRow>,
+}
+
+/// One `monthly` row in 24 bytes.
+#[derive(Clone, Copy)]
+struct MonthRow {
+    key: u32,
+    last_day: i32,
+    sum: f64,
+    last_value: f64,
+}
+
+impl MonthCache {
+    fn new(capacity: usize) -> MonthCache {
+        MonthCache {
+            months: HashMap::new(),
+            rows: 0,
+            capacity,
+            clock: 0,
+        }
+    }
+
+    /// The rows of `month` if they were read at `version`.
+    fn get(&mut self, month: i64, version: i64) -> Option<&[MonthRow]> {
+        let clock = self.clock;
+        let cached = self
+            .months
+            .get_mut(&month)
+            .filter(|c| c.version == version)?;
+        cached.used = clock;
+        Some(&cached.rows)
+    }
+
+    /// Keeps `rows` as `month` at `version`, replacing an older copy. Makes
+    /// room by dropping the least recently used months, never one the
+    /// current fold used; a month that still does not fit is not kept.
+    fn put(&mut self, month: i64, version: i64, rows: Vec<MonthRow>) {
+        if let Some(old) = self.months.remove(&month) {
+            self.rows -= old.rows.len();
+        }
+        while self.rows + rows.len() > self.capacity {
+            let oldest = self
+                .months
+                .iter()
+                .filter(|(_, c)| c.used < self.clock)
+                .min_by_key(|(_, c)| c.used)
+                .map(|(&m, _)| m);
+            let Some(oldest) = oldest else { return };
+            if let Some(old) = self.months.remove(&oldest) {
+                self.rows -= old.rows.len();
+            }
+        }
+        self.rows += rows.len();
+        self.months.insert(
+            month,
+            CachedMonth {
+                version,
+                used: self.clock,
+                rows,
+            },
+        );
+    }
+}
+
+/// Every run the reader has seen, folded per source into what coverage
+/// needs, so that a summary over a thousand sources with years of runs does
+/// not read them all again. Runs are only ever inserted, never updated or
+/// deleted, and a run's id is above every id committed before it (one
+/// writer at a time), so the index is brought up to date, inside the read's
+/// snapshot, by folding the runs with ids above the highest one folded.
+#[derive(Default)]
+struct RunIndex {
+    /// The lowest id not folded yet.
+    next_id: i64,
+    sources: HashMap<String, SourceRuns>,
+}
+
+#[derive(Default)]
+struct SourceRuns {
+    /// The windows of successful runs, merged: sorted, disjoint and not
+    /// adjacent (day numbers, inclusive).
+    covered: Vec<(i64, i64)>,
+    /// The windows of the other runs, each with how many runs had it (runs
+    /// in a row mostly share a window, so this stays short).
+    failed: Vec<((i64, i64), u64)>,
+    /// The latest successful run by (`finished_at`, id): its `finished_at`,
+    /// id and `window_to`.
+    last_success: Option<(i64, i64, i64)>,
+    /// The id of the source's latest run, whatever its result.
+    last_run: i64,
+    counts: RunCounts,
+}
+
+impl SourceRuns {
+    /// Folds run `id`; ids come in increasing order.
+    fn add(&mut self, id: i64, result: RunResult, (from, to): (i64, i64), finished_at: i64) {
+        self.last_run = id;
+        match result {
+            RunResult::Success => self.counts.success += 1,
+            RunResult::Error => self.counts.error += 1,
+            RunResult::Timeout => self.counts.timeout += 1,
+            RunResult::Panic => self.counts.panic += 1,
+            RunResult::Crash => self.counts.crash += 1,
+        }
+        if result != RunResult::Success {
+            match self.failed.last_mut() {
+                Some((window, n)) if *window == (from, to) => *n += 1,
+                _ => self.failed.push(((from, to), 1)),
+            }
+            return;
+        }
+        // A backfill may finish after a scheduled run while covering older
+        // days; the latest success is the one that finished last (on a tie,
+        // this one: its id is higher).
+        if self.last_success.is_none_or(|(at, _, _)| finished_at >= at) {
+            self.last_success = Some((finished_at, id, to));
+        }
+        if from > to {
+            return; // covers no day (the engine never makes one)
+        }
+        // The first interval that overlaps or touches [from, to], and every
+        // one after it that does, become one.
+        let first = self
+            .covered
+            .partition_point(|&(_, t)| t < from.saturating_sub(1));
+        let mut last = first;
+        let (mut f, mut t) = (from, to);
+        while let Some(&(a, b)) = self.covered.get(last)
+            && a <= to.saturating_add(1)
+        {
+            f = f.min(a);
+            t = t.max(b);
+            last += 1;
+        }
+        self.covered.splice(first..last, [(f, t)]);
+    }
+
+    /// Day numbers `[s, e]`: the stretches no successful run covered, and
+    /// how many other runs overlap it.
+    fn coverage(&self, s: i64, e: i64) -> (Vec<(i64, i64)>, u64) {
+        let mut next = s;
+        let mut gaps = Vec::new();
+        let first = self.covered.partition_point(|&(_, t)| t < s);
+        for &(from, to) in &self.covered[first..] {
+            if from > e || next > e {
+                break;
+            }
+            if from > next {
+                gaps.push((next, from - 1));
+            }
+            next = next.max(to + 1);
+        }
+        if next <= e {
+            gaps.push((next, e));
+        }
+        let failed = self
+            .failed
+            .iter()
+            .filter(|((from, to), _)| *to >= s && *from <= e)
+            .map(|(_, n)| n)
+            .sum();
+        (gaps, failed)
+    }
+}
+
+impl RunIndex {
+    /// Folds the runs committed since the last call, as `tx` sees them.
+    fn refresh(&mut self, tx: &Connection) -> Result<(), StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading runs",
+            source,
+        };
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT id, source, result, window_from, window_to, finished_at FROM runs \
+                 WHERE id >= ?1 ORDER BY id",
+            )
+            .map_err(e)?;
+        let mut rows = stmt.query([self.next_id]).map_err(e)?;
+        while let Some(r) = rows.next().map_err(e)? {
+            let id: i64 = r.get(0).map_err(e)?;
+            let source = r.get_ref(1).and_then(|v| Ok(v.as_str()?)).map_err(e)?;
+            let result = r.get_ref(2).and_then(|v| Ok(v.as_str()?)).map_err(e)?;
+            let result = RunResult::parse(result).ok_or_else(|| StoreError::Corrupt {
+                what: "run result",
+                detail: format!("run {id} has result \"{result}\""),
+            })?;
+            let window = (r.get(3).map_err(e)?, r.get(4).map_err(e)?);
+            let finished_at = r.get(5).map_err(e)?;
+            let runs = match self.sources.get_mut(source) {
+                Some(runs) => runs,
+                None => self.sources.entry(source.to_owned()).or_default(),
+            };
+            runs.add(id, result, window, finished_at);
+            self.next_id = id.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    fn coverage(
+        &self,
+        source: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Coverage, StoreError> {
+        let (s, e) = (day_num(start), day_num(end));
+        let (gaps, failed_runs, last_success) = match self.sources.get(source) {
+            Some(runs) => {
+                let (gaps, failed) = runs.coverage(s, e);
+                (gaps, failed, runs.last_success.map(|(at, _, _)| at))
+            }
+            None => (if s <= e { vec![(s, e)] } else { Vec::new() }, 0, None),
+        };
+        let uncovered: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
+        let gaps = gaps
+            .into_iter()
+            .map(|(a, b)| Ok((num_day(a)?, num_day(b)?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Coverage {
+            start,
+            end,
+            covered_days: (e - s + 1).max(0) - uncovered,
+            gaps,
+            failed_runs,
+            last_success: last_success.map(from_millis).transpose()?,
+        })
+    }
+}
+
+/// Records, inside the writer's transaction, that the `monthly` rows of
+/// `months` changed, so that readers stop using their cached copies (see
+/// [`MonthCache`]). Every write of `monthly` calls it before committing.
+fn bump_month_versions(
+    tx: &Connection,
+    months: impl IntoIterator<Item = i64>,
+) -> Result<(), StoreError> {
+    let e = |source| StoreError::Sqlite {
+        doing: "recording which months changed",
+        source,
+    };
+    let months: BTreeSet<i64> = months.into_iter().collect();
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO monthly_versions (month, version) VALUES (?1, 1) \
+             ON CONFLICT (month) DO UPDATE SET version = version + 1",
+        )
+        .map_err(e)?;
+    for month in months {
+        stmt.execute([month]).map_err(e)?;
+    }
+    Ok(())
 }
 
 impl SqliteStore {
@@ -162,6 +464,8 @@ impl SqliteStore {
             reader: Mutex::new(Reader {
                 conn: reader,
                 keys: KeyCache::default(),
+                months: MonthCache::new(MONTH_CACHE_ROWS),
+                runs: RunIndex::default(),
             }),
         })
     }
@@ -359,6 +663,71 @@ fn key_index(id: i64, accs: &[Acc]) -> Result<usize, StoreError> {
         })
 }
 
+/// Folds the whole months `first..=last` of `monthly` into `accs`, in month
+/// order (as one scan of `monthly` would, so sums are the same to the last
+/// bit), taking each month from `cache` when its version in this snapshot is
+/// the one it was read at, and reading it (and caching it) otherwise.
+fn fold_months(
+    tx: &Connection,
+    cache: &mut MonthCache,
+    first: i64,
+    last: i64,
+    accs: &mut [Acc],
+) -> Result<(), StoreError> {
+    let e = |source| StoreError::Sqlite {
+        doing: "reading monthly values",
+        source,
+    };
+    cache.clock += 1;
+    let versions: HashMap<i64, i64> = {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT month, version FROM monthly_versions WHERE month BETWEEN ?1 AND ?2",
+            )
+            .map_err(e)?;
+        stmt.query_map([first, last], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(e)?
+            .collect::<Result<_, _>>()
+            .map_err(e)?
+    };
+    let mut read = tx
+        .prepare_cached("SELECT key, sum, last_day, last_value FROM monthly WHERE month = ?1")
+        .map_err(e)?;
+    for month in first..=last {
+        let version = versions.get(&month).copied().unwrap_or(0);
+        if let Some(rows) = cache.get(month, version) {
+            fold_month_rows(rows, accs)?;
+            continue;
+        }
+        let mut rows = Vec::new();
+        let mut q = read.query([month]).map_err(e)?;
+        while let Some(r) = q.next().map_err(e)? {
+            let (key, last_day): (i64, i64) = (r.get(0).map_err(e)?, r.get(2).map_err(e)?);
+            let corrupt = || StoreError::Corrupt {
+                what: "monthly value",
+                detail: format!("month {month}, key {key}, last day {last_day}"),
+            };
+            rows.push(MonthRow {
+                key: u32::try_from(key).map_err(|_| corrupt())?,
+                last_day: i32::try_from(last_day).map_err(|_| corrupt())?,
+                sum: r.get(1).map_err(e)?,
+                last_value: r.get(3).map_err(e)?,
+            });
+        }
+        fold_month_rows(&rows, accs)?;
+        cache.put(month, version, rows);
+    }
+    Ok(())
+}
+
+fn fold_month_rows(rows: &[MonthRow], accs: &mut [Acc]) -> Result<(), StoreError> {
+    for r in rows {
+        let i = key_index(i64::from(r.key), accs)?;
+        accs[i].add(r.sum, i64::from(r.last_day), r.last_value);
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Folds every key's values over `[start, end]` (one read transaction:
     /// whole months from `monthly`, the partial edges from raw rows) and
@@ -374,7 +743,9 @@ impl SqliteStore {
             source,
         };
         let mut guard = lock(&self.reader);
-        let Reader { conn, keys } = &mut *guard;
+        let Reader {
+            conn, keys, months, ..
+        } = &mut *guard;
         // One read transaction, so the key refresh and both scans see the
         // same snapshot even while a run commits.
         let tx = conn.transaction().map_err(e)?;
@@ -421,20 +792,7 @@ impl SqliteStore {
         };
         match full {
             Some((full_from, full_to)) => {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT key, sum, last_day, last_value FROM monthly WHERE month BETWEEN ?1 AND ?2",
-                    )
-                    .map_err(e)?;
-                let mut rows = stmt.query(params![first_full, last_full]).map_err(e)?;
-                while let Some(r) = rows.next().map_err(e)? {
-                    let i = key_index(r.get(0).map_err(e)?, &accs)?;
-                    accs[i].add(
-                        r.get(1).map_err(e)?,
-                        r.get(2).map_err(e)?,
-                        r.get(3).map_err(e)?,
-                    );
-                }
+                fold_months(&tx, months, first_full, last_full, &mut accs)?;
                 if s < full_from {
                     raw_ranges.push((s, full_from - 1));
                 }
@@ -473,10 +831,17 @@ fn kinds_of(keys: &KeyCache, indicators: &[(String, Kind)]) -> Vec<Option<Kind>>
         .collect()
 }
 
-fn own_from_folds(keys: &KeyCache, accs: &[Acc], indicators: &[(String, Kind)]) -> Vec<OwnValue> {
+/// Hands `emit` the own value of each (unit, indicator) group with data, in
+/// group order.
+fn own_from_folds(
+    keys: &KeyCache,
+    accs: &[Acc],
+    indicators: &[(String, Kind)],
+    mut emit: impl FnMut(usize, OwnData),
+) {
     let kind_of_indicator = kinds_of(keys, indicators);
     let mut numbers: Vec<Option<f64>> = vec![None; keys.groups.len()];
-    let mut entities: HashMap<usize, HashMap<&str, f64>> = HashMap::new();
+    let mut entities: BTreeMap<usize, HashMap<&str, f64>> = BTreeMap::new();
     for (acc, key) in accs.iter().zip(keys.keys.iter()) {
         let (true, Some((group, entity))) = (acc.seen, key) else {
             continue;
@@ -499,24 +864,37 @@ fn own_from_folds(keys: &KeyCache, accs: &[Acc], indicators: &[(String, Kind)]) 
             }
         }
     }
-    let mut out = Vec::with_capacity(numbers.len());
-    for (group, (unit, ind)) in keys.groups.iter().enumerate() {
-        let data = match (numbers[group], entities.remove(&group)) {
-            (Some(n), _) => OwnData::Number(n),
-            (None, Some(m)) => OwnData::Entities(
-                m.into_iter()
-                    .filter(|&(_, v)| v != 0.0)
-                    .map(|(k, _)| k.to_string())
-                    .collect(),
-            ),
-            (None, None) => continue,
+    // A group's indicator has one kind, so a group is in `numbers` or in
+    // `entities`, never both: walk both in group order.
+    let mut sets = entities.into_iter().peekable();
+    for (group, number) in numbers.into_iter().enumerate() {
+        let data = match number {
+            Some(n) => OwnData::Number(n),
+            None => match sets.next_if(|(g, _)| *g == group) {
+                Some((_, m)) => OwnData::Entities(
+                    m.into_iter()
+                        .filter(|&(_, v)| v != 0.0)
+                        .map(|(k, _)| k.to_string())
+                        .collect(),
+                ),
+                None => continue,
+            },
         };
+        emit(group, data);
+    }
+}
+
+/// The own values of [`own_from_folds`] named by unit and indicator id.
+fn named_own_values(keys: &KeyCache, accs: &[Acc], indicators: &[(String, Kind)]) -> Vec<OwnValue> {
+    let mut out = Vec::new();
+    own_from_folds(keys, accs, indicators, |group, data| {
+        let (unit, ind) = keys.groups[group];
         out.push(OwnValue {
-            unit: unit.clone(),
-            indicator: keys.indicators[*ind].clone(),
+            unit: keys.units[unit].clone(),
+            indicator: keys.indicators[ind].clone(),
             data,
         });
-    }
+    });
     out
 }
 
@@ -544,10 +922,10 @@ fn entities_from_folds(
     values
         .into_iter()
         .map(|((group, entity), value)| {
-            let (unit, ind) = &keys.groups[group];
+            let (unit, ind) = keys.groups[group];
             EntityValue {
-                unit: unit.clone(),
-                indicator: keys.indicators[*ind].clone(),
+                unit: keys.units[unit].clone(),
+                indicator: keys.indicators[ind].clone(),
                 entity: entity.to_owned(),
                 value,
             }
@@ -555,34 +933,19 @@ fn entities_from_folds(
         .collect()
 }
 
-/// The source's last success and resume state, each one indexed row.
+/// The source's last success (from the run index) and resume state (one row).
 fn last_success_and_state(
     tx: &rusqlite::Transaction<'_>,
+    folded: Option<&SourceRuns>,
     source: &str,
 ) -> Result<(Option<LastSuccess>, Option<serde_json::Value>), StoreError> {
     let e = |source| StoreError::Sqlite {
-        doing: "reading a source's last success",
+        doing: "reading a source's resume state",
         source,
     };
-    // A backfill may finish after a scheduled run while covering older
-    // days; the latest success is the one that finished last.
-    let last_success = tx
-        .prepare_cached(
-            "SELECT id, finished_at, window_to FROM runs WHERE source = ?1 AND result = 'success' \
-             ORDER BY finished_at DESC, id DESC LIMIT 1",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row([source], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(e)?
-        .map(|(run_id, finished, to)| {
+    let last_success = folded
+        .and_then(|f| f.last_success)
+        .map(|(finished, run_id, to)| {
             Ok::<_, StoreError>(LastSuccess {
                 run_id,
                 finished_at: from_millis(finished)?,
@@ -592,10 +955,9 @@ fn last_success_and_state(
         .transpose()?;
     let state = tx
         .prepare_cached("SELECT state FROM source_state WHERE source = ?1")
-        .and_then(|mut stmt| {
-            stmt.query_row([source], |r| r.get::<_, String>(0))
-                .optional()
-        })
+        .map_err(e)?
+        .query_row([source], |r| r.get::<_, String>(0))
+        .optional()
         .map_err(e)?
         .map(|s| {
             serde_json::from_str(&s).map_err(|err| StoreError::Corrupt {
@@ -742,6 +1104,7 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(e)?;
+            bump_month_versions(&tx, touched.iter().map(|&(_, month)| month))?;
             for (key, month) in touched {
                 let (first, last) = month_days(month).ok_or_else(|| StoreError::Corrupt {
                     what: "month",
@@ -775,17 +1138,24 @@ impl Store for SqliteStore {
             doing: "reading where a source resumes",
             source,
         };
-        let mut r = lock(&self.reader);
-        let tx = r.conn.transaction().map_err(e)?;
-        let last_run_started = tx
-            .prepare_cached(
-                "SELECT started_at FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT 1",
-            )
-            .and_then(|mut stmt| stmt.query_row([source], |r| r.get::<_, i64>(0)).optional())
-            .map_err(e)?
-            .map(from_millis)
-            .transpose()?;
-        let (last_success, state) = last_success_and_state(&tx, source)?;
+        let mut guard = lock(&self.reader);
+        let Reader { conn, runs, .. } = &mut *guard;
+        let tx = conn.transaction().map_err(e)?;
+        runs.refresh(&tx)?;
+        let folded = runs.sources.get(source);
+        let last_run_started = match folded {
+            Some(folded) => tx
+                .prepare_cached("SELECT started_at FROM runs WHERE id = ?1")
+                .map_err(e)?
+                .query_row([folded.last_run], |r| r.get::<_, i64>(0))
+                .optional()
+                .map_err(e)?
+                .map(from_millis)
+                .transpose()?,
+            None => None,
+        };
+        let (last_success, state) = last_success_and_state(&tx, folded, source)?;
+        tx.commit().map_err(e)?;
         Ok(ResumePoint {
             last_run_started,
             last_success,
@@ -798,52 +1168,32 @@ impl Store for SqliteStore {
             doing: "reading a source's status",
             source,
         };
-        let mut r = lock(&self.reader);
-        let tx = r.conn.transaction().map_err(e)?;
-        let last_run = tx
-            .query_row(
-                &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT 1"
-                ),
-                [source],
-                run_row,
-            )
-            .optional()
-            .map_err(e)?
-            .map(stored_run)
-            .transpose()?;
-        let (last_success, state) = last_success_and_state(&tx, source)?;
-        let mut runs = RunCounts::default();
-        let mut stmt = tx
-            .prepare("SELECT result, COUNT(*) FROM runs WHERE source = ?1 GROUP BY result")
-            .map_err(e)?;
-        let rows = stmt
-            .query_map([source], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(e)?;
-        for row in rows {
-            let (result, n) = row.map_err(e)?;
-            let n = u64::try_from(n).unwrap_or(0);
-            match RunResult::parse(&result) {
-                Some(RunResult::Success) => runs.success = n,
-                Some(RunResult::Error) => runs.error = n,
-                Some(RunResult::Timeout) => runs.timeout = n,
-                Some(RunResult::Panic) => runs.panic = n,
-                Some(RunResult::Crash) => runs.crash = n,
-                None => {
-                    return Err(StoreError::Corrupt {
-                        what: "run result",
-                        detail: format!("\"{result}\""),
-                    });
-                }
-            }
-        }
+        let mut guard = lock(&self.reader);
+        let Reader { conn, runs, .. } = &mut *guard;
+        let tx = conn.transaction().map_err(e)?;
+        // Counts and the latest success come from the run index, so that the
+        // status (read before every run) costs the same after years of runs.
+        runs.refresh(&tx)?;
+        let folded = runs.sources.get(source);
+        let last_run = match folded {
+            Some(folded) => tx
+                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+                .map_err(e)?
+                .query_row([folded.last_run], run_row)
+                .optional()
+                .map_err(e)?
+                .map(stored_run)
+                .transpose()?,
+            None => None,
+        };
+        let (last_success, state) = last_success_and_state(&tx, folded, source)?;
+        let counts = folded.map(|f| f.counts).unwrap_or_default();
+        tx.commit().map_err(e)?;
         Ok(SourceStatus {
             last_run,
             last_success,
             state,
-            runs,
+            runs: counts,
         })
     }
 
@@ -893,7 +1243,37 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         self.fold_keys(start, end, |keys, accs| {
-            own_from_folds(keys, accs, indicators)
+            named_own_values(keys, accs, indicators)
+        })
+    }
+
+    fn own_values_indexed(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+        unit_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Vec<(usize, usize, OwnData)>, StoreError> {
+        if end < start || indicators.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.fold_keys(start, end, |keys, accs| {
+            // Each interned unit and indicator is looked up once, not once
+            // per value.
+            let units: Vec<Option<usize>> = keys.units.iter().map(|u| unit_index(u)).collect();
+            let positions: Vec<Option<usize>> = keys
+                .indicators
+                .iter()
+                .map(|id| indicators.iter().position(|(i, _)| i == id))
+                .collect();
+            let mut out = Vec::with_capacity(keys.groups.len());
+            own_from_folds(keys, accs, indicators, |group, data| {
+                let (unit, ind) = keys.groups[group];
+                if let (Some(unit), Some(ind)) = (units[unit], positions[ind]) {
+                    out.push((unit, ind, data));
+                }
+            });
+            out
         })
     }
 
@@ -917,70 +1297,28 @@ impl Store for SqliteStore {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Coverage, StoreError> {
+        Ok(self.coverages(&[source], start, end)?.remove(0))
+    }
+
+    fn coverages(
+        &self,
+        sources: &[&str],
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<Coverage>, StoreError> {
         let e = |source| StoreError::Sqlite {
-            doing: "computing a source's coverage",
+            doing: "computing sources' coverage",
             source,
         };
-        let (s, e_day) = (day_num(start), day_num(end));
-        let mut r = lock(&self.reader);
-        let tx = r.conn.transaction().map_err(e)?;
-        let windows: Vec<(i64, i64)> = {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT window_from, window_to FROM runs WHERE source = ?1 AND result = 'success' \
-                     AND window_to >= ?2 AND window_from <= ?3 ORDER BY window_from",
-                )
-                .map_err(e)?;
-            stmt.query_map(params![source, s, e_day], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(e)?
-                .collect::<Result<_, _>>()
-                .map_err(e)?
-        };
-        let failed_runs: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM runs WHERE source = ?1 AND result != 'success' \
-                 AND window_to >= ?2 AND window_from <= ?3",
-                params![source, s, e_day],
-                |r| r.get(0),
-            )
-            .map_err(e)?;
-        let last_success: Option<i64> = tx
-            .query_row(
-                "SELECT MAX(finished_at) FROM runs WHERE source = ?1 AND result = 'success'",
-                [source],
-                |r| r.get(0),
-            )
-            .map_err(e)?;
+        let mut guard = lock(&self.reader);
+        let Reader { conn, runs, .. } = &mut *guard;
+        let tx = conn.transaction().map_err(e)?;
+        runs.refresh(&tx)?;
         tx.commit().map_err(e)?;
-
-        // Windows sorted by start: walk them, advancing the first uncovered day.
-        let mut next = s;
-        let mut gaps = Vec::new();
-        for (from, to) in windows {
-            if from > next {
-                gaps.push((next, from.min(e_day + 1) - 1));
-            }
-            next = next.max(to + 1);
-            if next > e_day {
-                break;
-            }
-        }
-        if next <= e_day {
-            gaps.push((next, e_day));
-        }
-        let uncovered: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
-        let gaps = gaps
-            .into_iter()
-            .map(|(a, b)| Ok((num_day(a)?, num_day(b)?)))
-            .collect::<Result<_, StoreError>>()?;
-        Ok(Coverage {
-            start,
-            end,
-            covered_days: (e_day - s + 1).max(0) - uncovered,
-            gaps,
-            failed_runs: u64::try_from(failed_runs).unwrap_or(0),
-            last_success: last_success.map(from_millis).transpose()?,
-        })
+        sources
+            .iter()
+            .map(|source| runs.coverage(source, start, end))
+            .collect()
     }
 
     fn observations(
@@ -1650,9 +1988,531 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(dir.path()).err().unwrap();
         assert!(
-            err.to_string().ends_with("has schema version 99, this tallyd knows versions up to 1: run a newer tallyd or point data_dir elsewhere"),
+            err.to_string().ends_with(&format!(
+                "has schema version 99, this tallyd knows versions up to {}: run a newer tallyd or point data_dir elsewhere",
+                MIGRATIONS.len()
+            )),
             "{err}"
         );
+    }
+
+    /// Q4 2026 of `u`: posts (count) on three days, points (level) of alice.
+    fn q4_data() -> Vec<Observation> {
+        vec![
+            obs("u", "posts", "", "2026-10-05", 1.0),
+            obs("u", "posts", "", "2026-11-10", 2.0),
+            obs("u", "posts", "", "2026-12-20", 4.0),
+            obs("u", "points", "alice", "2026-11-10", 100.0),
+            obs("u", "points", "alice", "2026-11-20", 150.0),
+        ]
+    }
+
+    const Q4: &[(&str, Kind)] = &[("posts", Kind::Count), ("points", Kind::Level)];
+
+    fn q4(store: &SqliteStore) -> BTreeMap<(String, String), f64> {
+        numbers(store, "2026-10-01", "2026-12-31", Q4)
+    }
+
+    fn expect(posts: f64, points: f64) -> BTreeMap<(String, String), f64> {
+        BTreeMap::from([
+            (("u".to_owned(), "points".to_owned()), points),
+            (("u".to_owned(), "posts".to_owned()), posts),
+        ])
+    }
+
+    #[test]
+    fn a_recollected_past_day_is_read_again_not_served_from_the_month_cache() {
+        let (_dir, store) = open();
+        store
+            .record_run(&ok_run("2026-10-01", "2026-12-31"), &q4_data(), None)
+            .unwrap();
+        assert_eq!(q4(&store), expect(7.0, 150.0));
+        assert!(
+            lock(&store.reader).months.rows > 0,
+            "the months were cached"
+        );
+        // November again: a corrected count, a later level, and a new key.
+        let again = vec![
+            obs("u", "posts", "", "2026-11-10", 5.0),
+            obs("u", "points", "alice", "2026-11-25", 170.0),
+            obs("u", "points", "bob", "2026-11-02", 30.0),
+        ];
+        store
+            .record_run(&ok_run("2026-11-01", "2026-11-30"), &again, None)
+            .unwrap();
+        assert_eq!(q4(&store), expect(10.0, 200.0));
+        // The months untouched by the run still come from the cache, and
+        // the partial month at an edge mixes both.
+        assert_eq!(
+            numbers(&store, "2026-10-01", "2026-11-24", Q4),
+            expect(6.0, 180.0)
+        );
+        // Entity values fold the same months.
+        let alice: Vec<f64> = store
+            .entity_values(
+                d("2026-10-01"),
+                d("2026-12-31"),
+                &inds(&[("points", Kind::Level)]),
+            )
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.entity == "alice")
+            .map(|v| v.value)
+            .collect();
+        assert_eq!(alice, [170.0]);
+    }
+
+    #[test]
+    fn a_write_by_another_process_is_seen_by_a_reader_that_cached_the_month() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = SqliteStore::open(dir.path()).unwrap();
+        daemon
+            .record_run(&ok_run("2026-10-01", "2026-12-31"), &q4_data(), None)
+            .unwrap();
+        assert_eq!(q4(&daemon), expect(7.0, 150.0));
+        // `tallyd collect` in another process: its own connections and cache.
+        let collect = SqliteStore::open(dir.path()).unwrap();
+        collect
+            .record_run(
+                &ok_run("2026-12-01", "2026-12-31"),
+                &[obs("u", "posts", "", "2026-12-20", 40.0)],
+                None,
+            )
+            .unwrap();
+        assert_eq!(q4(&daemon), expect(43.0, 150.0));
+    }
+
+    #[test]
+    fn the_month_version_alone_decides_whether_a_cached_month_is_used() {
+        let (_dir, store) = open();
+        store
+            .record_run(&ok_run("2026-10-01", "2026-12-31"), &q4_data(), None)
+            .unwrap();
+        assert_eq!(q4(&store), expect(7.0, 150.0));
+        // Change `monthly` behind the store's back without a new version:
+        // the cache answers, which shows it is used...
+        let conn = Connection::open(store.path()).unwrap();
+        let november = month_num(d("2026-11-01"));
+        conn.execute(
+            "UPDATE monthly SET sum = sum + 100 WHERE month = ?1",
+            [november],
+        )
+        .unwrap();
+        assert_eq!(q4(&store), expect(7.0, 150.0));
+        // ...and once the version moves, the month is read again.
+        bump_month_versions(&conn, [november, november]).unwrap();
+        assert_eq!(q4(&store), expect(107.0, 150.0));
+        let version: i64 = conn
+            .query_row(
+                "SELECT version FROM monthly_versions WHERE month = ?1",
+                [november],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, 2, "one run, then one bump of the month");
+    }
+
+    #[test]
+    fn reopening_reads_the_same_numbers_and_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            store
+                .record_run(&ok_run("2026-10-01", "2026-12-31"), &q4_data(), None)
+                .unwrap();
+            assert_eq!(q4(&store), expect(7.0, 150.0));
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(q4(&store), expect(7.0, 150.0));
+        store
+            .record_run(
+                &ok_run("2026-10-05", "2026-10-05"),
+                &[obs("u", "posts", "", "2026-10-05", 0.0)],
+                None,
+            )
+            .unwrap();
+        assert_eq!(q4(&store), expect(6.0, 150.0));
+    }
+
+    #[test]
+    fn a_database_of_schema_1_is_migrated_and_keeps_its_numbers_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What a tallyd of schema 1 left: one November observation.
+            let mut conn = Connection::open(dir.path().join("tally.db")).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            let day = day_num(d("2026-11-10"));
+            tx.execute_batch(&format!(
+                "INSERT INTO runs VALUES (1, 'src', 'schedule', 0, 0, 'success', NULL, {day}, {day}, 1, '[]', NULL);
+                 INSERT INTO keys VALUES (1, 'src', 'u', 'posts', '');
+                 INSERT INTO observations VALUES (1, {day}, 2.0, 1);
+                 INSERT INTO monthly VALUES ({}, 1, 2.0, {day}, 2.0);",
+                month_num(d("2026-11-10"))
+            ))
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let version: i64 = lock(&store.writer)
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let posts =
+            |store: &SqliteStore| one(store, "2026-10-01", "2026-12-31", "posts", Kind::Count);
+        assert_eq!(posts(&store), Some(2.0));
+        store
+            .record_run(
+                &ok_run("2026-11-10", "2026-11-11"),
+                &[
+                    obs("u", "posts", "", "2026-11-10", 3.0),
+                    obs("u", "posts", "", "2026-11-11", 1.0),
+                ],
+                None,
+            )
+            .unwrap();
+        assert_eq!(posts(&store), Some(4.0));
+    }
+
+    #[test]
+    fn a_month_cache_smaller_than_a_fold_gives_the_same_numbers() {
+        let (_dir, store) = open();
+        let mut o = Vec::new();
+        for (n, day) in d("2026-01-01").iter_days().take(365).enumerate() {
+            o.push(obs("u", "posts", "", &day.to_string(), (n % 5) as f64));
+            o.push(obs("v", "posts", "", &day.to_string(), 1.0));
+        }
+        store
+            .record_run(&ok_run("2026-01-01", "2026-12-31"), &o, None)
+            .unwrap();
+        let year = |store: &SqliteStore| {
+            numbers(store, "2026-01-01", "2026-12-31", &[("posts", Kind::Count)])
+        };
+        let whole = year(&store);
+        let sum_u: f64 = (0..365).map(|n| (n % 5) as f64).sum();
+        assert_eq!(
+            whole,
+            BTreeMap::from([
+                (("u".to_owned(), "posts".to_owned()), sum_u),
+                (("v".to_owned(), "posts".to_owned()), 365.0),
+            ])
+        );
+        // Room for three months of two keys: most months are read each time.
+        let (_dir2, small) = open();
+        small
+            .record_run(&ok_run("2026-01-01", "2026-12-31"), &o, None)
+            .unwrap();
+        lock(&small.reader).months.capacity = 6;
+        for _ in 0..3 {
+            assert_eq!(year(&small), whole);
+            let reader = lock(&small.reader);
+            assert!(
+                reader.months.rows <= 6,
+                "{} rows cached",
+                reader.months.rows
+            );
+            assert_eq!(
+                reader.months.rows,
+                reader
+                    .months
+                    .months
+                    .values()
+                    .map(|m| m.rows.len())
+                    .sum::<usize>()
+            );
+        }
+        // The quarter just read stays; the least recently used goes first.
+        assert_eq!(
+            numbers(
+                &small,
+                "2026-04-01",
+                "2026-06-30",
+                &[("posts", Kind::Count)]
+            )[&("v".to_owned(), "posts".to_owned())],
+            91.0
+        );
+        let reader = lock(&small.reader);
+        let mut cached: Vec<i64> = reader.months.months.keys().copied().collect();
+        cached.sort();
+        let m = |s: &str| month_num(d(s));
+        assert_eq!(cached, [m("2026-04-01"), m("2026-05-01"), m("2026-06-01")]);
+    }
+
+    #[test]
+    fn interleaved_recollections_and_reads_equal_the_raw_computation() {
+        let (_dir, store) = open();
+        let mut truth: BTreeMap<(String, NaiveDate), f64> = BTreeMap::new();
+        let mut seed = 11;
+        let first = d("2026-09-01");
+        let cuts = [
+            ("2026-09-01", "2026-12-31"),
+            ("2026-10-01", "2026-12-31"),
+            ("2026-10-01", "2026-10-31"),
+            ("2026-09-15", "2026-11-30"),
+            ("2026-11-01", "2026-12-10"),
+        ];
+        for _pass in 0..12 {
+            // A run re-collects a random window of up to 40 days.
+            let from = first + chrono::Days::new(lcg(&mut seed) % 110);
+            let to = from + chrono::Days::new(lcg(&mut seed) % 40);
+            let mut batch = Vec::new();
+            for day in from.iter_days().take_while(|d| *d <= to) {
+                for unit in ["a", "b"] {
+                    if lcg(&mut seed) % 4 == 0 {
+                        continue;
+                    }
+                    let value = (lcg(&mut seed) % 10) as f64;
+                    truth.insert((unit.to_owned(), day), value);
+                    batch.push(obs(unit, "n", "", &day.to_string(), value));
+                }
+            }
+            store
+                .record_run(&ok_run(&from.to_string(), &to.to_string()), &batch, None)
+                .unwrap();
+            for (s, e) in cuts {
+                let (s_d, e_d) = (d(s), d(e));
+                let mut count: BTreeMap<(String, String), f64> = BTreeMap::new();
+                let mut last: BTreeMap<(String, String), f64> = BTreeMap::new();
+                for ((unit, day), v) in &truth {
+                    if s_d <= *day && *day <= e_d {
+                        *count.entry((unit.clone(), "n".into())).or_default() += v;
+                        last.insert((unit.clone(), "n".into()), *v);
+                    }
+                }
+                assert_eq!(
+                    numbers(&store, s, e, &[("n", Kind::Count)]),
+                    count,
+                    "count {s}..{e}"
+                );
+                assert_eq!(
+                    numbers(&store, s, e, &[("n", Kind::Level)]),
+                    last,
+                    "level {s}..{e}"
+                );
+            }
+        }
+    }
+
+    /// Coverage as the first store computed it, in SQL over every run.
+    fn coverage_by_sql(
+        conn: &Connection,
+        source: &str,
+        s: i64,
+        e: i64,
+    ) -> (Vec<(i64, i64)>, i64, Option<i64>) {
+        let mut stmt = conn
+            .prepare(
+                "SELECT window_from, window_to FROM runs WHERE source = ?1 AND result = 'success' \
+                 AND window_to >= ?2 AND window_from <= ?3 ORDER BY window_from",
+            )
+            .unwrap();
+        let windows: Vec<(i64, i64)> = stmt
+            .query_map(params![source, s, e], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut next = s;
+        let mut gaps = Vec::new();
+        for (from, to) in windows {
+            if from > next {
+                gaps.push((next, from.min(e + 1) - 1));
+            }
+            next = next.max(to + 1);
+            if next > e {
+                break;
+            }
+        }
+        if next <= e {
+            gaps.push((next, e));
+        }
+        let failed = conn
+            .query_row(
+                "SELECT COUNT(*) FROM runs WHERE source = ?1 AND result != 'success' \
+                 AND window_to >= ?2 AND window_from <= ?3",
+                params![source, s, e],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let last = conn
+            .query_row(
+                "SELECT MAX(finished_at) FROM runs WHERE source = ?1 AND result = 'success'",
+                [source],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (gaps, failed, last)
+    }
+
+    /// A source's status as the first store read it, in SQL over every run.
+    fn status_by_sql(conn: &Connection, source: &str) -> SourceStatus {
+        let last_run = conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT 1"
+                ),
+                [source],
+                run_row,
+            )
+            .optional()
+            .unwrap()
+            .map(|r| stored_run(r).unwrap());
+        let last_success = conn
+            .query_row(
+                "SELECT id, finished_at, window_to FROM runs WHERE source = ?1 AND result = 'success' \
+                 ORDER BY finished_at DESC, id DESC LIMIT 1",
+                [source],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()
+            .unwrap()
+            .map(|(run_id, finished, to)| LastSuccess {
+                run_id,
+                finished_at: from_millis(finished).unwrap(),
+                window_to: num_day(to).unwrap(),
+            });
+        let state = conn
+            .query_row(
+                "SELECT state FROM source_state WHERE source = ?1",
+                [source],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .unwrap()
+            .map(|s| serde_json::from_str(&s).unwrap());
+        let mut runs = RunCounts::default();
+        let mut stmt = conn
+            .prepare("SELECT result, COUNT(*) FROM runs WHERE source = ?1 GROUP BY result")
+            .unwrap();
+        let rows = stmt
+            .query_map([source], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .unwrap();
+        for row in rows {
+            let (result, n) = row.unwrap();
+            let n = n as u64;
+            match RunResult::parse(&result).unwrap() {
+                RunResult::Success => runs.success = n,
+                RunResult::Error => runs.error = n,
+                RunResult::Timeout => runs.timeout = n,
+                RunResult::Panic => runs.panic = n,
+                RunResult::Crash => runs.crash = n,
+            }
+        }
+        SourceStatus {
+            last_run,
+            last_success,
+            state,
+            runs,
+        }
+    }
+
+    #[test]
+    fn coverage_and_status_from_the_run_index_equal_the_sql_over_every_run() {
+        let (_dir, store) = open();
+        let conn = Connection::open(store.path()).unwrap();
+        let mut seed = 3;
+        let base = day_num(d("2026-10-01"));
+        let results = [
+            RunResult::Success,
+            RunResult::Success,
+            RunResult::Success,
+            RunResult::Error,
+            RunResult::Timeout,
+            RunResult::Panic,
+            RunResult::Crash,
+        ];
+        for round in 0..40 {
+            let source = ["src", "other"][round % 2];
+            let from = base + (lcg(&mut seed) % 80) as i64;
+            let to = from + (lcg(&mut seed) % 6) as i64;
+            let result = results[(lcg(&mut seed) % 7) as usize];
+            // Few distinct finishing times: ties, and backfills finishing late.
+            let finished = format!("2026-12-{:02}T00:00:00Z", 1 + lcg(&mut seed) % 5);
+            let mut r = run(source, result, "2026-10-01", "2026-10-01", &finished);
+            (r.window_from, r.window_to) = (num_day(from).unwrap(), num_day(to).unwrap());
+            let state = serde_json::json!({ "round": round });
+            let state = (result == RunResult::Success).then_some(&state);
+            store.record_run(&r, &[], state).unwrap();
+            for _ in 0..3 {
+                let s = base + (lcg(&mut seed) % 90) as i64 - 5;
+                let e = s + (lcg(&mut seed) % 40) as i64 - 2;
+                for source in ["src", "other", "nobody"] {
+                    assert_eq!(
+                        store.source_status(source).unwrap(),
+                        status_by_sql(&conn, source),
+                        "{source} after {round} runs"
+                    );
+                    let (gaps, failed, last) = coverage_by_sql(&conn, source, s, e);
+                    let got = store
+                        .coverage(source, num_day(s).unwrap(), num_day(e).unwrap())
+                        .unwrap();
+                    let want_gaps: Vec<(NaiveDate, NaiveDate)> = gaps
+                        .iter()
+                        .map(|&(a, b)| (num_day(a).unwrap(), num_day(b).unwrap()))
+                        .collect();
+                    let uncovered: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
+                    assert_eq!(
+                        got,
+                        Coverage {
+                            start: num_day(s).unwrap(),
+                            end: num_day(e).unwrap(),
+                            covered_days: (e - s + 1).max(0) - uncovered,
+                            gaps: want_gaps,
+                            failed_runs: failed as u64,
+                            last_success: last.map(|ms| from_millis(ms).unwrap()),
+                        },
+                        "{source} {s}..{e} after {round} runs"
+                    );
+                }
+            }
+        }
+        // Several at once, in the order asked.
+        let both = store
+            .coverages(&["other", "src"], d("2026-10-01"), d("2026-12-31"))
+            .unwrap();
+        assert_eq!(
+            both[0],
+            store
+                .coverage("other", d("2026-10-01"), d("2026-12-31"))
+                .unwrap()
+        );
+        assert_eq!(
+            both[1],
+            store
+                .coverage("src", d("2026-10-01"), d("2026-12-31"))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn merged_windows_stay_sorted_disjoint_and_apart() {
+        let mut runs = SourceRuns::default();
+        for (from, to) in [
+            (10, 12),
+            (20, 25),
+            (14, 15),
+            (13, 13),
+            (30, 30),
+            (26, 29),
+            (1, 40),
+            (50, 49),
+        ] {
+            runs.add(0, RunResult::Success, (from, to), 0);
+            assert!(
+                runs.covered.windows(2).all(|w| w[0].1 + 1 < w[1].0),
+                "{:?}",
+                runs.covered
+            );
+        }
+        assert_eq!(runs.covered, [(1, 40)]);
+        let mut runs = SourceRuns::default();
+        for (from, to) in [(10, 12), (14, 15), (20, 25), (13, 13)] {
+            runs.add(0, RunResult::Success, (from, to), 0);
+        }
+        assert_eq!(runs.covered, [(10, 15), (20, 25)]);
+        assert_eq!(runs.coverage(8, 22), (vec![(8, 9), (16, 19)], 0));
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! roll-up behind it also feeds the `tally_indicator_value` gauge
 //! ([`refresh_metrics`]).
 //!
-//! Cost: one [`Store::own_values`] call per period (current and previous) and
-//! one [`Store::coverage`] call per relevant source; everything else is done
-//! in memory over dense `(unit, indicator)` vectors, never per unit against
-//! the store.
+//! Cost: one [`Store::own_values_indexed`] call per period (current and
+//! previous; the store answers whole months from memory) and one
+//! [`Store::coverage`] call per relevant source; everything else is done in
+//! memory over dense `(unit, indicator)` vectors, never per unit against the
+//! store.
 
 mod csv;
 mod explain;
@@ -21,6 +22,7 @@ mod xlsx;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
@@ -160,15 +162,17 @@ pub struct UnitRow {
 }
 
 /// A unit's values, one per indicator of [`Summary::indicators`] and in the
-/// same order; serialized as a JSON object keyed by indicator id.
+/// same order; serialized as a JSON object keyed by indicator id. The ids
+/// are shared by every row of a table (a thousand units × twenty indicators
+/// would otherwise be twenty thousand strings to copy and free).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Values(pub Vec<(String, IndicatorValue)>);
+pub struct Values(pub Vec<(Arc<str>, IndicatorValue)>);
 
 impl Values {
     pub fn get(&self, indicator: &str) -> Option<&IndicatorValue> {
         self.0
             .iter()
-            .find(|(id, _)| id == indicator)
+            .find(|(id, _)| **id == *indicator)
             .map(|(_, v)| v)
     }
 }
@@ -177,7 +181,7 @@ impl Serialize for Values {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (id, v) in &self.0 {
-            map.serialize_entry(id, v)?;
+            map.serialize_entry(&**id, v)?;
         }
         map.end()
     }
@@ -277,7 +281,7 @@ fn rfc3339(at: DateTime<Utc>, tz: Tz) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
-/// Own values over `[start, end]` from the store (one query), rolled up the
+/// Own values over `[start, end]` from the store (one call), rolled up the
 /// tree. Indicator `i` of the result is `indicators[i]`; values stored for
 /// units or indicators no longer configured are ignored.
 pub fn rolled_up(
@@ -289,21 +293,8 @@ pub fn rolled_up(
 ) -> Result<RolledUp, StoreError> {
     let kinds: Vec<Kind> = indicators.iter().map(|i| i.kind).collect();
     let wanted: Vec<(String, Kind)> = indicators.iter().map(|i| (i.id.clone(), i.kind)).collect();
-    let position: HashMap<&str, usize> = indicators
-        .iter()
-        .enumerate()
-        .map(|(n, i)| (i.id.as_str(), n))
-        .collect();
-    let own = store.own_values(start, end, &wanted)?;
-    Ok(roll_up(
-        tree,
-        &kinds,
-        own.into_iter().filter_map(|o| {
-            let unit = tree.index(&o.unit)?;
-            let ind = *position.get(o.indicator.as_str())?;
-            Some((unit, ind, o.data))
-        }),
-    ))
+    let own = store.own_values_indexed(start, end, &wanted, &|unit| tree.index(unit))?;
+    Ok(roll_up(tree, &kinds, own))
 }
 
 /// Builds the table for `req`. `emits` maps a source id to the indicator
@@ -350,41 +341,53 @@ pub fn build(
     // such a source that is incomplete.
     let mut covered = vec![false; tree.len() * n];
     let mut source_gap = vec![false; tree.len() * n];
+    let mut relevant = Vec::new();
     for source in config.sources.iter().filter(|s| s.enabled) {
         let units: Vec<usize> = source.units.iter().filter_map(|u| tree.index(u)).collect();
-        let relevant = units.iter().any(|&u| {
+        if units.iter().any(|&u| {
             roots
                 .iter()
                 .any(|&r| tree.is_ancestor_or_self(r, u) || tree.is_ancestor_or_self(u, r))
-        });
-        if !relevant {
-            continue;
+        }) {
+            relevant.push((source, units));
         }
-        let info = if checked.days() > 0 {
-            let cov = store.coverage(&source.id, checked.start, checked.end)?;
-            SourceInfo {
+    }
+    let infos: Vec<SourceInfo> = if checked.days() > 0 {
+        let ids: Vec<&str> = relevant.iter().map(|(s, _)| s.id.as_str()).collect();
+        store
+            .coverages(&ids, checked.start, checked.end)?
+            .into_iter()
+            .zip(&relevant)
+            .map(|(cov, (source, _))| SourceInfo {
                 id: source.id.clone(),
                 complete: cov.is_complete(),
                 failed_runs: cov.failed_runs,
                 last_success: cov.last_success.map(|t| rfc3339(t, tz)),
-            }
-        } else {
-            // Nothing of the period has happened yet, so nothing is missing.
-            let status = store.source_status(&source.id)?;
-            SourceInfo {
-                id: source.id.clone(),
-                complete: true,
-                failed_runs: 0,
-                last_success: status.last_success.map(|l| rfc3339(l.finished_at, tz)),
-            }
-        };
+            })
+            .collect()
+    } else {
+        // Nothing of the period has happened yet, so nothing is missing.
+        relevant
+            .iter()
+            .map(|(source, _)| {
+                let status = store.source_status(&source.id)?;
+                Ok(SourceInfo {
+                    id: source.id.clone(),
+                    complete: true,
+                    failed_runs: 0,
+                    last_success: status.last_success.map(|l| rfc3339(l.finished_at, tz)),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?
+    };
+    for ((source, units), info) in relevant.iter().zip(infos) {
         let emitted: Vec<usize> = emits
             .get(&source.id)
             .into_iter()
             .flatten()
             .filter_map(|i| indicator_pos.get(i.as_str()).copied())
             .collect();
-        for &root in &units {
+        for &root in units {
             let expected = if source.covers_subtrees {
                 tree.subtree(root, None)
             } else {
@@ -430,14 +433,16 @@ pub fn build(
     )?;
     let ranks = ranks(tree, &current, n);
 
+    let ids: Vec<Arc<str>> = indicators
+        .iter()
+        .map(|i| Arc::from(i.id.as_str()))
+        .collect();
     let mut units = Vec::new();
     for &root in &roots {
         for u in tree.subtree(root, req.depth) {
             let unit = tree.unit(u);
-            let values = indicators
-                .iter()
-                .enumerate()
-                .map(|(i, ind)| {
+            let values = (0..n)
+                .map(|i| {
                     let value = current.get(u, i);
                     let previous = previous.get(u, i);
                     let change = value.zip(previous).map(|(v, p)| v - p);
@@ -460,7 +465,7 @@ pub fn build(
                         incomplete: incomplete[u * n + i],
                         missing: missing[u * n + i],
                     };
-                    (ind.id.clone(), cell)
+                    (ids[i].clone(), cell)
                 })
                 .collect();
             units.push(UnitRow {

@@ -540,7 +540,7 @@ mod tests {
             parent: id.rsplit_once('/').map(|(p, _)| p.to_owned()),
             depth,
             headcount: None,
-            values: Values(values.into_iter().map(|(i, v)| (i.to_owned(), v)).collect()),
+            values: Values(values.into_iter().map(|(i, v)| (i.into(), v)).collect()),
         }
     }
 
