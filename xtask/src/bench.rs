@@ -43,6 +43,8 @@ const RUN_SH_SRC_PORT: u16 = 18080;
 const START_SOURCES: usize = 1_000;
 const START_REPS: usize = 9;
 const INTERVAL_SECS: u32 = 10;
+/// tallyd runs with the environment `config/tallyd.service` gives it, as deployed.
+const SERVICE_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "1")];
 
 struct Args {
     ns: Vec<usize>,
@@ -361,6 +363,7 @@ fn start_section(release: &Path, out: &Path, peers: Option<&Path>) -> Result<Str
             .map_err(|e| fail(format!("cannot create a log in {}: {e}", dir.display())))?;
         let t0 = Instant::now();
         let child = Command::new(release.join("tallyd"))
+            .envs(SERVICE_ENV.iter().copied())
             .args(["run", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
@@ -491,7 +494,16 @@ fn collection_section(release: &Path, out: &Path, peers: &Path, args: &Args) -> 
             .env("CUSTOM_PORT", COLLECT_PORT.to_string())
             .env(
                 "CUSTOM_CMD",
-                format!("{} run --config {}", tallyd.display(), config.display()),
+                format!(
+                    "env {} {} run --config {}",
+                    SERVICE_ENV
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    tallyd.display(),
+                    config.display()
+                ),
             )
             .stderr(Stdio::inherit());
         eprintln!("xtask: {}", crate::shown(&cmd));
@@ -604,6 +616,20 @@ mod tests {
         let r = PeerRow::parse(none).unwrap();
         assert_eq!((r.p50, r.scrapes.as_str()), (None, "0/50"));
         assert!(PeerRow::parse("peer N S dur cpu_s").is_none());
+    }
+
+    #[test]
+    fn tallyd_is_measured_with_the_environment_of_its_service_unit() {
+        let unit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tallyd.service"),
+        )
+        .unwrap();
+        for (k, v) in SERVICE_ENV {
+            assert!(
+                unit.contains(&format!("\nEnvironment={k}={v}\n")),
+                "{k}={v}"
+            );
+        }
     }
 
     #[test]
