@@ -18,7 +18,7 @@ use tally::config::Config;
 use tally::domain::{Observation, Period, UnitTree};
 use tally::engine::unit_tree;
 use tally::metrics::Metrics;
-use tally::store::{RunRecord, RunResult, SqliteStore, Store};
+use tally::store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
 use tally::summary::{self, SummaryRequest};
 
 const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N]
@@ -195,6 +195,66 @@ impl Raw {
     }
 }
 
+/// Sources of the group-commit figures, each a small run of `SMALL_RUN` observations.
+const SMALL_RUNS: usize = 1_000;
+const SMALL_RUN: usize = 3;
+
+/// Runs per second for `SMALL_RUNS` small runs (one per source, as a daemon
+/// polling every source records them), one transaction each and then
+/// several per commit through `record_runs`: (runs per commit, runs/s).
+fn group_commit(dir: &Path, today: NaiveDate, now: DateTime<Utc>) -> Result<Vec<(usize, f64)>> {
+    let store = SqliteStore::open(&dir.join("small-runs"))?;
+    let runs = |day: NaiveDate| -> Vec<RunToRecord> {
+        (0..SMALL_RUNS)
+            .map(|s| {
+                let source = format!("s{s}");
+                let observations = (0..SMALL_RUN)
+                    .map(|i| Observation {
+                        source: source.clone(),
+                        unit: format!("r/a{}", s % 10),
+                        indicator: format!("i{i}"),
+                        entity: String::new(),
+                        day,
+                        value: (s + i) as f64,
+                    })
+                    .collect();
+                let mut run = run_record(day, day, now);
+                run.source = source;
+                run.trigger = "schedule".to_owned();
+                RunToRecord {
+                    run,
+                    observations,
+                    state: Some(serde_json::json!({ "etag": s })),
+                }
+            })
+            .collect()
+    };
+    // Keys exist after the first poll; every measured poll stores a new day.
+    for r in store.record_runs(&runs(today - Days::new(10))) {
+        r?;
+    }
+    let mut out = Vec::new();
+    for (n, per_commit) in [1, 10, 100, SMALL_RUNS].into_iter().enumerate() {
+        let poll = runs(today - Days::new(9 - n as u64));
+        let (r, ms) = time_ms(|| -> Result<()> {
+            for group in poll.chunks(per_commit) {
+                if per_commit == 1 {
+                    let g = &group[0];
+                    store.record_run(&g.run, &g.observations, g.state.as_ref())?;
+                } else {
+                    for r in store.record_runs(group) {
+                        r?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        r?;
+        out.push((per_commit, SMALL_RUNS as f64 / (ms / 1e3)));
+    }
+    Ok(out)
+}
+
 /// p50 and p99 of the durations in milliseconds (nearest rank).
 fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
@@ -274,6 +334,7 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
     }
     let ingest_rate = ingested as f64 / (ingest_ms / 1e3);
     let raw_rate = ingested as f64 / (raw_ms / 1e3);
+    let small_runs = group_commit(dir, today, now)?;
 
     // The rest of the data set behind the summaries.
     let mut days = args.days;
@@ -359,6 +420,15 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
         raw_rate
     );
     println!("| ingest / raw | {:.0}% |", 100.0 * ingest_rate / raw_rate);
+    for (per_commit, rate) in &small_runs {
+        let how = match per_commit {
+            1 => "one transaction each".to_owned(),
+            n => format!("`record_runs`, {n} per commit"),
+        };
+        println!(
+            "| {SMALL_RUNS} small runs ({SMALL_RUN} obs, 1 source each): {how} | {rate:.0} runs/s |"
+        );
+    }
     for (label, rows, p50, p99) in &summary_rows {
         println!(
             "| summary `{label}` ({rows} units × {INDICATORS} indicators), {} runs: p50 / p99 | {p50:.1} / {p99:.1} ms |",

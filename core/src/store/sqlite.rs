@@ -159,10 +159,16 @@ impl WriterKeys {
                 id
             }
         };
-        self.ids
-            .entry(source.to_owned())
-            .or_default()
-            .insert(self.text.clone(), id);
+        let text = self.text.clone();
+        match self.ids.get_mut(source) {
+            Some(ids) => {
+                ids.insert(text, id);
+            }
+            None => {
+                self.ids
+                    .insert(source.to_owned(), HashMap::from([(text, id)]));
+            }
+        }
         Ok(id)
     }
 
@@ -778,9 +784,6 @@ impl Writer {
         written
     }
 }
-
-/// A range of day numbers that holds no day.
-const EMPTY_RANGE: (i64, i64) = (1, 0);
 
 /// Rows of scratch kept between runs: enough for the biggest everyday run.
 const SCRATCH_KEEP: usize = 1 << 20;
