@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -198,8 +198,8 @@ fn key_text(buf: &mut String, unit: &str, indicator: &str, entity: &str) {
 struct Scratch {
     rows: Vec<PendingRow>,
     months: Vec<MonthRow>,
-    /// Stored rows or folded stretches of them: last day, sum, last value.
-    stored: Vec<(i64, f64, f64)>,
+    /// Stored rows of one key: day, value.
+    stored: Vec<(i64, f64)>,
     touched: Vec<i64>,
     new_keys: HashSet<i64>,
 }
@@ -211,6 +211,16 @@ struct PendingRow {
     key: i64,
     day: i64,
     idx: usize,
+    class: RowClass,
+}
+
+/// What a row of the run does to the stored row of its key and day.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowClass {
+    New,
+    Changed,
+    /// The value stored is the same: only the run that observed it changes.
+    Same,
 }
 
 /// A `monthly` row being computed.
@@ -792,13 +802,14 @@ const SCRATCH_KEEP: usize = 1 << 20;
 /// (replacing what the same key held on the same day), the `monthly` row of
 /// every (key, month) it touches, and its state.
 ///
-/// Rows are upserted in primary-key order, which keeps the B-tree inserts
-/// local. A touched month is recomputed from the run's own rows of that
-/// month plus the stored rows of the month on days the run did not bring:
-/// for a key whose days form one stretch that is two short reads at the
-/// month edges, for a key new in this run nothing at all, so the rows just
-/// written are never read back. Values are summed in day order, as a scan
-/// of the month would.
+/// Per key, the stored rows of the months the run touches are read once;
+/// they tell each row of the run apart and, with the run's rows, give those
+/// months in full, so the rows just written are never read back and a key
+/// new in this run reads nothing. Then, in primary-key order, which keeps
+/// the B-tree inserts local: new rows go in many to a statement, changed
+/// rows are updated, and rows observed again with the same value only get
+/// the new run id, which leaves `observations_by_day` alone. Month values
+/// are summed in day order, as a scan of the month would.
 fn write_run(
     tx: &Transaction<'_>,
     keys: &mut WriterKeys,
@@ -858,6 +869,7 @@ fn write_run(
             key,
             day: day_num(o.day),
             idx,
+            class: RowClass::New,
         });
     }
     // Sorting an already ordered run costs one pass. Of two rows for the
@@ -871,45 +883,20 @@ fn write_run(
         same
     });
 
-    {
-        let mut upsert = tx
-            .prepare_cached(
-                "INSERT INTO observations (key, day, value, run) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (key, day) DO UPDATE SET value = excluded.value, run = excluded.run",
-            )
-            .map_err(e)?;
-        upsert.raw_bind_parameter(4, run_id).map_err(e)?;
-        for r in rows.iter() {
-            upsert.raw_bind_parameter(1, r.key).map_err(e)?;
-            upsert.raw_bind_parameter(2, r.day).map_err(e)?;
-            upsert
-                .raw_bind_parameter(3, c.observations[r.idx].value)
-                .map_err(e)?;
-            upsert.raw_execute().map_err(e)?;
-        }
-    }
-
+    // Per key: read what is stored over the months the run touches, which
+    // tells each row of the run apart (new, changed, the same value again)
+    // and, with the run's rows, gives every touched month in full.
     months.clear();
     let mut read = tx
         .prepare_cached(
             "SELECT day, value FROM observations WHERE key = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
         )
         .map_err(e)?;
-    // SQLite documents that with a single max() aggregate, a bare column
-    // (here `value`) comes from the row holding the maximum, which gives the
-    // last value in the same scan as the sum.
-    let mut fold_range = tx
-        .prepare_cached(
-            "SELECT SUM(value), MAX(day), value FROM observations \
-             WHERE key = ?1 AND day BETWEEN ?2 AND ?3",
-        )
-        .map_err(e)?;
-    for group in rows.chunk_by(|a, b| a.key == b.key) {
+    for group in rows.chunk_by_mut(|a, b| a.key == b.key) {
         let key = group[0].key;
         touched.clear();
         touched.extend(group.iter().map(|r| month_num(c.observations[r.idx].day)));
         touched.dedup();
-        let (first, last) = (group[0].day, group[group.len() - 1].day);
         let bad_month = |month| StoreError::Corrupt {
             what: "month",
             detail: format!("{month} is out of range"),
@@ -917,34 +904,11 @@ fn write_run(
         let (span_from, _) = month_days(touched[0]).ok_or_else(|| bad_month(touched[0]))?;
         let last_month = touched[touched.len() - 1];
         let (_, span_to) = month_days(last_month).ok_or_else(|| bad_month(last_month))?;
-
-        // The stored rows of the touched months on days this run did not
-        // bring (rows on the run's days are read too when its days have
-        // holes, and skipped in the merge below).
         stored.clear();
         if !new_keys.contains(&key) {
-            if last - first + 1 == group.len() as i64 {
-                // One stretch: the rest of its first and last months, each
-                // folded by SQLite into one entry at its last day.
-                for (from, to) in [(span_from, first - 1), (last + 1, span_to)] {
-                    if from > to {
-                        continue;
-                    }
-                    let folded: (Option<f64>, Option<i64>, Option<f64>) = fold_range
-                        .query_row(params![key, from, to], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                        })
-                        .map_err(e)?;
-                    if let (Some(sum), Some(day), Some(value)) = folded {
-                        stored.push((day, sum, value));
-                    }
-                }
-            } else {
-                let mut found = read.query(params![key, span_from, span_to]).map_err(e)?;
-                while let Some(r) = found.next().map_err(e)? {
-                    let value = r.get(1).map_err(e)?;
-                    stored.push((r.get(0).map_err(e)?, value, value));
-                }
+            let mut found = read.query(params![key, span_from, span_to]).map_err(e)?;
+            while let Some(r) = found.next().map_err(e)? {
+                stored.push((r.get(0).map_err(e)?, r.get(1).map_err(e)?));
             }
         }
 
@@ -956,44 +920,52 @@ fn write_run(
                 (None, None) => break,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                (Some(&(day, _, _)), Some(r)) => {
-                    if day == r.day {
-                        i += 1;
-                    }
-                    day < r.day
-                }
+                (Some(&(day, _)), Some(r)) => day < r.day,
             };
-            let (day, sum, value, month) = if stored_first {
-                let (day, sum, value) = stored[i];
+            let (day, value, month) = if stored_first {
+                let (day, value) = stored[i];
                 i += 1;
                 // A month between two of the run's days, which it left alone.
                 let month = month_num(num_day(day)?);
                 if touched.binary_search(&month).is_err() {
                     continue;
                 }
-                (day, sum, value, month)
+                (day, value, month)
             } else {
-                let r = group[j];
+                let r = &mut group[j];
                 j += 1;
                 let o = &c.observations[r.idx];
-                (r.day, o.value, o.value, month_num(o.day))
+                r.class = match stored.get(i) {
+                    Some(&(day, old)) if day == r.day => {
+                        i += 1;
+                        if old.to_bits() == o.value.to_bits() {
+                            RowClass::Same
+                        } else {
+                            RowClass::Changed
+                        }
+                    }
+                    _ => RowClass::New,
+                };
+                (r.day, o.value, month_num(o.day))
             };
             match months.last_mut() {
                 Some(m) if m.key == key && m.month == month => {
-                    m.sum += sum;
+                    m.sum += value;
                     m.last_day = day;
                     m.last_value = value;
                 }
                 _ => months.push(MonthRow {
                     month,
                     key,
-                    sum,
+                    sum: value,
                     last_day: day,
                     last_value: value,
                 }),
             }
         }
     }
+    drop(read);
+    write_observations(tx, rows, c.observations, run_id)?;
 
     // In `monthly` order, again for local inserts.
     months.sort_unstable_by_key(|m| (m.month, m.key));
@@ -1019,6 +991,128 @@ fn write_run(
         .map_err(e)?;
     }
     Ok(run_id)
+}
+
+/// New rows of a run go in this many to a statement.
+const INSERT_CHUNK: usize = 128;
+
+/// `INSERT OR FAIL INTO observations ... VALUES (?2, ?3, ?4, ?1), ...` for
+/// `INSERT_CHUNK` rows, the run id (`?1`) shared by all of them.
+fn chunk_insert_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..INSERT_CHUNK)
+            .map(|k| format!("(?{}, ?{}, ?{}, ?1)", 3 * k + 2, 3 * k + 3, 3 * k + 4))
+            .collect();
+        format!(
+            "INSERT OR FAIL INTO observations (key, day, value, run) VALUES {}",
+            rows.join(", ")
+        )
+    })
+}
+
+/// Writes the rows of a run as [`write_run`] classified them, in
+/// primary-key order.
+///
+/// New rows go in `INSERT_CHUNK` to a statement, and `OR FAIL` matters
+/// there: SQLite gives a statement that may write several rows and may
+/// abort a statement journal, a copy of every page the statement is about
+/// to change, which costs more than the inserts themselves. FAIL undoes
+/// nothing inside the statement, which is safe: the rows were just read as
+/// absent under the write lock, and any error rolls back the whole
+/// transaction anyway. Likewise for the stretches of rows stored again
+/// with the same value, which only get the run id, one statement a stretch.
+fn write_observations(
+    tx: &Transaction<'_>,
+    rows: &[PendingRow],
+    observations: &[Observation],
+    run_id: i64,
+) -> Result<(), StoreError> {
+    let e = |source| StoreError::Sqlite {
+        doing: "recording a run's observations",
+        source,
+    };
+    // Each write must change exactly the rows that were read.
+    let check = |r: &PendingRow, expected: usize, changed: usize| {
+        if changed == expected {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                what: "observations",
+                detail: format!(
+                    "writing key {} from day {} changed {changed} rows instead of {expected}",
+                    r.key, r.day
+                ),
+            })
+        }
+    };
+
+    let mut many = tx.prepare_cached(chunk_insert_sql()).map_err(e)?;
+    many.raw_bind_parameter(1, run_id).map_err(e)?;
+    let mut one = tx
+        .prepare_cached(
+            "INSERT OR FAIL INTO observations (key, day, value, run) VALUES (?2, ?3, ?4, ?1)",
+        )
+        .map_err(e)?;
+    one.raw_bind_parameter(1, run_id).map_err(e)?;
+    let new_rows = rows.iter().filter(|r| r.class == RowClass::New);
+    let new_count = new_rows.clone().count();
+    let in_chunks = new_count - new_count % INSERT_CHUNK;
+    let mut k = 0;
+    for (n, r) in new_rows.enumerate() {
+        let value = observations[r.idx].value;
+        if n < in_chunks {
+            many.raw_bind_parameter(3 * k + 2, r.key).map_err(e)?;
+            many.raw_bind_parameter(3 * k + 3, r.day).map_err(e)?;
+            many.raw_bind_parameter(3 * k + 4, value).map_err(e)?;
+            k += 1;
+            if k == INSERT_CHUNK {
+                check(r, INSERT_CHUNK, many.raw_execute().map_err(e)?)?;
+                k = 0;
+            }
+        } else {
+            one.raw_bind_parameter(2, r.key).map_err(e)?;
+            one.raw_bind_parameter(3, r.day).map_err(e)?;
+            one.raw_bind_parameter(4, value).map_err(e)?;
+            check(r, 1, one.raw_execute().map_err(e)?)?;
+        }
+    }
+
+    let mut update = tx
+        .prepare_cached("UPDATE observations SET value = ?3, run = ?4 WHERE key = ?1 AND day = ?2")
+        .map_err(e)?;
+    for r in rows.iter().filter(|r| r.class == RowClass::Changed) {
+        let changed = update
+            .execute(params![r.key, r.day, observations[r.idx].value, run_id])
+            .map_err(e)?;
+        check(r, 1, changed)?;
+    }
+
+    let mut observed_again = tx
+        .prepare_cached(
+            "UPDATE OR FAIL observations SET run = ?4 WHERE key = ?1 AND day BETWEEN ?2 AND ?3",
+        )
+        .map_err(e)?;
+    // Stretches of consecutive days of one key, each stored with the same value.
+    let same = rows.iter().filter(|r| r.class == RowClass::Same);
+    let mut stretch: Option<(PendingRow, i64)> = None;
+    for r in same.map(Some).chain([None]) {
+        match (stretch, r) {
+            (Some((first, last)), Some(r)) if r.key == first.key && r.day == last + 1 => {
+                stretch = Some((first, r.day));
+            }
+            (open, next) => {
+                if let Some((first, last)) = open {
+                    let changed = observed_again
+                        .execute(params![first.key, first.day, last, run_id])
+                        .map_err(e)?;
+                    check(&first, (last - first.day + 1) as usize, changed)?;
+                }
+                stretch = next.map(|r| (*r, r.day));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
