@@ -106,7 +106,9 @@ struct Writer {
 /// ids inserted by a transaction that then fails are forgotten with it.
 #[derive(Default)]
 struct WriterKeys {
-    /// By source, then by [`key_text`] of unit, indicator and entity.
+    /// By source, then by [`key_text`] of unit, indicator and entity. A
+    /// source is loaded whole the first time it writes, so that a key this
+    /// map lacks is new (or added since by another process).
     ids: HashMap<String, HashMap<String, i64>>,
     /// Keys inserted by the transaction in progress.
     added: Vec<(String, String)>,
@@ -115,9 +117,8 @@ struct WriterKeys {
 }
 
 impl WriterKeys {
-    /// The id of a key, inserting it when it is new. Ids found or inserted
-    /// are remembered; `new` gets the ids inserted now, whose rows therefore
-    /// need no reading back.
+    /// The id of a key, inserting it when it is new; `new` gets the ids
+    /// inserted now, whose rows therefore need no reading.
     fn id(
         &mut self,
         tx: &Transaction<'_>,
@@ -125,50 +126,66 @@ impl WriterKeys {
         o: &Observation,
         new: &mut HashSet<i64>,
     ) -> Result<i64, StoreError> {
-        key_text(&mut self.text, &o.unit, &o.indicator, &o.entity);
-        if let Some(&id) = self.ids.get(source).and_then(|m| m.get(&self.text)) {
-            return Ok(id);
-        }
         let e = |source| StoreError::Sqlite {
             doing: "recording a run's keys",
             source,
         };
+        let WriterKeys { ids, added, text } = self;
+        key_text(text, &o.unit, &o.indicator, &o.entity);
+        let known = match ids.get_mut(source) {
+            Some(known) => known,
+            None => {
+                let mut known = HashMap::new();
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id, unit, indicator, entity FROM keys WHERE source = ?1",
+                    )
+                    .map_err(e)?;
+                let mut rows = stmt.query([source]).map_err(e)?;
+                let mut buf = String::new();
+                while let Some(r) = rows.next().map_err(e)? {
+                    let part = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?));
+                    key_text(
+                        &mut buf,
+                        part(1).map_err(e)?,
+                        part(2).map_err(e)?,
+                        part(3).map_err(e)?,
+                    );
+                    known.insert(buf.clone(), r.get(0).map_err(e)?);
+                }
+                ids.entry(source.to_owned()).or_insert(known)
+            }
+        };
+        if let Some(&id) = known.get(text.as_str()) {
+            return Ok(id);
+        }
         let args = params![source, o.unit, o.indicator, o.entity];
-        // Another process (`tallyd collect` beside the daemon) may have
-        // added the key since: what is found here is committed.
-        let found = tx
+        let inserted = tx
             .prepare_cached(
-                "SELECT id FROM keys WHERE source = ?1 AND unit = ?2 AND indicator = ?3 AND entity = ?4",
+                "INSERT INTO keys (source, unit, indicator, entity) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING RETURNING id",
             )
             .map_err(e)?
             .query_row(args, |r| r.get(0))
             .optional()
             .map_err(e)?;
-        let id = match found {
-            Some(id) => id,
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO keys (source, unit, indicator, entity) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(e)?
-                .execute(args)
-                .map_err(e)?;
-                let id = tx.last_insert_rowid();
-                self.added.push((source.to_owned(), self.text.clone()));
+        let id = match inserted {
+            Some(id) => {
+                added.push((source.to_owned(), text.clone()));
                 new.insert(id);
                 id
             }
+            // Another process (`tallyd collect` beside the daemon) added it
+            // since the source was loaded.
+            None => tx
+                .prepare_cached(
+                    "SELECT id FROM keys WHERE source = ?1 AND unit = ?2 AND indicator = ?3 AND entity = ?4",
+                )
+                .map_err(e)?
+                .query_row(args, |r| r.get(0))
+                .map_err(e)?,
         };
-        let text = self.text.clone();
-        match self.ids.get_mut(source) {
-            Some(ids) => {
-                ids.insert(text, id);
-            }
-            None => {
-                self.ids
-                    .insert(source.to_owned(), HashMap::from([(text, id)]));
-            }
-        }
+        known.insert(text.clone(), id);
         Ok(id)
     }
 
@@ -191,6 +208,12 @@ fn key_text(buf: &mut String, unit: &str, indicator: &str, entity: &str) {
         let _ = write!(buf, "{}:", part.len());
         buf.push_str(part);
     }
+}
+
+/// Whether two short texts are equal: a plain loop, cheaper for ids of a
+/// few bytes than a call to `memcmp` for each, which this is on every row.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// Buffers reused by every run, so that a big run does not allocate per row.
@@ -858,7 +881,9 @@ fn write_run(
     for (idx, o) in c.observations.iter().enumerate() {
         let key = match previous {
             Some((p, id))
-                if p.unit == o.unit && p.indicator == o.indicator && p.entity == o.entity =>
+                if same(&p.unit, &o.unit)
+                    && same(&p.indicator, &o.indicator)
+                    && same(&p.entity, &o.entity) =>
             {
                 id
             }

@@ -293,3 +293,32 @@ fn runs_recorded_together_answer_like_runs_recorded_alone() {
     );
     assert!(store.record_runs(&[]).is_empty());
 }
+
+#[test]
+fn a_key_another_process_added_is_found_not_added_again() {
+    // Two stores on one file, as `tallyd collect` beside the daemon.
+    let (dir, daemon) = open();
+    let cli = SqliteStore::open(dir.path()).unwrap();
+    let day = d("2026-11-02");
+    let record = |store: &SqliteStore, unit: &str, value: f64| {
+        let r = to_record("src", "manual", vec![obs("src", unit, "", day, value)]);
+        store.record_run(&r.run, &r.observations, None).unwrap()
+    };
+    record(&daemon, "a", 1.0);
+    let by_cli = record(&cli, "b", 2.0);
+    // The daemon's writer knew the source's keys before "b" existed.
+    let by_daemon = record(&daemon, "b", 3.0);
+    assert!(by_cli < by_daemon);
+    let key = |unit: &str| {
+        (
+            "src".to_owned(),
+            unit.to_owned(),
+            String::new(),
+            day_num(day),
+        )
+    };
+    assert_eq!(stored_observations(&daemon)[&key("b")], (3.0, by_daemon));
+    assert_eq!(broken_references(&daemon), (0, 0));
+    let (stored, raw) = monthly_both_ways(&daemon);
+    assert_eq!(stored, raw);
+}
