@@ -12,9 +12,12 @@
 //!   a quarter summary reads three rows a key instead of ninety.
 //! - `runs` and `source_state` are small: a few rows a source a day.
 //!
-//! The writer upserts a run's rows in primary-key order and recomputes each
-//! touched month from the run's own rows plus only the stored rows of that
-//! month the run did not bring (see [`write_run`]).
+//! The writer reads, per key, what is stored over the months a run touches,
+//! which both tells the run's rows apart (new, changed, the same again) and
+//! completes each touched month; it then writes in primary-key order, new
+//! rows many to a statement, and rows stored again with the same value only
+//! get the run id (see [`write_run`]). Several runs may share a transaction
+//! (`record_runs`), so that many small runs share one fsync.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -818,8 +821,9 @@ impl Writer {
     }
 }
 
-/// Rows of scratch kept between runs: enough for the biggest everyday run.
-const SCRATCH_KEEP: usize = 1 << 20;
+/// Rows of scratch kept between runs: enough for a big everyday run (2 MiB),
+/// while a backfill's buffers go back to the allocator when it is done.
+const SCRATCH_KEEP: usize = 1 << 16;
 
 /// Writes one checked run into `tx`: its run row, its keys, its observations
 /// (replacing what the same key held on the same day), the `monthly` row of
@@ -874,6 +878,7 @@ fn write_run(
         new_keys,
     } = scratch;
     rows.clear();
+    rows.reserve(c.observations.len());
     new_keys.clear();
     // Plugins emit a key's days together, so most rows share the previous
     // row's key and need no lookup at all.
