@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use tally_plugin::{CollectRequest, ErrorKind, IndicatorRef, PROTOCOL_VERSION, UnitRef, Window};
-use tokio::sync::{OwnedMutexGuard, Semaphore};
+use tokio::sync::{OwnedMutexGuard, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::plugin_host::{
     CallError, HostServices, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
 };
-use crate::store::{LastSuccess, RunRecord, RunResult, Store, StoreError};
+use crate::store::{LastSuccess, RunRecord, RunResult, RunToRecord, Store, StoreError};
 use crate::summary::{self, Summary, SummaryError, SummaryRequest};
 
 /// One enabled source, ready to run.
@@ -237,6 +237,54 @@ pub struct Engine {
     sources: Vec<Arc<SourceRuntime>>,
     limit: Arc<Semaphore>,
     indicators: Vec<IndicatorRef>,
+    /// The queue of the store writer ([`write_runs`]), started by the first run.
+    writer: std::sync::OnceLock<mpsc::UnboundedSender<PendingWrite>>,
+}
+
+/// A finished run waiting for the store writer, and where its answer goes.
+struct PendingWrite {
+    run: RunToRecord,
+    reply: oneshot::Sender<Result<i64, StoreError>>,
+}
+
+/// The runs one commit takes from the writer's queue stop at this many
+/// observations (the first run always goes), so that a burst of backfills
+/// does not become one transaction that holds every answer back.
+const GROUP_COMMIT_MAX_OBSERVATIONS: usize = 100_000;
+
+/// The store writer of an engine: takes the first queued run, then whatever
+/// else is already queued without waiting for more, records them in one
+/// transaction on a blocking thread ([`Store::record_runs`]), and answers
+/// each run after the commit. With a thousand sources polled every few
+/// seconds, runs that finish while a commit is going share the next one,
+/// so they cost one fsync instead of one each; a lone run is written at once.
+async fn write_runs(
+    store: Arc<dyn Store>,
+    mut queue: mpsc::UnboundedReceiver<PendingWrite>,
+    max_observations: usize,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut observations = first.run.observations.len();
+        let mut batch = vec![first];
+        while observations < max_observations {
+            let Ok(next) = queue.try_recv() else { break };
+            observations += next.run.observations.len();
+            batch.push(next);
+        }
+        let (runs, replies): (Vec<RunToRecord>, Vec<_>) =
+            batch.into_iter().map(|w| (w.run, w.reply)).unzip();
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.record_runs(&runs)).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    // A run whose caller went away is stored all the same.
+                    let _ = reply.send(answer);
+                }
+            }
+            // The replies drop with the batch: each run reports an internal error.
+            Err(e) => tracing::error!(error = %e, "the store writer failed to record runs"),
+        }
+    }
 }
 
 /// Builds the unit tree of a configuration. The config module already
@@ -511,6 +559,7 @@ impl Engine {
             plugins,
             sources,
             indicators,
+            writer: std::sync::OnceLock::new(),
         }
     }
 
@@ -574,7 +623,7 @@ impl Engine {
         window: Option<Window>,
     ) -> Result<RunReport, RunError> {
         let (source, _busy, call) = self.claim(source_id)?;
-        let _permit = self.limit.clone().acquire_owned().await;
+        let permit = self.limit.clone().acquire_owned().await;
         // One read for the window and the resume state: a run's cost must
         // not grow with the store.
         let (window, state) = {
@@ -610,18 +659,16 @@ impl Engine {
             http_requests: source.instance.take_http_requests(),
         };
         let written = collected.observations.len();
-        let store = self.store.clone();
-        let rec = record.clone();
-        let Collected {
-            observations,
-            state,
-            ..
-        } = collected;
-        let run_id = tokio::task::spawn_blocking(move || {
-            store.record_run(&rec, &observations, state.as_ref())
-        })
-        .await
-        .map_err(|e| RunError::Internal(e.to_string()))??;
+        // The permit bounds plugin calls: while this run waits for its
+        // commit, another may call its plugin and then share that commit.
+        drop(permit);
+        let run_id = self
+            .record(RunToRecord {
+                run: record.clone(),
+                observations: collected.observations,
+                state: collected.state,
+            })
+            .await?;
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.run_finished(
             &source.config.id,
@@ -683,6 +730,41 @@ impl Engine {
             error: record.error,
             duration_ms: (seconds * 1000.0) as u64,
         })
+    }
+
+    /// Records a run through the engine's store writer ([`write_runs`]) and
+    /// returns its id once it is durable.
+    async fn record(&self, run: RunToRecord) -> Result<i64, RunError> {
+        let queue = self.writer.get_or_init(|| {
+            let (queue, pending) = mpsc::unbounded_channel();
+            tokio::spawn(write_runs(
+                self.store.clone(),
+                pending,
+                GROUP_COMMIT_MAX_OBSERVATIONS,
+            ));
+            queue
+        });
+        // Unbounded, yet small: a source has at most one run going, and
+        // each waits here for its answer.
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(pending)) = queue.send(PendingWrite { run, reply }) {
+            // The writer stopped with the runtime that started it (a CLI
+            // command that built its own): record the run directly.
+            let store = self.store.clone();
+            let run = pending.run;
+            return tokio::task::spawn_blocking(move || {
+                store.record_run(&run.run, &run.observations, run.state.as_ref())
+            })
+            .await
+            .map_err(|e| RunError::Internal(e.to_string()))?
+            .map_err(RunError::from);
+        }
+        answer
+            .await
+            .map_err(|_| {
+                RunError::Internal("the store writer stopped before the run was recorded".into())
+            })?
+            .map_err(RunError::from)
     }
 
     /// Calls the plugin for a window and checks its answer, storing nothing:
@@ -1088,6 +1170,155 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::store::SqliteStore;
+
+    /// The SQLite store, counting the runs of each `record_runs` call.
+    struct Counting {
+        inner: SqliteStore,
+        batches: std::sync::Mutex<Vec<usize>>,
+    }
+
+    impl Store for Counting {
+        fn record_run(
+            &self,
+            run: &RunRecord,
+            observations: &[Observation],
+            state: Option<&serde_json::Value>,
+        ) -> Result<i64, StoreError> {
+            self.batches.lock().unwrap().push(1);
+            self.inner.record_run(run, observations, state)
+        }
+        fn record_runs(&self, runs: &[RunToRecord]) -> Vec<Result<i64, StoreError>> {
+            self.batches.lock().unwrap().push(runs.len());
+            self.inner.record_runs(runs)
+        }
+        fn source_status(&self, source: &str) -> Result<crate::store::SourceStatus, StoreError> {
+            self.inner.source_status(source)
+        }
+        fn resume_point(&self, source: &str) -> Result<crate::store::ResumePoint, StoreError> {
+            self.inner.resume_point(source)
+        }
+        fn recent_runs(
+            &self,
+            source: &str,
+            limit: usize,
+        ) -> Result<Vec<crate::store::StoredRun>, StoreError> {
+            self.inner.recent_runs(source, limit)
+        }
+        fn runs(&self, ids: &[i64]) -> Result<Vec<crate::store::StoredRun>, StoreError> {
+            self.inner.runs(ids)
+        }
+        fn own_values(
+            &self,
+            start: NaiveDate,
+            end: NaiveDate,
+            indicators: &[(String, Kind)],
+        ) -> Result<Vec<crate::store::OwnValue>, StoreError> {
+            self.inner.own_values(start, end, indicators)
+        }
+        fn entity_values(
+            &self,
+            start: NaiveDate,
+            end: NaiveDate,
+            indicators: &[(String, Kind)],
+        ) -> Result<Vec<crate::store::EntityValue>, StoreError> {
+            self.inner.entity_values(start, end, indicators)
+        }
+        fn coverage(
+            &self,
+            source: &str,
+            start: NaiveDate,
+            end: NaiveDate,
+        ) -> Result<crate::store::Coverage, StoreError> {
+            self.inner.coverage(source, start, end)
+        }
+        fn observations(
+            &self,
+            units: &[&str],
+            indicator: &str,
+            start: NaiveDate,
+            end: NaiveDate,
+        ) -> Result<Vec<crate::store::StoredObservation>, StoreError> {
+            self.inner.observations(units, indicator, start, end)
+        }
+        fn check_writable(&self) -> Result<(), StoreError> {
+            self.inner.check_writable()
+        }
+    }
+
+    fn pending_run(source: &str, days: u32) -> RunToRecord {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 27, 4, 0, 0).unwrap();
+        RunToRecord {
+            run: RunRecord {
+                source: source.into(),
+                trigger: "schedule".into(),
+                started_at: at,
+                finished_at: at,
+                result: RunResult::Success,
+                error: None,
+                window_from: day(1),
+                window_to: day(days),
+                warnings: vec![],
+                http_requests: None,
+            },
+            observations: (1..=days)
+                .map(|d| Observation {
+                    source: source.into(),
+                    unit: "county".into(),
+                    indicator: "posts".into(),
+                    entity: String::new(),
+                    day: day(d),
+                    value: 1.0,
+                })
+                .collect(),
+            state: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_runs_share_commits_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting {
+            inner: SqliteStore::open(dir.path()).unwrap(),
+            batches: Default::default(),
+        });
+        let (queue, pending) = mpsc::unbounded_channel();
+        let mut answers = Vec::new();
+        // Four runs of 3 observations queued before the writer looks, then
+        // one that the cap of 8 observations leaves for the next commit,
+        // and an invalid one that fails alone.
+        let mut runs: Vec<RunToRecord> = (0..5).map(|i| pending_run(&format!("s{i}"), 3)).collect();
+        runs[4].observations[0].value = f64::NAN;
+        for run in runs {
+            let (reply, answer) = oneshot::channel();
+            queue.send(PendingWrite { run, reply }).unwrap();
+            answers.push(answer);
+        }
+        drop(queue);
+        write_runs(store.clone(), pending, 8).await;
+
+        let mut ids = Vec::new();
+        for answer in answers {
+            ids.push(answer.await.unwrap());
+        }
+        assert_eq!(*store.batches.lock().unwrap(), [3, 2]);
+        let stored: Vec<i64> = ids[..4].iter().map(|r| *r.as_ref().unwrap()).collect();
+        assert!(stored.windows(2).all(|w| w[0] < w[1]), "{stored:?}");
+        assert!(
+            matches!(ids[4], Err(StoreError::Invalid { .. })),
+            "{:?}",
+            ids[4]
+        );
+        for (i, id) in stored.iter().enumerate() {
+            let last = store
+                .source_status(&format!("s{i}"))
+                .unwrap()
+                .last_run
+                .unwrap();
+            assert_eq!((last.id, last.observations_written), (*id, 3));
+        }
+    }
 
     #[test]
     fn transient_and_permanent_failures() {

@@ -25,7 +25,7 @@ use tally::engine::{Engine, unit_tree};
 use tally::http::{AppState, Live, LiveHandle, router};
 use tally::metrics::Metrics;
 use tally::plugin_host::{PluginRegistry, SourceRunner};
-use tally::store::{RunRecord, RunResult, SqliteStore, Store};
+use tally::store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
 use tally::summary::{self, SummaryRequest};
 
 const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N]
@@ -200,6 +200,109 @@ impl Raw {
         tx.commit()?;
         Ok(())
     }
+
+    /// Context for the ratio, not the comparator: the same rows as plain
+    /// inserts, `RAW_CHUNK` to a statement (valid only because every row is
+    /// new), which is how the store writes rows it has read as absent. The
+    /// store's gain over one statement a row shows against this row.
+    fn insert_many(&mut self, rows: &[Observation]) -> Result<()> {
+        const RAW_CHUNK: usize = 128;
+        let values = vec!["(?, ?, ?)"; RAW_CHUNK].join(", ");
+        let tx = self.conn.transaction()?;
+        {
+            let mut many = tx.prepare_cached(&format!(
+                "INSERT OR FAIL INTO obs (key, day, value) VALUES {values}"
+            ))?;
+            let mut one =
+                tx.prepare_cached("INSERT OR FAIL INTO obs (key, day, value) VALUES (?1, ?2, ?3)")?;
+            let unit_index = &self.unit_index;
+            let key = |o: &Observation| -> Result<i64> {
+                let ind: i64 = o.indicator[1..].parse()?;
+                Ok(unit_index[&o.unit] * INDICATORS as i64 + ind)
+            };
+            for chunk in rows.chunks(RAW_CHUNK) {
+                if chunk.len() < RAW_CHUNK {
+                    for o in chunk {
+                        one.execute(params![key(o)?, day_num(o.day), o.value])?;
+                    }
+                    continue;
+                }
+                for (k, o) in chunk.iter().enumerate() {
+                    many.raw_bind_parameter(3 * k + 1, key(o)?)?;
+                    many.raw_bind_parameter(3 * k + 2, day_num(o.day))?;
+                    many.raw_bind_parameter(3 * k + 3, o.value)?;
+                }
+                many.raw_execute()?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Sources of the group-commit figures, each a small run of `SMALL_RUN` observations.
+const SMALL_RUNS: usize = 1_000;
+const SMALL_RUN: usize = 3;
+
+/// Runs per second for `SMALL_RUNS` small runs (one per source, as a daemon
+/// polling every source records them), one transaction each and then
+/// several per commit through `record_runs`: (runs per commit, runs/s).
+fn group_commit(dir: &Path, today: NaiveDate, now: DateTime<Utc>) -> Result<Vec<(usize, f64)>> {
+    let store = SqliteStore::open(&dir.join("small-runs"))?;
+    let runs = |day: NaiveDate| -> Vec<RunToRecord> {
+        (0..SMALL_RUNS)
+            .map(|s| {
+                let source = format!("s{s}");
+                let observations = (0..SMALL_RUN)
+                    .map(|i| Observation {
+                        source: source.clone(),
+                        unit: format!("r/a{}", s % 10),
+                        indicator: format!("i{i}"),
+                        entity: String::new(),
+                        day,
+                        value: (s + i) as f64,
+                    })
+                    .collect();
+                let mut run = run_record(day, day, now);
+                run.source = source;
+                run.trigger = "schedule".to_owned();
+                RunToRecord {
+                    run,
+                    observations,
+                    state: Some(serde_json::json!({ "etag": s })),
+                }
+            })
+            .collect()
+    };
+    // Keys exist after the first poll, and the WAL file has grown to its
+    // size after the second (growing it makes the first commits that do
+    // far slower, whatever their size); every measured poll stores a new day.
+    for r in store.record_runs(&runs(today - Days::new(11))) {
+        r?;
+    }
+    for r in runs(today - Days::new(10)) {
+        store.record_run(&r.run, &r.observations, r.state.as_ref())?;
+    }
+    let mut out = Vec::new();
+    for (n, per_commit) in [1, 10, 100, SMALL_RUNS].into_iter().enumerate() {
+        let poll = runs(today - Days::new(9 - n as u64));
+        let (r, ms) = time_ms(|| -> Result<()> {
+            for group in poll.chunks(per_commit) {
+                if per_commit == 1 {
+                    let g = &group[0];
+                    store.record_run(&g.run, &g.observations, g.state.as_ref())?;
+                } else {
+                    for r in store.record_runs(group) {
+                        r?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        r?;
+        out.push((per_commit, SMALL_RUNS as f64 / (ms / 1e3)));
+    }
+    Ok(out)
 }
 
 /// p50 and p99 of the durations in milliseconds (nearest rank).
@@ -251,6 +354,7 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
     let tree: UnitTree = unit_tree(&config)?;
     let store = SqliteStore::open(&dir.join("store"))?;
     let mut raw = Raw::open(&dir.join("raw.db"), &units)?;
+    let mut raw_many = Raw::open(&dir.join("raw-many.db"), &units)?;
     // A fixed "now", so that the periods asked for are the same on every run:
     // noon in Shanghai on the last day of the data.
     let today = NaiveDate::from_ymd_opt(2025, 6, 30).context("date")?;
@@ -266,7 +370,7 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
         let first = (b * BATCH_DAYS + BATCH_DAYS).min(days) - 1;
         (today - Days::new(first), to)
     };
-    let (mut ingest_ms, mut raw_ms, mut ingested) = (0.0, 0.0, 0usize);
+    let (mut ingest_ms, mut raw_ms, mut raw_many_ms, mut ingested) = (0.0, 0.0, 0.0, 0usize);
     for b in 0..INGEST_BATCHES {
         let (from, to) = window(b, args.days);
         let rows = batch(&units, from, to);
@@ -276,11 +380,16 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
         let (r, ms) = time_ms(|| raw.upsert(&rows));
         r?;
         raw_ms += ms;
+        let (r, ms) = time_ms(|| raw_many.insert_many(&rows));
+        r?;
+        raw_many_ms += ms;
         ingested += rows.len();
         eprintln!("tally-bench: ingest batch {b}: {} rows", rows.len());
     }
     let ingest_rate = ingested as f64 / (ingest_ms / 1e3);
     let raw_rate = ingested as f64 / (raw_ms / 1e3);
+    let raw_many_rate = ingested as f64 / (raw_many_ms / 1e3);
+    let small_runs = group_commit(dir, today, now)?;
 
     // The rest of the data set behind the summaries.
     let mut days = args.days;
@@ -369,6 +478,19 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
         raw_rate
     );
     println!("| ingest / raw | {:.0}% |", 100.0 * ingest_rate / raw_rate);
+    println!(
+        "| context: raw SQLite plain INSERT, 128 rows a statement (rows known new, as the store writes them) | {raw_many_rate:.0} obs/s (ingest {:.0}% of it) |",
+        100.0 * ingest_rate / raw_many_rate
+    );
+    for (per_commit, rate) in &small_runs {
+        let how = match per_commit {
+            1 => "one transaction each".to_owned(),
+            n => format!("`record_runs`, {n} per commit"),
+        };
+        println!(
+            "| {SMALL_RUNS} small runs ({SMALL_RUN} obs, 1 source each): {how} | {rate:.0} runs/s |"
+        );
+    }
     for (label, rows, p50, p99) in &summary_rows {
         println!(
             "| summary `{label}` ({rows} units × {INDICATORS} indicators), {} runs: p50 / p99 | {p50:.1} / {p99:.1} ms |",

@@ -32,6 +32,19 @@ pub trait Store: Send + Sync + 'static {
         state: Option<&serde_json::Value>,
     ) -> Result<i64, StoreError>;
 
+    /// Records several runs at once, each exactly as [`Store::record_run`]
+    /// would (same checks, same upserts, its own run id), and answers for
+    /// each in order. A store may commit them together, so that many small
+    /// runs share one commit; then, if that shared transaction fails, it
+    /// records them again one transaction each, so that one run that cannot
+    /// be stored never costs another its place. Either way a run is durable
+    /// only when its answer is `Ok`.
+    fn record_runs(&self, runs: &[RunToRecord]) -> Vec<Result<i64, StoreError>> {
+        runs.iter()
+            .map(|r| self.record_run(&r.run, &r.observations, r.state.as_ref()))
+            .collect()
+    }
+
     fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError>;
 
     /// What a run needs of its source's past (when the latest run started,
@@ -189,6 +202,16 @@ pub struct RunRecord {
     /// HTTP requests the plugin made through the daemon during the run (its
     /// API calls); `None` when not counted (an isolated plugin does its own).
     pub http_requests: Option<u64>,
+}
+
+/// One run for [`Store::record_runs`]: what [`Store::record_run`] takes, owned,
+/// so that it can wait in a queue for the next commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunToRecord {
+    pub run: RunRecord,
+    pub observations: Vec<Observation>,
+    /// Replaces the source's resume state when `Some`.
+    pub state: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -17,18 +17,25 @@
 //!   summary over past months folds memory, never stale rows, whichever
 //!   process wrote.
 //! - `runs` and `source_state` are small: a few rows a source a day.
+//!
+//! The writer reads, per key, what is stored over the months a run touches,
+//! which both tells the run's rows apart (new, changed, the same again) and
+//! completes each touched month; it then writes in primary-key order, new
+//! rows many to a statement, and rows stored again with the same value only
+//! get the run id (see [`write_run`]). Several runs may share a transaction
+//! (`record_runs`), so that many small runs share one fsync.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
     Coverage, EntityValue, LastSuccess, OwnData, OwnValue, ResumePoint, RunCounts, RunRecord,
-    RunResult, SourceStatus, Store, StoreError, StoredObservation, StoredRun,
+    RunResult, RunToRecord, SourceStatus, Store, StoreError, StoredObservation, StoredRun,
 };
 use crate::domain::{Kind, Observation};
 
@@ -102,8 +109,179 @@ pub struct SqliteStore {
     path: PathBuf,
     // Two connections so that summaries read a WAL snapshot while a run
     // commits, instead of queueing behind it.
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     reader: Mutex<Reader>,
+}
+
+/// The write connection and what it keeps between runs.
+struct Writer {
+    conn: Connection,
+    keys: WriterKeys,
+    scratch: Scratch,
+}
+
+/// Key ids the writer has seen, so that a run finds its keys in memory
+/// instead of querying `keys` once per key. Keys are never deleted nor
+/// renumbered, so a committed id stays right for the life of the database;
+/// ids inserted by a transaction that then fails are forgotten with it.
+#[derive(Default)]
+struct WriterKeys {
+    /// By source, then by [`key_text`] of unit, indicator and entity. A
+    /// source is loaded whole the first time it writes, so that a key this
+    /// map lacks is new (or added since by another process).
+    ids: HashMap<String, HashMap<String, i64>>,
+    /// Keys inserted by the transaction in progress.
+    added: Vec<(String, String)>,
+    /// Reused for [`key_text`].
+    text: String,
+}
+
+impl WriterKeys {
+    /// The id of a key, inserting it when it is new; `new` gets the ids
+    /// inserted now, whose rows therefore need no reading.
+    fn id(
+        &mut self,
+        tx: &Transaction<'_>,
+        source: &str,
+        o: &Observation,
+        new: &mut HashSet<i64>,
+    ) -> Result<i64, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "recording a run's keys",
+            source,
+        };
+        let WriterKeys { ids, added, text } = self;
+        key_text(text, &o.unit, &o.indicator, &o.entity);
+        let known = match ids.get_mut(source) {
+            Some(known) => known,
+            None => {
+                let mut known = HashMap::new();
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id, unit, indicator, entity FROM keys WHERE source = ?1",
+                    )
+                    .map_err(e)?;
+                let mut rows = stmt.query([source]).map_err(e)?;
+                let mut buf = String::new();
+                while let Some(r) = rows.next().map_err(e)? {
+                    let part = |i| r.get_ref(i).and_then(|v| Ok(v.as_str()?));
+                    key_text(
+                        &mut buf,
+                        part(1).map_err(e)?,
+                        part(2).map_err(e)?,
+                        part(3).map_err(e)?,
+                    );
+                    known.insert(buf.clone(), r.get(0).map_err(e)?);
+                }
+                ids.entry(source.to_owned()).or_insert(known)
+            }
+        };
+        if let Some(&id) = known.get(text.as_str()) {
+            return Ok(id);
+        }
+        let args = params![source, o.unit, o.indicator, o.entity];
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO keys (source, unit, indicator, entity) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .map_err(e)?
+            .query_row(args, |r| r.get(0))
+            .optional()
+            .map_err(e)?;
+        let id = match inserted {
+            Some(id) => {
+                added.push((source.to_owned(), text.clone()));
+                new.insert(id);
+                id
+            }
+            // Another process (`tallyd collect` beside the daemon) added it
+            // since the source was loaded.
+            None => tx
+                .prepare_cached(
+                    "SELECT id FROM keys WHERE source = ?1 AND unit = ?2 AND indicator = ?3 AND entity = ?4",
+                )
+                .map_err(e)?
+                .query_row(args, |r| r.get(0))
+                .map_err(e)?,
+        };
+        known.insert(text.clone(), id);
+        Ok(id)
+    }
+
+    /// Drops the ids inserted by a transaction that did not commit.
+    fn forget_added(&mut self) {
+        for (source, text) in self.added.drain(..) {
+            if let Some(m) = self.ids.get_mut(&source) {
+                m.remove(&text);
+            }
+        }
+    }
+}
+
+/// Unit, indicator and entity as one map key, each part prefixed with its
+/// length so that no two keys give the same text.
+fn key_text(buf: &mut String, unit: &str, indicator: &str, entity: &str) {
+    use std::fmt::Write;
+    buf.clear();
+    for part in [unit, indicator, entity] {
+        let _ = write!(buf, "{}:", part.len());
+        buf.push_str(part);
+    }
+}
+
+/// Whether two short texts are equal: a plain loop, cheaper for ids of a
+/// few bytes than a call to `memcmp` for each, which this is on every row.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
+/// Buffers reused by every run, so that a big run does not allocate per row.
+#[derive(Default)]
+struct Scratch {
+    rows: Vec<PendingRow>,
+    months: Vec<MonthWrite>,
+    /// Stored rows of one key: day, value.
+    stored: Vec<(i64, f64)>,
+    touched: Vec<i64>,
+    new_keys: HashSet<i64>,
+}
+
+/// An observation of the run being written, by key id and day number;
+/// `idx` is its place in the run's observations.
+#[derive(Clone, Copy)]
+struct PendingRow {
+    key: i64,
+    day: i64,
+    idx: usize,
+    class: RowClass,
+}
+
+/// What a row of the run does to the stored row of its key and day.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowClass {
+    New,
+    Changed,
+    /// The value stored is the same: only the run that observed it changes.
+    Same,
+}
+
+/// A `monthly` row being computed.
+struct MonthWrite {
+    month: i64,
+    key: i64,
+    sum: f64,
+    last_day: i64,
+    last_value: f64,
+}
+
+/// A run whose observations and state passed [`check_run`], serialized
+/// and ready to write.
+struct Checked<'a> {
+    run: &'a RunRecord,
+    observations: &'a [Observation],
+    state: Option<String>,
+    warnings: String,
 }
 
 struct Reader {
@@ -452,6 +630,14 @@ impl SqliteStore {
         };
         let mut writer = Connection::open(&path).map_err(open_err)?;
         configure(&writer).map_err(open_err)?;
+        // The writer is the only code that inserts rows that refer to others,
+        // and it takes every id from a row it read or inserted in the same
+        // transaction; enforcing the references would look up the key and
+        // the run again for each observation, which cost more than half the
+        // upsert itself. `writes_keep_every_reference_intact` checks them.
+        writer
+            .pragma_update(None, "foreign_keys", false)
+            .map_err(open_err)?;
         migrate(&mut writer, &path)?;
         let reader = Connection::open(&path).map_err(open_err)?;
         configure(&reader).map_err(open_err)?;
@@ -460,7 +646,11 @@ impl SqliteStore {
             .map_err(open_err)?;
         Ok(SqliteStore {
             path,
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer {
+                conn: writer,
+                keys: WriterKeys::default(),
+                scratch: Scratch::default(),
+            }),
             reader: Mutex::new(Reader {
                 conn: reader,
                 keys: KeyCache::default(),
@@ -969,16 +1159,418 @@ fn last_success_and_state(
     Ok((last_success, state))
 }
 
+/// Checks a run before anything is written: its observations must belong to
+/// its source and be finite, its state must serialize.
+fn check_run<'a>(
+    run: &'a RunRecord,
+    observations: &'a [Observation],
+    state: Option<&serde_json::Value>,
+) -> Result<Checked<'a>, StoreError> {
+    if let Some(o) = observations
+        .iter()
+        .find(|o| o.source != run.source || !o.value.is_finite())
+    {
+        return Err(StoreError::Invalid {
+            source_id: run.source.clone(),
+            detail: format!(
+                "observation (source \"{}\", unit \"{}\", indicator \"{}\", entity \"{}\", day {}) \
+                 has value {}: observations must belong to the run's source and be finite",
+                o.source, o.unit, o.indicator, o.entity, o.day, o.value
+            ),
+        });
+    }
+    let state = state
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|source| StoreError::State {
+            source_id: run.source.clone(),
+            source,
+        })?;
+    let warnings = serde_json::Value::from(run.warnings.clone()).to_string();
+    Ok(Checked {
+        run,
+        observations,
+        state,
+        warnings,
+    })
+}
+
+impl Writer {
+    /// Writes `runs` in one transaction and returns their run ids; on any
+    /// error nothing of them is written.
+    fn write(&mut self, runs: &[&Checked<'_>]) -> Result<Vec<i64>, StoreError> {
+        let Writer {
+            conn,
+            keys,
+            scratch,
+        } = self;
+        let e = |source| StoreError::Sqlite {
+            doing: "recording a run",
+            source,
+        };
+        keys.added.clear();
+        let written = (|| {
+            // Take the write lock up front: a deferred transaction that
+            // upgrades later can fail with SQLITE_BUSY regardless of the
+            // busy timeout.
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(e)?;
+            let mut ids = Vec::with_capacity(runs.len());
+            for run in runs {
+                ids.push(write_run(&tx, keys, scratch, run)?);
+            }
+            tx.commit().map_err(e)?;
+            Ok(ids)
+        })();
+        match written {
+            Ok(_) => keys.added.clear(),
+            Err(_) => keys.forget_added(),
+        }
+        // A run far bigger than usual should not pin its buffers for good.
+        if scratch.rows.capacity() > SCRATCH_KEEP {
+            *scratch = Scratch::default();
+        }
+        written
+    }
+}
+
+/// Rows of scratch kept between runs: enough for a big everyday run (2 MiB),
+/// while a backfill's buffers go back to the allocator when it is done.
+const SCRATCH_KEEP: usize = 1 << 16;
+
+/// Writes one checked run into `tx`: its run row, its keys, its observations
+/// (replacing what the same key held on the same day), the `monthly` row of
+/// every (key, month) it touches, and its state.
+///
+/// Per key, the stored rows of the months the run touches are read once;
+/// they tell each row of the run apart and, with the run's rows, give those
+/// months in full, so the rows just written are never read back and a key
+/// new in this run reads nothing. Then, in primary-key order, which keeps
+/// the B-tree inserts local: new rows go in many to a statement, changed
+/// rows are updated, and rows observed again with the same value only get
+/// the new run id, which leaves `observations_by_day` alone. Month values
+/// are summed in day order, as a scan of the month would.
+fn write_run(
+    tx: &Transaction<'_>,
+    keys: &mut WriterKeys,
+    scratch: &mut Scratch,
+    c: &Checked<'_>,
+) -> Result<i64, StoreError> {
+    let e = |source| StoreError::Sqlite {
+        doing: "recording a run",
+        source,
+    };
+    let run = c.run;
+    tx.prepare_cached(
+        "INSERT INTO runs (source, trigger, started_at, finished_at, result, error, \
+         window_from, window_to, observations, warnings, http_requests) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .map_err(e)?
+    .execute(params![
+        run.source,
+        run.trigger,
+        millis(run.started_at),
+        millis(run.finished_at),
+        run.result.as_str(),
+        run.error,
+        day_num(run.window_from),
+        day_num(run.window_to),
+        c.observations.len() as i64,
+        c.warnings,
+        run.http_requests.and_then(|n| i64::try_from(n).ok()),
+    ])
+    .map_err(e)?;
+    let run_id = tx.last_insert_rowid();
+
+    let Scratch {
+        rows,
+        months,
+        stored,
+        touched,
+        new_keys,
+    } = scratch;
+    rows.clear();
+    rows.reserve(c.observations.len());
+    new_keys.clear();
+    // Plugins emit a key's days together, so most rows share the previous
+    // row's key and need no lookup at all.
+    let mut previous: Option<(&Observation, i64)> = None;
+    for (idx, o) in c.observations.iter().enumerate() {
+        let key = match previous {
+            Some((p, id))
+                if same(&p.unit, &o.unit)
+                    && same(&p.indicator, &o.indicator)
+                    && same(&p.entity, &o.entity) =>
+            {
+                id
+            }
+            _ => keys.id(tx, &run.source, o, new_keys)?,
+        };
+        previous = Some((o, key));
+        rows.push(PendingRow {
+            key,
+            day: day_num(o.day),
+            idx,
+            class: RowClass::New,
+        });
+    }
+    // Sorting an already ordered run costs one pass. Of two rows for the
+    // same key and day the later one wins, as two upserts in turn would.
+    rows.sort_unstable_by_key(|r| (r.key, r.day, r.idx));
+    rows.dedup_by(|later, kept| {
+        let same = later.key == kept.key && later.day == kept.day;
+        if same {
+            kept.idx = later.idx;
+        }
+        same
+    });
+
+    // Per key: read what is stored over the months the run touches, which
+    // tells each row of the run apart (new, changed, the same value again)
+    // and, with the run's rows, gives every touched month in full.
+    months.clear();
+    let mut read = tx
+        .prepare_cached(
+            "SELECT day, value FROM observations WHERE key = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day",
+        )
+        .map_err(e)?;
+    for group in rows.chunk_by_mut(|a, b| a.key == b.key) {
+        let key = group[0].key;
+        touched.clear();
+        touched.extend(group.iter().map(|r| month_num(c.observations[r.idx].day)));
+        touched.dedup();
+        let bad_month = |month| StoreError::Corrupt {
+            what: "month",
+            detail: format!("{month} is out of range"),
+        };
+        let (span_from, _) = month_days(touched[0]).ok_or_else(|| bad_month(touched[0]))?;
+        let last_month = touched[touched.len() - 1];
+        let (_, span_to) = month_days(last_month).ok_or_else(|| bad_month(last_month))?;
+        stored.clear();
+        if !new_keys.contains(&key) {
+            let mut found = read.query(params![key, span_from, span_to]).map_err(e)?;
+            while let Some(r) = found.next().map_err(e)? {
+                stored.push((r.get(0).map_err(e)?, r.get(1).map_err(e)?));
+            }
+        }
+
+        // Merge the two day-ordered lists, the run's value winning a day
+        // both have, and fold them into the touched months.
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let stored_first = match (stored.get(i), group.get(j)) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(&(day, _)), Some(r)) => day < r.day,
+            };
+            let (day, value, month) = if stored_first {
+                let (day, value) = stored[i];
+                i += 1;
+                // A month between two of the run's days, which it left alone.
+                let month = month_num(num_day(day)?);
+                if touched.binary_search(&month).is_err() {
+                    continue;
+                }
+                (day, value, month)
+            } else {
+                let r = &mut group[j];
+                j += 1;
+                let o = &c.observations[r.idx];
+                r.class = match stored.get(i) {
+                    Some(&(day, old)) if day == r.day => {
+                        i += 1;
+                        if old.to_bits() == o.value.to_bits() {
+                            RowClass::Same
+                        } else {
+                            RowClass::Changed
+                        }
+                    }
+                    _ => RowClass::New,
+                };
+                (r.day, o.value, month_num(o.day))
+            };
+            match months.last_mut() {
+                Some(m) if m.key == key && m.month == month => {
+                    m.sum += value;
+                    m.last_day = day;
+                    m.last_value = value;
+                }
+                _ => months.push(MonthWrite {
+                    month,
+                    key,
+                    sum: value,
+                    last_day: day,
+                    last_value: value,
+                }),
+            }
+        }
+    }
+    drop(read);
+    write_observations(tx, rows, c.observations, run_id)?;
+
+    // In `monthly` order, again for local inserts.
+    months.sort_unstable_by_key(|m| (m.month, m.key));
+    let mut put_month = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO monthly (month, key, sum, last_day, last_value) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(e)?;
+    for m in months.iter() {
+        put_month
+            .execute(params![m.month, m.key, m.sum, m.last_day, m.last_value])
+            .map_err(e)?;
+    }
+    bump_month_versions(tx, months.iter().map(|m| m.month))?;
+
+    if let Some(state) = &c.state {
+        tx.prepare_cached(
+            "INSERT INTO source_state (source, state, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (source) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .map_err(e)?
+        .execute(params![run.source, state, millis(run.finished_at)])
+        .map_err(e)?;
+    }
+    Ok(run_id)
+}
+
+/// New rows of a run go in this many to a statement.
+const INSERT_CHUNK: usize = 128;
+
+/// `INSERT OR FAIL INTO observations ... VALUES (?2, ?3, ?4, ?1), ...` for
+/// `INSERT_CHUNK` rows, the run id (`?1`) shared by all of them.
+fn chunk_insert_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let rows: Vec<String> = (0..INSERT_CHUNK)
+            .map(|k| format!("(?{}, ?{}, ?{}, ?1)", 3 * k + 2, 3 * k + 3, 3 * k + 4))
+            .collect();
+        format!(
+            "INSERT OR FAIL INTO observations (key, day, value, run) VALUES {}",
+            rows.join(", ")
+        )
+    })
+}
+
+/// Writes the rows of a run as [`write_run`] classified them, in
+/// primary-key order.
+///
+/// New rows go in `INSERT_CHUNK` to a statement, and `OR FAIL` matters
+/// there: SQLite gives a statement that may write several rows and may
+/// abort a statement journal, a copy of every page the statement is about
+/// to change, which costs more than the inserts themselves. FAIL undoes
+/// nothing inside the statement, which is safe: the rows were just read as
+/// absent under the write lock, and any error rolls back the whole
+/// transaction anyway. Likewise for the stretches of rows stored again
+/// with the same value, which only get the run id, one statement a stretch.
+fn write_observations(
+    tx: &Transaction<'_>,
+    rows: &[PendingRow],
+    observations: &[Observation],
+    run_id: i64,
+) -> Result<(), StoreError> {
+    let e = |source| StoreError::Sqlite {
+        doing: "recording a run's observations",
+        source,
+    };
+    // Each write must change exactly the rows that were read.
+    let check = |r: &PendingRow, expected: usize, changed: usize| {
+        if changed == expected {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                what: "observations",
+                detail: format!(
+                    "writing key {} from day {} changed {changed} rows instead of {expected}",
+                    r.key, r.day
+                ),
+            })
+        }
+    };
+
+    let mut many = tx.prepare_cached(chunk_insert_sql()).map_err(e)?;
+    many.raw_bind_parameter(1, run_id).map_err(e)?;
+    let mut one = tx
+        .prepare_cached(
+            "INSERT OR FAIL INTO observations (key, day, value, run) VALUES (?2, ?3, ?4, ?1)",
+        )
+        .map_err(e)?;
+    one.raw_bind_parameter(1, run_id).map_err(e)?;
+    let new_rows = rows.iter().filter(|r| r.class == RowClass::New);
+    let new_count = new_rows.clone().count();
+    let in_chunks = new_count - new_count % INSERT_CHUNK;
+    let mut k = 0;
+    for (n, r) in new_rows.enumerate() {
+        let value = observations[r.idx].value;
+        if n < in_chunks {
+            many.raw_bind_parameter(3 * k + 2, r.key).map_err(e)?;
+            many.raw_bind_parameter(3 * k + 3, r.day).map_err(e)?;
+            many.raw_bind_parameter(3 * k + 4, value).map_err(e)?;
+            k += 1;
+            if k == INSERT_CHUNK {
+                check(r, INSERT_CHUNK, many.raw_execute().map_err(e)?)?;
+                k = 0;
+            }
+        } else {
+            one.raw_bind_parameter(2, r.key).map_err(e)?;
+            one.raw_bind_parameter(3, r.day).map_err(e)?;
+            one.raw_bind_parameter(4, value).map_err(e)?;
+            check(r, 1, one.raw_execute().map_err(e)?)?;
+        }
+    }
+
+    let mut update = tx
+        .prepare_cached("UPDATE observations SET value = ?3, run = ?4 WHERE key = ?1 AND day = ?2")
+        .map_err(e)?;
+    for r in rows.iter().filter(|r| r.class == RowClass::Changed) {
+        let changed = update
+            .execute(params![r.key, r.day, observations[r.idx].value, run_id])
+            .map_err(e)?;
+        check(r, 1, changed)?;
+    }
+
+    let mut observed_again = tx
+        .prepare_cached(
+            "UPDATE OR FAIL observations SET run = ?4 WHERE key = ?1 AND day BETWEEN ?2 AND ?3",
+        )
+        .map_err(e)?;
+    // Stretches of consecutive days of one key, each stored with the same value.
+    let same = rows.iter().filter(|r| r.class == RowClass::Same);
+    let mut stretch: Option<(PendingRow, i64)> = None;
+    for r in same.map(Some).chain([None]) {
+        match (stretch, r) {
+            (Some((first, last)), Some(r)) if r.key == first.key && r.day == last + 1 => {
+                stretch = Some((first, r.day));
+            }
+            (open, next) => {
+                if let Some((first, last)) = open {
+                    let changed = observed_again
+                        .execute(params![first.key, first.day, last, run_id])
+                        .map_err(e)?;
+                    check(&first, (last - first.day + 1) as usize, changed)?;
+                }
+                stretch = next.map(|r| (*r, r.day));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn check_writable(&self) -> Result<(), StoreError> {
         let e = |source| StoreError::Sqlite {
             doing: "checking that the database is writable",
             source,
         };
-        let mut conn = lock(&self.writer);
+        let mut writer = lock(&self.writer);
         // BEGIN IMMEDIATE takes the same RESERVED lock a run's commit needs,
         // and fails on a read-only file; rolling back writes nothing.
-        let tx = conn
+        let tx = writer
+            .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
         tx.rollback().map_err(e)
@@ -990,147 +1582,47 @@ impl Store for SqliteStore {
         observations: &[Observation],
         state: Option<&serde_json::Value>,
     ) -> Result<i64, StoreError> {
-        if let Some(o) = observations
+        let checked = check_run(run, observations, state)?;
+        let ids = lock(&self.writer).write(&[&checked])?;
+        Ok(ids[0])
+    }
+
+    fn record_runs(&self, runs: &[RunToRecord]) -> Vec<Result<i64, StoreError>> {
+        let checked: Vec<Result<Checked<'_>, StoreError>> = runs
             .iter()
-            .find(|o| o.source != run.source || !o.value.is_finite())
-        {
-            return Err(StoreError::Invalid {
-                source_id: run.source.clone(),
-                detail: format!(
-                    "observation (source \"{}\", unit \"{}\", indicator \"{}\", entity \"{}\", day {}) \
-                     has value {}: observations must belong to the run's source and be finite",
-                    o.source, o.unit, o.indicator, o.entity, o.day, o.value
-                ),
-            });
+            .map(|r| check_run(&r.run, &r.observations, r.state.as_ref()))
+            .collect();
+        let valid: Vec<&Checked<'_>> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+        if valid.is_empty() {
+            return checked.into_iter().map(|c| c.map(|_| 0)).collect();
         }
-        let state = state
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|source| StoreError::State {
-                source_id: run.source.clone(),
-                source,
-            })?;
-        let warnings = serde_json::Value::from(run.warnings.clone()).to_string();
-        let e = |source| StoreError::Sqlite {
-            doing: "recording a run",
-            source,
+        let mut writer = lock(&self.writer);
+        let written: Vec<Result<i64, StoreError>> = match writer.write(&valid) {
+            Ok(ids) => ids.into_iter().map(Ok).collect(),
+            Err(err) if valid.len() > 1 => {
+                tracing::warn!(
+                    runs = valid.len(),
+                    error = %err,
+                    "cannot commit runs together: recording them one by one"
+                );
+                valid
+                    .iter()
+                    .map(|&c| writer.write(&[c]).map(|ids| ids[0]))
+                    .collect()
+            }
+            Err(err) => vec![Err(err)],
         };
-
-        let mut conn = lock(&self.writer);
-        // Take the write lock up front: a deferred transaction that upgrades
-        // later can fail with SQLITE_BUSY regardless of the busy timeout.
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        tx.execute(
-            "INSERT INTO runs (source, trigger, started_at, finished_at, result, error, \
-             window_from, window_to, observations, warnings, http_requests) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                run.source,
-                run.trigger,
-                millis(run.started_at),
-                millis(run.finished_at),
-                run.result.as_str(),
-                run.error,
-                day_num(run.window_from),
-                day_num(run.window_to),
-                observations.len() as i64,
-                warnings,
-                run.http_requests.and_then(|n| i64::try_from(n).ok()),
-            ],
-        )
-        .map_err(e)?;
-        let run_id = tx.last_insert_rowid();
-
-        {
-            let mut find_key = tx
-                .prepare_cached(
-                    "SELECT id FROM keys WHERE source = ?1 AND unit = ?2 AND indicator = ?3 AND entity = ?4",
-                )
-                .map_err(e)?;
-            let mut add_key = tx
-                .prepare_cached(
-                    "INSERT INTO keys (source, unit, indicator, entity) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(e)?;
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO observations (key, day, value, run) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (key, day) DO UPDATE SET value = excluded.value, run = excluded.run",
-                )
-                .map_err(e)?;
-            let mut key_ids: HashMap<(&str, &str, &str), i64> = HashMap::new();
-            let mut touched: BTreeSet<(i64, i64)> = BTreeSet::new();
-            for o in observations {
-                let k = (o.unit.as_str(), o.indicator.as_str(), o.entity.as_str());
-                let key = match key_ids.get(&k) {
-                    Some(&id) => id,
-                    None => {
-                        let args = params![o.source, o.unit, o.indicator, o.entity];
-                        let id = match find_key
-                            .query_row(args, |r| r.get(0))
-                            .optional()
-                            .map_err(e)?
-                        {
-                            Some(id) => id,
-                            None => {
-                                add_key.execute(args).map_err(e)?;
-                                tx.last_insert_rowid()
-                            }
-                        };
-                        key_ids.insert(k, id);
-                        id
-                    }
-                };
-                upsert
-                    .execute(params![key, day_num(o.day), o.value, run_id])
-                    .map_err(e)?;
-                touched.insert((key, month_num(o.day)));
-            }
-
-            // SQLite documents that with a single max() aggregate, a bare
-            // column (here `value`) comes from the row holding the maximum,
-            // which gives the last value in the same scan as the sum.
-            let mut month_from_raw = tx
-                .prepare_cached(
-                    "SELECT SUM(value), MAX(day), value FROM observations \
-                     WHERE key = ?1 AND day BETWEEN ?2 AND ?3",
-                )
-                .map_err(e)?;
-            let mut put_month = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO monthly (month, key, sum, last_day, last_value) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(e)?;
-            bump_month_versions(&tx, touched.iter().map(|&(_, month)| month))?;
-            for (key, month) in touched {
-                let (first, last) = month_days(month).ok_or_else(|| StoreError::Corrupt {
-                    what: "month",
-                    detail: format!("{month} is out of range"),
-                })?;
-                let (sum, last_day, last_value): (f64, i64, f64) = month_from_raw
-                    .query_row(params![key, first, last], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .map_err(e)?;
-                put_month
-                    .execute(params![month, key, sum, last_day, last_value])
-                    .map_err(e)?;
-            }
-        }
-
-        if let Some(state) = state {
-            tx.execute(
-                "INSERT INTO source_state (source, state, updated_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (source) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                params![run.source, state, millis(run.finished_at)],
-            )
-            .map_err(e)?;
-        }
-        tx.commit().map_err(e)?;
-        Ok(run_id)
+        drop(writer);
+        let mut written = written.into_iter();
+        checked
+            .into_iter()
+            .map(|c| match c {
+                Err(err) => Err(err),
+                Ok(_) => written
+                    .next()
+                    .expect("the writer answers once for every valid run"),
+            })
+            .collect()
     }
 
     fn resume_point(&self, source: &str) -> Result<ResumePoint, StoreError> {
@@ -1367,6 +1859,9 @@ impl Store for SqliteStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod write_tests;
 
 #[cfg(test)]
 mod tests {
@@ -2156,6 +2651,7 @@ mod tests {
         }
         let store = SqliteStore::open(dir.path()).unwrap();
         let version: i64 = lock(&store.writer)
+            .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
