@@ -1208,7 +1208,8 @@ impl Writer {
             doing: "recording a run",
             source,
         };
-        keys.added.clear();
+        // Left over only if a write panicked: its transaction rolled back.
+        keys.forget_added();
         let written = (|| {
             // Take the write lock up front: a deferred transaction that
             // upgrades later can fail with SQLITE_BUSY regardless of the
