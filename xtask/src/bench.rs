@@ -31,7 +31,8 @@ usage: cargo xtask bench [--quick] [--n LIST] [--duration SECS] [--skip PART]...
   --n LIST         source counts for the collection runs (default 100,1000,10000)
   --duration SECS  measurement window of each collection run (default 60)
   --quick          --n 100,1000 --duration 30, and tally-bench --days 120 --reps 10
-  --skip PART      leave out `library`, `start` or `collection`
+  --skip PART      leave out `library` (tally-bench), `criterion` (the hot-path
+                   benches), `start` or `collection`
   --peers DIR      the peer harness (default ../shared/bench/peer beside the checkout,
                    or $TALLY_PEER_BENCH)";
 
@@ -50,6 +51,7 @@ struct Args {
     ns: Vec<usize>,
     duration: u32,
     library: bool,
+    criterion: bool,
     start: bool,
     collection: bool,
     peers: Option<PathBuf>,
@@ -68,6 +70,7 @@ fn parse(extra: &[OsString]) -> Result<Args> {
         ns: vec![100, 1_000, 10_000],
         duration: 60,
         library: true,
+        criterion: true,
         start: true,
         collection: true,
         peers: None,
@@ -108,11 +111,12 @@ fn parse(extra: &[OsString]) -> Result<Args> {
             }
             "--skip" => match value()?.as_str() {
                 "library" => args.library = false,
+                "criterion" => args.criterion = false,
                 "start" => args.start = false,
                 "collection" => args.collection = false,
                 other => {
                     return Err(fail(format!(
-                        "--skip takes library, start or collection, not {other:?}\n\n{USAGE}"
+                        "--skip takes library, criterion, start or collection, not {other:?}\n\n{USAGE}"
                     )));
                 }
             },
@@ -165,6 +169,19 @@ pub fn bench(ws: &Workspace, extra: &[OsString]) -> Result {
         report.push('\n');
     }
 
+    if args.criterion {
+        let mut cmd = ws.cargo(["bench", "-p", "tally-core", "--bench", "hot_paths"]);
+        eprintln!("xtask: {}", crate::shown(&cmd));
+        let output = cmd
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| fail(format!("cannot start cargo bench: {e}")))?;
+        if !output.status.success() {
+            return Err(fail(format!("cargo bench failed ({})", output.status)));
+        }
+        report.push_str(&criterion_section(&String::from_utf8_lossy(&output.stdout)));
+    }
+
     let peers = peer_dir(ws, args.peers.as_deref());
     if args.start {
         report.push_str(&start_section(&release, &out, peers.as_deref())?);
@@ -185,6 +202,35 @@ pub fn bench(ws: &Workspace, extra: &[OsString]) -> Result {
     println!("{report}");
     eprintln!("xtask: the report is in {}", path.display());
     Ok(())
+}
+
+/// Criterion's estimate per bench (the middle of `time: [low estimate high]`).
+fn criterion_section(out: &str) -> String {
+    let mut t = String::from(
+        "### Hot paths (`cargo bench -p tally-core --bench hot_paths`, criterion)\n\n\
+         | bench | time |\n|---|---:|\n",
+    );
+    let mut name = "";
+    for line in out.lines() {
+        match line.split_once("time:") {
+            Some((before, times)) => {
+                let before = before.trim();
+                let bench = if before.is_empty() { name } else { before };
+                let figures: Vec<&str> = times
+                    .trim()
+                    .trim_matches(['[', ']'])
+                    .split_whitespace()
+                    .collect();
+                if let [_, _, mid, unit, ..] = figures.as_slice() {
+                    let _ = writeln!(t, "| {bench} | {mid} {unit} |");
+                }
+            }
+            None if !line.trim().is_empty() => name = line.trim(),
+            None => {}
+        }
+    }
+    t.push('\n');
+    t
 }
 
 /// The peer harness: --peers, $TALLY_PEER_BENCH, or `shared/bench/peer` beside the checkout.
@@ -630,6 +676,18 @@ mod tests {
                 "{k}={v}"
             );
         }
+    }
+
+    #[test]
+    fn reads_criterion_estimates() {
+        let out = "store/record_runs: 100 polls, one commit\n                        time:   [2.7790 ms 2.8225 ms 2.8724 ms]\n\
+                   metrics/run_finished    time:   [78.218 ns 78.353 ns 78.500 ns]\n";
+        let t = criterion_section(out);
+        assert!(
+            t.contains("| store/record_runs: 100 polls, one commit | 2.8225 ms |"),
+            "{t}"
+        );
+        assert!(t.contains("| metrics/run_finished | 78.353 ns |"), "{t}");
     }
 
     #[test]
