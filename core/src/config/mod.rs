@@ -4,7 +4,7 @@
 //!
 //! Loading happens in three steps:
 //!
-//! 1. toml parses the text into a spanned tree; [`location::KeyIndex`] records where
+//! 1. toml parses the text into a spanned tree; `location::KeyIndex` records where
 //!    every key path is. Syntax errors stop here.
 //! 2. serde turns the tree into the private `raw` types (`deny_unknown_fields`
 //!    everywhere except `sources.settings`). Type errors and unknown keys stop here.
