@@ -49,7 +49,7 @@ const fn date(y: i32, m: u32, d: u32) -> NaiveDate {
 ///
 /// `getarticletotaldetail` is asked one publish day at a time, like its
 /// documented siblings `getarticleread`/`getarticleshare` ("日期范围仅支持查询1天");
-/// `getbizsummary`'s 30 days comes from a third-party SDK ([I] in the notes).
+/// `getbizsummary`'s 30 days comes from a third-party SDK (\[I\] in the notes).
 pub const DATACUBE: &[(&str, i64, NaiveDate)] = &[
     ("getusersummary", 7, LEGACY_DATA_START),
     ("getusercumulate", 7, LEGACY_DATA_START),

@@ -2,21 +2,21 @@
 //! `weibo` plugin's tests, the daemon's integration tests and `tallyd demo`.
 //!
 //! What it answers, as `/work/shared/notes/platforms.md` §2 describes the real
-//! service (marks there: [V] verified, [I] inferred):
+//! service (marks there: \[V\] verified, \[I\] inferred):
 //!
 //! - `GET /2/users/show.json?uid=&access_token=`: the profile with
-//!   `followers_count` and `statuses_count` [V]. For accounts where
+//!   `followers_count` and `statuses_count` \[V\]. For accounts where
 //!   [`counts_as_strings`] is true the counts arrive as JSON strings, as
-//!   `2/users/counts.json` documents them [V]; a parser must take both.
+//!   `2/users/counts.json` documents them \[V\]; a parser must take both.
 //! - `GET /2/statuses/user_timeline.json?uid=&access_token=&count=&page=&since_id=&max_id=`:
-//!   the authorizing account's own posts, newest first [V]; `count` defaults to
-//!   20 and is capped at [`MAX_COUNT`] (100) [V]; `max_id` is inclusive [V];
-//!   the envelope carries `total_number` [I]. Another uid than the token's
+//!   the authorizing account's own posts, newest first \[V\]; `count` defaults to
+//!   20 and is capped at [`MAX_COUNT`] (100) \[V\]; `max_id` is inclusive \[V\];
+//!   the envelope carries `total_number` \[I\]. Another uid than the token's
 //!   gets no statuses: the API only returns posts of users who authorized the
-//!   app [V].
-//! - Errors as `{"error": "...", "error_code": 21327, "request": "/2/..."}` [V]
-//!   with HTTP 400 or 403 [I]; `error_code` is a string for the accounts whose
-//!   counts are strings (the documented examples use strings [V]), a number
+//!   app \[V\].
+//! - Errors as `{"error": "...", "error_code": 21327, "request": "/2/..."}` \[V\]
+//!   with HTTP 400 or 403 \[I\]; `error_code` is a string for the accounts whose
+//!   counts are strings (the documented examples use strings \[V\]), a number
 //!   otherwise.
 //!
 //! Data is deterministic: [`posts_on`] and [`post_times`] say how many posts an
@@ -45,10 +45,10 @@ use tokio::sync::oneshot;
 /// The first day with posts; earlier days have none.
 pub const HISTORY_FROM: NaiveDate = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
 
-/// The largest `count` the timeline accepts [V]; larger values are capped.
+/// The largest `count` the timeline accepts \[V\]; larger values are capped.
 pub const MAX_COUNT: usize = 100;
 
-/// The timeline's `count` when none is given [V].
+/// The timeline's `count` when none is given \[V\].
 pub const DEFAULT_COUNT: usize = 20;
 
 const USERS_SHOW: &str = "/2/users/show.json";

@@ -81,10 +81,10 @@ const ALL: [&str; 3] = [POSTS, FOLLOWERS, TOTAL_POSTS];
 const USERS_SHOW: &str = "/2/users/show.json";
 const USER_TIMELINE: &str = "/2/statuses/user_timeline.json";
 
-/// The largest page the timeline serves [V].
+/// The largest page the timeline serves \[V\].
 const PAGE_SIZE: u32 = 100;
 
-/// The `created_at` format of the Weibo API [V].
+/// The `created_at` format of the Weibo API \[V\].
 const CREATED_AT: &str = "%a %b %d %H:%M:%S %z %Y";
 
 /// `[sources.settings]` of a `weibo` source.
