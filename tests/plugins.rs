@@ -594,3 +594,37 @@ fn an_unreachable_json_api_is_named_once_in_the_error() {
         "the request is named once, without its query"
     );
 }
+
+#[test]
+fn a_shutdown_waits_for_the_plugin_calls_under_way_not_for_queued_runs() {
+    let (_tmp, root) = temp_root();
+    // One permit: at start the four never-run sources queue behind one another.
+    let sources: String = (0..4)
+        .map(|i| {
+            faulty_source(
+                &format!("slow{i}"),
+                "0 0 3 * * *",
+                "mode = \"sleep\"\nsleep_ms = 1500",
+                "",
+            )
+        })
+        .collect();
+    let mut d = faulty_daemon(&root, &sources, &["x"], "max_concurrent_runs = 1");
+    d.wait_for("one source's start-up run to be under way", 30, |d| {
+        (0..4).any(|i| d.source(&format!("slow{i}"))["running"] == true)
+    });
+    let status = d.terminate();
+    assert!(status.success(), "{status:?}\n{}", d.log());
+
+    // The run under way finished and was recorded; the runs still waiting
+    // for the permit were dropped, not started after the signal.
+    let store = tally::store::SqliteStore::open(&root.join("data")).unwrap();
+    let recorded: u64 = (0..4)
+        .map(|i| {
+            use tally::store::Store;
+            let runs = store.source_status(&format!("slow{i}")).unwrap().runs;
+            runs.success + runs.error + runs.timeout + runs.panic + runs.crash
+        })
+        .sum();
+    assert_eq!(recorded, 1, "{}", d.log());
+}

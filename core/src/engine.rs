@@ -220,6 +220,10 @@ pub enum RunError {
     UnknownSource(String),
     #[error("source \"{0}\" is already running")]
     AlreadyRunning(String),
+    #[error(
+        "source \"{0}\" was not run: its scheduler stopped (tallyd is shutting down or reloading)"
+    )]
+    ShuttingDown(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -239,6 +243,8 @@ pub struct Engine {
     indicators: Vec<IndicatorRef>,
     /// The queue of the store writer ([`write_runs`]), started by the first run.
     writer: std::sync::OnceLock<mpsc::UnboundedSender<PendingWrite>>,
+    /// Set by [`Engine::close`]: runs still waiting for a permit give up.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A finished run waiting for the store writer, and where its answer goes.
@@ -560,7 +566,16 @@ impl Engine {
             sources,
             indicators,
             writer: std::sync::OnceLock::new(),
+            closing: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Stops runs that have not started yet: those waiting for a
+    /// `max_concurrent_runs` permit end with [`RunError::ShuttingDown`], so
+    /// that a shutdown waits for the plugin calls under way, not for a queue
+    /// of runs that would only start after the signal.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// After a reload: a source that kept its plugin instance also keeps its
@@ -623,7 +638,14 @@ impl Engine {
         window: Option<Window>,
     ) -> Result<RunReport, RunError> {
         let (source, _busy, call) = self.claim(source_id)?;
-        let permit = self.limit.clone().acquire_owned().await;
+        let mut closing = self.closing.subscribe();
+        let permit = tokio::select! {
+            biased;
+            _ = closing.wait_for(|c| *c) => {
+                return Err(RunError::ShuttingDown(source_id.to_owned()));
+            }
+            permit = self.limit.clone().acquire_owned() => permit,
+        };
         // One read for the window and the resume state: a run's cost must
         // not grow with the store.
         let (window, state) = {

@@ -168,6 +168,7 @@ pub enum AppError {
     Forbidden(String),
     NotFound(String),
     Conflict(String),
+    Unavailable(String),
     Internal(String),
 }
 
@@ -179,6 +180,7 @@ impl IntoResponse for AppError {
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             AppError::Conflict(m) => (StatusCode::CONFLICT, m),
+            AppError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             AppError::Internal(m) => {
                 tracing::error!(error = %m, "request failed");
                 (
@@ -569,6 +571,7 @@ async fn run_source(
         Err(RunError::UnknownSource(s)) => {
             Err(AppError::NotFound(format!("unknown source \"{s}\"")))
         }
+        Err(e @ RunError::ShuttingDown(_)) => Err(AppError::Unavailable(e.to_string())),
         Err(e) => Err(AppError::Internal(e.to_string())),
     }
 }

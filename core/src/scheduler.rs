@@ -207,6 +207,7 @@ pub async fn run(
         }
     }
 
+    engine.close();
     if !running.is_empty() {
         tracing::info!(
             runs = running.len(),
@@ -300,6 +301,9 @@ fn spawn_run(
         match (&result, reply) {
             (_, Some(reply)) => {
                 let _ = reply.send(result);
+            }
+            (Err(RunError::ShuttingDown(_)), None) => {
+                tracing::debug!(source = %source, "run dropped at shutdown before it started")
             }
             (Err(RunError::AlreadyRunning(_)), None) => {
                 engine
