@@ -500,10 +500,7 @@ impl Engine {
                     .entry(config.sources[index].schedule_text.as_str())
                     .or_insert_with(|| config_source.longest_gap(now, config.daemon.timezone));
                 if let Some(gap) = interval {
-                    metrics
-                        .schedule_interval
-                        .with_label_values(&[config_source.id.as_str()])
-                        .set(gap.as_secs_f64());
+                    metrics.set_schedule_interval(&config_source.id, gap.as_secs_f64());
                 }
                 // After a restart, staleness counts from the last success the
                 // store remembers, not from the next one.
@@ -512,9 +509,7 @@ impl Engine {
                     .map(|s| s.last_success)
                 {
                     metrics
-                        .last_success
-                        .with_label_values(&[config_source.id.as_str()])
-                        .set(last.finished_at.timestamp() as f64);
+                        .set_last_success(&config_source.id, last.finished_at.timestamp() as f64);
                 }
                 let instance: Arc<SourceRunner> = instance.into();
                 Arc::new(SourceRuntime {
@@ -532,14 +527,7 @@ impl Engine {
             })
             .collect();
         for lib in plugins.plugins() {
-            metrics
-                .plugin_info
-                .with_label_values(&[
-                    lib.name.as_str(),
-                    lib.version.as_str(),
-                    &lib.abi_major.to_string(),
-                ])
-                .set(1.0);
+            metrics.plugin_loaded(&lib.name, &lib.version, &lib.abi_major.to_string());
         }
         let indicators = config
             .indicators

@@ -258,22 +258,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Every series of PRODUCT.md and the daemon's own. Shared as an
 /// `Arc<Metrics>` by the engines before and after a reload, so counters
 /// continue.
-///
-/// The public fields keep the shape of prometheus' `with_label_values` so
-/// that the scheduler and the engine update them as before.
 pub struct Metrics {
-    /// `tally_source_skipped_runs_total{source}`.
-    pub skipped_runs: SourceCounter,
-    /// `tally_source_backoff_skips_total{source}`.
-    pub backoff_skips: SourceCounter,
-    /// `tally_source_missed_runs_total{source}`.
-    pub missed_runs: SourceCounter,
-    /// `tally_source_last_success_timestamp_seconds{source}`.
-    pub last_success: SourceGauge,
-    /// `tally_source_schedule_interval_seconds{source}`.
-    pub schedule_interval: SourceGauge,
-    /// `tally_plugin_info{plugin, version, abi}`.
-    pub plugin_info: PluginInfo,
     shared: Arc<Shared>,
 }
 
@@ -295,25 +280,7 @@ impl Metrics {
             wake: tokio::sync::Notify::new(),
             rebuild: Mutex::new(()),
         });
-        let counter = |which| SourceCounter {
-            shared: shared.clone(),
-            which,
-        };
-        let gauge = |which| SourceGauge {
-            shared: shared.clone(),
-            which,
-        };
-        let metrics = Metrics {
-            skipped_runs: counter(Count::Skipped),
-            backoff_skips: counter(Count::BackoffSkips),
-            missed_runs: counter(Count::Missed),
-            last_success: gauge(Level::LastSuccess),
-            schedule_interval: gauge(Level::ScheduleInterval),
-            plugin_info: PluginInfo {
-                shared: shared.clone(),
-            },
-            shared,
-        };
+        let metrics = Metrics { shared };
         metrics.rebuild_body();
         metrics
     }
@@ -386,6 +353,44 @@ impl Metrics {
                 s.last_success = Some(finished_unix);
             }
         });
+    }
+
+    /// A scheduled run skipped because the source was still running:
+    /// `tally_source_skipped_runs_total`.
+    pub fn run_skipped(&self, source: &str) {
+        self.shared.update(source, |s| s.skipped += 1);
+    }
+
+    /// A scheduled run skipped while the source backs off:
+    /// `tally_source_backoff_skips_total`.
+    pub fn backoff_skipped(&self, source: &str) {
+        self.shared.update(source, |s| s.backoff_skips += 1);
+    }
+
+    /// A schedule that fired with no run, caught up once:
+    /// `tally_source_missed_runs_total`.
+    pub fn run_missed(&self, source: &str) {
+        self.shared.update(source, |s| s.missed += 1);
+    }
+
+    /// `tally_source_last_success_timestamp_seconds`, e.g. from the store at start.
+    pub fn set_last_success(&self, source: &str, unix: f64) {
+        self.shared.update(source, |s| s.last_success = Some(unix));
+    }
+
+    /// `tally_source_schedule_interval_seconds`.
+    pub fn set_schedule_interval(&self, source: &str, seconds: f64) {
+        self.shared
+            .update(source, |s| s.schedule_interval = Some(seconds));
+    }
+
+    /// `tally_plugin_info`: a series per loaded library. Libraries are never
+    /// unloaded, so series are only added.
+    pub fn plugin_loaded(&self, plugin: &str, version: &str, abi: &str) {
+        let labels = [plugin.to_owned(), version.to_owned(), abi.to_owned()];
+        if lock(&self.shared.plugins).insert(labels) {
+            self.shared.touch();
+        }
     }
 
     /// Observations were written: the indicator families are recomputed
@@ -515,116 +520,6 @@ impl Metrics {
             }
         }
         texts.into_iter().flatten().collect()
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Count {
-    Skipped,
-    BackoffSkips,
-    Missed,
-}
-
-/// A per-source counter of the scheduler's.
-pub struct SourceCounter {
-    shared: Arc<Shared>,
-    which: Count,
-}
-
-impl SourceCounter {
-    /// The series of one source: `labels` is `[source]`.
-    pub fn with_label_values<'a, V: AsRef<str>>(&'a self, labels: &'a [V]) -> SourceCount<'a> {
-        SourceCount {
-            counter: self,
-            source: labels.first().map_or("", AsRef::as_ref),
-        }
-    }
-}
-
-/// One source's series of a [`SourceCounter`].
-pub struct SourceCount<'a> {
-    counter: &'a SourceCounter,
-    source: &'a str,
-}
-
-impl SourceCount<'_> {
-    pub fn inc(&self) {
-        let which = self.counter.which;
-        self.counter.shared.update(self.source, |s| match which {
-            Count::Skipped => s.skipped += 1,
-            Count::BackoffSkips => s.backoff_skips += 1,
-            Count::Missed => s.missed += 1,
-        });
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Level {
-    LastSuccess,
-    ScheduleInterval,
-}
-
-/// A per-source gauge set by the engine.
-pub struct SourceGauge {
-    shared: Arc<Shared>,
-    which: Level,
-}
-
-impl SourceGauge {
-    /// The series of one source: `labels` is `[source]`.
-    pub fn with_label_values<'a, V: AsRef<str>>(&'a self, labels: &'a [V]) -> SourceLevel<'a> {
-        SourceLevel {
-            gauge: self,
-            source: labels.first().map_or("", AsRef::as_ref),
-        }
-    }
-}
-
-/// One source's series of a [`SourceGauge`].
-pub struct SourceLevel<'a> {
-    gauge: &'a SourceGauge,
-    source: &'a str,
-}
-
-impl SourceLevel<'_> {
-    pub fn set(&self, value: f64) {
-        let which = self.gauge.which;
-        self.gauge.shared.update(self.source, |s| match which {
-            Level::LastSuccess => s.last_success = Some(value),
-            Level::ScheduleInterval => s.schedule_interval = Some(value),
-        });
-    }
-}
-
-/// `tally_plugin_info`: a series per loaded library. Libraries are never
-/// unloaded, so series are only added.
-pub struct PluginInfo {
-    shared: Arc<Shared>,
-}
-
-impl PluginInfo {
-    /// `labels` is `[plugin, version, abi]`.
-    pub fn with_label_values<'a, V: AsRef<str>>(&'a self, labels: &'a [V]) -> PluginInfoSeries<'a> {
-        let label = |i: usize| labels.get(i).map_or("", AsRef::as_ref).to_owned();
-        PluginInfoSeries {
-            info: self,
-            labels: [label(0), label(1), label(2)],
-        }
-    }
-}
-
-/// One library's `tally_plugin_info` series.
-pub struct PluginInfoSeries<'a> {
-    info: &'a PluginInfo,
-    labels: [String; 3],
-}
-
-impl PluginInfoSeries<'_> {
-    /// Exports the series (its value is always 1).
-    pub fn set(self, _one: f64) {
-        if lock(&self.info.shared.plugins).insert(self.labels) {
-            self.info.shared.touch();
-        }
     }
 }
 

@@ -150,22 +150,14 @@ pub async fn run(
                         continue;
                     };
                     if engine.backing_off(source, now) {
-                        engine
-                            .metrics
-                            .backoff_skips
-                            .with_label_values(&[source.id()])
-                            .inc();
+                        engine.metrics.backoff_skipped(source.id());
                         tracing::info!(
                             source = %source.id(),
                             failures = source.breaker().consecutive_failures,
                             "scheduled run skipped: the source is backing off after failed runs"
                         );
                     } else if source.is_running() {
-                        engine
-                            .metrics
-                            .skipped_runs
-                            .with_label_values(&[source.id()])
-                            .inc();
+                        engine.metrics.run_skipped(source.id());
                         tracing::warn!(
                             source = %source.id(),
                             "scheduled run skipped: the previous run is still going"
@@ -279,11 +271,7 @@ fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period)
 
 /// A run the schedule asked for and did not get: counted and logged in one place.
 fn missed_run(engine: &Engine, source: &str, due: DateTime<Utc>, what: &'static str) {
-    engine
-        .metrics
-        .missed_runs
-        .with_label_values(&[source])
-        .inc();
+    engine.metrics.run_missed(source);
     let tz = engine.config.daemon.timezone;
     tracing::warn!(source, due = %due.with_timezone(&tz).to_rfc3339(), "{what}");
 }
@@ -306,11 +294,7 @@ fn spawn_run(
                 tracing::debug!(source = %source, "run dropped at shutdown before it started")
             }
             (Err(RunError::AlreadyRunning(_)), None) => {
-                engine
-                    .metrics
-                    .skipped_runs
-                    .with_label_values(&[&source])
-                    .inc();
+                engine.metrics.run_skipped(&source);
             }
             (Err(e), None) => {
                 tracing::error!(source = %source, error = %e, "run could not be recorded")

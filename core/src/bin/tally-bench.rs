@@ -612,10 +612,7 @@ fn exposition(
     for n in 0..LIVE_SOURCES {
         let id = format!("src-{n:05}");
         metrics.register_source(&id, "http_json");
-        metrics
-            .schedule_interval
-            .with_label_values(&[&id])
-            .set(10.0);
+        metrics.set_schedule_interval(&id, 10.0);
         metrics.run_finished(&id, "http_json", RunResult::Success, 0.004, 1, 1.7e9);
     }
     let mut body_ms = Vec::with_capacity(reps);

@@ -66,13 +66,10 @@ fn label_values_escape_backslash_quote_and_line_feed_only() {
 fn one_source() -> Metrics {
     let metrics = Metrics::new();
     metrics.register_source("posts", "http_json");
-    metrics
-        .schedule_interval
-        .with_label_values(&["posts"])
-        .set(10.0);
+    metrics.set_schedule_interval("posts", 10.0);
     metrics.run_finished("posts", "http_json", RunResult::Success, 0.02, 3, 1.7e9);
     metrics.run_finished("posts", "http_json", RunResult::Error, 0.7, 0, 1.7e9 + 10.0);
-    metrics.skipped_runs.with_label_values(&["posts"]).inc();
+    metrics.run_skipped("posts");
     metrics
 }
 
@@ -172,8 +169,8 @@ fn forget_source_removes_every_series_of_the_source_and_only_those() {
     assert!(text.contains("tally_source_up{plugin=\"csv_form\",source=\"other\"} 1\n"));
     // A run of the removed source still finishing does not bring it back.
     metrics.run_finished("posts", "http_json", RunResult::Success, 0.1, 1, 5.0);
-    metrics.missed_runs.with_label_values(&["posts"]).inc();
-    metrics.last_success.with_label_values(&["posts"]).set(5.0);
+    metrics.run_missed("posts");
+    metrics.set_last_success("posts", 5.0);
     assert!(!metrics.encode().contains("\"posts\""));
     check_format(&metrics.encode());
 }
@@ -252,10 +249,7 @@ fn scrapes_see_the_body_of_the_last_rebuild_only() {
 fn plugin_info_is_exported_once_per_library() {
     let metrics = Metrics::new();
     for _ in 0..2 {
-        metrics
-            .plugin_info
-            .with_label_values(&["http_json", "0.1.0", &1.to_string()])
-            .set(1.0);
+        metrics.plugin_loaded("http_json", "0.1.0", &1.to_string());
     }
     let text = metrics.encode();
     assert_eq!(
@@ -271,10 +265,7 @@ fn full_body() -> String {
     let metrics = one_source();
     metrics.register_source("quote\"d", "exec");
     metrics.run_finished("quote\"d", "exec", RunResult::Panic, 3.0, 0, 0.0);
-    metrics
-        .plugin_info
-        .with_label_values(&["http_json", "0.1.0", "1"])
-        .set(1.0);
+    metrics.plugin_loaded("http_json", "0.1.0", "1");
     let mut text = IndicatorText::new();
     text.unit_info([
         ("county", "某县", ""),
