@@ -333,6 +333,16 @@ fn plugin_dir(release: &Path, out: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// `out/name`, emptied, with the http_json plugin directory in it.
+fn section_dir(release: &Path, out: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = out.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    let plugins = plugin_dir(release, &dir)?;
+    Ok((dir, plugins))
+}
+
 /// Kills its process (and reaps it) however the section ends.
 struct Reaped(Child);
 
@@ -360,11 +370,7 @@ fn get(port: u16, path: &str) -> Option<(u16, usize)> {
 }
 
 fn start_section(release: &Path, out: &Path, peers: Option<&Path>) -> Result<String> {
-    let dir = out.join("start");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-    let plugins = plugin_dir(release, &dir)?;
+    let (dir, plugins) = section_dir(release, out, "start")?;
     // With the peers' fake source the sources' first runs really fetch while
     // the daemon starts; without it they fail fast on a closed port.
     let _source = match peers {
@@ -504,11 +510,7 @@ impl PeerRow {
 }
 
 fn collection_section(release: &Path, out: &Path, peers: &Path, args: &Args) -> Result<String> {
-    let dir = out.join("collection");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-    let plugins = plugin_dir(release, &dir)?;
+    let (dir, plugins) = section_dir(release, out, "collection")?;
     let setup = peers.join("setup.sh");
     if setup.is_file() {
         let mut cmd = Command::new("bash");
