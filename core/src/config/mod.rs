@@ -22,6 +22,8 @@ mod secrets;
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
