@@ -97,6 +97,7 @@ id = "meetings"
 name = "会议次数"
 kind = "count"
 unit = "次"
+per_capita = true
 [[indicators]]
 id = "followers"
 name = "粉丝数"
@@ -203,13 +204,15 @@ fn scheduled_collection_rolls_up_three_levels_across_a_quarter_boundary() {
     // `previous` is the same indicator in the period before.
     assert_eq!(q4["units"][0]["values"]["meetings"]["previous"], 7.0);
 
-    // The shape of PRODUCT.md.
+    // The shape the README describes.
     let p = &q3["period"];
     assert_eq!(p["label"], "2026-Q3");
     assert_eq!(p["start"], "2026-07-01");
     assert_eq!(p["end"], "2026-09-30");
     assert_eq!(p["timezone"], "Asia/Shanghai");
-    assert!(p["complete"].is_boolean());
+    for key in ["complete", "ended", "sources_complete", "units_complete"] {
+        assert!(p[key].is_boolean(), "period lacks {key}: {p}");
+    }
     assert!(q3["generated_at"].as_str().unwrap().ends_with("+08:00"));
     let ind = &q3["indicators"][0];
     for key in ["id", "name", "kind", "unit"] {
@@ -230,7 +233,13 @@ fn scheduled_collection_rolls_up_three_levels_across_a_quarter_boundary() {
     assert_eq!(county["parent"], Value::Null);
     assert_eq!(county["depth"], 0);
     assert_eq!(county["headcount"], 10);
-    assert_eq!(county["values"]["meetings"]["per_capita"], 0.7);
+    // Per capita (asked for meetings only) over the subtree's headcounts:
+    // the county's 10 and county/a's 4; county/a/x has none, so its 3
+    // meetings are left out too: (1 + 3) / 14, not 7 / 10.
+    assert_eq!(county["subtree_headcount"], 14);
+    let per_capita = county["values"]["meetings"]["per_capita"].as_f64().unwrap();
+    assert!((per_capita - 4.0 / 14.0).abs() < 1e-12, "{per_capita}");
+    assert!(county["values"]["followers"].get("per_capita").is_none());
     assert_eq!(q3["units"][2]["parent"], "county/a");
     assert_eq!(q3["units"][2]["depth"], 2);
     let sources = q3["sources"].as_array().unwrap();

@@ -129,8 +129,8 @@ fn workbook(bytes: &[u8]) -> Xlsx<Cursor<Vec<u8>>> {
     open_workbook_from_rs(Cursor::new(bytes.to_vec())).expect("a valid xlsx")
 }
 
-/// The cells of 「统计表」 that matter here: title, header, and each unit's
-/// name and value.
+/// The cells of 「统计表」 that matter here: title, header (below the title
+/// and the two status rows), and each unit's name and value.
 fn table(bytes: &[u8]) -> (String, String, Vec<(String, Data)>) {
     let mut wb = workbook(bytes);
     assert_eq!(wb.sheet_names(), ["统计表", "会议次数", "数据来源"]);
@@ -139,7 +139,7 @@ fn table(bytes: &[u8]) -> (String, String, Vec<(String, Data)>) {
         Some(Data::String(s)) => s.clone(),
         other => panic!("({r}, {c}) is not text: {other:?}"),
     };
-    let rows = (4..7)
+    let rows = (5..8)
         .map(|r| {
             (
                 text(r, 0),
@@ -147,7 +147,7 @@ fn table(bytes: &[u8]) -> (String, String, Vec<(String, Data)>) {
             )
         })
         .collect();
-    (text(0, 0), text(2, 1), rows)
+    (text(0, 0), text(3, 1), rows)
 }
 
 fn q3_rows() -> Vec<(String, Data)> {

@@ -13,6 +13,9 @@
 //! All in 2025-Q3, which is over whatever day the test runs (the daemon reads
 //! the real clock), plus county/a posts 2 in 2025-Q2 for `previous`, and rows
 //! dated today for the metrics of the current windows.
+//!
+//! A second county (`ytd_setup`) has 学习强国 points that accumulate over the
+//! year (本年积分), with the yearly 7,000 a member of the README's example.
 
 use chrono::NaiveDate;
 use serde_json::Value;
@@ -213,8 +216,9 @@ fn summary_gives_targets_rank_and_change() {
     assert_eq!(a["change"], 5);
     assert_eq!(a["change_ratio"], 2.5);
     assert_eq!(cell(&q3, "county/b", "posts").get("change"), None);
-    // Per capita stays where the unit has a headcount: 14 posts / 10.
-    assert_eq!(cell(&q3, "county", "posts")["per_capita"], 1.4);
+    // No indicator here asks for per capita, though the county has a headcount.
+    assert_eq!(cell(&q3, "county", "posts").get("per_capita"), None);
+    assert_eq!(cell(&q3, "county", "points").get("per_capita"), None);
 
     // The CSV has the target columns, with clean numbers.
     let (status, csv) = d.get("/api/v1/summary?period=2025-Q3&format=csv");
@@ -402,5 +406,234 @@ fn observations_trace_a_figure_to_its_source_and_run() {
         stderr(&out).contains("unknown indicator \"nope\""),
         "{}",
         stderr(&out)
+    );
+}
+
+/// Points sheets as of 2025-06-30 and 2025-09-30 (本年积分: the total since
+/// 1 January), one member row each, through `csv_form`; and today's, for the
+/// metrics. 7000 a member a year; at 2025-09-30 that is 7000 × 273/365 =
+/// 5235.6: m1 (5300) and m3 (5236) reach it, m2 (5200) and m4 (5235) not.
+///
+/// ```text
+/// county
+/// ├── county/a        m1: 3000 → 5300       today 7000
+/// │   └── county/a/x  m2: 3500 → 5200       today 1
+/// │                   m4: 4000 → 5235
+/// └── county/b        m3: 2000 → 5236
+/// ```
+fn ytd_setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
+    let forms = dir.join("forms");
+    std::fs::create_dir_all(&forms).unwrap();
+    let today = today();
+    std::fs::write(
+        forms.join("points.csv"),
+        format!(
+            "单位,日期,姓名,学习积分\n\
+             county/a,2025-06-30,m1,3000\n\
+             county/a/x,2025-06-30,m2,3500\n\
+             county/a/x,2025-06-30,m4,4000\n\
+             county/b,2025-06-30,m3,2000\n\
+             county/a,2025-09-30,m1,5300\n\
+             county/a/x,2025-09-30,m2,5200\n\
+             county/a/x,2025-09-30,m4,5235\n\
+             county/b,2025-09-30,m3,5236\n\
+             county/a,{today},m1,7000\n\
+             county/a/x,{today},m2,1\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &format!(
+            r#"
+[daemon]
+listen = "127.0.0.1:{port}"
+data_dir = {data}
+plugin_dirs = [{plugins}]
+
+[[units]]
+id = "county"
+name = "某县"
+[[units]]
+id = "county/a"
+name = "县甲"
+[[units]]
+id = "county/a/x"
+name = "甲下属"
+[[units]]
+id = "county/b"
+name = "县乙"
+
+[[indicators]]
+id = "points"
+name = "学习积分"
+kind = "level"
+unit = "分"
+accumulates = "year"
+
+[[targets]]
+indicator = "points"
+per = "entity"
+period = "year"
+min = 7000
+
+[[sources]]
+id = "sheets"
+plugin = "csv_form"
+units = ["county"]
+schedule = "0 0 0 1 1 *"
+backfill_from = "2025-01-01"
+[sources.settings]
+dir = {forms}
+indicators = ["points"]
+"#,
+            data = toml_path(&dir.join("data")),
+            plugins = toml_path(&plugins),
+            forms = toml_path(&forms),
+        ),
+    );
+    Setup {
+        _tmp: tmp,
+        config,
+        port,
+    }
+}
+
+#[test]
+fn a_year_to_date_target_is_met_against_the_yearly_minimum_at_the_periods_end() {
+    let s = ytd_setup();
+    let mut d = TestDaemon::start(&s.config, s.port);
+    d.wait_for("the start-up run and the metrics after it", 30, |d| {
+        d.sample(
+            "tally_target_ratio",
+            &[
+                ("unit", "county"),
+                ("indicator", "points"),
+                ("window", "year"),
+            ],
+        )
+        .is_some()
+    });
+    assert_eq!(d.runs("sheets", "success"), 1, "{}", d.log());
+
+    let q3 = d.get_json("/api/v1/summary?period=2025-Q3");
+    let min = 7000.0 * 273.0 / 365.0;
+    for (unit, met, total) in [
+        ("county", 2, 4),
+        ("county/a", 1, 3),
+        ("county/a/x", 0, 2),
+        ("county/b", 1, 1),
+    ] {
+        let t = &cell(&q3, unit, "points")["target"];
+        assert!(close(&t["min"], min), "{unit}: {t}");
+        assert_eq!(
+            (t["met"].as_u64(), t["total"].as_u64()),
+            (Some(met), Some(total)),
+            "{unit}"
+        );
+    }
+    // Growth over Q2, within the year: county/a 15735 against 10500.
+    let a = cell(&q3, "county/a", "points");
+    assert_eq!(
+        (&a["value"], &a["previous"]),
+        (&15735.into(), &10500.into())
+    );
+    assert_eq!(a["change"], 5235);
+    assert!(close(&a["change_ratio"], 5235.0 / 10500.0), "{a}");
+    // The year 2025 follows 2024, which ended in an earlier year: the count
+    // restarted on 1 January, so the growth is the value itself, no ratio.
+    let y = d.get_json("/api/v1/summary?period=2025");
+    let county = cell(&y, "county", "points");
+    assert_eq!(
+        (&county["value"], &county["change"]),
+        (&20971.into(), &20971.into())
+    );
+    assert_eq!(county.get("change_ratio"), None, "{county}");
+    // Q2 follows Q1 of the same year, which had no sheet: no change.
+    let q2 = d.get_json("/api/v1/summary?period=2025-Q2");
+    assert_eq!(cell(&q2, "county", "points").get("change"), None);
+    // Every source collected every day and every unit reported.
+    let p = &q3["period"];
+    assert_eq!(
+        (&p["complete"], &p["sources_complete"], &p["units_complete"]),
+        (&Value::Bool(true), &Value::Bool(true), &Value::Bool(true))
+    );
+
+    // Today the year to date asks 7000 × (day of the year) / (days of the
+    // year): m1's 7000 reaches it whatever the day, m2's 1 never does. The
+    // day, month and quarter to date end today too.
+    for window in ["day", "month", "quarter", "year"] {
+        let ratio = |unit: &str| {
+            d.sample(
+                "tally_target_ratio",
+                &[("unit", unit), ("indicator", "points"), ("window", window)],
+            )
+        };
+        assert_eq!(ratio("county"), Some(0.5), "{window}");
+        assert_eq!(ratio("county/a"), Some(0.5), "{window}");
+        assert_eq!(ratio("county/a/x"), Some(0.0), "{window}");
+        assert_eq!(ratio("county/b"), None, "{window}: no sheet this year");
+    }
+
+    let (status, csv) = d.get("/api/v1/summary?period=2025-Q3&format=csv");
+    assert_eq!(status, 200);
+    let row = csv.lines().find(|l| l.starts_with("county,")).unwrap();
+    assert_eq!(row, "county,某县,20971,12500,5235.62,0.5,");
+    let (status, md) = d.get("/api/v1/summary?period=2025-Q3&format=md");
+    assert_eq!(status, 200);
+    assert!(
+        md.contains("| 某县 | 20971 | 12500 | 5235.6 | 2/4（50%） |"),
+        "{md}"
+    );
+    d.terminate();
+
+    // The XLSX a clerk hands on, from the command line.
+    let out = s.config.with_file_name("2025-Q3.xlsx");
+    let o = run_tallyd(&[
+        "report",
+        "--config",
+        s.config.to_str().unwrap(),
+        "--period",
+        "2025-Q3",
+        "--format",
+        "xlsx",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    use calamine::{Data, Reader};
+    let mut wb: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(std::fs::read(&out).unwrap()))
+            .unwrap();
+    let t = wb.worksheet_range("统计表").unwrap();
+    let at = |r: u32, c: u32| t.get_value((r, c)).cloned().unwrap_or(Data::Empty);
+    let text = |r: u32| match at(r, 0) {
+        Data::String(s) => s,
+        other => panic!("row {r}: {other:?}"),
+    };
+    assert!(
+        text(1).starts_with("数据来源完整：1 个数据源在本期每一天都已采集，没有失败"),
+        "{}",
+        text(1)
+    );
+    assert_eq!(
+        text(2),
+        "报送单位完整：数据源覆盖的单位在本期都有数据，没有未报送"
+    );
+    // 本期, 上期, 每人目标, 达标人数, 人数, 达标率 for the county.
+    assert_eq!(at(5, 0), Data::String("某县".into()));
+    assert_eq!(
+        (at(5, 1), at(5, 2)),
+        (Data::Float(20971.0), Data::Float(12500.0))
+    );
+    assert!(matches!(at(5, 3), Data::Float(v) if (v - min).abs() < 1e-9));
+    assert_eq!(
+        (at(5, 4), at(5, 5), at(5, 6)),
+        (Data::Float(2.0), Data::Float(4.0), Data::Float(0.5))
     );
 }

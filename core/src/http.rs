@@ -476,6 +476,8 @@ async fn indicators(State(state): State<AppState>) -> Json<Value> {
                 "name": i.name,
                 "kind": i.kind.as_str(),
                 "unit": i.unit,
+                "accumulates": i.accumulates.map(|a| a.as_str()),
+                "per_capita": i.per_capita,
                 "sources": sources,
                 "targets": targets,
             })

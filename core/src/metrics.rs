@@ -1,4 +1,5 @@
-//! The Prometheus series of PRODUCT.md, served as one pre-encoded body.
+//! The Prometheus series of the README's Metrics table, served as one
+//! pre-encoded body.
 //!
 //! A scrape never encodes: `GET /metrics` answers the latest body
 //! ([`Metrics::exposition`]), a [`Bytes`] cloned under a lock held for
@@ -56,7 +57,7 @@ const INDICATOR_VALUE: Family = Family {
 };
 const TARGET_RATIO: Family = Family {
     name: "tally_target_ratio",
-    help: "Value over pro-rated target (per-unit targets) or share of entities on target (per-entity targets), current period to date.",
+    help: "Value over pro-rated target (per-unit targets) or share of entities on target (per-entity targets), current period to date; for indicators accumulating over the year, against the yearly target pro-rated from 1 January to today.",
     kind: "gauge",
 };
 const UNIT_INFO: Family = Family {
@@ -255,7 +256,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Every series of PRODUCT.md and the daemon's own. Shared as an
+/// Every series of the README's Metrics table and the daemon's own. Shared as an
 /// `Arc<Metrics>` by the engines before and after a reload, so counters
 /// continue.
 pub struct Metrics {

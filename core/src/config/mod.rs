@@ -1,4 +1,4 @@
-//! The configuration file (PRODUCT.md, "Configuration (TOML)"): parsing, validation,
+//! The configuration file: parsing, validation,
 //! secret resolution, and the positions needed to report any problem as
 //! `file:line:column: key.path: message`.
 //!
@@ -154,6 +154,29 @@ pub struct IndicatorConfig {
     pub kind: Kind,
     /// The display unit: 篇, 次, 分, 人.
     pub unit: String,
+    /// `accumulates = "year"`: each value is the total since 1 January
+    /// (本年积分), so targets compare it with the yearly minimum pro-rated
+    /// to the period's end and `change` is growth (see `summary::targets`).
+    /// Only for `level` indicators.
+    pub accumulates: Option<Accumulates>,
+    /// `per_capita = true`: summaries give the value per head of staff.
+    pub per_capita: bool,
+}
+
+/// Since when an indicator's values accumulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accumulates {
+    /// From 1 January: the value on a day is the total of the year so far.
+    Year,
+}
+
+impl Accumulates {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accumulates::Year => "year",
+        }
+    }
 }
 
 /// Whom a target's minimum applies to.
@@ -577,7 +600,12 @@ impl Checker<'_> {
         let unit_ids: HashSet<String> = units.iter().map(|u| u.id.clone()).collect();
         let indicators = self.indicators(raw.indicators);
         let indicator_ids: HashSet<String> = indicators.iter().map(|i| i.id.clone()).collect();
-        let targets = self.targets(raw.targets, &indicator_ids, &unit_ids);
+        let accumulating: HashSet<String> = indicators
+            .iter()
+            .filter(|i| i.accumulates.is_some())
+            .map(|i| i.id.clone())
+            .collect();
+        let targets = self.targets(raw.targets, &indicator_ids, &accumulating, &unit_ids);
         let sources = self.sources(raw.sources, &unit_ids);
         let reports = self.reports(raw.reports);
         Config {
@@ -815,6 +843,18 @@ impl Checker<'_> {
             if indicator.name.trim().is_empty() {
                 self.problem(&format!("indicators[{i}].name"), "the name is empty");
             }
+            // Only a level can be a running total: a count adds its days up,
+            // which would count the year again every day.
+            if indicator.accumulates.is_some() && indicator.kind != Kind::Level {
+                self.problem(
+                    &format!("indicators[{i}].accumulates"),
+                    format!(
+                        "only a \"level\" indicator can accumulate, and {:?} is kind {:?}",
+                        indicator.id,
+                        indicator.kind.as_str()
+                    ),
+                );
+            }
         }
         raw.into_iter()
             .map(|i| IndicatorConfig {
@@ -822,6 +862,8 @@ impl Checker<'_> {
                 name: i.name,
                 kind: i.kind,
                 unit: i.unit,
+                accumulates: i.accumulates,
+                per_capita: i.per_capita.unwrap_or(false),
             })
             .collect()
     }
@@ -830,6 +872,7 @@ impl Checker<'_> {
         &mut self,
         raw: Vec<raw::Target>,
         indicators: &HashSet<String>,
+        accumulating: &HashSet<String>,
         units: &HashSet<String>,
     ) -> Vec<TargetConfig> {
         for (i, target) in raw.iter().enumerate() {
@@ -837,6 +880,19 @@ impl Checker<'_> {
                 self.problem(
                     &format!("targets[{i}].indicator"),
                     format!("unknown indicator {:?}", target.indicator),
+                );
+            }
+            // A total since 1 January has no monthly or quarterly minimum of
+            // its own: "30 points a month" of it would mean 30 by the end of
+            // January, 60 by February's... which is a yearly 360 pro-rated.
+            if accumulating.contains(&target.indicator) && target.period != TargetPeriod::Year {
+                self.problem(
+                    &format!("targets[{i}].period"),
+                    format!(
+                        "indicator {:?} accumulates over the year, so its target must be yearly (period = \"year\"), found {:?}; it is compared at each period's end with the yearly minimum pro-rated to that day",
+                        target.indicator,
+                        target.period.as_str()
+                    ),
                 );
             }
             if !(target.min.is_finite() && target.min > 0.0) {
@@ -1191,6 +1247,8 @@ mod raw {
         pub name: String,
         pub kind: Kind,
         pub unit: String,
+        pub accumulates: Option<super::Accumulates>,
+        pub per_capita: Option<bool>,
     }
 
     #[derive(Deserialize)]

@@ -179,6 +179,45 @@ fn indicators_and_targets() {
 }
 
 #[test]
+fn year_to_date_and_per_capita_indicators() {
+    let points = "[[indicators]]\nid = \"points\"\nname = \"本年积分\"\nkind = \"level\"\nunit = \"分\"\naccumulates = \"year\"\nper_capita = true\n";
+    let config = parse(points).unwrap();
+    assert_eq!(config.indicators[0].accumulates, Some(Accumulates::Year));
+    assert!(config.indicators[0].per_capita);
+    // Both default to off.
+    let plain =
+        parse("[[indicators]]\nid = \"p\"\nname = \"发文\"\nkind = \"count\"\nunit = \"篇\"\n")
+            .unwrap();
+    assert_eq!(
+        (
+            plain.indicators[0].accumulates,
+            plain.indicators[0].per_capita
+        ),
+        (None, false)
+    );
+    // Only a level accumulates; a count adds its days already.
+    check_err(
+        &points.replace("\"level\"", "\"count\""),
+        "t.toml:6:15: indicators[0].accumulates: only a \"level\" indicator can accumulate, and \"points\" is kind \"count\"",
+    );
+    check_err(
+        &points.replace("\"year\"", "\"month\""),
+        "t.toml:6:15: indicators[0].accumulates: unknown variant `month`, expected `year`",
+    );
+    // Its target is yearly, compared with the yearly minimum to date.
+    let target = |period: &str| {
+        format!(
+            "{points}[[targets]]\nindicator = \"points\"\nper = \"entity\"\nperiod = \"{period}\"\nmin = 7000\n"
+        )
+    };
+    assert_eq!(parse(&target("year")).unwrap().targets.len(), 1);
+    check_err(
+        &target("quarter"),
+        "t.toml:11:10: targets[0].period: indicator \"points\" accumulates over the year, so its target must be yearly (period = \"year\"), found \"quarter\"",
+    );
+}
+
+#[test]
 fn source_units_and_ids() {
     check_err(
         &with_source("schedule = \"0 2 * * *\"\n")

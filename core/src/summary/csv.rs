@@ -1,8 +1,10 @@
-//! The wide CSV of PRODUCT.md: one row per unit, one column per indicator
-//! headed by its display name, UTF-8 with a BOM so that Excel reads Chinese.
+//! The wide CSV: one row per unit, one column per indicator headed by its
+//! display name, UTF-8 with a BOM so that Excel reads Chinese.
 //!
 //! Cells hold bare numbers so that a spreadsheet can sum them; what a mark
-//! would say in Markdown (未报送, 数据不完整) goes to the last column, 备注.
+//! would say in Markdown goes to the last column, 备注: 未报送, or
+//! 数据不完整 with its reason (来源缺数: a source behind the value missed
+//! days; 下级单位未报送: a unit below did not report).
 
 use super::{Summary, format_number, ratio_heading};
 
@@ -66,14 +68,7 @@ pub fn to_csv(summary: &Summary) -> Vec<u8> {
             .indicators
             .iter()
             .zip(cells)
-            .filter_map(|(ind, (_, c))| {
-                let what = match (c.missing, c.incomplete) {
-                    (true, _) => "未报送",
-                    (false, true) => "数据不完整",
-                    (false, false) => return None,
-                };
-                Some(format!("{}: {what}", ind.name))
-            })
+            .filter_map(|(ind, (_, c))| Some(format!("{}: {}", ind.name, c.mark()?)))
             .collect();
         row.push(notes.join("; "));
         rows.push(row);

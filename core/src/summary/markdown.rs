@@ -1,10 +1,12 @@
 //! The summary as a Markdown document, for a quarterly report that people
-//! read: units indented by depth, marks instead of a notes column, and the
+//! read: a line on the sources and one on the units expected to report,
+//! units indented by depth, marks instead of a notes column (`—` 未报送,
+//! `*` a source missed days, `†` a unit below did not report), and the
 //! sources behind the numbers at the end.
 
 use std::fmt::Write;
 
-use super::{IndicatorValue, Summary, TargetStatus, format_number, ratio_heading};
+use super::{Because, IndicatorValue, Summary, TargetStatus, format_number, ratio_heading};
 use crate::config::Per;
 
 /// Full-width spaces survive Markdown renderers that trim ASCII spaces in
@@ -22,12 +24,14 @@ pub fn to_markdown(summary: &Summary) -> String {
         p.start,
         p.end,
         p.timezone,
-        if p.complete {
-            ""
-        } else {
-            "，数据尚不完整"
-        },
+        if p.ended { "" } else { "，尚未结束" },
         summary.generated_at
+    );
+    let _ = writeln!(
+        out,
+        "{}  \n{}\n",
+        sources_line(summary),
+        units_line(summary)
     );
 
     let mut header = vec!["单位".to_owned()];
@@ -51,7 +55,7 @@ pub fn to_markdown(summary: &Summary) -> String {
     let _ = writeln!(out, "| {} |", align.join(" | "));
 
     let top = summary.units.iter().map(|u| u.depth).min().unwrap_or(0);
-    let (mut any_incomplete, mut any_missing) = (false, false);
+    let (mut any_gap, mut any_below, mut any_missing) = (false, false, false);
     for unit in &summary.units {
         let mut row = vec![format!(
             "{}{}",
@@ -59,7 +63,11 @@ pub fn to_markdown(summary: &Summary) -> String {
             escape(&unit.name)
         )];
         for (_, cell) in &unit.values.0 {
-            any_incomplete |= cell.incomplete && !cell.missing;
+            if !cell.missing {
+                let because = cell.incomplete_because;
+                any_gap |= matches!(because, Some(Because::Sources | Because::SourcesAndUnits));
+                any_below |= matches!(because, Some(Because::Units | Because::SourcesAndUnits));
+            }
             any_missing |= cell.missing;
             row.push(current(cell));
         }
@@ -80,12 +88,18 @@ pub fn to_markdown(summary: &Summary) -> String {
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }
 
-    if any_incomplete || any_missing {
+    if any_gap || any_below || any_missing {
         out.push('\n');
-        if any_incomplete {
+        if any_gap {
             let _ = writeln!(
                 out,
-                "\\* 数据不完整：有数据源未覆盖整个统计期间，或下级单位未报送，数值可能偏低。  "
+                "\\* 数据不完整（来源缺数）：此数值背后有数据源未覆盖整个统计期间，数值可能偏低。  "
+            );
+        }
+        if any_below {
+            let _ = writeln!(
+                out,
+                "† 数据不完整（下级单位未报送）：合计中缺少未报送的下级单位，数值可能偏低。  "
             );
         }
         if any_missing {
@@ -116,8 +130,9 @@ pub fn to_markdown(summary: &Summary) -> String {
     out
 }
 
-/// The current value with its marks: `—` for missing, `*` for incomplete,
-/// and the per-capita figure in brackets.
+/// The current value with its marks: `—` for missing, `*` for a source
+/// gap, `†` for a unit below that did not report, and the per-capita figure
+/// in brackets.
 fn current(cell: &IndicatorValue) -> String {
     if cell.missing {
         return "—".to_owned();
@@ -125,13 +140,55 @@ fn current(cell: &IndicatorValue) -> String {
     // An empty total can still be incomplete (every unit below is missing):
     // keep the mark rather than an empty cell that reads as "nothing to report".
     let mut s = cell.value.map(|v| format_number(v, 2)).unwrap_or_default();
-    if cell.incomplete {
-        s.push_str("\\*");
+    match cell.incomplete_because {
+        Some(Because::Sources) => s.push_str("\\*"),
+        Some(Because::Units) => s.push('†'),
+        Some(Because::SourcesAndUnits) => s.push_str("\\*†"),
+        None => {}
     }
     if let Some(pc) = cell.per_capita {
         let _ = write!(s, "（人均 {}）", format_number(pc, 1));
     }
     s
+}
+
+/// `数据来源完整：…`: the sources behind the table, and only them.
+fn sources_line(summary: &Summary) -> String {
+    let p = &summary.period;
+    let total = summary.sources.len();
+    let gaps = summary.sources.iter().filter(|s| !s.complete).count();
+    if total == 0 {
+        "数据来源：本表没有数据来源。".to_owned()
+    } else if gaps == 0 && p.ended {
+        format!("数据来源完整：{total} 个数据源在本期每一天都已采集，没有失败。")
+    } else if gaps == 0 {
+        format!("数据来源截至今天完整：统计期尚未结束，{total} 个数据源到今天为止每一天都已采集。")
+    } else {
+        format!(
+            "数据来源不完整：{total} 个数据源中有 {gaps} 个在本期缺数或失败（见文末「数据来源」），标 \\* 的数值可能偏低。"
+        )
+    }
+}
+
+/// `报送单位完整：…`: the units expected to report, and only them.
+fn units_line(summary: &Summary) -> String {
+    if summary.period.units_complete {
+        return "报送单位完整：数据源覆盖的单位在本期都有数据。".to_owned();
+    }
+    let missing: Vec<String> = summary
+        .units
+        .iter()
+        .filter(|u| u.values.0.iter().any(|(_, c)| c.missing))
+        .map(|u| escape(&u.name))
+        .collect();
+    if missing.is_empty() {
+        "报送单位不完整：表中所列单位以下有单位未报送，标 † 的合计可能偏低。".to_owned()
+    } else {
+        format!(
+            "报送单位不完整：{} 有指标未报送（—），其上级的合计标 †。",
+            missing.join("、")
+        )
+    }
 }
 
 /// `80.8%` of a per-unit target; `97/120（80.8%）` of a per-entity one.

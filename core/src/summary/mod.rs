@@ -1,7 +1,7 @@
-//! The statistics table of a period (PRODUCT.md, "HTTP → Summary (JSON)"):
-//! own values from the store, rolled up the unit tree, next to the previous
-//! period, with the marks that say where the numbers are not the whole story
-//! (missing units, incomplete sources). The same [`Summary`] is rendered as
+//! The statistics table of a period (`GET /api/v1/summary`, the README's
+//! "Summary" section): own values from the store, rolled up the unit tree,
+//! next to the previous period, with the marks that say where the numbers
+//! are not the whole story (units that did not report, sources with gaps). The same [`Summary`] is rendered as
 //! JSON (serde), CSV ([`to_csv`]) and Markdown ([`to_markdown`]), and the
 //! roll-up behind it also feeds the `tally_indicator_value` gauge
 //! ([`refresh_metrics`]).
@@ -24,14 +24,14 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use thiserror::Error;
 
 use crate::config::{Config, IndicatorConfig, Per};
-use crate::domain::{Kind, Period, PeriodKind, RolledUp, UnitTree, local_day, roll_up};
+use crate::domain::{Kind, OwnData, Period, PeriodKind, RolledUp, UnitTree, local_day, roll_up};
 use crate::metrics::{IndicatorText, Metrics};
 use crate::store::{Store, StoreError};
 
@@ -71,7 +71,7 @@ pub enum SummaryError {
     Store(#[from] StoreError),
 }
 
-/// The statistics table of a period, in the JSON shape of PRODUCT.md.
+/// The statistics table of a period, in the JSON shape the README describes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub period: PeriodInfo,
@@ -89,9 +89,18 @@ pub struct PeriodInfo {
     pub start: NaiveDate,
     pub end: NaiveDate,
     pub timezone: String,
-    /// The period is over in the configured time zone and every source
-    /// behind the table covered it completely.
+    /// `ended && sources_complete`: the figures will not change unless a
+    /// late correction is collected. Says nothing of units: see
+    /// `units_complete`.
     pub complete: bool,
+    /// The period's last day is before today in the configured time zone.
+    pub ended: bool,
+    /// Every source behind the table collected every day of the period up
+    /// to today, with no failed run (each source's `complete`).
+    pub sources_complete: bool,
+    /// No 未报送 in the subtrees asked for (shown or below `depth`): every
+    /// unit a source expects reported each indicator that source emits.
+    pub units_complete: bool,
 }
 
 impl Summary {
@@ -157,7 +166,13 @@ pub struct UnitRow {
     pub parent: Option<String>,
     /// Absolute: 0 for a root.
     pub depth: usize,
+    /// The unit's own staff, as configured: not counting the units below.
     pub headcount: Option<u32>,
+    /// The headcounts of the unit and of every unit below it that has one
+    /// (above 0), added up: what `per_capita` divides by. Absent when none
+    /// has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subtree_headcount: Option<u32>,
     pub values: Values,
 }
 
@@ -196,14 +211,20 @@ pub struct IndicatorValue {
     /// The same over the previous period of the same length.
     #[serde(serialize_with = "number")]
     pub previous: Option<f64>,
-    /// `value / headcount`, for indicators counted per staff member (those
-    /// with a per-entity target) of units with a headcount. Full precision.
+    /// Only for indicators with `per_capita = true`: the value of the units
+    /// of the subtree that have a headcount, divided by the sum of their
+    /// headcounts ([`UnitRow::subtree_headcount`]); units without one are
+    /// left out of both. Absent when no such unit has a value. Full precision.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
     pub per_capita: Option<f64>,
-    /// `value - previous`, when both are known.
+    /// `value - previous`, when both are known. For an indicator that
+    /// accumulates over the year it is the growth since the previous
+    /// period's end, and when that end is in an earlier year (the count
+    /// restarted on 1 January) it is `value` itself.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
     pub change: Option<f64>,
-    /// `change / previous`, when `previous` is known and not 0.
+    /// `change / previous`, when `previous` is known and not 0; absent for
+    /// an accumulating indicator whose previous period ended in an earlier year.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
     pub change_ratio: Option<f64>,
     /// Among the unit's siblings (the roots among the roots), by value: 1 is
@@ -219,12 +240,61 @@ pub struct IndicatorValue {
     /// unit below is missing: the value may be too low.
     #[serde(skip_serializing_if = "is_false")]
     pub incomplete: bool,
+    /// Why `incomplete`; absent when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete_because: Option<Because>,
     /// 未报送: a source should cover this unit, yet nothing in its subtree reported.
     #[serde(skip_serializing_if = "is_false")]
     pub missing: bool,
 }
 
-/// How a unit stands against a target, in PRODUCT.md's shape.
+impl IndicatorValue {
+    /// What the notes column (备注) says of the cell: `未报送`, or
+    /// `数据不完整（…）` with its reason; `None` for a clean cell.
+    pub fn mark(&self) -> Option<&'static str> {
+        if self.missing {
+            Some("未报送")
+        } else if self.incomplete {
+            Some(self.incomplete_because.map_or("数据不完整", Because::mark))
+        } else {
+            None
+        }
+    }
+}
+
+/// What makes a value incomplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Because {
+    /// A source behind the unit or a unit below it missed days or failed.
+    Sources,
+    /// A unit below did not report (未报送).
+    Units,
+    /// Both.
+    SourcesAndUnits,
+}
+
+impl Because {
+    fn of(sources: bool, units: bool) -> Option<Because> {
+        match (sources, units) {
+            (true, true) => Some(Because::SourcesAndUnits),
+            (true, false) => Some(Because::Sources),
+            (false, true) => Some(Because::Units),
+            (false, false) => None,
+        }
+    }
+
+    /// `数据不完整（来源缺数）`: the mark with its reason, for notes columns.
+    pub fn mark(self) -> &'static str {
+        match self {
+            Because::Sources => "数据不完整（来源缺数）",
+            Because::Units => "数据不完整（下级单位未报送）",
+            Because::SourcesAndUnits => "数据不完整（来源缺数，下级单位未报送）",
+        }
+    }
+}
+
+/// How a unit stands against a target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TargetStatus {
     pub per: Per,
@@ -262,8 +332,8 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Whole numbers as JSON integers (`321`, not `321.0`), as PRODUCT.md shows
-/// them and as spreadsheet imports expect.
+/// Whole numbers as JSON integers (`321`, not `321.0`), as spreadsheet
+/// imports expect.
 fn number<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
     match *v {
         Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(v as i64),
@@ -291,10 +361,42 @@ pub fn rolled_up(
     start: NaiveDate,
     end: NaiveDate,
 ) -> Result<RolledUp, StoreError> {
-    let kinds: Vec<Kind> = indicators.iter().map(|i| i.kind).collect();
+    let own = own_values(store, tree, indicators, start, end)?;
+    Ok(roll_up(tree, &kinds(indicators), own))
+}
+
+fn kinds(indicators: &[IndicatorConfig]) -> Vec<Kind> {
+    indicators.iter().map(|i| i.kind).collect()
+}
+
+fn own_values(
+    store: &dyn Store,
+    tree: &UnitTree,
+    indicators: &[IndicatorConfig],
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Result<Vec<(usize, usize, OwnData)>, StoreError> {
     let wanted: Vec<(String, Kind)> = indicators.iter().map(|i| (i.id.clone(), i.kind)).collect();
-    let own = store.own_values_indexed(start, end, &wanted, &|unit| tree.index(unit))?;
-    Ok(roll_up(tree, &kinds, own))
+    store.own_values_indexed(start, end, &wanted, &|unit| tree.index(unit))
+}
+
+/// Has a headcount that per capita can divide by.
+fn counted_staff(headcount: Option<u32>) -> Option<u32> {
+    headcount.filter(|&h| h > 0)
+}
+
+/// Per unit: the headcounts of its subtree added up (units with one only),
+/// `None` where no unit of the subtree has one.
+fn subtree_headcounts(tree: &UnitTree) -> Vec<Option<u32>> {
+    let mut sums: Vec<Option<u32>> = (0..tree.len())
+        .map(|u| counted_staff(tree.unit(u).headcount))
+        .collect();
+    for &u in tree.preorder().iter().rev() {
+        if let (Some(p), Some(h)) = (tree.parent(u), sums[u]) {
+            sums[p] = Some(sums[p].unwrap_or(0).saturating_add(h));
+        }
+    }
+    sums
 }
 
 /// Builds the table for `req`. `emits` maps a source id to the indicator
@@ -323,9 +425,31 @@ pub fn build(
 
     let indicators = &config.indicators;
     let n = indicators.len();
-    let current = rolled_up(store, tree, indicators, period.start, period.end)?;
+    let own = own_values(store, tree, indicators, period.start, period.end)?;
+    // Per capita divides by the headcounts of the units that have one, so
+    // its numerator leaves out the values of the units that have none.
+    let staffed = if indicators.iter().any(|i| i.per_capita)
+        && tree
+            .units()
+            .iter()
+            .any(|u| counted_staff(u.headcount).is_none())
+    {
+        let own = own
+            .iter()
+            .filter(|(u, _, _)| counted_staff(tree.unit(*u).headcount).is_some())
+            .cloned();
+        Some(roll_up(tree, &kinds(indicators), own))
+    } else {
+        None
+    };
+    let current = roll_up(tree, &kinds(indicators), own);
+    let staffed = staffed.as_ref().unwrap_or(&current);
+    let headcounts = subtree_headcounts(tree);
     let prev_period = period.previous();
     let previous = rolled_up(store, tree, indicators, prev_period.start, prev_period.end)?;
+    // The count of an indicator accumulating over the year restarted on
+    // 1 January after the previous period ended.
+    let new_year = prev_period.end.year() < period.end.year();
 
     // The sources behind the table: enabled ones whose units overlap the
     // subtrees asked for (a source above the unit asked for covers it too).
@@ -411,16 +535,21 @@ pub fn build(
     let missing: Vec<bool> = (0..tree.len() * n)
         .map(|slot| started && covered[slot] && current.get(slot / n, slot % n).is_none())
         .collect();
-    let mut incomplete = source_gap;
+    // The two reasons are kept apart, so that the table can say which.
+    let mut gap_below = source_gap;
+    let mut missing_below = vec![false; tree.len() * n];
     for &u in tree.preorder().iter().rev() {
         if let Some(p) = tree.parent(u) {
             for i in 0..n {
-                if incomplete[u * n + i] || missing[u * n + i] {
-                    incomplete[p * n + i] = true;
-                }
+                gap_below[p * n + i] |= gap_below[u * n + i];
+                missing_below[p * n + i] |= missing_below[u * n + i] || missing[u * n + i];
             }
         }
     }
+    let units_complete = !roots
+        .iter()
+        .flat_map(|&r| tree.subtree(r, None))
+        .any(|u| missing[u * n..(u + 1) * n].iter().any(|&m| m));
 
     let statuses = targets::statuses(
         config,
@@ -445,24 +574,34 @@ pub fn build(
                 .map(|i| {
                     let value = current.get(u, i);
                     let previous = previous.get(u, i);
-                    let change = value.zip(previous).map(|(v, p)| v - p);
+                    let restarted = new_year && indicators[i].accumulates.is_some();
+                    let change = if restarted {
+                        value
+                    } else {
+                        value.zip(previous).map(|(v, p)| v - p)
+                    };
+                    let per_capita = if indicators[i].per_capita {
+                        staffed
+                            .get(u, i)
+                            .zip(headcounts[u])
+                            .map(|(v, h)| v / f64::from(h))
+                    } else {
+                        None
+                    };
+                    let because = Because::of(gap_below[u * n + i], missing_below[u * n + i]);
                     let cell = IndicatorValue {
                         value,
                         previous,
-                        per_capita: match (value, unit.headcount) {
-                            // Per capita of any indicator where the unit has a headcount
-                            // (issue: "per capita where a unit has a headcount").
-                            (Some(v), Some(h)) if h > 0 => Some(v / f64::from(h)),
-                            _ => None,
-                        },
+                        per_capita,
                         change,
                         change_ratio: change
                             .zip(previous)
-                            .filter(|&(_, p)| p != 0.0)
+                            .filter(|&(_, p)| p != 0.0 && !restarted)
                             .map(|(c, p)| c / p),
                         rank: ranks[u * n + i],
                         target: statuses[u * n + i].clone(),
-                        incomplete: incomplete[u * n + i],
+                        incomplete: because.is_some(),
+                        incomplete_because: because,
                         missing: missing[u * n + i],
                     };
                     (ids[i].clone(), cell)
@@ -474,18 +613,24 @@ pub fn build(
                 parent: unit.parent().map(|p| tree.unit(p).id.clone()),
                 depth: unit.depth(),
                 headcount: unit.headcount,
+                subtree_headcount: headcounts[u],
                 values: Values(values),
             });
         }
     }
 
+    let ended = period.is_over(today);
+    let sources_complete = sources.iter().all(|s| s.complete);
     Ok(Summary {
         period: PeriodInfo {
             label: period.label().to_owned(),
             start: period.start,
             end: period.end,
             timezone: tz.name().to_owned(),
-            complete: period.is_over(today) && sources.iter().all(|s| s.complete),
+            complete: ended && sources_complete,
+            ended,
+            sources_complete,
+            units_complete,
         },
         generated_at: rfc3339(now, tz),
         indicators: indicators

@@ -1,5 +1,5 @@
-//! Targets (PRODUCT.md, "Target"): the minimum that applies to a unit for an
-//! indicator over an asked period, and how the unit stands against it.
+//! Targets: the minimum that applies to a unit for an indicator over an
+//! asked period, and how the unit stands against it.
 //!
 //! The effective minimum of a period is found in two steps:
 //!
@@ -13,6 +13,16 @@
 //!    derived minimum is scaled by `elapsed / days`, where `elapsed` counts
 //!    the days from the period's start to `min(today, end)`, inclusive. A
 //!    period that has not begun has no target yet.
+//!
+//! An indicator that accumulates over the year (`accumulates = "year"`, such
+//! as 本年积分) holds at a period's end the total since 1 January, not what
+//! the period added, so a share of the period's days would compare a year's
+//! worth of points with a quarter's worth of target. Its (yearly) target is
+//! instead the yearly minimum pro-rated from 1 January to the period's last
+//! day: `min × days(1 January ..= end) / days of that year`, with `end` the
+//! period's end, or today inside a running period unless `prorate = false`
+//! (7,000 a year at 2026-09-30: `7000 × 273 / 365 = 5235.6`). The year is
+//! the one `end` falls in, as the value then counts from its 1 January.
 //!
 //! Per-unit targets compare the unit's rolled-up value with the minimum
 //! (`completion = value / min`). Per-entity targets compare each entity's
@@ -30,7 +40,7 @@ use std::collections::HashMap;
 
 use chrono::NaiveDate;
 
-use crate::config::{Config, Per, TargetConfig, TargetPeriod};
+use crate::config::{Accumulates, Config, Per, TargetConfig, TargetPeriod};
 use crate::domain::{Period, PeriodKind, RolledUp, UnitTree};
 use crate::store::{Store, StoreError};
 
@@ -47,9 +57,19 @@ fn period_kind(p: TargetPeriod) -> PeriodKind {
 }
 
 /// The target's minimum over `period` as seen on `today`: derived by share
-/// of days, then pro-rated by elapsed days when the target says so. `None`
-/// when pro-rating leaves nothing (the period has not begun).
-pub fn effective_min(target: &TargetConfig, period: &Period, today: NaiveDate) -> Option<f64> {
+/// of days, then pro-rated by elapsed days when the target says so; for an
+/// indicator that `accumulates`, the yearly minimum pro-rated from 1 January
+/// to the period's end (or to today). `None` when pro-rating leaves nothing
+/// (the period has not begun).
+pub fn effective_min(
+    target: &TargetConfig,
+    accumulates: Option<Accumulates>,
+    period: &Period,
+    today: NaiveDate,
+) -> Option<f64> {
+    if let Some(Accumulates::Year) = accumulates {
+        return year_to_date_min(target, period, today);
+    }
     let kind = period_kind(target.period);
     let mut derived = 0.0;
     let mut p = Period::containing(kind, period.start);
@@ -73,6 +93,24 @@ pub fn effective_min(target: &TargetConfig, period: &Period, today: NaiveDate) -
         return None;
     }
     Some(derived * elapsed as f64 / period.days() as f64)
+}
+
+/// `min × days(1 January ..= last) / days of last's year`, where `last` is
+/// the period's end, or today inside a running period when pro-rated. The
+/// configuration only lets yearly targets onto accumulating indicators.
+fn year_to_date_min(target: &TargetConfig, period: &Period, today: NaiveDate) -> Option<f64> {
+    let last = if target.prorate {
+        let to_date = period.to_date(today);
+        if to_date.days() <= 0 {
+            return None;
+        }
+        to_date.end
+    } else {
+        period.end
+    };
+    let year = Period::containing(PeriodKind::Year, last);
+    let elapsed = (last - year.start).num_days() + 1;
+    Some(target.min * elapsed as f64 / year.days() as f64)
 }
 
 /// The target that applies to `unit` for `indicator`, if any.
@@ -110,7 +148,7 @@ pub fn statuses(
             let Some(target) = applicable(config, &ind.id, unit) else {
                 continue;
             };
-            let Some(min) = effective_min(target, min_period, today) else {
+            let Some(min) = effective_min(target, ind.accumulates, min_period, today) else {
                 continue;
             };
             out[u * n + i] = Some(match target.per {
@@ -208,19 +246,22 @@ mod tests {
         let year = target(TargetPeriod::Year, 7000.0, true);
         // 2026-Q3 has 92 days, 2026 has 365.
         assert_eq!(
-            effective_min(&year, &p("2026-Q3"), after),
+            effective_min(&year, None, &p("2026-Q3"), after),
             Some(7000.0 * 92.0 / 365.0)
         );
-        assert_eq!(effective_min(&year, &p("2026"), after), Some(7000.0));
+        assert_eq!(effective_min(&year, None, &p("2026"), after), Some(7000.0));
         // A monthly 8 over a quarter is 8 per month.
         let month = target(TargetPeriod::Month, 8.0, false);
-        assert_eq!(effective_min(&month, &p("2026-Q3"), after), Some(24.0));
-        assert_eq!(effective_min(&month, &p("2026"), after), Some(96.0));
+        assert_eq!(
+            effective_min(&month, None, &p("2026-Q3"), after),
+            Some(24.0)
+        );
+        assert_eq!(effective_min(&month, None, &p("2026"), after), Some(96.0));
         // Half of July (16 of 31 days) and all of August.
-        let got = effective_min(&month, &p("2026-07-16..2026-08-31"), after).unwrap();
+        let got = effective_min(&month, None, &p("2026-07-16..2026-08-31"), after).unwrap();
         assert!((got - (8.0 * 16.0 / 31.0 + 8.0)).abs() < 1e-9, "{got}");
         // A range across a year end takes each year's share.
-        let got = effective_min(&year, &p("2026-12-01..2027-01-31"), after).unwrap();
+        let got = effective_min(&year, None, &p("2026-12-01..2027-01-31"), after).unwrap();
         assert!((got - 7000.0 * 62.0 / 365.0).abs() < 1e-9, "{got}");
     }
 
@@ -229,33 +270,95 @@ mod tests {
         let quarter = target(TargetPeriod::Quarter, 12.0, true);
         // 2026-08-15 is day 46 of 2026-Q3 (31 + 15).
         assert_eq!(
-            effective_min(&quarter, &p("2026-Q3"), d("2026-08-15")),
+            effective_min(&quarter, None, &p("2026-Q3"), d("2026-08-15")),
             Some(12.0 * 46.0 / 92.0)
         );
         // The first day already counts; the period after its end is whole.
         assert_eq!(
-            effective_min(&quarter, &p("2026-Q3"), d("2026-07-01")),
+            effective_min(&quarter, None, &p("2026-Q3"), d("2026-07-01")),
             Some(12.0 / 92.0)
         );
         assert_eq!(
-            effective_min(&quarter, &p("2026-Q3"), d("2026-11-01")),
+            effective_min(&quarter, None, &p("2026-Q3"), d("2026-11-01")),
             Some(12.0)
         );
         // Before it begins there is no target yet, unless not pro-rated.
         assert_eq!(
-            effective_min(&quarter, &p("2026-Q3"), d("2026-06-30")),
+            effective_min(&quarter, None, &p("2026-Q3"), d("2026-06-30")),
             None
         );
         let fixed = target(TargetPeriod::Quarter, 12.0, false);
         assert_eq!(
-            effective_min(&fixed, &p("2026-Q3"), d("2026-06-30")),
+            effective_min(&fixed, None, &p("2026-Q3"), d("2026-06-30")),
             Some(12.0)
         );
         // Derived, then pro-rated: a yearly 7000 in Q3 on 08-15.
         let year = target(TargetPeriod::Year, 7000.0, true);
         assert_eq!(
-            effective_min(&year, &p("2026-Q3"), d("2026-08-15")),
+            effective_min(&year, None, &p("2026-Q3"), d("2026-08-15")),
             Some(7000.0 * 92.0 / 365.0 * 46.0 / 92.0)
         );
+    }
+
+    #[test]
+    fn an_accumulating_indicator_takes_the_yearly_minimum_to_the_periods_end() {
+        let year = target(TargetPeriod::Year, 7000.0, true);
+        let ytd = Some(Accumulates::Year);
+        let after = d("2027-06-01");
+        // 2026-09-30 is day 273 of 365: 7000 × 273 / 365 = 5235.6, not the
+        // quarter's share 7000 × 92 / 365 = 1764.4.
+        let q3 = effective_min(&year, ytd, &p("2026-Q3"), after).unwrap();
+        assert!((q3 - 5235.616438356164).abs() < 1e-9, "{q3}");
+        assert!(close(q3, 7000.0 * 273.0 / 365.0));
+        // Q1 ends on day 90; the whole year asks the whole 7000; a month, its end.
+        assert!(close(
+            effective_min(&year, ytd, &p("2026-Q1"), after).unwrap(),
+            7000.0 * 90.0 / 365.0
+        ));
+        assert_eq!(effective_min(&year, ytd, &p("2026"), after), Some(7000.0));
+        assert!(close(
+            effective_min(&year, ytd, &p("2026-02"), after).unwrap(),
+            7000.0 * 59.0 / 365.0
+        ));
+        // A leap year counts 366 days: 2028-03-31 is day 91.
+        assert!(close(
+            effective_min(&year, ytd, &p("2028-Q1"), d("2029-01-01")).unwrap(),
+            7000.0 * 91.0 / 366.0
+        ));
+        // A range across a year end counts from its last day's 1 January.
+        assert!(close(
+            effective_min(&year, ytd, &p("2026-12-01..2027-01-31"), after).unwrap(),
+            7000.0 * 31.0 / 365.0
+        ));
+    }
+
+    #[test]
+    fn an_accumulating_indicator_in_a_running_period_is_pro_rated_to_date() {
+        let year = target(TargetPeriod::Year, 7000.0, true);
+        let ytd = Some(Accumulates::Year);
+        // 2026-08-15 is day 227 (212 + 15): the value then counts to that day.
+        assert!(close(
+            effective_min(&year, ytd, &p("2026-Q3"), d("2026-08-15")).unwrap(),
+            7000.0 * 227.0 / 365.0
+        ));
+        // The first day of the year asks one day's share; nothing before.
+        assert!(close(
+            effective_min(&year, ytd, &p("2026-Q1"), d("2026-01-01")).unwrap(),
+            7000.0 / 365.0
+        ));
+        assert_eq!(
+            effective_min(&year, ytd, &p("2026-Q3"), d("2026-06-30")),
+            None
+        );
+        // Without pro-rating the running period asks for its end already.
+        let fixed = target(TargetPeriod::Year, 7000.0, false);
+        assert!(close(
+            effective_min(&fixed, ytd, &p("2026-Q3"), d("2026-08-15")).unwrap(),
+            7000.0 * 273.0 / 365.0
+        ));
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
     }
 }

@@ -26,7 +26,11 @@
 //! | edu, carol            |                 | 09-15: 3000               |             |
 //!
 //! Targets: xuexi_points 7,000 per entity a year (for every unit);
-//! wechat_posts 12 per unit a quarter, for natres and edu only.
+//! wechat_posts 12 per unit a quarter, for natres and edu only. Per capita
+//! is asked for wechat_posts only.
+//!
+//! A second tree (`ytd_fixture`, below) has points that accumulate over the
+//! year, as 学习强国's 本年积分 do.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -65,6 +69,7 @@ id = "wechat_posts"
 name = "微信公众号发文数"
 kind = "count"
 unit = "篇"
+per_capita = true
 [[indicators]]
 id = "xuexi_points"
 name = "学习积分"
@@ -502,18 +507,38 @@ fn a_future_period_marks_nothing() {
 }
 
 #[test]
-fn per_capita_divides_the_rolled_up_value_by_the_units_headcount() {
+fn per_capita_divides_the_subtrees_value_by_the_subtrees_headcount() {
     let f = fixture();
     let s = f.q3();
-    let pc = |unit: &str| cell(&s, unit, "xuexi_points").per_capita;
-    assert_eq!(pc("county"), Some(7800.0 / 120.0));
-    assert_eq!(pc("county/natres"), Some(4300.0 / 22.0));
-    assert_eq!(pc("county/natres/office"), Some(360.0));
-    assert_eq!(pc("county/edu"), Some(75.0));
-    // Every indicator is given per capita where the unit has a headcount.
-    let posts = cell(&s, "county", "wechat_posts");
-    assert_eq!(posts.per_capita, posts.value.map(|v| v / 120.0));
-    assert!(posts.per_capita.is_some());
+    let pc = |unit: &str| cell(&s, unit, "wechat_posts").per_capita;
+    // A headcount is the unit's own staff, and the value of a parent is its
+    // subtree's, so the parent divides by its subtree's headcounts: natres
+    // 18 posts (its 15 and office's 3) over 22 + 5 people; the county 18
+    // over 120 + 40 + 22 + 5. edu has no posts, so no per capita.
+    assert_eq!(pc("county/natres/office"), Some(3.0 / 5.0));
+    assert_eq!(pc("county/natres"), Some(18.0 / 27.0));
+    assert_eq!(pc("county"), Some(18.0 / 187.0));
+    assert_eq!(pc("county/edu"), None);
+    let heads: Vec<(&str, Option<u32>, Option<u32>)> = s
+        .units
+        .iter()
+        .map(|u| (u.id.as_str(), u.headcount, u.subtree_headcount))
+        .collect();
+    assert_eq!(
+        heads,
+        [
+            ("county", Some(120), Some(187)),
+            ("county/edu", Some(40), Some(40)),
+            ("county/natres", Some(22), Some(27)),
+            ("county/natres/office", Some(5), Some(5)),
+        ]
+    );
+    // Only where the indicator asks for it: points are not per capita.
+    assert!(
+        s.units
+            .iter()
+            .all(|u| u.values.get("xuexi_points").unwrap().per_capita.is_none())
+    );
 }
 
 #[test]
@@ -725,11 +750,6 @@ fn a_yearly_per_entity_target_derives_for_the_quarter_and_counts_entities() {
         Some(expect(1, 1))
     );
     assert_eq!(target(&s, "county/edu", "xuexi_points"), Some(expect(1, 1)));
-    // Per capita is unchanged by targets.
-    assert_eq!(
-        cell(&s, "county", "xuexi_points").per_capita,
-        Some(7800.0 / 120.0)
-    );
 
     // The whole year 2026 asked after it ended: 7000 as set. Year values:
     // alice 2600 (10-01), bob 1800, carol 3000, dave 500: nobody reaches it.
@@ -992,4 +1012,415 @@ fn explain_lists_the_observations_behind_a_figure_with_their_runs() {
         explain(&f.config, &f.tree, &f.store, &bad),
         Err(ExplainError::UnknownUnit(_))
     ));
+}
+
+#[test]
+fn completeness_of_sources_and_of_units_is_stated_apart() {
+    let f = fixture();
+    // Q3: edu-wechat has a gap and edu did not post: neither is complete.
+    let q3 = f.q3();
+    let p = &q3.period;
+    assert_eq!(
+        (p.ended, p.sources_complete, p.units_complete, p.complete),
+        (true, false, false, false)
+    );
+    // The county's posts lack edu's (未报送) and edu-wechat's days: both reasons.
+    let county = cell(&q3, "county", "wechat_posts");
+    assert_eq!(
+        county.incomplete_because,
+        Some(Because::SourcesAndUnits),
+        "{county:?}"
+    );
+    assert_eq!(
+        county.mark(),
+        Some("数据不完整（来源缺数，下级单位未报送）")
+    );
+    // edu itself: 未报送 (its own source's gap is also behind it).
+    let edu = cell(&q3, "county/edu", "wechat_posts");
+    assert_eq!(
+        (edu.mark(), edu.incomplete_because),
+        (Some("未报送"), Some(Because::Sources))
+    );
+    // Q2: every source collected every day, so the period is complete; yet
+    // office and edu have no points (未报送), and natres' are incomplete for
+    // that reason only: the case the old single status line hid.
+    let q2 = f.summary("2026-Q2", None, None, after_q3()).unwrap();
+    let p = &q2.period;
+    assert_eq!(
+        (p.ended, p.sources_complete, p.units_complete, p.complete),
+        (true, true, false, true)
+    );
+    let natres = cell(&q2, "county/natres", "xuexi_points");
+    assert_eq!(natres.incomplete_because, Some(Because::Units));
+    assert_eq!(natres.mark(), Some("数据不完整（下级单位未报送）"));
+    let text = String::from_utf8(to_csv(&q2)[3..].to_vec()).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("county/natres,"))
+        .unwrap();
+    assert!(
+        row.ends_with(",学习积分: 数据不完整（下级单位未报送）"),
+        "{row}"
+    );
+    let md = to_markdown(&q2);
+    assert!(
+        md.contains("数据来源完整：3 个数据源在本期每一天都已采集，没有失败。  \n报送单位不完整：教育局、办公室 有指标未报送（—），其上级的合计标 †。"),
+        "{md}"
+    );
+    assert!(md.contains("| 900† |"), "{md}");
+    // Q3 of natres alone: nothing missing below it either.
+    let natres = f
+        .summary("2026-Q3", Some("county/natres"), None, after_q3())
+        .unwrap();
+    assert!(natres.period.units_complete && natres.period.complete);
+}
+
+/// Points that accumulate over the year (本年积分), 7,000 a member a year;
+/// posts asked per capita. Headcounts: a 3, x 2; the county and b have none.
+///
+/// ```text
+/// county                 posts 10
+/// ├── county/a (3)       posts 6    m1
+/// │   └── county/a/x (2) posts 4    m2, m4
+/// └── county/b           posts 8    m3
+/// ```
+///
+/// | points (year to date) | 2025-12-31 | 2026-06-30 | 2026-09-30 | 2026-12-31 | 2027-03-31 |
+/// |-----------------------|-----------:|-----------:|-----------:|-----------:|-----------:|
+/// | m1 (a)                | 6800       | 3000       | 5300       | 7100       | 1800       |
+/// | m2 (a/x)              |            | 3500       | 5200       |            |            |
+/// | m4 (a/x)              |            | 4000       | 5235       |            |            |
+/// | m3 (b)                |            | 2000       | 5236       |            |            |
+///
+/// At 2026-09-30 the threshold is 7000 × 273/365 = 5235.616: m1 and m3
+/// reach it, m2 and m4 do not (by a share of days, 1764.4, all four would).
+const YTD_CONFIG: &str = r#"
+[daemon]
+timezone = "Asia/Shanghai"
+
+[[units]]
+id = "county"
+name = "某县"
+[[units]]
+id = "county/a"
+name = "县甲"
+headcount = 3
+[[units]]
+id = "county/a/x"
+name = "甲下属"
+headcount = 2
+[[units]]
+id = "county/b"
+name = "县乙"
+
+[[indicators]]
+id = "points"
+name = "学习强国本年积分"
+kind = "level"
+unit = "分"
+accumulates = "year"
+[[indicators]]
+id = "posts"
+name = "发文数"
+kind = "count"
+unit = "篇"
+per_capita = true
+
+[[targets]]
+indicator = "points"
+per = "entity"
+period = "year"
+min = 7000
+
+[[sources]]
+id = "xuexi"
+plugin = "xuexi"
+units = ["county"]
+schedule = "0 3 * * *"
+[[sources]]
+id = "forms"
+plugin = "csv_form"
+units = ["county"]
+schedule = "0 3 * * *"
+"#;
+
+fn ytd_fixture() -> Fixture {
+    let config = Config::parse(YTD_CONFIG, Path::new("t.toml"), &|_| None).unwrap();
+    let tree = unit_tree(&config).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let x = |unit: &str, entity: &str, day: &str, v: f64| {
+        obs("xuexi", unit, "points", entity, d(day), v)
+    };
+    run(
+        &store,
+        "xuexi",
+        RunResult::Success,
+        ("2025-10-01", "2027-04-01"),
+        "2027-04-01T00:00:00Z",
+        &[
+            x("county/a", "m1", "2025-12-31", 6800.0),
+            x("county/a", "m1", "2026-06-30", 3000.0),
+            x("county/a", "m1", "2026-09-30", 5300.0),
+            x("county/a", "m1", "2026-12-31", 7100.0),
+            x("county/a", "m1", "2027-03-31", 1800.0),
+            x("county/a/x", "m2", "2026-06-30", 3500.0),
+            x("county/a/x", "m2", "2026-09-30", 5200.0),
+            x("county/a/x", "m4", "2026-06-30", 4000.0),
+            x("county/a/x", "m4", "2026-09-30", 5235.0),
+            x("county/b", "m3", "2026-06-30", 2000.0),
+            x("county/b", "m3", "2026-09-30", 5236.0),
+        ],
+    );
+    let p = |unit: &str, v: f64| obs("forms", unit, "posts", "", d("2026-08-01"), v);
+    run(
+        &store,
+        "forms",
+        RunResult::Success,
+        ("2025-10-01", "2027-04-01"),
+        "2027-04-01T00:00:00Z",
+        &[
+            p("county", 10.0),
+            p("county/a", 6.0),
+            p("county/a/x", 4.0),
+            p("county/b", 8.0),
+        ],
+    );
+    let emits = [("xuexi", "points"), ("forms", "posts")]
+        .into_iter()
+        .map(|(s, i)| (s.to_owned(), vec![i.to_owned()]))
+        .collect();
+    Fixture {
+        _dir: dir,
+        config,
+        tree,
+        store,
+        emits,
+    }
+}
+
+/// 7000 × 273 / 365: the yearly target pro-rated to 2026-09-30.
+const Q3_YTD_MIN: f64 = 7000.0 * 273.0 / 365.0;
+
+#[test]
+fn a_year_to_date_target_is_the_yearly_minimum_pro_rated_to_the_periods_end() {
+    let f = ytd_fixture();
+    let s = f.q3();
+    assert!(close(Q3_YTD_MIN, 5235.616438356164));
+    for (unit, met, total) in [
+        ("county", 2, 4),
+        ("county/a", 1, 3),
+        ("county/a/x", 0, 2),
+        ("county/b", 1, 1),
+    ] {
+        let t = target(&s, unit, "points").unwrap();
+        assert_eq!(t.per, Per::Entity);
+        assert!(close(t.min, Q3_YTD_MIN), "{unit}: {}", t.min);
+        assert_eq!((t.met, t.total), (Some(met), Some(total)), "{unit}");
+        assert_eq!(t.ratio, Some(met as f64 / total as f64), "{unit}");
+    }
+    // The values are the sheets' at the quarter's end.
+    check(
+        &s,
+        "county/a",
+        "points",
+        (
+            Some(5300.0 + 5200.0 + 5235.0),
+            Some(3000.0 + 3500.0 + 4000.0),
+            false,
+            false,
+        ),
+    );
+}
+
+#[test]
+fn a_year_to_date_target_in_a_running_period_is_pro_rated_to_today() {
+    let f = ytd_fixture();
+    // 2026-08-15 is day 227 of 2026. The table holds what is stored for the
+    // quarter (the 09-30 sheet), all four above 7000 × 227/365 = 4353.4.
+    let s = f
+        .summary("2026-Q3", None, None, at("2026-08-15T12:00:00+08:00"))
+        .unwrap();
+    let t = target(&s, "county", "points").unwrap();
+    assert!(close(t.min, 7000.0 * 227.0 / 365.0), "{}", t.min);
+    assert_eq!((t.met, t.total), (Some(4), Some(4)));
+    // The month of August to date asks the same: the value counts from 1 January.
+    let aug = f
+        .summary("2026-08", None, None, at("2026-08-15T12:00:00+08:00"))
+        .unwrap();
+    let t = target(&aug, "county", "points").unwrap();
+    assert!(close(t.min, 7000.0 * 227.0 / 365.0), "{}", t.min);
+    // Before the period begins there is no target yet.
+    let q4 = f
+        .summary("2026-Q4", None, None, at("2026-08-15T12:00:00+08:00"))
+        .unwrap();
+    assert_eq!(target(&q4, "county", "points"), None);
+}
+
+#[test]
+fn the_change_of_a_year_to_date_value_is_growth_and_restarts_with_the_year() {
+    let f = ytd_fixture();
+    let c = |s: &Summary, unit: &str| {
+        let c = cell(s, unit, "points");
+        (c.value, c.previous, c.change, c.change_ratio)
+    };
+    // Q3 over Q2, within the year: growth since 06-30.
+    let q3 = f.q3();
+    assert_eq!(
+        c(&q3, "county/a"),
+        (
+            Some(15735.0),
+            Some(10500.0),
+            Some(5235.0),
+            Some(5235.0 / 10500.0)
+        )
+    );
+    assert_eq!(
+        c(&q3, "county"),
+        (
+            Some(20971.0),
+            Some(12500.0),
+            Some(8471.0),
+            Some(8471.0 / 12500.0)
+        )
+    );
+    // 2027-Q1 after 2026-Q4: the count restarted on 1 January, so the
+    // growth is the value itself, and no ratio to last year's total.
+    let q1 = f
+        .summary("2027-Q1", None, None, at("2027-04-01T00:00:00Z"))
+        .unwrap();
+    assert_eq!(
+        c(&q1, "county/a"),
+        (Some(1800.0), Some(7100.0), Some(1800.0), None)
+    );
+    let t = target(&q1, "county/a", "points").unwrap();
+    assert!(close(t.min, 7000.0 * 90.0 / 365.0), "{}", t.min);
+    assert_eq!((t.met, t.total), (Some(1), Some(1)));
+    // The same restart across years for a year and for 2026-Q1 (after 2025-Q4).
+    let year = f
+        .summary("2026", None, None, at("2027-04-01T00:00:00Z"))
+        .unwrap();
+    assert_eq!(
+        c(&year, "county/a"),
+        (Some(17535.0), Some(6800.0), Some(17535.0), None)
+    );
+    // A count is unaffected: posts' change is still value - previous.
+    let posts = cell(&q1, "county", "posts");
+    assert_eq!((posts.value, posts.change), (None, None));
+    assert_eq!(cell(&q3, "county", "posts").change, None);
+}
+
+#[test]
+fn per_capita_leaves_units_without_a_headcount_out_of_both_sides() {
+    let f = ytd_fixture();
+    let s = f.q3();
+    let pc = |unit: &str| {
+        let row = s.units.iter().find(|u| u.id == unit).unwrap();
+        let c = row.values.get("posts").unwrap();
+        (c.value, row.subtree_headcount, c.per_capita)
+    };
+    // x: 4 posts, 2 people; a: 6 + 4 over 3 + 2.
+    assert_eq!(pc("county/a/x"), (Some(4.0), Some(2), Some(2.0)));
+    assert_eq!(pc("county/a"), (Some(10.0), Some(5), Some(2.0)));
+    // b has no headcount: no per capita, and at the county neither b's 8
+    // nor the county's own 10 (no headcount either) are divided by a's and
+    // x's people: (6 + 4) / 5, though the county's value is 28.
+    assert_eq!(pc("county/b"), (Some(8.0), None, None));
+    assert_eq!(pc("county"), (Some(28.0), Some(5), Some(2.0)));
+    // Points do not ask for it.
+    assert_eq!(cell(&s, "county/a", "points").per_capita, None);
+}
+
+#[test]
+fn met_and_total_of_a_year_to_date_target_in_every_format() {
+    let f = ytd_fixture();
+    let s = f.q3();
+
+    let json = serde_json::to_value(&s).unwrap();
+    let county = &json["units"][0]["values"]["points"]["target"];
+    assert_eq!(county["per"], "entity");
+    assert_eq!(
+        (county["met"].as_u64(), county["total"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(county["ratio"], 0.5);
+    assert!(close(county["min"].as_f64().unwrap(), Q3_YTD_MIN));
+
+    let text = String::from_utf8(to_csv(&s)[3..].to_vec()).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.ends_with(",目标学习强国本年积分(分),达标率学习强国本年积分,备注"),
+        "{header}"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert!(
+        rows[0].starts_with("county,某县,20971,28,12500,"),
+        "{}",
+        rows[0]
+    );
+    assert!(rows[0].ends_with(",5235.62,0.5,"), "{}", rows[0]);
+    assert!(rows[2].ends_with(",5235.62,0,"), "{}", rows[2]);
+
+    let md = to_markdown(&s);
+    let row = md.lines().find(|l| l.starts_with("| 某县 |")).unwrap();
+    assert!(row.ends_with("| 5235.6 | 2/4（50%） |"), "{row}");
+    assert!(row.contains("| 28（人均 2） |"), "{row}");
+
+    let bytes = to_xlsx(&s).unwrap();
+    let mut wb: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+    use calamine::{Data, Reader};
+    let t = wb.worksheet_range("统计表").unwrap();
+    let at = |r: u32, c: u32| t.get_value((r, c)).cloned().unwrap_or(Data::Empty);
+    // Points first: 本期, 上期, 每人目标, 达标人数, 人数, 达标率; row 5 is the county.
+    assert_eq!(at(4, 3), Data::String("每人目标".into()));
+    assert_eq!(at(5, 1), Data::Float(20971.0));
+    assert!(matches!(at(5, 3), Data::Float(v) if close(v, Q3_YTD_MIN)));
+    assert_eq!(
+        (at(5, 4), at(5, 5), at(5, 6)),
+        (Data::Float(2.0), Data::Float(4.0), Data::Float(0.5))
+    );
+    // Both status rows say complete, each of what it speaks of.
+    assert_eq!(
+        at(1, 0),
+        Data::String(
+            "数据来源完整：2 个数据源在本期每一天都已采集，没有失败（见「数据来源」）；生成于 2026-10-01T02:00:00+08:00".into()
+        )
+    );
+    assert_eq!(
+        at(2, 0),
+        Data::String("报送单位完整：数据源覆盖的单位在本期都有数据，没有未报送".into())
+    );
+}
+
+#[test]
+fn metrics_give_the_year_to_date_ratio_in_every_window() {
+    let f = ytd_fixture();
+    let metrics = Metrics::new();
+    let ratio = |unit: &str, window: &str| {
+        let series = format!(
+            "tally_target_ratio{{indicator=\"points\",unit=\"{unit}\",window=\"{window}\"}} "
+        );
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&series).map(|v| v.parse::<f64>().unwrap()))
+    };
+    // On 2026-09-30 the day, the month, the quarter and the year to date all
+    // end that day: the sheet of the day against 5235.6, 2 of 4.
+    refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-09-30")).unwrap();
+    for window in ["day", "month", "quarter", "year"] {
+        assert_eq!(ratio("county", window), Some(0.5), "{window}");
+        assert_eq!(ratio("county/a/x", window), Some(0.0), "{window}");
+        assert_eq!(ratio("county/b", window), Some(1.0), "{window}");
+    }
+    // On 2026-10-01 no sheet is dated in the day, month or quarter; the year
+    // to date asks 7000 × 274/365 = 5254.8, which m3 (5236) no longer reaches.
+    refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
+    for window in ["day", "month", "quarter"] {
+        assert_eq!(ratio("county", window), None, "{window}");
+    }
+    assert_eq!(ratio("county", "year"), Some(0.25));
+    assert_eq!(ratio("county/b", "year"), Some(0.0));
 }

@@ -1,7 +1,9 @@
 //! The summary as an Excel workbook, for the clerks who hand the table on:
 //!
 //! - 「统计表」: the wide table of the CSV with the marks made visible. A
-//!   title row (period, dates, time zone, complete or not), a header of
+//!   title row (period, dates, time zone), two status rows that speak of
+//!   different things and say so (数据来源: did every source collect every
+//!   day; 报送单位: did every expected unit report), a header of
 //!   indicator display names (`微信公众号发文数(篇)`) over their sub-columns
 //!   (本期, 上期, and where a target applies 目标, 达标/人数, 完成率), one row
 //!   per unit in tree order with the name indented by depth. Numbers are
@@ -19,7 +21,7 @@ use rust_xlsxwriter::{
 };
 use thiserror::Error;
 
-use super::{IndicatorInfo, IndicatorValue, Summary};
+use super::{Because, IndicatorInfo, IndicatorValue, Summary};
 use crate::config::Per;
 
 /// Rendering a report failed; with in-memory output this is a bug or a
@@ -35,11 +37,24 @@ pub const TABLE_SHEET: &str = "统计表";
 /// The name of the sheet listing the sources.
 pub const SOURCES_SHEET: &str = "数据来源";
 
-/// Rows above the data on 「统计表」: title, status, indicator header, sub-header.
-const TABLE_HEADER_ROWS: u32 = 4;
+/// Rows above the data on 「统计表」: title, the two status rows (sources,
+/// units), indicator header, sub-header.
+const TABLE_HEADER_ROWS: u32 = 5;
 
 const MISSING_NOTE: &str = "未报送：应有来源覆盖此单位，但本期没有任何数据";
-const INCOMPLETE_NOTE: &str = "数据不完整：有来源在本期缺数或失败，或下级单位未报送；数值可能偏低";
+
+/// The note on an incomplete value: what made it so.
+fn incomplete_note(because: Option<Because>) -> &'static str {
+    match because {
+        Some(Because::Sources) => {
+            "数据不完整：此数值背后有数据源在本期缺数或失败（见「数据来源」）；数值可能偏低"
+        }
+        Some(Because::Units) => "数据不完整：下级单位有未报送（灰色空格）；合计可能偏低",
+        Some(Because::SourcesAndUnits) | None => {
+            "数据不完整：有数据源在本期缺数或失败，且下级单位有未报送；数值可能偏低"
+        }
+    }
+}
 
 /// The cell formats of the workbook, made once.
 struct Formats {
@@ -166,23 +181,67 @@ fn period_line(summary: &Summary) -> String {
     )
 }
 
-fn status_line(summary: &Summary) -> String {
-    let status = if summary.period.complete {
-        "数据完整"
+/// The first status row: the sources behind the table, and only them.
+fn sources_line(summary: &Summary) -> String {
+    let p = &summary.period;
+    let total = summary.sources.len();
+    let gaps = summary.sources.iter().filter(|s| !s.complete).count();
+    let running = if p.ended {
+        ""
     } else {
-        "数据不完整：统计期未结束，或有来源缺数（见「数据来源」）"
+        "统计期尚未结束，"
+    };
+    let status = if total == 0 {
+        "数据来源：本表没有数据来源".to_owned()
+    } else if gaps == 0 {
+        let state = if p.ended {
+            "完整"
+        } else {
+            "截至今天完整"
+        };
+        format!(
+            "数据来源{state}：{running}{total} 个数据源在本期每一天都已采集，没有失败（见「数据来源」）"
+        )
+    } else {
+        format!(
+            "数据来源不完整：{running}{total} 个数据源中有 {gaps} 个在本期缺数或失败（见「数据来源」），它们覆盖的数值可能偏低"
+        )
     };
     format!("{status}；生成于 {}", summary.generated_at)
+}
+
+/// The second status row: the units expected to report, and only them.
+fn units_line(summary: &Summary) -> String {
+    if summary.period.units_complete {
+        return "报送单位完整：数据源覆盖的单位在本期都有数据，没有未报送".to_owned();
+    }
+    let missing: Vec<&str> = summary
+        .units
+        .iter()
+        .filter(|u| u.values.0.iter().any(|(_, c)| c.missing))
+        .map(|u| u.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        // Every missing unit is below the depth shown.
+        "报送单位不完整：表中所列单位以下有单位未报送，其上级的合计标为数据不完整".to_owned()
+    } else {
+        format!(
+            "报送单位不完整：{} 有指标未报送（灰色空格），其上级的合计标为数据不完整",
+            missing.join("、")
+        )
+    }
 }
 
 fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError> {
     let mut ws = Worksheet::new();
     ws.set_name(TABLE_SHEET)?;
     ws.write_string_with_format(0, 0, period_line(summary), &f.title)?;
-    ws.write_string_with_format(1, 0, status_line(summary), &f.subtitle)?;
+    ws.write_string_with_format(1, 0, sources_line(summary), &f.subtitle)?;
+    ws.write_string_with_format(2, 0, units_line(summary), &f.subtitle)?;
 
+    let (head, sub) = (TABLE_HEADER_ROWS - 2, TABLE_HEADER_ROWS - 1);
     let mut widths = Widths::default();
-    ws.merge_range(2, 0, 3, 0, "单位", &f.header)?;
+    ws.merge_range(head, 0, sub, 0, "单位", &f.header)?;
     widths.fit(0, "单位");
     let mut col: u16 = 1;
     let groups: Vec<Group> = summary
@@ -192,18 +251,19 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
         .collect();
     for (indicator, group) in summary.indicators.iter().zip(&groups) {
         let subs = group.sub_headers();
+        let sub_row = sub;
         let last = col + subs.len() as u16 - 1;
         let header = indicator.header();
         if last > col {
-            ws.merge_range(2, col, 2, last, &header, &f.header)?;
+            ws.merge_range(head, col, head, last, &header, &f.header)?;
         } else {
-            ws.write_string_with_format(2, col, &header, &f.header)?;
+            ws.write_string_with_format(head, col, &header, &f.header)?;
         }
         // The header spreads over the group's columns.
         let share = display_width(&header).div_ceil(subs.len());
         for (k, sub) in subs.iter().enumerate() {
             let c = col + k as u16;
-            ws.write_string_with_format(3, c, *sub, &f.header)?;
+            ws.write_string_with_format(sub_row, c, *sub, &f.header)?;
             widths.fit_width(c, share.max(display_width(sub)));
             widths.fit_width(c, 8);
         }
@@ -211,8 +271,8 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
     }
     let notes_col = col;
     let code_col = col + 1;
-    ws.merge_range(2, notes_col, 3, notes_col, "备注", &f.header)?;
-    ws.merge_range(2, code_col, 3, code_col, "单位代码", &f.header)?;
+    ws.merge_range(head, notes_col, sub, notes_col, "备注", &f.header)?;
+    ws.merge_range(head, code_col, sub, code_col, "单位代码", &f.header)?;
     widths.fit(notes_col, "备注");
     widths.fit(code_col, "单位代码");
 
@@ -261,10 +321,8 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
                 number_cell(&mut ws, row, c, ratio, ratio_format)?;
             }
             col += group.sub_headers().len() as u16;
-            match (cell.missing, cell.incomplete) {
-                (true, _) => notes.push(format!("{}: 未报送", indicator.name)),
-                (false, true) => notes.push(format!("{}: 数据不完整", indicator.name)),
-                (false, false) => {}
+            if let Some(mark) = cell.mark() {
+                notes.push(format!("{}: {mark}", indicator.name));
             }
         }
         let notes = notes.join("; ");
@@ -277,10 +335,10 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
     ws.write_string_with_format(
         legend_row,
         0,
-        "说明：灰色空格为未报送；斜体橙底为数据不完整（数值可能偏低）；指向单元格可看批注。",
+        "说明：灰色空格为未报送；斜体橙底为数据不完整（数值可能偏低，备注栏写明是来源缺数还是下级单位未报送）；指向单元格可看批注。",
         &f.subtitle,
     )?;
-    ws.set_row_height(2, 36)?;
+    ws.set_row_height(head, 36)?;
     ws.set_freeze_panes(TABLE_HEADER_ROWS, 1)?;
     widths.apply(&mut ws)?;
     Ok(ws)
@@ -301,11 +359,11 @@ fn value_cell(
         }
         Some(v) if cell.incomplete => {
             ws.write_number_with_format(row, col, v, &f.incomplete)?;
-            ws.insert_note(row, col, &note(INCOMPLETE_NOTE))?;
+            ws.insert_note(row, col, &note(incomplete_note(cell.incomplete_because)))?;
         }
         None if cell.incomplete => {
             ws.write_blank(row, col, &f.incomplete)?;
-            ws.insert_note(row, col, &note(INCOMPLETE_NOTE))?;
+            ws.insert_note(row, col, &note(incomplete_note(cell.incomplete_because)))?;
         }
         Some(v) => {
             ws.write_number_with_format(row, col, v, &f.number)?;
@@ -411,7 +469,7 @@ fn sources_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportErro
     let mut ws = Worksheet::new();
     ws.set_name(SOURCES_SHEET)?;
     ws.write_string_with_format(0, 0, period_line(summary), &f.title)?;
-    ws.write_string_with_format(1, 0, status_line(summary), &f.subtitle)?;
+    ws.write_string_with_format(1, 0, sources_line(summary), &f.subtitle)?;
     let heads = ["来源", "数据完整", "失败次数", "最近成功"];
     let mut widths = Widths::default();
     for (c, h) in heads.iter().enumerate() {
@@ -540,6 +598,7 @@ mod tests {
             parent: id.rsplit_once('/').map(|(p, _)| p.to_owned()),
             depth,
             headcount: None,
+            subtree_headcount: None,
             values: Values(values.into_iter().map(|(i, v)| (i.into(), v)).collect()),
         }
     }
@@ -566,6 +625,9 @@ mod tests {
                 end: NaiveDate::from_ymd_opt(2026, 9, 30).unwrap(),
                 timezone: "Asia/Shanghai".to_owned(),
                 complete: false,
+                ended: true,
+                sources_complete: false,
+                units_complete: false,
             },
             generated_at: "2026-10-01T02:00:00+08:00".to_owned(),
             indicators: vec![
@@ -592,6 +654,7 @@ mod tests {
                             "wechat_posts",
                             IndicatorValue {
                                 incomplete: true,
+                                incomplete_because: Some(Because::Units),
                                 ..value(Some(18.0), Some(12.0))
                             },
                         ),
@@ -608,6 +671,7 @@ mod tests {
                             IndicatorValue {
                                 missing: true,
                                 incomplete: true,
+                                incomplete_because: Some(Because::Sources),
                                 ..value(None, Some(6.0))
                             },
                         ),
@@ -668,12 +732,23 @@ mod tests {
             at(0, 0),
             s("2026-Q3 统计表（2026-07-01 至 2026-09-30，时区 Asia/Shanghai）")
         );
-        assert!(matches!(at(1, 0), Data::String(ref v) if v.starts_with("数据不完整")));
-        // Row 2: indicator headers over their groups; row 3: sub-headers.
-        assert_eq!(at(2, 0), s("单位"));
-        assert_eq!(at(2, 1), s("微信公众号发文数(篇)"));
-        assert_eq!(at(2, 3), s("学习积分(分)"));
-        let subs: Vec<Data> = (1..=8).map(|c| at(3, c)).collect();
+        // Two status rows, each saying what it speaks of: the sources
+        // (edu-wechat has a gap), then the units (教育局 did not report).
+        assert_eq!(
+            at(1, 0),
+            s(
+                "数据来源不完整：2 个数据源中有 1 个在本期缺数或失败（见「数据来源」），它们覆盖的数值可能偏低；生成于 2026-10-01T02:00:00+08:00"
+            )
+        );
+        assert_eq!(
+            at(2, 0),
+            s("报送单位不完整：教育局 有指标未报送（灰色空格），其上级的合计标为数据不完整")
+        );
+        // Row 3: indicator headers over their groups; row 4: sub-headers.
+        assert_eq!(at(3, 0), s("单位"));
+        assert_eq!(at(3, 1), s("微信公众号发文数(篇)"));
+        assert_eq!(at(3, 3), s("学习积分(分)"));
+        let subs: Vec<Data> = (1..=8).map(|c| at(4, c)).collect();
         assert_eq!(
             subs,
             [
@@ -688,40 +763,105 @@ mod tests {
             ]
             .map(s)
         );
-        assert_eq!(at(2, 9), s("备注"));
-        assert_eq!(at(2, 10), s("单位代码"));
+        assert_eq!(at(3, 9), s("备注"));
+        assert_eq!(at(3, 10), s("单位代码"));
         // Units in tree order, numbers as numbers.
-        assert_eq!(at(4, 0), s("某县"));
-        assert_eq!(at(4, 1), Data::Float(18.0));
-        assert_eq!(at(4, 2), Data::Float(12.0));
-        assert_eq!(at(4, 3), Data::Float(8800.0));
-        assert_eq!(at(4, 4), Data::Float(8700.0));
-        assert_eq!(at(4, 5), Data::Float(7000.0));
-        assert_eq!(at(4, 6), Data::Float(1.0));
-        assert_eq!(at(4, 7), Data::Float(3.0));
-        assert_eq!(at(4, 8), Data::Float(1.0 / 3.0));
-        assert_eq!(at(4, 9), s("微信公众号发文数: 数据不完整"));
-        assert_eq!(at(4, 10), s("county"));
+        assert_eq!(at(5, 0), s("某县"));
+        assert_eq!(at(5, 1), Data::Float(18.0));
+        assert_eq!(at(5, 2), Data::Float(12.0));
+        assert_eq!(at(5, 3), Data::Float(8800.0));
+        assert_eq!(at(5, 4), Data::Float(8700.0));
+        assert_eq!(at(5, 5), Data::Float(7000.0));
+        assert_eq!(at(5, 6), Data::Float(1.0));
+        assert_eq!(at(5, 7), Data::Float(3.0));
+        assert_eq!(at(5, 8), Data::Float(1.0 / 3.0));
+        assert_eq!(
+            at(5, 9),
+            s("微信公众号发文数: 数据不完整（下级单位未报送）")
+        );
+        assert_eq!(at(5, 10), s("county"));
         // 未报送: an empty value cell, said in the notes column.
-        assert_eq!(at(5, 0), s("教育局"));
-        assert_eq!(at(5, 1), Data::Empty);
-        assert_eq!(at(5, 2), Data::Float(6.0));
-        assert_eq!(at(5, 9), s("微信公众号发文数: 未报送"));
-        assert_eq!(at(6, 9), Data::Empty);
-        assert_eq!(at(6, 10), s("county/natres"));
+        assert_eq!(at(6, 0), s("教育局"));
+        assert_eq!(at(6, 1), Data::Empty);
+        assert_eq!(at(6, 2), Data::Float(6.0));
+        assert_eq!(at(6, 9), s("微信公众号发文数: 未报送"));
+        assert_eq!(at(7, 9), Data::Empty);
+        assert_eq!(at(7, 10), s("county/natres"));
 
         // The marks are cell notes too, and the header is frozen.
         let comments = zip_entry(&bytes, "xl/comments1.xml").expect("notes on 统计表");
         assert!(comments.contains("未报送"), "{comments}");
-        assert!(comments.contains("数据不完整"), "{comments}");
+        assert!(comments.contains("下级单位有未报送"), "{comments}");
         let sheet = zip_entry(&bytes, "xl/worksheets/sheet1.xml").unwrap();
         assert!(
-            sheet.contains(r#"topLeftCell="B5""#),
-            "frozen at B5: {sheet}"
+            sheet.contains(r#"topLeftCell="B6""#),
+            "frozen at B6: {sheet}"
         );
         // Child units are indented: a format with indent="1" exists.
         let styles = zip_entry(&bytes, "xl/styles.xml").unwrap();
         assert!(styles.contains(r#"indent="1""#), "{styles}");
+    }
+
+    /// The case that read 数据完整 over cells marked 数据不完整: every source
+    /// collected every day, yet a unit did not report.
+    #[test]
+    fn the_status_rows_speak_of_sources_and_of_units_separately() {
+        let lines = |summary: &Summary| {
+            let bytes = to_xlsx(summary).unwrap();
+            let mut wb = read(&bytes);
+            let t = wb.worksheet_range("统计表").unwrap();
+            let src = wb.worksheet_range("数据来源").unwrap();
+            let text = |r: &calamine::Range<Data>, row: u32| match r.get_value((row, 0)) {
+                Some(Data::String(v)) => v.clone(),
+                other => panic!("row {row}: {other:?}"),
+            };
+            (text(&t, 1), text(&t, 2), text(&src, 1))
+        };
+        let mut sources_whole = sample();
+        sources_whole.sources[1].complete = true;
+        sources_whole.period.sources_complete = true;
+        sources_whole.period.complete = true;
+        let (sources, units, on_sources_sheet) = lines(&sources_whole);
+        assert_eq!(
+            sources,
+            "数据来源完整：2 个数据源在本期每一天都已采集，没有失败（见「数据来源」）；生成于 2026-10-01T02:00:00+08:00"
+        );
+        assert_eq!(
+            units,
+            "报送单位不完整：教育局 有指标未报送（灰色空格），其上级的合计标为数据不完整"
+        );
+        assert_eq!(on_sources_sheet, sources);
+
+        // Nobody missing, nothing missed, but the quarter is still running.
+        let mut running = sources_whole.clone();
+        running.period.ended = false;
+        running.period.complete = false;
+        running.period.units_complete = true;
+        for unit in &mut running.units {
+            for (_, cell) in &mut unit.values.0 {
+                (cell.missing, cell.incomplete, cell.incomplete_because) = (false, false, None);
+            }
+        }
+        let (sources, units, _) = lines(&running);
+        assert!(
+            sources.starts_with(
+                "数据来源截至今天完整：统计期尚未结束，2 个数据源在本期每一天都已采集"
+            ),
+            "{sources}"
+        );
+        assert_eq!(
+            units,
+            "报送单位完整：数据源覆盖的单位在本期都有数据，没有未报送"
+        );
+
+        // The unit that did not report is below the rows shown.
+        let mut shallow = sample();
+        shallow.units.truncate(1);
+        let (_, units, _) = lines(&shallow);
+        assert_eq!(
+            units,
+            "报送单位不完整：表中所列单位以下有单位未报送，其上级的合计标为数据不完整"
+        );
     }
 
     #[test]
