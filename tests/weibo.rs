@@ -1,14 +1,22 @@
-//! The bundled `weibo` plugin in the real daemon, against the Weibo simulator:
-//! collection, the summary's totals, and an expired token as operators see it.
+//! The bundled `weibo` plugin in the real daemon, against the Weibo simulator
+//! whose timeline, like the real one, shows only the five newest posts:
+//! the days a run can measure are counted, the others are left out (never
+//! 0) and named; 转评赞 and original posts; the token's expiry in
+//! `/api/v1/sources`; another account's token refused; an expired token and
+//! a slow platform as operators see them.
 
-use chrono::{Duration, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::Value;
-use tally_simulators::weibo::{Account, Endpoint, WeiboSim, followers_on, post_times, posts_on};
+use tally_simulators::weibo::{
+    Account, Endpoint, WeiboSim, day_posts, engagement, followers_on, originals_on, posts_on,
+};
 
 use crate::support::*;
 
 const UID: u64 = 5_678_901_234;
 const TOKEN: &str = "2.00WeiboItestSecretToken";
+const OTHER_UID: u64 = 5_678_901_236;
+const OTHER_TOKEN: &str = "2.00WeiboOtherAccountToken";
 
 fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
     let units = summary["units"].as_array().expect("units array");
@@ -19,37 +27,70 @@ fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
     u["values"][indicator]["value"].clone()
 }
 
+/// The posts the five-post timeline shows at `now`, newest first.
+fn newest_five(now: DateTime<Utc>, today: NaiveDate) -> Vec<tally_simulators::weibo::Post> {
+    let mut newest = Vec::new();
+    let mut d = today;
+    while newest.len() < 5 {
+        let mut posts = day_posts(UID, d);
+        posts.retain(|p| p.at <= now);
+        newest.extend(posts.into_iter().rev());
+        d -= Duration::days(1);
+    }
+    newest.truncate(5);
+    newest
+}
+
 #[test]
-fn weibo_source_collects_and_reports_an_expired_token() {
+fn weibo_source_counts_what_it_can_measure_and_reports_its_token() {
     // The simulated platform's clock is frozen at the test's start, so that
     // no post appears between the collection and the expectations.
     let now = Utc::now();
     let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
-    let local = now.with_timezone(&tz);
-    let today = local.date_naive();
-    let sim = WeiboSim::start_blocking(vec![Account::new(UID, TOKEN)]).unwrap();
+    let today = now.with_timezone(&tz).date_naive();
+    let sim = WeiboSim::start_blocking(vec![
+        Account::new(UID, TOKEN),
+        Account::new(OTHER_UID, OTHER_TOKEN),
+    ])
+    .unwrap();
     sim.set_now(now);
 
-    // About 130 posts: the timeline needs two pages.
     let from = today - Duration::days(70);
-    let visible = |d: NaiveDate| -> u32 {
-        if d == today {
-            let t: NaiveTime = local.time();
-            post_times(UID, d).iter().filter(|p| **p <= t).count() as u32
-        } else {
-            posts_on(UID, d)
-        }
-    };
-    let posts: u32 = from
+    // A first run measures the midnights after the 5th newest post: the
+    // days after its day and before today are counted, whole.
+    let newest = newest_five(now, today);
+    let fifth = newest[4].at.with_timezone(&tz).date_naive();
+    let counted: Vec<NaiveDate> = from
         .iter_days()
-        .take_while(|d| *d <= today)
-        .map(visible)
+        .take_while(|d| *d < today)
+        .filter(|d| *d > fifth)
+        .collect();
+    let posts: u32 = counted.iter().map(|d| posts_on(UID, *d)).sum();
+    let originals: u32 = counted.iter().map(|d| originals_on(UID, *d)).sum();
+    let likes: u64 = newest
+        .iter()
+        .filter(|p| p.at.with_timezone(&tz).date_naive() >= from)
+        .map(|p| engagement(p, now).2)
         .sum();
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_weibo")]);
     let port = free_port();
+    let mut indicators = String::new();
+    for (id, name, kind, unit) in [
+        ("weibo_posts", "微博发博数", "count", "条"),
+        ("weibo_original_posts", "微博原创发博数", "count", "条"),
+        ("weibo_reposts", "微博转发数", "count", "次"),
+        ("weibo_comments", "微博评论数", "count", "次"),
+        ("weibo_likes", "微博点赞数", "count", "次"),
+        ("weibo_followers", "微博粉丝数", "level", "人"),
+        ("weibo_total_posts", "微博累计发博数", "level", "条"),
+    ] {
+        indicators.push_str(&format!(
+            "[[indicators]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"{kind}\"\nunit = \"{unit}\"\n"
+        ));
+    }
     let config = write_config(
         dir,
         "tally.toml",
@@ -65,23 +106,11 @@ api_token = "test-token"
 [[units]]
 id = "county"
 name = "某县"
+[[units]]
+id = "town"
+name = "某镇"
 
-[[indicators]]
-id = "weibo_posts"
-name = "微博发博数"
-kind = "count"
-unit = "条"
-[[indicators]]
-id = "weibo_followers"
-name = "微博粉丝数"
-kind = "level"
-unit = "人"
-[[indicators]]
-id = "weibo_total_posts"
-name = "微博累计发博数"
-kind = "level"
-unit = "条"
-
+{indicators}
 [[sources]]
 id = "county-weibo"
 plugin = "weibo"
@@ -94,6 +123,20 @@ retries = 0
 uid = "{UID}"
 access_token = "${{env:TALLY_TEST_WEIBO_TOKEN}}"
 api_base = "{api}"
+indicators = ["weibo_posts", "weibo_original_posts", "weibo_reposts", "weibo_comments", "weibo_likes", "weibo_followers", "weibo_total_posts"]
+
+# The town's uid, configured with the county's token by mistake.
+[[sources]]
+id = "town-weibo"
+plugin = "weibo"
+unit = "town"
+schedule = "0 0 3 * * *"
+backfill_from = "{from}"
+retries = 0
+[sources.settings]
+uid = "{OTHER_UID}"
+access_token = "${{env:TALLY_TEST_WEIBO_TOKEN}}"
+api_base = "{api}"
 "#,
             data = toml_path(&dir.join("data")),
             plugins = toml_path(&plugins),
@@ -104,11 +147,7 @@ api_base = "{api}"
     d.wait_for("the start-up run to succeed", 60, |d| {
         d.source("county-weibo")["last_success"].is_string()
     });
-    assert!(sim.calls(Endpoint::UserTimeline) >= 2, "paged");
-    // `/metrics` shows a scheduled run within about a second.
-    d.wait_for("/metrics to show the start-up run", 30, |d| {
-        d.sample("tally_source_up", &[("source", "county-weibo")]) == Some(1.0)
-    });
+    assert_eq!(sim.calls(Endpoint::UserTimeline), 1, "five posts: one page");
 
     // To tomorrow, in case the daemon's day turned over since the clock was read.
     let period = format!("{from}..{}", today + Duration::days(1));
@@ -119,12 +158,70 @@ api_base = "{api}"
         "{summary:#}"
     );
     assert_eq!(
+        value(&summary, "county", "weibo_original_posts"),
+        f64::from(originals)
+    );
+    assert_eq!(value(&summary, "county", "weibo_likes"), likes as f64);
+    assert_eq!(
         value(&summary, "county", "weibo_followers"),
         followers_on(UID, today) as f64
     );
     assert_eq!(
         value(&summary, "county", "weibo_total_posts"),
         sim.statuses_count(UID) as f64
+    );
+    // Exactly the measured days are stored: none of the others as 0.
+    let rows = d.get_json(&format!(
+        "/api/v1/observations?period={period}&unit=county&indicator=weibo_posts"
+    ));
+    let days: Vec<String> = rows["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["day"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = counted.iter().map(|d| d.to_string()).collect();
+    assert_eq!(days, expected, "{rows:#}");
+
+    // The run's warnings, in /api/v1/sources: the token's expiry and the days left out.
+    let source = d.source("county-weibo");
+    let warnings: Vec<&str> = source["last_run"]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with(&format!("access token of uid {UID}: valid until 2029-12-"))),
+        "{source:#}"
+    );
+    let left_out = (fifth - from).num_days() + 1;
+    assert!(
+        warnings.iter().any(|w| w.starts_with(&format!(
+            "weibo_posts: {left_out} days ({from}..{fifth}) not recorded (left out, not 0)"
+        ))),
+        "{source:#}"
+    );
+
+    // The town's source holds the county's token: refused, naming both uids.
+    d.wait_for("the town's run to fail", 60, |d| {
+        d.source("town-weibo")["last_error"]["error"].is_string()
+    });
+    let town = d.source("town-weibo");
+    let error = town["last_error"]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "the access token belongs to Weibo uid {UID}, not to the configured uid {OTHER_UID}"
+        )),
+        "{town:#}"
+    );
+    assert!(town["last_success"].is_null(), "{town:#}");
+    let summary = d.get_json(&format!("/api/v1/summary?period={period}"));
+    assert!(
+        value(&summary, "town", "weibo_posts").is_null(),
+        "{summary:#}"
     );
 
     // The token expires: the next run fails with an error that says what to do.
@@ -152,6 +249,9 @@ api_base = "{api}"
         ),
         Some(0.0)
     );
+    // The failed run leaves the counted days as they were.
+    let summary = d.get_json(&format!("/api/v1/summary?period={period}"));
+    assert_eq!(value(&summary, "county", "weibo_posts"), f64::from(posts));
     for (what, text) in [
         ("/api/v1/sources", d.get("/api/v1/sources").1),
         ("/metrics", d.get("/metrics").1),

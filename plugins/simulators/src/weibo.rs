@@ -9,11 +9,24 @@
 //!   [`counts_as_strings`] is true the counts arrive as JSON strings, as
 //!   `2/users/counts.json` documents them \[V\]; a parser must take both.
 //! - `GET /2/statuses/user_timeline.json?uid=&access_token=&count=&page=&since_id=&max_id=`:
-//!   the authorizing account's own posts, newest first \[V\]; `count` defaults to
-//!   20 and is capped at [`MAX_COUNT`] (100) \[V\]; `max_id` is inclusive \[V\];
-//!   the envelope carries `total_number` \[I\]. Another uid than the token's
-//!   gets no statuses: the API only returns posts of users who authorized the
-//!   app \[V\].
+//!   the authorizing account's own posts, newest first \[V\], and only the
+//!   newest [`TIMELINE_LIMIT`] (5) of them: the API's notes say "此接口最多只返回最新的5条数据",
+//!   so `page`, `count` and `max_id` select within those five and never
+//!   reach older posts (switch: [`Faults::set_five_posts`], on by default;
+//!   off serves the whole history, as the commercial API does). `count`
+//!   defaults to 20 and is capped at [`MAX_COUNT`] (100) \[V\]; `max_id` is
+//!   inclusive \[V\]; the envelope carries `total_number` \[I\]. Another uid
+//!   than the token's gets no statuses: the API only returns posts of users
+//!   who authorized the app \[V\]. Each status has `reposts_count`,
+//!   `comments_count` and `attitudes_count` (转评赞, growing for two days
+//!   after publication, see [`engagement`]) and, for a repost,
+//!   `retweeted_status` \[V\].
+//! - `POST /oauth2/get_token_info` with `access_token` (form or query): the
+//!   token's `uid`, `appkey`, `scope`, `create_at` and `expire_in` (seconds
+//!   left) \[V\]. A token expires [`Account::token_lifetime`] after it was
+//!   issued (about five years by default, as for a reviewed app; a day for an
+//!   unreviewed one); from then on every endpoint answers 21327
+//!   `expired_token`.
 //! - Errors as `{"error": "...", "error_code": 21327, "request": "/2/..."}` \[V\]
 //!   with HTTP 400 or 403 \[I\]; `error_code` is a string for the accounts whose
 //!   counts are strings (the documented examples use strings \[V\]), a number
@@ -22,13 +35,15 @@
 //! Data is deterministic: [`posts_on`] and [`post_times`] say how many posts an
 //! account published on a day (China Standard Time) and when, some of them
 //! close to midnight so that tests can check the day a post belongs to;
+//! [`day_posts`] gives the posts themselves (id, time, repost or not);
 //! [`followers_on`] is a level that grows. History starts at [`HISTORY_FROM`].
 //! Posts later than the simulator's clock ([`WeiboSim::set_now`]) are not
-//! published yet.
+//! published yet, so `statuses_count` grows as the clock moves; a post
+//! removed with [`WeiboSim::delete_post`] leaves the timeline and the count.
 //!
 //! Failures are switched on through [`Faults`], shared with the running server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -37,7 +52,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, Duration as Days, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -51,8 +66,19 @@ pub const MAX_COUNT: usize = 100;
 /// The timeline's `count` when none is given \[V\].
 pub const DEFAULT_COUNT: usize = 20;
 
+/// How many of the newest posts the timeline serves at most \[V\].
+pub const TIMELINE_LIMIT: usize = 5;
+
+/// The lifetime of a token by default: the `expires_in` of the notes' example
+/// token exchange, about five years.
+pub const DEFAULT_TOKEN_LIFETIME: i64 = 157_679_999;
+
+/// The app key every simulated token belongs to.
+pub const APPKEY: u64 = 1_352_222_456;
+
 const USERS_SHOW: &str = "/2/users/show.json";
 const USER_TIMELINE: &str = "/2/statuses/user_timeline.json";
+const TOKEN_INFO: &str = "/oauth2/get_token_info";
 
 /// China Standard Time, the offset of every `created_at` the real API writes.
 fn cst() -> FixedOffset {
@@ -65,15 +91,41 @@ pub struct Account {
     pub uid: u64,
     pub access_token: String,
     pub screen_name: String,
+    /// When the token was issued (`create_at`).
+    pub issued_at: DateTime<Utc>,
+    /// Seconds from `issued_at` until the token expires.
+    pub lifetime: i64,
 }
 
 impl Account {
+    /// An account whose token was issued at [`HISTORY_FROM`] and lives
+    /// [`DEFAULT_TOKEN_LIFETIME`] seconds.
     pub fn new(uid: u64, access_token: &str) -> Account {
+        let issued_at = cst()
+            .from_local_datetime(&HISTORY_FROM.and_time(NaiveTime::MIN))
+            .single()
+            .expect("a fixed offset has no gaps")
+            .with_timezone(&Utc);
         Account {
             uid,
             access_token: access_token.to_owned(),
             screen_name: format!("政务微博{uid}"),
+            issued_at,
+            lifetime: DEFAULT_TOKEN_LIFETIME,
         }
+    }
+
+    /// The token was issued at `issued_at` and expires `seconds` later (an
+    /// unreviewed app's token lives about a day).
+    pub fn token_lifetime(mut self, issued_at: DateTime<Utc>, seconds: i64) -> Account {
+        self.issued_at = issued_at;
+        self.lifetime = seconds;
+        self
+    }
+
+    /// When the token stops working.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.issued_at + Days::seconds(self.lifetime)
     }
 
     pub fn screen_name(mut self, name: &str) -> Account {
@@ -157,31 +209,63 @@ pub fn counts_as_strings(uid: u64) -> bool {
     uid % 2 == 1
 }
 
-/// One published post.
+/// One post of an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Post {
-    id: u64,
-    at: DateTime<FixedOffset>,
+pub struct Post {
+    pub id: u64,
+    pub at: DateTime<FixedOffset>,
+    /// A repost (转发) of another account's post: it carries `retweeted_status`.
+    pub repost: bool,
 }
 
-/// The posts of `uid` published up to `now`, newest first.
-fn published(uid: u64, now: DateTime<Utc>) -> Vec<Post> {
-    let now = now.with_timezone(&cst());
-    let mut posts = Vec::new();
-    let mut day = now.date_naive();
-    while day >= HISTORY_FROM {
-        let times = post_times(uid, day);
-        for (i, t) in times.iter().enumerate().rev() {
+/// The posts of `uid` on `day` (China Standard Time), oldest first, whether
+/// published yet or not. About a quarter of them are reposts.
+pub fn day_posts(uid: u64, day: NaiveDate) -> Vec<Post> {
+    let h = day_hash(uid, day);
+    post_times(uid, day)
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
             let at = cst()
                 .from_local_datetime(&day.and_time(*t))
                 .single()
                 .expect("a fixed offset has no gaps");
-            if at > now {
-                continue;
-            }
             // Real ids grow with time and have 16 digits; these fit in an f64 exactly.
             let id = at.timestamp() as u64 * 1_000_000 + (uid % 1000) * 1000 + i as u64;
-            posts.push(Post { id, at });
+            let repost = mix(h ^ (0x5EED + i as u64)) % 4 == 0;
+            Post { id, at, repost }
+        })
+        .collect()
+}
+
+/// How many posts of `uid` on `day` are original (not reposts).
+pub fn originals_on(uid: u64, day: NaiveDate) -> u32 {
+    day_posts(uid, day).iter().filter(|p| !p.repost).count() as u32
+}
+
+/// 转评赞 of a post as of `now`: (`reposts_count`, `comments_count`,
+/// `attitudes_count`). Each grows linearly over the two days after
+/// publication to a level fixed by the post id, then stays.
+pub fn engagement(post: &Post, now: DateTime<Utc>) -> (u64, u64, u64) {
+    let age = now
+        .signed_duration_since(post.at)
+        .num_minutes()
+        .clamp(0, 2 * 24 * 60) as u64;
+    let r = mix(post.id);
+    let grown = |top: u64| top * age / (2 * 24 * 60);
+    (grown(r % 20), grown((r >> 8) % 40), grown((r >> 16) % 200))
+}
+
+/// The posts of `uid` published up to `now` and not deleted, newest first.
+fn published(uid: u64, now: DateTime<Utc>, deleted: &HashSet<u64>) -> Vec<Post> {
+    let now = now.with_timezone(&cst());
+    let mut posts = Vec::new();
+    let mut day = now.date_naive();
+    while day >= HISTORY_FROM {
+        for p in day_posts(uid, day).into_iter().rev() {
+            if p.at <= now && !deleted.contains(&p.id) {
+                posts.push(p);
+            }
         }
         day -= Days::days(1);
     }
@@ -202,6 +286,9 @@ struct FaultState {
     server_errors: u32,
     malformed: bool,
     delay: Duration,
+    /// The timeline serves the whole history (`false`, the default, is the
+    /// real API's five newest posts).
+    full_timeline: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -239,7 +326,14 @@ impl Faults {
         lock(&self.inner).delay = delay;
     }
 
-    /// Switches every fault off.
+    /// The timeline serves only the newest [`TIMELINE_LIMIT`] posts, as the
+    /// real API does (on by default). Off, it pages through the whole
+    /// history, as the commercial API for reviewed apps does.
+    pub fn set_five_posts(&self, on: bool) {
+        lock(&self.inner).full_timeline = !on;
+    }
+
+    /// Switches every fault off and the five-post timeline on.
     pub fn clear(&self) {
         *lock(&self.inner) = FaultState::default();
     }
@@ -250,6 +344,7 @@ impl Faults {
 pub enum Endpoint {
     UsersShow,
     UserTimeline,
+    TokenInfo,
 }
 
 struct Shared {
@@ -257,6 +352,7 @@ struct Shared {
     faults: Faults,
     now: Mutex<Option<DateTime<Utc>>>,
     calls: Mutex<HashMap<Endpoint, usize>>,
+    deleted: Mutex<HashSet<u64>>,
 }
 
 impl Shared {
@@ -265,6 +361,10 @@ impl Shared {
             Some(t) => t,
             None => real_now(),
         }
+    }
+
+    fn published(&self, uid: u64) -> Vec<Post> {
+        published(uid, self.now(), &lock(&self.deleted))
     }
 }
 
@@ -293,6 +393,7 @@ impl WeiboSim {
             faults: Faults::default(),
             now: Mutex::new(None),
             calls: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(HashSet::new()),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let app = router(shared.clone());
@@ -379,7 +480,13 @@ impl WeiboSim {
     /// The number of posts of `uid` published up to the simulator's clock,
     /// which users/show reports as `statuses_count`.
     pub fn statuses_count(&self, uid: u64) -> usize {
-        published(uid, self.shared.now()).len()
+        self.shared.published(uid).len()
+    }
+
+    /// The account deletes a post: it leaves the timeline and
+    /// `statuses_count` drops by one, as on the real platform.
+    pub fn delete_post(&self, id: u64) {
+        lock(&self.shared.deleted).insert(id);
     }
 }
 
@@ -398,6 +505,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(USERS_SHOW, get(users_show))
         .route(USER_TIMELINE, get(user_timeline))
+        .route(TOKEN_INFO, post(token_info))
         .with_state(shared)
 }
 
@@ -434,8 +542,8 @@ fn ok_json(body: Value) -> Response {
         .into_response()
 }
 
-/// The checks common to both endpoints: faults, then the token. Returns the
-/// authorizing account.
+/// The checks common to every endpoint: faults, then the token (known, not
+/// expired). Returns the authorizing account.
 async fn gate<'a>(
     shared: &'a Shared,
     endpoint: Endpoint,
@@ -501,6 +609,15 @@ async fn gate<'a>(
             strings,
         ));
     };
+    if shared.now() >= account.expires_at() {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            path,
+            21327,
+            "expired_token",
+            strings || counts_as_strings(account.uid),
+        ));
+    }
     if limited {
         return Err(api_error(
             StatusCode::FORBIDDEN,
@@ -549,7 +666,7 @@ async fn users_show(State(shared): State<Arc<Shared>>, Query(params): Params) ->
         return ok_json_text(r#"{"id":"#);
     }
     let now = shared.now();
-    let posts = published(user.uid, now);
+    let posts = shared.published(user.uid);
     let strings = counts_as_strings(user.uid);
     let today = now.with_timezone(&cst()).date_naive();
     let mut body = user_json(user, today, posts.len() as u64);
@@ -572,7 +689,7 @@ async fn users_show(State(shared): State<Arc<Shared>>, Query(params): Params) ->
         b.extend(e);
     }
     if let (Value::Object(b), Some(latest)) = (&mut body, posts.first()) {
-        let mut status = status_json(latest);
+        let mut status = status_json(latest, now);
         if let Value::Object(s) = &mut status {
             s.remove("user");
         }
@@ -606,8 +723,9 @@ fn user_json(user: &Account, today: NaiveDate, statuses: u64) -> Value {
     })
 }
 
-fn status_json(post: &Post) -> Value {
-    json!({
+fn status_json(post: &Post, now: DateTime<Utc>) -> Value {
+    let (reposts, comments, attitudes) = engagement(post, now);
+    let mut status = json!({
         "created_at": created_at(post.at),
         "id": post.id,
         "idstr": post.id.to_string(),
@@ -620,10 +738,24 @@ fn status_json(post: &Post) -> Value {
         "in_reply_to_user_id": "",
         "in_reply_to_screen_name": "",
         "geo": null,
-        "reposts_count": post.id % 7,
-        "comments_count": post.id % 11,
-        "attitudes_count": post.id % 31,
-    })
+        "reposts_count": reposts,
+        "comments_count": comments,
+        "attitudes_count": attitudes,
+    });
+    if post.repost {
+        // The reposted post of another account, abridged as the real API
+        // embeds it.
+        status["text"] = json!("转发微博");
+        status["retweeted_status"] = json!({
+            "created_at": created_at(post.at - Days::hours(3)),
+            "id": post.id - 7_000_000_000,
+            "idstr": (post.id - 7_000_000_000).to_string(),
+            "text": "【省级发布】……",
+            "reposts_count": 1024, "comments_count": 88, "attitudes_count": 512,
+            "user": {"id": 1_404_376_560u64, "idstr": "1404376560", "screen_name": "省级发布"},
+        });
+    }
+    status
 }
 
 async fn user_timeline(State(shared): State<Arc<Shared>>, Query(params): Params) -> Response {
@@ -661,12 +793,16 @@ async fn user_timeline(State(shared): State<Arc<Shared>>, Query(params): Params)
     let today = now.with_timezone(&cst()).date_naive();
     // Only the authorizing account's own posts are returned [V].
     let own = uid.is_none_or(|u| u == account.uid);
-    let all = if own {
-        published(account.uid, now)
+    let mut all = if own {
+        shared.published(account.uid)
     } else {
         Vec::new()
     };
     let total = all.len();
+    if !lock(&shared.faults.inner).full_timeline {
+        // "此接口最多只返回最新的5条数据": paging never reaches older posts.
+        all.truncate(TIMELINE_LIMIT);
+    }
     let selected: Vec<&Post> = all
         .iter()
         .filter(|p| since_id.is_none_or(|s| p.id > s))
@@ -684,7 +820,7 @@ async fn user_timeline(State(shared): State<Arc<Shared>>, Query(params): Params)
     let statuses: Vec<Value> = shown
         .iter()
         .map(|p| {
-            let mut s = status_json(p);
+            let mut s = status_json(p, now);
             s["user"] = user.clone();
             s
         })
@@ -700,6 +836,36 @@ async fn user_timeline(State(shared): State<Arc<Shared>>, Query(params): Params)
         "previous_cursor": 0,
         "next_cursor": next_cursor,
         "total_number": total,
+    }))
+}
+
+/// `POST /oauth2/get_token_info`: the token is read from the form body or,
+/// as some clients send it, the query.
+async fn token_info(
+    State(shared): State<Arc<Shared>>,
+    Query(mut params): Params,
+    body: String,
+) -> Response {
+    params.extend(form_urlencoded::parse(body.as_bytes()).into_owned());
+    let account = match gate(&shared, Endpoint::TokenInfo, TOKEN_INFO, &params).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let left = account
+        .expires_at()
+        .signed_duration_since(shared.now())
+        .num_seconds();
+    let uid = if counts_as_strings(account.uid) {
+        json!(account.uid.to_string())
+    } else {
+        json!(account.uid)
+    };
+    ok_json(json!({
+        "uid": uid,
+        "appkey": APPKEY,
+        "scope": null,
+        "create_at": account.issued_at.timestamp(),
+        "expire_in": left,
     }))
 }
 
@@ -742,7 +908,7 @@ mod tests {
     #[test]
     fn published_is_newest_first_and_stops_at_now() {
         let now = Utc.with_ymd_and_hms(2025, 1, 20, 2, 0, 0).unwrap();
-        let posts = published(42, now);
+        let posts = published(42, now, &HashSet::new());
         assert!(
             posts
                 .windows(2)
@@ -776,13 +942,14 @@ mod tests {
     }
 
     #[test]
-    fn timeline_pages_caps_count_and_serves_only_the_token_owner() {
+    fn timeline_pages_caps_count_and_serves_only_the_token_owner_when_the_whole_history_is_on() {
         let sim =
             WeiboSim::start_blocking(vec![Account::new(42, "tok42"), Account::new(43, "tok43")])
                 .unwrap();
         let now = Utc.with_ymd_and_hms(2026, 3, 1, 4, 0, 0).unwrap();
         sim.set_now(now);
-        let all = published(42, now);
+        sim.faults().set_five_posts(false);
+        let all = published(42, now, &HashSet::new());
         let url = |q: &str| format!("{}{USER_TIMELINE}?access_token=tok42&{q}", sim.base_url());
         let ids = |v: &Value| -> Vec<u64> {
             v["statuses"]
@@ -847,6 +1014,192 @@ mod tests {
             sim.base_url()
         ));
         assert!(body["followers_count"].is_string(), "{body}");
+    }
+
+    fn ids(v: &Value) -> Vec<u64> {
+        v["statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_timeline_serves_the_five_newest_posts_only_by_default() {
+        let sim = WeiboSim::start_blocking(vec![Account::new(42, "tok42")]).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 4, 0, 0).unwrap();
+        sim.set_now(now);
+        let all = published(42, now, &HashSet::new());
+        let newest: Vec<u64> = all.iter().take(TIMELINE_LIMIT).map(|p| p.id).collect();
+        let url = |q: &str| {
+            format!(
+                "{}{USER_TIMELINE}?access_token=tok42&uid=42&{q}",
+                sim.base_url()
+            )
+        };
+
+        let (status, first) = http_get(&url("count=100"));
+        assert_eq!(status, 200);
+        assert_eq!(ids(&first), newest);
+        // The count is the whole history; the list is not.
+        assert_eq!(first["total_number"], all.len());
+        // Neither pages nor max_id reach older posts.
+        let (_, page2) = http_get(&url("count=100&page=2"));
+        assert_eq!(ids(&page2), Vec::<u64>::new());
+        let (_, older) = http_get(&url(&format!("count=100&max_id={}", newest[4] - 1)));
+        assert_eq!(ids(&older), Vec::<u64>::new());
+        let (_, within) = http_get(&url(&format!("count=2&max_id={}", newest[1])));
+        assert_eq!(ids(&within), newest[1..3]);
+
+        // Switched off, the same request pages through the history.
+        sim.faults().set_five_posts(false);
+        let (_, older) = http_get(&url(&format!("count=100&max_id={}", newest[4] - 1)));
+        assert_eq!(ids(&older).len(), MAX_COUNT);
+        sim.faults().clear();
+        let (_, again) = http_get(&url("count=100"));
+        assert_eq!(
+            ids(&again).len(),
+            TIMELINE_LIMIT,
+            "clear() restores the real limit"
+        );
+    }
+
+    #[test]
+    fn statuses_count_follows_the_clock_and_deletions() {
+        let sim = WeiboSim::start_blocking(vec![Account::new(42, "tok42")]).unwrap();
+        let d = (0..60)
+            .map(|i| day(2026, 3, 1) + Days::days(i))
+            .find(|d| posts_on(42, *d) >= 2)
+            .unwrap();
+        let posts = day_posts(42, d);
+        sim.set_now(posts[0].at.with_timezone(&Utc) - Days::seconds(1));
+        let before = sim.statuses_count(42);
+        sim.set_now(posts[1].at.with_timezone(&Utc));
+        assert_eq!(sim.statuses_count(42), before + 2);
+        let show = |sim: &WeiboSim| {
+            http_get(&format!(
+                "{}{USERS_SHOW}?uid=42&access_token=tok42",
+                sim.base_url()
+            ))
+            .1
+        };
+        assert_eq!(show(&sim)["statuses_count"], before + 2);
+        assert_eq!(show(&sim)["status"]["id"], posts[1].id);
+
+        sim.delete_post(posts[1].id);
+        assert_eq!(show(&sim)["statuses_count"], before + 1);
+        assert_eq!(show(&sim)["status"]["id"], posts[0].id);
+        let (_, timeline) = http_get(&format!(
+            "{}{USER_TIMELINE}?uid=42&access_token=tok42",
+            sim.base_url()
+        ));
+        assert_eq!(ids(&timeline)[0], posts[0].id);
+    }
+
+    #[test]
+    fn statuses_carry_growing_engagement_and_reposts_their_original() {
+        let sim = WeiboSim::start_blocking(vec![Account::new(42, "tok42")]).unwrap();
+        let d = (0..60)
+            .map(|i| day(2026, 3, 1) + Days::days(i))
+            .find(|d| day_posts(42, *d).iter().any(|p| p.repost))
+            .unwrap();
+        let post = *day_posts(42, d).iter().find(|p| p.repost).unwrap();
+        let at = post.at.with_timezone(&Utc);
+        let read = |sim: &WeiboSim| {
+            let (_, v) = http_get(&format!(
+                "{}{USER_TIMELINE}?uid=42&access_token=tok42&max_id={}",
+                sim.base_url(),
+                post.id
+            ));
+            v["statuses"][0].clone()
+        };
+        sim.set_now(at + Days::hours(1));
+        let early = read(&sim);
+        assert_eq!(early["id"], post.id);
+        assert!(early["retweeted_status"]["id"].is_u64(), "{early}");
+        sim.set_now(at + Days::days(3));
+        let late = read(&sim);
+        let (r, c, a) = engagement(&post, at + Days::days(3));
+        assert_eq!(
+            (
+                late["reposts_count"].clone(),
+                late["comments_count"].clone(),
+                late["attitudes_count"].clone()
+            ),
+            (json!(r), json!(c), json!(a))
+        );
+        assert!(late["attitudes_count"].as_u64() >= early["attitudes_count"].as_u64());
+        assert!(
+            a > early["attitudes_count"].as_u64().unwrap(),
+            "likes grow: {early} {late}"
+        );
+        assert_eq!(
+            originals_on(42, d),
+            posts_on(42, d) - day_posts(42, d).iter().filter(|p| p.repost).count() as u32
+        );
+    }
+
+    /// A POST with a form body over a fresh connection.
+    fn http_post_form(url: &str, form: &str) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut conn = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            conn,
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        )
+        .unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn token_info_names_the_account_and_tokens_expire() {
+        let issued = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let sim = WeiboSim::start_blocking(vec![
+            Account::new(42, "tok42"),
+            Account::new(43, "tok43").token_lifetime(issued, 86_400),
+        ])
+        .unwrap();
+        sim.set_now(issued + Days::hours(20));
+        let info = |token: &str| {
+            http_post_form(
+                &format!("{}{TOKEN_INFO}", sim.base_url()),
+                &format!("access_token={token}"),
+            )
+        };
+        let (status, body) = info("tok42");
+        assert_eq!(status, 200);
+        assert_eq!(body["uid"], 42);
+        assert_eq!(body["appkey"], APPKEY);
+        let left = Account::new(42, "tok42").expires_at() - (issued + Days::hours(20));
+        assert_eq!(body["expire_in"], left.num_seconds());
+        let (_, body) = info("tok43");
+        assert_eq!(body["uid"], "43", "uids of odd accounts are strings");
+        assert_eq!(body["expire_in"], 4 * 3600);
+        assert_eq!(body["create_at"], issued.timestamp());
+        assert_eq!(info("nope").1["error_code"], 21332);
+
+        // A day after issue the short-lived token is refused everywhere.
+        sim.set_now(issued + Days::hours(24));
+        let (status, body) = info("tok43");
+        assert_eq!(
+            (status, body["error"].clone()),
+            (403, json!("expired_token"))
+        );
+        let (_, body) = http_get(&format!(
+            "{}{USER_TIMELINE}?uid=43&access_token=tok43",
+            sim.base_url()
+        ));
+        assert_eq!(body["error_code"], "21327");
+        assert_eq!(info("tok42").0, 200);
+        assert_eq!(sim.calls(Endpoint::TokenInfo), 5);
     }
 
     #[test]
