@@ -218,10 +218,22 @@ dir = {drop}
     // On 2026-09-30 itself, and nowhere else.
     let day = report("2026-09-30");
     assert_eq!(value(&day, "county", "xuexi_points"), 15700.0);
-    assert_eq!(value(&report("2026-09-29"), "county", "xuexi_points"), Value::Null);
+    assert_eq!(
+        value(&report("2026-09-29"), "county", "xuexi_points"),
+        Value::Null
+    );
     let out = run_tallyd(&[
-        "report", "--config", config, "--period", "2026-Q3", "--unit", "county", "--explain",
-        "xuexi_points", "--format", "json",
+        "report",
+        "--config",
+        config,
+        "--period",
+        "2026-Q3",
+        "--unit",
+        "county",
+        "--explain",
+        "xuexi_points",
+        "--format",
+        "json",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let explained: Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -242,7 +254,10 @@ dir = {drop}
     let q2 = report("2026-Q2");
     assert_eq!(value(&q2, "county/natres", "xuexi_points"), 5990.0);
     assert_eq!(value(&q2, "county", "xuexi_points"), 8440.0);
-    assert_eq!(value(&report("2026-06-30"), "county", "xuexi_points"), 8440.0);
+    assert_eq!(
+        value(&report("2026-06-30"), "county", "xuexi_points"),
+        8440.0
+    );
     // Q3 is unchanged, and the months after it hold none of it.
     assert_eq!(value(&report("2026-Q3"), "county", "xuexi_points"), 15700.0);
     let after = report("2026-10-01..2026-11-30");

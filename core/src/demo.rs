@@ -472,9 +472,8 @@ fn write_xuexi_sheets(dir: &Path, today: NaiveDate) -> anyhow::Result<()> {
     let last_quarter_end = Period::containing(PeriodKind::Quarter, today)
         .previous()
         .end;
-    let mut csv = format!(
-        "某县学习强国积分统计（截至{last_quarter_end}）,,,\n序号,姓名,所属组织,本年积分\n"
-    );
+    let mut csv =
+        format!("某县学习强国积分统计（截至{last_quarter_end}）,,,\n序号,姓名,所属组织,本年积分\n");
     let mut n = 0;
     for (org, members) in XUEXI_MEMBERS {
         for (name, rate) in *members {
@@ -512,9 +511,7 @@ fn write_xuexi_sheets(dir: &Path, today: NaiveDate) -> anyhow::Result<()> {
             sheet
                 .write(row, 3, points_to_date(name, *rate, today) as f64)
                 .map_err(xlsx)?;
-            sheet
-                .write(row, 4, last_study.to_string())
-                .map_err(xlsx)?;
+            sheet.write(row, 4, last_study.to_string()).map_err(xlsx)?;
             row += 1;
         }
     }
@@ -574,13 +571,17 @@ mod tests {
         assert_eq!(n, members);
         assert!(m > 0 && m < n, "{m}/{n} meet the target");
 
-        let mut book: Xlsx<_> = calamine::open_workbook(dir.path().join("county-points.xlsx")).unwrap();
+        let mut book: Xlsx<_> =
+            calamine::open_workbook(dir.path().join("county-points.xlsx")).unwrap();
         let range = book.worksheet_range_at(0).unwrap().unwrap();
         let rows: Vec<Vec<String>> = range
             .rows()
             .map(|r| r.iter().map(|c| c.to_string()).collect())
             .collect();
-        assert_eq!(rows[0][0], "学习积分统计（统计时间：2026年1月1日至2026年11月15日）");
+        assert_eq!(
+            rows[0][0],
+            "学习积分统计（统计时间：2026年1月1日至2026年11月15日）"
+        );
         assert_eq!(rows[1][3], "本年积分");
         let now: Vec<f64> = rows[2..].iter().map(|r| r[3].parse().unwrap()).collect();
         assert_eq!(now.len(), members);

@@ -371,14 +371,12 @@ fn a_form_that_says_no_date_is_skipped_and_one_outside_the_window_is_not_read() 
         )]
     );
     let june = dir.path().join("台账_20260615.csv").display().to_string();
-    let logged = p
-        .host()
-        .logs()
-        .iter()
-        .any(|(_, m)| m == &format!(
+    let logged = p.host().logs().iter().any(|(_, m)| {
+        m == &format!(
             "{june}: dated 2026-06-15 by its file name (2026-06-15), outside the window \
              2026-07-01..2026-11-27; not read"
-        ));
+        )
+    });
     assert!(logged, "{:?}", p.host().logs());
 }
 

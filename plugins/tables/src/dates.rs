@@ -405,10 +405,19 @@ mod tests {
     #[test]
     fn months_and_quarters() {
         assert_eq!(date_in_text("2026年9月"), Some(month(2026, 9)));
-        assert_eq!(date_in_text("某县积分统计（2026年11月）"), Some(month(2026, 11)));
+        assert_eq!(
+            date_in_text("某县积分统计（2026年11月）"),
+            Some(month(2026, 11))
+        );
         assert_eq!(date_in_text("2026-09"), Some(month(2026, 9)));
         let q3 = Said::Quarter(NaiveDate::from_ymd_opt(2026, 7, 1).unwrap());
-        for text in ["2026年第三季度", "2026年3季度", "2026年三季度", "2026-Q3", "2026Q3"] {
+        for text in [
+            "2026年第三季度",
+            "2026年3季度",
+            "2026年三季度",
+            "2026-Q3",
+            "2026Q3",
+        ] {
             assert_eq!(date_in_text(text), Some(q3), "{text}");
         }
         assert_eq!(month(2026, 9).last_day().to_string(), "2026-09-30");
@@ -455,7 +464,10 @@ mod tests {
         );
         let rows = vec![
             (1, vec!["某县2026年度学习积分".to_owned(), String::new()]),
-            (2, vec!["制表：宣传部".to_owned(), "统计日期：2026/9/30".to_owned()]),
+            (
+                2,
+                vec!["制表：宣传部".to_owned(), "统计日期：2026/9/30".to_owned()],
+            ),
         ];
         assert_eq!(date_in_title(&rows), Some((2, day(2026, 9, 30))));
     }
@@ -471,7 +483,10 @@ mod tests {
         ] {
             assert_eq!(date_in_file_name(name), Some(day(2026, 9, 30)), "{name}");
         }
-        assert_eq!(date_in_file_name("积分2026-11 (1).csv"), Some(month(2026, 11)));
+        assert_eq!(
+            date_in_file_name("积分2026-11 (1).csv"),
+            Some(month(2026, 11))
+        );
         assert_eq!(date_in_file_name("points.xlsx"), None);
         assert_eq!(date_in_file_name("county-points-gbk.csv"), None);
         assert_eq!(date_in_file_name("2026年度.csv"), None);

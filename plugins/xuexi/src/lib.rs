@@ -482,7 +482,9 @@ fn parse_sheet(
             }
             let (day, dated_by) = match (cols.date, cell(cols.date)) {
                 (Some(_), "") | (None, _) => sheet_day
-                    .get_or_insert_with(|| as_of(&table.place, &table.rows[..h], file_name, today, out))
+                    .get_or_insert_with(|| {
+                        as_of(&table.place, &table.rows[..h], file_name, today, out)
+                    })
                     .clone(),
                 (Some(i), text) => match parse_day(text) {
                     Some(d) => (d, format!("its {} column", header(i))),
@@ -717,7 +719,13 @@ impl Xuexi {
                     // the year's points count from the oldest snapshot.
                     Some(b) if m.day < b.day && t <= b.points => {
                         let (old, now) = (b.day, m.day);
-                        baselines.insert(key.clone(), Baseline { points: t, day: now });
+                        baselines.insert(
+                            key.clone(),
+                            Baseline {
+                                points: t,
+                                day: now,
+                            },
+                        );
                         earlier.push((m.name.as_str(), old));
                         None
                     }

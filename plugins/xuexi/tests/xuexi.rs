@@ -507,7 +507,11 @@ fn a_backfill_of_the_third_quarter_stores_september_on_its_day_and_june_waits() 
         .unwrap();
     assert_eq!(lines(&q4), Vec::<String>::new());
     assert_eq!(q4.warnings.len(), 1, "{:?}", q4.warnings);
-    assert!(q4.warnings[0].contains("dated 2026-06-30"), "{}", q4.warnings[0]);
+    assert!(
+        q4.warnings[0].contains("dated 2026-06-30"),
+        "{}",
+        q4.warnings[0]
+    );
 
     // The backfill of Q2 places June's sheet on its day.
     let q2 = plugin(dir.path(), host())
@@ -575,7 +579,9 @@ fn a_sheet_that_says_no_day_is_dated_as_the_warning_says() {
     assert_eq!(
         out.warnings,
         [
-            format!("{a}: its title row 1 says 2026-09 but no day; dated on its last day 2026-09-30"),
+            format!(
+                "{a}: its title row 1 says 2026-09 but no day; dated on its last day 2026-09-30"
+            ),
             format!(
                 "{b}: neither a date column (日期/导出日期/统计日期), its title rows nor its file name \
                  say the sheet's date; dated on the import day 2026-11-27"
@@ -627,7 +633,10 @@ fn an_unknown_layout_names_the_headers_seen_and_no_phone() {
              row 1: 学员 | 手机 | 得分; row 2: 张伟 | … | …; file skipped"
         )]
     );
-    assert_eq!(out.state, None, "nothing remembered: read again once replaced");
+    assert_eq!(
+        out.state, None,
+        "nothing remembered: read again once replaced"
+    );
 }
 
 #[test]
