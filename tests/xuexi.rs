@@ -1,5 +1,6 @@
 //! The `xuexi` plugin in the real daemon: a points sheet dropped into a
-//! directory ends up in the year's summary, summed per unit.
+//! directory ends up in the year's summary, summed per unit, on the day the
+//! sheet says.
 
 use serde_json::Value;
 
@@ -95,4 +96,170 @@ dir = {drop}
     d.wait_for("the unknown organisation in the log", 10, |d| {
         d.log().contains("某县民政局党支部") && d.log().contains("1 members skipped")
     });
+}
+
+/// The administrator's end-of-June export: GBK, dated only by its title row.
+const JUNE: &str = "某县学习强国积分统计（截至2026-06-30）,,\r\n\
+姓名,所属组织,本年积分\r\n\
+张伟,某县自然资源局党支部,3100\r\n\
+李娜,某县自然资源局党支部,2890\r\n\
+王强,教育局,2450\r\n";
+
+/// The end-of-September export: an XLSX dated only by its file name (its
+/// title says a year, which is no date), with a last-study-day column that
+/// is not the export's date.
+fn write_september(path: &std::path::Path) {
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    sheet.write(0, 0, "某县2026年度学习强国积分").unwrap();
+    for (c, h) in ["学员姓名", "所属组织", "本年积分", "最近学习日期"]
+        .iter()
+        .enumerate()
+    {
+        sheet.write(1, c as u16, *h).unwrap();
+    }
+    for (r, (name, org, points)) in [
+        ("张伟", "某县自然资源局党支部", 5600.0),
+        ("李娜", "某县自然资源局党支部", 5120.0),
+        ("王强", "教育局", 4980.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = r as u32 + 2;
+        sheet.write(r, 0, *name).unwrap();
+        sheet.write(r, 1, *org).unwrap();
+        sheet.write(r, 2, *points).unwrap();
+        sheet.write(r, 3, "2026-08-14").unwrap();
+    }
+    book.save(path).unwrap();
+}
+
+#[test]
+fn a_backfill_of_the_third_quarter_stores_each_sheet_on_the_day_it_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_xuexi")]);
+    let drop = dir.join("xuexi");
+    std::fs::create_dir_all(&drop).unwrap();
+    let (gbk, _, _) = encoding_rs::GBK.encode(JUNE);
+    std::fs::write(drop.join("积分-二季度.csv"), &gbk).unwrap();
+    write_september(&drop.join("学习积分_20260930.xlsx"));
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &format!(
+            r#"
+[daemon]
+data_dir = {data}
+plugin_dirs = [{plugins}]
+
+[[units]]
+id = "county"
+name = "某县"
+[[units]]
+id = "county/natres"
+name = "自然资源局"
+aliases = ["某县自然资源局党支部"]
+[[units]]
+id = "county/edu"
+name = "教育局"
+
+[[indicators]]
+id = "xuexi_points"
+name = "学习强国积分"
+kind = "level"
+unit = "分"
+[[indicators]]
+id = "xuexi_members"
+name = "学习强国学员数"
+kind = "level"
+unit = "人"
+
+[[sources]]
+id = "xuexi"
+plugin = "xuexi"
+units = ["county"]
+schedule = "0 0 3 * * *"
+[sources.settings]
+dir = {drop}
+"#,
+            data = toml_path(&dir.join("data")),
+            plugins = toml_path(&plugins),
+            drop = toml_path(&drop),
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let collect = |from: &str, to: &str| {
+        let out = run_tallyd(&[
+            "collect", "--config", config, "--source", "xuexi", "--from", from, "--to", to,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let report = |period: &str| -> Value {
+        let out = run_tallyd(&["report", "--config", config, "--period", period]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+
+    // The backfill of Q3: September's sheet lands on 2026-09-30; June's is
+    // outside every chunk, and the warnings say which date it has.
+    let log = collect("2026-07-01", "2026-09-30");
+    assert!(
+        log.contains("积分-二季度.csv: 3 rows dated 2026-06-30 by its title row 1 outside the window 2026-07-01..2026-07-31"),
+        "{log}"
+    );
+    let q3 = report("2026-Q3");
+    assert_eq!(value(&q3, "county/natres", "xuexi_points"), 10720.0);
+    assert_eq!(value(&q3, "county/edu", "xuexi_points"), 4980.0);
+    assert_eq!(value(&q3, "county", "xuexi_points"), 15700.0);
+    assert_eq!(value(&q3, "county", "xuexi_members"), 3.0);
+    // On 2026-09-30 itself, and nowhere else.
+    let day = report("2026-09-30");
+    assert_eq!(value(&day, "county", "xuexi_points"), 15700.0);
+    assert_eq!(
+        value(&report("2026-09-29"), "county", "xuexi_points"),
+        Value::Null
+    );
+    let out = run_tallyd(&[
+        "report",
+        "--config",
+        config,
+        "--period",
+        "2026-Q3",
+        "--unit",
+        "county",
+        "--explain",
+        "xuexi_points",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let explained: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let days: Vec<&str> = explained["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["day"].as_str().unwrap())
+        .collect();
+    assert_eq!(days, ["2026-09-30"; 3], "{explained:#}");
+
+    // The backfill of Q2 places June's sheet on 2026-06-30.
+    let log = collect("2026-04-01", "2026-06-30");
+    assert!(
+        log.contains("xuexi 2026-06-02..2026-06-30: success, 5 observations\n"),
+        "{log}"
+    );
+    let q2 = report("2026-Q2");
+    assert_eq!(value(&q2, "county/natres", "xuexi_points"), 5990.0);
+    assert_eq!(value(&q2, "county", "xuexi_points"), 8440.0);
+    assert_eq!(
+        value(&report("2026-06-30"), "county", "xuexi_points"),
+        8440.0
+    );
+    // Q3 is unchanged, and the months after it hold none of it.
+    assert_eq!(value(&report("2026-Q3"), "county", "xuexi_points"), 15700.0);
+    let after = report("2026-10-01..2026-11-30");
+    assert_eq!(value(&after, "county", "xuexi_points"), Value::Null);
 }

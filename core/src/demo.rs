@@ -428,60 +428,94 @@ fn write_forms(dir: &Path, config: &Config, today: NaiveDate) -> anyhow::Result<
     Ok(2)
 }
 
-/// Staff of some units and the study points they earned this year so far:
-/// a GBK CSV (as an old office suite exports it) with a title row, and an
-/// XLSX with a title row, both naming organisations the way the Xuexi
-/// platform does (aliases of the units).
+/// The demo's learning-group members, by organisation as the Xuexi platform
+/// names it (unit names, or aliases of the units), in every unit, with the points they earn a day on
+/// average. A 7000-point year is 19.2 a day: some members keep ahead of
+/// the pro-rated target, some fall behind, whatever the day.
+const XUEXI_MEMBERS: &[(&str, &[(&str, u32)])] = &[
+    (
+        "某县自然资源局党支部",
+        &[("张伟", 24), ("王芳", 17), ("李强", 21), ("刘洋", 13)],
+    ),
+    ("县委宣传部", &[("陈静", 26), ("杨帆", 20), ("赵敏", 16)]),
+    ("卫生健康局", &[("黄磊", 22), ("周婷", 15), ("吴昊", 19)]),
+    (
+        "城关镇",
+        &[("徐明", 23), ("孙丽", 12), ("马超", 21), ("朱琳", 18)],
+    ),
+    ("某县教育局", &[("郭勇", 25), ("何静", 14)]),
+    ("某县第一中学", &[("林峰", 22), ("罗娟", 20), ("高翔", 11)]),
+    ("中心小学", &[("郑爽", 27), ("梁宇", 16)]),
+    ("自然资源局办公室", &[("宋佳", 20), ("韩冰", 15)]),
+    ("测绘股", &[("冯涛", 23), ("曹颖", 17)]),
+    ("东村", &[("彭亮", 18), ("董梅", 21)]),
+    ("新河镇", &[("袁刚", 24), ("邓洁", 13)]),
+    ("西村", &[("许峰", 19), ("傅敏", 22)]),
+    ("新河镇中学", &[("沈阳", 25), ("曾琪", 14)]),
+];
+
+/// A member's points of the year up to `day` (本年积分), about `rate` a day.
+fn points_to_date(name: &str, rate: u32, day: NaiveDate) -> u64 {
+    let days = u64::from(day.ordinal());
+    // A few points either way, so that the figures do not look computed.
+    let wobble = activity(name, day, 9);
+    (u64::from(rate) * days + wobble).saturating_sub(4)
+}
+
+/// The administrator's two exports, dated by their title rows as the admin
+/// console writes them (no date column): a GBK CSV as of the previous
+/// quarter's last day, so that the previous quarter's report has 学习强国
+/// figures, and an XLSX as of today for the current quarter, with a column
+/// of members' last study days, which is not the export's date.
 fn write_xuexi_sheets(dir: &Path, today: NaiveDate) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Points grow through the year: about 20 a day, more for the keen.
-    let day_of_year = u64::from(today.ordinal());
-    let points = |name: &str| day_of_year * (17 + activity(name, today, 7));
-    let mut csv = format!(
-        "某县学习强国积分统计（{}年{}月）\n姓名,所属组织,本年积分\n",
-        today.year(),
-        today.month()
-    );
-    for (org, names) in [
-        (
-            "某县自然资源局党支部",
-            &["张伟", "王芳", "李强", "刘洋"][..],
-        ),
-        ("县委宣传部", &["陈静", "杨帆", "赵敏"][..]),
-        ("卫生健康局", &["黄磊", "周婷", "吴昊"][..]),
-        ("城关镇", &["徐明", "孙丽", "马超", "朱琳"][..]),
-    ] {
-        for name in names {
-            csv.push_str(&format!("{name},{org},{}\n", points(name)));
+    let last_quarter_end = Period::containing(PeriodKind::Quarter, today)
+        .previous()
+        .end;
+    let mut csv =
+        format!("某县学习强国积分统计（截至{last_quarter_end}）,,,\n序号,姓名,所属组织,本年积分\n");
+    let mut n = 0;
+    for (org, members) in XUEXI_MEMBERS {
+        for (name, rate) in *members {
+            n += 1;
+            let points = points_to_date(name, *rate, last_quarter_end);
+            csv.push_str(&format!("{n},{name},{org},{points}\n"));
         }
     }
     let (gbk, _, _) = encoding_rs::GBK.encode(&csv);
-    std::fs::write(dir.join("county-points-gbk.csv"), &gbk)
+    std::fs::write(dir.join("county-points-last-quarter.csv"), &gbk)
         .with_context(|| format!("writing {}", dir.display()))?;
 
     let mut book = rust_xlsxwriter::Workbook::new();
     let sheet = book.add_worksheet();
     let xlsx = |e: rust_xlsxwriter::XlsxError| anyhow::anyhow!("writing the demo XLSX: {e}");
-    sheet
-        .write(0, 0, "某县教育系统学习强国积分")
-        .map_err(xlsx)?;
-    for (col, header) in ["学员姓名", "学习组织", "本年积分"].iter().enumerate() {
+    let title = format!(
+        "学习积分统计（统计时间：{}年1月1日至{}年{}月{}日）",
+        today.year(),
+        today.year(),
+        today.month(),
+        today.day()
+    );
+    sheet.write(0, 0, title).map_err(xlsx)?;
+    let headers = ["序号", "学员姓名", "学习组织", "本年积分", "最近学习日期"];
+    for (col, header) in headers.iter().enumerate() {
         sheet.write(1, col as u16, *header).map_err(xlsx)?;
     }
     let mut row = 2;
-    for (org, names) in [
-        ("某县教育局", &["郭勇", "何静"][..]),
-        ("某县第一中学", &["林峰", "罗娟", "高翔"][..]),
-        ("中心小学", &["郑爽", "梁宇"][..]),
-    ] {
-        for name in names {
-            sheet.write(row, 0, *name).map_err(xlsx)?;
-            sheet.write(row, 1, org).map_err(xlsx)?;
-            sheet.write(row, 2, points(name) as f64).map_err(xlsx)?;
+    for (org, members) in XUEXI_MEMBERS {
+        for (name, rate) in *members {
+            let last_study = today - chrono::Days::new(activity(name, today, 4));
+            sheet.write(row, 0, f64::from(row - 1)).map_err(xlsx)?;
+            sheet.write(row, 1, *name).map_err(xlsx)?;
+            sheet.write(row, 2, *org).map_err(xlsx)?;
+            sheet
+                .write(row, 3, points_to_date(name, *rate, today) as f64)
+                .map_err(xlsx)?;
+            sheet.write(row, 4, last_study.to_string()).map_err(xlsx)?;
             row += 1;
         }
     }
-    book.save(dir.join("edu-points.xlsx")).map_err(xlsx)?;
+    book.save(dir.join("county-points.xlsx")).map_err(xlsx)?;
     Ok(())
 }
 
@@ -497,4 +531,63 @@ fn write_script(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("making {} executable", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calamine::{Reader, Xlsx};
+
+    /// (met, total) of the members' 本年积分 against 7000 a year pro-rated to `day`.
+    fn met(points: &[f64], day: NaiveDate) -> (usize, usize) {
+        let year_days = if day.leap_year() { 366.0 } else { 365.0 };
+        let threshold = 7000.0 * f64::from(day.ordinal()) / year_days;
+        (
+            points.iter().filter(|p| **p >= threshold).count(),
+            points.len(),
+        )
+    }
+
+    #[test]
+    fn xuexi_sheets_are_dated_by_their_titles_and_some_members_meet_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 15).unwrap();
+        write_xuexi_sheets(dir.path(), today).unwrap();
+
+        let bytes = std::fs::read(dir.path().join("county-points-last-quarter.csv")).unwrap();
+        let (text, _, bad) = encoding_rs::GBK.decode(&bytes);
+        assert!(!bad);
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("某县学习强国积分统计（截至2026-09-30）,,,")
+        );
+        assert_eq!(lines.next(), Some("序号,姓名,所属组织,本年积分"));
+        let last_quarter: Vec<f64> = lines
+            .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+            .collect();
+        let (m, n) = met(&last_quarter, NaiveDate::from_ymd_opt(2026, 9, 30).unwrap());
+        let members: usize = XUEXI_MEMBERS.iter().map(|(_, m)| m.len()).sum();
+        assert_eq!(n, members);
+        assert!(m > 0 && m < n, "{m}/{n} meet the target");
+
+        let mut book: Xlsx<_> =
+            calamine::open_workbook(dir.path().join("county-points.xlsx")).unwrap();
+        let range = book.worksheet_range_at(0).unwrap().unwrap();
+        let rows: Vec<Vec<String>> = range
+            .rows()
+            .map(|r| r.iter().map(|c| c.to_string()).collect())
+            .collect();
+        assert_eq!(
+            rows[0][0],
+            "学习积分统计（统计时间：2026年1月1日至2026年11月15日）"
+        );
+        assert_eq!(rows[1][3], "本年积分");
+        let now: Vec<f64> = rows[2..].iter().map(|r| r[3].parse().unwrap()).collect();
+        assert_eq!(now.len(), members);
+        let (m, n) = met(&now, today);
+        assert!(m > 0 && m < n, "{m}/{n} meet the target");
+        // Year to date: every member has more points now than at the quarter's end.
+        assert!(now.iter().zip(&last_quarter).all(|(a, b)| a > b));
+    }
 }

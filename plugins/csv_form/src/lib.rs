@@ -29,8 +29,8 @@
 //! # The form
 //!
 //! Each CSV file, and each sheet of a workbook, holds one table. Title rows may
-//! come first: the header is the first row with a unit column and a date
-//! column. Then one row per unit and day or period:
+//! come first: the header is the first row with a unit column. Then one row
+//! per unit and day or period:
 //!
 //! - the unit column (`unit`, `单位`, `单位名称`): a unit id, display name or
 //!   alias; rows whose unit is empty or `合计`/`总计`/`小计` are skipped;
@@ -38,7 +38,8 @@
 //!   (`2026-10-15`, `2026/10/15`, `20261015`, `2026年10月15日`, a spreadsheet
 //!   date), a month (`2026-10`, `2026/10`, `2026年10月`) or a quarter
 //!   (`2026-Q3`, `2026Q3`, `2026年第三季度`, `2026年第3季度`). A period's
-//!   value is recorded on its **first day**;
+//!   value is recorded on its **first day**. A form of one period may have
+//!   no date column: see below;
 //! - an optional entity column (`entity`, `人员`, `姓名`);
 //! - every other column is an indicator, named by id or display name; a unit
 //!   suffix is tolerated (`会议次数(次)`, `会议次数（次）`). Columns `序号` and
@@ -51,6 +52,27 @@
 //! kept. Rows with the same unit, indicator, entity and day (in one or several
 //! files) add up; for a `level` indicator the last one read wins (files are
 //! read in name order).
+//!
+//! # A form without a date column
+//!
+//! A form for one month or one day often says its period only in its title
+//! or its file name. Without a date column, every row of the table is dated
+//! by, in this order:
+//!
+//! 1. the title rows above the header: a day (`统计时间：2026-09-30`,
+//!    `截至2026年9月30日`, `2026.09.30`, `2026/9/30`), a range, which stands
+//!    for its end (`2026-07-01至2026-07-31`, `2026年7月1日-2026年7月31日`), a
+//!    month (`2026年9月`) or a quarter (`2026年第三季度`), a month or a
+//!    quarter recorded on its first day as above;
+//! 2. else the file name (`台账_2026-09.csv`, `forms-20260930.xlsx`,
+//!    `2026年9月30日.csv`).
+//!
+//! A bare year (`2026年度`) or a number within a longer one (a phone number)
+//! is no date. A table that says no date is skipped with a warning: forms are
+//! read again on every run, so dating one on the day of the run would count
+//! it again each day. A table dated outside the request's window is not
+//! read (an info line in the log names it and its date). A form with a date
+//! column keeps using it, whatever its title says.
 //!
 //! # Windows
 //!
@@ -71,7 +93,7 @@ use tally_plugin::{
 };
 
 pub use tally_tables::Encoding;
-use tally_tables::{Table, drop_files, number, read_tables};
+use tally_tables::{Said, Table, drop_files, number, read_tables, sheet_date};
 
 /// `[sources.settings]` of a `csv_form` source.
 #[derive(Debug, Deserialize)]
@@ -153,7 +175,7 @@ impl Plugin for CsvForm {
         })?;
 
         let mut out = Output::new(req);
-        for (_, path) in &files {
+        for (name, path) in &files {
             if host.cancelled() {
                 return Err(Error::data(format!(
                     "{}: cancelled while reading forms",
@@ -168,14 +190,13 @@ impl Plugin for CsvForm {
                 Ok(tables) => {
                     let with_header = tables
                         .iter()
-                        .filter(|t| self.read_table(req, t, &mut out))
+                        .filter(|t| self.read_table(req, name, t, &mut out))
                         .count();
                     if with_header == 0 {
                         out.response.warn(format!(
-                            "{}: no header row with a unit column ({}) and a date column ({}); file skipped",
+                            "{}: no header row with a unit column ({}); file skipped",
                             path.display(),
                             UNIT_HEADERS.join("/"),
-                            DATE_HEADERS.join("/")
                         ));
                     }
                 }
@@ -183,6 +204,9 @@ impl Plugin for CsvForm {
                     .response
                     .warn(format!("{}: {why}; file skipped", path.display())),
             }
+        }
+        for note in &out.notes {
+            host.info(note);
         }
         host.debug(&format!(
             "read {} form files in {}",
@@ -203,16 +227,53 @@ enum Column {
 }
 
 impl CsvForm {
-    /// Reads one table into `out`; false when it has no header row.
-    fn read_table(&self, req: &CollectRequest, table: &Table, out: &mut Output) -> bool {
+    /// Reads one table of the file `file_name` into `out`; false when it has
+    /// no header row.
+    fn read_table(
+        &self,
+        req: &CollectRequest,
+        file_name: &str,
+        table: &Table,
+        out: &mut Output,
+    ) -> bool {
         let Some(h) = table.rows.iter().position(|(_, cells)| {
-            let names: Vec<String> = cells.iter().map(|c| normalize(c)).collect();
-            names.iter().any(|n| UNIT_HEADERS.contains(&n.as_str()))
-                && names.iter().any(|n| DATE_HEADERS.contains(&n.as_str()))
+            cells
+                .iter()
+                .any(|c| UNIT_HEADERS.contains(&normalize(c).as_str()))
         }) else {
             return false;
         };
         let headers = &table.rows[h].1;
+        let has_date = headers
+            .iter()
+            .any(|c| DATE_HEADERS.contains(&normalize(c).as_str()));
+        // A form of one period without a date column: the period its title
+        // rows or file name say, on its first day as a date column's would be.
+        let form_day = if has_date {
+            None
+        } else {
+            let Some(dated) = sheet_date(&table.rows[..h], file_name) else {
+                out.response.warn(format!(
+                    "{}: no date column ({}) and neither its title rows nor its file name say the \
+                     form's day or period (2026年9月, 截至2026-09-30, ..._2026-09.csv); table skipped",
+                    table.place,
+                    DATE_HEADERS.join("/")
+                ));
+                return true;
+            };
+            let day = match dated.said {
+                Said::Day(d) => d,
+                period => period.first_day(),
+            };
+            if !req.window.contains(day) {
+                out.notes.push(format!(
+                    "{}: dated {day} by {} ({}), outside the window {}..{}; not read",
+                    table.place, dated.origin, dated.said, req.window.from, req.window.to
+                ));
+                return true;
+            }
+            Some(day)
+        };
         let mut columns = Vec::new();
         let mut unknown = Vec::new();
         let mut undeclared = Vec::new();
@@ -275,7 +336,7 @@ impl CsvForm {
                     _ => {}
                 }
             }
-            let (Some(u), Some(d)) = (unit, day) else {
+            let Some(u) = unit else {
                 continue;
             };
             let unit_text = cell(u);
@@ -289,17 +350,24 @@ impl CsvForm {
                 ));
                 continue;
             };
-            let Some(day) = parse_period(cell(d)) else {
-                let why = if cell(d).is_empty() {
-                    "no date".to_owned()
-                } else {
-                    format!(
-                        "bad date {:?} (a day 2026-10-15, a month 2026-10 or a quarter 2026-Q3)",
-                        cell(d)
-                    )
-                };
-                out.response.warn(format!("{}: {why}; row skipped", at(d)));
-                continue;
+            let day = match (form_day, day) {
+                (Some(form_day), _) => form_day,
+                (None, None) => continue,
+                (None, Some(d)) => match parse_period(cell(d)) {
+                    Some(day) => day,
+                    None => {
+                        let why = if cell(d).is_empty() {
+                            "no date".to_owned()
+                        } else {
+                            format!(
+                                "bad date {:?} (a day 2026-10-15, a month 2026-10 or a quarter 2026-Q3)",
+                                cell(d)
+                            )
+                        };
+                        out.response.warn(format!("{}: {why}; row skipped", at(d)));
+                        continue;
+                    }
+                },
             };
             if !req.window.contains(day) {
                 continue;
@@ -416,6 +484,8 @@ fn quarter(year: &str, q: &str) -> Option<NaiveDate> {
 
 /// The observations of a run, combined by key in first-seen order.
 struct Output {
+    /// For the log: forms dated outside the window.
+    notes: Vec<String>,
     levels: Vec<String>,
     index: HashMap<(String, String, String, NaiveDate), usize>,
     response: CollectResponse,
@@ -424,6 +494,7 @@ struct Output {
 impl Output {
     fn new(req: &CollectRequest) -> Output {
         Output {
+            notes: Vec::new(),
             levels: req
                 .indicators
                 .iter()

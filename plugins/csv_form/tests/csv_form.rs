@@ -308,3 +308,87 @@ fn settings_are_checked() {
     .unwrap();
     assert!(err.message.starts_with("indicators[0]:"), "{}", err.message);
 }
+
+#[test]
+fn a_form_of_one_month_is_dated_by_its_title_or_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // GBK, a month in the title, no date column: that month, on its first day.
+    let september = "某县2026年9月工作台账（自然资源、教育）,,\r\n\
+                     单位名称,会议次数(次),培训次数(次)\r\n某县自然资源局,4,1\r\n县教育局,2,\r\n";
+    let (gbk, _, _) = encoding_rs::GBK.encode(september);
+    std::fs::write(dir.path().join("台账九月.csv"), &gbk).unwrap();
+    // No title: the file name says the period.
+    std::fs::write(
+        dir.path().join("台账_2026-10.csv"),
+        "单位,会议次数\n自然资源局,3\n",
+    )
+    .unwrap();
+    // A range in the title stands for its end.
+    std::fs::write(
+        dir.path().join("b.csv"),
+        "统计时间：2026-07-01至2026-07-31\n单位,培训次数\n教育局,5\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), json!({})).unwrap();
+    assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(
+        lines(&out),
+        [
+            "county/edu trainings - 2026-07-31 5",
+            "county/natres meetings - 2026-10-01 3",
+            "county/natres meetings - 2026-09-01 4",
+            "county/natres trainings - 2026-09-01 1",
+            "county/edu meetings - 2026-09-01 2",
+        ]
+    );
+}
+
+#[test]
+fn a_form_that_says_no_date_is_skipped_and_one_outside_the_window_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // A bare year is no period; the import day would count the form again
+    // on every run, so nothing is guessed.
+    std::fs::write(
+        dir.path().join("台账.csv"),
+        "2026年度工作台账\n单位,会议次数\n自然资源局,3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("台账_20260615.csv"),
+        "单位,会议次数\n自然资源局,9\n",
+    )
+    .unwrap();
+    let mut p = Harness::<CsvForm>::create(json!({"dir": dir.path()}), TestHost::new()).unwrap();
+    let out = p.collect(&request()).unwrap();
+    assert_eq!(lines(&out), Vec::<String>::new());
+    let place = dir.path().join("台账.csv").display().to_string();
+    assert_eq!(
+        out.warnings,
+        [format!(
+            "{place}: no date column (day/date/日期/period/期间/月份) and neither its title rows nor \
+             its file name say the form's day or period (2026年9月, 截至2026-09-30, ..._2026-09.csv); \
+             table skipped"
+        )]
+    );
+    let june = dir.path().join("台账_20260615.csv").display().to_string();
+    let logged = p.host().logs().iter().any(|(_, m)| {
+        m == &format!(
+            "{june}: dated 2026-06-15 by its file name (2026-06-15), outside the window \
+             2026-07-01..2026-11-27; not read"
+        )
+    });
+    assert!(logged, "{:?}", p.host().logs());
+}
+
+#[test]
+fn a_month_column_wins_over_the_title() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("台账_2026-11-27.csv"),
+        "2026年9月工作台账\n单位,月份,会议次数\n自然资源局,2026年10月,3\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), json!({})).unwrap();
+    assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(lines(&out), ["county/natres meetings - 2026-10-01 3"]);
+}

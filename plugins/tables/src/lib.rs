@@ -2,6 +2,9 @@
 //! the files of a drop directory, and a file's bytes as rows of text cells,
 //! whatever its format (CSV in UTF-8 with or without BOM or GBK, XLSX).
 //!
+//! It also finds the day a sheet stands for in what the sheet says (its
+//! title rows, its file name): see [`sheet_date`].
+//!
 //! Shared by the `csv_form` and `xuexi` plugins. It works on bytes already in
 //! memory: `xuexi` hashes a file's content before parsing it, and reading the
 //! file once means the hash and the parsed rows are of the same bytes.
@@ -10,6 +13,9 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use calamine::{Data, Reader, Xlsx};
+
+mod dates;
+pub use dates::{Dated, Origin, Said, date_in_file_name, date_in_text, date_in_title, sheet_date};
 
 /// How CSV bytes are decoded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]

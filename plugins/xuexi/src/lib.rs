@@ -29,20 +29,53 @@
 //!
 //! # The sheet
 //!
-//! Title rows may come first (`某县学习强国积分统计（2026年11月）`): the header
-//! is the first row with a member column and a points column. Headers are
-//! matched through aliases (a unit suffix such as `本年积分（分）` is tolerated):
+//! No public specification of the admin console's export exists: the
+//! columns below are those of the exports seen, matched through aliases.
+//! Title rows may come first (`学习积分统计（截至2026-09-30）`): the header
+//! is the first row with a member column and a points column. A header
+//! matches when it equals an alias, a unit suffix tolerated (`本年积分（分）`):
 //!
-//! | column | headers |
-//! |---|---|
-//! | member (required) | 姓名, 学员姓名, 成员 |
-//! | organisation | 所属组织, 所在组织, 学习组织, 所在支部, 组织, 部门 |
-//! | yearly points | 本年积分, 年度积分, 年积分 |
-//! | lifetime points | 总积分, 累计积分, 学习积分 |
-//! | phone | 手机号, 手机号码 |
-//! | export date | 日期, 导出日期 |
+//! | column | headers | meaning |
+//! |---|---|---|
+//! | member (required) | 姓名, 学员姓名, 成员 | the member's name |
+//! | organisation | 所属组织, 所在组织, 学习组织, 所在支部, 组织, 部门 | mapped to a unit |
+//! | yearly points (one of the two points columns required) | 本年积分, 年度积分, 年积分 | points so far this year, as of the sheet's date |
+//! | lifetime points | 总积分, 累计积分, 学习积分 | points since the member joined |
+//! | phone | 手机号, 手机号码 | only tells apart members of the same name |
+//! | as-of date | 日期, 导出日期, 统计日期 | the day the export stands for |
 //!
-//! Other columns (序号, 本月积分, 排名, ...) are ignored.
+//! Every other column is ignored: 序号, 本月积分, 排名, and in particular a
+//! member's last study day (`最近学习日期`, `最后学习时间`, `最近学习时间`),
+//! which is **not** the export's date. A file in which no row has a member
+//! column and a points column is refused (a warning naming the headers
+//! accepted and the first rows seen; cells with digits are elided so that no
+//! phone number is shown) and read again on each run until it is replaced.
+//!
+//! # The sheet's date
+//!
+//! 本年积分 are the points of the year up to the day the sheet was exported,
+//! so every row is dated on that day, found in this order:
+//!
+//! 1. the row's as-of date column, when the sheet has one;
+//! 2. the title rows above the header: `学习积分统计（截至2026-09-30）`,
+//!    `统计时间：2026-09-30`, `2026年9月30日`, `2026.09.30`, `2026/9/30`; a
+//!    range (`2026-07-01至2026-09-30`, `2026-07-01~2026-09-30`,
+//!    `2026年7月1日-2026年9月30日`) stands for its end; a date after 截至,
+//!    截止 or 统计时间 wins over other dates of the title;
+//! 3. the file name: `积分_2026-09-30.csv`, `points-20260930.xlsx`,
+//!    `2026年9月30日.csv`;
+//! 4. only when none says a date, the day of the import (`host.now()` in the
+//!    daemon's time zone), with a warning naming the file and the day.
+//!
+//! A title or file name that names a month or a quarter but no day
+//! (`（2026年9月）`) dates the sheet on its last day, or on the import day
+//! while it runs, with a warning. A bare year (`2026年度`) or a number that
+//! is part of a longer one (a phone number) is never read as a date.
+//!
+//! A sheet dated outside the run's window is not imported yet: the warning
+//! names the file, the date and what said it, and the file is read again on
+//! each run until a window covers it. So a backfill of 2026-Q3 stores the
+//! sheet of 2026-09-30 on that day, and a run in December leaves it alone.
 //!
 //! - The **organisation** is mapped to a unit through the units' ids, names
 //!   and aliases (`aliases = ["某县自然资源局党支部"]`). An organisation that
@@ -54,33 +87,34 @@
 //!   number itself is never logged, emitted or stored. A hash of a (masked)
 //!   phone number is a pseudonym, not a secret: keep exports consistent (always
 //!   or never with the phone column) so that a member keeps one key.
-//! - The **import day** is the export date of the row when the sheet has one,
-//!   else the day of the import (`host.now()` in the daemon's time zone).
-//!
+
 //! # Output
 //!
-//! - `xuexi_points` (level, 分): per member (entity) and import day, the
-//!   member's points of the import day's year.
-//! - `xuexi_members` (level, 人): per unit and import day, the members in the
-//!   sheet: the real 应学人数 of the export, which the configured headcount of
-//!   a unit may not follow month by month.
+//! - `xuexi_points` (level, 分): per member (entity), on the sheet's date, the
+//!   member's points of that date's year up to that date (year to date).
+//! - `xuexi_members` (level, 人): per unit, on the sheet's date, the members
+//!   in the sheet: the real 应学人数 of the export, which the configured
+//!   headcount of a unit may not follow month by month.
 //!
 //! # Yearly points from lifetime points
 //!
 //! When a row has only lifetime points, yearly points are the lifetime points
-//! minus the member's baseline: the lifetime points at the year's first
-//! import, kept in the resume state. A member without a baseline (the first
+//! minus the member's baseline: the lifetime points of the oldest sheet of
+//! the year of the sheet's date, kept in the resume state. A member without a baseline (the first
 //! import of the year, a new member) gets one from this import and a warning,
 //! and nothing is emitted for them until a later import: no number rather
 //! than a wrong one. A row with both columns sets an exact baseline (lifetime
 //! minus yearly), so a later sheet with only lifetime points is exact at once.
+//! A sheet older than a member's baseline (a later sheet came first, as when a
+//! run's window held only it) becomes the baseline, and the sheets of the old
+//! baseline's day are imported again to yield the points they could not.
 //!
 //! # Idempotence
 //!
 //! Imported files are remembered by a hash of their content, so a file left in
 //! the directory, or dropped again under another name, is skipped. A file
-//! whose rows could not all be used yet (an organisation without a unit, an
-//! export date outside the run's window) is not remembered: it is read again
+//! whose rows could not all be used yet (an organisation without a unit, a
+//! date outside the run's window) is not remembered: it is read again
 //! on each run, which is harmless because a re-collected day replaces its old
 //! values, and its warning stays visible until the cause is fixed.
 
@@ -95,7 +129,7 @@ use tally_plugin::{
 };
 
 pub use tally_tables::Encoding;
-use tally_tables::{Table, drop_files, read_tables};
+use tally_tables::{Said, Table, drop_files, read_tables, sheet_date};
 
 /// The points of the year per member.
 pub const POINTS: &str = "xuexi_points";
@@ -146,7 +180,7 @@ const ORG_HEADERS: &[&str] = &[
 const YEAR_HEADERS: &[&str] = &["本年积分", "年度积分", "年积分"];
 const TOTAL_HEADERS: &[&str] = &["总积分", "累计积分", "学习积分"];
 const PHONE_HEADERS: &[&str] = &["手机号", "手机号码"];
-const DATE_HEADERS: &[&str] = &["日期", "导出日期"];
+const DATE_HEADERS: &[&str] = &["日期", "导出日期", "统计日期"];
 const TOTAL_ROWS: &[&str] = &["合计", "总计", "小计"];
 
 impl Plugin for Xuexi {
@@ -248,7 +282,7 @@ impl Plugin for Xuexi {
             let place = path.display().to_string();
             match read_tables(&place, &bytes, self.encoding) {
                 Ok(tables) => {
-                    if let Some(sheet) = parse_sheet(&place, &tables, today, &mut out) {
+                    if let Some(sheet) = parse_sheet(&place, &name, &tables, today, &mut out) {
                         sheets.push((name, hash, sheet));
                     }
                 }
@@ -375,6 +409,8 @@ struct Member {
     year: Option<f64>,
     total: Option<f64>,
     day: NaiveDate,
+    /// What dated the row, for messages: `its title row 1`, `its 导出日期 column`.
+    dated_by: String,
 }
 
 /// A parsed file: its member rows, from every sheet with a header.
@@ -387,9 +423,10 @@ struct Sheet {
 }
 
 /// Reads the member rows of a file's tables; `None` (with a warning) when no
-/// table has a header row.
+/// table has a header row. `file_name` may say the sheet's date.
 fn parse_sheet(
     place: &str,
+    file_name: &str,
     tables: &[Table],
     today: NaiveDate,
     out: &mut CollectResponse,
@@ -414,6 +451,9 @@ fn parse_sheet(
         let (_, headers) = &table.rows[h];
         let cols = Columns::of(headers);
         let header = |i: usize| headers.get(i).map_or("", |s| s.trim());
+        // Rows without a date cell stand for the day the sheet says, found
+        // (and warned about) once, when a row needs it.
+        let mut sheet_day: Option<(NaiveDate, String)> = None;
         sheet.has_org &= cols.org.is_some();
         if let Some(t) = cols.total {
             sheet.total_header = header(t).to_owned();
@@ -440,10 +480,14 @@ fn parse_sheet(
                     }
                 }
             }
-            let day = match (cols.date, cell(cols.date)) {
-                (Some(_), "") | (None, _) => today,
+            let (day, dated_by) = match (cols.date, cell(cols.date)) {
+                (Some(_), "") | (None, _) => sheet_day
+                    .get_or_insert_with(|| {
+                        as_of(&table.place, &table.rows[..h], file_name, today, out)
+                    })
+                    .clone(),
                 (Some(i), text) => match parse_day(text) {
-                    Some(d) => d,
+                    Some(d) => (d, format!("its {} column", header(i))),
                     None => {
                         out.warn(format!(
                             "{}: bad date {text:?} (2026-11-27, 2026/11/27 or 2026年11月27日); row skipped",
@@ -473,20 +517,97 @@ fn parse_sheet(
                 year: points[0],
                 total: points[1],
                 day,
+                dated_by,
             });
         }
     }
     if !found {
         out.warn(format!(
-            "{place}: no header row with a member column ({}) and a points column ({} or {}); file skipped",
+            "{place}: unknown layout: no header row with a member column ({}) and a points column \
+             ({} or {}); {}; file skipped",
             NAME_HEADERS.join("/"),
             YEAR_HEADERS.join("/"),
-            TOTAL_HEADERS.join("/")
+            TOTAL_HEADERS.join("/"),
+            seen(tables),
         ));
         return None;
     }
     sheet.first_day = sheet.members.iter().map(|m| m.day).min().unwrap_or(today);
     Some(sheet)
+}
+
+/// The day a table's rows stand for when they have no date cell, and what
+/// said it: the title rows, else the file name, else the import day (with a
+/// warning naming the file and the day chosen).
+fn as_of(
+    place: &str,
+    title: &[(usize, Vec<String>)],
+    name: &str,
+    today: NaiveDate,
+    out: &mut CollectResponse,
+) -> (NaiveDate, String) {
+    let Some(dated) = sheet_date(title, name) else {
+        out.warn(format!(
+            "{place}: neither a date column ({}), its title rows nor its file name say the sheet's \
+             date; dated on the import day {today}",
+            DATE_HEADERS.join("/")
+        ));
+        return (today, "the import day".to_owned());
+    };
+    match dated.said {
+        Said::Day(d) => (d, dated.origin.to_string()),
+        // 本年积分 of a month's export are those of its last day, or of today
+        // while the month runs.
+        said => {
+            let day = said.last_day().min(today).max(said.first_day());
+            let which = if day == today {
+                "the import day"
+            } else {
+                "its last day"
+            };
+            out.warn(format!(
+                "{place}: {} says {said} but no day; dated on {which} {day}",
+                dated.origin
+            ));
+            (day, format!("{} ({said})", dated.origin))
+        }
+    }
+}
+
+/// The first rows of a file's tables, for a message about a layout not
+/// understood. Cells with digits or `*` are elided: a data row may hold a
+/// phone number, which is never shown.
+fn seen(tables: &[Table]) -> String {
+    let mut rows = Vec::new();
+    for table in tables {
+        for (line, cells) in table.rows.iter().take(3) {
+            let cells: Vec<String> = cells
+                .iter()
+                .map(|c| c.trim())
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    if c.chars().any(|ch| ch.is_ascii_digit() || ch == '*') {
+                        "…".to_owned()
+                    } else {
+                        c.chars().take(20).collect()
+                    }
+                })
+                .collect();
+            if !cells.is_empty() {
+                let at = if tables.len() > 1 {
+                    format!("{} row {line}", table.place)
+                } else {
+                    format!("row {line}")
+                };
+                rows.push(format!("{at}: {}", cells.join(" | ")));
+            }
+        }
+    }
+    if rows.is_empty() {
+        "the file has no rows".to_owned()
+    } else {
+        format!("rows seen: {}", rows.join("; "))
+    }
 }
 
 /// The observations of a run: points by key in first-seen order (a later
@@ -542,8 +663,9 @@ impl Xuexi {
             return false;
         }
         let mut unknown: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut outside = 0;
+        let mut outside: BTreeMap<(NaiveDate, &str), usize> = BTreeMap::new();
         let mut no_baseline: BTreeMap<i32, Vec<&str>> = BTreeMap::new();
+        let mut earlier: Vec<(&str, NaiveDate)> = Vec::new();
         for m in &sheet.members {
             let unit = match &m.org {
                 None => None,
@@ -556,7 +678,7 @@ impl Xuexi {
                 },
             };
             if !req.window.contains(m.day) {
-                outside += 1;
+                *outside.entry((m.day, m.dated_by.as_str())).or_default() += 1;
                 continue;
             }
             let entity = match &m.phone {
@@ -590,6 +712,21 @@ impl Xuexi {
                             "{}: row {}: lifetime points {t} of {:?} are below the baseline {} of {}; row skipped",
                             m.place, m.line, m.name, b.points, b.day
                         ));
+                        None
+                    }
+                    // An older snapshot than the baseline (a later sheet was
+                    // imported first, as a run whose window held only it does):
+                    // the year's points count from the oldest snapshot.
+                    Some(b) if m.day < b.day && t <= b.points => {
+                        let (old, now) = (b.day, m.day);
+                        baselines.insert(
+                            key.clone(),
+                            Baseline {
+                                points: t,
+                                day: now,
+                            },
+                        );
+                        earlier.push((m.name.as_str(), old));
                         None
                     }
                     Some(_) => {
@@ -629,6 +766,29 @@ impl Xuexi {
                 shown.join(", "),
             ));
         }
+        if !earlier.is_empty() {
+            let shown: Vec<String> = earlier
+                .iter()
+                .take(5)
+                .map(|(name, day)| format!("{name} (was {day})"))
+                .collect();
+            let more = match earlier.len() - shown.len() {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            out.warn(format!(
+                "{}: {} members have lifetime points only, older than their baseline: {}{more}; this \
+                 sheet is their baseline now, and the sheets of that day are imported again (when a \
+                 run's window covers them) to count from it",
+                sheet.place,
+                earlier.len(),
+                shown.join(", "),
+            ));
+            // Forgetting those files makes their next read yield the points
+            // their first read could not.
+            let days: BTreeSet<NaiveDate> = earlier.iter().map(|(_, d)| *d).collect();
+            state.files.retain(|_, f| !days.contains(&f.day));
+        }
         for (org, n) in &unknown {
             out.warn(format!(
                 "{}: organisation {org:?} matches no unit of this source ({n} members skipped); \
@@ -636,14 +796,21 @@ impl Xuexi {
                 sheet.place
             ));
         }
-        if outside > 0 {
+        if !outside.is_empty() {
+            let dates: Vec<String> = outside
+                .iter()
+                .map(|((day, by), n)| format!("{n} rows dated {day} by {by}"))
+                .collect();
             out.warn(format!(
-                "{}: {outside} rows dated outside the window {}..{}; the file is read again on each run \
+                "{}: {} outside the window {}..{}; the file is read again on each run \
                  until a window covers them",
-                sheet.place, req.window.from, req.window.to
+                sheet.place,
+                dates.join(", "),
+                req.window.from,
+                req.window.to
             ));
         }
-        unknown.is_empty() && outside == 0
+        unknown.is_empty() && outside.is_empty()
     }
 }
 

@@ -72,15 +72,14 @@ fn gbk(text: &str) -> Vec<u8> {
     bytes.into_owned()
 }
 
-/// An Excel export: a title row, an empty row, then the header and the rows.
+/// An Excel export: a title row (without a date), an empty row, then the
+/// header and the rows. Its date is in its file name.
 fn write_xlsx(path: &Path, header: &[&str], rows: &[(&str, &str, f64)]) {
     use rust_xlsxwriter::Workbook;
     let mut book = Workbook::new();
     let sheet = book.add_worksheet();
     sheet.set_name("积分统计").unwrap();
-    sheet
-        .write_string(0, 0, "某县学习强国积分统计（2026年11月）")
-        .unwrap();
+    sheet.write_string(0, 0, "某县学习强国积分统计").unwrap();
     for (c, h) in header.iter().enumerate() {
         sheet.write_string(2, c as u16, *h).unwrap();
     }
@@ -94,7 +93,8 @@ fn write_xlsx(path: &Path, header: &[&str], rows: &[(&str, &str, f64)]) {
     book.save(path).unwrap();
 }
 
-const GBK_SHEET: &str = "某县学习强国积分统计（2026年11月）,,\r\n\
+/// As the admin console exports it: a title row that says the date, no date column.
+const GBK_SHEET: &str = "学习积分统计（截至2026-11-20）,,\r\n\
 姓名,所属组织,本年积分\r\n\
 张伟,某县自然资源局党支部,6021\r\n\
 李娜,某县自然资源局党支部,\"5,480\"\r\n\
@@ -112,11 +112,11 @@ fn gbk_csv_with_a_title_row() {
     assert_eq!(
         lines(&out),
         [
-            "county/natres xuexi_points 张伟 2026-11-27 6021",
-            "county/natres xuexi_points 李娜 2026-11-27 5480",
-            "county/edu xuexi_points 王强 2026-11-27 7315",
-            "county/edu xuexi_members - 2026-11-27 1",
-            "county/natres xuexi_members - 2026-11-27 2",
+            "county/natres xuexi_points 张伟 2026-11-20 6021",
+            "county/natres xuexi_points 李娜 2026-11-20 5480",
+            "county/edu xuexi_points 王强 2026-11-20 7315",
+            "county/edu xuexi_members - 2026-11-20 1",
+            "county/natres xuexi_members - 2026-11-20 2",
         ]
     );
     let files = &out.state.as_ref().unwrap()["files"];
@@ -144,7 +144,7 @@ fn the_same_file_again_is_skipped_whatever_its_name() {
         .host()
         .logs()
         .iter()
-        .filter(|(_, m)| m.contains("imported for 2026-11-27; skipped"))
+        .filter(|(_, m)| m.contains("imported for 2026-11-20; skipped"))
         .count();
     assert_eq!(skipped, 2, "{:?}", p.host().logs());
 }
@@ -154,7 +154,7 @@ fn lifetime_points_count_from_the_first_import_of_the_year() {
     let dir = tempfile::tempdir().unwrap();
     let header = ["序号", "学员姓名", "学习组织", "总积分"];
     write_xlsx(
-        &dir.path().join("积分2026-11.xlsx"),
+        &dir.path().join("积分_2026-11-27.xlsx"),
         &header,
         &[("张伟", "自然资源局", 18342.0), ("王强", "教育局", 20117.0)],
     );
@@ -171,7 +171,7 @@ fn lifetime_points_count_from_the_first_import_of_the_year() {
     );
     assert_eq!(first.warnings.len(), 1, "{:?}", first.warnings);
     let w = &first.warnings[0];
-    assert!(w.contains("积分2026-11.xlsx: 2 members"), "{w}");
+    assert!(w.contains("积分_2026-11-27.xlsx: 2 members"), "{w}");
     assert!(
         w.contains(
             "2 members have lifetime points (总积分) only and no baseline for 2026 yet: 张伟, 王强"
@@ -181,7 +181,7 @@ fn lifetime_points_count_from_the_first_import_of_the_year() {
 
     // A week later: the next export, with a new member.
     write_xlsx(
-        &dir.path().join("积分2026-12.xlsx"),
+        &dir.path().join("积分_2026-12-04.xlsx"),
         &header,
         &[
             ("张伟", "自然资源局", 18800.0),
@@ -222,7 +222,7 @@ fn yearly_and_lifetime_columns_give_an_exact_baseline_and_phones_stay_out() {
     let november_sheet = "\u{feff}序号,姓名,手机号,所属组织,本月积分,本年积分,总积分,排名\n\
         1,张伟,138****5678,某县自然资源局党支部,612,6021,18342,3\n\
         2,张伟,139****0021,某县自然资源局党支部,540,5480,12210,7\n";
-    std::fs::write(dir.path().join("a-2026-11.csv"), november_sheet).unwrap();
+    std::fs::write(dir.path().join("a-2026-11-27.csv"), november_sheet).unwrap();
     let first = plugin(dir.path(), TestHost::new())
         .collect(&november(None))
         .unwrap();
@@ -248,7 +248,7 @@ fn yearly_and_lifetime_columns_give_an_exact_baseline_and_phones_stay_out() {
     let december_sheet = "姓名,手机号码,所属组织,累计积分\n\
         张伟,138****5678,某县自然资源局党支部,18900\n\
         张伟,139****0021,某县自然资源局党支部,12300\n";
-    std::fs::write(dir.path().join("b-2026-12.csv"), december_sheet).unwrap();
+    std::fs::write(dir.path().join("b-20261204.csv"), december_sheet).unwrap();
     let req = request(date(2026, 12, 1), date(2026, 12, 4), first.state.clone());
     let mut p = plugin(dir.path(), host_on(date(2026, 12, 4)));
     let second = p.collect(&req).unwrap();
@@ -282,7 +282,7 @@ fn an_organisation_without_a_unit_is_reported_with_its_member_count() {
         赵敏,某县民政局党支部,4100\n\
         孙丽,某县民政局党支部,3900\n\
         周杰,,1200\n";
-    std::fs::write(dir.path().join("积分.csv"), sheet).unwrap();
+    std::fs::write(dir.path().join("积分20261127.csv"), sheet).unwrap();
     let out = plugin(dir.path(), TestHost::new())
         .collect(&november(None))
         .unwrap();
@@ -293,7 +293,7 @@ fn an_organisation_without_a_unit_is_reported_with_its_member_count() {
             "county/natres xuexi_members - 2026-11-27 1",
         ]
     );
-    let place = dir.path().join("积分.csv").display().to_string();
+    let place = dir.path().join("积分20261127.csv").display().to_string();
     assert_eq!(
         out.warnings,
         [
@@ -356,8 +356,8 @@ fn export_dates_place_the_rows_and_must_be_in_the_window() {
                 "{b}: row 3: column \"本年积分\": bad points \"x\" (a whole number of points); row skipped"
             ),
             format!(
-                "{b}: 1 rows dated outside the window 2026-11-01..2026-11-27; the file is read again \
-                 on each run until a window covers them"
+                "{b}: 1 rows dated 2026-10-31 by its 导出日期 column outside the window \
+                 2026-11-01..2026-11-27; the file is read again on each run until a window covers them"
             ),
         ]
     );
@@ -384,8 +384,9 @@ fn files_without_a_header_and_bad_settings() {
     assert_eq!(out.warnings.len(), 1);
     assert!(
         out.warnings[0].ends_with(
-            "说明.csv: no header row with a member column (姓名/学员姓名/成员) and a points column \
-             (本年积分/年度积分/年积分 or 总积分/累计积分/学习积分); file skipped"
+            "说明.csv: unknown layout: no header row with a member column (姓名/学员姓名/成员) and a \
+             points column (本年积分/年度积分/年积分 or 总积分/累计积分/学习积分); rows seen: \
+             row 1: 请按模板填写; row 2: 单位 | 日期 | 会议次数; file skipped"
         ),
         "{}",
         out.warnings[0]
@@ -454,5 +455,223 @@ fn points_total_derives_even_when_a_yearly_column_exists() {
     assert_eq!(
         lines(&second)[0],
         "county/natres xuexi_points 张伟 2026-12-04 58"
+    );
+}
+
+/// A quarter's request, as a backfill of that quarter sends it.
+fn quarter(from: (u32, u32), to: (u32, u32), state: Option<serde_json::Value>) -> CollectRequest {
+    request(date(2026, from.0, from.1), date(2026, to.0, to.1), state)
+}
+
+/// The administrator's two exports of the year so far, GBK, dated only by
+/// their title rows.
+fn june_and_september(dir: &Path) {
+    let june = "学习积分统计（截至2026-06-30）,,\r\n姓名,所属组织,本年积分\r\n\
+                张伟,某县自然资源局党支部,3100\r\n王强,某县教育局党总支,2450\r\n";
+    let september = "学习积分统计（统计时间：2026年7月1日至9月30日）,,\r\n姓名,所属组织,本年积分\r\n\
+                     张伟,某县自然资源局党支部,5600\r\n王强,某县教育局党总支,4980\r\n";
+    std::fs::write(dir.join("积分-二季度.csv"), gbk(june)).unwrap();
+    std::fs::write(dir.join("积分-三季度.csv"), gbk(september)).unwrap();
+}
+
+#[test]
+fn a_backfill_of_the_third_quarter_stores_september_on_its_day_and_june_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    june_and_september(dir.path());
+    // Imported in December, as the backfill of 2026-Q3 runs then.
+    let host = || host_on(date(2026, 12, 6));
+    let q3 = plugin(dir.path(), host())
+        .collect(&quarter((7, 1), (9, 30), None))
+        .unwrap();
+    assert_eq!(
+        lines(&q3),
+        [
+            "county/natres xuexi_points 张伟 2026-09-30 5600",
+            "county/edu xuexi_points 王强 2026-09-30 4980",
+            "county/edu xuexi_members - 2026-09-30 1",
+            "county/natres xuexi_members - 2026-09-30 1",
+        ]
+    );
+    let june = dir.path().join("积分-二季度.csv").display().to_string();
+    assert_eq!(
+        q3.warnings,
+        [format!(
+            "{june}: 2 rows dated 2026-06-30 by its title row 1 outside the window 2026-07-01..2026-09-30; \
+             the file is read again on each run until a window covers them"
+        )]
+    );
+
+    // The scheduled run of December: neither sheet belongs in Q4.
+    let q4 = plugin(dir.path(), host())
+        .collect(&quarter((12, 1), (12, 6), q3.state.clone()))
+        .unwrap();
+    assert_eq!(lines(&q4), Vec::<String>::new());
+    assert_eq!(q4.warnings.len(), 1, "{:?}", q4.warnings);
+    assert!(
+        q4.warnings[0].contains("dated 2026-06-30"),
+        "{}",
+        q4.warnings[0]
+    );
+
+    // The backfill of Q2 places June's sheet on its day.
+    let q2 = plugin(dir.path(), host())
+        .collect(&quarter((4, 1), (6, 30), q4.state.clone().or(q3.state)))
+        .unwrap();
+    assert_eq!(q2.warnings, Vec::<String>::new());
+    assert_eq!(
+        lines(&q2)[..2],
+        [
+            "county/natres xuexi_points 张伟 2026-06-30 3100",
+            "county/edu xuexi_points 王强 2026-06-30 2450",
+        ]
+    );
+}
+
+#[test]
+fn an_xlsx_dated_only_by_its_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    write_xlsx(
+        &dir.path().join("学习积分_20260930153012.xlsx"),
+        &["序号", "学员姓名", "学习组织", "本年积分"],
+        &[("张伟", "自然资源局", 5600.0), ("王强", "教育局", 4980.0)],
+    );
+    let mut p = plugin(dir.path(), host_on(date(2026, 10, 8)));
+    let out = p.collect(&quarter((7, 1), (10, 8), None)).unwrap();
+    assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(
+        lines(&out)[..2],
+        [
+            "county/natres xuexi_points 张伟 2026-09-30 5600",
+            "county/edu xuexi_points 王强 2026-09-30 4980",
+        ]
+    );
+}
+
+#[test]
+fn a_sheet_that_says_no_day_is_dated_as_the_warning_says() {
+    let dir = tempfile::tempdir().unwrap();
+    // A month in the title, imported after the month: its last day.
+    std::fs::write(
+        dir.path().join("a.csv"),
+        gbk("某县学习强国积分统计（2026年9月）,,\r\n姓名,所属组织,本年积分\r\n张伟,自然资源局,5600\r\n"),
+    )
+    .unwrap();
+    // Nothing says a date (2026年度 is a year, the phone no date): the import day.
+    std::fs::write(
+        dir.path().join("b.csv"),
+        "2026年度学习积分 联系电话13920260930\n姓名,所属组织,本年积分\n王强,教育局,6100\n",
+    )
+    .unwrap();
+    let out = plugin(dir.path(), TestHost::new())
+        .collect(&quarter((9, 1), (11, 27), None))
+        .unwrap();
+    assert_eq!(
+        lines(&out)[..2],
+        [
+            "county/natres xuexi_points 张伟 2026-09-30 5600",
+            "county/edu xuexi_points 王强 2026-11-27 6100",
+        ]
+    );
+    let (a, b) = (
+        dir.path().join("a.csv").display().to_string(),
+        dir.path().join("b.csv").display().to_string(),
+    );
+    assert_eq!(
+        out.warnings,
+        [
+            format!(
+                "{a}: its title row 1 says 2026-09 but no day; dated on its last day 2026-09-30"
+            ),
+            format!(
+                "{b}: neither a date column (日期/导出日期/统计日期), its title rows nor its file name \
+                 say the sheet's date; dated on the import day 2026-11-27"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_last_study_day_column_is_not_the_sheets_date() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("积分.csv"),
+        "数据截至2026年9月30日\n姓名,所属组织,本年积分,最近学习日期,最后学习时间\n\
+         张伟,自然资源局,5600,2026-08-14,2026-08-14 21:03\n",
+    )
+    .unwrap();
+    let out = plugin(dir.path(), TestHost::new())
+        .collect(&quarter((7, 1), (11, 27), None))
+        .unwrap();
+    assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(
+        lines(&out),
+        [
+            "county/natres xuexi_points 张伟 2026-09-30 5600",
+            "county/natres xuexi_members - 2026-09-30 1",
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_layout_names_the_headers_seen_and_no_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("export.csv"),
+        "学员,手机,得分\n张伟,138****5678,5600\n",
+    )
+    .unwrap();
+    let out = plugin(dir.path(), TestHost::new())
+        .collect(&november(None))
+        .unwrap();
+    assert_eq!(out.observations, []);
+    let place = dir.path().join("export.csv").display().to_string();
+    assert_eq!(
+        out.warnings,
+        [format!(
+            "{place}: unknown layout: no header row with a member column (姓名/学员姓名/成员) and a \
+             points column (本年积分/年度积分/年积分 or 总积分/累计积分/学习积分); rows seen: \
+             row 1: 学员 | 手机 | 得分; row 2: 张伟 | … | …; file skipped"
+        )]
+    );
+    assert_eq!(
+        out.state, None,
+        "nothing remembered: read again once replaced"
+    );
+}
+
+#[test]
+fn an_older_lifetime_sheet_imported_later_becomes_the_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let sheet = |total: u32| format!("姓名,所属组织,总积分\n张伟,自然资源局,{total}\n");
+    std::fs::write(dir.path().join("积分_2026-09-30.csv"), sheet(18_000)).unwrap();
+    std::fs::write(dir.path().join("积分_2026-06-30.csv"), sheet(16_500)).unwrap();
+    let host = || host_on(date(2026, 12, 6));
+    // A backfill of Q3 first: September's sheet becomes the baseline.
+    let q3 = plugin(dir.path(), host())
+        .collect(&quarter((7, 1), (9, 30), None))
+        .unwrap();
+    assert_eq!(lines(&q3), ["county/natres xuexi_members - 2026-09-30 1"]);
+    // Then Q2: June's older sheet is the baseline now, September's is forgotten...
+    let q2 = plugin(dir.path(), host())
+        .collect(&quarter((4, 1), (6, 30), q3.state.clone()))
+        .unwrap();
+    assert_eq!(lines(&q2), ["county/natres xuexi_members - 2026-06-30 1"]);
+    assert!(
+        q2.warnings
+            .iter()
+            .any(|w| w.contains("older than their baseline: 张伟 (was 2026-09-30)")),
+        "{:?}",
+        q2.warnings
+    );
+    // ...and read again by the next run over Q3, counting from June.
+    let again = plugin(dir.path(), host())
+        .collect(&quarter((7, 1), (9, 30), q2.state.clone()))
+        .unwrap();
+    assert_eq!(
+        lines(&again),
+        [
+            "county/natres xuexi_points 张伟 2026-09-30 1500",
+            "county/natres xuexi_members - 2026-09-30 1",
+        ]
     );
 }
