@@ -1288,6 +1288,9 @@ mod tests {
         ) -> Result<Vec<crate::store::StoredObservation>, StoreError> {
             self.inner.observations(units, indicator, start, end)
         }
+        fn first_day(&self) -> Result<Option<NaiveDate>, StoreError> {
+            self.inner.first_day()
+        }
         fn check_writable(&self) -> Result<(), StoreError> {
             self.inner.check_writable()
         }
