@@ -575,7 +575,8 @@ impl Config {
             return Err(ConfigError::from_problems(problems));
         }
         let secrets = Redactor::new(checker.resolved_secrets(&config));
-        let unresolved = checker.unresolved;
+        let mut unresolved = checker.unresolved;
+        unresolved.sort_by_key(|p| (p.location.line, p.location.column));
         Ok((
             Config {
                 secrets,
