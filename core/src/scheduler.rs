@@ -289,6 +289,7 @@ fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<
             tokio::task::spawn_blocking(move || reports::catch_up(&writer, skip.as_ref())).await;
         match written {
             Ok(Ok(periods)) => {
+                let (mut written, mut failed) = (0, 0);
                 for (period, outcome) in periods {
                     let label = period.label();
                     match outcome {
@@ -300,10 +301,15 @@ fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<
                                 files = %files.join(", "),
                                 "missed report written (the schedule fired while the daemon was down)"
                             );
+                            written += 1;
                         }
-                        Err(e) => tracing::error!(period = %label, error = %e, "missed report not written"),
+                        Err(e) => {
+                            tracing::error!(period = %label, error = %e, "missed report not written");
+                            failed += 1;
+                        }
                     }
                 }
+                tracing::info!(written, failed, "reports caught up");
             }
             Ok(Err(e)) => tracing::error!(error = %e, "missed reports not caught up"),
             Err(e) => tracing::error!(error = %e, "missed reports not caught up"),
