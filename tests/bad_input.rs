@@ -596,8 +596,12 @@ path = \"$.data.meetings\"
     let err = stderr(&out);
     assert_eq!(exit_code(&out), 1, "{}{err}", stdout(&out));
     for expected in [
-        format!("{path}:4:13: daemon.api_token: environment variable \"TALLY_TEST_UNSET_TOKEN\" is not set"),
-        format!("{path}:32:29: sources[1].settings.headers.Authorization: environment variable \"TALLY_TEST_UNSET_SECRET\" is not set"),
+        format!(
+            "{path}:4:13: daemon.api_token: environment variable \"TALLY_TEST_UNSET_TOKEN\" is not set"
+        ),
+        format!(
+            "{path}:32:29: sources[1].settings.headers.Authorization: environment variable \"TALLY_TEST_UNSET_SECRET\" is not set"
+        ),
         format!("{path}:32:78: sources[1].settings.headers.X-Key: cannot read secret file"),
         // The plugin was loaded and validated its settings all the same.
         format!("{path}:23:11: sources[0].settings.per_day:"),
@@ -606,7 +610,10 @@ path = \"$.data.meetings\"
     }
 
     // Only the secrets wrong: everything else is checked and shown.
-    let config = env.config("unset.toml", &body.replace("per_day = -1.0", "per_day = 2.0"));
+    let config = env.config(
+        "unset.toml",
+        &body.replace("per_day = -1.0", "per_day = 2.0"),
+    );
     let out = run_tallyd(&["check", "--config", &path]);
     let (text, err) = (stdout(&out), stderr(&out));
     assert_eq!(exit_code(&out), 1, "{text}{err}");

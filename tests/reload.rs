@@ -254,7 +254,11 @@ fn the_reload_answer_names_a_change_of_coverage_retries_backoff_breaker_and_mapp
     let dir = tmp.path();
     let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_example")]);
     let port = free_port();
-    let config = write_config(dir, "tally.toml", &fields_config(port, dir, &plugins, false));
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &fields_config(port, dir, &plugins, false),
+    );
     let d = TestDaemon::start(&config, port);
     write_config(dir, "tally.toml", &fields_config(port, dir, &plugins, true));
     let (status, body) = post(

@@ -69,7 +69,10 @@ fn an_indicator_mapping_renames_and_drops_what_a_plugin_emits() {
     let out = run_tallyd(&["check", "--config", path]);
     assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("source renamed (plugin example, units org (listed)"), "{text}");
+    assert!(
+        text.contains("source renamed (plugin example, units org (listed)"),
+        "{text}"
+    );
     assert!(text.contains("emits meetings\n"), "{text}");
 
     let d = TestDaemon::start(&config, port);
@@ -79,7 +82,10 @@ fn an_indicator_mapping_renames_and_drops_what_a_plugin_emits() {
     // Stored under the configured id; the dropped source stored nothing.
     assert_eq!(d.source("renamed")["last_run"]["observations"], 1);
     assert_eq!(d.source("dropped")["last_run"]["observations"], 0);
-    assert_eq!(d.source("renamed")["emits"], serde_json::json!(["meetings"]));
+    assert_eq!(
+        d.source("renamed")["emits"],
+        serde_json::json!(["meetings"])
+    );
     assert_eq!(d.source("dropped")["emits"], serde_json::json!([]));
     let catalogue = d.get_json("/api/v1/indicators");
     assert_eq!(
@@ -211,12 +217,17 @@ indicators = ["meetings"]
             .unwrap_or_else(|| panic!("{id}: {q3}"))["values"]["meetings"]
             .clone()
     };
+    // (value, missing, incomplete); the flags are left out when false.
     let flags = |id: &str| {
         let c = row(id);
-        (c["value"].clone(), c["missing"].clone(), c["incomplete"].clone())
+        (
+            c["value"].as_f64(),
+            c["missing"] == true,
+            c["incomplete"] == true,
+        )
     };
-    assert_eq!(flags("county"), (7.0.into(), false.into(), false.into()));
-    assert_eq!(flags("county/a"), (3.0.into(), false.into(), false.into()));
-    assert_eq!(flags("county/b"), (Value::Null, false.into(), false.into()));
-    assert_eq!(flags("county/c"), (4.0.into(), false.into(), false.into()));
+    assert_eq!(flags("county"), (Some(7.0), false, false), "{q3}");
+    assert_eq!(flags("county/a"), (Some(3.0), false, false), "{q3}");
+    assert_eq!(flags("county/b"), (None, false, false), "{q3}");
+    assert_eq!(flags("county/c"), (Some(4.0), false, false), "{q3}");
 }

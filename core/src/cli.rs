@@ -230,8 +230,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let registry = PluginRegistry::scan(&config.daemon.plugin_dirs);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let services = daemon::host_services(&config, clock.clone(), None)?;
-    let created =
-        engine::create_sources(&config, &registry, &services).map_err(with_unresolved)?;
+    let created = engine::create_sources(&config, &registry, &services).map_err(with_unresolved)?;
     let mut out = std::io::stdout().lock();
     if unresolved.is_empty() {
         writeln!(out, "{}: ok", config.path.display())?;

@@ -101,7 +101,12 @@ fn plugin_catalogue(source: &SourceConfig, catalogue: &[IndicatorRef]) -> Vec<In
     out.extend(
         catalogue
             .iter()
-            .filter(|i| !source.indicators.values().any(|m| m.as_ref() == Some(&i.id)))
+            .filter(|i| {
+                !source
+                    .indicators
+                    .values()
+                    .any(|m| m.as_ref() == Some(&i.id))
+            })
             .cloned(),
     );
     out

@@ -725,7 +725,11 @@ impl Config {
                 self.sources
                     .iter()
                     .filter(|s| s.enabled == enabled)
-                    .filter(|s| stored.get(s.id.as_str()).is_some_and(|e| e.contains(&indicator.id)))
+                    .filter(|s| {
+                        stored
+                            .get(s.id.as_str())
+                            .is_some_and(|e| e.contains(&indicator.id))
+                    })
                     .map(|s| s.id.as_str())
                     .collect()
             };
@@ -843,19 +847,19 @@ impl Checker<'_> {
                 Config::DEFAULT_TIMEZONE
             }),
         };
-        let api_token = raw
-            .api_token
-            .and_then(|text| match self.resolve("daemon.api_token", &text) {
-                Ok(value) if value.is_empty() => {
-                    self.problem("daemon.api_token", "the token is empty");
-                    None
-                }
-                Ok(value) => Some(Secret::new(value)),
-                Err(message) => {
-                    self.problem("daemon.api_token", message);
-                    None
-                }
-            });
+        let api_token =
+            raw.api_token
+                .and_then(|text| match self.resolve("daemon.api_token", &text) {
+                    Ok(value) if value.is_empty() => {
+                        self.problem("daemon.api_token", "the token is empty");
+                        None
+                    }
+                    Ok(value) => Some(Secret::new(value)),
+                    Err(message) => {
+                        self.problem("daemon.api_token", message);
+                        None
+                    }
+                });
         if !listen.ip().is_loopback() && api_token.is_none() {
             self.problem(
                 "daemon.listen",

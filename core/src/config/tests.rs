@@ -796,13 +796,23 @@ fn the_indicator_mapping_is_read_and_its_right_side_checked() {
         source.indicators,
         BTreeMap::from([
             ("xuexi_members".to_owned(), None),
-            ("xuexi_points".to_owned(), Some("xuexi_points_year".to_owned())),
+            (
+                "xuexi_points".to_owned(),
+                Some("xuexi_points_year".to_owned())
+            ),
         ])
     );
-    assert_eq!(source.map_indicator("xuexi_points"), Some("xuexi_points_year"));
+    assert_eq!(
+        source.map_indicator("xuexi_points"),
+        Some("xuexi_points_year")
+    );
     assert_eq!(source.map_indicator("xuexi_members"), None);
     assert_eq!(source.map_indicator("other"), Some("other"));
-    let emitted = ["xuexi_points".to_owned(), "xuexi_members".to_owned(), "x".to_owned()];
+    let emitted = [
+        "xuexi_points".to_owned(),
+        "xuexi_members".to_owned(),
+        "x".to_owned(),
+    ];
     assert_eq!(source.mapped_emits(&emitted), ["xuexi_points_year", "x"]);
 
     check_err(
@@ -859,7 +869,10 @@ fn check_emits_checks_the_left_side_of_the_mapping_and_uses_mapped_ids() {
         "{err}"
     );
     // A declared indicator that only a mapping could fill: nobody stores it.
-    let err = config.check_emits(&emits(&["other"])).unwrap_err().to_string();
+    let err = config
+        .check_emits(&emits(&["other"]))
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("indicators[0].id: no source emits indicator \"xuexi_points_year\""),
         "{err}"
@@ -868,9 +881,7 @@ fn check_emits_checks_the_left_side_of_the_mapping_and_uses_mapped_ids() {
     // Two emitted ids onto one stored id would mix two figures.
     let config = parse(&format!(
         "{}{XUEXI_INDICATORS}",
-        county_source(
-            "unit = \"county\"\n[sources.indicators]\npoints = \"xuexi_points_year\"\n"
-        )
+        county_source("unit = \"county\"\n[sources.indicators]\npoints = \"xuexi_points_year\"\n")
     ))
     .unwrap();
     let err = config
@@ -925,7 +936,13 @@ fn a_change_of_any_source_field_is_a_change_and_only_some_need_a_new_instance() 
     assert!(base.same_instance(&every_key_source(None, TAIL)));
     // What the plugin instance is created with, or the daemon derives from
     // it once; every other field is read per run.
-    let instance_keys = ["plugin", "units", "coverage", "isolation", "memory_limit_mb"];
+    let instance_keys = [
+        "plugin",
+        "units",
+        "coverage",
+        "isolation",
+        "memory_limit_mb",
+    ];
     for (key, _, _) in EVERY_SOURCE_KEY {
         let changed = every_key_source(Some(key), TAIL);
         assert!(base != changed, "a change of {key} is a change");
@@ -954,7 +971,10 @@ fn a_change_of_any_source_field_is_a_change_and_only_some_need_a_new_instance() 
     assert!(subtree.sources[0] != alone.sources[0]);
     assert!(!subtree.sources[0].same_instance(&alone.sources[0]));
     // Written differently, configured the same: unchanged.
-    let listed = parse(&county_source("units = [\"county\"]\ncoverage = \"listed\"\n")).unwrap();
+    let listed = parse(&county_source(
+        "units = [\"county\"]\ncoverage = \"listed\"\n",
+    ))
+    .unwrap();
     assert!(listed.sources[0] == alone.sources[0]);
 }
 
@@ -1004,8 +1024,7 @@ fn unset_secrets_are_deferred_for_check_and_named_each_at_its_key() {
 
     // Any other problem fails as before, listing the unresolved ones too.
     let broken = text.replace("\"0 2 * * *\"", "\"bad\"");
-    let err = Config::parse_deferring_secrets(&broken, Path::new("t.toml"), &fake_env)
-        .unwrap_err();
+    let err = Config::parse_deferring_secrets(&broken, Path::new("t.toml"), &fake_env).unwrap_err();
     assert_eq!(err.problems().len(), 4, "{err}");
 }
 

@@ -299,17 +299,32 @@ fn catch_up_covers_the_quarters_the_schedule_fired_for_since_the_first_observati
     // Observations since May: Q2 and Q3 are over and were due on 1 July
     // and 1 October.
     assert_eq!(
-        labels(&catch_up_periods(s, Shanghai, mid_q4, Some(day(2026, 5, 20)))),
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            mid_q4,
+            Some(day(2026, 5, 20))
+        )),
         ["2026-Q2", "2026-Q3"]
     );
     // A first observation on a quarter's last day still brings it in.
     assert_eq!(
-        labels(&catch_up_periods(s, Shanghai, mid_q4, Some(day(2026, 6, 30)))),
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            mid_q4,
+            Some(day(2026, 6, 30))
+        )),
         ["2026-Q2", "2026-Q3"]
     );
     // Years of data: the last four quarters only.
     assert_eq!(
-        labels(&catch_up_periods(s, Shanghai, mid_q4, Some(day(2024, 1, 1)))),
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            mid_q4,
+            Some(day(2024, 1, 1))
+        )),
         ["2025-Q4", "2026-Q1", "2026-Q2", "2026-Q3"]
     );
     // An empty store, or data of the running quarter only: nothing.
@@ -319,11 +334,21 @@ fn catch_up_covers_the_quarters_the_schedule_fired_for_since_the_first_observati
     // start then leaves Q3 to the schedule.
     let first = Some(day(2026, 5, 20));
     assert_eq!(
-        labels(&catch_up_periods(s, Shanghai, shanghai(2026, 10, 1, 1, 59), first)),
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            shanghai(2026, 10, 1, 1, 59),
+            first
+        )),
         ["2026-Q2"]
     );
     assert_eq!(
-        labels(&catch_up_periods(s, Shanghai, shanghai(2026, 10, 1, 2, 0), first)),
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            shanghai(2026, 10, 1, 2, 0),
+            first
+        )),
         ["2026-Q2", "2026-Q3"]
     );
 }
@@ -336,8 +361,14 @@ fn missing_formats_are_the_ones_without_any_revision() {
     ReportWriter::new(tmp.path(), vec![Format::Csv], Shanghai)
         .write(&summary(&q2))
         .unwrap();
-    std::fs::rename(tmp.path().join("2026-Q2.csv"), tmp.path().join("2026-Q2.r2.csv")).unwrap();
-    let files = ReportWriter::new(tmp.path(), vec![], Shanghai).list().unwrap();
+    std::fs::rename(
+        tmp.path().join("2026-Q2.csv"),
+        tmp.path().join("2026-Q2.r2.csv"),
+    )
+    .unwrap();
+    let files = ReportWriter::new(tmp.path(), vec![], Shanghai)
+        .list()
+        .unwrap();
     let both = [Format::Xlsx, Format::Csv];
     assert_eq!(missing_formats(&files, &q2, &both), [Format::Xlsx]);
     assert_eq!(missing_formats(&files, &q3, &both), both);
@@ -400,7 +431,10 @@ fn a_start_in_q4_writes_the_missing_q2_and_q3_reports_once() {
                 warnings: vec![],
                 http_requests: None,
             },
-            &[observation(day(2026, 5, 12), 3.0), observation(day(2026, 8, 3), 4.0)],
+            &[
+                observation(day(2026, 5, 12), 3.0),
+                observation(day(2026, 8, 3), 4.0),
+            ],
             None,
         )
         .unwrap();
@@ -409,7 +443,11 @@ fn a_start_in_q4_writes_the_missing_q2_and_q3_reports_once() {
     let written = catch_up(&engine, None).unwrap();
     let periods: Vec<&str> = written.iter().map(|(p, _)| p.label()).collect();
     assert_eq!(periods, ["2026-Q2", "2026-Q3"]);
-    assert!(written.iter().all(|(_, w)| w.as_ref().is_ok_and(|p| p.len() == 2)));
+    assert!(
+        written
+            .iter()
+            .all(|(_, w)| w.as_ref().is_ok_and(|p| p.len() == 2))
+    );
     assert_eq!(
         names(&reports),
         ["2026-Q2.csv", "2026-Q2.xlsx", "2026-Q3.csv", "2026-Q3.xlsx"]
