@@ -186,16 +186,16 @@ pub fn missing_formats(files: &[ReportFile], period: &Period, formats: &[Format]
         .collect()
 }
 
+/// What [`catch_up`] did for one quarter: the files written, or why not.
+pub type CaughtUp = (Period, Result<Vec<PathBuf>, WriteError>);
+
 /// Writes the reports missed while the daemon was down (blocking: reads the
 /// store, writes files): for each quarter of [`catch_up_periods`] except
 /// `skip` (the quarter `write_on_start` writes anyway), the formats of
 /// `[reports]` that have no file yet. Existing files are never touched, so
 /// a second start writes nothing. Returns each period written with its
 /// outcome; a period that fails does not stop the others.
-pub fn catch_up(
-    engine: &Engine,
-    skip: Option<&Period>,
-) -> Result<Vec<(Period, Result<Vec<PathBuf>, WriteError>)>, WriteError> {
+pub fn catch_up(engine: &Engine, skip: Option<&Period>) -> Result<Vec<CaughtUp>, WriteError> {
     let config = &engine.config;
     let first_day = engine
         .store
