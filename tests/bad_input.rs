@@ -565,3 +565,74 @@ fn bad_command_line_arguments_are_user_errors() {
     assert_eq!(exit_code(&out), 0);
     assert!(stdout(&out).contains("tallyd"));
 }
+
+/// `check` names every unset secret, each at its key, and still loads the
+/// plugins and lets them validate their settings; `plugins --config` lists
+/// plugins whatever the secrets; `run` refuses to start.
+#[test]
+fn check_reports_every_unset_secret_and_checks_everything_else() {
+    let env = env();
+    // Line 4: the token; the example source (17..22) has a bad setting; the
+    // http_json source (24 on) two unset secrets.
+    let body = format!(
+        "api_token = \"${{env:TALLY_TEST_UNSET_TOKEN}}\"\n{}
+[[sources]]
+id = \"portal\"
+plugin = \"http_json\"
+unit = \"org\"
+schedule = \"0 3 * * *\"
+[sources.settings]
+url = \"http://127.0.0.1:9/stats\"
+headers = {{ Authorization = \"Bearer ${{env:TALLY_TEST_UNSET_SECRET}}\", X-Key = \"${{file:no-such-key}}\" }}
+[[sources.settings.values]]
+indicator = \"meetings\"
+path = \"$.data.meetings\"
+",
+        OK_BODY.replace("per_day = 2.0", "per_day = -1.0")
+    );
+    let config = env.config("unset.toml", &body);
+    let path = config.display().to_string();
+    let out = run_tallyd(&["check", "--config", &path]);
+    let err = stderr(&out);
+    assert_eq!(exit_code(&out), 1, "{}{err}", stdout(&out));
+    for expected in [
+        format!(
+            "{path}:4:13: daemon.api_token: environment variable \"TALLY_TEST_UNSET_TOKEN\" is not set"
+        ),
+        format!(
+            "{path}:32:29: sources[1].settings.headers.Authorization: environment variable \"TALLY_TEST_UNSET_SECRET\" is not set"
+        ),
+        format!("{path}:32:78: sources[1].settings.headers.X-Key: cannot read secret file"),
+        // The plugin was loaded and validated its settings all the same.
+        format!("{path}:23:11: sources[0].settings.per_day:"),
+    ] {
+        assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
+    }
+
+    // Only the secrets wrong: everything else is checked and shown.
+    let config = env.config(
+        "unset.toml",
+        &body.replace("per_day = -1.0", "per_day = 2.0"),
+    );
+    let out = run_tallyd(&["check", "--config", &path]);
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(exit_code(&out), 1, "{text}{err}");
+    assert_eq!(err.matches("error: ").count(), 3, "{err}");
+    assert!(text.contains("3 secrets not set"), "{text}");
+    assert!(text.contains("source portal (plugin http_json"), "{text}");
+    assert!(text.contains("next runs:"), "{text}");
+
+    // Listing plugins needs no secret.
+    let out = run_tallyd(&["plugins", "--config", config.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("http_json"), "{}", stdout(&out));
+
+    // The daemon does not start without them.
+    let out = run_tallyd(&["run", "--config", &path]);
+    assert_eq!(exit_code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"TALLY_TEST_UNSET_TOKEN\" is not set"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -194,3 +194,90 @@ fn a_broken_config_is_refused_and_a_good_one_changes_only_what_changed() {
     assert_eq!(ready["ready"], true, "{ready}");
     assert_eq!(ready["scheduled"], 3, "{ready}");
 }
+
+/// One `example` source per field whose change the reload must report:
+/// `(id, lines before, lines after)`. The unit test of `SourceConfig`
+/// covers every field; this checks the answer through the real daemon for
+/// those an old hand-kept list forgot.
+const FIELD_CHANGES: &[(&str, &str, &str)] = &[
+    ("keep", "unit = \"county\"\n", "unit = \"county\"\n"),
+    ("shape", "units = [\"county\"]\n", "unit = \"county\"\n"),
+    (
+        "coverage",
+        "units = [\"county\"]\n",
+        "units = [\"county\"]\ncoverage = \"listed\"\n",
+    ),
+    (
+        "retries",
+        "unit = \"county\"\nretries = 2\n",
+        "unit = \"county\"\nretries = 3\n",
+    ),
+    (
+        "backoff",
+        "unit = \"county\"\nretry_backoff = \"5s\"\n",
+        "unit = \"county\"\nretry_backoff = \"6s\"\n",
+    ),
+    (
+        "breaker",
+        "unit = \"county\"\nbreaker_after = 3\n",
+        "unit = \"county\"\nbreaker_after = 4\n",
+    ),
+    (
+        "mapping",
+        "unit = \"county\"\n",
+        "unit = \"county\"\n[sources.indicators]\nmeetings = false\n",
+    ),
+];
+
+fn fields_config(port: u16, dir: &Path, plugins: &Path, after: bool) -> String {
+    let mut text = config_text(port, dir, plugins, &[]);
+    text.push_str("[[units]]\nid = \"county/a\"\nname = \"县甲\"\n");
+    for (id, before, changed) in FIELD_CHANGES {
+        let lines = if after { changed } else { before };
+        text.push_str(&format!(
+            "\n[[sources]]\nid = \"{id}\"\nplugin = \"example\"\nschedule = \"0 3 * * *\"\n\
+             [sources.settings]\nindicator = \"meetings\"\nper_day = 1\n"
+        ));
+        // The keys of the source go before its sub-tables.
+        let at = text.rfind("[sources.settings]").unwrap();
+        text.insert_str(at, lines.split("[sources.indicators]").next().unwrap());
+        if let Some(mapping) = lines.split_once("[sources.indicators]").map(|(_, m)| m) {
+            text.push_str(&format!("[sources.indicators]{mapping}"));
+        }
+    }
+    text
+}
+
+#[test]
+fn the_reload_answer_names_a_change_of_coverage_retries_backoff_breaker_and_mapping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_example")]);
+    let port = free_port();
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &fields_config(port, dir, &plugins, false),
+    );
+    let d = TestDaemon::start(&config, port);
+    write_config(dir, "tally.toml", &fields_config(port, dir, &plugins, true));
+    let (status, body) = post(
+        &format!("{}/api/v1/reload", d.base),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}\n{}", d.log());
+    let changes: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        changes,
+        serde_json::json!({
+            "added": [],
+            "removed": [],
+            "changed": ["backoff", "breaker", "coverage", "mapping", "retries", "shape"],
+            "unchanged": ["keep"],
+        })
+    );
+    assert_eq!(d.source("coverage")["coverage"], "listed");
+    assert_eq!(d.source("shape")["coverage"], "listed");
+    assert_eq!(d.source("mapping")["emits"], serde_json::json!([]));
+}

@@ -1,6 +1,7 @@
-//! Report files: the xlsx summary over HTTP and from `tallyd report`, and the
-//! report the daemon writes at start (`[reports] write_on_start`), listed by
-//! `GET /api/v1/reports` and never overwritten. The quarterly schedule itself
+//! Report files: the xlsx summary over HTTP and from `tallyd report`, the
+//! report the daemon writes at start (`[reports] write_on_start`), and the
+//! reports of quarters it missed, listed by `GET /api/v1/reports` and never
+//! overwritten. The quarterly schedule itself
 //! is tested with a fake clock in `core/src/reports/tests.rs`: here a real
 //! one would mean waiting for a quarter.
 
@@ -169,7 +170,8 @@ fn expected_q3(s: &Setup) -> Vec<(String, Data)> {
 
 #[test]
 fn the_summary_as_xlsx_over_http_and_from_the_command_line() {
-    let s = setup("");
+    // No report files here (not even the missed quarters caught up at start).
+    let s = setup("[reports]\nenabled = false\n");
     let mut d = TestDaemon::start(&s.config, s.port);
     d.wait_for("the start-up run of forms", 60, |d| {
         d.runs("forms", "success") >= 1
@@ -309,4 +311,70 @@ dir = "REPORTS"
     assert_eq!(file(&reports, &format!("{label}.xlsx")), xlsx);
     let (_, _, again) = table(&file(&reports, &format!("{label}.r2.xlsx")));
     assert_eq!(again, rows);
+}
+
+/// The form holds rows in the two quarters before the current one, and no
+/// report was ever written (the daemon was not running on the first day of
+/// either quarter): a start writes both quarters' reports; a second start
+/// finds them and writes nothing. (With a fixed clock, for 2026-Q2 and Q3
+/// seen from Q4: `core/src/reports/tests.rs`.)
+#[test]
+fn missed_quarterly_reports_are_written_at_start_once() {
+    let s = setup("[reports]\ndir = \"REPORTS\"\n");
+    let reports = s.dir.join("reports");
+    let earlier = s.last_quarter.previous();
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("\"REPORTS\"", &toml_path(&reports))
+        .replace(
+            &format!(
+                "backfill_from = \"{}\"",
+                s.last_quarter
+                    .start
+                    .min(NaiveDate::from_ymd_opt(2026, 7, 1).unwrap())
+            ),
+            &format!("backfill_from = \"{}\"", earlier.start),
+        );
+    std::fs::write(&s.config, text).unwrap();
+    let form = std::fs::read_to_string(s.dir.join("forms/meetings.csv")).unwrap();
+    std::fs::write(
+        s.dir.join("forms/meetings.csv"),
+        format!("{form}county/b,{},6\n", earlier.start),
+    )
+    .unwrap();
+    let expected: Vec<String> = [earlier.label(), s.last_quarter.label()]
+        .iter()
+        .flat_map(|l| [format!("{l}.csv"), format!("{l}.xlsx")])
+        .collect();
+
+    let mut d = TestDaemon::start(&s.config, s.port);
+    d.wait_for("the missed reports", 60, |d| {
+        d.log().contains("reports caught up")
+    });
+    let names: Vec<String> = listing(&d)
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, expected, "{}", d.log());
+    let (title, _, rows) = table(&file(&reports, &format!("{}.xlsx", earlier.label())));
+    assert!(
+        title.starts_with(&format!("{} 统计表", earlier.label())),
+        "{title}"
+    );
+    assert_eq!(rows[2], ("县乙".to_owned(), Data::Float(6.0)), "{rows:?}");
+    let before: Vec<Vec<u8>> = expected.iter().map(|n| file(&reports, n)).collect();
+    d.terminate();
+
+    let d = TestDaemon::start(&s.config, s.port);
+    d.wait_for("the catch-up at start", 60, |d| {
+        d.log().contains("reports caught up")
+    });
+    assert!(!d.log().contains("missed report written"), "{}", d.log());
+    let again: Vec<String> = listing(&d)
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(again, expected);
+    let after: Vec<Vec<u8>> = expected.iter().map(|n| file(&reports, n)).collect();
+    assert_eq!(before, after, "nothing rewritten");
 }

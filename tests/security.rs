@@ -155,9 +155,15 @@ fn query_parameters_and_report_names_stay_inside_data_dir() {
     let (_, body) = d.get("/api/v1/summary?period=2026-Q4&unit=../../etc/passwd");
     assert!(error_of(&body).contains("unknown unit"), "{body}");
 
-    // The reports the daemon writes are named by period label only.
-    d.wait_for("the start report", 60, |_| {
-        std::fs::read_dir(tmp.path().join("reports")).is_ok_and(|r| r.count() >= 2)
+    // The reports the daemon writes are named by period label only. Both
+    // writers at start (the missed quarters, the start report) are done
+    // when both have logged, so no temporary file is left half-way.
+    d.wait_for("the start report and the catch-up", 60, |d| {
+        let log = d.log();
+        let start_report = log
+            .lines()
+            .any(|l| l.contains("report written") && !l.contains("missed report written"));
+        start_report && log.contains("reports caught up")
     });
     for entry in std::fs::read_dir(tmp.path().join("reports")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tally_plugin::Window;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::daemon::{self, Daemon, StartError};
 use crate::domain::period::Period;
 use crate::engine::{self, Trigger};
@@ -217,14 +217,31 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 }
 
 fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = load(path)?;
-    let tree = engine::unit_tree(&config)?;
+    // An unset secret does not stop the check: every one is reported at the
+    // end, with whatever else is wrong, once plugins have been loaded and
+    // have validated their settings (with the reference text in its place).
+    let (config, unresolved) = Config::load_deferring_secrets(path)?;
+    let with_unresolved = |e: ConfigError| -> anyhow::Error {
+        let mut problems = e.problems();
+        problems.extend(unresolved.iter().cloned());
+        ConfigError::from_problems(problems).into()
+    };
+    let tree = engine::unit_tree(&config).map_err(with_unresolved)?;
     let registry = PluginRegistry::scan(&config.daemon.plugin_dirs);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let services = daemon::host_services(&config, clock.clone(), None)?;
-    let created = engine::create_sources(&config, &registry, &services)?;
+    let created = engine::create_sources(&config, &registry, &services).map_err(with_unresolved)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: ok", config.path.display())?;
+    if unresolved.is_empty() {
+        writeln!(out, "{}: ok", config.path.display())?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} secrets not set (see the errors); everything else checked",
+            config.path.display(),
+            unresolved.len()
+        )?;
+    }
     writeln!(
         out,
         "  {} units ({} roots), {} indicators, {} targets, {} sources",
@@ -253,13 +270,14 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         let s = &config.sources[*idx];
         writeln!(
             out,
-            "  source {} (plugin {}, units {}, schedule \"{}\", timeout {}) emits {}",
+            "  source {} (plugin {}, units {} ({}), schedule \"{}\", timeout {}) emits {}",
             s.id,
             s.plugin,
             s.units.join(", "),
+            s.coverage.as_str(),
             s.schedule_text,
             engine::humanize(s.timeout),
-            instance.created.emits.join(", ")
+            s.mapped_emits(&instance.created.emits).join(", ")
         )?;
         let next: Vec<String> = s
             .next_runs(now, tz, 3)
@@ -271,6 +289,11 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     for s in config.sources.iter().filter(|s| !s.enabled) {
         writeln!(out, "  source {} is disabled", s.id)?;
     }
+    let mut failed = false;
+    for problem in &unresolved {
+        eprintln!("error: {problem}");
+        failed = true;
+    }
     // A library the daemon would refuse is an error for `check` (exit 1), even
     // if no source uses it: the operator put it there for a reason.
     if !registry.refused().is_empty() {
@@ -278,9 +301,13 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             "error: {} plugin libraries refused (see above)",
             registry.refused().len()
         );
-        return Ok(ExitCode::from(1));
+        failed = true;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Backfills are split into chunks so that progress shows and a failure
@@ -467,7 +494,9 @@ fn explain(
 
 fn plugins(config: Option<&Path>) -> anyhow::Result<ExitCode> {
     let dirs = match config {
-        Some(path) => load(path)?.daemon.plugin_dirs,
+        // Only `plugin_dirs` is read: listing plugins needs no secret and
+        // no valid rest of the file.
+        Some(path) => Config::load_plugin_dirs(path)?,
         None => daemon::exe_dir().into_iter().collect(),
     };
     let registry = PluginRegistry::scan(&dirs);

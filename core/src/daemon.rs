@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, SourceConfig};
+use crate::config::{Config, ConfigError};
 use crate::engine::{self, Engine};
 use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;
@@ -104,7 +104,8 @@ pub struct Daemon {
 }
 
 /// What a reload changed, by source id, each list sorted. `changed` sources
-/// kept their id but not their configuration; `unchanged` ones kept
+/// kept their id but some field of their configuration differs (any field:
+/// `SourceConfig`'s `PartialEq` compares them all); `unchanged` ones kept
 /// everything, their plugin instance included.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReloadChanges {
@@ -361,9 +362,10 @@ async fn forward_sighup(tx: mpsc::Sender<ReloadRequest>) {
 /// Everything `tallyd check` validates is validated again (syntax, units,
 /// plugins, settings through each plugin, emitted indicators). Plugin
 /// libraries found since are loaded; libraries are never unloaded, and one
-/// already loaded from the same file is reused. A source whose plugin,
-/// settings, isolation and units are unchanged keeps its plugin instance (and
-/// the plugin's in-memory caches) and its busy guard. The store, the clock
+/// already loaded from the same file is reused. A source for which
+/// [`SourceConfig::same_instance`](crate::config::SourceConfig::same_instance)
+/// holds keeps its plugin instance (and the plugin's in-memory caches) and
+/// its busy guard. The store, the clock
 /// and the metrics registry carry over, so counters continue.
 pub async fn reload(current: &Arc<Engine>) -> Result<(Arc<Engine>, ReloadChanges), ReloadError> {
     let current = current.clone();
@@ -429,7 +431,7 @@ fn changes(old: &Engine, new: &Engine) -> ReloadChanges {
     for source in new.sources() {
         match old.source(source.id()) {
             None => out.added.push(source.id().to_owned()),
-            Some(before) if same_source(&before.config, &source.config) => {
+            Some(before) if before.config == source.config => {
                 out.unchanged.push(source.id().to_owned())
             }
             Some(_) => out.changed.push(source.id().to_owned()),
@@ -449,15 +451,6 @@ fn changes(old: &Engine, new: &Engine) -> ReloadChanges {
         list.sort();
     }
     out
-}
-
-/// Everything of a source's configuration that a run uses.
-fn same_source(a: &SourceConfig, b: &SourceConfig) -> bool {
-    engine::same_instance(a, b)
-        && a.schedule_text == b.schedule_text
-        && a.lookback_days == b.lookback_days
-        && a.timeout == b.timeout
-        && a.backfill_from == b.backfill_from
 }
 
 /// Resolves on SIGTERM or SIGINT.

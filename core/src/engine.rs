@@ -43,7 +43,11 @@ pub struct SourceRuntime {
     interval: Option<Duration>,
     units: Vec<UnitRef>,
     allowed_units: HashSet<String>,
+    /// What the plugin emits, in its own ids.
     emits: HashSet<String>,
+    /// The indicator catalogue as the plugin sees it: an indicator the
+    /// source maps is listed under the plugin's id (see [`plugin_catalogue`]).
+    catalogue: Vec<IndicatorRef>,
 }
 
 impl SourceRuntime {
@@ -69,6 +73,43 @@ impl SourceRuntime {
     pub fn interval(&self) -> Option<Duration> {
         self.interval
     }
+
+    /// The configured indicator ids this source stores: what its plugin
+    /// emits, through the source's indicator mapping.
+    pub fn emitted_ids(&self) -> Vec<String> {
+        self.config.mapped_emits(&self.instance.created.emits)
+    }
+}
+
+/// The catalogue handed to a source's plugin in each request: a configured
+/// indicator that the source's `[sources.indicators]` maps an emitted id to
+/// is listed under that emitted id (first, so that a column named by the
+/// indicator's display name resolves to the id the plugin knows), and not
+/// under its own; the others as configured.
+fn plugin_catalogue(source: &SourceConfig, catalogue: &[IndicatorRef]) -> Vec<IndicatorRef> {
+    let mut out: Vec<IndicatorRef> = source
+        .indicators
+        .iter()
+        .filter_map(|(emitted, mapped)| {
+            let target = catalogue.iter().find(|i| Some(&i.id) == mapped.as_ref())?;
+            Some(IndicatorRef {
+                id: emitted.clone(),
+                ..target.clone()
+            })
+        })
+        .collect();
+    out.extend(
+        catalogue
+            .iter()
+            .filter(|i| {
+                !source
+                    .indicators
+                    .values()
+                    .any(|m| m.as_ref() == Some(&i.id))
+            })
+            .cloned(),
+    );
+    out
 }
 
 /// Whether a failed attempt may pass on its own, so that trying again soon
@@ -240,7 +281,6 @@ pub struct Engine {
     pub plugins: Arc<PluginRegistry>,
     sources: Vec<Arc<SourceRuntime>>,
     limit: Arc<Semaphore>,
-    indicators: Vec<IndicatorRef>,
     /// The queue of the store writer ([`write_runs`]), started by the first run.
     writer: std::sync::OnceLock<mpsc::UnboundedSender<PendingWrite>>,
     /// Set by [`Engine::close`]: runs still waiting for a permit give up.
@@ -323,19 +363,8 @@ pub fn create_sources(
     create_sources_reusing(config, registry, services, None)
 }
 
-/// Whether a source's plugin instance can be kept across a reload: what the
-/// plugin was created with (its library, settings, isolation and units) is
-/// unchanged. Schedule, timeout and lookback are read per run, not by the plugin.
-pub fn same_instance(old: &SourceConfig, new: &SourceConfig) -> bool {
-    old.plugin == new.plugin
-        && old.settings == new.settings
-        && old.isolation == new.isolation
-        && old.memory_limit_mb == new.memory_limit_mb
-        && old.units == new.units
-}
-
 /// [`create_sources`] for a reload: a source of `previous` whose plugin
-/// instance can be kept ([`same_instance`], and the registry still maps its
+/// instance can be kept ([`SourceConfig::same_instance`], and the registry still maps its
 /// plugin name to the same library) keeps it, with its in-memory caches;
 /// every other enabled source gets a new instance, through which its plugin
 /// validates its settings. Reports every problem, each at its place in the file.
@@ -373,7 +402,7 @@ pub fn create_sources_reusing(
             continue;
         };
         let kept = previous.and_then(|p| p.source(&source.id)).filter(|old| {
-            same_instance(&old.config, source) && Arc::ptr_eq(&old.instance.plugin, lib)
+            old.config.same_instance(source) && Arc::ptr_eq(&old.instance.plugin, lib)
         });
         if let Some(old) = kept {
             emits.insert(source.id.clone(), old.instance.created.emits.clone());
@@ -472,6 +501,20 @@ impl Engine {
     ) -> Engine {
         // Sources share a handful of schedules, and walking a schedule's next
         // runs is the bulk of start-up with a thousand sources.
+        let indicators: Vec<IndicatorRef> = config
+            .indicators
+            .iter()
+            .map(|i| IndicatorRef {
+                id: i.id.clone(),
+                name: i.name.clone(),
+                kind: match i.kind {
+                    Kind::Count => tally_plugin::Kind::Count,
+                    Kind::Level => tally_plugin::Kind::Level,
+                    Kind::Distinct => tally_plugin::Kind::Distinct,
+                },
+                unit: i.unit.clone(),
+            })
+            .collect();
         let now = clock.now();
         let mut gaps: HashMap<&str, Option<Duration>> = HashMap::new();
         let sources = created
@@ -514,6 +557,7 @@ impl Engine {
                 let instance: Arc<SourceRunner> = instance.into();
                 Arc::new(SourceRuntime {
                     emits: instance.created.emits.iter().cloned().collect(),
+                    catalogue: plugin_catalogue(&config_source, &indicators),
                     config: config_source,
                     index,
                     instance,
@@ -529,20 +573,6 @@ impl Engine {
         for lib in plugins.plugins() {
             metrics.plugin_loaded(&lib.name, &lib.version, &lib.abi_major.to_string());
         }
-        let indicators = config
-            .indicators
-            .iter()
-            .map(|i| IndicatorRef {
-                id: i.id.clone(),
-                name: i.name.clone(),
-                kind: match i.kind {
-                    Kind::Count => tally_plugin::Kind::Count,
-                    Kind::Level => tally_plugin::Kind::Level,
-                    Kind::Distinct => tally_plugin::Kind::Distinct,
-                },
-                unit: i.unit.clone(),
-            })
-            .collect();
         Engine {
             limit: Arc::new(Semaphore::new(config.daemon.max_concurrent_runs.max(1))),
             config,
@@ -552,7 +582,6 @@ impl Engine {
             metrics,
             plugins,
             sources,
-            indicators,
             writer: std::sync::OnceLock::new(),
             closing: tokio::sync::watch::Sender::new(false),
         }
@@ -938,7 +967,7 @@ impl Engine {
             timezone: self.config.daemon.timezone.name().to_owned(),
             units: source.units.clone(),
             default_unit: (source.config.units.len() == 1).then(|| source.config.units[0].clone()),
-            indicators: self.indicators.clone(),
+            indicators: source.catalogue.clone(),
             state,
         };
         let instance = source.instance.clone();
@@ -999,9 +1028,12 @@ impl Engine {
         Ok(collected)
     }
 
-    /// Keeps what a plugin may report: known units of this source, indicators
+    /// Keeps what a plugin may report: units in the source's scope (its
+    /// units and every unit below them, whatever its coverage), indicators
     /// it declared, days of the window it was asked for, finite values.
-    /// Everything else is a warning, never a silently stored number.
+    /// Everything else is a warning, never a silently stored number. Kept
+    /// observations are renamed, or dropped without a warning, as the
+    /// source's indicator mapping says.
     fn accept(
         &self,
         source: &SourceRuntime,
@@ -1020,7 +1052,11 @@ impl Engine {
                     rejected += 1;
                     if rejected <= 10 {
                         warnings.push(format!(
-                            "dropped an observation for unit \"{u}\": not a unit of this source"
+                            "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{}\" (units {}, and the units below them)",
+                            o.indicator,
+                            o.day,
+                            source.config.id,
+                            source.config.units.join(", ")
                         ));
                     }
                     continue;
@@ -1065,10 +1101,15 @@ impl Engine {
                 }
                 continue;
             }
+            let indicator = match source.config.map_indicator(&o.indicator) {
+                Some(mapped) if mapped == o.indicator => o.indicator,
+                Some(mapped) => mapped.to_owned(),
+                None => continue,
+            };
             kept.push(Observation {
                 source: source.config.id.clone(),
                 unit,
-                indicator: o.indicator,
+                indicator,
                 entity: o.entity,
                 day: o.day,
                 value: o.value,
@@ -1080,11 +1121,12 @@ impl Engine {
         kept
     }
 
-    /// Which indicators each enabled source emits, as its plugin said.
+    /// Which configured indicators each enabled source stores: what its
+    /// plugin said it emits, through the source's indicator mapping.
     pub fn emits(&self) -> HashMap<String, Vec<String>> {
         self.sources
             .iter()
-            .map(|s| (s.config.id.clone(), s.instance.created.emits.clone()))
+            .map(|s| (s.config.id.clone(), s.emitted_ids()))
             .collect()
     }
 
@@ -1250,6 +1292,9 @@ mod tests {
             end: NaiveDate,
         ) -> Result<Vec<crate::store::StoredObservation>, StoreError> {
             self.inner.observations(units, indicator, start, end)
+        }
+        fn first_day(&self) -> Result<Option<NaiveDate>, StoreError> {
+            self.inner.first_day()
         }
         fn check_writable(&self) -> Result<(), StoreError> {
             self.inner.check_writable()

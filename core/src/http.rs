@@ -453,7 +453,7 @@ async fn indicators(State(state): State<AppState>) -> Json<Value> {
             let sources: Vec<&str> = engine
                 .sources()
                 .iter()
-                .filter(|s| s.instance.created.emits.contains(&i.id))
+                .filter(|s| s.emitted_ids().contains(&i.id))
                 .map(|s| s.id())
                 .collect();
             let targets: Vec<Value> = engine
@@ -530,10 +530,11 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             "id": source.id(),
             "plugin": source.plugin(),
             "units": source.config.units,
+            "coverage": source.config.coverage.as_str(),
             "schedule": source.config.schedule_text,
             "timeout": humanize(source.config.timeout),
             "lookback_days": source.config.lookback_days,
-            "emits": source.instance.created.emits,
+            "emits": source.emitted_ids(),
             "running": source.is_running(),
             "last_run": last_run,
             "last_success": status.last_success.as_ref().map(|s| local(s.finished_at)),

@@ -11,11 +11,16 @@
 //! The schedule is decided by the pure [`due`], given the time of the last
 //! check and the engine's clock, so tests move a fake clock over a quarter
 //! boundary instead of waiting for one.
+//!
+//! Reports are caught up as missed runs are: at start and after a reload,
+//! [`catch_up`] writes the report of every quarter the schedule has already
+//! fired for ([`catch_up_periods`]: the last four at most, none before the
+//! store's first observation) in each format that has no file for it yet.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -128,6 +133,102 @@ pub fn next_fire(schedule: &cron::Schedule, tz: Tz, after: DateTime<Utc>) -> Opt
 /// before `at`'s local day (2026-Q3 on 2026-10-01 02:00 in Shanghai).
 pub fn report_period(at: DateTime<Utc>, tz: Tz) -> Period {
     Period::containing(PeriodKind::Quarter, local_day(at, tz)).previous()
+}
+
+/// How many quarters back a start catches reports up.
+pub const CATCH_UP_QUARTERS: usize = 4;
+
+/// The quarters whose reports the schedule has written by `now`, if it ran:
+/// the quarter of its most recent fire at or before `now`
+/// ([`report_period`]) and the ones before it, [`CATCH_UP_QUARTERS`] in
+/// all, oldest first, leaving out quarters that ended before `first_day`
+/// (the store's first observation; `None`, an empty store: nothing).
+pub fn catch_up_periods(
+    schedule: &cron::Schedule,
+    tz: Tz,
+    now: DateTime<Utc>,
+    first_day: Option<NaiveDate>,
+) -> Vec<Period> {
+    let Some(first_day) = first_day else {
+        return Vec::new();
+    };
+    // The cron iterator walks backwards too: the fire before a second past
+    // `now` is the last one at or before it.
+    let probe = (now + chrono::Duration::seconds(1)).with_timezone(&tz);
+    let Some(fired) = schedule.after(&probe).next_back() else {
+        return Vec::new();
+    };
+    let mut periods = Vec::new();
+    let mut period = report_period(fired.with_timezone(&Utc), tz);
+    for _ in 0..CATCH_UP_QUARTERS {
+        if period.end < first_day {
+            break;
+        }
+        let before = period.previous();
+        periods.push(period);
+        period = before;
+    }
+    periods.reverse();
+    periods
+}
+
+/// The formats of `formats` that have no file (of any revision) for
+/// `period` among `files`.
+pub fn missing_formats(files: &[ReportFile], period: &Period, formats: &[Format]) -> Vec<Format> {
+    formats
+        .iter()
+        .copied()
+        .filter(|format| {
+            !files
+                .iter()
+                .any(|f| f.period == period.label() && f.format == *format)
+        })
+        .collect()
+}
+
+/// What [`catch_up`] did for one quarter: the files written, or why not.
+pub type CaughtUp = (Period, Result<Vec<PathBuf>, WriteError>);
+
+/// Writes the reports missed while the daemon was down (blocking: reads the
+/// store, writes files): for each quarter of [`catch_up_periods`] except
+/// `skip` (the quarter `write_on_start` writes anyway), the formats of
+/// `[reports]` that have no file yet. Existing files are never touched, so
+/// a second start writes nothing. Returns each period written with its
+/// outcome; a period that fails does not stop the others.
+pub fn catch_up(engine: &Engine, skip: Option<&Period>) -> Result<Vec<CaughtUp>, WriteError> {
+    let config = &engine.config;
+    let first_day = engine
+        .store
+        .first_day()
+        .map_err(|e| WriteError::Summary(SummaryError::Store(e)))?;
+    let periods = catch_up_periods(
+        &config.reports.schedule,
+        config.daemon.timezone,
+        engine.clock.now(),
+        first_day,
+    );
+    let writer = ReportWriter::from_config(config);
+    let files = writer.list()?;
+    let mut out = Vec::new();
+    for period in periods {
+        if skip == Some(&period) {
+            continue;
+        }
+        let formats = missing_formats(&files, &period, &writer.formats);
+        if formats.is_empty() {
+            continue;
+        }
+        let writer = ReportWriter {
+            formats,
+            ..writer.clone()
+        };
+        let written = engine
+            .summary(&SummaryRequest::new(period.clone()))
+            .map_err(WriteError::from)
+            .and_then(|summary| writer.write(&summary));
+        out.push((period, written));
+    }
+    Ok(out)
 }
 
 /// One report file found in the reports directory.

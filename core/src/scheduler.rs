@@ -114,16 +114,26 @@ pub async fn run(
         .enabled
         .then(|| reports::next_fire(&report_config.schedule, tz, now))
         .flatten();
-    // The start report waits for the collections run at start, so that it
-    // holds what they brought in.
+    // The start report, and the reports of quarters the schedule fired for
+    // while the daemon was down, wait for the collections run at start, so
+    // that they hold what those brought in.
     let mut start_report = report_config.write_on_start;
+    let mut catch_up = report_config.enabled;
 
     tokio::pin!(shutdown);
     loop {
-        if start_report && running.is_empty() {
-            start_report = false;
+        if (start_report || catch_up) && running.is_empty() {
             let period = reports::report_period(engine.clock.now(), tz);
-            spawn_report(&mut running, &engine, period);
+            if catch_up {
+                // `write_on_start` writes its quarter in any case.
+                let skip = start_report.then(|| period.clone());
+                spawn_catch_up(&mut running, &engine, skip);
+            }
+            if start_report {
+                spawn_report(&mut running, &engine, period);
+            }
+            start_report = false;
+            catch_up = false;
         }
         let now = engine.clock.now();
         let wait = next
@@ -265,6 +275,44 @@ fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period)
             }
             Ok(Err(e)) => tracing::error!(period = %label, error = %e, "report not written"),
             Err(e) => tracing::error!(period = %label, error = %e, "report not written"),
+        }
+    });
+}
+
+/// Writes the reports missed while the daemon was down
+/// ([`reports::catch_up`]) off the event loop, logging each.
+fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<Period>) {
+    let engine = engine.clone();
+    running.spawn(async move {
+        let writer = engine.clone();
+        let written =
+            tokio::task::spawn_blocking(move || reports::catch_up(&writer, skip.as_ref())).await;
+        match written {
+            Ok(Ok(periods)) => {
+                let (mut written, mut failed) = (0, 0);
+                for (period, outcome) in periods {
+                    let label = period.label();
+                    match outcome {
+                        Ok(paths) => {
+                            let files: Vec<String> =
+                                paths.iter().map(|p| p.display().to_string()).collect();
+                            tracing::info!(
+                                period = %label,
+                                files = %files.join(", "),
+                                "missed report written (the schedule fired while the daemon was down)"
+                            );
+                            written += 1;
+                        }
+                        Err(e) => {
+                            tracing::error!(period = %label, error = %e, "missed report not written");
+                            failed += 1;
+                        }
+                    }
+                }
+                tracing::info!(written, failed, "reports caught up");
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "missed reports not caught up"),
+            Err(e) => tracing::error!(error = %e, "missed reports not caught up"),
         }
     });
 }

@@ -26,7 +26,7 @@ mod reference_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,7 +74,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn from_problems(mut problems: Vec<Problem>) -> ConfigError {
+    /// The error for a list of problems (at least one), sorted by position.
+    pub fn from_problems(mut problems: Vec<Problem>) -> ConfigError {
         problems.sort_by(|a, b| {
             (a.location.line, a.location.column).cmp(&(b.location.line, b.location.column))
         });
@@ -263,16 +264,22 @@ impl fmt::Debug for ReportsConfig {
     }
 }
 
-#[derive(Clone)]
+/// A source as configured. `PartialEq` compares every field (the schedule
+/// by its text), so that a reload tells a changed source from an unchanged
+/// one without a hand-kept list of fields; see also
+/// [`SourceConfig::same_instance`].
+#[derive(Clone, PartialEq)]
 pub struct SourceConfig {
     pub id: String,
     pub plugin: String,
-    /// The unit(s) the source's data belongs to: `unit = ...` gives one.
+    /// The unit(s) the source's data belongs to, as written: `unit = ...`
+    /// gives one. The source may report for these units and every unit
+    /// below them; [`SourceConfig::coverage`] says which are expected to.
     pub units: Vec<String>,
-    /// Written as `units = [...]`: every unit below these is expected to
-    /// report through the source (a unit that does not is 未报送). Written as
-    /// `unit = ...`: only that unit is.
-    pub covers_subtrees: bool,
+    /// Which units are expected to report through the source (a unit that
+    /// does not is 未报送): every unit of the subtrees of `units`, or exactly
+    /// the units listed.
+    pub coverage: Coverage,
     pub schedule: cron::Schedule,
     /// The expression as written in the file.
     pub schedule_text: String,
@@ -290,8 +297,35 @@ pub struct SourceConfig {
     pub retry_backoff: Duration,
     /// Consecutive failed runs after which scheduled runs back off; 0 never.
     pub breaker_after: u32,
+    /// `[sources.indicators]`: an indicator id the plugin emits, mapped to
+    /// the configured indicator its observations are stored as (`Some`) or
+    /// dropped (`None`, written `false`). Ids not in the map are stored as
+    /// the plugin names them.
+    pub indicators: BTreeMap<String, Option<String>>,
     /// Handed to the plugin as JSON, secrets resolved. `Debug` shows only the keys.
     pub settings: serde_json::Value,
+}
+
+/// `coverage = "subtrees" | "listed"` on a source: which of its units are
+/// expected to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coverage {
+    /// Every unit of the subtrees of the source's units (a form every
+    /// bureau fills in). The default of `units = [...]`.
+    Subtrees,
+    /// Exactly the units listed (the accounts a platform has), not the
+    /// units below them. The default of `unit = "..."`.
+    Listed,
+}
+
+impl Coverage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Coverage::Subtrees => "subtrees",
+            Coverage::Listed => "listed",
+        }
+    }
 }
 
 /// `isolation = "none" | "process"` on a source.
@@ -307,6 +341,66 @@ pub enum Isolation {
 }
 
 impl SourceConfig {
+    /// Whether a source's plugin instance (and its in-memory caches) can be
+    /// kept across a reload: nothing the instance was created with, or that
+    /// the daemon derives from it once, changed (plugin, settings, isolation,
+    /// memory limit, units and coverage, indicator mapping). The id is not
+    /// compared: the caller pairs sources by id. Every field is named here,
+    /// so a new one cannot be left out by accident: it fails to compile
+    /// until it is sorted in.
+    pub fn same_instance(&self, new: &SourceConfig) -> bool {
+        let SourceConfig {
+            id: _,
+            plugin,
+            units,
+            coverage,
+            // Read per run or by the scheduler, never by the plugin.
+            schedule: _,
+            schedule_text: _,
+            lookback_days: _,
+            timeout: _,
+            backfill_from: _,
+            enabled: _,
+            retries: _,
+            retry_backoff: _,
+            breaker_after: _,
+            isolation,
+            memory_limit_mb,
+            indicators,
+            settings,
+        } = self;
+        *plugin == new.plugin
+            && *units == new.units
+            && *coverage == new.coverage
+            && *isolation == new.isolation
+            && *memory_limit_mb == new.memory_limit_mb
+            && *indicators == new.indicators
+            && *settings == new.settings
+    }
+
+    /// The id an observation of indicator `emitted` is stored under: the
+    /// mapped id, `emitted` itself when unmapped, `None` when dropped.
+    pub fn map_indicator<'a>(&'a self, emitted: &'a str) -> Option<&'a str> {
+        match self.indicators.get(emitted) {
+            Some(mapped) => mapped.as_deref(),
+            None => Some(emitted),
+        }
+    }
+
+    /// The configured indicator ids a source stores, given the ids its
+    /// plugin emits: mapped, without the dropped ones, in the plugin's order.
+    pub fn mapped_emits(&self, emitted: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(emitted.len());
+        for id in emitted {
+            if let Some(mapped) = self.map_indicator(id) {
+                if !out.iter().any(|o| o == mapped) {
+                    out.push(mapped.to_owned());
+                }
+            }
+        }
+        out
+    }
+
     /// The longest gap between two consecutive runs over the five weeks after
     /// `after` (at most 5,000 runs): how stale a healthy source can get.
     /// `0 7 * * 1-5` gives three days (Friday to Monday).
@@ -345,6 +439,7 @@ impl fmt::Debug for SourceConfig {
             .field("id", &self.id)
             .field("plugin", &self.plugin)
             .field("units", &self.units)
+            .field("coverage", &self.coverage)
             .field("schedule", &self.schedule_text)
             .field("lookback_days", &self.lookback_days)
             .field("timeout", &self.timeout)
@@ -354,6 +449,7 @@ impl fmt::Debug for SourceConfig {
             .field("breaker_after", &self.breaker_after)
             .field("backfill_from", &self.backfill_from)
             .field("enabled", &self.enabled)
+            .field("indicators", &self.indicators)
             .field("settings_keys", &settings_keys)
             .finish()
     }
@@ -394,14 +490,54 @@ impl Config {
 
     /// Reads and validates a configuration file; `${env:...}` reads the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        // The one place the daemon reads its environment: `${env:NAME}` references.
-        #[allow(clippy::disallowed_methods)]
-        let env = |name: &str| std::env::var(name).ok();
-        Config::parse(&text, path, &env)
+        let text = read(path)?;
+        Config::parse(&text, path, &process_env)
+    }
+
+    /// [`Config::load`] for `tallyd check`: a secret reference that cannot
+    /// be resolved (a variable not set, a file not readable) does not stop
+    /// the load. It is left in the configuration as written (a plugin then
+    /// validates its settings with the reference text where the secret
+    /// would be) and returned as a problem at its key, naming the variable
+    /// or the file. Every other problem is an error as in [`Config::load`],
+    /// and then the unresolved references are among its problems.
+    pub fn load_deferring_secrets(path: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
+        let text = read(path)?;
+        Config::parse_deferring_secrets(&text, path, &process_env)
+    }
+
+    /// Only `daemon.plugin_dirs` of a configuration file (the default when
+    /// it is not set), for `tallyd plugins --config`: the rest of the file
+    /// is not validated and no secret is read.
+    pub fn load_plugin_dirs(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        let text = read(path)?;
+        let (tree, syntax_errors) = toml::de::DeTable::parse_recoverable(&text);
+        let keys = KeyIndex::build(path, &text, tree.get_ref());
+        let toml_problem = |err: &toml::de::Error| Problem {
+            location: keys.at_offset(&text, err.span().map_or(0, |s| s.start)),
+            message: err.message().trim_end().to_owned(),
+        };
+        if !syntax_errors.is_empty() {
+            return Err(ConfigError::from_problems(
+                syntax_errors.iter().map(toml_problem).collect(),
+            ));
+        }
+        // Only the one key: everything else is left unread, not refused.
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            daemon: Daemon,
+        }
+        #[derive(Deserialize, Default)]
+        struct Daemon {
+            plugin_dirs: Option<Vec<PathBuf>>,
+        }
+        let file = File::deserialize(toml::de::Deserializer::from(tree))
+            .map_err(|e| ConfigError::from_problems(vec![toml_problem(&e)]))?;
+        Ok(file
+            .daemon
+            .plugin_dirs
+            .unwrap_or_else(|| vec![Config::DEFAULT_PLUGIN_DIR.into()]))
     }
 
     /// Validates configuration text. `path` names the file in messages and is the base
@@ -411,6 +547,24 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, env, false).map(|(config, _)| config)
+    }
+
+    /// [`Config::parse`] as [`Config::load_deferring_secrets`] reads a file.
+    pub fn parse_deferring_secrets(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Config, Vec<Problem>), ConfigError> {
+        Config::parse_with(text, path, env, true)
+    }
+
+    fn parse_with(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        defer_missing: bool,
+    ) -> Result<(Config, Vec<Problem>), ConfigError> {
         let (tree, syntax_errors) = toml::de::DeTable::parse_recoverable(text);
         let keys = KeyIndex::build(path, text, tree.get_ref());
         let toml_problem = |err: &toml::de::Error| Problem {
@@ -430,22 +584,32 @@ impl Config {
         let mut checker = Checker {
             keys: &keys,
             problems: Vec::new(),
+            unresolved: Vec::new(),
             resolver: Resolver {
                 env,
                 base_dir,
                 resolved: Vec::new(),
+                defer_missing,
+                unresolved: Vec::new(),
             },
         };
         let config = checker.config(raw, path);
         if !checker.problems.is_empty() {
-            return Err(ConfigError::from_problems(checker.problems));
+            let mut problems = checker.problems;
+            problems.append(&mut checker.unresolved);
+            return Err(ConfigError::from_problems(problems));
         }
         let secrets = Redactor::new(checker.resolved_secrets(&config));
-        Ok(Config {
-            secrets,
-            keys,
-            ..config
-        })
+        let mut unresolved = checker.unresolved;
+        unresolved.sort_by_key(|p| (p.location.line, p.location.column));
+        Ok((
+            Config {
+                secrets,
+                keys,
+                ..config
+            },
+            unresolved,
+        ))
     }
 
     /// Every secret value of this configuration, to scrub plugin errors and logs.
@@ -511,34 +675,86 @@ impl Config {
     }
 
     /// The check that needs the loaded plugins. `emits` maps a source id to the
-    /// indicator ids its plugin says it emits. Every emitted indicator must be
-    /// declared, and every declared indicator must be emitted by an enabled source.
-    /// Source ids not in the configuration are ignored.
+    /// indicator ids its plugin says it emits. Each source's indicator
+    /// mapping must name only ids its plugin emits and must not store two of
+    /// them under one id; every id a source stores (mapped, see
+    /// [`SourceConfig::mapped_emits`]) must be declared, and every declared
+    /// indicator must be stored by an enabled source. Source ids not in
+    /// `emits` are ignored.
     pub fn check_emits(&self, emits: &HashMap<String, Vec<String>>) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         let declared: HashSet<&str> = self.indicators.iter().map(|i| i.id.as_str()).collect();
+        let mut stored: HashMap<&str, Vec<String>> = HashMap::new();
         for (idx, source) in self.sources.iter().enumerate() {
             let Some(indicators) = emits.get(&source.id) else {
                 continue;
             };
-            for indicator in indicators {
-                if !declared.contains(indicator.as_str()) {
+            for (emitted, mapped) in &source.indicators {
+                let at = self.location(&join_key(&format!("sources[{idx}].indicators"), emitted));
+                if !indicators.contains(emitted) {
                     problems.push(Problem {
-                        location: self.location(&format!("sources[{idx}].plugin")),
+                        location: at,
                         message: format!(
-                            "plugin {:?} of source {:?} emits indicator {indicator:?}, which is not declared in [[indicators]]",
-                            source.plugin, source.id
+                            "plugin {:?} of source {:?} does not emit indicator {emitted:?}; it emits {}",
+                            source.plugin,
+                            source.id,
+                            if indicators.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                indicators.join(", ")
+                            }
+                        ),
+                    });
+                    continue;
+                }
+                let Some(mapped) = mapped else { continue };
+                let others: Vec<&str> = indicators
+                    .iter()
+                    .filter(|other| *other != emitted)
+                    .filter(|other| source.map_indicator(other) == Some(mapped.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                if !others.is_empty() {
+                    problems.push(Problem {
+                        location: at,
+                        message: format!(
+                            "indicator {mapped:?} would receive both {emitted:?} and {} of plugin {:?}: map each emitted indicator to its own id, or drop one with false",
+                            others.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>().join(" and "),
+                            source.plugin
                         ),
                     });
                 }
             }
+            let mapped = source.mapped_emits(indicators);
+            for indicator in &mapped {
+                if !declared.contains(indicator.as_str()) {
+                    let message = if indicators.contains(indicator) {
+                        format!(
+                            "plugin {:?} of source {:?} emits indicator {indicator:?}, which is not declared in [[indicators]] (declare it, or map it in [sources.indicators] to a declared id or to false)",
+                            source.plugin, source.id
+                        )
+                    } else {
+                        // A mapped id: the parse already named it at its key.
+                        continue;
+                    };
+                    problems.push(Problem {
+                        location: self.location(&format!("sources[{idx}].plugin")),
+                        message,
+                    });
+                }
+            }
+            stored.insert(source.id.as_str(), mapped);
         }
         for (idx, indicator) in self.indicators.iter().enumerate() {
             let emitted_by = |enabled: bool| -> Vec<&str> {
                 self.sources
                     .iter()
                     .filter(|s| s.enabled == enabled)
-                    .filter(|s| emits.get(&s.id).is_some_and(|e| e.contains(&indicator.id)))
+                    .filter(|s| {
+                        stored
+                            .get(s.id.as_str())
+                            .is_some_and(|e| e.contains(&indicator.id))
+                    })
                     .map(|s| s.id.as_str())
                     .collect()
             };
@@ -570,10 +786,25 @@ impl Config {
 struct Checker<'a> {
     keys: &'a KeyIndex,
     problems: Vec<Problem>,
+    /// Secret references left unresolved (only when the resolver defers them).
+    unresolved: Vec<Problem>,
     resolver: Resolver<'a>,
 }
 
 impl Checker<'_> {
+    /// Resolves the secret references in the value at `key`; one that is
+    /// deferred becomes an entry of `unresolved` at that key.
+    fn resolve(&mut self, key: &str, text: &str) -> Result<String, String> {
+        let resolved = self.resolver.resolve(text);
+        for message in std::mem::take(&mut self.resolver.unresolved) {
+            self.unresolved.push(Problem {
+                location: self.keys.at(key),
+                message,
+            });
+        }
+        resolved
+    }
+
     fn problem(&mut self, key: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             location: self.keys.at(key),
@@ -606,7 +837,7 @@ impl Checker<'_> {
             .map(|i| i.id.clone())
             .collect();
         let targets = self.targets(raw.targets, &indicator_ids, &accumulating, &unit_ids);
-        let sources = self.sources(raw.sources, &unit_ids);
+        let sources = self.sources(raw.sources, &unit_ids, &indicator_ids);
         let reports = self.reports(raw.reports);
         Config {
             daemon,
@@ -646,19 +877,19 @@ impl Checker<'_> {
                 Config::DEFAULT_TIMEZONE
             }),
         };
-        let api_token = raw
-            .api_token
-            .and_then(|text| match self.resolver.resolve(&text) {
-                Ok(value) if value.is_empty() => {
-                    self.problem("daemon.api_token", "the token is empty");
-                    None
-                }
-                Ok(value) => Some(Secret::new(value)),
-                Err(message) => {
-                    self.problem("daemon.api_token", message);
-                    None
-                }
-            });
+        let api_token =
+            raw.api_token
+                .and_then(|text| match self.resolve("daemon.api_token", &text) {
+                    Ok(value) if value.is_empty() => {
+                        self.problem("daemon.api_token", "the token is empty");
+                        None
+                    }
+                    Ok(value) => Some(Secret::new(value)),
+                    Err(message) => {
+                        self.problem("daemon.api_token", message);
+                        None
+                    }
+                });
         if !listen.ip().is_loopback() && api_token.is_none() {
             self.problem(
                 "daemon.listen",
@@ -922,7 +1153,12 @@ impl Checker<'_> {
             .collect()
     }
 
-    fn sources(&mut self, raw: Vec<raw::Source>, units: &HashSet<String>) -> Vec<SourceConfig> {
+    fn sources(
+        &mut self,
+        raw: Vec<raw::Source>,
+        units: &HashSet<String>,
+        indicators: &HashSet<String>,
+    ) -> Vec<SourceConfig> {
         let mut first: HashMap<String, usize> = HashMap::new();
         let mut sources = Vec::with_capacity(raw.len());
         for (i, source) in raw.into_iter().enumerate() {
@@ -951,9 +1187,14 @@ impl Checker<'_> {
             if source.plugin.trim().is_empty() {
                 self.problem(&key("plugin"), "the plugin name is empty");
             }
-            // `units = [...]` reports for whole subtrees (a form all units
-            // fill in); `unit = "..."` for that one unit (its own account).
-            let covers_subtrees = source.units.is_some();
+            // `units = [...]` expects whole subtrees to report (a form all
+            // units fill in); `unit = "..."` that one unit (its own
+            // account); `coverage` says otherwise where written.
+            let coverage = source.coverage.unwrap_or(if source.units.is_some() {
+                Coverage::Subtrees
+            } else {
+                Coverage::Listed
+            });
             let source_units = match (source.unit, source.units) {
                 (Some(unit), None) => {
                     if !units.contains(&unit) {
@@ -970,6 +1211,11 @@ impl Checker<'_> {
                             self.problem(
                                 &format!("sources[{i}].units[{u}]"),
                                 format!("unknown unit {unit:?}"),
+                            );
+                        } else if list[..u].contains(unit) {
+                            self.problem(
+                                &format!("sources[{i}].units[{u}]"),
+                                format!("unit {unit:?} is listed twice"),
                             );
                         }
                     }
@@ -990,6 +1236,44 @@ impl Checker<'_> {
                     Vec::new()
                 }
             };
+            let mut mapping = BTreeMap::new();
+            for (emitted, value) in source.indicators.unwrap_or_default() {
+                let at = join_key(&key("indicators"), &emitted);
+                match value {
+                    toml::Value::String(id) => {
+                        if !indicators.contains(&id) {
+                            let mut declared: Vec<&str> =
+                                indicators.iter().map(String::as_str).collect();
+                            declared.sort_unstable();
+                            self.problem(
+                                &at,
+                                format!(
+                                    "unknown indicator {id:?}: map {emitted:?} to an id declared in [[indicators]] ({}), or to false to drop it",
+                                    if declared.is_empty() {
+                                        "none declared".to_owned()
+                                    } else {
+                                        declared.join(", ")
+                                    }
+                                ),
+                            );
+                        }
+                        mapping.insert(emitted, Some(id));
+                    }
+                    toml::Value::Boolean(false) => {
+                        mapping.insert(emitted, None);
+                    }
+                    other => self.problem(
+                        &at,
+                        format!(
+                            "expected the id of a declared indicator (a string) or false to drop {emitted:?}, found {}",
+                            match other {
+                                toml::Value::Boolean(true) => "true".to_owned(),
+                                other => other.type_str().to_owned(),
+                            }
+                        ),
+                    ),
+                }
+            }
             let schedule = schedule::parse(&source.schedule).map_err(|message| {
                 self.problem(
                     &key("schedule"),
@@ -1030,7 +1314,7 @@ impl Checker<'_> {
                     id: source.id,
                     plugin: source.plugin,
                     units: source_units,
-                    covers_subtrees,
+                    coverage,
                     schedule,
                     schedule_text: source.schedule,
                     lookback_days: source
@@ -1048,6 +1332,7 @@ impl Checker<'_> {
                     breaker_after: source
                         .breaker_after
                         .unwrap_or(Config::DEFAULT_BREAKER_AFTER),
+                    indicators: mapping,
                     settings,
                 });
             }
@@ -1059,7 +1344,7 @@ impl Checker<'_> {
     fn settings(&mut self, key: &str, value: toml::Value) -> serde_json::Value {
         use serde_json::Value as Json;
         match value {
-            toml::Value::String(text) => match self.resolver.resolve(&text) {
+            toml::Value::String(text) => match self.resolve(key, &text) {
                 Ok(resolved) => Json::String(resolved),
                 Err(message) => {
                     self.problem(key, message);
@@ -1093,6 +1378,19 @@ impl Checker<'_> {
             ),
         }
     }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The one place the daemon reads its environment: `${env:NAME}` references.
+#[allow(clippy::disallowed_methods)]
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// A unit id: `[a-z0-9_-]+` segments joined by `/`.
@@ -1269,6 +1567,7 @@ mod raw {
         pub plugin: String,
         pub unit: Option<String>,
         pub units: Option<Vec<String>>,
+        pub coverage: Option<super::Coverage>,
         pub schedule: String,
         pub lookback_days: Option<u32>,
         pub timeout: Option<String>,
@@ -1279,6 +1578,8 @@ mod raw {
         pub retries: Option<u32>,
         pub retry_backoff: Option<String>,
         pub breaker_after: Option<u32>,
+        /// Emitted id → configured id (a string) or `false`; checked above.
+        pub indicators: Option<toml::Table>,
         /// Anything: the plugin validates its own settings.
         pub settings: Option<toml::Table>,
     }

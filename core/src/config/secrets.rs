@@ -89,6 +89,13 @@ pub(crate) struct Resolver<'a> {
     pub(crate) base_dir: &'a Path,
     /// Every value a reference resolved to.
     pub(crate) resolved: Vec<String>,
+    /// When set, a reference that cannot be resolved (a variable not set, a
+    /// file not readable) is left in the text as written and its message
+    /// goes to `unresolved`, so that `tallyd check` can go on and name every
+    /// one of them.
+    pub(crate) defer_missing: bool,
+    /// The messages of the references left unresolved since last drained.
+    pub(crate) unresolved: Vec<String>,
 }
 
 impl Resolver<'_> {
@@ -112,20 +119,30 @@ impl Resolver<'_> {
             }
             let value = match kind {
                 "env" => (self.env)(name)
-                    .ok_or_else(|| format!("environment variable {name:?} is not set"))?,
+                    .ok_or_else(|| format!("environment variable {name:?} is not set")),
                 _ => {
                     let path = self.base_dir.join(name);
-                    let content = std::fs::read_to_string(&path).map_err(|e| {
-                        format!(
-                            "cannot read secret file {:?}: {e}",
-                            path.display().to_string()
-                        )
-                    })?;
-                    content.trim_end_matches(['\n', '\r']).to_owned()
+                    std::fs::read_to_string(&path)
+                        .map(|content| content.trim_end_matches(['\n', '\r']).to_owned())
+                        .map_err(|e| {
+                            format!(
+                                "cannot read secret file {:?}: {e}",
+                                path.display().to_string()
+                            )
+                        })
                 }
             };
-            out.push_str(&value);
-            self.resolved.push(value);
+            match value {
+                Ok(value) => {
+                    out.push_str(&value);
+                    self.resolved.push(value);
+                }
+                Err(message) if self.defer_missing => {
+                    self.unresolved.push(message);
+                    out.push_str(&rest[start..start + kind.len() + 3 + end + 1]);
+                }
+                Err(message) => return Err(message),
+            }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
@@ -161,6 +178,8 @@ mod tests {
             env: &env,
             base_dir: Path::new("."),
             resolved: Vec::new(),
+            defer_missing: false,
+            unresolved: Vec::new(),
         };
         assert_eq!(r.resolve("Bearer ${env:TOKEN}!").unwrap(), "Bearer t0ken!");
         assert_eq!(r.resolve("${name} stays").unwrap(), "${name} stays");
@@ -171,5 +190,23 @@ mod tests {
                 .contains("unterminated")
         );
         assert!(r.resolve("${env:}").unwrap_err().contains("empty"));
+        assert!(
+            r.resolve("a ${env:UNSET} b")
+                .unwrap_err()
+                .contains("\"UNSET\" is not set")
+        );
+
+        // Deferred: every missing reference is noted and left as written.
+        r.defer_missing = true;
+        assert_eq!(
+            r.resolve("${env:UNSET}:${env:TOKEN}:${file:no/such/file}")
+                .unwrap(),
+            "${env:UNSET}:t0ken:${file:no/such/file}"
+        );
+        assert_eq!(r.unresolved.len(), 2, "{:?}", r.unresolved);
+        assert!(r.unresolved[0].contains("\"UNSET\" is not set"));
+        assert!(r.unresolved[1].contains("cannot read secret file"));
+        // Syntax errors are never deferred.
+        assert!(r.resolve("${env:").is_err());
     }
 }

@@ -575,7 +575,7 @@ fn check_emits_both_ways() {
     assert_eq!(
         err,
         "t.toml:10:6: indicators[1].id: no source emits indicator \"weibo_posts\" (only disabled sources do: weibo)\n\
-         t.toml:16:10: sources[0].plugin: plugin \"wechat\" of source \"wechat\" emits indicator \"wechat_reads\", which is not declared in [[indicators]]"
+         t.toml:16:10: sources[0].plugin: plugin \"wechat\" of source \"wechat\" emits indicator \"wechat_reads\", which is not declared in [[indicators]] (declare it, or map it in [sources.indicators] to a declared id or to false)"
     );
     let err = config.check_emits(&emits(&[])).unwrap_err();
     assert_eq!(err.problems().len(), 2);
@@ -773,4 +773,322 @@ fn bad_retry_backoff_and_http_limits_are_placed() {
         ),
         "t.toml:2:22: daemon.http_per_host_rate: must be a number of requests per second above 0",
     );
+}
+
+/// Two units under a county, and a source on them (starting at line 10)
+/// whose body is `body`.
+fn county_source(body: &str) -> String {
+    format!(
+        "[[units]]\nid = \"county\"\nname = \"某县\"\n[[units]]\nid = \"county/a\"\nname = \"县甲\"\n\
+         [[units]]\nid = \"county/b\"\nname = \"县乙\"\n\
+         [[sources]]\nid = \"s\"\nplugin = \"p\"\nschedule = \"0 2 * * *\"\n{body}"
+    )
+}
+
+#[test]
+fn coverage_defaults_by_the_key_and_can_be_written() {
+    let coverage = |body: &str| {
+        let source = parse(&county_source(body)).unwrap().sources.remove(0);
+        (source.units, source.coverage)
+    };
+    assert_eq!(
+        coverage("units = [\"county\"]\n"),
+        (vec!["county".to_owned()], Coverage::Subtrees)
+    );
+    assert_eq!(
+        coverage("unit = \"county\"\n"),
+        (vec!["county".to_owned()], Coverage::Listed)
+    );
+    assert_eq!(
+        coverage("units = [\"county/a\", \"county/b\"]\ncoverage = \"listed\"\n"),
+        (
+            vec!["county/a".to_owned(), "county/b".to_owned()],
+            Coverage::Listed
+        )
+    );
+    assert_eq!(
+        coverage("unit = \"county\"\ncoverage = \"subtrees\"\n"),
+        (vec!["county".to_owned()], Coverage::Subtrees)
+    );
+    check_err(
+        &county_source("units = [\"county\"]\ncoverage = \"some\"\n"),
+        "t.toml:15:12: sources[0].coverage: unknown variant `some`, expected `subtrees` or `listed`",
+    );
+    check_err(
+        &county_source("units = [\"county/a\", \"county/a\"]\n"),
+        "t.toml:14:22: sources[0].units[1]: unit \"county/a\" is listed twice",
+    );
+}
+
+const XUEXI_INDICATORS: &str = "[[indicators]]\nid = \"xuexi_points_year\"\nname = \"本年积分\"\nkind = \"level\"\nunit = \"分\"\n";
+
+#[test]
+fn the_indicator_mapping_is_read_and_its_right_side_checked() {
+    let text = format!(
+        "{}{XUEXI_INDICATORS}",
+        county_source(
+            "unit = \"county\"\n[sources.indicators]\nxuexi_points = \"xuexi_points_year\"\nxuexi_members = false\n"
+        )
+    );
+    let source = parse(&text).unwrap().sources.remove(0);
+    assert_eq!(
+        source.indicators,
+        BTreeMap::from([
+            ("xuexi_members".to_owned(), None),
+            (
+                "xuexi_points".to_owned(),
+                Some("xuexi_points_year".to_owned())
+            ),
+        ])
+    );
+    assert_eq!(
+        source.map_indicator("xuexi_points"),
+        Some("xuexi_points_year")
+    );
+    assert_eq!(source.map_indicator("xuexi_members"), None);
+    assert_eq!(source.map_indicator("other"), Some("other"));
+    let emitted = [
+        "xuexi_points".to_owned(),
+        "xuexi_members".to_owned(),
+        "x".to_owned(),
+    ];
+    assert_eq!(source.mapped_emits(&emitted), ["xuexi_points_year", "x"]);
+
+    check_err(
+        &format!(
+            "{}{XUEXI_INDICATORS}",
+            county_source("unit = \"county\"\n[sources.indicators]\nxuexi_points = \"points\"\n")
+        ),
+        "t.toml:16:16: sources[0].indicators.xuexi_points: unknown indicator \"points\": map \"xuexi_points\" to an id declared in [[indicators]] (xuexi_points_year), or to false to drop it",
+    );
+    check_err(
+        &county_source("unit = \"county\"\n[sources.indicators]\nxuexi_points = true\n"),
+        "t.toml:16:16: sources[0].indicators.xuexi_points: expected the id of a declared indicator (a string) or false to drop \"xuexi_points\", found true",
+    );
+    check_err(
+        &county_source("unit = \"county\"\n[sources.indicators]\nxuexi_points = 3\n"),
+        "found integer",
+    );
+}
+
+#[test]
+fn check_emits_checks_the_left_side_of_the_mapping_and_uses_mapped_ids() {
+    let config = parse(&format!(
+        "{}{XUEXI_INDICATORS}",
+        county_source(
+            "unit = \"county\"\n[sources.indicators]\nxuexi_points = \"xuexi_points_year\"\nxuexi_members = false\n"
+        )
+    ))
+    .unwrap();
+    let emits = |ids: &[&str]| -> HashMap<String, Vec<String>> {
+        HashMap::from([("s".to_owned(), ids.iter().map(|i| i.to_string()).collect())])
+    };
+    // Mapped: `xuexi_points_year` is emitted (through the mapping), the
+    // dropped `xuexi_members` need not be declared.
+    config
+        .check_emits(&emits(&["xuexi_points", "xuexi_members"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The left side must be an indicator the plugin emits; the message
+    // names what it emits.
+    let err = config
+        .check_emits(&emits(&["xuexi_points"]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "t.toml:17:17: sources[0].indicators.xuexi_members: plugin \"p\" of source \"s\" does not emit indicator \"xuexi_members\"; it emits xuexi_points"
+    );
+    // An unmapped emitted id must be declared, as without a mapping.
+    let err = config
+        .check_emits(&emits(&["xuexi_points", "xuexi_members", "xuexi_days"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources[0].plugin: plugin \"p\" of source \"s\" emits indicator \"xuexi_days\", which is not declared in [[indicators]] (declare it, or map it"),
+        "{err}"
+    );
+    // A declared indicator that only a mapping could fill: nobody stores it.
+    let err = config
+        .check_emits(&emits(&["other"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("indicators[0].id: no source emits indicator \"xuexi_points_year\""),
+        "{err}"
+    );
+
+    // Two emitted ids onto one stored id would mix two figures.
+    let config = parse(&format!(
+        "{}{XUEXI_INDICATORS}",
+        county_source("unit = \"county\"\n[sources.indicators]\npoints = \"xuexi_points_year\"\n")
+    ))
+    .unwrap();
+    let err = config
+        .check_emits(&emits(&["points", "xuexi_points_year"]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sources[0].indicators.points: indicator \"xuexi_points_year\" would receive both \"points\" and \"xuexi_points_year\""),
+        "{err}"
+    );
+}
+
+/// A source with every key set, one per line, so that each can be changed
+/// alone: `(key, value as written, another value)`.
+const EVERY_SOURCE_KEY: &[(&str, &str, &str)] = &[
+    ("plugin", "\"p\"", "\"q\""),
+    ("units", "[\"county\"]", "[\"county/a\"]"),
+    ("coverage", "\"subtrees\"", "\"listed\""),
+    ("schedule", "\"0 2 * * *\"", "\"0 3 * * *\""),
+    ("lookback_days", "3", "4"),
+    ("timeout", "\"60s\"", "\"61s\""),
+    ("backfill_from", "\"2026-07-01\"", "\"2026-07-02\""),
+    ("enabled", "true", "false"),
+    ("isolation", "\"none\"", "\"process\""),
+    ("memory_limit_mb", "2048", "1024"),
+    ("retries", "2", "3"),
+    ("retry_backoff", "\"5s\"", "\"6s\""),
+    ("breaker_after", "3", "4"),
+];
+
+fn every_key_source(changed: Option<&str>, tail: &str) -> SourceConfig {
+    let mut text = format!(
+        "{UNIT}[[units]]\nid = \"county/a\"\nname = \"县甲\"\n{XUEXI_INDICATORS}[[sources]]\nid = \"s\"\n"
+    );
+    for (key, value, other) in EVERY_SOURCE_KEY {
+        let value = if changed == Some(*key) { other } else { value };
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    text.push_str(tail);
+    parse(&text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .sources
+        .remove(0)
+}
+
+#[test]
+fn a_change_of_any_source_field_is_a_change_and_only_some_need_a_new_instance() {
+    const TAIL: &str = "[sources.indicators]\npoints = \"xuexi_points_year\"\n\
+                        [sources.settings]\nappid = \"wx1\"\n";
+    let base = every_key_source(None, TAIL);
+    assert!(base == every_key_source(None, TAIL));
+    assert!(base.same_instance(&every_key_source(None, TAIL)));
+    // What the plugin instance is created with, or the daemon derives from
+    // it once; every other field is read per run.
+    let instance_keys = [
+        "plugin",
+        "units",
+        "coverage",
+        "isolation",
+        "memory_limit_mb",
+    ];
+    for (key, _, _) in EVERY_SOURCE_KEY {
+        let changed = every_key_source(Some(key), TAIL);
+        assert!(base != changed, "a change of {key} is a change");
+        assert_eq!(
+            base.same_instance(&changed),
+            !instance_keys.contains(key),
+            "{key}"
+        );
+    }
+    for tail in [
+        // The mapping: another target, dropped, gone.
+        "[sources.indicators]\npoints = false\n[sources.settings]\nappid = \"wx1\"\n",
+        "[sources.settings]\nappid = \"wx1\"\n",
+        // The settings.
+        "[sources.indicators]\npoints = \"xuexi_points_year\"\n[sources.settings]\nappid = \"wx2\"\n",
+    ] {
+        let changed = every_key_source(None, tail);
+        assert!(base != changed, "{tail}");
+        assert!(!base.same_instance(&changed), "{tail}");
+    }
+
+    // `units = [X]` and `unit = X` are not the same source: one expects X's
+    // subtree to report, the other X alone.
+    let subtree = parse(&county_source("units = [\"county\"]\n")).unwrap();
+    let alone = parse(&county_source("unit = \"county\"\n")).unwrap();
+    assert!(subtree.sources[0] != alone.sources[0]);
+    assert!(!subtree.sources[0].same_instance(&alone.sources[0]));
+    // Written differently, configured the same: unchanged.
+    let listed = parse(&county_source(
+        "units = [\"county\"]\ncoverage = \"listed\"\n",
+    ))
+    .unwrap();
+    assert!(listed.sources[0] == alone.sources[0]);
+}
+
+#[test]
+fn unset_secrets_are_deferred_for_check_and_named_each_at_its_key() {
+    let text = "[daemon]\nlisten = \"0.0.0.0:9470\"\napi_token = \"${env:UNSET_TOKEN}\"\n\
+                [[units]]\nid = \"county\"\nname = \"某县\"\n\
+                [[sources]]\nid = \"s\"\nplugin = \"p\"\nunit = \"county\"\nschedule = \"0 2 * * *\"\n\
+                [sources.settings]\nappid = \"wx1\"\nsecret = \"${env:UNSET_SECRET}\"\n\
+                header = \"Bearer ${env:NATRES_WECHAT_SECRET}${file:no-such-file}\"\n";
+    // `run` and reload refuse such a file, as before.
+    let err = parse(text).unwrap_err().to_string();
+    assert!(err.contains("\"UNSET_TOKEN\" is not set"), "{err}");
+    assert!(!err.contains(WECHAT_SECRET), "{err}");
+
+    let (config, unresolved) =
+        Config::parse_deferring_secrets(text, Path::new("t.toml"), &fake_env).unwrap();
+    let shown: Vec<String> = unresolved.iter().map(Problem::to_string).collect();
+    assert_eq!(shown.len(), 3, "{shown:#?}");
+    assert_eq!(
+        shown[0],
+        "t.toml:3:13: daemon.api_token: environment variable \"UNSET_TOKEN\" is not set"
+    );
+    assert_eq!(
+        shown[1],
+        "t.toml:14:10: sources[0].settings.secret: environment variable \"UNSET_SECRET\" is not set"
+    );
+    assert!(
+        shown[2].starts_with("t.toml:15:10: sources[0].settings.header: cannot read secret file"),
+        "{}",
+        shown[2]
+    );
+    assert!(shown.iter().all(|s| !s.contains(WECHAT_SECRET)));
+    // The plugin sees the reference where the value would be; what did
+    // resolve is still a secret to redact.
+    assert_eq!(
+        config.sources[0].settings["secret"],
+        serde_json::json!("${env:UNSET_SECRET}")
+    );
+    assert_eq!(
+        config.secrets().redact(&format!("x {WECHAT_SECRET} y")),
+        "x *** y"
+    );
+    // The listen address needs a token: the unresolved one counts as set,
+    // so that it is not reported a second time.
+    assert!(config.daemon.api_token.is_some());
+
+    // Any other problem fails as before, listing the unresolved ones too.
+    let broken = text.replace("\"0 2 * * *\"", "\"bad\"");
+    let err = Config::parse_deferring_secrets(&broken, Path::new("t.toml"), &fake_env).unwrap_err();
+    assert_eq!(err.problems().len(), 4, "{err}");
+}
+
+#[test]
+fn plugin_dirs_alone_are_read_without_secrets_or_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::write(
+        &path,
+        "[daemon]\nplugin_dirs = [\"a\", \"b\"]\napi_token = \"${env:UNSET_TOKEN}\"\n\
+         [[sources]]\nid = \"s\"\nplugin = \"p\"\nschedule = \"bad\"\nunit = \"nowhere\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        Config::load_plugin_dirs(&path).unwrap(),
+        [PathBuf::from("a"), PathBuf::from("b")]
+    );
+    std::fs::write(&path, "[[units]]\nid = \"county\"\n").unwrap();
+    assert_eq!(
+        Config::load_plugin_dirs(&path).unwrap(),
+        [PathBuf::from(Config::DEFAULT_PLUGIN_DIR)]
+    );
+    std::fs::write(&path, "[daemon]\nplugin_dirs = \"a\"\n").unwrap();
+    let err = Config::load_plugin_dirs(&path).unwrap_err().to_string();
+    assert!(err.contains("t.toml:2:15: daemon.plugin_dirs"), "{err}");
+    std::fs::write(&path, "[daemon\n").unwrap();
+    assert!(Config::load_plugin_dirs(&path).is_err());
 }

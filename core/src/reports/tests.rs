@@ -285,3 +285,206 @@ fn file_names_round_trip() {
         assert_eq!(parse_file_name(not_a_report), None, "{not_a_report}");
     }
 }
+
+fn labels(periods: &[Period]) -> Vec<&str> {
+    periods.iter().map(Period::label).collect()
+}
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+#[test]
+fn catch_up_covers_the_quarters_the_schedule_fired_for_since_the_first_observation() {
+    let c = config("");
+    let s = &c.reports.schedule;
+    let mid_q4 = shanghai(2026, 11, 15, 9, 0);
+    // Observations since May: Q2 and Q3 are over and were due on 1 July
+    // and 1 October.
+    assert_eq!(
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            mid_q4,
+            Some(day(2026, 5, 20))
+        )),
+        ["2026-Q2", "2026-Q3"]
+    );
+    // A first observation on a quarter's last day still brings it in.
+    assert_eq!(
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            mid_q4,
+            Some(day(2026, 6, 30))
+        )),
+        ["2026-Q2", "2026-Q3"]
+    );
+    // Years of data: the last four quarters only.
+    assert_eq!(
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            mid_q4,
+            Some(day(2024, 1, 1))
+        )),
+        ["2025-Q4", "2026-Q1", "2026-Q2", "2026-Q3"]
+    );
+    // An empty store, or data of the running quarter only: nothing.
+    assert!(catch_up_periods(s, Shanghai, mid_q4, None).is_empty());
+    assert!(catch_up_periods(s, Shanghai, mid_q4, Some(day(2026, 10, 2))).is_empty());
+    // On 1 October before 02:00 the schedule has not fired for Q3 yet: a
+    // start then leaves Q3 to the schedule.
+    let first = Some(day(2026, 5, 20));
+    assert_eq!(
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            shanghai(2026, 10, 1, 1, 59),
+            first
+        )),
+        ["2026-Q2"]
+    );
+    assert_eq!(
+        labels(&catch_up_periods(
+            s,
+            Shanghai,
+            shanghai(2026, 10, 1, 2, 0),
+            first
+        )),
+        ["2026-Q2", "2026-Q3"]
+    );
+}
+
+#[test]
+fn missing_formats_are_the_ones_without_any_revision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q2 = Period::parse("2026-Q2").unwrap();
+    let q3 = Period::parse("2026-Q3").unwrap();
+    ReportWriter::new(tmp.path(), vec![Format::Csv], Shanghai)
+        .write(&summary(&q2))
+        .unwrap();
+    std::fs::rename(
+        tmp.path().join("2026-Q2.csv"),
+        tmp.path().join("2026-Q2.r2.csv"),
+    )
+    .unwrap();
+    let files = ReportWriter::new(tmp.path(), vec![], Shanghai)
+        .list()
+        .unwrap();
+    let both = [Format::Xlsx, Format::Csv];
+    assert_eq!(missing_formats(&files, &q2, &both), [Format::Xlsx]);
+    assert_eq!(missing_formats(&files, &q3, &both), both);
+}
+
+/// An engine over a real store with a fixed clock and no sources: what the
+/// scheduler's catch-up at start sees.
+fn engine_at(dir: &Path, now: DateTime<Utc>) -> std::sync::Arc<Engine> {
+    use std::sync::Arc;
+    let text = format!(
+        "[daemon]\ndata_dir = {data:?}\nplugin_dirs = []\n\
+         [[units]]\nid = \"county\"\nname = \"某县\"\n\
+         [[units]]\nid = \"county/a\"\nname = \"县甲\"\n\
+         [[indicators]]\nid = \"meetings\"\nname = \"会议次数\"\nkind = \"count\"\nunit = \"次\"\n\
+         [reports]\ndir = {reports:?}\n",
+        data = dir.join("data").display().to_string(),
+        reports = dir.join("reports").display().to_string(),
+    );
+    let config = config(&text);
+    let tree = crate::engine::unit_tree(&config).unwrap();
+    let store = crate::store::SqliteStore::open(&config.daemon.data_dir).unwrap();
+    Arc::new(Engine::new(
+        Arc::new(config),
+        Arc::new(tree),
+        Arc::new(crate::plugin_host::PluginRegistry::scan(&[])),
+        Vec::<(usize, Arc<crate::plugin_host::SourceRunner>)>::new(),
+        Arc::new(store),
+        Arc::new(FixedClock::new(now)),
+        Arc::new(crate::metrics::Metrics::new()),
+    ))
+}
+
+#[test]
+fn a_start_in_q4_writes_the_missing_q2_and_q3_reports_once() {
+    use crate::domain::Observation;
+    use crate::store::{RunRecord, RunResult};
+    let tmp = tempfile::tempdir().unwrap();
+    let now = shanghai(2026, 11, 15, 9, 0);
+    let engine = engine_at(tmp.path(), now);
+    let observation = |d: NaiveDate, value: f64| Observation {
+        source: "forms".into(),
+        unit: "county/a".into(),
+        indicator: "meetings".into(),
+        entity: String::new(),
+        day: d,
+        value,
+    };
+    engine
+        .store
+        .record_run(
+            &RunRecord {
+                source: "forms".into(),
+                trigger: "backfill".into(),
+                started_at: now,
+                finished_at: now,
+                result: RunResult::Success,
+                error: None,
+                window_from: day(2026, 5, 1),
+                window_to: day(2026, 9, 30),
+                warnings: vec![],
+                http_requests: None,
+            },
+            &[
+                observation(day(2026, 5, 12), 3.0),
+                observation(day(2026, 8, 3), 4.0),
+            ],
+            None,
+        )
+        .unwrap();
+    let reports = tmp.path().join("reports");
+
+    let written = catch_up(&engine, None).unwrap();
+    let periods: Vec<&str> = written.iter().map(|(p, _)| p.label()).collect();
+    assert_eq!(periods, ["2026-Q2", "2026-Q3"]);
+    assert!(
+        written
+            .iter()
+            .all(|(_, w)| w.as_ref().is_ok_and(|p| p.len() == 2))
+    );
+    assert_eq!(
+        names(&reports),
+        ["2026-Q2.csv", "2026-Q2.xlsx", "2026-Q3.csv", "2026-Q3.xlsx"]
+    );
+    // Each holds its own quarter's figures: 3 meetings in Q2, 4 in Q3.
+    let q2 = String::from_utf8(std::fs::read(reports.join("2026-Q2.csv")).unwrap()).unwrap();
+    let q3 = String::from_utf8(std::fs::read(reports.join("2026-Q3.csv")).unwrap()).unwrap();
+    assert!(q2.contains("县甲,3"), "{q2}");
+    assert!(q3.contains("县甲,4"), "{q3}");
+    let before: Vec<Vec<u8>> = names(&reports)
+        .iter()
+        .map(|n| std::fs::read(reports.join(n)).unwrap())
+        .collect();
+
+    // A second start (or a reload) finds every file there: nothing new,
+    // nothing rewritten.
+    assert!(catch_up(&engine, None).unwrap().is_empty());
+    assert_eq!(names(&reports).len(), 4);
+    let after: Vec<Vec<u8>> = names(&reports)
+        .iter()
+        .map(|n| std::fs::read(reports.join(n)).unwrap())
+        .collect();
+    assert_eq!(before, after);
+
+    // A format removed by hand is written again, alone; the quarter that
+    // `write_on_start` writes itself is skipped.
+    std::fs::remove_file(reports.join("2026-Q2.xlsx")).unwrap();
+    std::fs::remove_file(reports.join("2026-Q3.xlsx")).unwrap();
+    let q3_period = Period::parse("2026-Q3").unwrap();
+    let written = catch_up(&engine, Some(&q3_period)).unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].0.label(), "2026-Q2");
+    assert_eq!(
+        names(&reports),
+        ["2026-Q2.csv", "2026-Q2.xlsx", "2026-Q3.csv"]
+    );
+}

@@ -145,6 +145,10 @@ pub trait Store: Send + Sync + 'static {
         end: NaiveDate,
     ) -> Result<Vec<StoredObservation>, StoreError>;
 
+    /// The earliest day of any stored observation; `None` for an empty
+    /// store. Where catching up missed quarterly reports starts.
+    fn first_day(&self) -> Result<Option<NaiveDate>, StoreError>;
+
     /// Whether a run could commit now: takes the write lock and lets it go
     /// without writing (`/readyz`). Fails when the database is read-only,
     /// locked beyond the busy timeout, or gone.

@@ -1562,6 +1562,22 @@ fn write_observations(
 }
 
 impl Store for SqliteStore {
+    fn first_day(&self) -> Result<Option<NaiveDate>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading the first observed day",
+            source,
+        };
+        let r = lock(&self.reader);
+        // `observations_by_day` leads with the day: one index seek.
+        let first: Option<i64> = r
+            .conn
+            .prepare_cached("SELECT MIN(day) FROM observations")
+            .map_err(e)?
+            .query_row([], |row| row.get(0))
+            .map_err(e)?;
+        first.map(num_day).transpose()
+    }
+
     fn check_writable(&self) -> Result<(), StoreError> {
         let e = |source| StoreError::Sqlite {
             doing: "checking that the database is writable",
@@ -1940,6 +1956,26 @@ mod tests {
         let all = numbers(store, start, end, &[(ind, kind)]);
         assert!(all.len() <= 1, "{all:?}");
         all.into_values().next()
+    }
+
+    #[test]
+    fn the_first_day_is_the_earliest_observation_of_any_source() {
+        let (_dir, store) = open();
+        assert_eq!(store.first_day().unwrap(), None);
+        // A run without observations does not count.
+        store
+            .record_run(&ok_run("2026-01-01", "2026-01-31"), &[], None)
+            .unwrap();
+        assert_eq!(store.first_day().unwrap(), None);
+        let later = vec![obs("county/a", "posts", "", "2026-08-03", 1.0)];
+        store
+            .record_run(&ok_run("2026-08-01", "2026-08-31"), &later, None)
+            .unwrap();
+        let earlier = vec![obs("county/b", "posts", "", "2026-05-20", 1.0)];
+        store
+            .record_run(&ok_run("2026-05-01", "2026-05-31"), &earlier, None)
+            .unwrap();
+        assert_eq!(store.first_day().unwrap(), Some(d("2026-05-20")));
     }
 
     #[test]

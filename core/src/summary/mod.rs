@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 use thiserror::Error;
 
-use crate::config::{Config, IndicatorConfig, Per};
+use crate::config::{Config, Coverage, IndicatorConfig, Per};
 use crate::domain::{Kind, OwnData, Period, PeriodKind, RolledUp, UnitTree, local_day, roll_up};
 use crate::metrics::{IndicatorText, Metrics};
 use crate::store::{Store, StoreError};
@@ -512,7 +512,7 @@ pub fn build(
             .filter_map(|i| indicator_pos.get(i.as_str()).copied())
             .collect();
         for &root in units {
-            let expected = if source.covers_subtrees {
+            let expected = if source.coverage == Coverage::Subtrees {
                 tree.subtree(root, None)
             } else {
                 vec![root]

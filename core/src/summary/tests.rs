@@ -1424,3 +1424,82 @@ fn metrics_give_the_year_to_date_ratio_in_every_window() {
     assert_eq!(ratio("county", "year"), Some(0.25));
     assert_eq!(ratio("county/b", "year"), Some(0.0));
 }
+
+/// A platform with accounts for two of three bureaus, as `coverage` says it:
+/// listed, only those two are expected to report; as subtrees, all are.
+#[test]
+fn listed_coverage_expects_exactly_the_listed_units() {
+    let flags = |units_and_coverage: &str| {
+        let text = format!(
+            "[[units]]\nid = \"county\"\nname = \"某县\"\n\
+             [[units]]\nid = \"county/a\"\nname = \"甲\"\n\
+             [[units]]\nid = \"county/b\"\nname = \"乙\"\n\
+             [[units]]\nid = \"county/c\"\nname = \"丙\"\n\
+             [[indicators]]\nid = \"posts\"\nname = \"发文\"\nkind = \"count\"\nunit = \"篇\"\n\
+             [[sources]]\nid = \"platform\"\nplugin = \"http_json\"\nschedule = \"0 3 * * *\"\n{units_and_coverage}\n"
+        );
+        let config = Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap();
+        let tree = unit_tree(&config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let p = |unit: &str, v: f64| obs("platform", unit, "posts", "", d("2026-08-01"), v);
+        run(
+            &store,
+            "platform",
+            RunResult::Success,
+            ("2026-07-01", "2026-09-30"),
+            "2026-09-30T17:30:00Z",
+            &[p("county/a", 3.0), p("county/c", 4.0)],
+        );
+        let emits = HashMap::from([("platform".to_owned(), vec!["posts".to_owned()])]);
+        let req = SummaryRequest::new(Period::parse("2026-Q3").unwrap());
+        let s = build(&config, &tree, &store, &emits, &req, after_q3()).unwrap();
+        ["county", "county/a", "county/b", "county/c"]
+            .map(|u| {
+                let c = cell(&s, u, "posts");
+                (c.value, c.missing, c.incomplete)
+            })
+            .to_vec()
+    };
+    // Listed: 乙 has no account, so it is neither 未报送 nor makes the county
+    // incomplete.
+    assert_eq!(
+        flags("units = [\"county/a\", \"county/c\"]\ncoverage = \"listed\""),
+        [
+            (Some(7.0), false, false),
+            (Some(3.0), false, false),
+            (None, false, false),
+            (Some(4.0), false, false),
+        ]
+    );
+    // The subtree of the county: 乙 is 未报送 and the county incomplete.
+    assert_eq!(
+        flags("units = [\"county\"]"),
+        [
+            (Some(7.0), false, true),
+            (Some(3.0), false, false),
+            (None, true, false),
+            (Some(4.0), false, false),
+        ]
+    );
+    // `unit = "county"`: the county alone is expected, and it has data from
+    // below.
+    assert_eq!(
+        flags("unit = \"county\""),
+        [
+            (Some(7.0), false, false),
+            (Some(3.0), false, false),
+            (None, false, false),
+            (Some(4.0), false, false),
+        ]
+    );
+    // A listed unit with nothing is 未报送, and its parent incomplete.
+    assert_eq!(
+        flags("units = [\"county/a\", \"county/b\"]\ncoverage = \"listed\"")[..3],
+        [
+            (Some(7.0), false, true),
+            (Some(3.0), false, false),
+            (None, true, false),
+        ]
+    );
+}
