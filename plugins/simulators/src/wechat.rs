@@ -157,6 +157,69 @@ pub fn followers_on(appid: &str, day: NaiveDate) -> u64 {
     n.max(0) as u64
 }
 
+/// A day's figures of `getbizsummary`: each a count of distinct people that
+/// day (`comment_count`: comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Engagement {
+    pub read_user: u32,
+    pub share_user: u32,
+    pub zaikan_user: u32,
+    pub like_user: u32,
+    pub comment_count: u32,
+    pub collection_user: u32,
+}
+
+/// The account's `getbizsummary` figures of `day`.
+pub fn engagement_on(appid: &str, day: NaiveDate) -> Engagement {
+    let r = readers_on(appid, day);
+    Engagement {
+        read_user: r,
+        share_user: r / 13,
+        zaikan_user: r / 27,
+        like_user: r / 14,
+        comment_count: r / 160,
+        collection_user: r / 22,
+    }
+}
+
+/// An article's cumulative figures from its publication on `published` to
+/// the end of `stat` (`getarticletotaldetail`'s `detail_list` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArticleTotals {
+    pub read_user: u64,
+    pub share_user: u64,
+    pub zaikan_user: u64,
+    pub like_user: u64,
+    pub comment_count: u64,
+    pub collection_user: u64,
+}
+
+/// Readers from which an article is "10万+".
+pub const READS_100K: u64 = 100_000;
+
+/// The totals of article `msgid`, published on `published`, as of `stat`
+/// (growing for 30 days, then frozen as the platform stops following it).
+/// About one article in forty goes viral and passes [`READS_100K`].
+pub fn article_totals_on(
+    appid: &str,
+    published: NaiveDate,
+    msgid: &str,
+    stat: NaiveDate,
+) -> ArticleTotals {
+    let h = hash(appid, published, msgid);
+    let base = 100 + h % 2000 + if h % 40 == 7 { 40_000 } else { 0 };
+    let days = (stat - published).num_days().clamp(-1, 29);
+    let read: u64 = (0..=days).map(|i| base / (i as u64 + 1)).sum();
+    ArticleTotals {
+        read_user: read,
+        share_user: read / 19,
+        zaikan_user: read / 45,
+        like_user: read / 27,
+        comment_count: read / 150,
+        collection_user: read / 70,
+    }
+}
+
 /// The `msgid`s of the articles published on `day` (`<msg_data_id>_<index>`).
 pub fn msgids_on(appid: &str, day: NaiveDate) -> Vec<String> {
     let msg_data_id = 2_247_400_000 + (day - LEGACY_DATA_START).num_days();
@@ -779,7 +842,8 @@ fn datacube_answer(
         }
         "getbizsummary" => {
             for d in days {
-                let r = readers_on(&appid, d);
+                let e = engagement_on(&appid, d);
+                let r = e.read_user;
                 let msg = r * 58 / 100;
                 list.push(json!({
                     "ref_date": d.to_string(),
@@ -789,11 +853,11 @@ fn datacube_answer(
                             {"user_count": r, "scene_desc": "全部"},
                             {"user_count": msg, "scene_desc": "公众号消息"},
                         ],
-                        "share_user": r / 13,
-                        "zaikan_user": r / 27,
-                        "like_user": r / 14,
-                        "comment_count": r / 160,
-                        "collection_user": r / 22,
+                        "share_user": e.share_user,
+                        "zaikan_user": e.zaikan_user,
+                        "like_user": e.like_user,
+                        "comment_count": e.comment_count,
+                        "collection_user": e.collection_user,
                         "redirect_ori_page_user": r / 400,
                         "send_page_count": posts_on(&appid, d),
                     }
@@ -846,17 +910,16 @@ fn user_summary_rows(appid: &str, d: NaiveDate) -> Vec<Value> {
 
 fn article_detail(appid: &str, d: NaiveDate, msgid: &str, yesterday: NaiveDate) -> Value {
     let last = (d + chrono::Days::new(29)).min(yesterday);
-    let base = 100 + hash(appid, d, msgid) % 2000;
     let mut details = Vec::new();
-    let mut read = 0u64;
-    for (i, stat) in d.iter_days().take_while(|s| *s <= last).enumerate() {
-        read += base / (i as u64 + 1);
+    for stat in d.iter_days().take_while(|s| *s <= last) {
+        let t = article_totals_on(appid, d, msgid, stat);
+        let read = t.read_user;
         details.push(json!({
             "stat_date": stat.to_string(),
             "read_user": read,
             "read_user_source": [{"user_count": read, "scene_desc": "全部"}],
-            "share_user": read / 19, "zaikan_user": read / 45, "like_user": read / 27,
-            "comment_count": read / 150, "collection_user": read / 70, "praise_money": 0,
+            "share_user": t.share_user, "zaikan_user": t.zaikan_user, "like_user": t.like_user,
+            "comment_count": t.comment_count, "collection_user": t.collection_user, "praise_money": 0,
             "read_subscribe_user": read / 260, "read_delivery_rate": 0.0971,
             "read_finish_rate": 0.6304, "read_avg_activetime": 1.0588,
             "read_jump_position": [],
