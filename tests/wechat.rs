@@ -213,7 +213,9 @@ indicators = ["wechat_posts", "wechat_readers", "wechat_followers", "wechat_new_
     // platform's; each article counts with its total as of the last final day
     // (the platform follows it 30 days), on its publish day.
     assert_eq!(
-        value(&summary, "county", "wechat_posts_mass").as_f64().unwrap()
+        value(&summary, "county", "wechat_posts_mass")
+            .as_f64()
+            .unwrap()
             + value(&summary, "county", "wechat_posts_published")
                 .as_f64()
                 .unwrap(),
@@ -320,4 +322,117 @@ indicators = ["wechat_posts", "wechat_readers", "wechat_followers", "wechat_new_
         assert!(!text.contains(SECRET), "secret leaked:\n{text}");
         assert!(!text.contains("91_"), "access token leaked:\n{text}");
     }
+}
+
+/// A zone where it is now between 03:00 and 03:59, as `Etc/GMT∓N`.
+fn zone_at_three_in_the_morning() -> chrono_tz::Tz {
+    let utc_hour = i64::from(chrono::Utc::now().hour());
+    let mut offset = (3 - utc_hour).rem_euclid(24);
+    if offset > 11 {
+        offset -= 24;
+    }
+    // Etc/GMT signs are POSIX's, the other way round: Etc/GMT-3 is UTC+3.
+    let name = match offset {
+        0 => "Etc/UTC".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    name.parse().unwrap()
+}
+
+#[test]
+fn a_daemon_run_before_eight_in_its_zone_leaves_yesterday_out() {
+    // The daemon has no fake clock: its zone is chosen so that its run is at
+    // about 03:00 local time, when yesterday is not final there.
+    let zone = zone_at_three_in_the_morning();
+    let wechat = WechatSim::start_blocking(vec![Account::new(APPID, SECRET)]);
+    let now = chrono::Utc::now().with_timezone(&zone);
+    assert!(now.hour() < 8, "{now}");
+    let yesterday = now.date_naive() - chrono::Days::new(1);
+    let before = yesterday - chrono::Days::new(1);
+    let from = yesterday - chrono::Days::new(6);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_wechat")]);
+    let port = free_port();
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &format!(
+            r#"
+[daemon]
+listen = "127.0.0.1:{port}"
+timezone = "{zone}"
+data_dir = {data}
+plugin_dirs = [{plugins}]
+
+[[units]]
+id = "county"
+name = "某县"
+
+[[indicators]]
+id = "wechat_readers"
+name = "微信公众号图文阅读人次（每日阅读人数按日累加）"
+kind = "count"
+unit = "人次"
+[[indicators]]
+id = "wechat_new_followers"
+name = "微信公众号新增粉丝数"
+kind = "count"
+unit = "人"
+
+[[sources]]
+id = "wechat-county"
+plugin = "wechat"
+unit = "county"
+schedule = "0 0 3 1 1 *"
+backfill_from = "{from}"
+[sources.settings]
+appid = "{APPID}"
+secret = "${{env:TALLY_TEST_WECHAT_SECRET}}"
+api_base = "{api}"
+indicators = ["wechat_readers", "wechat_new_followers"]
+"#,
+            zone = zone.name(),
+            data = toml_path(&dir.join("data")),
+            plugins = toml_path(&plugins),
+            api = wechat.base_url(),
+        ),
+    );
+    let d = TestDaemon::start_with_env(&config, port, &[("TALLY_TEST_WECHAT_SECRET", SECRET)]);
+    d.wait_for("the start-up run of wechat-county", 90, |d| {
+        d.runs("wechat-county", "success") >= 1
+    });
+    // The platform's own rule (China Standard Time) may hold back the day
+    // before yesterday as well.
+    let platform_final = last_final_day();
+    for indicator in ["wechat_readers", "wechat_new_followers"] {
+        let stored = days_stored(&d, "county", indicator, &format!("{before}..{yesterday}"));
+        let want: Vec<String> = [before]
+            .into_iter()
+            .filter(|x| *x <= platform_final)
+            .map(|x| x.to_string())
+            .collect();
+        assert_eq!(stored, want, "{indicator} in {zone}\n{}", d.log());
+    }
+    // The days it stored are the platform's numbers.
+    let stored = days_stored(
+        &d,
+        "county",
+        "wechat_readers",
+        &format!("{from}..{yesterday}"),
+    );
+    assert!(!stored.is_empty());
+    let summary = d.get_json(&format!(
+        "/api/v1/summary?period={from}..{}",
+        stored.last().unwrap()
+    ));
+    let last: NaiveDate = stored.last().unwrap().parse().unwrap();
+    let readers: f64 = from
+        .iter_days()
+        .take_while(|x| *x <= last)
+        .map(|x| f64::from(sim::readers_on(APPID, x)))
+        .sum();
+    assert_eq!(value(&summary, "county", "wechat_readers"), readers);
 }
