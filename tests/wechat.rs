@@ -1,9 +1,13 @@
 //! The real daemon with the real `wechat` plugin against the WeChat simulator:
 //! a quarter collected from `backfill_from`, summed in `/api/v1/summary` to the
-//! totals of the simulator's data functions, and platform failures shown in
-//! `/api/v1/sources` without the secret.
+//! totals of the simulator's data functions, days stored only once final
+//! (08:00 the next day), and platform failures shown in `/api/v1/sources`
+//! without the secret.
+//!
+//! The daemon has no fake clock, so the finality check reads the real one:
+//! before 08:00 in Beijing yesterday must be absent, from then on present.
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{Datelike, NaiveDate, Timelike};
 use serde_json::Value;
 use tally_simulators::wechat::{self as sim, Account, WechatSim};
 
@@ -36,6 +40,29 @@ fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
         .find(|u| u["id"] == unit)
         .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"));
     u["values"][indicator]["value"].clone()
+}
+
+/// The last day whose WeChat statistics are final now (08:00 the next day, CST).
+fn last_final_day() -> NaiveDate {
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
+    let back = if now.hour() >= 8 { 1 } else { 2 };
+    now.date_naive() - chrono::Days::new(back)
+}
+
+/// The days with observations of `indicator` for `unit` in `period`.
+fn days_stored(d: &TestDaemon, unit: &str, indicator: &str, period: &str) -> Vec<String> {
+    let e = d.get_json(&format!(
+        "/api/v1/observations?unit={unit}&indicator={indicator}&period={period}"
+    ));
+    let mut days: Vec<String> = e["observations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{e}"))
+        .iter()
+        .map(|o| o["day"].as_str().unwrap().to_owned())
+        .collect();
+    days.sort();
+    days.dedup();
+    days
 }
 
 fn run_now(d: &TestDaemon, source: &str) -> String {
@@ -95,6 +122,31 @@ id = "wechat_cancelled_followers"
 name = "微信公众号取消关注人数"
 kind = "count"
 unit = "人"
+[[indicators]]
+id = "wechat_posts_mass"
+name = "微信公众号群发篇数（已通知）"
+kind = "count"
+unit = "篇"
+[[indicators]]
+id = "wechat_posts_published"
+name = "微信公众号发布篇数（未通知）"
+kind = "count"
+unit = "篇"
+[[indicators]]
+id = "wechat_shares"
+name = "微信公众号分享人次（按日累加）"
+kind = "count"
+unit = "人次"
+[[indicators]]
+id = "wechat_article_readers"
+name = "微信公众号文章累计阅读人数（按发文日）"
+kind = "level"
+unit = "人"
+[[indicators]]
+id = "wechat_articles_100k"
+name = "微信公众号阅读10万+文章篇数（按阅读人数）"
+kind = "level"
+unit = "篇"
 
 [[sources]]
 id = "wechat-county"
@@ -107,6 +159,9 @@ backfill_from = "{first}"
 appid = "{APPID}"
 secret = "${{env:TALLY_TEST_WECHAT_SECRET}}"
 api_base = "{api}"
+indicators = ["wechat_posts", "wechat_readers", "wechat_followers", "wechat_new_followers",
+              "wechat_cancelled_followers", "wechat_posts_mass", "wechat_posts_published",
+              "wechat_shares", "wechat_article_readers", "wechat_articles_100k"]
 "#,
             data = toml_path(&dir.join("data")),
             plugins = toml_path(&plugins),
@@ -122,9 +177,11 @@ api_base = "{api}"
         ],
     );
     // Never succeeded, so it runs at start over backfill_from..today.
+    let final_before = last_final_day();
     d.wait_for("the start-up run of wechat-county", 90, |d| {
         d.runs("wechat-county", "success") >= 1
     });
+    let final_after = last_final_day();
 
     // The totals, from the simulator's data functions.
     let days: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
@@ -152,6 +209,57 @@ api_base = "{api}"
         value(&summary, "county", "wechat_followers"),
         sim::followers_on(APPID, last) as f64
     );
+    // The 群发/发布 split adds up to the posts; the daily shares are the
+    // platform's; each article counts with its total as of the last final day
+    // (the platform follows it 30 days), on its publish day.
+    assert_eq!(
+        value(&summary, "county", "wechat_posts_mass")
+            .as_f64()
+            .unwrap()
+            + value(&summary, "county", "wechat_posts_published")
+                .as_f64()
+                .unwrap(),
+        sum(sim::posts_on)
+    );
+    let mass: f64 = days
+        .iter()
+        .filter(|d| sim::publish_type_on(APPID, **d) == 0)
+        .map(|d| f64::from(sim::posts_on(APPID, *d)))
+        .sum();
+    assert_eq!(value(&summary, "county", "wechat_posts_mass"), mass);
+    let shares: f64 = days
+        .iter()
+        .map(|d| f64::from(sim::engagement_on(APPID, *d).share_user))
+        .sum();
+    assert_eq!(value(&summary, "county", "wechat_shares"), shares);
+    if final_before == final_after {
+        let (mut reads, mut viral) = (0.0, 0.0);
+        for d in &days {
+            let last = (*d + chrono::Days::new(29)).min(final_after);
+            for msgid in sim::msgids_on(APPID, *d) {
+                let r = sim::article_totals_on(APPID, *d, &msgid, last).read_user;
+                reads += r as f64;
+                viral += if r >= sim::READS_100K { 1.0 } else { 0.0 };
+            }
+        }
+        assert_eq!(value(&summary, "county", "wechat_article_readers"), reads);
+        assert_eq!(value(&summary, "county", "wechat_articles_100k"), viral);
+
+        // Yesterday is stored only once final, and then like any other day;
+        // the day before always is.
+        let yesterday = sim::today_cst(chrono::Utc::now()) - chrono::Days::new(1);
+        let before = yesterday - chrono::Days::new(1);
+        for indicator in ["wechat_readers", "wechat_new_followers", "wechat_posts"] {
+            let stored = days_stored(&d, "county", indicator, &format!("{before}..{yesterday}"));
+            let want: Vec<String> = before
+                .iter_days()
+                .take_while(|x| *x <= final_after)
+                .map(|x| x.to_string())
+                .collect();
+            assert_eq!(stored, want, "{indicator}, last final day {final_after}");
+        }
+    }
+
     // No call asked more days than the platform allows.
     for endpoint in [
         "getarticletotaldetail",
@@ -214,4 +322,117 @@ api_base = "{api}"
         assert!(!text.contains(SECRET), "secret leaked:\n{text}");
         assert!(!text.contains("91_"), "access token leaked:\n{text}");
     }
+}
+
+/// A zone where it is now between 03:00 and 03:59, as `Etc/GMT∓N`.
+fn zone_at_three_in_the_morning() -> chrono_tz::Tz {
+    let utc_hour = i64::from(chrono::Utc::now().hour());
+    let mut offset = (3 - utc_hour).rem_euclid(24);
+    if offset > 11 {
+        offset -= 24;
+    }
+    // Etc/GMT signs are POSIX's, the other way round: Etc/GMT-3 is UTC+3.
+    let name = match offset {
+        0 => "Etc/UTC".to_owned(),
+        o if o > 0 => format!("Etc/GMT-{o}"),
+        o => format!("Etc/GMT+{}", -o),
+    };
+    name.parse().unwrap()
+}
+
+#[test]
+fn a_daemon_run_before_eight_in_its_zone_leaves_yesterday_out() {
+    // The daemon has no fake clock: its zone is chosen so that its run is at
+    // about 03:00 local time, when yesterday is not final there.
+    let zone = zone_at_three_in_the_morning();
+    let wechat = WechatSim::start_blocking(vec![Account::new(APPID, SECRET)]);
+    let now = chrono::Utc::now().with_timezone(&zone);
+    assert!(now.hour() < 8, "{now}");
+    let yesterday = now.date_naive() - chrono::Days::new(1);
+    let before = yesterday - chrono::Days::new(1);
+    let from = yesterday - chrono::Days::new(6);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_wechat")]);
+    let port = free_port();
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &format!(
+            r#"
+[daemon]
+listen = "127.0.0.1:{port}"
+timezone = "{zone}"
+data_dir = {data}
+plugin_dirs = [{plugins}]
+
+[[units]]
+id = "county"
+name = "某县"
+
+[[indicators]]
+id = "wechat_readers"
+name = "微信公众号图文阅读人次（每日阅读人数按日累加）"
+kind = "count"
+unit = "人次"
+[[indicators]]
+id = "wechat_new_followers"
+name = "微信公众号新增粉丝数"
+kind = "count"
+unit = "人"
+
+[[sources]]
+id = "wechat-county"
+plugin = "wechat"
+unit = "county"
+schedule = "0 0 3 1 1 *"
+backfill_from = "{from}"
+[sources.settings]
+appid = "{APPID}"
+secret = "${{env:TALLY_TEST_WECHAT_SECRET}}"
+api_base = "{api}"
+indicators = ["wechat_readers", "wechat_new_followers"]
+"#,
+            zone = zone.name(),
+            data = toml_path(&dir.join("data")),
+            plugins = toml_path(&plugins),
+            api = wechat.base_url(),
+        ),
+    );
+    let d = TestDaemon::start_with_env(&config, port, &[("TALLY_TEST_WECHAT_SECRET", SECRET)]);
+    d.wait_for("the start-up run of wechat-county", 90, |d| {
+        d.runs("wechat-county", "success") >= 1
+    });
+    // The platform's own rule (China Standard Time) may hold back the day
+    // before yesterday as well.
+    let platform_final = last_final_day();
+    for indicator in ["wechat_readers", "wechat_new_followers"] {
+        let stored = days_stored(&d, "county", indicator, &format!("{before}..{yesterday}"));
+        let want: Vec<String> = [before]
+            .into_iter()
+            .filter(|x| *x <= platform_final)
+            .map(|x| x.to_string())
+            .collect();
+        assert_eq!(stored, want, "{indicator} in {zone}\n{}", d.log());
+    }
+    // The days it stored are the platform's numbers.
+    let stored = days_stored(
+        &d,
+        "county",
+        "wechat_readers",
+        &format!("{from}..{yesterday}"),
+    );
+    assert!(!stored.is_empty());
+    let summary = d.get_json(&format!(
+        "/api/v1/summary?period={from}..{}",
+        stored.last().unwrap()
+    ));
+    let last: NaiveDate = stored.last().unwrap().parse().unwrap();
+    let readers: f64 = from
+        .iter_days()
+        .take_while(|x| *x <= last)
+        .map(|x| f64::from(sim::readers_on(APPID, x)))
+        .sum();
+    assert_eq!(value(&summary, "county", "wechat_readers"), readers);
 }

@@ -1,5 +1,5 @@
 //! Report files: the statistics table of a quarter written to disk on a
-//! schedule (`[reports]`, by default the first day of each quarter at 02:00
+//! schedule (`[reports]`, by default the first day of each quarter at 10:00
 //! for the quarter just ended), and the listing behind `GET /api/v1/reports`.
 //!
 //! A written report is never overwritten: writing `2026-Q3.xlsx` again

@@ -484,9 +484,10 @@ impl Config {
     pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(5);
     pub const DEFAULT_BREAKER_AFTER: u32 = 3;
     pub const DEFAULT_HTTP_PER_HOST_CONCURRENCY: usize = 4;
-    /// The first day of each quarter at 02:00, after the nightly collections
-    /// of the last day have had time to run.
-    pub const DEFAULT_REPORT_SCHEDULE: &str = "0 2 1 1,4,7,10 *";
+    /// The first day of each quarter at 10:00: WeChat's figures of the
+    /// quarter's last day are final only from 08:00 that morning, so the
+    /// collections after it have had time to run.
+    pub const DEFAULT_REPORT_SCHEDULE: &str = "0 10 1 1,4,7,10 *";
 
     /// Reads and validates a configuration file; `${env:...}` reads the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -79,7 +79,7 @@ fn the_defaults_write_xlsx_and_csv_into_data_dir_reports() {
     let c = config("[daemon]\ndata_dir = \"/srv/tally\"\n");
     assert!(c.reports.enabled);
     assert!(!c.reports.write_on_start);
-    assert_eq!(c.reports.schedule_text, "0 2 1 1,4,7,10 *");
+    assert_eq!(c.reports.schedule_text, "0 10 1 1,4,7,10 *");
     assert_eq!(c.reports.formats, [Format::Xlsx, Format::Csv]);
     assert_eq!(c.reports_dir(), Path::new("/srv/tally/reports"));
 
@@ -116,7 +116,7 @@ fn bad_reports_settings_name_the_key() {
 fn due_is_the_last_fire_in_the_half_open_interval() {
     let c = config("");
     let s = &c.reports.schedule;
-    let fire = shanghai(2026, 10, 1, 2, 0);
+    let fire = shanghai(2026, 10, 1, 10, 0);
     assert_eq!(
         due(s, Shanghai, fire - Duration::seconds(1), fire),
         Some(fire)
@@ -133,7 +133,7 @@ fn due_is_the_last_fire_in_the_half_open_interval() {
         None
     );
     // A late check (the machine slept) still fires, once, for the latest time.
-    let next = shanghai(2027, 1, 1, 2, 0);
+    let next = shanghai(2027, 1, 1, 10, 0);
     assert_eq!(
         due(
             s,
@@ -144,8 +144,8 @@ fn due_is_the_last_fire_in_the_half_open_interval() {
         Some(next)
     );
     assert_eq!(next_fire(s, Shanghai, fire), Some(next));
-    // 02:00 in Shanghai is 18:00 UTC the day before.
-    assert_eq!(fire.to_rfc3339(), "2026-09-30T18:00:00+00:00");
+    // The schedule is read in the daemon's zone: 10:00 in Shanghai is 02:00 UTC.
+    assert_eq!(fire.to_rfc3339(), "2026-10-01T02:00:00+00:00");
 }
 
 #[test]
@@ -182,7 +182,7 @@ fn a_fake_clock_over_the_quarter_boundary_writes_one_report_then_revisions() {
         &c,
         &writer,
         shanghai(2026, 10, 1, 0, 0),
-        shanghai(2026, 10, 1, 3, 0),
+        shanghai(2026, 10, 1, 11, 0),
     );
     assert_eq!(written, ["2026-Q3"]);
     assert_eq!(

@@ -8,8 +8,15 @@
 //!   40001, expired 42001.
 //! - Datacube dates must be `YYYY-MM-DD` (61500); `end_date` must be before
 //!   today in China Standard Time, the span (days, both ends inclusive) must
-//!   not exceed the endpoint's maximum, and `begin_date` must not precede the
+//!   not exceed the endpoint's maximum ([`DATACUBE`], changed with
+//!   [`Faults::set_max_span`]), and `begin_date` must not precede the
 //!   endpoint's data start (all 61501).
+//! - Yesterday's statistics are final only from 08:00 China Standard Time
+//!   (the official guide: "请于每天上午8点后查询公众号前一天的数据"). Before that
+//!   hour no endpoint has rows for yesterday yet, and the new endpoints say
+//!   `"is_delay": true` ([`Faults::set_final_hour`]; what exactly the real
+//!   service answers that early is not documented: an empty day is the
+//!   simulator's choice).
 //! - The numbers are deterministic per account and day ([`posts_on`],
 //!   [`readers_on`], [`new_followers_on`], [`cancelled_followers_on`],
 //!   [`followers_on`]), so tests compute their expectations from the same
@@ -28,7 +35,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike, Utc};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -37,6 +44,9 @@ pub const LEGACY_DATA_START: NaiveDate = date(2014, 12, 1);
 /// The first day the new 发表内容 endpoints (`getbizsummary`,
 /// `getarticletotaldetail`) hold data.
 pub const NEW_DATA_START: NaiveDate = date(2025, 11, 1);
+
+/// The hour (China Standard Time) from which yesterday's statistics are final.
+pub const DEFAULT_FINAL_HOUR: u32 = 8;
 
 const fn date(y: i32, m: u32, d: u32) -> NaiveDate {
     match NaiveDate::from_ymd_opt(y, m, d) {
@@ -49,7 +59,9 @@ const fn date(y: i32, m: u32, d: u32) -> NaiveDate {
 ///
 /// `getarticletotaldetail` is asked one publish day at a time, like its
 /// documented siblings `getarticleread`/`getarticleshare` ("日期范围仅支持查询1天");
-/// `getbizsummary`'s 30 days comes from a third-party SDK (\[I\] in the notes).
+/// `getbizsummary`'s 30 days comes from a third-party SDK (\[I\] in the notes):
+/// no documented limit was found, so tests lower it with
+/// [`Faults::set_max_span`] to see a client recover from a 61501.
 pub const DATACUBE: &[(&str, i64, NaiveDate)] = &[
     ("getusersummary", 7, LEGACY_DATA_START),
     ("getusercumulate", 7, LEGACY_DATA_START),
@@ -145,6 +157,69 @@ pub fn followers_on(appid: &str, day: NaiveDate) -> u64 {
     n.max(0) as u64
 }
 
+/// A day's figures of `getbizsummary`: each a count of distinct people that
+/// day (`comment_count`: comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Engagement {
+    pub read_user: u32,
+    pub share_user: u32,
+    pub zaikan_user: u32,
+    pub like_user: u32,
+    pub comment_count: u32,
+    pub collection_user: u32,
+}
+
+/// The account's `getbizsummary` figures of `day`.
+pub fn engagement_on(appid: &str, day: NaiveDate) -> Engagement {
+    let r = readers_on(appid, day);
+    Engagement {
+        read_user: r,
+        share_user: r / 13,
+        zaikan_user: r / 27,
+        like_user: r / 14,
+        comment_count: r / 160,
+        collection_user: r / 22,
+    }
+}
+
+/// An article's cumulative figures from its publication on `published` to
+/// the end of `stat` (`getarticletotaldetail`'s `detail_list` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArticleTotals {
+    pub read_user: u64,
+    pub share_user: u64,
+    pub zaikan_user: u64,
+    pub like_user: u64,
+    pub comment_count: u64,
+    pub collection_user: u64,
+}
+
+/// Readers from which an article is "10万+".
+pub const READS_100K: u64 = 100_000;
+
+/// The totals of article `msgid`, published on `published`, as of `stat`
+/// (growing for 30 days, then frozen as the platform stops following it).
+/// About one article in forty goes viral and passes [`READS_100K`].
+pub fn article_totals_on(
+    appid: &str,
+    published: NaiveDate,
+    msgid: &str,
+    stat: NaiveDate,
+) -> ArticleTotals {
+    let h = hash(appid, published, msgid);
+    let base = 100 + h % 2000 + if h % 40 == 7 { 40_000 } else { 0 };
+    let days = (stat - published).num_days().clamp(-1, 29);
+    let read: u64 = (0..=days).map(|i| base / (i as u64 + 1)).sum();
+    ArticleTotals {
+        read_user: read,
+        share_user: read / 19,
+        zaikan_user: read / 45,
+        like_user: read / 27,
+        comment_count: read / 150,
+        collection_user: read / 70,
+    }
+}
+
 /// The `msgid`s of the articles published on `day` (`<msg_data_id>_<index>`).
 pub fn msgids_on(appid: &str, day: NaiveDate) -> Vec<String> {
     let msg_data_id = 2_247_400_000 + (day - LEGACY_DATA_START).num_days();
@@ -203,8 +278,15 @@ pub struct Faults {
     slow_ms: AtomicU64,
     /// Calls from "this IP" are refused with 40164.
     blocked_ip: Mutex<Option<String>>,
-    /// Overrides the simulator's clock (its "today" in CST).
-    today: Mutex<Option<NaiveDate>>,
+    /// Overrides the simulator's clock.
+    now: Mutex<Option<DateTime<Utc>>>,
+    /// Per endpoint: a maximum span replacing the one of [`DATACUBE`].
+    max_spans: Mutex<HashMap<String, i64>>,
+    /// Off: yesterday's data are there at any hour.
+    final_hour_off: AtomicBool,
+    /// One more than the hour (CST) from which yesterday's data are final;
+    /// 0 (unset) means [`DEFAULT_FINAL_HOUR`].
+    final_hour: AtomicU32,
 }
 
 impl Faults {
@@ -261,9 +343,51 @@ impl Faults {
         *lock(&self.blocked_ip) = ip.map(str::to_owned);
     }
 
-    /// Fixes the simulator's "today" (CST); by default it is the real date.
+    /// Fixes the simulator's clock at noon (CST) of `day`, when yesterday's
+    /// data are final; by default it is the real time.
     pub fn set_today(&self, day: NaiveDate) {
-        *lock(&self.today) = Some(day);
+        let noon = cst()
+            .from_local_datetime(&day.and_hms_opt(12, 0, 0).unwrap_or_default())
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        self.set_now(noon);
+    }
+
+    /// Fixes the simulator's clock; by default it is the real time.
+    pub fn set_now(&self, now: DateTime<Utc>) {
+        *lock(&self.now) = Some(now);
+    }
+
+    /// The largest span (days, both ends inclusive) `endpoint` accepts before
+    /// it answers 61501, instead of the one in [`DATACUBE`].
+    pub fn set_max_span(&self, endpoint: &str, days: i64) {
+        lock(&self.max_spans).insert(endpoint.to_owned(), days);
+    }
+
+    /// From which hour (China Standard Time) yesterday's statistics are final:
+    /// `Some(8)` is the platform's rule and the default; `None` makes them
+    /// final at midnight. Before it, no endpoint has rows for yesterday and the
+    /// new ones answer `"is_delay": true`.
+    pub fn set_final_hour(&self, hour: Option<u32>) {
+        match hour {
+            Some(h) => {
+                self.final_hour.store(h.min(23) + 1, Ordering::SeqCst);
+                self.final_hour_off.store(false, Ordering::SeqCst);
+            }
+            None => self.final_hour_off.store(true, Ordering::SeqCst),
+        }
+    }
+
+    /// The hour from which yesterday is final, or None when it is at once.
+    fn final_hour(&self) -> Option<u32> {
+        if self.final_hour_off.load(Ordering::SeqCst) {
+            return None;
+        }
+        match self.final_hour.load(Ordering::SeqCst) {
+            0 => Some(DEFAULT_FINAL_HOUR),
+            h => Some(h - 1),
+        }
     }
 
     fn take(flag: &AtomicU32) -> bool {
@@ -298,14 +422,30 @@ struct Shared {
 }
 
 impl Shared {
-    fn today(&self) -> NaiveDate {
-        if let Some(d) = *lock(&self.faults.today) {
-            return d;
+    fn now(&self) -> DateTime<Utc> {
+        if let Some(t) = *lock(&self.faults.now) {
+            return t;
         }
         // The simulator stands in for the platform, which has its own clock.
         #[allow(clippy::disallowed_methods)]
-        let now = Utc::now();
-        today_cst(now)
+        Utc::now()
+    }
+
+    fn today(&self) -> NaiveDate {
+        today_cst(self.now())
+    }
+
+    /// Whether yesterday's statistics are still being computed.
+    fn yesterday_pending(&self) -> bool {
+        let hour = self.now().with_timezone(&cst()).hour();
+        self.faults.final_hour().is_some_and(|h| hour < h)
+    }
+
+    fn max_span(&self, endpoint: &str) -> Option<i64> {
+        lock(&self.faults.max_spans)
+            .get(endpoint)
+            .copied()
+            .or_else(|| max_span(endpoint))
     }
 }
 
@@ -652,9 +792,10 @@ fn datacube_answer(
     body: &str,
 ) -> Result<Value, Value> {
     let appid = authorize(shared, q)?;
-    let Some(&(_, max, start)) = DATACUBE.iter().find(|(e, _, _)| *e == name) else {
+    let Some(&(_, _, start)) = DATACUBE.iter().find(|(e, _, _)| *e == name) else {
         return Err(err(47009, "this api is offline, please use the new api"));
     };
+    let max = shared.max_span(name).unwrap_or(1);
     quota(shared, name, n)?;
     let req: Value = serde_json::from_str(body).map_err(|_| err(47001, "data format error"))?;
     let date_error = || err(61500, "date format error hint: [FKxBtA05101556]");
@@ -675,7 +816,14 @@ fn datacube_answer(
         return Err(range_error());
     }
     let yesterday = today.pred_opt().unwrap_or(today);
-    let days = begin.iter_days().take_while(|d| *d <= end);
+    // Before the final hour yesterday is still being computed: no rows yet.
+    let pending = shared.yesterday_pending() && end >= yesterday;
+    let last_ready = if pending {
+        yesterday.pred_opt().unwrap_or(yesterday)
+    } else {
+        yesterday
+    };
+    let days = begin.iter_days().take_while(|d| *d <= end.min(last_ready));
     let mut list = Vec::new();
     match name {
         "getusersummary" => {
@@ -694,7 +842,8 @@ fn datacube_answer(
         }
         "getbizsummary" => {
             for d in days {
-                let r = readers_on(&appid, d);
+                let e = engagement_on(&appid, d);
+                let r = e.read_user;
                 let msg = r * 58 / 100;
                 list.push(json!({
                     "ref_date": d.to_string(),
@@ -704,11 +853,11 @@ fn datacube_answer(
                             {"user_count": r, "scene_desc": "全部"},
                             {"user_count": msg, "scene_desc": "公众号消息"},
                         ],
-                        "share_user": r / 13,
-                        "zaikan_user": r / 27,
-                        "like_user": r / 14,
-                        "comment_count": r / 160,
-                        "collection_user": r / 22,
+                        "share_user": e.share_user,
+                        "zaikan_user": e.zaikan_user,
+                        "like_user": e.like_user,
+                        "comment_count": e.comment_count,
+                        "collection_user": e.collection_user,
                         "redirect_ori_page_user": r / 400,
                         "send_page_count": posts_on(&appid, d),
                     }
@@ -720,14 +869,15 @@ fn datacube_answer(
             // each with its cumulative curve up to yesterday, at most 30 days.
             for d in days {
                 for msgid in msgids_on(&appid, d) {
-                    list.push(article_detail(&appid, d, &msgid, yesterday));
+                    list.push(article_detail(&appid, d, &msgid, last_ready));
                 }
             }
         }
     }
     let mut answer = json!({ "list": list });
     if name == "getbizsummary" || name == "getarticletotaldetail" {
-        let delay = shared.faults.delay_latest.load(Ordering::SeqCst) && end >= yesterday;
+        let delay =
+            pending || (shared.faults.delay_latest.load(Ordering::SeqCst) && end >= yesterday);
         answer["is_delay"] = json!(delay);
     }
     Ok(answer)
@@ -760,17 +910,16 @@ fn user_summary_rows(appid: &str, d: NaiveDate) -> Vec<Value> {
 
 fn article_detail(appid: &str, d: NaiveDate, msgid: &str, yesterday: NaiveDate) -> Value {
     let last = (d + chrono::Days::new(29)).min(yesterday);
-    let base = 100 + hash(appid, d, msgid) % 2000;
     let mut details = Vec::new();
-    let mut read = 0u64;
-    for (i, stat) in d.iter_days().take_while(|s| *s <= last).enumerate() {
-        read += base / (i as u64 + 1);
+    for stat in d.iter_days().take_while(|s| *s <= last) {
+        let t = article_totals_on(appid, d, msgid, stat);
+        let read = t.read_user;
         details.push(json!({
             "stat_date": stat.to_string(),
             "read_user": read,
             "read_user_source": [{"user_count": read, "scene_desc": "全部"}],
-            "share_user": read / 19, "zaikan_user": read / 45, "like_user": read / 27,
-            "comment_count": read / 150, "collection_user": read / 70, "praise_money": 0,
+            "share_user": t.share_user, "zaikan_user": t.zaikan_user, "like_user": t.like_user,
+            "comment_count": t.comment_count, "collection_user": t.collection_user, "praise_money": 0,
             "read_subscribe_user": read / 260, "read_delivery_rate": 0.0971,
             "read_finish_rate": 0.6304, "read_avg_activetime": 1.0588,
             "read_jump_position": [],
@@ -919,6 +1068,80 @@ mod tests {
             delayed["list"][0]["detail"]["read_user"],
             readers_on("wx1", day(11, 26))
         );
+    }
+
+    fn cst_time(d: NaiveDate, h: u32, m: u32) -> DateTime<Utc> {
+        cst()
+            .from_local_datetime(&d.and_hms_opt(h, m, 0).unwrap())
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn yesterday_is_there_only_from_eight_o_clock() {
+        let (s, q) = shared();
+        // On by default: at 07:59 the day before is still being computed.
+        s.faults.set_now(cst_time(day(11, 27), 7, 59));
+        for name in ["getusersummary", "getusercumulate"] {
+            let a = ask(&s, &q, name, "2026-11-25", "2026-11-26");
+            let days: Vec<&str> = a["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["ref_date"].as_str().unwrap())
+                .collect();
+            assert!(days.contains(&"2026-11-25"), "{name}: {a}");
+            assert!(!days.contains(&"2026-11-26"), "{name}: {a}");
+            assert!(a.get("is_delay").is_none(), "{name}: {a}");
+        }
+        let a = ask(&s, &q, "getbizsummary", "2026-11-26", "2026-11-26");
+        assert_eq!(a, json!({"list": [], "is_delay": true}));
+        // Days before yesterday are final and not delayed.
+        let a = ask(&s, &q, "getbizsummary", "2026-11-24", "2026-11-25");
+        assert_eq!(a["is_delay"], false);
+        assert_eq!(a["list"].as_array().unwrap().len(), 2);
+
+        s.faults.set_now(cst_time(day(11, 27), 8, 0));
+        let a = ask(&s, &q, "getbizsummary", "2026-11-26", "2026-11-26");
+        assert_eq!(a["is_delay"], false);
+        assert_eq!(
+            a["list"][0]["detail"]["read_user"],
+            readers_on("wx1", day(11, 26))
+        );
+
+        // Switched off: final at midnight.
+        s.faults.set_now(cst_time(day(11, 27), 2, 30));
+        s.faults.set_final_hour(None);
+        let a = ask(&s, &q, "getbizsummary", "2026-11-26", "2026-11-26");
+        assert_eq!(a["is_delay"], false);
+        assert_eq!(a["list"].as_array().unwrap().len(), 1);
+        // Another hour.
+        s.faults.set_final_hour(Some(3));
+        let a = ask(&s, &q, "getbizsummary", "2026-11-26", "2026-11-26");
+        assert_eq!(a["is_delay"], true);
+    }
+
+    #[test]
+    fn a_lowered_span_is_refused_beyond_it() {
+        let (s, q) = shared();
+        let code = |v: Value| v["errcode"].as_i64();
+        // 30 days pass by default.
+        let a = ask(&s, &q, "getbizsummary", "2026-10-27", "2026-11-25");
+        assert_eq!(a["list"].as_array().unwrap().len(), 30, "{a}");
+        s.faults.set_max_span("getbizsummary", 4);
+        assert_eq!(
+            code(ask(&s, &q, "getbizsummary", "2026-10-27", "2026-11-25")),
+            Some(61501)
+        );
+        assert_eq!(
+            code(ask(&s, &q, "getbizsummary", "2026-11-01", "2026-11-05")),
+            Some(61501)
+        );
+        let a = ask(&s, &q, "getbizsummary", "2026-11-01", "2026-11-04");
+        assert_eq!(a["list"].as_array().unwrap().len(), 4, "{a}");
+        // Other endpoints keep theirs.
+        let a = ask(&s, &q, "getusersummary", "2026-11-01", "2026-11-07");
+        assert!(a.get("errcode").is_none(), "{a}");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The `wechat` plugin against the WeChat simulator (real HTTP on 127.0.0.1),
 //! with the test kit's fixed clock: 2026-11-27 02:00 UTC, 10:00 in Beijing, so
-//! the latest final day is 2026-11-26.
+//! the latest final day is 2026-11-26 (final from 08:00).
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
 use tally_plugin::testkit::{Harness, TestHost};
 use tally_plugin::{CollectRequest, CollectResponse, ErrorKind, Window};
@@ -38,10 +38,10 @@ fn request(from: NaiveDate, to: NaiveDate, state: Option<Value>) -> CollectReque
     r
 }
 
-/// indicator -> day -> value
+/// indicator -> day -> value, of the observations without entity.
 fn table(out: &CollectResponse) -> BTreeMap<String, BTreeMap<NaiveDate, f64>> {
     let mut t: BTreeMap<String, BTreeMap<NaiveDate, f64>> = BTreeMap::new();
-    for o in &out.observations {
+    for o in out.observations.iter().filter(|o| o.entity.is_empty()) {
         let old = t
             .entry(o.indicator.clone())
             .or_default()
@@ -91,9 +91,9 @@ fn a_quarter_in_spans_the_platform_accepts() {
     assert_eq!(out.warnings, Vec::<String>::new());
     assert_eq!(table(&out), expected(from, to));
 
-    // Hand-checked against the spans: 92 days one by one, 30+30+30+2, 14 weeks twice.
+    // Hand-checked against the spans: 92 days one by one, 14 weeks three times.
     assert_eq!(s.calls("getarticletotaldetail"), 92);
-    assert_eq!(s.calls("getbizsummary"), 4);
+    assert_eq!(s.calls("getbizsummary"), 14);
     assert_eq!(s.calls("getusercumulate"), 14);
     assert_eq!(s.calls("getusersummary"), 14);
     assert_eq!(s.calls("stable_token"), 1);
@@ -108,12 +108,12 @@ fn a_quarter_in_spans_the_platform_accepts() {
             "{endpoint}"
         );
     }
-    assert_eq!(out.state.as_ref().unwrap()["calls"], 125);
+    assert_eq!(out.state.as_ref().unwrap()["calls"], 135);
     assert!(
         p.host()
             .logs()
             .iter()
-            .any(|(_, l)| l == "wechat: 125 API calls"),
+            .any(|(_, l)| l == "wechat: 135 API calls"),
         "{:?}",
         p.host().logs()
     );
@@ -125,7 +125,7 @@ fn a_quarter_in_spans_the_platform_accepts() {
     let again = p.collect(&request(from, to, out.state.clone())).unwrap();
     assert_eq!(table(&again), table(&out));
     assert_eq!(s.calls("stable_token"), 1);
-    assert_eq!(again.state.unwrap()["calls"], 124);
+    assert_eq!(again.state.unwrap()["calls"], 134);
 }
 
 #[test]
@@ -198,10 +198,10 @@ fn quota_exceeded_keeps_what_was_collected() {
     let out = p.collect(&request(from, to, None)).unwrap();
     let t = table(&out);
     let want = expected(from, to);
-    // Two 30-day calls got through: July 1 to August 29.
+    // Two 7-day calls got through: July 1 to 14.
     let readers: BTreeMap<_, _> = want["wechat_readers"]
         .iter()
-        .filter(|(d, _)| **d <= day(2026, 8, 29))
+        .filter(|(d, _)| **d <= day(2026, 7, 14))
         .map(|(d, v)| (*d, *v))
         .collect();
     assert_eq!(t["wechat_readers"], readers);
@@ -212,13 +212,13 @@ fn quota_exceeded_keeps_what_was_collected() {
         out.warnings,
         [
             "quota exceeded on getbizsummary (errcode 45009, reach max api daily quota limit rid: \
-          6131e82a-745e9ad5-0f2d17ff): collected up to 2026-08-29, 2026-08-30..2026-09-30 left for the next run"
+          6131e82a-745e9ad5-0f2d17ff): collected up to 2026-07-14, 2026-07-15..2026-09-30 left for the next run"
         ]
     );
     let state = out.state.unwrap();
     assert_eq!(
         state["incomplete"],
-        json!({"getbizsummary": {"from": "2026-08-30", "to": "2026-09-30"}})
+        json!({"getbizsummary": {"from": "2026-07-15", "to": "2026-09-30"}})
     );
 
     // The next scheduled run (window from yesterday) cannot deliver those
@@ -229,15 +229,15 @@ fn quota_exceeded_keeps_what_was_collected() {
         .unwrap();
     assert!(
         later.warnings.iter().any(|w| w.contains(
-            "getbizsummary: 2026-08-30..2026-09-30 are missing since the quota ran out on an earlier run: \
-             read them with `tallyd collect --source wechat-county --from 2026-08-30 --to 2026-09-30`"
+            "getbizsummary: 2026-07-15..2026-09-30 are missing since the quota ran out on an earlier run: \
+             read them with `tallyd collect --source wechat-county --from 2026-07-15 --to 2026-09-30`"
         )),
         "{:?}",
         later.warnings
     );
     // A backfill of those days clears it.
     let backfill = p
-        .collect(&request(day(2026, 8, 30), day(2026, 9, 30), later.state))
+        .collect(&request(day(2026, 7, 15), day(2026, 9, 30), later.state))
         .unwrap();
     assert_eq!(backfill.warnings, Vec::<String>::new());
     assert_eq!(backfill.state.unwrap()["incomplete"], json!({}));
@@ -474,4 +474,317 @@ fn settings_are_checked() {
         .err()
         .unwrap();
     assert!(e.message.starts_with("secret: empty"), "{e}");
+}
+
+fn beijing(d: NaiveDate, h: u32, m: u32) -> DateTime<Utc> {
+    chrono_tz::Asia::Shanghai
+        .from_local_datetime(&d.and_hms_opt(h, m, 0).unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[test]
+fn a_run_at_two_thirty_leaves_yesterday_out_and_a_run_after_eight_fills_it() {
+    let s = start();
+    let mut p = plugin(&s, json!({}));
+    let today = day(2026, 11, 27);
+    let yesterday = day(2026, 11, 26);
+    // The platform and the daemon both at 02:30 in Beijing.
+    let early = beijing(today, 2, 30);
+    s.faults().set_now(early);
+    p.host().clone().at(early);
+    let out = p.collect(&request(day(2026, 11, 20), today, None)).unwrap();
+    assert_eq!(out.warnings, Vec::<String>::new());
+    let t = table(&out);
+    // Yesterday is neither 0 nor anything else: not there at all.
+    assert!(
+        out.observations.iter().all(|o| o.day < yesterday),
+        "{:?}",
+        out.observations
+    );
+    assert_eq!(t, expected(day(2026, 11, 20), day(2026, 11, 25)));
+    let state = out.state.unwrap();
+    assert_eq!(state["pending"], json!(["2026-11-26"]));
+    assert!(
+        p.host().logs().iter().any(|(_, l)| l
+            == "wechat: 2026-11-26 not final before 08:00 the next day (China Standard Time); \
+                left for a later run"),
+        "{:?}",
+        p.host().logs()
+    );
+
+    // 09:30: the daemon's next window (lookback 3) covers yesterday, now final.
+    let later = beijing(today, 9, 30);
+    s.faults().set_now(later);
+    p.host().clone().at(later);
+    let out = p
+        .collect(&request(day(2026, 11, 24), today, Some(state.clone())))
+        .unwrap();
+    assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(table(&out), expected(day(2026, 11, 24), yesterday));
+    assert_eq!(out.state.unwrap()["pending"], json!([]));
+
+    // With no lookback the next window starts today: the plugin says how to
+    // read the day it left out.
+    let out = p.collect(&request(today, today, Some(state))).unwrap();
+    assert_eq!(
+        out.warnings,
+        [
+            "2026-11-26..2026-11-26 were not final yet (before 08:00 the next day) on an earlier run and lie \
+          outside this window: read them with `tallyd collect --source wechat-county --from 2026-11-26 \
+          --to 2026-11-26`, or keep lookback_days at 1 or more"
+        ]
+    );
+    assert_eq!(out.state.unwrap()["pending"], json!(["2026-11-26"]));
+}
+
+#[test]
+fn a_refused_thirty_day_span_is_halved_until_the_platform_accepts_it() {
+    let s = start();
+    // The platform takes 4 days at most; the source was told 30.
+    s.faults().set_max_span("getbizsummary", 4);
+    let mut p = plugin(
+        &s,
+        json!({"indicators": ["wechat_readers", "wechat_shares"], "spans": {"getbizsummary": 30}}),
+    );
+    let (from, to) = (day(2026, 10, 27), day(2026, 11, 25));
+    let out = p.collect(&request(from, to, None)).unwrap();
+    let t = table(&out);
+    assert_eq!(t["wechat_readers"], expected(from, to)["wechat_readers"]);
+    let shares: BTreeMap<NaiveDate, f64> = days(from, to)
+        .into_iter()
+        .map(|d| (d, f64::from(sim::engagement_on(APPID, d).share_user)))
+        .collect();
+    assert_eq!(t["wechat_shares"], shares);
+    // 30, 15 and 8 days refused; then 4 days at a time: 8 calls for 30 days.
+    assert_eq!(s.calls("getbizsummary"), 3 + 8);
+    assert_eq!(s.max_span_seen("getbizsummary"), 30);
+    assert_eq!(
+        out.warnings,
+        [
+            "getbizsummary: the platform refused 30-day spans (errcode 61501, date range error rid: \
+          6131e82a-745e9ad5-0f2d17ff); asked 4 days at a time instead: set spans.getbizsummary = 4 \
+          in the source's settings to save the refused calls"
+        ]
+    );
+
+    // The default span (7) refused too: 7, then 4 days.
+    let s = start();
+    s.faults().set_max_span("getbizsummary", 5);
+    let mut p = plugin(&s, json!({"indicators": ["wechat_readers"]}));
+    let out = p.collect(&request(from, to, None)).unwrap();
+    assert_eq!(
+        table(&out)["wechat_readers"],
+        expected(from, to)["wechat_readers"]
+    );
+    assert_eq!(s.calls("getbizsummary"), 1 + 8);
+    assert!(out.warnings[0].starts_with("getbizsummary: the platform refused 7-day spans"));
+}
+
+#[test]
+fn a_day_refused_even_alone_is_a_warning_not_a_failed_source() {
+    let s = start();
+    s.faults().set_max_span("getbizsummary", 0);
+    let mut p = plugin(
+        &s,
+        json!({"indicators": ["wechat_readers", "wechat_followers"]}),
+    );
+    let (from, to) = (day(2026, 11, 20), day(2026, 11, 22));
+    let out = p.collect(&request(from, to, None)).unwrap();
+    let t = table(&out);
+    assert!(!t.contains_key("wechat_readers"), "{t:?}");
+    assert_eq!(
+        t["wechat_followers"],
+        expected(from, to)["wechat_followers"]
+    );
+    for d in days(from, to) {
+        assert!(
+            out.warnings.iter().any(|w| w
+                == &format!(
+                    "getbizsummary: {d} refused even alone (errcode 61501, date range error rid: \
+                     6131e82a-745e9ad5-0f2d17ff): not collected"
+                )),
+            "{:?}",
+            out.warnings
+        );
+    }
+}
+
+#[test]
+fn posts_are_split_by_publish_type() {
+    let s = start();
+    let mut p = plugin(
+        &s,
+        json!({"indicators": ["wechat_posts", "wechat_posts_mass", "wechat_posts_published"]}),
+    );
+    let (from, to) = (day(2026, 10, 1), day(2026, 10, 31));
+    let out = p.collect(&request(from, to, None)).unwrap();
+    assert_eq!(out.warnings, Vec::<String>::new());
+    let t = table(&out);
+    let (mut mass, mut published) = (0.0, 0.0);
+    for d in days(from, to) {
+        let n = f64::from(sim::posts_on(APPID, d));
+        let (m, pb) = if sim::publish_type_on(APPID, d) == 0 {
+            (n, 0.0)
+        } else {
+            (0.0, n)
+        };
+        assert_eq!(t["wechat_posts_mass"][&d], m, "{d}");
+        assert_eq!(t["wechat_posts_published"][&d], pb, "{d}");
+        assert_eq!(t["wechat_posts"][&d], m + pb, "{d}");
+        mass += m;
+        published += pb;
+    }
+    // The month has both kinds, so the split is seen.
+    assert!(mass > 0.0 && published > 0.0, "{mass} {published}");
+
+    // Before the article statistics, the publication list gives the
+    // published ones exactly and nothing of the 群发 ones.
+    let (from, to) = (day(2025, 10, 1), day(2025, 10, 31));
+    let out = p.collect(&request(from, to, None)).unwrap();
+    let t = table(&out);
+    assert!(!t.contains_key("wechat_posts_mass"));
+    for d in days(from, to) {
+        let pb = if sim::publish_type_on(APPID, d) == 1 {
+            f64::from(sim::posts_on(APPID, d))
+        } else {
+            0.0
+        };
+        assert_eq!(t["wechat_posts_published"][&d], pb, "{d}");
+    }
+    assert!(
+        out.warnings.iter().any(|w| w
+            == "getarticletotaldetail: the platform keeps no data before 2025-11-01: \
+                wechat_posts_mass not collected for 2025-10-01..2025-10-31"),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn engagement_per_day_and_totals_per_article() {
+    let s = start();
+    let all = [
+        "wechat_shares",
+        "wechat_likes",
+        "wechat_zaikan",
+        "wechat_comments",
+        "wechat_favourites",
+        "wechat_article_readers",
+        "wechat_article_shares",
+        "wechat_article_likes",
+        "wechat_article_zaikan",
+        "wechat_article_comments",
+        "wechat_article_favourites",
+        "wechat_articles_100k",
+    ];
+    let mut p = plugin(&s, json!({ "indicators": all }));
+    let (from, to) = (day(2026, 7, 1), day(2026, 9, 30));
+    let yesterday = day(2026, 11, 26);
+    let out = p.collect(&request(from, to, None)).unwrap();
+    assert_eq!(out.warnings, Vec::<String>::new());
+
+    // Daily figures: getbizsummary's, day by day.
+    let t = table(&out);
+    for d in days(from, to) {
+        let e = sim::engagement_on(APPID, d);
+        assert_eq!(t["wechat_shares"][&d], f64::from(e.share_user), "{d}");
+        assert_eq!(t["wechat_likes"][&d], f64::from(e.like_user), "{d}");
+        assert_eq!(t["wechat_zaikan"][&d], f64::from(e.zaikan_user), "{d}");
+        assert_eq!(t["wechat_comments"][&d], f64::from(e.comment_count), "{d}");
+        assert_eq!(
+            t["wechat_favourites"][&d],
+            f64::from(e.collection_user),
+            "{d}"
+        );
+    }
+
+    // Per article, on its publish day: its totals as of the last day the
+    // platform follows it (30 days), here all over by yesterday.
+    let mut got: BTreeMap<(String, String), (NaiveDate, f64)> = BTreeMap::new();
+    for o in out.observations.iter().filter(|o| !o.entity.is_empty()) {
+        let old = got.insert((o.indicator.clone(), o.entity.clone()), (o.day, o.value));
+        assert!(old.is_none(), "{} {} twice", o.indicator, o.entity);
+    }
+    let mut articles = 0;
+    let mut viral = 0;
+    for d in days(from, to) {
+        for msgid in sim::msgids_on(APPID, d) {
+            articles += 1;
+            let last = (d + chrono::Days::new(29)).min(yesterday);
+            let total = sim::article_totals_on(APPID, d, &msgid, last);
+            let entity = format!("{APPID}:{msgid}");
+            let at = |i: &str| got[&(i.to_owned(), entity.clone())];
+            assert_eq!(at("wechat_article_readers"), (d, total.read_user as f64));
+            assert_eq!(at("wechat_article_shares"), (d, total.share_user as f64));
+            assert_eq!(at("wechat_article_likes"), (d, total.like_user as f64));
+            assert_eq!(at("wechat_article_zaikan"), (d, total.zaikan_user as f64));
+            assert_eq!(
+                at("wechat_article_comments"),
+                (d, total.comment_count as f64)
+            );
+            assert_eq!(
+                at("wechat_article_favourites"),
+                (d, total.collection_user as f64)
+            );
+            let is_viral = total.read_user >= sim::READS_100K;
+            viral += usize::from(is_viral);
+            assert_eq!(
+                at("wechat_articles_100k"),
+                (d, if is_viral { 1.0 } else { 0.0 })
+            );
+        }
+    }
+    assert_eq!(got.len(), articles * 7);
+    // The quarter has a 10万+ article and ordinary ones.
+    assert!(viral > 0 && viral < articles, "{viral} of {articles}");
+
+    // A recent article's totals are those of yesterday, not final yet.
+    let recent = day(2026, 11, 20);
+    let out = p.collect(&request(recent, recent, None)).unwrap();
+    for msgid in sim::msgids_on(APPID, recent) {
+        let o = out
+            .observations
+            .iter()
+            .find(|o| o.indicator == "wechat_article_readers" && o.entity.ends_with(&msgid))
+            .unwrap();
+        assert_eq!(
+            o.value,
+            sim::article_totals_on(APPID, recent, &msgid, yesterday).read_user as f64
+        );
+    }
+}
+
+#[test]
+fn the_new_indicators_are_opt_in_and_spans_are_checked() {
+    let s = start();
+    let p = plugin(&s, json!({}));
+    assert_eq!(
+        p.emits(),
+        [
+            "wechat_posts",
+            "wechat_readers",
+            "wechat_followers",
+            "wechat_new_followers",
+            "wechat_cancelled_followers"
+        ]
+    );
+    let e = Harness::<Wechat>::create(
+        json!({"appid": APPID, "secret": SECRET, "spans": {"getuserread": 3}}),
+        TestHost::new(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.kind, ErrorKind::Settings);
+    assert!(
+        e.message.starts_with("spans.getuserread: unknown endpoint"),
+        "{e}"
+    );
+    let e = Harness::<Wechat>::create(
+        json!({"appid": APPID, "secret": SECRET, "spans": {"getbizsummary": 0}}),
+        TestHost::new(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.message, "spans.getbizsummary: 0 days; must be 1 to 366");
 }
