@@ -333,14 +333,14 @@ fn catch_up_covers_the_quarters_the_schedule_fired_for_since_the_first_observati
     // An empty store, or data of the running quarter only: nothing.
     assert!(catch_up_periods(s, Shanghai, mid_q4, None).is_empty());
     assert!(catch_up_periods(s, Shanghai, mid_q4, Some(day(2026, 10, 2))).is_empty());
-    // On 1 October before 02:00 the schedule has not fired for Q3 yet: a
+    // On 1 October before 10:00 the schedule has not fired for Q3 yet: a
     // start then leaves Q3 to the schedule.
     let first = Some(day(2026, 5, 20));
     assert_eq!(
         labels(&catch_up_periods(
             s,
             Shanghai,
-            shanghai(2026, 10, 1, 1, 59),
+            shanghai(2026, 10, 1, 9, 59),
             first
         )),
         ["2026-Q2"]
@@ -349,7 +349,7 @@ fn catch_up_covers_the_quarters_the_schedule_fired_for_since_the_first_observati
         labels(&catch_up_periods(
             s,
             Shanghai,
-            shanghai(2026, 10, 1, 2, 0),
+            shanghai(2026, 10, 1, 10, 0),
             first
         )),
         ["2026-Q2", "2026-Q3"]
