@@ -190,7 +190,10 @@ fn platform_answer(head: &str) -> (&'static str, String) {
         }
         day = day.succ_opt().unwrap();
     }
-    ("200 OK", format!(r#"{{"code":0,"data":[{}]}}"#, rows.join(",")))
+    (
+        "200 OK",
+        format!(r#"{{"code":0,"data":[{}]}}"#, rows.join(",")),
+    )
 }
 
 fn gbk(text: &str) -> Vec<u8> {
@@ -213,7 +216,13 @@ fn points_sheet(title: Option<&str>, pick: impl Fn(&str) -> bool, col: usize) ->
         let f: Vec<&str> = line.split(',').collect();
         if pick(f[1]) {
             n += 1;
-            text.push_str(&format!("{n},{},{},{},{}\n", f[0], f[1], f[col], n * 7 % 300));
+            text.push_str(&format!(
+                "{n},{},{},{},{}\n",
+                f[0],
+                f[1],
+                f[col],
+                n * 7 % 300
+            ));
         }
     }
     gbk(&text)
@@ -309,7 +318,15 @@ pub fn county() -> County {
         } else {
             text
         };
-        std::fs::write(&path, if is_gbk { gbk(&text) } else { text.into_bytes() }).unwrap();
+        std::fs::write(
+            &path,
+            if is_gbk {
+                gbk(&text)
+            } else {
+                text.into_bytes()
+            },
+        )
+        .unwrap();
     }
 
     let xuexi = dir.join("xuexi");
@@ -383,17 +400,80 @@ fn tally(county: &County, args: &[&str]) -> String {
 #[allow(clippy::type_complexity)]
 const EXPECTED: [(&str, u64, u64, Option<(u64, u64)>, u64, u64, u64, u64); 11] = [
     // posts: 3+1+2+1+2+2 = 11 a day, × 92 days; reads: 1100 × 92 + 6 × 1457
-    ("county", 124, 56, Some((1012, 109_942)), 132_392, 246_968, 17, 60),
-    ("county/xcb", 13, 8, Some((276, 29_057)), 18_428, 30_172, 4, 6),
-    ("county/edu", 38, 10, Some((276, 30_514)), 35_935, 69_812, 4, 18),
-    ("county/edu/school1", 14, 7, Some((184, 19_857)), 15_122, 28_016, 2, 7),
+    (
+        "county",
+        124,
+        56,
+        Some((1012, 109_942)),
+        132_392,
+        246_968,
+        17,
+        60,
+    ),
+    (
+        "county/xcb",
+        13,
+        8,
+        Some((276, 29_057)),
+        18_428,
+        30_172,
+        4,
+        6,
+    ),
+    (
+        "county/edu",
+        38,
+        10,
+        Some((276, 30_514)),
+        35_935,
+        69_812,
+        4,
+        18,
+    ),
+    (
+        "county/edu/school1",
+        14,
+        7,
+        Some((184, 19_857)),
+        15_122,
+        28_016,
+        2,
+        7,
+    ),
     ("county/edu/school2", 16, 1, None, 13_674, 25_369, 1, 6),
     ("county/natres", 18, 11, None, 15_367, 32_439, 2, 9),
     ("county/natres/survey", 10, 10, None, 4_027, 11_237, 0, 4),
-    ("county/town1", 12, 2, Some((92, 10_657)), 14_821, 25_794, 2, 6),
+    (
+        "county/town1",
+        12,
+        2,
+        Some((92, 10_657)),
+        14_821,
+        25_794,
+        2,
+        6,
+    ),
     ("county/town2", 9, 8, None, 9_351, 20_352, 1, 5),
-    ("county/health", 9, 3, Some((184, 19_857)), 10_736, 22_523, 1, 6),
-    ("county/culture", 12, 3, Some((184, 19_857)), 14_060, 23_025, 1, 5),
+    (
+        "county/health",
+        9,
+        3,
+        Some((184, 19_857)),
+        10_736,
+        22_523,
+        1,
+        6,
+    ),
+    (
+        "county/culture",
+        12,
+        3,
+        Some((184, 19_857)),
+        14_060,
+        23_025,
+        1,
+        5,
+    ),
 ];
 
 #[test]
@@ -403,11 +483,27 @@ fn a_countys_quarter_comes_out_as_counted_by_hand() {
     tally(config, &["check"]);
     tally(
         config,
-        &["collect", "--source", "forms", "--from", "2026-07-01", "--to", "2026-09-30"],
+        &[
+            "collect",
+            "--source",
+            "forms",
+            "--from",
+            "2026-07-01",
+            "--to",
+            "2026-09-30",
+        ],
     );
     let log = tally(
         config,
-        &["collect", "--source", "xuexi", "--from", "2026-04-01", "--to", "2026-09-30"],
+        &[
+            "collect",
+            "--source",
+            "xuexi",
+            "--from",
+            "2026-04-01",
+            "--to",
+            "2026-09-30",
+        ],
     );
     assert!(
         !log.contains("import day"),
@@ -415,10 +511,21 @@ fn a_countys_quarter_comes_out_as_counted_by_hand() {
     );
     tally(
         config,
-        &["collect", "--source", "platform", "--from", "2026-07-01", "--to", "2026-09-30"],
+        &[
+            "collect",
+            "--source",
+            "platform",
+            "--from",
+            "2026-07-01",
+            "--to",
+            "2026-09-30",
+        ],
     );
 
-    let report = tally(config, &["report", "--period", "2026-Q3", "--format", "json"]);
+    let report = tally(
+        config,
+        &["report", "--period", "2026-Q3", "--format", "json"],
+    );
     let summary: Value = serde_json::from_str(&report).unwrap();
     assert_eq!(summary["period"]["complete"], true, "{summary:#}");
     for source in summary["sources"].as_array().unwrap() {
@@ -476,7 +583,9 @@ fn the_first_quarter_tutorial_runs_as_written() {
     let mut commands = 0;
     for block in blocks() {
         if block.note.as_deref() == Some("output") {
-            let output = last_output.as_deref().expect("an output block follows a command");
+            let output = last_output
+                .as_deref()
+                .expect("an output block follows a command");
             for line in block.text.lines().map(str::trim).filter(|l| !l.is_empty()) {
                 assert!(
                     output.lines().any(|l| l.trim() == line),
@@ -508,7 +617,10 @@ fn the_first_quarter_tutorial_runs_as_written() {
             commands += 1;
         }
     }
-    assert!(commands >= 7, "only {commands} commands found in the tutorial");
+    assert!(
+        commands >= 7,
+        "only {commands} commands found in the tutorial"
+    );
     // The XLSX the last command wrote is a workbook with the table first.
     use calamine::Reader;
     let mut book: calamine::Xlsx<_> = calamine::open_workbook(county.dir.join("2026-Q3.xlsx"))
