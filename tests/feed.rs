@@ -1,6 +1,7 @@
 //! The `feed` plugin in the real daemon: two units' portal columns share one
 //! article; a `distinct` indicator counts it once at their parent, a `count`
-//! indicator twice.
+//! indicator twice. And GB2312 portals (a TRS list page, an RSS feed) counted
+//! right, in the daemon's process and in a `plugin-host` child.
 
 use std::path::Path;
 
@@ -11,6 +12,16 @@ use crate::support::*;
 /// An HTTP server on 127.0.0.1 answering each path with its body (and 404
 /// for any other path), for the lifetime of the test process.
 fn serve_paths(routes: Vec<(&'static str, String)>) -> String {
+    serve_bytes(
+        routes
+            .into_iter()
+            .map(|(p, body)| (p, "application/rss+xml; charset=utf-8", body.into_bytes()))
+            .collect(),
+    )
+}
+
+/// As [`serve_paths`], each path with its `Content-Type` and body bytes.
+fn serve_bytes(routes: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -29,15 +40,20 @@ fn serve_paths(routes: Vec<(&'static str, String)>) -> String {
                 .next()
                 .unwrap_or("/")
                 .to_owned();
-            let reply = match routes.iter().find(|(p, _)| *p == path) {
-                Some((_, body)) => format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                ),
-                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_owned(),
+            let reply = match routes.iter().find(|(p, _, _)| *p == path) {
+                Some((_, content_type, body)) => {
+                    let mut reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    reply.extend_from_slice(body);
+                    reply
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
             };
-            let _ = conn.write_all(reply.as_bytes());
+            let _ = conn.write_all(&reply);
         }
     });
     format!("http://{addr}")
@@ -225,4 +241,195 @@ fn a_shared_article_counts_once_at_the_parent_of_a_distinct_indicator() {
         .unwrap();
     assert_eq!(ind["kind"], "distinct");
     assert_eq!(ind["unit"], "篇");
+}
+
+/// The text in GB2312 bytes (encoding_rs writes GBK, of which GB2312 is a subset).
+fn gb2312(text: &str) -> Vec<u8> {
+    let (bytes, _, unmappable) = encoding_rs::GBK.encode(text);
+    assert!(!unmappable, "not encodable in GBK: {text}");
+    bytes.into_owned()
+}
+
+/// A TRS list page declared GB2312 by its `<meta>` only: Chinese dates, no
+/// date in the URLs, so only a right decoding counts the articles.
+fn trs_list_page() -> Vec<u8> {
+    let items = [
+        (
+            "./202610/content_401.html",
+            "全县秋冬季森林防火工作部署会召开",
+            "2026年10月20日",
+        ),
+        (
+            "./202610/content_399.html",
+            "我局开展国土空间规划宣传活动",
+            "2026年10月15日",
+        ),
+        (
+            "./202610/content_398.html",
+            "耕地保护专项督查反馈会召开",
+            "2026年10月15日",
+        ),
+        (
+            "./202609/content_377.html",
+            "我局举行中秋节前廉政教育",
+            "2026年09月28日",
+        ),
+    ];
+    let lis: String = items
+        .iter()
+        .map(|(href, title, date)| {
+            format!("<li><a href=\"{href}\" target=\"_blank\">{title}</a><span class=\"date\">{date}</span></li>\n")
+        })
+        .collect();
+    gb2312(&format!(
+        "<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=gb2312\">\n<title>工作动态</title></head>\n<body><ul class=\"list\">\n{lis}</ul></body></html>\n"
+    ))
+}
+
+/// An RSS feed declaring `encoding="gb2312"`, with Chinese `pubDate`s.
+fn gb2312_rss() -> Vec<u8> {
+    gb2312(
+        r#"<?xml version="1.0" encoding="gb2312"?>
+<rss version="2.0"><channel><title>某县自然资源局 通知公告</title><link>http://zrzyj.mouxian.gov.cn/tzgg/</link><description>通知公告</description>
+<item><title>关于开展2026年度土地变更调查的通知</title><link>http://zrzyj.mouxian.gov.cn/tzgg/202610/content_88.html</link><pubDate>2026年10月12日 10:00</pubDate></item>
+<item><title>关于征求规划意见的公告</title><link>http://zrzyj.mouxian.gov.cn/tzgg/202610/content_87.html</link><pubDate>2026年10月09日 16:20</pubDate></item>
+</channel></rss>
+"#,
+    )
+}
+
+#[test]
+fn gb2312_portals_are_counted_in_the_daemon_and_in_an_isolated_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_feed")]);
+    // The list page's server names no charset (its <meta> does); the feed's
+    // names none either (its XML declaration does).
+    let site = serve_bytes(vec![
+        ("/gzdt/index.html", "text/html", trs_list_page()),
+        ("/tzgg/rss.xml", "application/rss+xml", gb2312_rss()),
+    ]);
+    let port = free_port();
+    let mut sources = String::new();
+    for (unit, isolation) in [("a", ""), ("b", "isolation = \"process\"")] {
+        sources.push_str(&format!(
+            r#"
+[[sources]]
+id = "{unit}-list"
+plugin = "feed"
+unit = "county/{unit}"
+schedule = "0 0 3 * * *"
+backfill_from = "2026-09-01"
+{isolation}
+[sources.settings]
+url = "{site}/gzdt/index.html"
+format = "list"
+item_selector = "ul.list li a"
+date_selector = "span.date"
+freshness_indicator = "portal_days_since_update"
+
+[[sources]]
+id = "{unit}-rss"
+plugin = "feed"
+unit = "county/{unit}"
+schedule = "0 0 3 * * *"
+backfill_from = "2026-09-01"
+{isolation}
+[sources.settings]
+url = "{site}/tzgg/rss.xml"
+"#
+        ));
+    }
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &format!(
+            r#"
+[daemon]
+listen = "127.0.0.1:{port}"
+data_dir = {data}
+plugin_dirs = [{plugins}]
+
+[[units]]
+id = "county"
+name = "某县"
+[[units]]
+id = "county/a"
+name = "甲局"
+[[units]]
+id = "county/b"
+name = "乙局"
+
+[[indicators]]
+id = "portal_articles"
+name = "门户网站信息发布数"
+kind = "count"
+unit = "篇"
+[[indicators]]
+id = "portal_days_since_update"
+name = "门户栏目未更新天数"
+kind = "level"
+unit = "天"
+{sources}"#,
+            data = toml_path(&dir.join("data")),
+            plugins = toml_path(&plugins),
+        ),
+    );
+    let d = TestDaemon::start(&config, port);
+    let ids = ["a-list", "a-rss", "b-list", "b-rss"];
+    d.wait_for("the start-up runs of the four feed sources", 60, |d| {
+        ids.iter().all(|s| {
+            d.metric(&format!(
+                "tally_source_up{{plugin=\"feed\",source=\"{s}\"}}"
+            )) == Some(1.0)
+        })
+    });
+    for id in ids {
+        let source = d.source(id);
+        let warnings: Vec<&str> = source["last_run"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        // No decoding warning; the list's only one says its freshness is
+        // unknown before its oldest article (the back-fill starts 1 September).
+        let expected: &[&str] = if id.ends_with("-list") {
+            &[
+                "portal_days_since_update unknown for 2026-09-01 to 2026-09-27 (27 days): the oldest article read is of 2026-09-28",
+            ]
+        } else {
+            &[]
+        };
+        assert_eq!(warnings.len(), expected.len(), "{id}: {source:#}");
+        for (w, e) in warnings.iter().zip(expected) {
+            assert!(w.ends_with(e), "{id}: {w}");
+        }
+    }
+
+    let oct = d.get_json("/api/v1/summary?period=2026-10");
+    // Three list articles (20th, 15th twice) and two notices (12th, 9th), per unit:
+    // in the daemon's process (a) as in a plugin-host child (b).
+    for unit in ["county/a", "county/b"] {
+        assert_eq!(value(&oct, unit, "portal_articles"), 5.0, "{unit}: {oct:#}");
+        // Freshness on 31 October: eleven days since the 20th.
+        assert_eq!(
+            value(&oct, unit, "portal_days_since_update"),
+            11.0,
+            "{unit}: {oct:#}"
+        );
+    }
+    let day = d.get_json("/api/v1/summary?period=2026-10-15");
+    assert_eq!(value(&day, "county/a", "portal_articles"), 2.0, "{day:#}");
+    assert_eq!(value(&day, "county/b", "portal_articles"), 2.0, "{day:#}");
+    let day = d.get_json("/api/v1/summary?period=2026-10-14");
+    // The 14th: 16 days after the list's 28 September article.
+    assert_eq!(
+        value(&day, "county/b", "portal_days_since_update"),
+        16.0,
+        "{day:#}"
+    );
+    // The September list article is September's.
+    let sep = d.get_json("/api/v1/summary?period=2026-09");
+    assert_eq!(value(&sep, "county/a", "portal_articles"), 1.0, "{sep:#}");
 }

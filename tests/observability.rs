@@ -26,6 +26,7 @@ const MAY_BE_ABSENT: &[&str] = &["tally_target_ratio"];
 const QUIET_ALERTS: &[&str] = &[
     "TallySourceDown",
     "TallySourceNotSucceeding",
+    "TallyPortalColumnStale",
     "TallyScrapeFailing",
 ];
 
@@ -432,9 +433,11 @@ fn dashboard_and_rules_against_prometheus() {
         [
             "tally:source_schedule_interval_seconds",
             "tally:quarter_final_two_weeks",
+            "tally:portal_days_since_update:own",
             "TallySourceDown",
             "TallySourceNotSucceeding",
             "TallyUnitBelowTarget",
+            "TallyPortalColumnStale",
             "TallyScrapeFailing",
         ]
     );

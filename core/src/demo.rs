@@ -301,6 +301,8 @@ async fn natres_rss(headers: axum::http::HeaderMap) -> impl axum::response::Into
 
 /// A TRS-style list page (`index.html`, `index_1.html`, ...) of the
 /// education bureau's news column, 20 articles a page; past the last page, 404.
+/// In GB2312, declared only by the page's `<meta http-equiv>` as on many
+/// county sites, with the dates written `2026年11月27日`.
 async fn edu_list_page(
     axum::extract::Path(page): axum::extract::Path<String>,
 ) -> axum::response::Response {
@@ -323,14 +325,21 @@ async fn edu_list_page(
     }
     let mut items = String::new();
     for (day, path) in chunk {
+        let date = day.format("%Y年%m月%d日");
         items.push_str(&format!(
-            "<li><a href=\"../..{path}\" target=\"_blank\">教育系统新闻</a><span class=\"date\">{day}</span></li>\n"
+            "<li><a href=\"../..{path}\" target=\"_blank\">教育系统新闻</a><span class=\"date\">{date}</span></li>\n"
         ));
     }
-    axum::response::Html(format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>新闻中心</title></head><body><ul class=\"list\">\n{items}</ul></body></html>\n"
-    ))
-    .into_response()
+    let page = format!(
+        "<!DOCTYPE html><html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=gb2312\"><title>新闻中心</title></head><body><ul class=\"list\">\n{items}</ul></body></html>\n"
+    );
+    let (bytes, _, _) = encoding_rs::GBK.encode(&page);
+    (
+        // No charset here: the <meta> declares it.
+        [(axum::http::header::CONTENT_TYPE, "text/html")],
+        bytes.into_owned(),
+    )
+        .into_response()
 }
 
 /// The departments as the CMS names them: partly display names, partly the

@@ -368,11 +368,20 @@ fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
         })?;
         drop(permit);
         count(&status_class(status));
-        Ok(HttpResponse {
+        Ok(HttpResponse::from_body(
             status,
             headers,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        })
+            bytes.to_vec(),
+            req.body_as_bytes,
+        ))
+    })
+    .inspect(|resp| {
+        // A wrong or unknown charset garbles dates without failing the run:
+        // say so where the operator looks, under the source.
+        for warning in &resp.warnings {
+            let text = (ctx.services.redact)(&format!("{} {shown}: {warning}", req.method));
+            tracing::warn!(target: "tally::plugin", source = ctx.source.as_str(), "{text}");
+        }
     })
 }
 

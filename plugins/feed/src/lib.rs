@@ -38,6 +38,11 @@
 //!   further pages, relative to `url`, `{n}` counting from 1:
 //!   `index_{n}.html`), `max_pages` (default 10, the first page included; a
 //!   sitemap index reads at most this many sitemap files too).
+//! - `freshness_indicator` (optional, off by default): an indicator id, e.g.
+//!   `portal_days_since_update`, to also emit the column's freshness: for
+//!   each day of the window, the days from the newest article published on or
+//!   before it (0 when one was published that day). Declare it `kind =
+//!   "level"` (a warning says so otherwise), unit `天`.
 //!
 //! # What is counted
 //!
@@ -53,14 +58,34 @@
 //! window, and at most `max_pages` pages (a warning says when that bound cut
 //! the reading short).
 //!
+//! # Column freshness
+//!
+//! A column left unupdated should fail a check, but targets only know a
+//! minimum. With `freshness_indicator`, alert on the level in Prometheus
+//! instead: `config/prometheus/tally-rules.yml` has `TallyPortalColumnStale`
+//! on `tally_indicator_value{indicator="portal_days_since_update"}`. The
+//! freshness counts the articles read (after `include`): a day before the
+//! oldest of them has no value, with a warning (an RSS feed listing only its
+//! latest items, say), never a made-up number. Levels add up over sources and
+//! over units: give a unit one column with this indicator (or each column its
+//! own indicator id), and read a parent's value as the sum of its columns'.
+//!
 //! # Errors
 //!
 //! An HTTP status other than 2xx names the page and the status (401/403 are
 //! `auth`, 429 `rate_limited`); a body that is no feed or sitemap is
 //! `upstream`, naming the URL and the parser's message; an `item_selector`
 //! that matches nothing on the first page is a `settings` error naming the
-//! selector and the page. Bodies are read as UTF-8 (the daemon replaces
-//! invalid bytes): dates and URLs of GBK pages still read, titles do not matter.
+//! selector and the page.
+//!
+//! # Encodings
+//!
+//! The daemon decodes every page by the charset it declares: the
+//! `Content-Type` header, else an XML declaration (`<?xml version="1.0"
+//! encoding="gb2312"?>`), else a `<meta charset>` or `<meta http-equiv>` of an
+//! HTML page; GB2312, GBK and GB18030 included (see `tally_plugin::charset`).
+//! A label it does not know, or bytes invalid in the declared encoding, are
+//! warnings of the run naming the page.
 
 use std::collections::HashSet;
 
@@ -70,8 +95,8 @@ use regex::Regex;
 use scraper::Selector;
 use serde::Deserialize;
 use tally_plugin::{
-    CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, Observation, Plugin,
-    check_indicator_id, export_plugin,
+    CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, Kind, Observation,
+    Plugin, check_indicator_id, export_plugin,
 };
 use url::Url;
 
@@ -101,6 +126,8 @@ pub struct Settings {
     pub next_pages: Option<String>,
     #[serde(default)]
     pub max_pages: Option<u32>,
+    #[serde(default)]
+    pub freshness_indicator: Option<String>,
 }
 
 fn default_indicator() -> String {
@@ -130,6 +157,7 @@ pub struct Feed {
     include: Option<Include>,
     list: Option<ListSpec>,
     max_pages: u32,
+    freshness: Option<String>,
 }
 
 enum Include {
@@ -181,6 +209,14 @@ impl Plugin for Feed {
                 ))
             })?;
         check_indicator_id("indicator", &s.indicator)?;
+        if let Some(id) = &s.freshness_indicator {
+            check_indicator_id("freshness_indicator", id)?;
+            if *id == s.indicator {
+                return Err(Error::settings(format!(
+                    "freshness_indicator: {id:?} is also the articles' indicator; give it its own id, e.g. \"portal_days_since_update\""
+                )));
+            }
+        }
         let url_date = match &s.url_date_pattern {
             None => None,
             Some(p) => {
@@ -260,11 +296,14 @@ impl Plugin for Feed {
             include,
             list,
             max_pages,
+            freshness: s.freshness_indicator,
         })
     }
 
     fn emits(&self) -> Vec<String> {
-        vec![self.indicator.clone()]
+        let mut ids = vec![self.indicator.clone()];
+        ids.extend(self.freshness.clone());
+        ids
     }
 
     fn collect(&mut self, req: &CollectRequest, host: &Host) -> Result<CollectResponse, Error> {
@@ -306,6 +345,7 @@ impl Feed {
         let mut seen = HashSet::new();
         let (mut excluded, mut outside) = (0usize, 0usize);
         let mut undated: Vec<String> = Vec::new();
+        let mut days: Vec<NaiveDate> = Vec::new();
         for a in articles {
             if self.include.as_ref().is_some_and(|i| !i.admits(&a.url)) {
                 excluded += 1;
@@ -314,13 +354,18 @@ impl Feed {
             if !seen.insert(a.url.clone()) {
                 continue;
             }
-            match self.day_of(&a, tz) {
+            let day = self.day_of(&a, tz);
+            days.extend(day);
+            match day {
                 Some(day) if req.window.contains(day) => out
                     .observations
                     .push(Observation::new(&self.indicator, day, 1.0).entity(a.url)),
                 Some(_) => outside += 1,
                 None => undated.push(a.url),
             }
+        }
+        if let Some(id) = &self.freshness {
+            self.days_since_update(id, days, req, out);
         }
         if let Some(first) = undated.first() {
             out.warn(format!(
@@ -336,8 +381,55 @@ impl Feed {
         ));
     }
 
-    /// GETs one page. `Ok(None)` is a 404 where one ends the paging.
-    fn fetch(&self, host: &Host, url: &Url, may_404: bool) -> Result<Option<String>, Error> {
+    /// `freshness_indicator` for each day of the window: the days from the
+    /// newest article published on or before it. A day before every article
+    /// read has no value (unknown, not 0).
+    fn days_since_update(
+        &self,
+        id: &str,
+        mut days: Vec<NaiveDate>,
+        req: &CollectRequest,
+        out: &mut CollectResponse,
+    ) {
+        if req.indicator_kind(id).is_some_and(|k| k != Kind::Level) {
+            out.warn(format!(
+                "freshness_indicator {id:?} is not declared kind = \"level\": its days would add up over a period"
+            ));
+        }
+        days.sort_unstable();
+        let mut unknown: Vec<NaiveDate> = Vec::new();
+        for day in req.window.days() {
+            match days.partition_point(|d| *d <= day).checked_sub(1) {
+                Some(i) => out.observations.push(Observation::new(
+                    id,
+                    day,
+                    (day - days[i]).num_days() as f64,
+                )),
+                None => unknown.push(day),
+            }
+        }
+        if let (Some(first), Some(last)) = (unknown.first(), unknown.last()) {
+            let since = match days.first() {
+                Some(oldest) => format!("the oldest article read is of {oldest}"),
+                None => "no dated article was read".to_owned(),
+            };
+            out.warn(format!(
+                "{}: {id} unknown for {first} to {last} ({} days): {since}",
+                self.url,
+                unknown.len()
+            ));
+        }
+    }
+
+    /// GETs one page. `Ok(None)` is a 404 where one ends the paging. Decoding
+    /// problems (an unknown charset, invalid bytes) become warnings of the run.
+    fn fetch(
+        &self,
+        host: &Host,
+        url: &Url,
+        may_404: bool,
+        out: &mut CollectResponse,
+    ) -> Result<Option<String>, Error> {
         if host.cancelled() {
             return Err(Error::upstream(format!(
                 "GET {url}: cancelled before the request"
@@ -357,6 +449,9 @@ impl Feed {
                 _ => Error::upstream(message),
             });
         }
+        for w in &resp.warnings {
+            out.warn(format!("{url}: {w}"));
+        }
         Ok(Some(resp.body))
     }
 
@@ -367,7 +462,7 @@ impl Feed {
         tz: Tz,
         out: &mut CollectResponse,
     ) -> Result<Vec<Article>, Error> {
-        let body = self.fetch(host, &self.url, false)?.unwrap_or_default();
+        let body = self.fetch(host, &self.url, false, out)?.unwrap_or_default();
         let is_sitemap = match self.format {
             Format::Sitemap => true,
             Format::Auto => looks_like_sitemap(&body),
@@ -415,7 +510,7 @@ impl Feed {
             }
             let body = match body {
                 Some(b) => b,
-                None => self.fetch(host, &url, false)?.unwrap_or_default(),
+                None => self.fetch(host, &url, false, out)?.unwrap_or_default(),
             };
             read += 1;
             let map = parse::sitemap(&body, &url, tz)
@@ -446,7 +541,7 @@ impl Feed {
         tz: Tz,
         out: &mut CollectResponse,
     ) -> Result<Vec<Article>, Error> {
-        let body = self.fetch(host, &self.url, false)?.unwrap_or_default();
+        let body = self.fetch(host, &self.url, false, out)?.unwrap_or_default();
         let first = parse::list_page(&body, &self.url, &list.item, list.date.as_ref(), tz);
         if first.articles.is_empty() {
             return Err(Error::settings(if first.without_link > 0 {
@@ -488,7 +583,7 @@ impl Feed {
                 .url
                 .join(&next.replace("{n}", &n.to_string()))
                 .map_err(|e| Error::settings(format!("next_pages: {next:?} with n = {n}: {e}")))?;
-            let Some(body) = self.fetch(host, &url, true)? else {
+            let Some(body) = self.fetch(host, &url, true, out)? else {
                 break;
             };
             let page = parse::list_page(&body, &url, &list.item, list.date.as_ref(), tz);

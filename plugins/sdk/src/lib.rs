@@ -110,6 +110,7 @@
 //! test server), see the [`testkit`] module.
 
 pub mod abi;
+pub mod charset;
 pub mod protocol;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -282,11 +283,24 @@ impl Host {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// The body arrives as text decoded by the charset it declares (see
+    /// [`charset`]), or as bytes with [`HttpRequest::body_as_bytes`]; a daemon
+    /// too old to honour the latter is an error here rather than a body
+    /// silently turned into text.
     pub fn http(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
-        match &self.backend {
+        let response = match &self.backend {
             Backend::Ffi(h) => h.http(request),
             Backend::Local(h) => h.http(request),
+        }?;
+        if request.body_as_bytes {
+            // Query strings may carry tokens: name the endpoint without them.
+            let endpoint = request.url.split('?').next().unwrap_or_default();
+            response.bytes().map_err(|e| {
+                Error::internal(format!("{} {endpoint}: {}", request.method, e.message))
+            })?;
         }
+        Ok(response)
     }
 }
 

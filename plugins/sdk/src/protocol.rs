@@ -12,7 +12,11 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON messages below. It can grow without changing the ABI.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// - 1: the first.
+/// - 2: [`HttpRequest::body_as_bytes`] and [`HttpResponse`]'s `bytes`,
+///   `charset` and `warnings`; text bodies decoded by their declared charset.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// How an indicator combines over time and over units.
 ///
@@ -395,6 +399,11 @@ pub struct HttpRequest {
     /// Overrides the daemon's default request timeout.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Answer the body as bytes ([`HttpResponse::bytes`]) instead of text
+    /// (protocol 2). Skipped when false, so older daemons see the request
+    /// they know.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_as_bytes: bool,
 }
 
 impl HttpRequest {
@@ -406,6 +415,7 @@ impl HttpRequest {
             headers: Vec::new(),
             body: None,
             timeout_ms: None,
+            body_as_bytes: false,
         }
     }
 
@@ -428,6 +438,20 @@ impl HttpRequest {
         self.headers.push((name.to_owned(), value.into()));
         self
     }
+
+    /// Asks for the body as bytes, untouched: a workbook, an archive, a file
+    /// in an encoding the plugin decodes itself. The answer's `body` is then
+    /// empty and [`HttpResponse::bytes`] holds the body.
+    ///
+    /// ```
+    /// use tally_plugin::HttpRequest;
+    /// let req = HttpRequest::get("http://127.0.0.1:8080/export.xlsx").body_as_bytes();
+    /// assert!(req.body_as_bytes);
+    /// ```
+    pub fn body_as_bytes(mut self) -> Self {
+        self.body_as_bytes = true;
+        self
+    }
 }
 
 /// The daemon's answer to an [`HttpRequest`]. Any status arrives here; only a
@@ -437,12 +461,83 @@ pub struct HttpResponse {
     pub status: u16,
     #[serde(default)]
     pub headers: Vec<(String, String)>,
-    /// The body as text (invalid UTF-8 is replaced).
+    /// The body as text, decoded by the charset it declares (the
+    /// `Content-Type` header, an XML declaration, a `<meta>`; see
+    /// [`crate::charset`]), UTF-8 by default. Empty when the request asked for
+    /// [`HttpRequest::body_as_bytes`].
     #[serde(default)]
     pub body: String,
+    /// The body's bytes, when the request asked for them (protocol 2). JSON
+    /// strings cannot carry arbitrary bytes, so on the wire this is the
+    /// field `body_base64`.
+    #[serde(
+        default,
+        rename = "body_base64",
+        with = "base64_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bytes: Option<Vec<u8>>,
+    /// The encoding `body` was decoded from (`UTF-8`, `GBK`, `gb18030`, ...;
+    /// protocol 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<String>,
+    /// Problems decoding `body` that did not stop it: an unknown charset
+    /// label, invalid bytes replaced by U+FFFD (protocol 2). The daemon logs
+    /// them too; a plugin may add them to its run's warnings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl HttpResponse {
+    /// The answer to a request, from the status, headers and body bytes
+    /// received: the body decoded by its declared charset, or kept as bytes
+    /// when `as_bytes`. The daemon and the test kit build every answer here.
+    ///
+    /// ```
+    /// use tally_plugin::HttpResponse;
+    /// let headers = vec![("Content-Type".to_owned(), "text/html; charset=gbk".to_owned())];
+    /// let r = HttpResponse::from_body(200, headers.clone(), vec![0xc4, 0xea], false);
+    /// assert_eq!((r.body.as_str(), r.charset.as_deref()), ("年", Some("GBK")));
+    /// let r = HttpResponse::from_body(200, headers, vec![0xc4, 0xea], true);
+    /// assert_eq!(r.bytes(), Ok(&[0xc4, 0xea][..]));
+    /// assert_eq!(r.body, "");
+    /// ```
+    pub fn from_body(
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        as_bytes: bool,
+    ) -> HttpResponse {
+        let mut response = HttpResponse {
+            status,
+            headers,
+            body: String::new(),
+            bytes: None,
+            charset: None,
+            warnings: Vec::new(),
+        };
+        if as_bytes {
+            response.bytes = Some(body);
+        } else {
+            let decoded = crate::charset::decode_body(response.header("content-type"), &body);
+            response.body = decoded.text;
+            response.charset = Some(decoded.encoding.to_owned());
+            response.warnings = decoded.warnings;
+        }
+        response
+    }
+
+    /// The body's bytes, present when the request asked for
+    /// [`HttpRequest::body_as_bytes`]. An error otherwise, which with such a
+    /// request means a `tallyd` older than protocol 2, which ignored it.
+    pub fn bytes(&self) -> Result<&[u8], Error> {
+        self.bytes.as_deref().ok_or_else(|| {
+            Error::internal(
+                "the HTTP body did not come as bytes: ask with HttpRequest::body_as_bytes, and run a tallyd of protocol 2 or later",
+            )
+        })
+    }
+
     /// The first header of that name, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -528,5 +623,29 @@ impl Error {
     /// A bug in the plugin.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+}
+
+/// `Option<Vec<u8>>` as an optional base64 string (standard alphabet, padded).
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => STANDARD
+                .decode(text.as_bytes())
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
     }
 }

@@ -44,10 +44,19 @@ use crate::{Host, LocalHost, Plugin};
 /// A recorded HTTP answer, matched by method, URL (without query) and the
 /// query parameters it names (others in the request are ignored).
 ///
+/// The body is bytes, answered as the daemon would: decoded by the charset
+/// it declares (a `Content-Type` header added with [`Fixture::header`], an
+/// XML declaration, a `<meta>`), or as bytes to a request that asked for them.
+///
 /// ```
 /// use tally_plugin::testkit::Fixture;
 /// let f = Fixture::get("http://api.test/datacube").query("day", "2026-11-27").respond(200, "{}");
 /// assert_eq!(f.status, 200);
+/// // A GB2312 page, as its server sends it.
+/// let f = Fixture::get("http://www.x.gov.cn/zwdt/index.html")
+///     .header("Content-Type", "text/html; charset=gb2312")
+///     .respond_bytes(200, vec![0xc4, 0xea]);
+/// assert_eq!(f.body, [0xc4, 0xea]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Fixture {
@@ -56,7 +65,7 @@ pub struct Fixture {
     pub query: Vec<(String, String)>,
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 impl Fixture {
@@ -67,7 +76,7 @@ impl Fixture {
             query: Vec::new(),
             status: 200,
             headers: Vec::new(),
-            body: String::new(),
+            body: Vec::new(),
         }
     }
 
@@ -91,8 +100,15 @@ impl Fixture {
         self
     }
 
-    /// The status and body to answer with.
+    /// The status and body (text, sent as UTF-8) to answer with.
     pub fn respond(mut self, status: u16, body: impl Into<String>) -> Fixture {
+        self.status = status;
+        self.body = body.into().into_bytes();
+        self
+    }
+
+    /// The status and body bytes to answer with: a page in GBK, a workbook.
+    pub fn respond_bytes(mut self, status: u16, body: impl Into<Vec<u8>>) -> Fixture {
         self.status = status;
         self.body = body.into();
         self
@@ -219,11 +235,12 @@ impl LocalHost for TestHost {
             .find(|f| f.matches(request))
             .cloned();
         if let Some(f) = found {
-            return Ok(HttpResponse {
-                status: f.status,
-                headers: f.headers,
-                body: f.body,
-            });
+            return Ok(HttpResponse::from_body(
+                f.status,
+                f.headers,
+                f.body,
+                request.body_as_bytes,
+            ));
         }
         if self.inner.live {
             return live_request(request);
@@ -284,11 +301,12 @@ fn live_request(request: &HttpRequest) -> Result<HttpResponse, Error> {
         })
         .collect();
     let bytes = resp.body_mut().read_to_vec().map_err(fail)?;
-    Ok(HttpResponse {
+    Ok(HttpResponse::from_body(
         status,
         headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    })
+        bytes,
+        request.body_as_bytes,
+    ))
 }
 
 /// A plugin created from settings the way the daemon does it, ready to collect.

@@ -175,3 +175,123 @@ fn settings_followed_by_garbage_are_refused() {
     assert_eq!(err.kind, ErrorKind::Settings);
     assert_eq!(err.message, "trailing characters");
 }
+
+#[test]
+fn raw_bytes_cross_the_json_protocol_as_base64() {
+    // Every byte value, as a workbook or an archive may hold them.
+    let all: Vec<u8> = (0..=255).collect();
+    let resp = HttpResponse::from_body(200, Vec::new(), all.clone(), true);
+    let wire = serde_json::to_value(&resp).unwrap();
+    assert!(wire["body_base64"].is_string(), "{wire}");
+    assert_eq!(wire.get("charset"), None, "{wire}");
+    let back: HttpResponse = serde_json::from_value(wire).unwrap();
+    assert_eq!(back.bytes(), Ok(&all[..]));
+    assert_eq!(back.body, "");
+
+    // A protocol 1 answer (an older tallyd) reads with no bytes and no charset.
+    let old: HttpResponse =
+        serde_json::from_str(r#"{"status": 200, "headers": [], "body": "text"}"#).unwrap();
+    assert_eq!((old.bytes.as_deref(), old.charset.as_deref()), (None, None));
+    assert!(old.bytes().is_err());
+    assert!(
+        serde_json::from_str::<HttpResponse>(r#"{"status": 200, "body_base64": "not base64!"}"#)
+            .is_err()
+    );
+
+    // A request that does not ask for bytes is what protocol 1 sent.
+    let req = serde_json::to_value(HttpRequest::get("http://x.test/a")).unwrap();
+    assert_eq!(req.get("body_as_bytes"), None, "{req}");
+    let req = serde_json::to_value(HttpRequest::get("http://x.test/a").body_as_bytes()).unwrap();
+    assert_eq!(req["body_as_bytes"], true);
+}
+
+/// Serves one request on 127.0.0.1 with the given head and body bytes.
+fn serve_once(head: &'static str, body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = conn.read(&mut buf).unwrap();
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\n{head}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(&body);
+        conn.write_all(&reply).unwrap();
+    });
+    format!("http://{addr}/page")
+}
+
+/// "2026年11月27日" in GBK.
+const DATE_GBK: &[u8] = &[
+    b'2', b'0', b'2', b'6', 0xc4, 0xea, b'1', b'1', 0xd4, 0xc2, b'2', b'7', 0xc8, 0xd5,
+];
+
+#[test]
+fn testkit_decodes_bodies_by_their_charset_in_fixtures_and_live() {
+    let host = TestHost::live().fixture(
+        Fixture::get("http://x.test/gbk")
+            .header("Content-Type", "text/plain; charset=GB2312")
+            .respond_bytes(200, DATE_GBK),
+    );
+    let h = Host::local(std::sync::Arc::new(host));
+    let r = h.http(&HttpRequest::get("http://x.test/gbk")).unwrap();
+    assert_eq!(
+        (r.body.as_str(), r.charset.as_deref()),
+        ("2026年11月27日", Some("GBK"))
+    );
+    let r = h
+        .http(&HttpRequest::get("http://x.test/gbk").body_as_bytes())
+        .unwrap();
+    assert_eq!((r.bytes(), r.body.as_str()), (Ok(DATE_GBK), ""));
+
+    let url = serve_once(
+        "Content-Type: text/html; charset=gbk\r\n",
+        DATE_GBK.to_vec(),
+    );
+    let r = h.http(&HttpRequest::get(&url)).unwrap();
+    assert_eq!(r.body, "2026年11月27日");
+    let url = serve_once(
+        "Content-Type: application/octet-stream\r\n",
+        vec![0, 0xff, 7],
+    );
+    let r = h.http(&HttpRequest::get(&url).body_as_bytes()).unwrap();
+    assert_eq!(r.bytes(), Ok(&[0, 0xff, 7][..]));
+}
+
+/// A host that answers like a tallyd of protocol 1: text only, whatever was asked.
+struct OldDaemon;
+
+impl LocalHost for OldDaemon {
+    fn log(&self, _level: Level, _message: &str) {}
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::default()
+    }
+    fn http(&self, _request: &HttpRequest) -> Result<HttpResponse, Error> {
+        Ok(
+            serde_json::from_str(r#"{"status": 200, "headers": [], "body": "PK\u0003\u0004"}"#)
+                .unwrap(),
+        )
+    }
+}
+
+#[test]
+fn bytes_asked_of_a_daemon_that_ignores_the_request_are_an_error() {
+    let h = Host::local(std::sync::Arc::new(OldDaemon));
+    let e = h
+        .http(&HttpRequest::get("http://x.test/export.xlsx?token=secret").body_as_bytes())
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Internal);
+    assert!(
+        e.message.starts_with("GET http://x.test/export.xlsx: "),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("protocol 2"), "{}", e.message);
+    assert!(!e.message.contains("secret"));
+    // Text requests still work against it.
+    assert!(h.http(&HttpRequest::get("http://x.test/a")).is_ok());
+}
