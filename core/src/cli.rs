@@ -1,4 +1,4 @@
-//! The command line of PRODUCT.md. The only module that prints to stdout.
+//! The command line of the README. The only module that prints to stdout.
 #![allow(clippy::print_stdout)]
 
 use std::io::{IsTerminal, Write};
@@ -138,7 +138,7 @@ impl From<ReportFormat> for crate::reports::Format {
 #[error("{0}")]
 pub struct UserError(pub String);
 
-/// Maps an error to the exit codes of PRODUCT.md: 1 for user errors, 2 for internal ones.
+/// Maps an error to the exit codes the README gives: 1 for user errors, 2 for internal ones.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     let user = err.chain().any(|e| {
         e.is::<UserError>()

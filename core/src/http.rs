@@ -1,4 +1,4 @@
-//! The HTTP API of PRODUCT.md: metrics, summary, catalogue, sources, runs,
+//! The HTTP API of the README: metrics, summary, catalogue, sources, runs,
 //! health and reload.
 //!
 //! Limits, so that a stranger on the network cannot tie the daemon up: a

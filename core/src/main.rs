@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             // Help and version go to stdout with success; a bad argument is a
-            // user error (exit 1, as PRODUCT.md says), not clap's usual 2.
+            // user error (exit 1, as the README says), not clap's usual 2.
             let _ = err.print();
             return if err.use_stderr() {
                 ExitCode::from(1)

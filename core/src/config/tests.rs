@@ -621,7 +621,7 @@ fn locations_for_the_daemon() {
     );
 }
 
-/// PRODUCT.md's example, completed.
+/// The README's configuration example, completed.
 const PRODUCT_EXAMPLE: &str = r#"[daemon]
 listen    = "127.0.0.1:9470"
 timezone  = "Asia/Shanghai"

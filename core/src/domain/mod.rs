@@ -17,7 +17,7 @@ pub use units::{TreeError, Unit, UnitDef, UnitTree};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-/// How an indicator combines over time (PRODUCT.md, "Words").
+/// How an indicator combines over time (docs/configuration.md, `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {

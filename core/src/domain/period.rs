@@ -1,5 +1,5 @@
 //! Reporting periods: a day, an ISO week, a month, a quarter, a year or an
-//! inclusive range of days, as PRODUCT.md ("Words", Period) spells them.
+//! inclusive range of days, as the README ("Command line") spells them.
 //!
 //! Periods are calendar dates with no time of day: the mapping from an instant
 //! to a day happens once, in [`local_day`], in the configured time zone, so that
@@ -75,7 +75,7 @@ pub struct Period {
 }
 
 impl Period {
-    /// Parses one of the forms of PRODUCT.md; surrounding whitespace is ignored
+    /// Parses one of the forms the README lists; surrounding whitespace is ignored
     /// and `w`/`q` may be lower case, the label is always canonical.
     pub fn parse(s: &str) -> Result<Period, PeriodError> {
         let input = s.trim();

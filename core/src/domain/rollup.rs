@@ -1,5 +1,5 @@
 //! Roll-ups: from the values stored directly against each unit ("own") to the
-//! values of each unit's whole subtree, per indicator (PRODUCT.md, "Words").
+//! values of each unit's whole subtree, per indicator (docs/configuration.md, `kind`).
 //!
 //! One pass over the preorder reversed visits every child before its parent,
 //! so each unit's subtree total is final when it is added into its parent:
