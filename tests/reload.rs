@@ -199,6 +199,10 @@ fn a_broken_config_is_refused_and_a_good_one_changes_only_what_changed() {
 /// `(id, lines before, lines after)`. The unit test of `SourceConfig`
 /// covers every field; this checks the answer through the real daemon for
 /// those an old hand-kept list forgot.
+/// One source per key of `[[sources]]`: its lines before and after the
+/// reload. Lines `settings.KEY = ...` go into its settings, lines after
+/// `[sources.indicators]` into its mapping; a source without `schedule` gets
+/// the default one.
 const FIELD_CHANGES: &[(&str, &str, &str)] = &[
     ("keep", "unit = \"county\"\n", "unit = \"county\"\n"),
     ("shape", "units = [\"county\"]\n", "unit = \"county\"\n"),
@@ -207,6 +211,7 @@ const FIELD_CHANGES: &[(&str, &str, &str)] = &[
         "units = [\"county\"]\n",
         "units = [\"county\"]\ncoverage = \"listed\"\n",
     ),
+    ("units", "unit = \"county\"\n", "unit = \"county/a\"\n"),
     (
         "retries",
         "unit = \"county\"\nretries = 2\n",
@@ -227,6 +232,46 @@ const FIELD_CHANGES: &[(&str, &str, &str)] = &[
         "unit = \"county\"\n",
         "unit = \"county\"\n[sources.indicators]\nmeetings = false\n",
     ),
+    (
+        "schedule",
+        "unit = \"county\"\nschedule = \"0 3 * * *\"\n",
+        "unit = \"county\"\nschedule = \"0 4 * * *\"\n",
+    ),
+    (
+        "lookback",
+        "unit = \"county\"\nlookback_days = 3\n",
+        "unit = \"county\"\nlookback_days = 4\n",
+    ),
+    (
+        "timeout",
+        "unit = \"county\"\ntimeout = \"60s\"\n",
+        "unit = \"county\"\ntimeout = \"61s\"\n",
+    ),
+    (
+        "backfill",
+        "unit = \"county\"\nbackfill_from = \"2026-01-01\"\n",
+        "unit = \"county\"\nbackfill_from = \"2026-02-01\"\n",
+    ),
+    (
+        "isolation",
+        "unit = \"county\"\n",
+        "unit = \"county\"\nisolation = \"process\"\n",
+    ),
+    (
+        "memory",
+        "unit = \"county\"\nisolation = \"process\"\nmemory_limit_mb = 2048\n",
+        "unit = \"county\"\nisolation = \"process\"\nmemory_limit_mb = 1024\n",
+    ),
+    (
+        "settings",
+        "unit = \"county\"\nsettings.per_day = 1\n",
+        "unit = \"county\"\nsettings.per_day = 2\n",
+    ),
+    (
+        "disabled",
+        "unit = \"county\"\nenabled = true\n",
+        "unit = \"county\"\nenabled = false\n",
+    ),
 ];
 
 fn fields_config(port: u16, dir: &Path, plugins: &Path, after: bool) -> String {
@@ -234,14 +279,25 @@ fn fields_config(port: u16, dir: &Path, plugins: &Path, after: bool) -> String {
     text.push_str("[[units]]\nid = \"county/a\"\nname = \"县甲\"\n");
     for (id, before, changed) in FIELD_CHANGES {
         let lines = if after { changed } else { before };
+        let (lines, mapping) = lines
+            .split_once("[sources.indicators]")
+            .unwrap_or((lines, ""));
+        let mut keys = String::new();
+        let mut per_day = "1";
+        for line in lines.lines() {
+            match line.strip_prefix("settings.per_day = ") {
+                Some(value) => per_day = value,
+                None => keys.push_str(&format!("{line}\n")),
+            }
+        }
+        if !keys.contains("schedule =") {
+            keys.push_str("schedule = \"0 3 * * *\"\n");
+        }
         text.push_str(&format!(
-            "\n[[sources]]\nid = \"{id}\"\nplugin = \"example\"\nschedule = \"0 3 * * *\"\n\
-             [sources.settings]\nindicator = \"meetings\"\nper_day = 1\n"
+            "\n[[sources]]\nid = \"{id}\"\nplugin = \"example\"\n{keys}\
+             [sources.settings]\nindicator = \"meetings\"\nper_day = {per_day}\n"
         ));
-        // The keys of the source go before its sub-tables.
-        let at = text.rfind("[sources.settings]").unwrap();
-        text.insert_str(at, lines.split("[sources.indicators]").next().unwrap());
-        if let Some(mapping) = lines.split_once("[sources.indicators]").map(|(_, m)| m) {
+        if !mapping.is_empty() {
             text.push_str(&format!("[sources.indicators]{mapping}"));
         }
     }
@@ -249,7 +305,7 @@ fn fields_config(port: u16, dir: &Path, plugins: &Path, after: bool) -> String {
 }
 
 #[test]
-fn the_reload_answer_names_a_change_of_coverage_retries_backoff_breaker_and_mapping() {
+fn the_reload_answer_names_a_change_of_every_source_key() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_example")]);
@@ -272,8 +328,12 @@ fn the_reload_answer_names_a_change_of_coverage_retries_backoff_breaker_and_mapp
         changes,
         serde_json::json!({
             "added": [],
-            "removed": [],
-            "changed": ["backoff", "breaker", "coverage", "mapping", "retries", "shape"],
+            // A source disabled by the reload stops: it is removed from the running set.
+            "removed": ["disabled"],
+            "changed": [
+                "backfill", "backoff", "breaker", "coverage", "isolation", "lookback", "mapping",
+                "memory", "retries", "schedule", "settings", "shape", "timeout", "units",
+            ],
             "unchanged": ["keep"],
         })
     );
