@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::Query;
@@ -17,10 +18,11 @@ use chrono::{Datelike, NaiveDate};
 use serde_json::{Value, json};
 
 use crate::cli::UserError;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::config::Config;
 use crate::daemon::{self, Daemon};
 use crate::domain::period::{Period, PeriodKind, local_day};
+use crate::engine::Trigger;
 use crate::reports::ReportWriter;
 
 /// The bundled demo configuration.
@@ -86,6 +88,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     write_xuexi_sheets(&data_dir.join("xuexi"), today)?;
     write_script(&data_dir.join("scripts"))?;
 
+    replay_daily_weibo_runs(&config, &weibo, today).await?;
     let daemon = Daemon::start(config).await?;
     let base = format!("http://{}", daemon.addr);
     let quarter = Period::containing(PeriodKind::Quarter, today);
@@ -171,6 +174,57 @@ fn announce_report(writer: ReportWriter, label: String) {
             }
         }
     });
+}
+
+/// The Weibo API lists only an account's five newest posts, so the `weibo`
+/// plugin counts a day's posts from the runs around it, as a daemon that has
+/// been collecting every morning has them. The demo starts with an empty
+/// store: it first runs its Weibo sources once a day at 06:30 from its
+/// backfill start to yesterday, with the engine's clock and the simulator's set to
+/// that moment, so the past quarter is counted as a running deployment counts
+/// it. Then the simulator follows the real clock again.
+async fn replay_daily_weibo_runs(
+    config: &Config,
+    weibo: &tally_simulators::weibo::WeiboSim,
+    today: NaiveDate,
+) -> anyhow::Result<()> {
+    let weibo_sources = || {
+        config
+            .sources
+            .iter()
+            .filter(|s| s.plugin == "weibo" && s.enabled)
+    };
+    let Some(from) = weibo_sources().filter_map(|s| s.backfill_from).min() else {
+        return Ok(());
+    };
+    let ids: Vec<String> = weibo_sources().map(|s| s.id.clone()).collect();
+    let tz = config.daemon.timezone;
+    let at = |day: NaiveDate| {
+        day.and_hms_opt(6, 30, 0)
+            .and_then(|t| t.and_local_timezone(tz).earliest())
+            .map(|t| t.to_utc())
+            .context("06:30 does not exist in the demo's time zone")
+    };
+    let clock = Arc::new(FixedClock::new(at(from)?));
+    // The whole configuration: an engine checks that every declared indicator
+    // has a source. Only the Weibo sources run.
+    let engine = daemon::build_engine(config.clone(), clock.clone())?;
+    let mut day = from;
+    while day < today {
+        let moment = at(day)?;
+        clock.set(moment);
+        weibo.set_now(moment);
+        for id in &ids {
+            engine
+                .run(id, Trigger::Schedule, None)
+                .await
+                .with_context(|| format!("replaying the daily run of {id} on {day}"))?;
+        }
+        day = day.succ_opt().context("the calendar ended")?;
+    }
+    engine.close();
+    weibo.follow_real_clock();
+    Ok(())
 }
 
 /// The bundled configuration, pointed at this run's directories and API, and

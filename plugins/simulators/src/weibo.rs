@@ -469,6 +469,11 @@ impl WeiboSim {
         *lock(&self.shared.now) = Some(now);
     }
 
+    /// Lets the simulator's clock follow the real one again after [`WeiboSim::set_now`].
+    pub fn follow_real_clock(&self) {
+        *lock(&self.shared.now) = None;
+    }
+
     /// How many calls an endpoint received, failed ones included.
     pub fn calls(&self, endpoint: Endpoint) -> usize {
         lock(&self.shared.calls)
