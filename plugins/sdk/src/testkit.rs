@@ -328,9 +328,7 @@ impl<P: Plugin> Harness<P> {
         let response = self.plugin.collect(&wire, &self.host)?;
         let response: CollectResponse = serde_json::to_vec(&response)
             .and_then(|b| serde_json::from_slice(&b))
-            .map_err(|e| {
-                Error::internal(format!("testkit: response does not round-trip: {e}"))
-            })?;
+            .map_err(|e| Error::internal(format!("testkit: response does not round-trip: {e}")))?;
         // The daemon ignores uncovered days outside the window (with a
         // warning); in a test that is a plugin bug worth failing on.
         let window = request.window;
