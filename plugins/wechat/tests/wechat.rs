@@ -215,6 +215,10 @@ fn quota_exceeded_keeps_what_was_collected() {
           6131e82a-745e9ad5-0f2d17ff): collected up to 2026-07-14, 2026-07-15..2026-09-30 left for the next run"
         ]
     );
+    assert_eq!(
+        out.uncovered,
+        [Window::new(day(2026, 7, 15), day(2026, 9, 30))]
+    );
     let state = out.state.unwrap();
     assert_eq!(
         state["incomplete"],
@@ -280,6 +284,7 @@ fn delayed_days_are_not_stored_and_read_again() {
             "getbizsummary: 2026-11-26 not final yet (is_delay); not stored, read again by the next run",
         ]
     );
+    assert_eq!(out.uncovered_days(), [latest]);
     let state = out.state.unwrap();
     assert_eq!(
         state["delayed"],
@@ -296,6 +301,7 @@ fn delayed_days_are_not_stored_and_read_again() {
         ))
         .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(out.uncovered, []);
     assert_eq!(
         table(&out)["wechat_readers"][&latest],
         f64::from(sim::readers_on(APPID, latest))
@@ -493,49 +499,47 @@ fn a_run_at_two_thirty_leaves_yesterday_out_and_a_run_after_eight_fills_it() {
     let early = beijing(today, 2, 30);
     s.faults().set_now(early);
     p.host().clone().at(early);
-    let out = p.collect(&request(day(2026, 11, 20), today, None)).unwrap();
+    let (out, uncovered) = p
+        .collect_uncovered(&request(day(2026, 11, 20), today, None))
+        .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
     let t = table(&out);
-    // Yesterday is neither 0 nor anything else: not there at all.
+    // Yesterday is neither 0 nor anything else: not there at all, and the
+    // answer says the run did not cover it. Today is nobody's yet.
     assert!(
         out.observations.iter().all(|o| o.day < yesterday),
         "{:?}",
         out.observations
     );
     assert_eq!(t, expected(day(2026, 11, 20), day(2026, 11, 25)));
+    assert_eq!(uncovered, [yesterday]);
     let state = out.state.unwrap();
-    assert_eq!(state["pending"], json!(["2026-11-26"]));
+    assert!(state.get("pending").is_none(), "{state}");
     assert!(
         p.host().logs().iter().any(|(_, l)| l
             == "wechat: 2026-11-26 not final before 08:00 the next day (China Standard Time); \
-                left for a later run"),
+                left uncovered for a later run"),
         "{:?}",
         p.host().logs()
     );
 
-    // 09:30: the daemon's next window (lookback 3) covers yesterday, now final.
+    // 09:30: the daemon's next window starts no later than the uncovered
+    // day (with lookback_days = 0 too), and the day is final now.
     let later = beijing(today, 9, 30);
     s.faults().set_now(later);
     p.host().clone().at(later);
-    let out = p
-        .collect(&request(day(2026, 11, 24), today, Some(state.clone())))
+    let (out, uncovered) = p
+        .collect_uncovered(&request(yesterday, today, Some(state.clone())))
         .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
-    assert_eq!(table(&out), expected(day(2026, 11, 24), yesterday));
-    assert_eq!(out.state.unwrap()["pending"], json!([]));
+    assert_eq!(table(&out), expected(yesterday, yesterday));
+    assert_eq!(uncovered, []);
 
-    // With no lookback the next window starts today: the plugin says how to
-    // read the day it left out.
+    // A window of today alone (a manual `tallyd collect --from --to`) has
+    // nothing to say about yesterday: no warning, no carried-over list.
     let out = p.collect(&request(today, today, Some(state))).unwrap();
-    assert_eq!(
-        out.warnings,
-        [
-            "2026-11-26..2026-11-26 were not final yet (before 08:00 the next day) on an earlier run and lie \
-          outside this window: read them with `tallyd collect --source wechat-county --from 2026-11-26 \
-          --to 2026-11-26`, or keep lookback_days at 1 or more"
-        ]
-    );
-    assert_eq!(out.state.unwrap()["pending"], json!(["2026-11-26"]));
+    assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(out.uncovered, []);
 }
 
 #[test]
@@ -597,6 +601,7 @@ fn a_day_refused_even_alone_is_a_warning_not_a_failed_source() {
         t["wechat_followers"],
         expected(from, to)["wechat_followers"]
     );
+    assert_eq!(out.uncovered_days(), days(from, to));
     for d in days(from, to) {
         assert!(
             out.warnings.iter().any(|w| w
