@@ -517,7 +517,8 @@ struct Run<'a> {
     out: CollectResponse,
     /// The last day the platform has final data for.
     latest: NaiveDate,
-    /// The last day that is over (yesterday), final or not.
+    /// The last day that is over in the daemon's zone (its yesterday), final
+    /// or not: the days up to it the run does not read are uncovered.
     over: NaiveDate,
     /// Per endpoint, the span this run asks (lowered when refused).
     spans: BTreeMap<&'static str, u64>,
@@ -534,13 +535,10 @@ impl<'a> Run<'a> {
         let now = host.now();
         let zone = req.timezone.parse::<chrono_tz::Tz>().ok();
         let today_cst = now.with_timezone(&cst()).date_naive();
-        // A day is over once it is over both for the platform (CST) and in
-        // the daemon's time zone.
+        // The daemon counts a window's days in its own zone: a day over there
+        // but not yet final (or not even over in CST) is left uncovered.
         let today_local = zone.map_or(today_cst, |tz| now.with_timezone(&tz).date_naive());
-        let over = today_cst
-            .min(today_local)
-            .pred_opt()
-            .unwrap_or(NaiveDate::MIN);
+        let over = today_local.pred_opt().unwrap_or(NaiveDate::MIN);
         let mut run = Run {
             req,
             out: CollectResponse::default(),

@@ -543,6 +543,30 @@ fn a_run_at_two_thirty_leaves_yesterday_out_and_a_run_after_eight_fills_it() {
 }
 
 #[test]
+fn a_day_over_in_the_daemons_zone_but_not_in_china_is_uncovered() {
+    let s = start();
+    let mut p = plugin(&s, json!({}));
+    // 03:00 on the 27th at UTC+12 is 23:00 on the 26th in Beijing: the
+    // daemon's yesterday is the platform's today.
+    let at = chrono::FixedOffset::east_opt(12 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, 27, 3, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    s.faults().set_now(at);
+    p.host().clone().at(at);
+    let mut req = request(day(2026, 11, 22), day(2026, 11, 27), None);
+    req.timezone = "Etc/GMT-12".to_owned();
+    let (out, uncovered) = p.collect_uncovered(&req).unwrap();
+    assert_eq!(uncovered, [day(2026, 11, 26)]);
+    assert!(
+        out.observations.iter().all(|o| o.day <= day(2026, 11, 25)),
+        "{:?}",
+        out.observations
+    );
+}
+
+#[test]
 fn a_refused_thirty_day_span_is_halved_until_the_platform_accepts_it() {
     let s = start();
     // The platform takes 4 days at most; the source was told 30.
