@@ -60,12 +60,13 @@
 //!   *uncovered* in its answer: the daemon counts it as a gap (the summary
 //!   marks the period incomplete) and starts the next run's window early
 //!   enough to read it, whatever `lookback_days` says.
+//!   Today, not final either, is uncovered too, so a running period's
+//!   figures from this plugin stay marked incomplete until its last day is
+//!   final.
 //! - Every other day of the window the run could not read is named
 //!   uncovered too: days answered `is_delay`, days left when the quota ran
 //!   out, days the platform refused even alone, days of an answer without a
-//!   list or with a malformed row. Today, which no run can read yet, is not:
-//!   the daemon counts the run's last day as covered as of the run, as for
-//!   any source, and the next run's window starts there.
+//!   list or with a malformed row.
 //! - Windows are split into spans of at most [`SPANS`] days per endpoint
 //!   (raised or lowered with `spans`), and clipped to `data_start`, to the
 //!   platform's data start (2014-12-01 for the user endpoints, 2025-11-01 for
@@ -517,9 +518,6 @@ struct Run<'a> {
     out: CollectResponse,
     /// The last day the platform has final data for.
     latest: NaiveDate,
-    /// The last day that is over in the daemon's zone (its yesterday), final
-    /// or not: the days up to it the run does not read are uncovered.
-    over: NaiveDate,
     /// Per endpoint, the span this run asks (lowered when refused).
     spans: BTreeMap<&'static str, u64>,
     /// Days answered `is_delay`, per endpoint, to read again.
@@ -534,16 +532,10 @@ impl<'a> Run<'a> {
     fn new(req: &'a CollectRequest, host: &Host) -> Run<'a> {
         let now = host.now();
         let zone = req.timezone.parse::<chrono_tz::Tz>().ok();
-        let today_cst = now.with_timezone(&cst()).date_naive();
-        // The daemon counts a window's days in its own zone: a day over there
-        // but not yet final (or not even over in CST) is left uncovered.
-        let today_local = zone.map_or(today_cst, |tz| now.with_timezone(&tz).date_naive());
-        let over = today_local.pred_opt().unwrap_or(NaiveDate::MIN);
         let mut run = Run {
             req,
             out: CollectResponse::default(),
             latest: last_final_day(now, zone),
-            over,
             spans: BTreeMap::new(),
             delayed: BTreeMap::new(),
             incomplete: BTreeMap::new(),
@@ -683,12 +675,12 @@ impl Wechat {
             from = from.max(start);
         }
         let to = window.to.min(run.latest);
-        // Days over but not final: left out now, named uncovered, so that
-        // the daemon asks them again.
+        // Days not final (today included): left out now, named uncovered,
+        // so that the daemon counts them as gaps and asks them again.
         let waiting: Vec<NaiveDate> = from
             .max(run.latest.succ_opt().unwrap_or(run.latest))
             .iter_days()
-            .take_while(|d| *d <= window.to.min(run.over))
+            .take_while(|d| *d <= window.to)
             .collect();
         if let (Some(&first), Some(&last)) = (waiting.first(), waiting.last()) {
             let days = if first == last {

@@ -284,7 +284,8 @@ fn delayed_days_are_not_stored_and_read_again() {
             "getbizsummary: 2026-11-26 not final yet (is_delay); not stored, read again by the next run",
         ]
     );
-    assert_eq!(out.uncovered_days(), [latest]);
+    // And today, not final either.
+    assert_eq!(out.uncovered_days(), [latest, to]);
     let state = out.state.unwrap();
     assert_eq!(
         state["delayed"],
@@ -301,7 +302,7 @@ fn delayed_days_are_not_stored_and_read_again() {
         ))
         .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
-    assert_eq!(out.uncovered, []);
+    assert_eq!(out.uncovered_days(), [to]);
     assert_eq!(
         table(&out)["wechat_readers"][&latest],
         f64::from(sim::readers_on(APPID, latest))
@@ -505,19 +506,19 @@ fn a_run_at_two_thirty_leaves_yesterday_out_and_a_run_after_eight_fills_it() {
     assert_eq!(out.warnings, Vec::<String>::new());
     let t = table(&out);
     // Yesterday is neither 0 nor anything else: not there at all, and the
-    // answer says the run did not cover it. Today is nobody's yet.
+    // answer says the run did not cover it, nor today.
     assert!(
         out.observations.iter().all(|o| o.day < yesterday),
         "{:?}",
         out.observations
     );
     assert_eq!(t, expected(day(2026, 11, 20), day(2026, 11, 25)));
-    assert_eq!(uncovered, [yesterday]);
+    assert_eq!(uncovered, [yesterday, today]);
     let state = out.state.unwrap();
     assert!(state.get("pending").is_none(), "{state}");
     assert!(
         p.host().logs().iter().any(|(_, l)| l
-            == "wechat: 2026-11-26 not final before 08:00 the next day (China Standard Time); \
+            == "wechat: 2026-11-26..2026-11-27 not final before 08:00 the next day (China Standard Time); \
                 left uncovered for a later run"),
         "{:?}",
         p.host().logs()
@@ -533,17 +534,17 @@ fn a_run_at_two_thirty_leaves_yesterday_out_and_a_run_after_eight_fills_it() {
         .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
     assert_eq!(table(&out), expected(yesterday, yesterday));
-    assert_eq!(uncovered, []);
+    assert_eq!(uncovered, [today]);
 
     // A window of today alone (a manual `tallyd collect --from --to`) has
     // nothing to say about yesterday: no warning, no carried-over list.
     let out = p.collect(&request(today, today, Some(state))).unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
-    assert_eq!(out.uncovered, []);
+    assert_eq!(out.uncovered_days(), [today]);
 }
 
 #[test]
-fn a_day_over_in_the_daemons_zone_but_not_in_china_is_uncovered() {
+fn a_day_over_in_the_daemons_zone_but_not_in_china_is_uncovered_like_today() {
     let s = start();
     let mut p = plugin(&s, json!({}));
     // 03:00 on the 27th at UTC+12 is 23:00 on the 26th in Beijing: the
@@ -558,7 +559,7 @@ fn a_day_over_in_the_daemons_zone_but_not_in_china_is_uncovered() {
     let mut req = request(day(2026, 11, 22), day(2026, 11, 27), None);
     req.timezone = "Etc/GMT-12".to_owned();
     let (out, uncovered) = p.collect_uncovered(&req).unwrap();
-    assert_eq!(uncovered, [day(2026, 11, 26)]);
+    assert_eq!(uncovered, [day(2026, 11, 26), day(2026, 11, 27)]);
     assert!(
         out.observations.iter().all(|o| o.day <= day(2026, 11, 25)),
         "{:?}",

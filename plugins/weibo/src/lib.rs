@@ -94,8 +94,8 @@
 //! source's coverage (the summary marks the period incomplete), and starts
 //! later windows early enough to ask them again for 31 days, so a day whose
 //! midnight a later run measures after all is counted then. Today, not over
-//! yet, is not named: the daemon counts a run's last day as covered as of the
-//! run, as for any source, and the next window starts there.
+//! yet, is named too: a running period's daily posts stay marked incomplete
+//! until its last day is over and counted.
 //!
 //! # Indicators
 //!
@@ -879,6 +879,10 @@ impl Weibo {
             for day in &unseen {
                 out.uncover(*day);
             }
+        }
+        // Today is counted once it is over, by a later run.
+        if (self.wants(POSTS) || self.wants(ORIGINAL_POSTS)) && window.contains(today) {
+            out.uncover(today);
         }
         let counted = if self.wants(POSTS) {
             Some(POSTS)

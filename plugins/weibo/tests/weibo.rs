@@ -285,8 +285,12 @@ fn max_pages_bounds_the_timeline_and_the_days_before_stay_uncovered() {
         w.contains(&format!("({from}..{oldest})")) && w.contains("left out, not 0"),
         "{w}"
     );
-    // The answer names them uncovered, so the daemon counts them as a gap.
-    assert_eq!(out.uncovered, [Window::new(from, oldest)]);
+    // The answer names them uncovered, so the daemon counts them as a gap,
+    // and today, counted once it is over.
+    assert_eq!(
+        out.uncovered,
+        [Window::new(from, oldest), Window::new(today(), today())]
+    );
 }
 
 fn failing(sim: &WeiboSim, arm: impl Fn(&WeiboSim)) -> tally_plugin::Error {
@@ -580,7 +584,13 @@ fn days_no_run_measured_stay_uncovered_never_zero_and_lookback_keeps_counted_day
         w.contains(&format!("{left_out} days (2026-09-01..{fifth})")) && w.contains("not 0"),
         "{w}"
     );
-    assert_eq!(out.uncovered, [Window::new(day(2026, 9, 1), fifth)]);
+    assert_eq!(
+        out.uncovered,
+        [
+            Window::new(day(2026, 9, 1), fifth),
+            Window::new(first, first)
+        ]
+    );
 
     // Daily runs for a week count each day.
     for i in 1..=6 {
@@ -628,7 +638,7 @@ fn days_no_run_measured_stay_uncovered_never_zero_and_lookback_keeps_counted_day
     assert!(w.contains(&format!("{}..{}", gap.from, gap.to)), "{w}");
     // Exactly those days are uncovered; the counted days the lookback
     // reached back over stay covered.
-    assert_eq!(out.uncovered, [gap]);
+    assert_eq!(out.uncovered, [gap, Window::new(gap_end, gap_end)]);
     for d in Window::new(first, gap_end - Duration::days(1)).days() {
         assert_eq!(dep.covered[&d], !gap.contains(d), "{d}");
     }
