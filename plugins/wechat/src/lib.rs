@@ -66,7 +66,8 @@
 //! - Every other day of the window the run could not read is named
 //!   uncovered too: days answered `is_delay`, days left when the quota ran
 //!   out, days the platform refused even alone, days of an answer without a
-//!   list or with a malformed row.
+//!   list or with a malformed row, and days before the platform's data start
+//!   for an indicator asked for.
 //! - Windows are split into spans of at most [`SPANS`] days per endpoint
 //!   (raised or lowered with `spans`), and clipped to `data_start`, to the
 //!   platform's data start (2014-12-01 for the user endpoints, 2025-11-01 for
@@ -731,6 +732,7 @@ impl Wechat {
                         endpoint.data_start(),
                         lost.join(", ")
                     ));
+                    run.out.uncover_range(Window::new(from, before));
                 }
             }
             if start > to {

@@ -331,6 +331,9 @@ fn the_window_is_clipped_to_yesterday_and_data_start() {
         .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
     assert_eq!(table(&out), expected(day(2026, 11, 20), day(2026, 11, 26)));
+    // The days before data_start are the account's (it did not exist), today
+    // is not final.
+    assert_eq!(out.uncovered_days(), [day(2026, 11, 27)]);
 
     // Today alone: nothing is final, nothing is asked.
     let before = s.total_calls();
@@ -338,6 +341,7 @@ fn the_window_is_clipped_to_yesterday_and_data_start() {
         .collect(&request(day(2026, 11, 27), day(2026, 11, 27), None))
         .unwrap();
     assert!(out.observations.is_empty());
+    assert_eq!(out.uncovered_days(), [day(2026, 11, 27)]);
     assert_eq!(s.total_calls(), before);
 }
 
@@ -363,6 +367,8 @@ fn before_the_article_statistics_posts_come_from_the_publication_list() {
     }
     assert_eq!(t["wechat_readers"].len(), 3);
     assert_eq!(t["wechat_followers"], want["wechat_followers"]);
+    // Readers are asked for, and the platform has none before its data start.
+    assert_eq!(out.uncovered, [Window::new(from, day(2025, 10, 31))]);
     assert_eq!(
         out.warnings,
         [
