@@ -472,3 +472,20 @@ impl TestDaemon {
         self.source(id)["runs"][result].as_u64().unwrap_or(0)
     }
 }
+
+/// The days of a source's `last_run.uncovered` in `/api/v1/sources`
+/// (`YYYY-MM-DD` or `YYYY-MM-DD..YYYY-MM-DD` each), in order.
+pub fn last_run_uncovered(source: &serde_json::Value) -> Vec<chrono::NaiveDate> {
+    let mut days = Vec::new();
+    for range in source["last_run"]["uncovered"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no last_run.uncovered: {source:#}"))
+    {
+        let text = range.as_str().unwrap();
+        let (a, b) = text.split_once("..").unwrap_or((text, text));
+        let (a, b): (chrono::NaiveDate, chrono::NaiveDate) =
+            (a.parse().unwrap(), b.parse().unwrap());
+        days.extend(a.iter_days().take_while(|d| *d <= b));
+    }
+    days
+}

@@ -326,8 +326,13 @@ indicators = ["wechat_posts", "wechat_readers", "wechat_followers", "wechat_new_
 
 /// A zone where it is now between 03:00 and 03:59, as `Etc/GMT∓N`.
 fn zone_at_three_in_the_morning() -> chrono_tz::Tz {
+    zone_at(3)
+}
+
+/// A zone where it is now between `hour`:00 and `hour`:59, as `Etc/GMT∓N`.
+fn zone_at(hour: i64) -> chrono_tz::Tz {
     let utc_hour = i64::from(chrono::Utc::now().hour());
-    let mut offset = (3 - utc_hour).rem_euclid(24);
+    let mut offset = (hour - utc_hour).rem_euclid(24);
     if offset > 11 {
         offset -= 24;
     }
@@ -388,6 +393,7 @@ plugin = "wechat"
 unit = "county"
 schedule = "0 0 3 1 1 *"
 backfill_from = "{from}"
+lookback_days = 0
 [sources.settings]
 appid = "{APPID}"
 secret = "${{env:TALLY_TEST_WECHAT_SECRET}}"
@@ -435,4 +441,79 @@ indicators = ["wechat_readers", "wechat_new_followers"]
         .map(|x| f64::from(sim::readers_on(APPID, x)))
         .sum();
     assert_eq!(value(&summary, "county", "wechat_readers"), readers);
+
+    // The run named the days it held back: today, yesterday, and the day
+    // before when the platform's own rule holds it back too.
+    // /api/v1/sources shows them, and the summary does not call them complete.
+    let today = now.date_naive();
+    let held: Vec<NaiveDate> = before
+        .iter_days()
+        .take_while(|x| *x <= today)
+        .filter(|x| *x > platform_final.min(before))
+        .collect();
+    assert!(held.contains(&yesterday));
+    let source = d.source("wechat-county");
+    assert_eq!(last_run_uncovered(&source), held, "{source:#}");
+    let summary = d.get_json(&format!("/api/v1/summary?period={yesterday}..{yesterday}"));
+    assert_eq!(summary["period"]["sources_complete"], false, "{summary:#}");
+    assert_eq!(summary["sources"][0]["complete"], false, "{summary:#}");
+    let cell = &summary["units"][0]["values"]["wechat_readers"];
+    assert_eq!(cell["incomplete"], true, "{summary:#}");
+    assert!(cell["value"].is_null(), "never 0: {summary:#}");
+
+    // Later, with lookback_days = 0: `tallyd collect` from a zone where it
+    // is about 09:00 starts its window at the first held-back day, and reads
+    // every one of them that is final now; the others stay uncovered.
+    let later_zone = zone_at(9);
+    let later_config = write_config(
+        dir,
+        "later.toml",
+        &std::fs::read_to_string(&config).unwrap().replace(
+            &format!("timezone = \"{}\"", zone.name()),
+            &format!("timezone = \"{}\"", later_zone.name()),
+        ),
+    );
+    let out = run_tallyd_env(
+        &[
+            "collect",
+            "--config",
+            later_config.to_str().unwrap(),
+            "--source",
+            "wechat-county",
+        ],
+        &[("TALLY_TEST_WECHAT_SECRET", SECRET)],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(" wechat-county {}..", held[0])),
+        "the window starts at the first held-back day:\n{}",
+        stderr(&out)
+    );
+    let later_today = chrono::Utc::now().with_timezone(&later_zone).date_naive();
+    let final_now = last_final_day().min(later_today - chrono::Days::new(1));
+    let still: Vec<NaiveDate> = held.iter().copied().filter(|x| *x > final_now).collect();
+    let source = d.source("wechat-county");
+    assert_eq!(
+        last_run_uncovered(&source)
+            .into_iter()
+            .filter(|x| held.contains(x))
+            .collect::<Vec<_>>(),
+        still
+            .iter()
+            .copied()
+            .filter(|x| *x <= later_today)
+            .collect::<Vec<_>>(),
+        "{source:#}"
+    );
+    for x in &held {
+        let summary = d.get_json(&format!("/api/v1/summary?period={x}..{x}"));
+        let cell = &summary["units"][0]["values"]["wechat_readers"];
+        if still.contains(x) {
+            assert_eq!(cell["incomplete"], true, "{x}: {summary:#}");
+        } else {
+            assert_eq!(summary["sources"][0]["complete"], true, "{x}: {summary:#}");
+            assert!(cell.get("incomplete").is_none(), "{x}: {summary:#}");
+            assert_eq!(cell["value"], f64::from(sim::readers_on(APPID, *x)), "{x}");
+        }
+    }
 }

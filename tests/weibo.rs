@@ -205,6 +205,51 @@ api_base = "{api}"
         "{source:#}"
     );
 
+    // Those days are uncovered: the run says so in /api/v1/sources, and the
+    // summary marks the period incomplete instead of calling nothing complete.
+    let unmeasured_to = fifth.min(today - Duration::days(1));
+    let mut unmeasured: Vec<NaiveDate> = from
+        .iter_days()
+        .take_while(|d| *d <= unmeasured_to)
+        .collect();
+    // And today, counted once it is over.
+    unmeasured.push(today);
+    assert_eq!(last_run_uncovered(&source), unmeasured, "{source:#}");
+    let county_source = |summary: &Value| {
+        summary["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "county-weibo")
+            .cloned()
+            .unwrap()
+    };
+    let cell = |summary: &Value, indicator: &str| {
+        summary["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == "county")
+            .unwrap()["values"][indicator]
+            .clone()
+    };
+    let whole = d.get_json(&format!(
+        "/api/v1/summary?period={from}..{unmeasured_to}&unit=county"
+    ));
+    assert_eq!(county_source(&whole)["complete"], false, "{whole:#}");
+    assert_eq!(cell(&whole, "weibo_posts")["incomplete"], true, "{whole:#}");
+    // The measured days alone are complete.
+    if let (Some(first), Some(last)) = (counted.first(), counted.last()) {
+        let measured = d.get_json(&format!(
+            "/api/v1/summary?period={first}..{last}&unit=county"
+        ));
+        assert_eq!(county_source(&measured)["complete"], true, "{measured:#}");
+        let posts_cell = cell(&measured, "weibo_posts");
+        assert!(posts_cell.get("incomplete").is_none(), "{measured:#}");
+        let want: u32 = counted.iter().map(|d| posts_on(UID, *d)).sum();
+        assert_eq!(posts_cell["value"], f64::from(want), "{measured:#}");
+    }
+
     // The town's source holds the county's token: refused, naming both uids.
     d.wait_for("the town's run to fail", 60, |d| {
         d.source("town-weibo")["last_error"]["error"].is_string()

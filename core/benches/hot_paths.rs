@@ -34,6 +34,7 @@ fn poll(i: usize, n: i64, day: NaiveDate) -> RunToRecord {
             window_to: day,
             warnings: Vec::new(),
             http_requests: Some(1),
+            uncovered: Vec::new(),
         },
         observations: INDICATORS
             .iter()

@@ -364,6 +364,12 @@ async fn collect(
             for w in &collected.warnings {
                 eprintln!("warning: {w}");
             }
+            if !collected.uncovered.is_empty() {
+                eprintln!(
+                    "uncovered: {}",
+                    crate::engine::day_ranges(&collected.uncovered).join(", ")
+                );
+            }
             if let Some(e) = &collected.error {
                 eprintln!(
                     "{source}: {} {}..{}: {e}",
@@ -382,7 +388,7 @@ async fn collect(
         };
         let report = engine.run(source, trigger, Some(window)).await?;
         eprintln!(
-            "[{}/{}] {} {}..{}: {}, {} observations{}{}",
+            "[{}/{}] {} {}..{}: {}, {} observations{}{}{}",
             i + 1,
             total,
             source,
@@ -390,6 +396,11 @@ async fn collect(
             window.to,
             report.result,
             report.observations,
+            if report.uncovered.is_empty() {
+                String::new()
+            } else {
+                format!(", uncovered {}", report.uncovered.join(", "))
+            },
             if report.warnings.is_empty() {
                 String::new()
             } else {

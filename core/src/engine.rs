@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::plugin_host::{
     CallError, HostServices, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
 };
-use crate::store::{LastSuccess, RunRecord, RunResult, RunToRecord, Store, StoreError};
+use crate::store::{ResumePoint, RunRecord, RunResult, RunToRecord, Store, StoreError};
 use crate::summary::{self, Summary, SummaryError, SummaryRequest};
 
 /// One enabled source, ready to run.
@@ -237,6 +237,9 @@ pub struct RunReport {
     pub observations: usize,
     /// The plugin's API calls through the daemon (`None`: not counted).
     pub http_requests: Option<u64>,
+    /// The days of the window the run did not cover, as `YYYY-MM-DD` or
+    /// `YYYY-MM-DD..YYYY-MM-DD` (see [`day_ranges`]).
+    pub uncovered: Vec<String>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
     pub duration_ms: u64,
@@ -252,6 +255,79 @@ pub struct Collected {
     pub state: Option<serde_json::Value>,
     /// What the plugin said went wrong, when it reported an error itself.
     pub error_kind: Option<ErrorKind>,
+    /// The days of the window the plugin said it did not cover (sorted,
+    /// disjoint, inside the window; see [`Engine::accept_uncovered`]).
+    pub uncovered: Vec<(NaiveDate, NaiveDate)>,
+}
+
+/// How far back a run's window reaches for days earlier runs left uncovered:
+/// a day named uncovered is asked again by every later run until one covers
+/// it, as long as it is at most this many days before today. Older ones stay
+/// uncovered (and show as gaps) until a backfill (`tallyd collect`) covers them.
+pub const RESUME_REACH_DAYS: u64 = 31;
+
+/// The window a run asks for when none was given, `today` in the configured
+/// time zone: from the last success's last day minus `lookback_days` (late
+/// corrections), or `backfill_from` (else today) for a source that never
+/// succeeded, to today. It also starts no later than the first day earlier
+/// runs left uncovered and no later run covered, if that day is at most
+/// [`RESUME_REACH_DAYS`] before today (or the part of a range within reach),
+/// so that a day a plugin could not cover yet (not final, not measured) is
+/// asked again whatever `lookback_days` says.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use tally::engine::resume_window;
+/// use tally::store::{LastSuccess, ResumePoint};
+/// let d = |day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
+/// let point = ResumePoint {
+///     last_success: Some(LastSuccess {
+///         run_id: 7,
+///         finished_at: "2026-11-27T18:30:00Z".parse().unwrap(),
+///         window_to: d(27),
+///     }),
+///     uncovered: vec![(d(26), d(26))],
+///     ..ResumePoint::default()
+/// };
+/// let w = resume_window(d(28), 0, None, &point);
+/// assert_eq!((w.from, w.to), (d(26), d(28)));
+/// ```
+pub fn resume_window(
+    today: NaiveDate,
+    lookback_days: u32,
+    backfill_from: Option<NaiveDate>,
+    point: &ResumePoint,
+) -> Window {
+    let mut from = match &point.last_success {
+        Some(last) => last
+            .window_to
+            .checked_sub_days(chrono::Days::new(u64::from(lookback_days)))
+            .unwrap_or(last.window_to),
+        None => backfill_from.unwrap_or(today),
+    };
+    let reach = today
+        .checked_sub_days(chrono::Days::new(RESUME_REACH_DAYS))
+        .unwrap_or(today);
+    if let Some(&(first, _)) = point.uncovered.iter().find(|(_, to)| *to >= reach) {
+        from = from.min(first.max(reach));
+    }
+    Window::new(from.min(today), today)
+}
+
+/// Day ranges as text: `2026-11-26` for one day, `2026-11-01..2026-11-03`
+/// for more (the summary's period syntax, so a range can be pasted into
+/// `?period=`).
+pub fn day_ranges(ranges: &[(NaiveDate, NaiveDate)]) -> Vec<String> {
+    ranges
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..{b}")
+            }
+        })
+        .collect()
 }
 
 /// Why a run did not happen at all.
@@ -626,24 +702,22 @@ impl Engine {
         local_day(self.clock.now(), self.config.daemon.timezone)
     }
 
-    /// The window a scheduled run asks for: from the last successful day minus
-    /// the lookback (to pick up late corrections) to today; a source that never
+    /// The window a scheduled run asks for ([`resume_window`]): from the last
+    /// successful day minus the lookback (to pick up late corrections), or
+    /// from an earlier day left uncovered, to today; a source that never
     /// succeeded starts at `backfill_from`, else today.
     pub fn next_window(&self, source: &SourceRuntime) -> Result<Window, StoreError> {
         let point = self.store.resume_point(&source.config.id)?;
-        Ok(self.window_after(source, point.last_success.as_ref()))
+        Ok(self.window_after(source, &point))
     }
 
-    fn window_after(&self, source: &SourceRuntime, last_success: Option<&LastSuccess>) -> Window {
-        let today = self.today();
-        let from = match last_success {
-            Some(last) => last
-                .window_to
-                .checked_sub_days(chrono::Days::new(u64::from(source.config.lookback_days)))
-                .unwrap_or(last.window_to),
-            None => source.config.backfill_from.unwrap_or(today),
-        };
-        Window::new(from.min(today), today)
+    fn window_after(&self, source: &SourceRuntime, point: &ResumePoint) -> Window {
+        resume_window(
+            self.today(),
+            source.config.lookback_days,
+            source.config.backfill_from,
+            point,
+        )
     }
 
     /// Runs a source now (or reports that it is already running) and records
@@ -670,8 +744,7 @@ impl Engine {
             let s = source.clone();
             tokio::task::spawn_blocking(move || {
                 let point = engine.store.resume_point(&s.config.id)?;
-                let window =
-                    window.unwrap_or_else(|| engine.window_after(&s, point.last_success.as_ref()));
+                let window = window.unwrap_or_else(|| engine.window_after(&s, &point));
                 Ok::<_, StoreError>((window, point.state))
             })
             .await
@@ -696,6 +769,11 @@ impl Engine {
             window_to: window.to,
             warnings: collected.warnings.clone(),
             http_requests: source.instance.take_http_requests(),
+            uncovered: if collected.result == RunResult::Success {
+                collected.uncovered.clone()
+            } else {
+                Vec::new()
+            },
         };
         let written = collected.observations.len();
         // The permit bounds plugin calls: while this run waits for its
@@ -765,6 +843,7 @@ impl Engine {
             window,
             observations: written,
             http_requests: record.http_requests,
+            uncovered: day_ranges(&record.uncovered),
             warnings: record.warnings,
             error: record.error,
             duration_ms: (seconds * 1000.0) as u64,
@@ -987,6 +1066,7 @@ impl Engine {
             warnings: Vec::new(),
             state: None,
             error_kind: None,
+            uncovered: Vec::new(),
         };
         match outcome {
             Err(_) => {
@@ -1022,10 +1102,58 @@ impl Engine {
                     .extend(resp.warnings.iter().map(|w| redact(w)));
                 collected.observations =
                     self.accept(source, window, resp.observations, &mut collected.warnings);
+                collected.uncovered =
+                    Self::accept_uncovered(window, &resp.uncovered, &mut collected.warnings);
                 collected.state = resp.state;
             }
         }
         Ok(collected)
+    }
+
+    /// The days of `window` a plugin said it did not cover, merged into
+    /// sorted, disjoint ranges. Days outside the window are ignored with a
+    /// warning (the run can only speak for its window; a day before it keeps
+    /// whatever coverage earlier runs gave it), and so is a range whose
+    /// `from` is after its `to`.
+    pub fn accept_uncovered(
+        window: Window,
+        raw: &[Window],
+        warnings: &mut Vec<String>,
+    ) -> Vec<(NaiveDate, NaiveDate)> {
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        let mut kept: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+        for r in raw {
+            if r.from > r.to {
+                warnings.push(format!(
+                    "ignored uncovered days {}..{}: the range ends before it starts",
+                    r.from, r.to
+                ));
+                continue;
+            }
+            if r.from < window.from || r.to > window.to {
+                warnings.push(format!(
+                    "uncovered days {}..{}: the days outside the requested window {}..{} are ignored",
+                    r.from, r.to, window.from, window.to
+                ));
+            }
+            let (from, to) = (r.from.max(window.from), r.to.min(window.to));
+            if from <= to {
+                kept.push((from, to));
+            }
+        }
+        kept.sort();
+        let mut merged: Vec<(NaiveDate, NaiveDate)> = Vec::with_capacity(kept.len());
+        for (from, to) in kept {
+            match merged.last_mut() {
+                Some((_, last)) if from <= last.succ_opt().unwrap_or(*last) => {
+                    *last = (*last).max(to);
+                }
+                _ => merged.push((from, to)),
+            }
+        }
+        merged
     }
 
     /// Keeps what a plugin may report: units in the source's scope (its
@@ -1316,6 +1444,7 @@ mod tests {
                 window_to: day(days),
                 warnings: vec![],
                 http_requests: None,
+                uncovered: Vec::new(),
             },
             observations: (1..=days)
                 .map(|d| Observation {
@@ -1373,6 +1502,109 @@ mod tests {
                 .unwrap();
             assert_eq!((last.id, last.observations_written), (*id, 3));
         }
+    }
+
+    #[test]
+    fn the_resume_window_reaches_back_to_the_earliest_day_left_uncovered() {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let record = |from, to, uncovered: Vec<(NaiveDate, NaiveDate)>| {
+            let mut run = pending_run("wechat", 1).run;
+            (run.window_from, run.window_to, run.uncovered) = (from, to, uncovered);
+            store.record_run(&run, &[], None).unwrap();
+        };
+        // A run at 02:30 on the 20th: the 19th is not final yet.
+        record(day(18), day(20), vec![(day(19), day(19))]);
+        let point = store.resume_point("wechat").unwrap();
+        // lookback_days = 0 would start on the 20th; the 19th is asked again.
+        assert_eq!(
+            resume_window(day(21), 0, None, &point),
+            Window::new(day(19), day(21))
+        );
+        // A lookback reaching further back wins.
+        assert_eq!(
+            resume_window(day(21), 3, None, &point),
+            Window::new(day(17), day(21))
+        );
+        // Once a later run covered it, the lookback alone decides.
+        record(day(19), day(21), vec![]);
+        let point = store.resume_point("wechat").unwrap();
+        assert_eq!(point.uncovered, []);
+        assert_eq!(
+            resume_window(day(21), 0, None, &point),
+            Window::new(day(21), day(21))
+        );
+        // A stretch left uncovered is reached back to, but never more than
+        // RESUME_REACH_DAYS before today.
+        record(
+            NaiveDate::from_ymd_opt(2026, 9, 1).unwrap(),
+            day(21),
+            vec![(NaiveDate::from_ymd_opt(2026, 9, 1).unwrap(), day(2))],
+        );
+        let point = store.resume_point("wechat").unwrap();
+        let today = day(22);
+        let reach = today - chrono::Days::new(RESUME_REACH_DAYS);
+        assert_eq!(
+            resume_window(today, 0, None, &point),
+            Window::new(reach, today)
+        );
+        // Further on, the range is out of reach: only the lookback counts.
+        let later = NaiveDate::from_ymd_opt(2026, 12, 10).unwrap();
+        assert_eq!(
+            resume_window(later, 1, None, &point),
+            Window::new(day(20), later)
+        );
+        // A source that never succeeded starts at backfill_from.
+        let fresh = store.resume_point("nobody").unwrap();
+        assert_eq!(
+            resume_window(today, 0, Some(day(1)), &fresh),
+            Window::new(day(1), today)
+        );
+    }
+
+    #[test]
+    fn uncovered_days_outside_the_window_are_ignored_with_a_warning() {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let window = Window::new(day(10), day(20));
+        let mut warnings = Vec::new();
+        let kept = Engine::accept_uncovered(
+            window,
+            &[
+                Window::new(day(15), day(16)),
+                Window::new(day(8), day(10)),
+                Window::new(day(17), day(17)),
+                Window::new(day(19), day(25)),
+                Window::new(day(1), day(2)),
+                Window::new(day(14), day(12)),
+            ],
+            &mut warnings,
+        );
+        // Clipped to the window, sorted, touching ranges merged.
+        assert_eq!(
+            kept,
+            [(day(10), day(10)), (day(15), day(17)), (day(19), day(20))]
+        );
+        assert_eq!(warnings.len(), 4, "{warnings:#?}");
+        assert!(
+            warnings[0].contains("2026-11-08..2026-11-10")
+                && warnings[0].contains("outside the requested window 2026-11-10..2026-11-20"),
+            "{warnings:#?}"
+        );
+        assert!(
+            warnings[3].contains("ends before it starts"),
+            "{warnings:#?}"
+        );
+        // Nothing said, nothing to do.
+        assert_eq!(Engine::accept_uncovered(window, &[], &mut warnings), []);
+        assert_eq!(
+            day_ranges(&kept),
+            [
+                "2026-11-10",
+                "2026-11-15..2026-11-17",
+                "2026-11-19..2026-11-20"
+            ]
+        );
     }
 
     #[test]

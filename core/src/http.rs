@@ -515,6 +515,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "window": {"from": r.run.window_from, "to": r.run.window_to},
                 "observations": r.observations_written,
                 "http_requests": r.run.http_requests,
+                "uncovered": crate::engine::day_ranges(&r.run.uncovered),
                 "warnings": r.run.warnings,
             })
         });

@@ -158,6 +158,7 @@ fn run_record(from: NaiveDate, to: NaiveDate, at: DateTime<Utc>) -> RunRecord {
         window_to: to,
         warnings: Vec::new(),
         http_requests: None,
+        uncovered: Vec::new(),
     }
 }
 

@@ -206,6 +206,10 @@ pub struct RunRecord {
     /// HTTP requests the plugin made through the daemon during the run (its
     /// API calls); `None` when not counted (an isolated plugin does its own).
     pub http_requests: Option<u64>,
+    /// Days of the window a successful run said it did not cover, as sorted,
+    /// disjoint, inclusive ranges inside the window; empty when it covered
+    /// all of it (and for a failed run, which covers nothing).
+    pub uncovered: Vec<(NaiveDate, NaiveDate)>,
 }
 
 /// One run for [`Store::record_runs`]: what [`Store::record_run`] takes, owned,
@@ -260,6 +264,10 @@ pub struct ResumePoint {
     pub last_run_started: Option<DateTime<Utc>>,
     pub last_success: Option<LastSuccess>,
     pub state: Option<serde_json::Value>,
+    /// The days successful runs named uncovered and no later successful run
+    /// covered, as sorted, disjoint, inclusive ranges: where the next run's
+    /// window may have to reach back to. Empty for most sources.
+    pub uncovered: Vec<(NaiveDate, NaiveDate)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -293,9 +301,12 @@ pub struct EntityValue {
 pub struct Coverage {
     pub start: NaiveDate,
     pub end: NaiveDate,
-    /// Days of `[start, end]` inside the window of at least one successful run.
+    /// Days of `[start, end]` covered: inside the window of a successful run
+    /// that did not name them uncovered, and not named uncovered by a later
+    /// successful run.
     pub covered_days: i64,
-    /// The stretches of `[start, end]` no successful run covered, inclusive.
+    /// The stretches of `[start, end]` not covered, inclusive: no successful
+    /// run asked for them, or the latest one that did named them uncovered.
     pub gaps: Vec<(NaiveDate, NaiveDate)>,
     /// Runs that did not succeed and whose window overlaps `[start, end]`.
     pub failed_runs: u64,

@@ -103,6 +103,12 @@ CREATE TABLE monthly_versions (
     version INTEGER NOT NULL
 );
 "#,
+    r#"
+-- The days of its window a successful run did not cover, as a JSON array of
+-- [from, to] day numbers (inclusive, sorted, disjoint); NULL when it covered
+-- the whole window, so a run without gaps writes and reads nothing more.
+ALTER TABLE runs ADD COLUMN uncovered TEXT;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -282,6 +288,8 @@ struct Checked<'a> {
     observations: &'a [Observation],
     state: Option<String>,
     warnings: String,
+    /// The `uncovered` column.
+    uncovered: Option<String>,
 }
 
 struct Reader {
@@ -442,9 +450,14 @@ struct RunIndex {
 
 #[derive(Default)]
 struct SourceRuns {
-    /// The windows of successful runs, merged: sorted, disjoint and not
-    /// adjacent (day numbers, inclusive).
+    /// The covered days, merged: sorted, disjoint and not adjacent (day
+    /// numbers, inclusive). A successful run covers its window minus the days
+    /// it named uncovered, and uncovers those days: the latest successful run
+    /// asking for a day decides (in id order, which is commit order).
     covered: Vec<(i64, i64)>,
+    /// The days successful runs named uncovered and no later one covered,
+    /// in the same form: where the next run may have to reach back to.
+    uncovered: Vec<(i64, i64)>,
     /// The windows of the other runs, each with how many runs had it (runs
     /// in a row mostly share a window, so this stays short).
     failed: Vec<((i64, i64), u64)>,
@@ -457,8 +470,16 @@ struct SourceRuns {
 }
 
 impl SourceRuns {
-    /// Folds run `id`; ids come in increasing order.
-    fn add(&mut self, id: i64, result: RunResult, (from, to): (i64, i64), finished_at: i64) {
+    /// Folds run `id`; ids come in increasing order. `gaps` are the days of
+    /// the window a successful run named uncovered (sorted, inside it).
+    fn add(
+        &mut self,
+        id: i64,
+        result: RunResult,
+        (from, to): (i64, i64),
+        gaps: &[(i64, i64)],
+        finished_at: i64,
+    ) {
         self.last_run = id;
         match result {
             RunResult::Success => self.counts.success += 1,
@@ -483,21 +504,15 @@ impl SourceRuns {
         if from > to {
             return; // covers no day (the engine never makes one)
         }
-        // The first interval that overlaps or touches [from, to], and every
-        // one after it that does, become one.
-        let first = self
-            .covered
-            .partition_point(|&(_, t)| t < from.saturating_sub(1));
-        let mut last = first;
-        let (mut f, mut t) = (from, to);
-        while let Some(&(a, b)) = self.covered.get(last)
-            && a <= to.saturating_add(1)
-        {
-            f = f.min(a);
-            t = t.max(b);
-            last += 1;
+        insert_days(&mut self.covered, (from, to));
+        if gaps.is_empty() && self.uncovered.is_empty() {
+            return;
         }
-        self.covered.splice(first..last, [(f, t)]);
+        remove_days(&mut self.uncovered, (from, to));
+        for &gap in gaps {
+            remove_days(&mut self.covered, gap);
+            insert_days(&mut self.uncovered, gap);
+        }
     }
 
     /// Day numbers `[s, e]`: the stretches no successful run covered, and
@@ -528,6 +543,62 @@ impl SourceRuns {
     }
 }
 
+/// Adds the days `[from, to]` to merged ranges (sorted, disjoint, not
+/// adjacent), keeping them merged.
+fn insert_days(ranges: &mut Vec<(i64, i64)>, (from, to): (i64, i64)) {
+    // The first range that overlaps or touches [from, to], and every one
+    // after it that does, become one.
+    let first = ranges.partition_point(|&(_, t)| t < from.saturating_sub(1));
+    let mut last = first;
+    let (mut f, mut t) = (from, to);
+    while let Some(&(a, b)) = ranges.get(last)
+        && a <= to.saturating_add(1)
+    {
+        f = f.min(a);
+        t = t.max(b);
+        last += 1;
+    }
+    ranges.splice(first..last, [(f, t)]);
+}
+
+/// Takes the days `[from, to]` out of merged ranges, keeping them merged.
+fn remove_days(ranges: &mut Vec<(i64, i64)>, (from, to): (i64, i64)) {
+    let first = ranges.partition_point(|&(_, t)| t < from);
+    let mut last = first;
+    while ranges.get(last).is_some_and(|&(a, _)| a <= to) {
+        last += 1;
+    }
+    if first == last {
+        return;
+    }
+    let (a, _) = ranges[first];
+    let (_, b) = ranges[last - 1];
+    let left = (a < from).then(|| (a, from - 1));
+    let right = (b > to).then(|| (to + 1, b));
+    ranges.splice(first..last, left.into_iter().chain(right));
+}
+
+/// The `uncovered` column: `None` (NULL) for no range.
+fn uncovered_json(ranges: &[(NaiveDate, NaiveDate)]) -> Option<String> {
+    (!ranges.is_empty()).then(|| {
+        serde_json::Value::from(
+            ranges
+                .iter()
+                .map(|&(a, b)| serde_json::Value::from(vec![day_num(a), day_num(b)]))
+                .collect::<Vec<_>>(),
+        )
+        .to_string()
+    })
+}
+
+/// Reads the `uncovered` column of run `id`.
+fn parse_uncovered(id: i64, text: &str) -> Result<Vec<(i64, i64)>, StoreError> {
+    serde_json::from_str::<Vec<(i64, i64)>>(text).map_err(|e| StoreError::Corrupt {
+        what: "run's uncovered days",
+        detail: format!("run {id}: {e}"),
+    })
+}
+
 impl RunIndex {
     /// Folds the runs committed since the last call, as `tx` sees them.
     fn refresh(&mut self, tx: &Connection) -> Result<(), StoreError> {
@@ -537,8 +608,8 @@ impl RunIndex {
         };
         let mut stmt = tx
             .prepare_cached(
-                "SELECT id, source, result, window_from, window_to, finished_at FROM runs \
-                 WHERE id >= ?1 ORDER BY id",
+                "SELECT id, source, result, window_from, window_to, finished_at, uncovered \
+                 FROM runs WHERE id >= ?1 ORDER BY id",
             )
             .map_err(e)?;
         let mut rows = stmt.query([self.next_id]).map_err(e)?;
@@ -552,11 +623,19 @@ impl RunIndex {
             })?;
             let window = (r.get(3).map_err(e)?, r.get(4).map_err(e)?);
             let finished_at = r.get(5).map_err(e)?;
+            let gaps = match r
+                .get_ref(6)
+                .and_then(|v| Ok(v.as_str_or_null()?))
+                .map_err(e)?
+            {
+                Some(text) => parse_uncovered(id, text)?,
+                None => Vec::new(),
+            };
             let runs = match self.sources.get_mut(source) {
                 Some(runs) => runs,
                 None => self.sources.entry(source.to_owned()).or_default(),
             };
-            runs.add(id, result, window, finished_at);
+            runs.add(id, result, window, &gaps, finished_at);
             self.next_id = id.saturating_add(1);
         }
         Ok(())
@@ -759,7 +838,7 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, source, trigger, started_at, finished_at, result, error, \
-                           window_from, window_to, warnings, observations, http_requests";
+                           window_from, window_to, warnings, observations, http_requests, uncovered";
 
 /// The raw columns of a run row; converted outside the rusqlite closure so
 /// that a corrupt value becomes a `StoreError` that says what was wrong.
@@ -776,6 +855,7 @@ type RunRow = (
     String,
     i64,
     Option<i64>,
+    Option<String>,
 );
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
@@ -792,11 +872,13 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         r.get(9)?,
         r.get(10)?,
         r.get(11)?,
+        r.get(12)?,
     ))
 }
 
 fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
-    let (id, source, trigger, started, finished, result, error, from, to, warnings, n, http) = row;
+    let (id, source, trigger, started, finished, result, error, from, to, warnings, n, http, gaps) =
+        row;
     let result = RunResult::parse(&result).ok_or_else(|| StoreError::Corrupt {
         what: "run result",
         detail: format!("run {id} has result \"{result}\""),
@@ -818,6 +900,13 @@ fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
             window_to: num_day(to)?,
             warnings,
             http_requests: http.and_then(|n| u64::try_from(n).ok()),
+            uncovered: match gaps {
+                Some(text) => parse_uncovered(id, &text)?
+                    .into_iter()
+                    .map(|(a, b)| Ok((num_day(a)?, num_day(b)?)))
+                    .collect::<Result<_, StoreError>>()?,
+                None => Vec::new(),
+            },
         },
         observations_written: u64::try_from(n).unwrap_or(0),
     })
@@ -1187,11 +1276,31 @@ fn check_run<'a>(
             source,
         })?;
     let warnings = serde_json::Value::from(run.warnings.clone()).to_string();
+    let mut after = run.window_from;
+    for (i, &(from, to)) in run.uncovered.iter().enumerate() {
+        // Sorted and apart; the first may start on the window's first day.
+        let in_order = if i == 0 { from >= after } else { from > after };
+        if !in_order || from > to || to > run.window_to || run.result != RunResult::Success {
+            return Err(StoreError::Invalid {
+                source_id: run.source.clone(),
+                detail: format!(
+                    "uncovered days {from}..{to} (range {} of {}): a successful run's uncovered \
+                     days must be sorted, disjoint ranges inside its window {}..{}",
+                    i + 1,
+                    run.uncovered.len(),
+                    run.window_from,
+                    run.window_to
+                ),
+            });
+        }
+        after = to;
+    }
     Ok(Checked {
         run,
         observations,
         state,
         warnings,
+        uncovered: uncovered_json(&run.uncovered),
     })
 }
 
@@ -1265,8 +1374,8 @@ fn write_run(
     let run = c.run;
     tx.prepare_cached(
         "INSERT INTO runs (source, trigger, started_at, finished_at, result, error, \
-         window_from, window_to, observations, warnings, http_requests) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         window_from, window_to, observations, warnings, http_requests, uncovered) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )
     .map_err(e)?
     .execute(params![
@@ -1281,6 +1390,7 @@ fn write_run(
         c.observations.len() as i64,
         c.warnings,
         run.http_requests.and_then(|n| i64::try_from(n).ok()),
+        c.uncovered,
     ])
     .map_err(e)?;
     let run_id = tx.last_insert_rowid();
@@ -1664,11 +1774,21 @@ impl Store for SqliteStore {
             None => None,
         };
         let (last_success, state) = last_success_and_state(&tx, folded, source)?;
+        let uncovered = folded
+            .map(|f| {
+                f.uncovered
+                    .iter()
+                    .map(|&(a, b)| Ok((num_day(a)?, num_day(b)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         tx.commit().map_err(e)?;
         Ok(ResumePoint {
             last_run_started,
             last_success,
             state,
+            uncovered,
         })
     }
 
@@ -1912,6 +2032,7 @@ mod tests {
             window_to: d(to),
             warnings: vec![],
             http_requests: Some(3),
+            uncovered: Vec::new(),
         }
     }
 
@@ -2465,6 +2586,225 @@ mod tests {
         assert!(cov.is_complete() && cov.covered_days == 4);
     }
 
+    fn gappy_run(from: &str, to: &str, gaps: &[(&str, &str)]) -> RunRecord {
+        RunRecord {
+            uncovered: gaps.iter().map(|(a, b)| (d(a), d(b))).collect(),
+            ..ok_run(from, to)
+        }
+    }
+
+    fn gaps_of(store: &SqliteStore, from: &str, to: &str) -> Vec<(NaiveDate, NaiveDate)> {
+        store.coverage("src", d(from), d(to)).unwrap().gaps
+    }
+
+    #[test]
+    fn a_run_with_gaps_leaves_exactly_those_days_uncovered_until_a_later_run_covers_them() {
+        let (_dir, store) = open();
+        let gaps = [("2026-11-03", "2026-11-03"), ("2026-11-09", "2026-11-10")];
+        store
+            .record_run(&gappy_run("2026-11-01", "2026-11-10", &gaps), &[], None)
+            .unwrap();
+        let want = vec![
+            (d("2026-11-03"), d("2026-11-03")),
+            (d("2026-11-09"), d("2026-11-10")),
+        ];
+        let cov = store
+            .coverage("src", d("2026-11-01"), d("2026-11-10"))
+            .unwrap();
+        assert_eq!((cov.gaps.clone(), cov.covered_days), (want.clone(), 7));
+        assert!(!cov.is_complete());
+        assert!(
+            store
+                .coverage("src", d("2026-11-04"), d("2026-11-08"))
+                .unwrap()
+                .is_complete()
+        );
+        // The run says so, and where the next run has to reach back to.
+        let status = store.source_status("src").unwrap();
+        assert_eq!(status.last_run.unwrap().run.uncovered, want);
+        assert_eq!(store.resume_point("src").unwrap().uncovered, want);
+
+        // A failed run over them changes nothing.
+        store
+            .record_run(
+                &run(
+                    "src",
+                    RunResult::Error,
+                    "2026-11-09",
+                    "2026-11-11",
+                    "2026-12-02T00:00:00Z",
+                ),
+                &[],
+                None,
+            )
+            .unwrap();
+        assert_eq!(store.resume_point("src").unwrap().uncovered, want);
+
+        // A later run covering 11-09..11-11 closes that gap, leaves 11-03.
+        store
+            .record_run(&ok_run("2026-11-09", "2026-11-11"), &[], None)
+            .unwrap();
+        let left = vec![(d("2026-11-03"), d("2026-11-03"))];
+        assert_eq!(gaps_of(&store, "2026-11-01", "2026-11-11"), left);
+        assert_eq!(store.resume_point("src").unwrap().uncovered, left);
+        assert_eq!(
+            store
+                .source_status("src")
+                .unwrap()
+                .last_run
+                .unwrap()
+                .run
+                .uncovered,
+            []
+        );
+
+        // The latest successful run asking for a day decides: one that names
+        // a covered day uncovered (the platform says it is not final after
+        // all) uncovers it, and its other days stay covered.
+        store
+            .record_run(
+                &gappy_run("2026-11-05", "2026-11-06", &[("2026-11-06", "2026-11-06")]),
+                &[],
+                None,
+            )
+            .unwrap();
+        let now = vec![
+            (d("2026-11-03"), d("2026-11-03")),
+            (d("2026-11-06"), d("2026-11-06")),
+        ];
+        assert_eq!(gaps_of(&store, "2026-11-01", "2026-11-11"), now);
+        assert_eq!(store.resume_point("src").unwrap().uncovered, now);
+
+        // A backfill of the whole stretch covers everything again.
+        store
+            .record_run(&ok_run("2026-11-01", "2026-11-11"), &[], None)
+            .unwrap();
+        assert_eq!(gaps_of(&store, "2026-11-01", "2026-11-11"), []);
+        assert_eq!(store.resume_point("src").unwrap().uncovered, []);
+        // Reopened, the index is rebuilt from the rows the same way.
+        let reopened = SqliteStore::open(store.path().parent().unwrap()).unwrap();
+        assert_eq!(gaps_of(&reopened, "2026-11-01", "2026-11-11"), []);
+    }
+
+    #[test]
+    fn uncovered_days_must_be_sorted_ranges_inside_a_successful_runs_window() {
+        let (_dir, store) = open();
+        for (record, what) in [
+            (
+                gappy_run("2026-11-01", "2026-11-10", &[("2026-10-31", "2026-11-01")]),
+                "before the window",
+            ),
+            (
+                gappy_run("2026-11-01", "2026-11-10", &[("2026-11-10", "2026-11-11")]),
+                "after the window",
+            ),
+            (
+                gappy_run("2026-11-01", "2026-11-10", &[("2026-11-05", "2026-11-04")]),
+                "reversed",
+            ),
+            (
+                gappy_run(
+                    "2026-11-01",
+                    "2026-11-10",
+                    &[("2026-11-05", "2026-11-06"), ("2026-11-02", "2026-11-03")],
+                ),
+                "unsorted",
+            ),
+            (
+                RunRecord {
+                    result: RunResult::Error,
+                    ..gappy_run("2026-11-01", "2026-11-10", &[("2026-11-02", "2026-11-02")])
+                },
+                "failed run",
+            ),
+        ] {
+            let err = store.record_run(&record, &[], None).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("must be sorted, disjoint ranges inside its window"),
+                "{what}: {err}"
+            );
+        }
+        assert!(store.source_status("src").unwrap().last_run.is_none());
+    }
+
+    /// The SQL text of every statement the connections given to
+    /// [`count_statements`] run.
+    static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn count_statements(event: rusqlite::trace::TraceEvent<'_>) {
+        if let rusqlite::trace::TraceEvent::Stmt(stmt, _) = event {
+            // The text as prepared, without the values bound to it.
+            lock(&STATEMENTS).push(stmt.sql().into_owned());
+        }
+    }
+
+    fn statements_of(f: impl FnOnce()) -> Vec<String> {
+        lock(&STATEMENTS).clear();
+        f();
+        std::mem::take(&mut *lock(&STATEMENTS))
+    }
+
+    #[test]
+    fn uncovered_days_cost_no_statement_of_their_own() {
+        let (_dir, store) = open();
+        let stmt = rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT;
+        lock(&store.writer)
+            .conn
+            .trace_v2(stmt, Some(count_statements));
+        lock(&store.reader)
+            .conn
+            .trace_v2(stmt, Some(count_statements));
+        let data = |day| vec![obs("u", "posts", "", day, 1.0)];
+        // Warm the statement caches and the key ids.
+        store
+            .record_run(
+                &ok_run("2026-11-01", "2026-11-02"),
+                &data("2026-11-01"),
+                None,
+            )
+            .unwrap();
+        store
+            .coverage("src", d("2026-11-01"), d("2026-11-30"))
+            .unwrap();
+
+        let plain = statements_of(|| {
+            store
+                .record_run(
+                    &ok_run("2026-11-02", "2026-11-04"),
+                    &data("2026-11-02"),
+                    None,
+                )
+                .unwrap();
+        });
+        let gappy = statements_of(|| {
+            store
+                .record_run(
+                    &gappy_run("2026-11-03", "2026-11-05", &[("2026-11-04", "2026-11-05")]),
+                    &data("2026-11-03"),
+                    None,
+                )
+                .unwrap();
+        });
+        assert!(!plain.is_empty());
+        assert_eq!(plain, gappy);
+        // Reading coverage and the resume point folds both with the same
+        // statements as a run without gaps.
+        let read = || {
+            store
+                .coverage("src", d("2026-11-01"), d("2026-11-30"))
+                .unwrap();
+            store.resume_point("src").unwrap();
+        };
+        let after_gappy = statements_of(read);
+        store
+            .record_run(&ok_run("2026-11-04", "2026-11-05"), &[], None)
+            .unwrap();
+        let after_plain = statements_of(read);
+        assert_eq!(after_plain, after_gappy);
+        assert_eq!(gaps_of(&store, "2026-11-01", "2026-11-05"), []);
+    }
+
     #[test]
     fn an_invalid_observation_stores_nothing() {
         let (_dir, store) = open();
@@ -2706,6 +3046,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(posts(&store), Some(4.0));
+        // A run stored before runs could name uncovered days covered its window.
+        let cov = store
+            .coverage("src", d("2026-11-10"), d("2026-11-11"))
+            .unwrap();
+        assert!(cov.is_complete(), "{cov:?}");
+        assert_eq!(store.runs(&[1]).unwrap()[0].run.uncovered, []);
+        assert_eq!(store.resume_point("src").unwrap().uncovered, []);
     }
 
     #[test]
@@ -2827,38 +3174,56 @@ mod tests {
         }
     }
 
-    /// Coverage as the first store computed it, in SQL over every run.
+    /// Per day, whether the latest successful run asking for it covered it,
+    /// from every run's row.
+    fn days_by_sql(conn: &Connection, source: &str) -> BTreeMap<i64, bool> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, window_from, window_to, uncovered FROM runs \
+                 WHERE source = ?1 AND result = 'success' ORDER BY id",
+            )
+            .unwrap();
+        let runs: Vec<(i64, i64, i64, Option<String>)> = stmt
+            .query_map(params![source], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut covered: BTreeMap<i64, bool> = BTreeMap::new();
+        for (id, from, to, gaps) in runs {
+            let gaps = gaps
+                .map(|g| parse_uncovered(id, &g).unwrap())
+                .unwrap_or_default();
+            for day in from..=to {
+                let out = gaps.iter().any(|&(a, b)| a <= day && day <= b);
+                covered.insert(day, !out);
+            }
+        }
+        covered
+    }
+
+    /// Days as merged inclusive ranges.
+    fn day_ranges_of(days: impl Iterator<Item = i64>) -> Vec<(i64, i64)> {
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for day in days {
+            match ranges.last_mut() {
+                Some((_, b)) if *b + 1 == day => *b = day,
+                _ => ranges.push((day, day)),
+            }
+        }
+        ranges
+    }
+
+    /// Coverage computed day by day from every run's row.
     fn coverage_by_sql(
         conn: &Connection,
         source: &str,
         s: i64,
         e: i64,
     ) -> (Vec<(i64, i64)>, i64, Option<i64>) {
-        let mut stmt = conn
-            .prepare(
-                "SELECT window_from, window_to FROM runs WHERE source = ?1 AND result = 'success' \
-                 AND window_to >= ?2 AND window_from <= ?3 ORDER BY window_from",
-            )
-            .unwrap();
-        let windows: Vec<(i64, i64)> = stmt
-            .query_map(params![source, s, e], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let mut next = s;
-        let mut gaps = Vec::new();
-        for (from, to) in windows {
-            if from > next {
-                gaps.push((next, from.min(e + 1) - 1));
-            }
-            next = next.max(to + 1);
-            if next > e {
-                break;
-            }
-        }
-        if next <= e {
-            gaps.push((next, e));
-        }
+        let covered = days_by_sql(conn, source);
+        let gaps = day_ranges_of((s..=e).filter(|day| covered.get(day) != Some(&true)));
         let failed = conn
             .query_row(
                 "SELECT COUNT(*) FROM runs WHERE source = ?1 AND result != 'success' \
@@ -2965,6 +3330,12 @@ mod tests {
             let finished = format!("2026-12-{:02}T00:00:00Z", 1 + lcg(&mut seed) % 5);
             let mut r = run(source, result, "2026-10-01", "2026-10-01", &finished);
             (r.window_from, r.window_to) = (num_day(from).unwrap(), num_day(to).unwrap());
+            // Every other successful run leaves a stretch of its window uncovered.
+            if result == RunResult::Success && lcg(&mut seed) % 2 == 0 {
+                let a = from + (lcg(&mut seed) % (to - from + 1) as u64) as i64;
+                let b = a + (lcg(&mut seed) % (to - a + 1) as u64) as i64;
+                r.uncovered = vec![(num_day(a).unwrap(), num_day(b).unwrap())];
+            }
             let state = serde_json::json!({ "round": round });
             let state = (result == RunResult::Success).then_some(&state);
             store.record_run(&r, &[], state).unwrap();
@@ -2975,6 +3346,19 @@ mod tests {
                     assert_eq!(
                         store.source_status(source).unwrap(),
                         status_by_sql(&conn, source),
+                        "{source} after {round} runs"
+                    );
+                    let named = days_by_sql(&conn, source)
+                        .into_iter()
+                        .filter(|(_, covered)| !covered)
+                        .map(|(day, _)| day);
+                    let named: Vec<(NaiveDate, NaiveDate)> = day_ranges_of(named)
+                        .into_iter()
+                        .map(|(a, b)| (num_day(a).unwrap(), num_day(b).unwrap()))
+                        .collect();
+                    assert_eq!(
+                        store.resume_point(source).unwrap().uncovered,
+                        named,
                         "{source} after {round} runs"
                     );
                     let (gaps, failed, last) = coverage_by_sql(&conn, source, s, e);
@@ -3032,7 +3416,7 @@ mod tests {
             (1, 40),
             (50, 49),
         ] {
-            runs.add(0, RunResult::Success, (from, to), 0);
+            runs.add(0, RunResult::Success, (from, to), &[], 0);
             assert!(
                 runs.covered.windows(2).all(|w| w[0].1 + 1 < w[1].0),
                 "{:?}",
@@ -3042,7 +3426,7 @@ mod tests {
         assert_eq!(runs.covered, [(1, 40)]);
         let mut runs = SourceRuns::default();
         for (from, to) in [(10, 12), (14, 15), (20, 25), (13, 13)] {
-            runs.add(0, RunResult::Success, (from, to), 0);
+            runs.add(0, RunResult::Success, (from, to), &[], 0);
         }
         assert_eq!(runs.covered, [(10, 15), (20, 25)]);
         assert_eq!(runs.coverage(8, 22), (vec![(8, 9), (16, 19)], 0));

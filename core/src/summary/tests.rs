@@ -177,6 +177,7 @@ fn run(
                 window_to: d(window.1),
                 warnings: vec![],
                 http_requests: None,
+                uncovered: Vec::new(),
             },
             o,
             None,

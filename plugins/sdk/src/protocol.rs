@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// - 1: the first.
 /// - 2: [`HttpRequest::body_as_bytes`] and [`HttpResponse`]'s `bytes`,
-///   `charset` and `warnings`; text bodies decoded by their declared charset.
+///   `charset` and `warnings`; text bodies decoded by their declared charset;
+///   [`CollectResponse`]'s `uncovered` days.
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// How an indicator combines over time and over units.
@@ -348,11 +349,67 @@ pub struct CollectResponse {
     /// Problems that did not stop the run (a malformed row), each naming its place.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Days of the request's window this run could not cover (data not final
+    /// yet, not measurable, refused by the platform): the daemon stores nothing
+    /// for them, counts them as gaps of the source's coverage, and starts a
+    /// later run's window early enough to ask them again. Empty (and absent in
+    /// older plugins' answers): the whole window was covered. Added after
+    /// protocol 1; set it with [`CollectResponse::uncover`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncovered: Vec<Window>,
 }
 
 impl CollectResponse {
     pub fn warn(&mut self, message: impl Into<String>) {
         self.warnings.push(message.into());
+    }
+
+    /// Says that the run did not cover `day`: nothing was (or could be)
+    /// collected for it, so it must not count as collected. Consecutive days
+    /// become one range; repeating a day changes nothing.
+    ///
+    /// ```
+    /// use chrono::NaiveDate;
+    /// use tally_plugin::{CollectResponse, Window};
+    /// let d = |day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
+    /// let mut out = CollectResponse::default();
+    /// out.uncover(d(26));
+    /// out.uncover(d(27));
+    /// out.uncover(d(27));
+    /// out.uncover(d(20));
+    /// assert_eq!(out.uncovered, [Window::new(d(20), d(20)), Window::new(d(26), d(27))]);
+    /// assert_eq!(out.uncovered_days(), [d(20), d(26), d(27)]);
+    /// ```
+    pub fn uncover(&mut self, day: NaiveDate) {
+        self.uncover_range(Window::new(day, day));
+    }
+
+    /// [`CollectResponse::uncover`] for every day of `days` (both ends
+    /// inclusive); a range whose `from` is after its `to` changes nothing.
+    pub fn uncover_range(&mut self, days: Window) {
+        if days.from > days.to {
+            return;
+        }
+        self.uncovered.push(days);
+        self.uncovered.sort_by_key(|w| w.from);
+        let mut merged: Vec<Window> = Vec::with_capacity(self.uncovered.len());
+        for w in self.uncovered.drain(..) {
+            match merged.last_mut() {
+                Some(last) if w.from <= last.to.succ_opt().unwrap_or(last.to) => {
+                    last.to = last.to.max(w.to);
+                }
+                _ => merged.push(w),
+            }
+        }
+        self.uncovered = merged;
+    }
+
+    /// Every day of [`CollectResponse::uncovered`], in order, each once.
+    pub fn uncovered_days(&self) -> Vec<NaiveDate> {
+        let mut days: Vec<NaiveDate> = self.uncovered.iter().flat_map(Window::days).collect();
+        days.sort();
+        days.dedup();
+        days
     }
 }
 

@@ -34,7 +34,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use crate::protocol::{
     CollectRequest, CollectResponse, Created, Error, HttpRequest, HttpResponse, Level,
@@ -344,9 +344,59 @@ impl<P: Plugin> Harness<P> {
             .and_then(|b| serde_json::from_slice::<CollectRequest>(&b))
             .map_err(|e| Error::internal(format!("testkit: request does not round-trip: {e}")))?;
         let response = self.plugin.collect(&wire, &self.host)?;
-        serde_json::to_vec(&response)
+        let response: CollectResponse = serde_json::to_vec(&response)
             .and_then(|b| serde_json::from_slice(&b))
-            .map_err(|e| Error::internal(format!("testkit: response does not round-trip: {e}")))
+            .map_err(|e| Error::internal(format!("testkit: response does not round-trip: {e}")))?;
+        // The daemon ignores uncovered days outside the window (with a
+        // warning); in a test that is a plugin bug worth failing on.
+        let window = request.window;
+        if let Some(w) = response
+            .uncovered
+            .iter()
+            .find(|w| w.from > w.to || !window.contains(w.from) || !window.contains(w.to))
+        {
+            return Err(Error::internal(format!(
+                "testkit: uncovered {}..{} is not a range of the window {}..{}; the daemon would ignore it",
+                w.from, w.to, window.from, window.to
+            )));
+        }
+        Ok(response)
+    }
+
+    /// Runs one collection like [`Harness::collect`] and returns, besides the
+    /// response, the days it said it did not cover.
+    ///
+    /// ```
+    /// use chrono::NaiveDate;
+    /// use tally_plugin::testkit::{Harness, TestHost};
+    /// use tally_plugin::*;
+    /// # #[derive(serde::Deserialize)] pub struct S {}
+    /// # pub struct P;
+    /// # impl Plugin for P {
+    /// #     const NAME: &'static str = "p";
+    /// #     type Settings = S;
+    /// #     fn describe() -> Description { Description::new("") }
+    /// #     fn new(_: S, _: &Host) -> Result<Self, Error> { Ok(P) }
+    /// #     fn collect(&mut self, req: &CollectRequest, _: &Host) -> Result<CollectResponse, Error> {
+    /// #         let mut out = CollectResponse::default();
+    /// #         out.uncover(req.window.to); // not final yet
+    /// #         Ok(out)
+    /// #     }
+    /// # }
+    /// let mut plugin = Harness::<P>::create(serde_json::json!({}), TestHost::new()).unwrap();
+    /// let d = |day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
+    /// let (_, uncovered) = plugin
+    ///     .collect_uncovered(&CollectRequest::new("test", Window::new(d(25), d(27))))
+    ///     .unwrap();
+    /// assert_eq!(uncovered, [d(27)]);
+    /// ```
+    pub fn collect_uncovered(
+        &mut self,
+        request: &CollectRequest,
+    ) -> Result<(CollectResponse, Vec<NaiveDate>), Error> {
+        let response = self.collect(request)?;
+        let days = response.uncovered_days();
+        Ok((response, days))
     }
 
     /// The indicators the created source says it emits.

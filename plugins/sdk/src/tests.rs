@@ -295,3 +295,30 @@ fn bytes_asked_of_a_daemon_that_ignores_the_request_are_an_error() {
     // Text requests still work against it.
     assert!(h.http(&HttpRequest::get("http://x.test/a")).is_ok());
 }
+
+#[test]
+fn an_answer_without_uncovered_days_covers_the_whole_window() {
+    // What a plugin built before the field existed sends.
+    let older: CollectResponse =
+        serde_json::from_str(r#"{"observations": [], "state": null, "warnings": []}"#).unwrap();
+    assert!(older.uncovered.is_empty());
+    // And a plugin that covered everything sends nothing new.
+    let text = serde_json::to_string(&CollectResponse::default()).unwrap();
+    assert!(!text.contains("uncovered"), "{text}");
+
+    let mut out = CollectResponse::default();
+    out.uncover_range(Window::new(day("2026-11-03"), day("2026-11-01")));
+    assert!(out.uncovered.is_empty(), "a reversed range is no day");
+    out.uncover_range(Window::new(day("2026-11-01"), day("2026-11-03")));
+    out.uncover_range(Window::new(day("2026-11-02"), day("2026-11-05")));
+    out.uncover(day("2026-11-09"));
+    let text = serde_json::to_string(&out).unwrap();
+    assert!(
+        text.contains(
+            r#""uncovered":[{"from":"2026-11-01","to":"2026-11-05"},{"from":"2026-11-09","to":"2026-11-09"}]"#
+        ),
+        "{text}"
+    );
+    let back: CollectResponse = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.uncovered_days().len(), 6);
+}

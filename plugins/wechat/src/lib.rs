@@ -56,8 +56,18 @@
 //! - A day is asked only once it is final: from 08:00 the next day in China
 //!   Standard Time (the platform's guide: "请于每天上午8点后查询公众号前一天的数据"),
 //!   and in the daemon's time zone when that is later. A run before 08:00
-//!   leaves yesterday out (not 0, not stored), logs it and lists it in the
-//!   resume state (`pending`); the next run whose window covers it reads it.
+//!   leaves yesterday out (not 0, not stored), logs it and names it
+//!   *uncovered* in its answer: the daemon counts it as a gap (the summary
+//!   marks the period incomplete) and starts the next run's window early
+//!   enough to read it, whatever `lookback_days` says.
+//!   Today, not final either, is uncovered too, so a running period's
+//!   figures from this plugin stay marked incomplete until its last day is
+//!   final.
+//! - Every other day of the window the run could not read is named
+//!   uncovered too: days answered `is_delay`, days left when the quota ran
+//!   out, days the platform refused even alone, days of an answer without a
+//!   list or with a malformed row, and days before the platform's data start
+//!   for an indicator asked for.
 //! - Windows are split into spans of at most [`SPANS`] days per endpoint
 //!   (raised or lowered with `spans`), and clipped to `data_start`, to the
 //!   platform's data start (2014-12-01 for the user endpoints, 2025-11-01 for
@@ -83,7 +93,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, IndicatorDecl, Kind,
-    Observation, Plugin, export_plugin,
+    Observation, Plugin, Window, export_plugin,
 };
 
 pub const POSTS: &str = "wechat_posts";
@@ -390,7 +400,6 @@ impl Plugin for Wechat {
         let Run {
             out,
             delayed,
-            pending,
             incomplete,
             quota_hit,
             ..
@@ -406,7 +415,6 @@ impl Plugin for Wechat {
         out.state = Some(json!({
             "calls": self.calls,
             "delayed": delayed,
-            "pending": pending,
             "incomplete": incomplete,
         }));
         Ok(out)
@@ -511,14 +519,10 @@ struct Run<'a> {
     out: CollectResponse,
     /// The last day the platform has final data for.
     latest: NaiveDate,
-    /// The last day that is over (yesterday), final or not.
-    over: NaiveDate,
     /// Per endpoint, the span this run asks (lowered when refused).
     spans: BTreeMap<&'static str, u64>,
     /// Days answered `is_delay`, per endpoint, to read again.
     delayed: BTreeMap<String, BTreeSet<NaiveDate>>,
-    /// Days over but not final yet, left for a later run.
-    pending: BTreeSet<NaiveDate>,
     /// Per endpoint, the first day not collected because the quota ran out.
     incomplete: BTreeMap<String, Value>,
     /// Endpoints whose daily quota ran out.
@@ -529,22 +533,12 @@ impl<'a> Run<'a> {
     fn new(req: &'a CollectRequest, host: &Host) -> Run<'a> {
         let now = host.now();
         let zone = req.timezone.parse::<chrono_tz::Tz>().ok();
-        let today_cst = now.with_timezone(&cst()).date_naive();
-        // A day is over once it is over both for the platform (CST) and in
-        // the daemon's time zone.
-        let today_local = zone.map_or(today_cst, |tz| now.with_timezone(&tz).date_naive());
-        let over = today_cst
-            .min(today_local)
-            .pred_opt()
-            .unwrap_or(NaiveDate::MIN);
         let mut run = Run {
             req,
             out: CollectResponse::default(),
             latest: last_final_day(now, zone),
-            over,
             spans: BTreeMap::new(),
             delayed: BTreeMap::new(),
-            pending: BTreeSet::new(),
             incomplete: BTreeMap::new(),
             quota_hit: Vec::new(),
         };
@@ -573,7 +567,9 @@ impl<'a> Run<'a> {
 
     /// Keeps what the previous run left to do outside this window (this run
     /// cannot deliver it: the daemon stores only the window's days) and says how
-    /// to fetch it.
+    /// to fetch it. The daemon's window reaches back to the days a run named
+    /// uncovered for 31 days, so this only speaks up for older ones (or
+    /// beside a backfill of other days).
     fn carry_over_state(&mut self) {
         let Some(state) = &self.req.state else { return };
         let window = self.req.window;
@@ -601,18 +597,8 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        if let Some(days) = state.get("pending") {
-            let days = outside(days);
-            if let (Some(first), Some(last)) = (days.first(), days.last()) {
-                self.out.warn(format!(
-                    "{first}..{last} were not final yet (before {FINAL_HOUR:02}:00 the next day) on an earlier \
-                     run and lie outside this window: read them with \
-                     `tallyd collect --source {} --from {first} --to {last}`, or keep lookback_days at 1 or more",
-                    self.req.source
-                ));
-                self.pending.extend(days);
-            }
-        }
+        // Days held back as not final yet need nothing here: the run named
+        // them uncovered, so the daemon's next window reaches back to them.
         if let Some(incomplete) = state.get("incomplete").and_then(Value::as_object) {
             for (endpoint, range) in incomplete {
                 let from = range
@@ -690,13 +676,14 @@ impl Wechat {
             from = from.max(start);
         }
         let to = window.to.min(run.latest);
-        // Days over but not final: left out now, read by a later run.
+        // Days not final (today included): left out now, named uncovered,
+        // so that the daemon counts them as gaps and asks them again.
         let waiting: Vec<NaiveDate> = from
             .max(run.latest.succ_opt().unwrap_or(run.latest))
             .iter_days()
-            .take_while(|d| *d <= window.to.min(run.over))
+            .take_while(|d| *d <= window.to)
             .collect();
-        if let (Some(first), Some(last)) = (waiting.first(), waiting.last()) {
+        if let (Some(&first), Some(&last)) = (waiting.first(), waiting.last()) {
             let days = if first == last {
                 first.to_string()
             } else {
@@ -704,9 +691,9 @@ impl Wechat {
             };
             host.info(&format!(
                 "wechat: {days} not final before {FINAL_HOUR:02}:00 the next day (China Standard Time); \
-                 left for a later run"
+                 left uncovered for a later run"
             ));
-            run.pending.extend(waiting);
+            run.out.uncover_range(Window::new(first, last));
         }
         if from > to {
             return Ok(());
@@ -745,6 +732,7 @@ impl Wechat {
                         endpoint.data_start(),
                         lost.join(", ")
                     ));
+                    run.out.uncover_range(Window::new(from, before));
                 }
             }
             if start > to {
@@ -789,6 +777,7 @@ impl Wechat {
                     run.out.warn(format!(
                         "{name}: {begin} refused even alone ({what}): not collected"
                     ));
+                    run.out.uncover_range(Window::new(begin, end));
                     match end.succ_opt() {
                         Some(d) => begin = d,
                         None => break,
@@ -808,6 +797,7 @@ impl Wechat {
                         name.to_owned(),
                         json!({"from": begin.to_string(), "to": to.to_string()}),
                     );
+                    run.out.uncover_range(Window::new(begin, to));
                     run.quota_hit.push(name.to_owned());
                     return Ok(());
                 }
@@ -823,6 +813,7 @@ impl Wechat {
                     }
                 ));
                 run.delayed.entry(name.to_owned()).or_default().extend(days);
+                run.out.uncover_range(Window::new(begin, end));
             } else if endpoint == Endpoint::ArticleTotalDetail {
                 self.parse_articles(run, begin, end, &answer);
             } else {
@@ -856,6 +847,7 @@ impl Wechat {
             run.out.warn(format!(
                 "{name}: answer for {begin}..{end} has no list; days skipped"
             ));
+            run.out.uncover_range(Window::new(begin, end));
             return None;
         };
         let mut out = Vec::new();
@@ -919,6 +911,7 @@ impl Wechat {
                             "{name}: list[{i}]: {path}: not a number; {indicator} of {day} not stored"
                         ));
                         bad.insert((indicator, day));
+                        run.out.uncover(day);
                     }
                 }
             }
@@ -949,6 +942,7 @@ impl Wechat {
                     "{name}: list[{i}]: no msgid; posts of {day} not stored"
                 ));
                 bad_days.insert(day);
+                run.out.uncover(day);
                 continue;
             };
             let slot = posts.entry(day).or_default();
@@ -1086,6 +1080,7 @@ impl Wechat {
                         "batchget".to_owned(),
                         json!({"from": from.to_string(), "to": to.to_string()}),
                     );
+                    run.out.uncover_range(Window::new(from, to));
                     run.quota_hit.push("batchget".to_owned());
                     return Ok(());
                 }

@@ -215,6 +215,10 @@ fn quota_exceeded_keeps_what_was_collected() {
           6131e82a-745e9ad5-0f2d17ff): collected up to 2026-07-14, 2026-07-15..2026-09-30 left for the next run"
         ]
     );
+    assert_eq!(
+        out.uncovered,
+        [Window::new(day(2026, 7, 15), day(2026, 9, 30))]
+    );
     let state = out.state.unwrap();
     assert_eq!(
         state["incomplete"],
@@ -280,6 +284,8 @@ fn delayed_days_are_not_stored_and_read_again() {
             "getbizsummary: 2026-11-26 not final yet (is_delay); not stored, read again by the next run",
         ]
     );
+    // And today, not final either.
+    assert_eq!(out.uncovered_days(), [latest, to]);
     let state = out.state.unwrap();
     assert_eq!(
         state["delayed"],
@@ -296,6 +302,7 @@ fn delayed_days_are_not_stored_and_read_again() {
         ))
         .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(out.uncovered_days(), [to]);
     assert_eq!(
         table(&out)["wechat_readers"][&latest],
         f64::from(sim::readers_on(APPID, latest))
@@ -324,6 +331,9 @@ fn the_window_is_clipped_to_yesterday_and_data_start() {
         .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
     assert_eq!(table(&out), expected(day(2026, 11, 20), day(2026, 11, 26)));
+    // The days before data_start are the account's (it did not exist), today
+    // is not final.
+    assert_eq!(out.uncovered_days(), [day(2026, 11, 27)]);
 
     // Today alone: nothing is final, nothing is asked.
     let before = s.total_calls();
@@ -331,6 +341,7 @@ fn the_window_is_clipped_to_yesterday_and_data_start() {
         .collect(&request(day(2026, 11, 27), day(2026, 11, 27), None))
         .unwrap();
     assert!(out.observations.is_empty());
+    assert_eq!(out.uncovered_days(), [day(2026, 11, 27)]);
     assert_eq!(s.total_calls(), before);
 }
 
@@ -356,6 +367,8 @@ fn before_the_article_statistics_posts_come_from_the_publication_list() {
     }
     assert_eq!(t["wechat_readers"].len(), 3);
     assert_eq!(t["wechat_followers"], want["wechat_followers"]);
+    // Readers are asked for, and the platform has none before its data start.
+    assert_eq!(out.uncovered, [Window::new(from, day(2025, 10, 31))]);
     assert_eq!(
         out.warnings,
         [
@@ -493,49 +506,71 @@ fn a_run_at_two_thirty_leaves_yesterday_out_and_a_run_after_eight_fills_it() {
     let early = beijing(today, 2, 30);
     s.faults().set_now(early);
     p.host().clone().at(early);
-    let out = p.collect(&request(day(2026, 11, 20), today, None)).unwrap();
+    let (out, uncovered) = p
+        .collect_uncovered(&request(day(2026, 11, 20), today, None))
+        .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
     let t = table(&out);
-    // Yesterday is neither 0 nor anything else: not there at all.
+    // Yesterday is neither 0 nor anything else: not there at all, and the
+    // answer says the run did not cover it, nor today.
     assert!(
         out.observations.iter().all(|o| o.day < yesterday),
         "{:?}",
         out.observations
     );
     assert_eq!(t, expected(day(2026, 11, 20), day(2026, 11, 25)));
+    assert_eq!(uncovered, [yesterday, today]);
     let state = out.state.unwrap();
-    assert_eq!(state["pending"], json!(["2026-11-26"]));
+    assert!(state.get("pending").is_none(), "{state}");
     assert!(
         p.host().logs().iter().any(|(_, l)| l
-            == "wechat: 2026-11-26 not final before 08:00 the next day (China Standard Time); \
-                left for a later run"),
+            == "wechat: 2026-11-26..2026-11-27 not final before 08:00 the next day (China Standard Time); \
+                left uncovered for a later run"),
         "{:?}",
         p.host().logs()
     );
 
-    // 09:30: the daemon's next window (lookback 3) covers yesterday, now final.
+    // 09:30: the daemon's next window starts no later than the uncovered
+    // day (with lookback_days = 0 too), and the day is final now.
     let later = beijing(today, 9, 30);
     s.faults().set_now(later);
     p.host().clone().at(later);
-    let out = p
-        .collect(&request(day(2026, 11, 24), today, Some(state.clone())))
+    let (out, uncovered) = p
+        .collect_uncovered(&request(yesterday, today, Some(state.clone())))
         .unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
-    assert_eq!(table(&out), expected(day(2026, 11, 24), yesterday));
-    assert_eq!(out.state.unwrap()["pending"], json!([]));
+    assert_eq!(table(&out), expected(yesterday, yesterday));
+    assert_eq!(uncovered, [today]);
 
-    // With no lookback the next window starts today: the plugin says how to
-    // read the day it left out.
+    // A window of today alone (a manual `tallyd collect --from --to`) has
+    // nothing to say about yesterday: no warning, no carried-over list.
     let out = p.collect(&request(today, today, Some(state))).unwrap();
-    assert_eq!(
-        out.warnings,
-        [
-            "2026-11-26..2026-11-26 were not final yet (before 08:00 the next day) on an earlier run and lie \
-          outside this window: read them with `tallyd collect --source wechat-county --from 2026-11-26 \
-          --to 2026-11-26`, or keep lookback_days at 1 or more"
-        ]
+    assert_eq!(out.warnings, Vec::<String>::new());
+    assert_eq!(out.uncovered_days(), [today]);
+}
+
+#[test]
+fn a_day_over_in_the_daemons_zone_but_not_in_china_is_uncovered_like_today() {
+    let s = start();
+    let mut p = plugin(&s, json!({}));
+    // 03:00 on the 27th at UTC+12 is 23:00 on the 26th in Beijing: the
+    // daemon's yesterday is the platform's today.
+    let at = chrono::FixedOffset::east_opt(12 * 3600)
+        .unwrap()
+        .with_ymd_and_hms(2026, 11, 27, 3, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    s.faults().set_now(at);
+    p.host().clone().at(at);
+    let mut req = request(day(2026, 11, 22), day(2026, 11, 27), None);
+    req.timezone = "Etc/GMT-12".to_owned();
+    let (out, uncovered) = p.collect_uncovered(&req).unwrap();
+    assert_eq!(uncovered, [day(2026, 11, 26), day(2026, 11, 27)]);
+    assert!(
+        out.observations.iter().all(|o| o.day <= day(2026, 11, 25)),
+        "{:?}",
+        out.observations
     );
-    assert_eq!(out.state.unwrap()["pending"], json!(["2026-11-26"]));
 }
 
 #[test]
@@ -597,6 +632,7 @@ fn a_day_refused_even_alone_is_a_warning_not_a_failed_source() {
         t["wechat_followers"],
         expected(from, to)["wechat_followers"]
     );
+    assert_eq!(out.uncovered_days(), days(from, to));
     for d in days(from, to) {
         assert!(
             out.warnings.iter().any(|w| w

@@ -87,10 +87,15 @@
 //! warns that posts were deleted; a day that would come out negative is left
 //! uncovered with a warning.
 //!
-//! **Summaries.** The plugin protocol cannot tell the daemon that a
-//! successful run covered only part of its window, so uncovered days do not
-//! mark a summary incomplete: they are absent (never 0) and listed in the
-//! run's warnings.
+//! **Summaries.** The run names the days it left out in its answer
+//! (`uncovered`): the days of `weibo_posts` it could not count and, when
+//! `weibo_original_posts` is collected, the days whose posts it did not all
+//! see. The daemon stores nothing for them, counts them as gaps of the
+//! source's coverage (the summary marks the period incomplete), and starts
+//! later windows early enough to ask them again for 31 days, so a day whose
+//! midnight a later run measures after all is counted then. Today, not over
+//! yet, is named too: a running period's daily posts stay marked incomplete
+//! until its last day is over and counted.
 //!
 //! # Indicators
 //!
@@ -861,6 +866,23 @@ impl Weibo {
             } else {
                 unseen.push(day);
             }
+        }
+        // The days a wanted daily count was left out: the daemon counts
+        // them as uncovered. (转评赞 are kept for the posts seen, partial by
+        // nature, and do not uncover a day.)
+        if self.wants(POSTS) {
+            for day in uncovered.iter().chain(&negative) {
+                out.uncover(*day);
+            }
+        }
+        if self.wants(ORIGINAL_POSTS) {
+            for day in &unseen {
+                out.uncover(*day);
+            }
+        }
+        // Today is counted once it is over, by a later run.
+        if (self.wants(POSTS) || self.wants(ORIGINAL_POSTS)) && window.contains(today) {
+            out.uncover(today);
         }
         let counted = if self.wants(POSTS) {
             Some(POSTS)

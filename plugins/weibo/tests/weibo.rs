@@ -285,6 +285,12 @@ fn max_pages_bounds_the_timeline_and_the_days_before_stay_uncovered() {
         w.contains(&format!("({from}..{oldest})")) && w.contains("left out, not 0"),
         "{w}"
     );
+    // The answer names them uncovered, so the daemon counts them as a gap,
+    // and today, counted once it is over.
+    assert_eq!(
+        out.uncovered,
+        [Window::new(from, oldest), Window::new(today(), today())]
+    );
 }
 
 fn failing(sim: &WeiboSim, arm: impl Fn(&WeiboSim)) -> tally_plugin::Error {
@@ -418,6 +424,9 @@ struct Deployment {
     state: Option<Value>,
     last_to: Option<NaiveDate>,
     store: BTreeMap<(String, String, NaiveDate), f64>,
+    /// Per day, whether the latest run asking for it covered it, as the
+    /// daemon's run index keeps it.
+    covered: BTreeMap<NaiveDate, bool>,
     warnings: Vec<String>,
 }
 
@@ -436,6 +445,7 @@ impl Deployment {
             state: None,
             last_to: None,
             store: BTreeMap::new(),
+            covered: BTreeMap::new(),
             warnings: Vec::new(),
         }
     }
@@ -447,7 +457,10 @@ impl Deployment {
         let from = self.last_to.map_or(first_from, |t| t - Duration::days(3));
         let mut req = CollectRequest::new("weibo", Window::new(from, today));
         req.state = self.state.clone();
-        let out = self.plugin.collect(&req).unwrap();
+        let (out, uncovered) = self.plugin.collect_uncovered(&req).unwrap();
+        for d in req.window.days() {
+            self.covered.insert(d, !uncovered.contains(&d));
+        }
         for o in &out.observations {
             self.store
                 .insert((o.indicator.clone(), o.entity.clone(), o.day), o.value);
@@ -499,6 +512,15 @@ fn five_post_timeline_daily_runs_count_a_quarter_exactly() {
         original_days > 45,
         "most days are seen whole: {original_days}"
     );
+    // A day is uncovered exactly when its original posts were left out:
+    // never a day without a number counted as covered.
+    for d in Window::new(q_from, q_to).days() {
+        assert_eq!(
+            dep.covered.get(&d).copied(),
+            Some(dep.day_value("weibo_original_posts", d).is_some()),
+            "{d}"
+        );
+    }
     // Each run reads 5 posts: one timeline call, never paging.
     assert_eq!(dep.sim.calls(Endpoint::UserTimeline), 100);
 }
@@ -562,6 +584,13 @@ fn days_no_run_measured_stay_uncovered_never_zero_and_lookback_keeps_counted_day
         w.contains(&format!("{left_out} days (2026-09-01..{fifth})")) && w.contains("not 0"),
         "{w}"
     );
+    assert_eq!(
+        out.uncovered,
+        [
+            Window::new(day(2026, 9, 1), fifth),
+            Window::new(first, first)
+        ]
+    );
 
     // Daily runs for a week count each day.
     for i in 1..=6 {
@@ -607,6 +636,12 @@ fn days_no_run_measured_stay_uncovered_never_zero_and_lookback_keeps_counted_day
         .find(|w| w.starts_with("weibo_posts: "))
         .unwrap();
     assert!(w.contains(&format!("{}..{}", gap.from, gap.to)), "{w}");
+    // Exactly those days are uncovered; the counted days the lookback
+    // reached back over stay covered.
+    assert_eq!(out.uncovered, [gap, Window::new(gap_end, gap_end)]);
+    for d in Window::new(first, gap_end - Duration::days(1)).days() {
+        assert_eq!(dep.covered[&d], !gap.contains(d), "{d}");
+    }
     // The next morning resumes counting.
     dep.run_at(cst(gap_end + Duration::days(1), 6, 30), first);
     assert_eq!(

@@ -28,6 +28,7 @@ fn run(source: &str, trigger: &str, from: NaiveDate, to: NaiveDate) -> RunRecord
         window_to: to,
         warnings: vec![],
         http_requests: None,
+        uncovered: Vec::new(),
     }
 }
 
