@@ -17,7 +17,7 @@ use crate::config::Isolation;
 use crate::config::{Config, ConfigError, Location, Problem, SourceConfig};
 use crate::domain::period::local_day;
 use crate::domain::units::{UnitDef, UnitTree};
-use crate::domain::{Kind, Observation};
+use crate::domain::{Kind, MAX_VALUE, Observation, show_value};
 use crate::metrics::Metrics;
 use crate::plugin_host::{
     CallError, HostServices, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
@@ -1030,10 +1030,13 @@ impl Engine {
 
     /// Keeps what a plugin may report: units in the source's scope (its
     /// units and every unit below them, whatever its coverage), indicators
-    /// it declared, days of the window it was asked for, finite values.
-    /// Everything else is a warning, never a silently stored number. Kept
-    /// observations are renamed, or dropped without a warning, as the
-    /// source's indicator mapping says.
+    /// it declared, days of the window it was asked for and none after
+    /// today, finite values within the declared indicator's range (`min`,
+    /// `max`: a count is never negative, and no value passes
+    /// [`crate::domain::MAX_VALUE`], so roll-ups never overflow). Everything
+    /// else is a warning, never a silently stored number. Kept observations
+    /// are renamed, or dropped without a warning, as the source's indicator
+    /// mapping says.
     fn accept(
         &self,
         source: &SourceRuntime,
@@ -1043,62 +1046,65 @@ impl Engine {
     ) -> Vec<Observation> {
         let default_unit =
             (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
+        let ranges: HashMap<&str, (f64, f64)> = self
+            .config
+            .indicators
+            .iter()
+            .map(|i| (i.id.as_str(), (i.min, i.max)))
+            .collect();
+        let today = self.today();
+        let id = &source.config.id;
         let mut kept = Vec::with_capacity(raw.len());
         let mut rejected = 0usize;
+        let mut refuse = |why: String| {
+            rejected += 1;
+            if rejected <= 10 {
+                warnings.push(why);
+            }
+        };
         for o in raw {
             let unit = match o.unit.as_deref().or(default_unit) {
                 Some(u) if source.allowed_units.contains(u) => u.to_owned(),
                 Some(u) => {
-                    rejected += 1;
-                    if rejected <= 10 {
-                        warnings.push(format!(
-                            "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{}\" (units {}, and the units below them)",
-                            o.indicator,
-                            o.day,
-                            source.config.id,
-                            source.config.units.join(", ")
-                        ));
-                    }
+                    refuse(format!(
+                        "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{id}\" (units {}, and the units below them)",
+                        o.indicator,
+                        o.day,
+                        source.config.units.join(", ")
+                    ));
                     continue;
                 }
                 None => {
-                    rejected += 1;
-                    if rejected <= 10 {
-                        warnings.push(
-                            "dropped an observation without a unit: the source covers several units".to_owned(),
-                        );
-                    }
+                    refuse(
+                        "dropped an observation without a unit: the source covers several units"
+                            .to_owned(),
+                    );
                     continue;
                 }
             };
             if !source.emits.contains(&o.indicator) {
-                rejected += 1;
-                if rejected <= 10 {
-                    warnings.push(format!(
-                        "dropped an observation of indicator \"{}\": the plugin did not declare it",
-                        o.indicator
-                    ));
-                }
+                refuse(format!(
+                    "dropped an observation of indicator \"{}\": the plugin did not declare it",
+                    o.indicator
+                ));
+                continue;
+            }
+            // A day that has not begun cannot have been counted: a skewed
+            // clock upstream, or a window asked past today.
+            if o.day > today {
+                refuse(format!(
+                    "refused {} = {} for unit \"{unit}\" on {} from source \"{id}\": the day is after today ({today})",
+                    o.indicator,
+                    show_value(o.value),
+                    o.day
+                ));
                 continue;
             }
             if !window.contains(o.day) {
-                rejected += 1;
-                if rejected <= 10 {
-                    warnings.push(format!(
-                        "dropped an observation for {} on {}: outside the requested window {}..{}",
-                        o.indicator, o.day, window.from, window.to
-                    ));
-                }
-                continue;
-            }
-            if !o.value.is_finite() {
-                rejected += 1;
-                if rejected <= 10 {
-                    warnings.push(format!(
-                        "dropped a non-finite value for {} {} on {}",
-                        unit, o.indicator, o.day
-                    ));
-                }
+                refuse(format!(
+                    "dropped an observation for {} on {}: outside the requested window {}..{}",
+                    o.indicator, o.day, window.from, window.to
+                ));
                 continue;
             }
             let indicator = match source.config.map_indicator(&o.indicator) {
@@ -1106,6 +1112,28 @@ impl Engine {
                 Some(mapped) => mapped.to_owned(),
                 None => continue,
             };
+            let (min, max) = ranges
+                .get(indicator.as_str())
+                .copied()
+                .unwrap_or((-MAX_VALUE, MAX_VALUE));
+            // `contains` is false for NaN too.
+            if !(min..=max).contains(&o.value) {
+                let why = if o.value.is_finite() {
+                    format!(
+                        "outside the range {}..{} of the indicator",
+                        show_value(min),
+                        show_value(max)
+                    )
+                } else {
+                    "not a finite number".to_owned()
+                };
+                refuse(format!(
+                    "refused {indicator} = {} for unit \"{unit}\" on {} from source \"{id}\": {why}",
+                    show_value(o.value),
+                    o.day
+                ));
+                continue;
+            }
             kept.push(Observation {
                 source: source.config.id.clone(),
                 unit,
