@@ -637,13 +637,26 @@ impl Engine {
     fn window_after(&self, source: &SourceRuntime, last_success: Option<&LastSuccess>) -> Window {
         let today = self.today();
         let from = match last_success {
-            Some(last) => last
-                .window_to
-                .checked_sub_days(chrono::Days::new(u64::from(source.config.lookback_days)))
-                .unwrap_or(last.window_to),
+            // A last success ending after today (a clock that ran ahead, a
+            // backfill asked past today by an older tallyd) counts as
+            // ending today, so the lookback still reaches back.
+            Some(last) => {
+                let end = last.window_to.min(today);
+                end.checked_sub_days(chrono::Days::new(u64::from(source.config.lookback_days)))
+                    .unwrap_or(end)
+            }
             None => source.config.backfill_from.unwrap_or(today),
         };
         Window::new(from.min(today), today)
+    }
+
+    /// `window` cut at today: days that have not begun have nothing to
+    /// collect, and a run recorded as covering them would mark them covered
+    /// before they happen. A window entirely after today becomes today.
+    pub fn up_to_today(&self, window: Window) -> Window {
+        let today = self.today();
+        let to = window.to.min(today);
+        Window::new(window.from.min(to), to)
     }
 
     /// Runs a source now (or reports that it is already running) and records
@@ -670,8 +683,10 @@ impl Engine {
             let s = source.clone();
             tokio::task::spawn_blocking(move || {
                 let point = engine.store.resume_point(&s.config.id)?;
-                let window =
-                    window.unwrap_or_else(|| engine.window_after(&s, point.last_success.as_ref()));
+                let window = match window {
+                    Some(w) => engine.up_to_today(w),
+                    None => engine.window_after(&s, point.last_success.as_ref()),
+                };
                 Ok::<_, StoreError>((window, point.state))
             })
             .await
