@@ -39,6 +39,8 @@ pub struct SourceRuntime {
     /// Consecutive failures and the backoff they caused. In memory only: a
     /// restart starts every source with a closed breaker.
     breaker: std::sync::Mutex<Breaker>,
+    /// Runs that ended but could not be stored. Like the breaker, in memory.
+    unrecorded: std::sync::Mutex<Unrecorded>,
     /// The schedule's longest gap (see [`SourceConfig::longest_gap`]).
     interval: Option<Duration>,
     units: Vec<UnitRef>,
@@ -68,6 +70,15 @@ impl SourceRuntime {
         *self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The runs of this source that could not be stored, which the store
+    /// therefore cannot tell about.
+    pub fn unrecorded(&self) -> Unrecorded {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The longest gap between two scheduled runs, if the schedule has two
     /// runs in five weeks.
     pub fn interval(&self) -> Option<Duration> {
@@ -79,6 +90,17 @@ impl SourceRuntime {
     pub fn emitted_ids(&self) -> Vec<String> {
         self.config.mapped_emits(&self.instance.created.emits)
     }
+}
+
+/// A source's runs that ended but could not be stored (a full disk, an
+/// unwritable store): the store knows nothing of them, so the API and
+/// `/readyz` read them from here. Each is a run with `result = error`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unrecorded {
+    /// The latest run, while no later run has been stored.
+    pub last: Option<RunRecord>,
+    /// How many since the daemon started (or the configuration was reloaded).
+    pub count: u64,
 }
 
 /// The catalogue handed to a source's plugin in each request: a configured
@@ -564,6 +586,7 @@ impl Engine {
                     busy: Arc::new(tokio::sync::Mutex::new(())),
                     calling: Arc::new(tokio::sync::Mutex::new(())),
                     breaker: std::sync::Mutex::new(Breaker::default()),
+                    unrecorded: Default::default(),
                     interval,
                     allowed_units: seen,
                     units,
@@ -700,7 +723,7 @@ impl Engine {
         let collected = self
             .collect_with_retries(&source, call, window, state, started_at)
             .await?;
-        let record = RunRecord {
+        let mut record = RunRecord {
             source: source.config.id.clone(),
             trigger: trigger.as_str().to_owned(),
             started_at,
@@ -712,17 +735,46 @@ impl Engine {
             warnings: collected.warnings.clone(),
             http_requests: source.instance.take_http_requests(),
         };
-        let written = collected.observations.len();
+        let mut written = collected.observations.len();
         // The permit bounds plugin calls: while this run waits for its
         // commit, another may call its plugin and then share that commit.
         drop(permit);
-        let run_id = self
+        let stored = self
             .record(RunToRecord {
                 run: record.clone(),
                 observations: collected.observations,
                 state: collected.state,
             })
-            .await?;
+            .await;
+        // A run that left no trace is a failed run everywhere the store
+        // cannot say so itself: metrics, the breaker, the API, `/readyz`.
+        let run_id = match stored {
+            Ok(id) => {
+                let mut unrecorded = source.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+                unrecorded.last = None;
+                Some(id)
+            }
+            Err(e) => {
+                let why = self
+                    .config
+                    .secrets()
+                    .redact(&format!("the run could not be recorded: {e}"));
+                tracing::error!(source = %source.config.id, error = %why, "run could not be recorded");
+                record.error = Some(match record.error.take() {
+                    Some(failed) => format!(
+                        "{why} (the run itself: {}: {failed})",
+                        record.result.as_str()
+                    ),
+                    None => why,
+                });
+                record.result = RunResult::Error;
+                written = 0;
+                let mut unrecorded = source.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+                unrecorded.last = Some(record.clone());
+                unrecorded.count += 1;
+                None
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.run_finished(
             &source.config.id,
@@ -775,7 +827,7 @@ impl Engine {
         }
         Ok(RunReport {
             source: source.config.id.clone(),
-            run_id: Some(run_id),
+            run_id,
             result: record.result.as_str(),
             window,
             observations: written,
