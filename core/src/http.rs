@@ -531,9 +531,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "warnings": run.warnings,
             })
         };
-        let error_json = |run: &crate::store::RunRecord| {
-            json!({"at": local(run.finished_at), "result": run.result.as_str(), "error": run.error})
-        };
+        let error_json = |run: &crate::store::RunRecord| json!({"at": local(run.finished_at), "result": run.result.as_str(), "error": run.error});
         // A run the store could not record is newer than anything it holds.
         let unrecorded = source.unrecorded();
         let (last_run, last_error) = match &unrecorded.last {

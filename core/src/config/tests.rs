@@ -220,7 +220,9 @@ fn year_to_date_and_per_capita_indicators() {
 #[test]
 fn indicator_value_ranges() {
     let ind = |kind: &str, extra: &str| {
-        format!("[[indicators]]\nid = \"p\"\nname = \"发文\"\nkind = \"{kind}\"\nunit = \"篇\"\n{extra}")
+        format!(
+            "[[indicators]]\nid = \"p\"\nname = \"发文\"\nkind = \"{kind}\"\nunit = \"篇\"\n{extra}"
+        )
     };
     let range = |text: &str| {
         let c = parse(text).unwrap();
