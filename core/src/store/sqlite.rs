@@ -1170,7 +1170,7 @@ fn check_run<'a>(
 ) -> Result<Checked<'a>, StoreError> {
     if let Some(o) = observations
         .iter()
-        .find(|o| o.source != run.source || !(o.value.abs() <= MAX_VALUE))
+        .find(|o| o.source != run.source || !(-MAX_VALUE..=MAX_VALUE).contains(&o.value))
     {
         return Err(StoreError::Invalid {
             source_id: run.source.clone(),
