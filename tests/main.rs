@@ -26,6 +26,7 @@ mod resilience;
 mod security;
 mod sources;
 mod targets;
+mod values;
 mod wechat;
 mod weibo;
 mod xuexi;

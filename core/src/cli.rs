@@ -332,6 +332,19 @@ async fn collect(
             if from > to {
                 return Err(UserError(format!("--from {from} is after --to {to}")).into());
             }
+            // Days that have not begun have nothing to collect yet.
+            let today = engine.today();
+            if from > today {
+                return Err(UserError(format!(
+                    "--from {from} is after today ({today} in {}): there is nothing to collect yet",
+                    engine.config.daemon.timezone.name()
+                ))
+                .into());
+            }
+            if to > today {
+                eprintln!("--to {to} is after today: collecting up to {today}");
+            }
+            let to = to.min(today);
             let mut windows = Vec::new();
             let mut start = from;
             while start <= to {

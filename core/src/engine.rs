@@ -17,7 +17,7 @@ use crate::config::Isolation;
 use crate::config::{Config, ConfigError, Location, Problem, SourceConfig};
 use crate::domain::period::local_day;
 use crate::domain::units::{UnitDef, UnitTree};
-use crate::domain::{Kind, Observation};
+use crate::domain::{Kind, MAX_VALUE, Observation, show_value};
 use crate::metrics::Metrics;
 use crate::plugin_host::{
     CallError, HostServices, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
@@ -39,6 +39,8 @@ pub struct SourceRuntime {
     /// Consecutive failures and the backoff they caused. In memory only: a
     /// restart starts every source with a closed breaker.
     breaker: std::sync::Mutex<Breaker>,
+    /// Runs that ended but could not be stored. Like the breaker, in memory.
+    unrecorded: std::sync::Mutex<Unrecorded>,
     /// The schedule's longest gap (see [`SourceConfig::longest_gap`]).
     interval: Option<Duration>,
     units: Vec<UnitRef>,
@@ -68,6 +70,15 @@ impl SourceRuntime {
         *self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The runs of this source that could not be stored, which the store
+    /// therefore cannot tell about.
+    pub fn unrecorded(&self) -> Unrecorded {
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The longest gap between two scheduled runs, if the schedule has two
     /// runs in five weeks.
     pub fn interval(&self) -> Option<Duration> {
@@ -79,6 +90,17 @@ impl SourceRuntime {
     pub fn emitted_ids(&self) -> Vec<String> {
         self.config.mapped_emits(&self.instance.created.emits)
     }
+}
+
+/// A source's runs that ended but could not be stored (a full disk, an
+/// unwritable store): the store knows nothing of them, so the API and
+/// `/readyz` read them from here. Each is a run with `result = error`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unrecorded {
+    /// The latest run, while no later run has been stored.
+    pub last: Option<RunRecord>,
+    /// How many since the daemon started (or the configuration was reloaded).
+    pub count: u64,
 }
 
 /// The catalogue handed to a source's plugin in each request: a configured
@@ -299,10 +321,14 @@ pub fn resume_window(
     point: &ResumePoint,
 ) -> Window {
     let mut from = match &point.last_success {
-        Some(last) => last
-            .window_to
-            .checked_sub_days(chrono::Days::new(u64::from(lookback_days)))
-            .unwrap_or(last.window_to),
+        // A last success ending after today (a clock that ran ahead, a
+        // backfill asked past today by an older tallyd) counts as ending
+        // today, so the lookback still reaches back.
+        Some(last) => {
+            let end = last.window_to.min(today);
+            end.checked_sub_days(chrono::Days::new(u64::from(lookback_days)))
+                .unwrap_or(end)
+        }
         None => backfill_from.unwrap_or(today),
     };
     let reach = today
@@ -640,6 +666,7 @@ impl Engine {
                     busy: Arc::new(tokio::sync::Mutex::new(())),
                     calling: Arc::new(tokio::sync::Mutex::new(())),
                     breaker: std::sync::Mutex::new(Breaker::default()),
+                    unrecorded: Default::default(),
                     interval,
                     allowed_units: seen,
                     units,
@@ -720,6 +747,15 @@ impl Engine {
         )
     }
 
+    /// `window` cut at today: days that have not begun have nothing to
+    /// collect, and a run recorded as covering them would mark them covered
+    /// before they happen. A window entirely after today becomes today.
+    pub fn up_to_today(&self, window: Window) -> Window {
+        let today = self.today();
+        let to = window.to.min(today);
+        Window::new(window.from.min(to), to)
+    }
+
     /// Runs a source now (or reports that it is already running) and records
     /// the run. `window` overrides the computed one (backfills).
     pub async fn run(
@@ -744,7 +780,10 @@ impl Engine {
             let s = source.clone();
             tokio::task::spawn_blocking(move || {
                 let point = engine.store.resume_point(&s.config.id)?;
-                let window = window.unwrap_or_else(|| engine.window_after(&s, &point));
+                let window = match window {
+                    Some(w) => engine.up_to_today(w),
+                    None => engine.window_after(&s, &point),
+                };
                 Ok::<_, StoreError>((window, point.state))
             })
             .await
@@ -758,7 +797,7 @@ impl Engine {
         let collected = self
             .collect_with_retries(&source, call, window, state, started_at)
             .await?;
-        let record = RunRecord {
+        let mut record = RunRecord {
             source: source.config.id.clone(),
             trigger: trigger.as_str().to_owned(),
             started_at,
@@ -775,17 +814,46 @@ impl Engine {
                 Vec::new()
             },
         };
-        let written = collected.observations.len();
+        let mut written = collected.observations.len();
         // The permit bounds plugin calls: while this run waits for its
         // commit, another may call its plugin and then share that commit.
         drop(permit);
-        let run_id = self
+        let stored = self
             .record(RunToRecord {
                 run: record.clone(),
                 observations: collected.observations,
                 state: collected.state,
             })
-            .await?;
+            .await;
+        // A run that left no trace is a failed run everywhere the store
+        // cannot say so itself: metrics, the breaker, the API, `/readyz`.
+        let run_id = match stored {
+            Ok(id) => {
+                let mut unrecorded = source.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+                unrecorded.last = None;
+                Some(id)
+            }
+            Err(e) => {
+                let why = self
+                    .config
+                    .secrets()
+                    .redact(&format!("the run could not be recorded: {e}"));
+                tracing::error!(source = %source.config.id, error = %why, "run could not be recorded");
+                record.error = Some(match record.error.take() {
+                    Some(failed) => format!(
+                        "{why} (the run itself: {}: {failed})",
+                        record.result.as_str()
+                    ),
+                    None => why,
+                });
+                record.result = RunResult::Error;
+                written = 0;
+                let mut unrecorded = source.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
+                unrecorded.last = Some(record.clone());
+                unrecorded.count += 1;
+                None
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics.run_finished(
             &source.config.id,
@@ -838,7 +906,7 @@ impl Engine {
         }
         Ok(RunReport {
             source: source.config.id.clone(),
-            run_id: Some(run_id),
+            run_id,
             result: record.result.as_str(),
             window,
             observations: written,
@@ -1158,10 +1226,13 @@ impl Engine {
 
     /// Keeps what a plugin may report: units in the source's scope (its
     /// units and every unit below them, whatever its coverage), indicators
-    /// it declared, days of the window it was asked for, finite values.
-    /// Everything else is a warning, never a silently stored number. Kept
-    /// observations are renamed, or dropped without a warning, as the
-    /// source's indicator mapping says.
+    /// it declared, days of the window it was asked for and none after
+    /// today, finite values within the declared indicator's range (`min`,
+    /// `max`: a count is never negative, and no value passes
+    /// [`crate::domain::MAX_VALUE`], so roll-ups never overflow). Everything
+    /// else is a warning, never a silently stored number. Kept observations
+    /// are renamed, or dropped without a warning, as the source's indicator
+    /// mapping says.
     fn accept(
         &self,
         source: &SourceRuntime,
@@ -1171,62 +1242,65 @@ impl Engine {
     ) -> Vec<Observation> {
         let default_unit =
             (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
+        let ranges: HashMap<&str, (f64, f64)> = self
+            .config
+            .indicators
+            .iter()
+            .map(|i| (i.id.as_str(), (i.min, i.max)))
+            .collect();
+        let today = self.today();
+        let id = &source.config.id;
         let mut kept = Vec::with_capacity(raw.len());
         let mut rejected = 0usize;
+        let mut refuse = |why: String| {
+            rejected += 1;
+            if rejected <= 10 {
+                warnings.push(why);
+            }
+        };
         for o in raw {
             let unit = match o.unit.as_deref().or(default_unit) {
                 Some(u) if source.allowed_units.contains(u) => u.to_owned(),
                 Some(u) => {
-                    rejected += 1;
-                    if rejected <= 10 {
-                        warnings.push(format!(
-                            "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{}\" (units {}, and the units below them)",
-                            o.indicator,
-                            o.day,
-                            source.config.id,
-                            source.config.units.join(", ")
-                        ));
-                    }
+                    refuse(format!(
+                        "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{id}\" (units {}, and the units below them)",
+                        o.indicator,
+                        o.day,
+                        source.config.units.join(", ")
+                    ));
                     continue;
                 }
                 None => {
-                    rejected += 1;
-                    if rejected <= 10 {
-                        warnings.push(
-                            "dropped an observation without a unit: the source covers several units".to_owned(),
-                        );
-                    }
+                    refuse(
+                        "dropped an observation without a unit: the source covers several units"
+                            .to_owned(),
+                    );
                     continue;
                 }
             };
             if !source.emits.contains(&o.indicator) {
-                rejected += 1;
-                if rejected <= 10 {
-                    warnings.push(format!(
-                        "dropped an observation of indicator \"{}\": the plugin did not declare it",
-                        o.indicator
-                    ));
-                }
+                refuse(format!(
+                    "dropped an observation of indicator \"{}\": the plugin did not declare it",
+                    o.indicator
+                ));
+                continue;
+            }
+            // A day that has not begun cannot have been counted: a skewed
+            // clock upstream, or a window asked past today.
+            if o.day > today {
+                refuse(format!(
+                    "refused {} = {} for unit \"{unit}\" on {} from source \"{id}\": the day is after today ({today})",
+                    o.indicator,
+                    show_value(o.value),
+                    o.day
+                ));
                 continue;
             }
             if !window.contains(o.day) {
-                rejected += 1;
-                if rejected <= 10 {
-                    warnings.push(format!(
-                        "dropped an observation for {} on {}: outside the requested window {}..{}",
-                        o.indicator, o.day, window.from, window.to
-                    ));
-                }
-                continue;
-            }
-            if !o.value.is_finite() {
-                rejected += 1;
-                if rejected <= 10 {
-                    warnings.push(format!(
-                        "dropped a non-finite value for {} {} on {}",
-                        unit, o.indicator, o.day
-                    ));
-                }
+                refuse(format!(
+                    "dropped an observation for {} on {}: outside the requested window {}..{}",
+                    o.indicator, o.day, window.from, window.to
+                ));
                 continue;
             }
             let indicator = match source.config.map_indicator(&o.indicator) {
@@ -1234,6 +1308,28 @@ impl Engine {
                 Some(mapped) => mapped.to_owned(),
                 None => continue,
             };
+            let (min, max) = ranges
+                .get(indicator.as_str())
+                .copied()
+                .unwrap_or((-MAX_VALUE, MAX_VALUE));
+            // `contains` is false for NaN too.
+            if !(min..=max).contains(&o.value) {
+                let why = if o.value.is_finite() {
+                    format!(
+                        "outside the range {}..{} of the indicator",
+                        show_value(min),
+                        show_value(max)
+                    )
+                } else {
+                    "not a finite number".to_owned()
+                };
+                refuse(format!(
+                    "refused {indicator} = {} for unit \"{unit}\" on {} from source \"{id}\": {why}",
+                    show_value(o.value),
+                    o.day
+                ));
+                continue;
+            }
             kept.push(Observation {
                 source: source.config.id.clone(),
                 unit,

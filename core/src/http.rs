@@ -203,8 +203,9 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: the store takes a write now, the scheduler runs, and every enabled
-/// source has a next scheduled run. 503 with the reasons otherwise.
+/// Ready: the store takes a write now, the scheduler runs, every enabled
+/// source has a next scheduled run, and no source's last run failed to be
+/// stored. 503 with the reasons otherwise.
 async fn readyz(State(state): State<AppState>) -> Response {
     let live = state.live.get();
     let engine = live.engine.clone();
@@ -222,6 +223,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
                 "source \"{}\" has no next run: its schedule \"{}\" never fires again",
                 source.id(),
                 source.config.schedule_text
+            ));
+        }
+    }
+    // The write check takes the lock without writing, so a full disk
+    // passes it; a run that could not be stored does not.
+    for source in engine.sources() {
+        if let Some(run) = source.unrecorded().last {
+            reasons.push(format!(
+                "source \"{}\": its last run could not be recorded: {}",
+                source.id(),
+                run.error.as_deref().unwrap_or("unknown error")
             ));
         }
     }
@@ -504,28 +516,41 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             .store
             .source_status(source.id())
             .map_err(|e| AppError::Internal(e.to_string()))?;
-        let last_run = status.last_run.as_ref().map(|r| {
+        let run_json = |id: Option<i64>, run: &crate::store::RunRecord, observations: u64| {
             json!({
-                "id": r.id,
-                "trigger": r.run.trigger,
-                "started_at": local(r.run.started_at),
-                "finished_at": local(r.run.finished_at),
-                "result": r.run.result.as_str(),
-                "error": r.run.error,
-                "window": {"from": r.run.window_from, "to": r.run.window_to},
-                "observations": r.observations_written,
-                "http_requests": r.run.http_requests,
-                "uncovered": crate::engine::day_ranges(&r.run.uncovered),
-                "warnings": r.run.warnings,
+                "id": id,
+                "recorded": id.is_some(),
+                "trigger": run.trigger,
+                "started_at": local(run.started_at),
+                "finished_at": local(run.finished_at),
+                "result": run.result.as_str(),
+                "error": run.error,
+                "window": {"from": run.window_from, "to": run.window_to},
+                "observations": observations,
+                "http_requests": run.http_requests,
+                "uncovered": crate::engine::day_ranges(&run.uncovered),
+                "warnings": run.warnings,
             })
-        });
-        let last_error = engine
-            .store
-            .recent_runs(source.id(), 50)
-            .map_err(|e| AppError::Internal(e.to_string()))?
-            .into_iter()
-            .find(|r| r.run.error.is_some())
-            .map(|r| json!({"at": local(r.run.finished_at), "result": r.run.result.as_str(), "error": r.run.error}));
+        };
+        let error_json = |run: &crate::store::RunRecord| json!({"at": local(run.finished_at), "result": run.result.as_str(), "error": run.error});
+        // A run the store could not record is newer than anything it holds.
+        let unrecorded = source.unrecorded();
+        let (last_run, last_error) = match &unrecorded.last {
+            Some(run) => (Some(run_json(None, run, 0)), Some(error_json(run))),
+            None => (
+                status
+                    .last_run
+                    .as_ref()
+                    .map(|r| run_json(Some(r.id), &r.run, r.observations_written)),
+                engine
+                    .store
+                    .recent_runs(source.id(), 50)
+                    .map_err(|e| AppError::Internal(e.to_string()))?
+                    .into_iter()
+                    .find(|r| r.run.error.is_some())
+                    .map(|r| error_json(&r.run)),
+            ),
+        };
         let breaker = source.breaker();
         out.push(json!({
             "id": source.id(),
@@ -545,7 +570,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             "backoff_until": breaker.backoff_until.filter(|t| *t > now).map(local),
             "runs": {
                 "success": status.runs.success,
-                "error": status.runs.error,
+                "error": status.runs.error + unrecorded.count,
                 "timeout": status.runs.timeout,
                 "panic": status.runs.panic,
                 "crash": status.runs.crash,

@@ -345,7 +345,7 @@ fn spawn_run(
                 engine.metrics.run_skipped(&source);
             }
             (Err(e), None) => {
-                tracing::error!(source = %source, error = %e, "run could not be recorded")
+                tracing::error!(source = %source, error = %e, "run could not start")
             }
             (Ok(_), None) => {}
         }

@@ -36,7 +36,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Kind;
+use crate::domain::{Kind, MAX_VALUE, show_value};
 
 pub use location::Location;
 pub use secrets::{Redactor, Secret};
@@ -162,6 +162,11 @@ pub struct IndicatorConfig {
     pub accumulates: Option<Accumulates>,
     /// `per_capita = true`: summaries give the value per head of staff.
     pub per_capita: bool,
+    /// The range an observed value must lie in (`min`, `max`), both
+    /// inclusive: by default from the kind's [`Kind::default_min`] to
+    /// [`crate::domain::MAX_VALUE`]. Anything else is refused at accept time.
+    pub min: f64,
+    pub max: f64,
 }
 
 /// Since when an indicator's values accumulate.
@@ -1087,6 +1092,33 @@ impl Checker<'_> {
                     ),
                 );
             }
+            // Past MAX_VALUE a sum of values could overflow to infinity.
+            for (key, bound) in [("min", indicator.min), ("max", indicator.max)] {
+                if let Some(v) = bound
+                    && !(v.is_finite() && v.abs() <= MAX_VALUE)
+                {
+                    self.problem(
+                        &format!("indicators[{i}].{key}"),
+                        format!(
+                            "must be a number from -{MAX_VALUE:e} to {MAX_VALUE:e}, found {}",
+                            show_value(v)
+                        ),
+                    );
+                }
+            }
+            let min = indicator.min.unwrap_or(indicator.kind.default_min());
+            if let Some(max) = indicator.max
+                && max < min
+            {
+                self.problem(
+                    &format!("indicators[{i}].max"),
+                    format!(
+                        "{} is below the indicator's min {}",
+                        show_value(max),
+                        show_value(min)
+                    ),
+                );
+            }
         }
         raw.into_iter()
             .map(|i| IndicatorConfig {
@@ -1096,6 +1128,8 @@ impl Checker<'_> {
                 unit: i.unit,
                 accumulates: i.accumulates,
                 per_capita: i.per_capita.unwrap_or(false),
+                min: i.min.unwrap_or(i.kind.default_min()),
+                max: i.max.unwrap_or(MAX_VALUE),
             })
             .collect()
     }
@@ -1548,6 +1582,8 @@ mod raw {
         pub unit: String,
         pub accumulates: Option<super::Accumulates>,
         pub per_capita: Option<bool>,
+        pub min: Option<f64>,
+        pub max: Option<f64>,
     }
 
     #[derive(Deserialize)]

@@ -218,6 +218,38 @@ fn year_to_date_and_per_capita_indicators() {
 }
 
 #[test]
+fn indicator_value_ranges() {
+    let ind = |kind: &str, extra: &str| {
+        format!(
+            "[[indicators]]\nid = \"p\"\nname = \"发文\"\nkind = \"{kind}\"\nunit = \"篇\"\n{extra}"
+        )
+    };
+    let range = |text: &str| {
+        let c = parse(text).unwrap();
+        (c.indicators[0].min, c.indicators[0].max)
+    };
+    // Counts and distinct entities are never negative; a level may be; none
+    // goes past the bound that keeps every roll-up finite.
+    assert_eq!(range(&ind("count", "")), (0.0, 1e15));
+    assert_eq!(range(&ind("distinct", "")), (0.0, 1e15));
+    assert_eq!(range(&ind("level", "")), (-1e15, 1e15));
+    assert_eq!(range(&ind("count", "min = -5\nmax = 100\n")), (-5.0, 100.0));
+    assert_eq!(range(&ind("level", "max = 1e15\n")), (-1e15, 1e15));
+    check_err(
+        &ind("count", "max = 1e308\n"),
+        "t.toml:6:7: indicators[0].max: must be a number from -1e15 to 1e15, found 1e308",
+    );
+    check_err(
+        &ind("level", "min = -inf\n"),
+        "t.toml:6:7: indicators[0].min: must be a number from -1e15 to 1e15, found -inf",
+    );
+    check_err(
+        &ind("count", "max = -1\n"),
+        "t.toml:6:7: indicators[0].max: -1 is below the indicator's min 0",
+    );
+}
+
+#[test]
 fn source_units_and_ids() {
     check_err(
         &with_source("schedule = \"0 2 * * *\"\n")

@@ -37,7 +37,7 @@ use super::{
     Coverage, EntityValue, LastSuccess, OwnData, OwnValue, ResumePoint, RunCounts, RunRecord,
     RunResult, RunToRecord, SourceStatus, Store, StoreError, StoredObservation, StoredRun,
 };
-use crate::domain::{Kind, Observation};
+use crate::domain::{Kind, MAX_VALUE, Observation};
 
 /// Schema steps; step `i` takes the database from `user_version` `i` to `i + 1`.
 /// Released steps are never edited, only appended to.
@@ -1249,7 +1249,9 @@ fn last_success_and_state(
 }
 
 /// Checks a run before anything is written: its observations must belong to
-/// its source and be finite, its state must serialize.
+/// its source and be finite and within [`MAX_VALUE`] (the engine refused
+/// the others; this keeps any other writer from making a sum overflow), its
+/// state must serialize.
 fn check_run<'a>(
     run: &'a RunRecord,
     observations: &'a [Observation],
@@ -1257,13 +1259,13 @@ fn check_run<'a>(
 ) -> Result<Checked<'a>, StoreError> {
     if let Some(o) = observations
         .iter()
-        .find(|o| o.source != run.source || !o.value.is_finite())
+        .find(|o| o.source != run.source || !(-MAX_VALUE..=MAX_VALUE).contains(&o.value))
     {
         return Err(StoreError::Invalid {
             source_id: run.source.clone(),
             detail: format!(
                 "observation (source \"{}\", unit \"{}\", indicator \"{}\", entity \"{}\", day {}) \
-                 has value {}: observations must belong to the run's source and be finite",
+                 has value {}: observations must belong to the run's source and be finite, at most {MAX_VALUE:e} in magnitude",
                 o.source, o.unit, o.indicator, o.entity, o.day, o.value
             ),
         });
@@ -2808,18 +2810,21 @@ mod tests {
     #[test]
     fn an_invalid_observation_stores_nothing() {
         let (_dir, store) = open();
-        let o = vec![
-            obs("u", "posts", "", "2026-11-01", 1.0),
-            obs("u", "posts", "", "2026-11-02", f64::NAN),
-        ];
-        let err = store
-            .record_run(&ok_run("2026-11-01", "2026-11-02"), &o, None)
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("run of source \"src\" cannot be stored: observation"),
-            "{err}"
-        );
+        // Two values of 1e308 would sum to infinity in a roll-up.
+        for bad in [f64::NAN, f64::INFINITY, 1e308, -1.5e15] {
+            let o = vec![
+                obs("u", "posts", "", "2026-11-01", 1.0),
+                obs("u", "posts", "", "2026-11-02", bad),
+            ];
+            let err = store
+                .record_run(&ok_run("2026-11-01", "2026-11-02"), &o, None)
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("run of source \"src\" cannot be stored: observation"),
+                "{err}"
+            );
+        }
         assert!(store.recent_runs("src", 10).unwrap().is_empty());
         assert_eq!(
             one(&store, "2026-11-01", "2026-11-30", "posts", Kind::Count),

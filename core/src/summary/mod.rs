@@ -223,7 +223,8 @@ pub struct IndicatorValue {
     /// restarted on 1 January) it is `value` itself.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
     pub change: Option<f64>,
-    /// `change / previous`, when `previous` is known and not 0; absent for
+    /// `change / previous`, when `previous` is known and not 0 and the
+    /// ratio is a finite number; absent for
     /// an accumulating indicator whose previous period ended in an earlier year.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "number")]
     pub change_ratio: Option<f64>,
@@ -597,7 +598,10 @@ pub fn build(
                         change_ratio: change
                             .zip(previous)
                             .filter(|&(_, p)| p != 0.0 && !restarted)
-                            .map(|(c, p)| c / p),
+                            .map(|(c, p)| c / p)
+                            // Over a tiny previous value the ratio can
+                            // overflow, and says nothing anyway.
+                            .filter(|r| r.is_finite()),
                         rank: ranks[u * n + i],
                         target: statuses[u * n + i].clone(),
                         incomplete: because.is_some(),

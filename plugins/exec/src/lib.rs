@@ -48,7 +48,9 @@
 //! starts with `warn` or `error`, else as information.
 //!
 //! A non-zero exit fails the run (an upstream error with the exit code and the
-//! last stderr lines). The program runs in its own process group: on timeout,
+//! last stderr lines). So does printing more than 64 MiB on stdout: the
+//! program is stopped there and nothing of its output is stored (a `data`
+//! error; split the window with `tallyd collect --from --to`). The program runs in its own process group: on timeout,
 //! when the daemon cancels the run, and after it exits, the whole group is
 //! killed, so no grandchild outlives the run.
 
@@ -91,7 +93,10 @@ pub struct Exec {
     workdir: Option<PathBuf>,
 }
 
-/// More of the program's stdout than this is not read (a runaway program).
+/// More of the program's stdout than this fails the run: the program is
+/// stopped as soon as its output passes it (a runaway program would fill
+/// the disk), and a run that read only part of the output would store part
+/// of the window as if it were all of it.
 const MAX_OUTPUT: u64 = 64 << 20;
 /// Stderr lines written to the log per run, and quoted in an error.
 const MAX_LOG_LINES: usize = 200;
@@ -209,7 +214,7 @@ impl Plugin for Exec {
         // Our copies of the files' handles went to the child with `cmd`.
         drop(cmd);
 
-        let ended = self.wait(child, host);
+        let ended = self.wait(child, &stdout, host);
         let err_lines = read_lines(&mut stderr, MAX_OUTPUT)
             .map_err(|e| Error::internal(format!("cannot read {program}'s stderr: {e}")))?;
         log_stderr(&err_lines, host);
@@ -222,6 +227,9 @@ impl Plugin for Exec {
                     show_duration(self.timeout),
                     last()
                 )));
+            }
+            Ended::TooMuchOutput => {
+                return Err(too_much_output(&program));
             }
             Ended::Cancelled => {
                 return Err(Error::upstream(format!(
@@ -246,6 +254,10 @@ impl Plugin for Exec {
             return Err(Error::upstream(format!("{program}: {how}{}", last())));
         }
 
+        // It may have passed the limit between the last look and its exit.
+        if output_len(&stdout) > MAX_OUTPUT {
+            return Err(too_much_output(&program));
+        }
         let out_lines = read_lines(&mut stdout, MAX_OUTPUT)
             .map_err(|e| Error::internal(format!("cannot read {program}'s stdout: {e}")))?;
         let mut out = CollectResponse::default();
@@ -265,6 +277,8 @@ impl Plugin for Exec {
 enum Ended {
     Exited(ExitStatus),
     TimedOut,
+    /// Its stdout passed [`MAX_OUTPUT`].
+    TooMuchOutput,
     Cancelled,
     Failed(std::io::Error),
 }
@@ -283,9 +297,10 @@ struct Line {
 }
 
 impl Exec {
-    /// Polls the program until it exits, the timeout passes or the daemon
-    /// cancels the run; kills its process group in every case.
-    fn wait(&self, mut child: Child, host: &Host) -> Ended {
+    /// Polls the program until it exits, the timeout passes, its output
+    /// passes [`MAX_OUTPUT`] or the daemon cancels the run; kills its
+    /// process group in every case.
+    fn wait(&self, mut child: Child, stdout: &std::fs::File, host: &Host) -> Ended {
         // The timeout is about a real process's real time, and a plugin runs
         // no tokio whose clock could be paused: `Host::now` is fixed in tests
         // and would never let a timeout pass.
@@ -300,6 +315,9 @@ impl Exec {
             }
             if host.cancelled() {
                 break Ended::Cancelled;
+            }
+            if output_len(stdout) > MAX_OUTPUT {
+                break Ended::TooMuchOutput;
             }
             if started.elapsed() >= self.timeout {
                 break Ended::TimedOut;
@@ -388,6 +406,18 @@ fn kill_group(pgid: u32) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// How much the program has written to an output file so far.
+fn output_len(file: &std::fs::File) -> u64 {
+    file.metadata().map(|m| m.len()).unwrap_or(0)
+}
+
+fn too_much_output(program: &str) -> Error {
+    Error::data(format!(
+        "{program}: printed more than {} MiB on stdout; stopped it and stored nothing of the run (collect a shorter window, e.g. tallyd collect --from --to)",
+        MAX_OUTPUT >> 20
+    ))
 }
 
 /// The lines of an output file (invalid UTF-8 replaced), up to `limit` bytes.
