@@ -20,6 +20,7 @@ mod feed;
 mod isolation;
 mod observability;
 mod plugins;
+mod redaction;
 mod reload;
 mod reports;
 mod resilience;

@@ -191,6 +191,16 @@ impl Pattern {
     /// Where a run that spells this secret (or enough of its start) and begins
     /// at `at` ends; `ends` is scratch space.
     fn match_at(&self, text: &[u8], at: usize, ends: &mut Vec<usize>) -> Option<usize> {
+        // Every form of a character starts with its own first byte, `%`, `\`,
+        // `&` or (a space) `+`: most positions are passed over here.
+        let first = self.chars.first().map_or(0, |&c| {
+            let mut buf = [0u8; 4];
+            c.encode_utf8(&mut buf).as_bytes()[0]
+        });
+        let b = text[at];
+        if b != first && !matches!(b, b'%' | b'\\' | b'&' | b'+') {
+            return None;
+        }
         let mut frontier = vec![at];
         let mut matched = 0;
         for &c in &self.chars {
