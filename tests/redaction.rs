@@ -318,22 +318,44 @@ fn a_secret_full_of_quotes_backslashes_and_url_characters_leaves_in_no_form() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("is not a duration"), "{body}");
     answers.push(("the reload answer".to_owned(), body));
-    for path in ["/api/v1/sources", "/metrics", "/readyz", "/api/v1/summary?period=2026"] {
+    for path in [
+        "/api/v1/sources",
+        "/metrics",
+        "/readyz",
+        "/api/v1/summary?period=2026",
+    ] {
         answers.push((path.to_owned(), d.get(path).1));
     }
 
     // `tallyd check` of the same refused configuration.
-    let check = run_tallyd_env(
-        &["check", "--config", config.to_str().unwrap()],
-        &env,
-    );
+    let check = run_tallyd_env(&["check", "--config", config.to_str().unwrap()], &env);
     assert_ne!(exit_code(&check), 0);
-    assert!(stdout(&check).contains("is not a duration") || stderr(&check).contains("is not a duration"));
-    answers.push(("tallyd check's output".to_owned(), stdout(&check) + &stderr(&check)));
+    assert!(
+        stdout(&check).contains("is not a duration")
+            || stderr(&check).contains("is not a duration")
+    );
+    answers.push((
+        "tallyd check's output".to_owned(),
+        stdout(&check) + &stderr(&check),
+    ));
 
     // One-shot collections with JSON logs, in process and isolated.
-    write_config(dir, "collect.toml", &config_text(free_port(), &dir.join("collect"), &plugins, &sources(&script, upstream)));
-    for id in ["script", "script-isolated", "script-fails-isolated", "upstream-isolated"] {
+    write_config(
+        dir,
+        "collect.toml",
+        &config_text(
+            free_port(),
+            &dir.join("collect"),
+            &plugins,
+            &sources(&script, upstream),
+        ),
+    );
+    for id in [
+        "script",
+        "script-isolated",
+        "script-fails-isolated",
+        "upstream-isolated",
+    ] {
         let out = Command::new(tallyd())
             .args(["--log-format", "json", "collect", "--config"])
             .arg(dir.join("collect.toml"))
@@ -353,5 +375,8 @@ fn a_secret_full_of_quotes_backslashes_and_url_characters_leaves_in_no_form() {
     }
     assert_clean("the daemon's log", &d.log());
     assert_clean("the data directory", &files_text(&dir.join("data")));
-    assert_clean("the collect data directory", &files_text(&dir.join("collect")));
+    assert_clean(
+        "the collect data directory",
+        &files_text(&dir.join("collect")),
+    );
 }

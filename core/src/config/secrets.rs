@@ -562,9 +562,15 @@ mod tests {
         assert_eq!(Redactor::prefix_len(10), 5);
         assert_eq!(Redactor::prefix_len(40), 6);
         let r = Redactor::new(["S3cr3t-token-value"]);
-        assert_eq!(r.redact("S3cr3 is fine, S3cr3t-t... is not"), "S3cr3 is fine, ***... is not");
+        assert_eq!(
+            r.redact("S3cr3 is fine, S3cr3t-t... is not"),
+            "S3cr3 is fine, ***... is not"
+        );
         // Text around a secret, and other backslashes, stay as they were.
-        assert_eq!(r.redact(r#"a\"b "S3cr3t-token-value" c\\d"#), r#"a\"b "***" c\\d"#);
+        assert_eq!(
+            r.redact(r#"a\"b "S3cr3t-token-value" c\\d"#),
+            r#"a\"b "***" c\\d"#
+        );
         let short = Redactor::new(["wxyz"]);
         assert_eq!(short.redact("wxy wxyz w%78yz"), "wxy *** ***");
     }
