@@ -17,6 +17,7 @@ mod county;
 mod crash_loop;
 mod exec;
 mod feed;
+mod http_edges;
 mod isolation;
 mod observability;
 mod plugins;
