@@ -182,7 +182,11 @@ impl Daemon {
         tokio::spawn(forward_sighup(reload_tx));
         let refresher = tokio::spawn(keep_metrics_fresh(live.clone(), stop_rx.clone()));
         let mut http_stop = stop_rx.clone();
-        let server = axum::serve(self.listener, router(state)).with_graceful_shutdown(async move {
+        let server = axum::serve(
+            crate::http_guard::JsonParseErrors(self.listener),
+            router(state),
+        )
+        .with_graceful_shutdown(async move {
             let _ = http_stop.wait_for(|s| *s).await;
         });
         let http = tokio::spawn(async move {

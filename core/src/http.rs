@@ -6,8 +6,10 @@
 //! endpoint answers within [`REQUEST_TIMEOUT`] (408 beyond), and hyper's own
 //! defaults bound the request head (at most 100 headers, about 400 KiB of
 //! head buffer; more closes the connection with 431). Every error, including
-//! those of the layers and of axum's extractors, answers JSON
-//! `{"error": "..."}`.
+//! those of the layers, of axum's extractors and hyper's own 400, 414 and 431
+//! (see `http_guard`), answers JSON `{"error": "..."}`. On a loopback listen,
+//! only requests whose `Host` is a loopback name or address are served (421
+//! otherwise), against DNS rebinding.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,11 +114,15 @@ pub fn router(state: AppState) -> Router {
     let writes = Router::new()
         .route("/api/v1/sources/{id}/run", post(run_source))
         .route("/api/v1/reload", post(reload));
+    let loopback = state.engine().config.daemon.listen.ip().is_loopback();
     reads
         .merge(writes)
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(move |req, next| {
+            crate::http_guard::loopback_host(loopback, req, next)
+        }))
         .with_state(state)
 }
 

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod http_guard;
 pub mod metrics;
 pub mod plugin_host;
 pub mod reports;

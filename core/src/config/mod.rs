@@ -890,6 +890,17 @@ impl Checker<'_> {
                         self.problem("daemon.api_token", "the token is empty");
                         None
                     }
+                    Ok(value) if value.chars().count() < Redactor::MIN_LEN => {
+                        self.problem(
+                            "daemon.api_token",
+                            format!(
+                                "the token is shorter than {} characters: guessed at once, \
+                                 and too short to be redacted",
+                                Redactor::MIN_LEN
+                            ),
+                        );
+                        None
+                    }
                     Ok(value) => Some(Secret::new(value)),
                     Err(message) => {
                         self.problem("daemon.api_token", message);

@@ -333,7 +333,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn relay_log(stderr: std::process::ChildStderr, source: String, redact: super::Redact) {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let line = redact(&line);
+            // Decoded first, redacted after: in the JSON line a secret holding
+            // `"` or `\` is escaped, and the message logged is the decoded one.
             let parsed: Option<serde_json::Value> = serde_json::from_str(&line).ok();
             let (level, message) = match &parsed {
                 Some(v) => (
@@ -342,6 +343,7 @@ fn relay_log(stderr: std::process::ChildStderr, source: String, redact: super::R
                 ),
                 None => ("WARN".to_owned(), line.clone()),
             };
+            let message = redact(&message);
             let source = source.as_str();
             match level.as_str() {
                 "ERROR" => tracing::error!(target: "tally::plugin", source, "{message}"),

@@ -46,7 +46,7 @@ pub fn to_csv(summary: &Summary) -> Vec<u8> {
     let mut rows = vec![header];
     for unit in &summary.units {
         let cells = &unit.values.0;
-        let mut row = vec![unit.id.clone(), unit.name.clone()];
+        let mut row = vec![text_cell(&unit.id), text_cell(&unit.name)];
         let number = |v: Option<f64>| v.map(|v| format_number(v, DECIMALS)).unwrap_or_default();
         row.extend(cells.iter().map(|(_, c)| number(c.value)));
         row.extend(cells.iter().map(|(_, c)| number(c.previous)));
@@ -70,9 +70,10 @@ pub fn to_csv(summary: &Summary) -> Vec<u8> {
             .zip(cells)
             .filter_map(|(ind, (_, c))| Some(format!("{}: {}", ind.name, c.mark()?)))
             .collect();
-        row.push(notes.join("; "));
+        row.push(text_cell(&notes.join("; ")));
         rows.push(row);
     }
+    rows[0] = rows[0].iter().map(|h| text_cell(h)).collect();
 
     let mut out = BOM.to_vec();
     let mut writer = csv::Writer::from_writer(&mut out);
@@ -83,4 +84,14 @@ pub fn to_csv(summary: &Summary) -> Vec<u8> {
     let _ = writer.flush();
     drop(writer);
     out
+}
+
+/// A text cell a spreadsheet shows as text: prefixed with `'` when its first
+/// character would start a formula.
+pub(crate) fn text_cell(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
 }

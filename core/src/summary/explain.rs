@@ -156,12 +156,12 @@ impl Explanation {
         ]];
         for o in &self.observations {
             rows.push([
-                o.source.clone(),
-                o.unit.clone(),
+                printable(&o.source),
+                printable(&o.unit),
                 if o.entity.is_empty() {
                     "-".to_owned()
                 } else {
-                    o.entity.clone()
+                    printable(&o.entity)
                 },
                 o.day.to_string(),
                 format_number(o.value, 6),
@@ -178,8 +178,8 @@ impl Explanation {
         }
         let mut out = format!(
             "{} {} {} ({}), {} observations\n",
-            self.indicator,
-            self.unit,
+            printable(&self.indicator),
+            printable(&self.unit),
             self.period.label,
             self.kind.as_str(),
             self.observations.len()
@@ -203,4 +203,24 @@ impl Explanation {
         }
         out
     }
+}
+
+/// A cell for the terminal: entities come from platforms and forms, and a
+/// newline, tab or escape sequence in one would break the table's lines or
+/// colour the terminal, so control characters are written as escapes (`\n`,
+/// `\u{1b}`).
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let shown: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            shown
+        })
+        .collect()
 }

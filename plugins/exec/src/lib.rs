@@ -126,7 +126,7 @@ impl Plugin for Exec {
             None => Duration::from_secs(30),
             Some(t) => parse_duration(t).ok_or_else(|| {
                 Error::settings(format!(
-                    "timeout: {t:?} is not a duration such as \"500ms\", \"30s\", \"5m\" or \"1h\""
+                    "timeout: `{t}` is not a duration such as `500ms`, `30s`, `5m` or `1h`"
                 ))
             })?,
         };
@@ -368,7 +368,7 @@ impl Exec {
         };
         if !self.indicators.contains(&l.indicator) {
             let why = format!(
-                "indicator {:?} is not in the indicators setting ({})",
+                "indicator `{}` is not in the indicators setting ({})",
                 l.indicator,
                 self.indicators.join(", ")
             );
@@ -387,7 +387,7 @@ impl Exec {
                 Some(id) => o.unit = Some(id.to_owned()),
                 None => {
                     let why =
-                        format!("unit {unit:?} is not a unit id, name or alias of this source");
+                        format!("unit `{unit}` is not a unit id, name or alias of this source");
                     return out.warn(bad(&why));
                 }
             }
@@ -462,14 +462,28 @@ fn last_lines(lines: &[String]) -> String {
     format!("; last stderr lines: {}", tail.join(" | "))
 }
 
-/// The start of a line for a message.
+/// The start of a line for a message, in backticks. Not `{:?}`: the line may
+/// hold a secret, and the daemon's redactor finds a secret written as it is
+/// more surely than escaped; only control characters are escaped, so that the
+/// message stays on one line.
 fn snippet(text: &str) -> String {
     const MAX: usize = 60;
+    let shown: String = text
+        .chars()
+        .take(MAX)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect();
     if text.chars().count() <= MAX {
-        format!("{text:?}")
+        format!("`{shown}`")
     } else {
-        let head: String = text.chars().take(MAX).collect();
-        format!("{head:?}...")
+        format!("`{shown}...`")
     }
 }
 

@@ -154,7 +154,7 @@ echo '{"indicator": "trainings", "day": "2026-11-27", "value": 9, "entity": "李
     );
     let w = &out.warnings;
     assert_eq!(w.len(), 7, "{w:#?}");
-    assert!(w[0].starts_with("stdout line 2: not JSON (expected value at line 1 column 1): \"meetings 2026-11-25 2\"; line skipped"), "{}", w[0]);
+    assert!(w[0].starts_with("stdout line 2: not JSON (expected value at line 1 column 1): `meetings 2026-11-25 2`; line skipped"), "{}", w[0]);
     assert!(
         w[1].starts_with("stdout line 3: not an observation (missing field `value`"),
         "{}",
@@ -162,12 +162,12 @@ echo '{"indicator": "trainings", "day": "2026-11-27", "value": 9, "entity": "李
     );
     assert_eq!(
         w[2],
-        "stdout line 4: indicator \"posts\" is not in the indicators setting (meetings, trainings): \
-         \"{\\\"indicator\\\": \\\"posts\\\", \\\"day\\\": \\\"2026-11-25\\\", \\\"value\\\": 4}\"; line skipped"
+        "stdout line 4: indicator `posts` is not in the indicators setting (meetings, trainings): \
+         `{\"indicator\": \"posts\", \"day\": \"2026-11-25\", \"value\": 4}`; line skipped"
     );
     assert!(
         w[3].starts_with(
-            "stdout line 5: unit \"教育局\" is not a unit id, name or alias of this source: "
+            "stdout line 5: unit `教育局` is not a unit id, name or alias of this source: "
         ),
         "{}",
         w[3]
@@ -358,7 +358,7 @@ fn settings_are_checked() {
     let e = err(json!({"command": "/bin/true", "indicators": ["meetings"], "timeout": "30"}));
     assert_eq!(
         e.message,
-        "timeout: \"30\" is not a duration such as \"500ms\", \"30s\", \"5m\" or \"1h\""
+        "timeout: `30` is not a duration such as `500ms`, `30s`, `5m` or `1h`"
     );
     let e = err(json!({"command": "", "indicators": ["meetings"]}));
     assert_eq!(e.message, "command: must name the program to run");

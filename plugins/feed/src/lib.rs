@@ -204,7 +204,7 @@ impl Plugin for Feed {
             .filter(|u| u.scheme() == "http" || u.scheme() == "https")
             .ok_or_else(|| {
                 Error::settings(format!(
-                    "url: {:?} is not an http:// or https:// URL",
+                    "url: `{}` is not an http:// or https:// URL",
                     s.url
                 ))
             })?;

@@ -202,7 +202,7 @@ impl Plugin for HttpJson {
     fn new(s: Settings, _host: &Host) -> Result<Self, Error> {
         if !(s.url.starts_with("http://") || s.url.starts_with("https://")) {
             return Err(Error::settings(format!(
-                "url: {:?} must start with http:// or https://",
+                "url: `{}` must start with http:// or https://",
                 s.url
             )));
         }

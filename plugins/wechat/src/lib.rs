@@ -335,7 +335,7 @@ impl Plugin for Wechat {
         }
         if !(s.api_base.starts_with("http://") || s.api_base.starts_with("https://")) {
             return Err(Error::settings(format!(
-                "api_base: {:?} must start with http:// or https://",
+                "api_base: `{}` must start with http:// or https://",
                 s.api_base
             )));
         }

@@ -336,7 +336,7 @@ impl Plugin for Weibo {
         let api_base = s.api_base.trim_end_matches('/').to_owned();
         if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
             return Err(Error::settings(format!(
-                "api_base: {:?} must start with http:// or https://",
+                "api_base: `{}` must start with http:// or https://",
                 s.api_base
             )));
         }
