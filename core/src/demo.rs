@@ -19,9 +19,10 @@ use serde_json::{Value, json};
 use crate::cli::UserError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::daemon::{self, Daemon};
+use crate::daemon::{self, Daemon, StartError};
 use crate::domain::period::{Period, PeriodKind, local_day};
 use crate::reports::ReportWriter;
+use crate::store::DataDirLock;
 
 /// The bundled demo configuration.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -48,6 +49,9 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating demo data directory {}", data_dir.display()))?;
+    // Before anything is written there: a second demo on the same
+    // --data-dir stops here rather than rewriting the first one's forms.
+    let lock = DataDirLock::acquire(&data_dir).map_err(StartError::from)?;
     let plugin_dir = daemon::exe_dir().context("cannot find the directory of tallyd")?;
 
     let api = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -86,7 +90,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     write_xuexi_sheets(&data_dir.join("xuexi"), today)?;
     write_script(&data_dir.join("scripts"))?;
 
-    let daemon = Daemon::start(config).await?;
+    let daemon = Daemon::start_locked(config, lock).await?;
     let base = format!("http://{}", daemon.addr);
     let quarter = Period::containing(PeriodKind::Quarter, today);
     println!("tally demo is running (Ctrl-C to stop)");

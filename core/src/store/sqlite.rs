@@ -34,8 +34,9 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    Coverage, EntityValue, LastSuccess, OwnData, OwnValue, ResumePoint, RunCounts, RunRecord,
-    RunResult, RunToRecord, SourceStatus, Store, StoreError, StoredObservation, StoredRun,
+    Coverage, EntityValue, LastSuccess, ObservationCursor, OwnData, OwnValue, ResumePoint,
+    RunCounts, RunRecord, RunResult, RunToRecord, SourceStatus, Store, StoreError,
+    StoredObservation, StoredRun,
 };
 use crate::domain::{Kind, Observation};
 
@@ -118,6 +119,9 @@ struct Writer {
     conn: Connection,
     keys: WriterKeys,
     scratch: Scratch,
+    /// `PRAGMA data_version` when last asked: it moves only when another
+    /// connection (another process) commits, never for this one's commits.
+    data_version: i64,
 }
 
 /// Key ids the writer has seen, so that a run finds its keys in memory
@@ -639,6 +643,7 @@ impl SqliteStore {
             .pragma_update(None, "foreign_keys", false)
             .map_err(open_err)?;
         migrate(&mut writer, &path)?;
+        let data_version = data_version(&writer).map_err(open_err)?;
         let reader = Connection::open(&path).map_err(open_err)?;
         configure(&reader).map_err(open_err)?;
         reader
@@ -650,6 +655,7 @@ impl SqliteStore {
                 conn: writer,
                 keys: WriterKeys::default(),
                 scratch: Scratch::default(),
+                data_version,
             }),
             reader: Mutex::new(Reader {
                 conn: reader,
@@ -663,6 +669,10 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "data_version", |r| r.get(0))
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -1203,6 +1213,7 @@ impl Writer {
             conn,
             keys,
             scratch,
+            ..
         } = self;
         let e = |source| StoreError::Sqlite {
             doing: "recording a run",
@@ -1593,6 +1604,36 @@ impl Store for SqliteStore {
         tx.rollback().map_err(e)
     }
 
+    fn observations_page(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        after: Option<&ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        self.observations_page_seek(units, indicator, start, end, after, limit)
+    }
+
+    fn written_elsewhere(&self) -> Result<bool, StoreError> {
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            // This process is committing a run, after which /metrics is
+            // rebuilt anyway; another process's commit shows at the next
+            // call, since this connection's own commits leave the version.
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let now = data_version(&writer.conn).map_err(|source| StoreError::Sqlite {
+            doing: "checking whether another process wrote",
+            source,
+        })?;
+        let changed = now != writer.data_version;
+        writer.data_version = now;
+        Ok(changed)
+    }
+
     fn record_run(
         &self,
         run: &RunRecord,
@@ -1869,6 +1910,94 @@ impl Store for SqliteStore {
                         },
                         run_id: row.get(4).map_err(e)?,
                     });
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+}
+
+impl SqliteStore {
+    /// [`Store::observations_page`]: for each unit from the cursor's on, its
+    /// keys in (source, entity) order from the cursor's key on, and each
+    /// key's days through the primary key, stopping at `limit`; nothing is
+    /// read past the page but the keys of the unit it ends in.
+    fn observations_page_seek(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        after: Option<&ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading a page of observations",
+            source,
+        };
+        let first = match after {
+            None => 0,
+            Some(cursor) => match units.iter().position(|u| *u == cursor.unit) {
+                Some(position) => position,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut out = Vec::with_capacity(limit.min(4096));
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut r = lock(&self.reader);
+        let tx = r.conn.transaction().map_err(e)?;
+        {
+            let mut keys = tx
+                .prepare_cached(
+                    "SELECT id, source, entity FROM keys \
+                     WHERE indicator = ?1 AND unit = ?2 AND (source, entity) >= (?3, ?4) \
+                     ORDER BY source, entity",
+                )
+                .map_err(e)?;
+            let mut days = tx
+                .prepare_cached(
+                    "SELECT day, value, run FROM observations \
+                     WHERE key = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day LIMIT ?4",
+                )
+                .map_err(e)?;
+            'units: for unit in &units[first..] {
+                let resume = after.filter(|c| c.unit == *unit);
+                let (from_source, from_entity) =
+                    resume.map_or(("", ""), |c| (c.source.as_str(), c.entity.as_str()));
+                let mut key_rows = keys
+                    .query(params![indicator, unit, from_source, from_entity])
+                    .map_err(e)?;
+                while let Some(key) = key_rows.next().map_err(e)? {
+                    let id: i64 = key.get(0).map_err(e)?;
+                    let source: String = key.get(1).map_err(e)?;
+                    let entity: String = key.get(2).map_err(e)?;
+                    let mut from = day_num(start);
+                    if let Some(c) = resume.filter(|c| c.source == source && c.entity == entity) {
+                        from = from.max(day_num(c.day) + 1);
+                    }
+                    let room = (limit - out.len()) as i64;
+                    let mut rows = days
+                        .query(params![id, from, day_num(end), room])
+                        .map_err(e)?;
+                    while let Some(row) = rows.next().map_err(e)? {
+                        out.push(StoredObservation {
+                            observation: Observation {
+                                source: source.clone(),
+                                unit: unit.to_string(),
+                                indicator: indicator.to_string(),
+                                entity: entity.clone(),
+                                day: num_day(row.get(0).map_err(e)?)?,
+                                value: row.get(1).map_err(e)?,
+                            },
+                            run_id: row.get(2).map_err(e)?,
+                        });
+                    }
+                    if out.len() >= limit {
+                        break 'units;
+                    }
                 }
             }
         }
