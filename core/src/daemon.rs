@@ -160,6 +160,11 @@ impl Daemon {
     /// `tallyd demo`, before it writes its forms there).
     pub async fn start_locked(config: Config, lock: DataDirLock) -> Result<Daemon, StartError> {
         let listen = config.daemon.listen;
+        // Before anything writes a report: with the lock held, no other
+        // daemon of this store is writing one now.
+        for path in crate::reports::remove_stale_temp_files(&config.reports_dir()) {
+            tracing::info!(path = %path.display(), "removed a report temporary file left by an interrupted write");
+        }
         let engine = build_engine(config, Arc::new(SystemClock))?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
