@@ -19,6 +19,8 @@ mod exec;
 mod feed;
 mod isolation;
 mod observability;
+mod one_store;
+mod paging;
 mod plugins;
 mod reload;
 mod reports;

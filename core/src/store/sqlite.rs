@@ -3189,4 +3189,168 @@ mod tests {
             (d("2024-02-01"), d("2024-02-29"))
         );
     }
+
+    #[test]
+    fn pages_of_observations_join_up_to_the_whole_list_in_its_order() {
+        let (_dir, store) = open();
+        let mut all = Vec::new();
+        // Two units, two sources, entities and days interleaved, plus rows
+        // that the figure does not cover (another indicator, unit, month).
+        for (source, unit) in [("b", "county/a"), ("a", "county/a"), ("a", "county")] {
+            let mut observations = Vec::new();
+            for entity in ["", "x", "y"] {
+                for day in ["2026-03-01", "2026-03-02", "2026-03-31"] {
+                    let mut o = obs(unit, "posts", entity, day, 1.0);
+                    o.source = source.into();
+                    observations.push(o);
+                }
+            }
+            let mut other = obs(unit, "likes", "x", "2026-03-02", 5.0);
+            other.source = source.into();
+            observations.push(other);
+            let mut april = obs(unit, "posts", "x", "2026-04-01", 5.0);
+            april.source = source.into();
+            observations.push(april);
+            let mut run = ok_run("2026-03-01", "2026-04-30");
+            run.source = source.into();
+            store.record_run(&run, &observations, None).unwrap();
+        }
+        let mut elsewhere = obs("county/b", "posts", "", "2026-03-05", 1.0);
+        elsewhere.source = "a".into();
+        let mut run = ok_run("2026-03-01", "2026-03-31");
+        run.source = "a".into();
+        store.record_run(&run, &[elsewhere], None).unwrap();
+
+        let units = ["county", "county/a"];
+        let (start, end) = (d("2026-03-01"), d("2026-03-31"));
+        all.extend(store.observations(&units, "posts", start, end).unwrap());
+        assert_eq!(all.len(), 27);
+        for limit in [1, 2, 4, 9, 26, 27, 100] {
+            let mut joined = Vec::new();
+            let mut after: Option<ObservationCursor> = None;
+            loop {
+                let page = store
+                    .observations_page(&units, "posts", start, end, after.as_ref(), limit)
+                    .unwrap();
+                assert!(page.len() <= limit);
+                // The default of the trait (filtering the whole list) agrees.
+                let fallback =
+                    default_page(&store, &units, "posts", start, end, after.as_ref(), limit)
+                        .unwrap();
+                assert_eq!(page, fallback, "limit {limit} after {after:?}");
+                let Some(last) = page.last() else { break };
+                after = Some(ObservationCursor::of(&last.observation));
+                joined.extend(page);
+            }
+            assert_eq!(joined, all, "limit {limit}");
+        }
+        // A cursor for a unit outside the list gives nothing.
+        let stray = ObservationCursor {
+            unit: "county/b".into(),
+            source: "a".into(),
+            entity: String::new(),
+            day: d("2026-03-05"),
+        };
+        assert!(
+            store
+                .observations_page(&units, "posts", start, end, Some(&stray), 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// The trait's default `observations_page`, on a store that only
+    /// forwards `observations`.
+    fn default_page(
+        store: &SqliteStore,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        after: Option<&ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        struct Plain(SqliteStore);
+        impl Store for Plain {
+            fn record_run(
+                &self,
+                _: &RunRecord,
+                _: &[Observation],
+                _: Option<&serde_json::Value>,
+            ) -> Result<i64, StoreError> {
+                unreachable!()
+            }
+            fn source_status(&self, _: &str) -> Result<SourceStatus, StoreError> {
+                unreachable!()
+            }
+            fn resume_point(&self, _: &str) -> Result<ResumePoint, StoreError> {
+                unreachable!()
+            }
+            fn recent_runs(&self, _: &str, _: usize) -> Result<Vec<StoredRun>, StoreError> {
+                unreachable!()
+            }
+            fn runs(&self, _: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
+                unreachable!()
+            }
+            fn own_values(
+                &self,
+                _: NaiveDate,
+                _: NaiveDate,
+                _: &[(String, Kind)],
+            ) -> Result<Vec<OwnValue>, StoreError> {
+                unreachable!()
+            }
+            fn entity_values(
+                &self,
+                _: NaiveDate,
+                _: NaiveDate,
+                _: &[(String, Kind)],
+            ) -> Result<Vec<EntityValue>, StoreError> {
+                unreachable!()
+            }
+            fn coverage(
+                &self,
+                _: &str,
+                _: NaiveDate,
+                _: NaiveDate,
+            ) -> Result<Coverage, StoreError> {
+                unreachable!()
+            }
+            fn observations(
+                &self,
+                units: &[&str],
+                indicator: &str,
+                start: NaiveDate,
+                end: NaiveDate,
+            ) -> Result<Vec<StoredObservation>, StoreError> {
+                self.0.observations(units, indicator, start, end)
+            }
+            fn first_day(&self) -> Result<Option<NaiveDate>, StoreError> {
+                unreachable!()
+            }
+            fn check_writable(&self) -> Result<(), StoreError> {
+                unreachable!()
+            }
+        }
+        let dir = store.path().parent().unwrap();
+        Plain(SqliteStore::open(dir)?).observations_page(units, indicator, start, end, after, limit)
+    }
+
+    #[test]
+    fn writes_of_another_connection_are_noticed_once_and_own_writes_never() {
+        let (dir, store) = open();
+        // A second store on the same file stands in for `tallyd collect`.
+        let other = SqliteStore::open(dir.path()).unwrap();
+        assert!(!store.written_elsewhere().unwrap());
+        store
+            .record_run(&ok_run("2026-01-01", "2026-01-31"), &[], None)
+            .unwrap();
+        assert!(!store.written_elsewhere().unwrap(), "its own write");
+        other
+            .record_run(&ok_run("2026-02-01", "2026-02-28"), &[], None)
+            .unwrap();
+        assert!(store.written_elsewhere().unwrap());
+        assert!(!store.written_elsewhere().unwrap(), "told once");
+        assert!(other.written_elsewhere().unwrap(), "the first store wrote");
+    }
 }
