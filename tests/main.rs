@@ -20,6 +20,8 @@ mod feed;
 mod http_edges;
 mod isolation;
 mod observability;
+mod one_store;
+mod paging;
 mod plugins;
 mod redaction;
 mod reload;

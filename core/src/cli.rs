@@ -430,11 +430,28 @@ async fn collect(
         }
         failed |= report.error.is_some();
     }
+    if !dry_run {
+        tell_running_daemon(&engine.config.daemon.data_dir);
+    }
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// After `collect` stored something: whether a daemon serves this store,
+/// and when its `/metrics` shows the new data (it notices the write itself,
+/// see [`daemon::METRICS_OUTSIDE_CHECK`]; summaries, reports and
+/// `/api/v1/observations` read the store on each request).
+fn tell_running_daemon(data_dir: &Path) {
+    if let Some(holder) = crate::store::DataDirLock::holder(data_dir) {
+        eprintln!(
+            "tallyd ({holder}) serves this data_dir ({}): its summaries show the new data now, its /metrics within {} (it notices the store changed)",
+            data_dir.display(),
+            engine::humanize(daemon::METRICS_OUTSIDE_CHECK * 2)
+        );
+    }
 }
 
 async fn report(

@@ -17,7 +17,7 @@ use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;
 use crate::plugin_host::{HostServices, PluginRegistry};
 use crate::scheduler;
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{DataDirLock, LockError, SqliteStore, StoreError};
 
 /// Why the daemon could not start. User errors (exit 1) are told apart from
 /// internal ones (exit 2) by the CLI.
@@ -27,6 +27,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Locked(#[from] LockError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -39,7 +41,11 @@ pub enum StartError {
 impl StartError {
     /// True when the operator can fix it in the configuration or environment.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, StartError::Config(_) | StartError::Listen { .. })
+        match self {
+            StartError::Config(_) | StartError::Listen { .. } => true,
+            StartError::Locked(e) => e.is_user_error(),
+            _ => false,
+        }
     }
 }
 
@@ -101,6 +107,8 @@ pub struct Daemon {
     pub engine: Arc<Engine>,
     pub addr: SocketAddr,
     listener: tokio::net::TcpListener,
+    /// Held until [`Daemon::serve`] returns: one daemon per store.
+    lock: DataDirLock,
 }
 
 /// What a reload changed, by source id, each list sorted. `changed` sources
@@ -142,8 +150,21 @@ pub enum ReloadError {
 }
 
 impl Daemon {
+    /// Locks `data_dir` (see [`DataDirLock`]), then starts on it.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        let lock = DataDirLock::acquire(&config.daemon.data_dir)?;
+        Daemon::start_locked(config, lock).await
+    }
+
+    /// Starts with the lock of `config`'s `data_dir` already taken (by
+    /// `tallyd demo`, before it writes its forms there).
+    pub async fn start_locked(config: Config, lock: DataDirLock) -> Result<Daemon, StartError> {
         let listen = config.daemon.listen;
+        // Before anything writes a report: with the lock held, no other
+        // daemon of this store is writing one now.
+        for path in crate::reports::remove_stale_temp_files(&config.reports_dir()) {
+            tracing::info!(path = %path.display(), "removed a report temporary file left by an interrupted write");
+        }
         let engine = build_engine(config, Arc::new(SystemClock))?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -160,6 +181,7 @@ impl Daemon {
             engine,
             addr,
             listener,
+            lock,
         })
     }
 
@@ -241,6 +263,7 @@ impl Daemon {
         scheduler.stop().await;
         let _ = http.await;
         let _ = refresher.await;
+        drop(self.lock);
         tracing::info!("tallyd stopped");
     }
 }
@@ -256,10 +279,14 @@ pub const METRICS_REBUILD_GAP: Duration = Duration::from_secs(1);
 /// roll up, say), the next waits ten times as long as it took.
 const METRICS_REBUILD_SHARE: u32 = 10;
 
-/// How often the background rebuild looks at the calendar without being
-/// woken, so that the `day`, `month`, ... windows move on at midnight even
-/// when no run writes anything.
-const METRICS_DAY_CHECK: Duration = Duration::from_secs(60);
+/// How often the background rebuild looks, without being woken, at the
+/// calendar (so that the `day`, `month`, ... windows move on at midnight
+/// even when no run writes anything) and at the store (so that what a
+/// `tallyd collect` beside the daemon wrote shows in `/metrics`: one
+/// `PRAGMA data_version`, see [`Store::written_elsewhere`]).
+///
+/// [`Store::written_elsewhere`]: crate::store::Store::written_elsewhere
+pub const METRICS_OUTSIDE_CHECK: Duration = Duration::from_secs(2);
 
 /// Rebuilds `/metrics` in the background whenever something changed (see
 /// [`crate::metrics`]), on the engine being served, until `stop`. A first
@@ -273,7 +300,7 @@ pub async fn keep_metrics_fresh(live: LiveHandle, mut stop: tokio::sync::watch::
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = engine.metrics.changed() => {}
-            _ = tokio::time::sleep(METRICS_DAY_CHECK) => {}
+            _ = tokio::time::sleep(METRICS_OUTSIDE_CHECK) => {}
         }
         if let Some(at) = next_allowed {
             tokio::select! {
@@ -287,6 +314,22 @@ pub async fn keep_metrics_fresh(live: LiveHandle, mut stop: tokio::sync::watch::
         if today != day {
             day = today;
             engine.metrics.values_changed();
+        }
+        let store = engine.store.clone();
+        match tokio::task::spawn_blocking(move || store.written_elsewhere()).await {
+            Ok(Ok(true)) => {
+                tracing::info!(
+                    "the store was written by another process (tallyd collect?): rebuilding /metrics"
+                );
+                engine.metrics.values_changed();
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot tell whether another process wrote the store")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether another process wrote the store")
+            }
         }
         let started = tokio::time::Instant::now();
         engine.refresh_metrics_if_changed().await;

@@ -20,10 +20,11 @@ use serde_json::{Value, json};
 use crate::cli::UserError;
 use crate::clock::{Clock, FixedClock, SystemClock};
 use crate::config::Config;
-use crate::daemon::{self, Daemon};
+use crate::daemon::{self, Daemon, StartError};
 use crate::domain::period::{Period, PeriodKind, local_day};
 use crate::engine::Trigger;
 use crate::reports::ReportWriter;
+use crate::store::DataDirLock;
 
 /// The bundled demo configuration.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -50,6 +51,9 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating demo data directory {}", data_dir.display()))?;
+    // Before anything is written there: a second demo on the same
+    // --data-dir stops here rather than rewriting the first one's forms.
+    let lock = DataDirLock::acquire(&data_dir).map_err(StartError::from)?;
     let plugin_dir = daemon::exe_dir().context("cannot find the directory of tallyd")?;
 
     let api = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -89,7 +93,7 @@ pub async fn run(listen: SocketAddr, data_dir: Option<PathBuf>) -> anyhow::Resul
     write_script(&data_dir.join("scripts"))?;
 
     replay_daily_weibo_runs(&config, &weibo, today).await?;
-    let daemon = Daemon::start(config).await?;
+    let daemon = Daemon::start_locked(config, lock).await?;
     let base = format!("http://{}", daemon.addr);
     let quarter = Period::containing(PeriodKind::Quarter, today);
     println!("tally demo is running (Ctrl-C to stop)");

@@ -403,12 +403,29 @@ async fn reports(State(state): State<AppState>) -> Result<Json<Value>, AppError>
     Ok(Json(json!({ "reports": files })))
 }
 
-/// Traceability: the stored observations behind one figure of the summary.
+/// Traceability: the stored observations behind one figure of the summary,
+/// a page at a time (`limit`, at most [`summary::MAX_PAGE`]; `after`, the
+/// `next` of the previous page), so that an answer stays small whatever the
+/// figure (a month of an exec source can be close to a million rows).
 async fn observations(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<summary::Explanation>, AppError> {
-    reject_unknown(&params, &["period", "unit", "indicator"])?;
+    reject_unknown(&params, &["period", "unit", "indicator", "limit", "after"])?;
+    let limit = match params.get("limit") {
+        None => summary::DEFAULT_PAGE,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=summary::MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                AppError::BadRequest(format!(
+                    "limit must be a whole number from 1 to {}, got {text:?}",
+                    summary::MAX_PAGE
+                ))
+            })?,
+    };
+    let after = params.get("after").cloned();
     let required = |name: &str, what: &str| {
         params
             .get(name)
@@ -426,7 +443,14 @@ async fn observations(
     };
     let engine = state.engine();
     let explained = tokio::task::spawn_blocking(move || {
-        summary::explain(&engine.config, &engine.tree, &*engine.store, &request)
+        summary::explain_page(
+            &engine.config,
+            &engine.tree,
+            &*engine.store,
+            &request,
+            after.as_deref(),
+            limit,
+        )
     })
     .await
     .map_err(|e| AppError::Internal(e.to_string()))?;

@@ -6,7 +6,9 @@
 //! gives `2026-Q3.r2.xlsx`, then `r3`, so a clerk who already handed a file
 //! on can still find it. Each file is written to a temporary name in the
 //! same directory and then linked to its final name, which fails rather
-//! than replaces when the name is taken; readers never see half a file.
+//! than replaces when the name is taken; readers never see half a file. A
+//! temporary file left by a write cut short (the daemon killed midway) is
+//! removed at the next start ([`remove_stale_temp_files`]).
 //!
 //! The schedule is decided by the pure [`due`], given the time of the last
 //! check and the engine's clock, so tests move a fake clock over a quarter
@@ -419,6 +421,73 @@ impl ReportWriter {
         }
         Ok(files)
     }
+}
+
+/// The writer of a temporary report file named by [`ReportWriter`]
+/// (`.2026-Q3.xlsx.<pid>.<n>.tmp`), or `None` for any other name.
+fn temp_file_writer(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let mut parts = inner.rsplitn(3, '.');
+    parts.next()?.parse::<u64>().ok()?;
+    let pid = parts.next()?.parse::<u32>().ok()?;
+    parse_file_name(parts.next()?)?;
+    Some(pid)
+}
+
+/// Whether process `pid` exists (owned by anyone).
+#[cfg(unix)]
+fn process_lives(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e != rustix::io::Errno::SRCH,
+    }
+}
+
+#[cfg(not(unix))]
+fn process_lives(_: u32) -> bool {
+    // Cannot tell: keep the file.
+    true
+}
+
+/// Removes the temporary files that a write cut short (tallyd killed while
+/// writing, a full disk) left in `dir`: those of a process that no longer
+/// runs, and those with this process's own pid, which can only be left by an
+/// earlier process that had the same pid (a daemon restarted in a container
+/// is pid 1 again), since this one has not written yet. Call it at start,
+/// before any report is written. A temporary file of a process that still
+/// runs (another daemon writing to a shared `[reports] dir`) stays. Returns
+/// the files removed; one that cannot be removed is logged and left.
+pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut removed = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_file_writer(&name) else {
+            continue;
+        };
+        if pid != me && process_lives(pid) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "cannot remove a report temporary file left by an interrupted write"
+            ),
+        }
+    }
+    removed
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

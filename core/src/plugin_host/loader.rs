@@ -42,6 +42,15 @@ pub enum PluginLoadError {
         what: String,
         mode: u32,
     },
+    #[error(
+        "{path}: refused: {what} belongs to {owner}, neither root nor the user tallyd runs as ({me}); that user could rewrite it and run code as tallyd: chown it to root or to {me}"
+    )]
+    ForeignOwner {
+        path: PathBuf,
+        what: String,
+        owner: String,
+        me: String,
+    },
     #[error("{path}: bad plugin descriptor: {why}")]
     BadDescriptor { path: PathBuf, why: String },
 }
@@ -54,6 +63,7 @@ impl PluginLoadError {
             | PluginLoadError::Duplicate { path, .. }
             | PluginLoadError::Load { path, .. }
             | PluginLoadError::Insecure { path, .. }
+            | PluginLoadError::ForeignOwner { path, .. }
             | PluginLoadError::BadDescriptor { path, .. } => path,
         }
     }
@@ -177,7 +187,7 @@ fn candidate_files(dir: &Path) -> Result<Vec<PathBuf>, PluginLoadError> {
         path: dir.to_path_buf(),
         message: format!("cannot read plugin directory: {e}"),
     })?;
-    check_not_writable_by_others(dir, dir, "the plugin directory")?;
+    check_owner_and_mode(dir, dir, "the plugin directory")?;
     let suffix = std::env::consts::DLL_SUFFIX;
     Ok(read
         .filter_map(Result::ok)
@@ -192,12 +202,8 @@ fn candidate_files(dir: &Path) -> Result<Vec<PathBuf>, PluginLoadError> {
 }
 
 #[cfg(unix)]
-fn check_not_writable_by_others(
-    path: &Path,
-    report_as: &Path,
-    what: &str,
-) -> Result<(), PluginLoadError> {
-    use std::os::unix::fs::PermissionsExt;
+fn check_owner_and_mode(path: &Path, report_as: &Path, what: &str) -> Result<(), PluginLoadError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = std::fs::metadata(path).map_err(|e| PluginLoadError::Load {
         path: report_as.to_path_buf(),
         message: e.to_string(),
@@ -210,11 +216,42 @@ fn check_not_writable_by_others(
             mode,
         });
     }
+    // Its owner may always chmod it writable and rewrite it: only root and
+    // the daemon's own user are trusted with code the daemon runs.
+    let owner = meta.uid();
+    let me = rustix::process::geteuid().as_raw();
+    if owner != 0 && owner != me {
+        return Err(PluginLoadError::ForeignOwner {
+            path: report_as.to_path_buf(),
+            what: what.to_owned(),
+            owner: user_name(owner),
+            me: user_name(me),
+        });
+    }
     Ok(())
 }
 
+/// `uid 1001 (alice)` when `/etc/passwd` names the uid, else `uid 1001`.
+#[cfg(unix)]
+fn user_name(uid: u32) -> String {
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let id = fields.nth(1)?;
+                (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        });
+    match name {
+        Some(name) => format!("uid {uid} ({name})"),
+        None => format!("uid {uid}"),
+    }
+}
+
 #[cfg(not(unix))]
-fn check_not_writable_by_others(_: &Path, _: &Path, _: &str) -> Result<(), PluginLoadError> {
+fn check_owner_and_mode(_: &Path, _: &Path, _: &str) -> Result<(), PluginLoadError> {
     Ok(())
 }
 
@@ -224,9 +261,9 @@ pub fn load(path: &Path) -> Result<PluginLibrary, PluginLoadError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    check_not_writable_by_others(&path, &path, "the library file")?;
+    check_owner_and_mode(&path, &path, "the library file")?;
     if let Some(dir) = path.parent() {
-        check_not_writable_by_others(dir, &path, "its directory")?;
+        check_owner_and_mode(dir, &path, "its directory")?;
     }
     let lib = open(&path)?;
     // Leaked on purpose: see `PluginLibrary`.
@@ -378,5 +415,97 @@ fn describe(vtable: &PluginVTable) -> Result<Description, String> {
             other.0,
             String::from_utf8_lossy(&body)
         )),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// An unprivileged uid that is neither root nor the test's own.
+    const STRANGER: u32 = 54_321;
+
+    /// Whether this process may give files away (root, as in CI); the tests
+    /// below need it and say so when they cannot run.
+    fn can_chown() -> bool {
+        let probe = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::chown(probe.path(), Some(STRANGER), None).is_ok()
+    }
+
+    fn plugin_dir() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("plugins");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let lib = dir.join(format!(
+            "{}tally_stranger{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ));
+        // Never opened: the owner check comes first.
+        std::fs::write(&lib, b"not even a library").unwrap();
+        std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+        (tmp, dir, lib)
+    }
+
+    #[test]
+    fn a_library_owned_by_another_unprivileged_user_is_refused_naming_owner_and_path() {
+        if !can_chown() {
+            println!(
+                "skipped: giving a file to uid {STRANGER} needs root, and this test runs as another user"
+            );
+            return;
+        }
+        let (_tmp, dir, lib) = plugin_dir();
+        std::os::unix::fs::chown(&lib, Some(STRANGER), None).unwrap();
+        let registry = PluginRegistry::scan(std::slice::from_ref(&dir));
+        let refused: Vec<String> = registry.refused().iter().map(|e| e.to_string()).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        let line = &refused[0];
+        assert!(
+            matches!(registry.refused()[0], PluginLoadError::ForeignOwner { .. }),
+            "{line}"
+        );
+        let canonical = lib.canonicalize().unwrap();
+        assert!(
+            line.starts_with(&format!(
+                "{}: refused: the library file belongs to uid {STRANGER}",
+                canonical.display()
+            )),
+            "{line}"
+        );
+        assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn a_plugin_directory_owned_by_another_unprivileged_user_loads_nothing() {
+        if !can_chown() {
+            println!(
+                "skipped: giving a directory to uid {STRANGER} needs root, and this test runs as another user"
+            );
+            return;
+        }
+        let (_tmp, dir, _lib) = plugin_dir();
+        std::os::unix::fs::chown(&dir, Some(STRANGER), None).unwrap();
+        let registry = PluginRegistry::scan(std::slice::from_ref(&dir));
+        let refused: Vec<String> = registry.refused().iter().map(|e| e.to_string()).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].starts_with(&format!(
+                "{}: refused: the plugin directory belongs to uid {STRANGER}",
+                dir.display()
+            )),
+            "{}",
+            refused[0]
+        );
+    }
+
+    #[test]
+    fn files_of_the_daemons_own_user_pass_the_owner_check() {
+        let (_tmp, dir, lib) = plugin_dir();
+        assert!(check_owner_and_mode(&dir, &dir, "the plugin directory").is_ok());
+        assert!(check_owner_and_mode(&lib, &lib, "the library file").is_ok());
     }
 }

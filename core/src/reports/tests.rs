@@ -489,3 +489,45 @@ fn a_start_in_q4_writes_the_missing_q2_and_q3_reports_once() {
         ["2026-Q2.csv", "2026-Q2.xlsx", "2026-Q3.csv"]
     );
 }
+
+/// The pid of a process that has exited (and been reaped).
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn temp_files_of_dead_writers_and_of_this_pid_are_removed_others_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = dead_pid();
+    let me = std::process::id();
+    // pid 1 always runs (init, or a container's first process).
+    let live = 1;
+    let name = |label: &str, ext: &str, pid: u32| format!(".{label}.{ext}.{pid}.0.tmp");
+    let stale = [name("2026-Q3", "xlsx", dead), name("2026-Q3", "csv", me)];
+    let kept = [
+        name("2026-Q3", "xlsx", live),
+        // Not written by ReportWriter: not ours to remove.
+        ".2026-Q3.xlsx.tmp".to_owned(),
+        format!(".notes.txt.{dead}.0.tmp"),
+        "2026-Q3.xlsx".to_owned(),
+    ];
+    for file in stale.iter().chain(&kept) {
+        std::fs::write(dir.path().join(file), b"half a report").unwrap();
+    }
+    let mut removed = remove_stale_temp_files(dir.path());
+    removed.sort();
+    let mut expected: Vec<PathBuf> = stale.iter().map(|f| dir.path().join(f)).collect();
+    expected.sort();
+    assert_eq!(removed, expected);
+    for file in &stale {
+        assert!(!dir.path().join(file).exists(), "{file} is still there");
+    }
+    for file in &kept {
+        assert!(dir.path().join(file).exists(), "{file} was removed");
+    }
+    // A directory that does not exist yet has nothing to clean.
+    assert!(remove_stale_temp_files(&dir.path().join("nope")).is_empty());
+}

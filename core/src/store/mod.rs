@@ -8,6 +8,7 @@
 //! so a crash never leaves numbers without the run that explains them, nor a
 //! resume state that skips data that was never stored.
 
+mod lock;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use thiserror::Error;
 
 pub use crate::domain::OwnData;
 use crate::domain::{Kind, Observation};
+pub use lock::{DataDirLock, Holder, LOCK_FILE, LockError};
 pub use sqlite::SqliteStore;
 
 pub trait Store: Send + Sync + 'static {
@@ -145,6 +147,49 @@ pub trait Store: Send + Sync + 'static {
         end: NaiveDate,
     ) -> Result<Vec<StoredObservation>, StoreError>;
 
+    /// [`Store::observations`] a page at a time: at most `limit`
+    /// observations in the same order, starting just after `after` (from the
+    /// first when `None`), so that an answer never holds more than a page
+    /// however many observations a figure has. A cursor whose unit is not
+    /// among `units` gives an empty page. The default filters the whole
+    /// list; a backend that can seek does so instead.
+    fn observations_page(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        after: Option<&ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        let rank = |unit: &str| units.iter().position(|u| *u == unit);
+        let resume = match after {
+            None => None,
+            Some(cursor) => match rank(&cursor.unit) {
+                Some(position) => Some((position, cursor)),
+                None => return Ok(Vec::new()),
+            },
+        };
+        Ok(self
+            .observations(units, indicator, start, end)?
+            .into_iter()
+            .filter(|stored| {
+                let Some((position, cursor)) = resume else {
+                    return true;
+                };
+                let o = &stored.observation;
+                let key = (rank(&o.unit), o.source.as_str(), o.entity.as_str(), o.day);
+                key > (
+                    Some(position),
+                    cursor.source.as_str(),
+                    cursor.entity.as_str(),
+                    cursor.day,
+                )
+            })
+            .take(limit)
+            .collect())
+    }
+
     /// The earliest day of any stored observation; `None` for an empty
     /// store. Where catching up missed quarterly reports starts.
     fn first_day(&self) -> Result<Option<NaiveDate>, StoreError>;
@@ -153,6 +198,15 @@ pub trait Store: Send + Sync + 'static {
     /// without writing (`/readyz`). Fails when the database is read-only,
     /// locked beyond the busy timeout, or gone.
     fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Whether another process (`tallyd collect` beside the daemon) committed
+    /// to the store since the last call (the first call: since the store was
+    /// opened). Cheap: the daemon asks every few seconds, to rebuild
+    /// `/metrics` when someone else wrote. A store that cannot tell answers
+    /// `false`.
+    fn written_elsewhere(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -317,6 +371,28 @@ pub struct Coverage {
 impl Coverage {
     pub fn is_complete(&self) -> bool {
         self.gaps.is_empty() && self.failed_runs == 0
+    }
+}
+
+/// A position in the order of [`Store::observations`]: the last
+/// observation of a page, after which the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObservationCursor {
+    pub unit: String,
+    pub source: String,
+    pub entity: String,
+    pub day: NaiveDate,
+}
+
+impl ObservationCursor {
+    /// The position of `o`.
+    pub fn of(o: &Observation) -> ObservationCursor {
+        ObservationCursor {
+            unit: o.unit.clone(),
+            source: o.source.clone(),
+            entity: o.entity.clone(),
+            day: o.day,
+        }
     }
 }
 

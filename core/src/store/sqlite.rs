@@ -34,8 +34,9 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    Coverage, EntityValue, LastSuccess, OwnData, OwnValue, ResumePoint, RunCounts, RunRecord,
-    RunResult, RunToRecord, SourceStatus, Store, StoreError, StoredObservation, StoredRun,
+    Coverage, EntityValue, LastSuccess, ObservationCursor, OwnData, OwnValue, ResumePoint,
+    RunCounts, RunRecord, RunResult, RunToRecord, SourceStatus, Store, StoreError,
+    StoredObservation, StoredRun,
 };
 use crate::domain::{Kind, MAX_VALUE, Observation};
 
@@ -124,6 +125,9 @@ struct Writer {
     conn: Connection,
     keys: WriterKeys,
     scratch: Scratch,
+    /// `PRAGMA data_version` when last asked: it moves only when another
+    /// connection (another process) commits, never for this one's commits.
+    data_version: i64,
 }
 
 /// Key ids the writer has seen, so that a run finds its keys in memory
@@ -718,6 +722,7 @@ impl SqliteStore {
             .pragma_update(None, "foreign_keys", false)
             .map_err(open_err)?;
         migrate(&mut writer, &path)?;
+        let data_version = data_version(&writer).map_err(open_err)?;
         let reader = Connection::open(&path).map_err(open_err)?;
         configure(&reader).map_err(open_err)?;
         reader
@@ -729,6 +734,7 @@ impl SqliteStore {
                 conn: writer,
                 keys: WriterKeys::default(),
                 scratch: Scratch::default(),
+                data_version,
             }),
             reader: Mutex::new(Reader {
                 conn: reader,
@@ -742,6 +748,10 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "data_version", |r| r.get(0))
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -1314,6 +1324,7 @@ impl Writer {
             conn,
             keys,
             scratch,
+            ..
         } = self;
         let e = |source| StoreError::Sqlite {
             doing: "recording a run",
@@ -1705,6 +1716,36 @@ impl Store for SqliteStore {
         tx.rollback().map_err(e)
     }
 
+    fn observations_page(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        after: Option<&ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        self.observations_page_seek(units, indicator, start, end, after, limit)
+    }
+
+    fn written_elsewhere(&self) -> Result<bool, StoreError> {
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            // This process is committing a run, after which /metrics is
+            // rebuilt anyway; another process's commit shows at the next
+            // call, since this connection's own commits leave the version.
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        let now = data_version(&writer.conn).map_err(|source| StoreError::Sqlite {
+            doing: "checking whether another process wrote",
+            source,
+        })?;
+        let changed = now != writer.data_version;
+        writer.data_version = now;
+        Ok(changed)
+    }
+
     fn record_run(
         &self,
         run: &RunRecord,
@@ -1991,6 +2032,94 @@ impl Store for SqliteStore {
                         },
                         run_id: row.get(4).map_err(e)?,
                     });
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+}
+
+impl SqliteStore {
+    /// [`Store::observations_page`]: for each unit from the cursor's on, its
+    /// keys in (source, entity) order from the cursor's key on, and each
+    /// key's days through the primary key, stopping at `limit`; nothing is
+    /// read past the page but the keys of the unit it ends in.
+    fn observations_page_seek(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        after: Option<&ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading a page of observations",
+            source,
+        };
+        let first = match after {
+            None => 0,
+            Some(cursor) => match units.iter().position(|u| *u == cursor.unit) {
+                Some(position) => position,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut out = Vec::with_capacity(limit.min(4096));
+        if limit == 0 {
+            return Ok(out);
+        }
+        let mut r = lock(&self.reader);
+        let tx = r.conn.transaction().map_err(e)?;
+        {
+            let mut keys = tx
+                .prepare_cached(
+                    "SELECT id, source, entity FROM keys \
+                     WHERE indicator = ?1 AND unit = ?2 AND (source, entity) >= (?3, ?4) \
+                     ORDER BY source, entity",
+                )
+                .map_err(e)?;
+            let mut days = tx
+                .prepare_cached(
+                    "SELECT day, value, run FROM observations \
+                     WHERE key = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day LIMIT ?4",
+                )
+                .map_err(e)?;
+            'units: for unit in &units[first..] {
+                let resume = after.filter(|c| c.unit == *unit);
+                let (from_source, from_entity) =
+                    resume.map_or(("", ""), |c| (c.source.as_str(), c.entity.as_str()));
+                let mut key_rows = keys
+                    .query(params![indicator, unit, from_source, from_entity])
+                    .map_err(e)?;
+                while let Some(key) = key_rows.next().map_err(e)? {
+                    let id: i64 = key.get(0).map_err(e)?;
+                    let source: String = key.get(1).map_err(e)?;
+                    let entity: String = key.get(2).map_err(e)?;
+                    let mut from = day_num(start);
+                    if let Some(c) = resume.filter(|c| c.source == source && c.entity == entity) {
+                        from = from.max(day_num(c.day) + 1);
+                    }
+                    let room = (limit - out.len()) as i64;
+                    let mut rows = days
+                        .query(params![id, from, day_num(end), room])
+                        .map_err(e)?;
+                    while let Some(row) = rows.next().map_err(e)? {
+                        out.push(StoredObservation {
+                            observation: Observation {
+                                source: source.clone(),
+                                unit: unit.to_string(),
+                                indicator: indicator.to_string(),
+                                entity: entity.clone(),
+                                day: num_day(row.get(0).map_err(e)?)?,
+                                value: row.get(1).map_err(e)?,
+                            },
+                            run_id: row.get(2).map_err(e)?,
+                        });
+                    }
+                    if out.len() >= limit {
+                        break 'units;
+                    }
                 }
             }
         }
@@ -3448,5 +3577,169 @@ mod tests {
             (num_day(first).unwrap(), num_day(last).unwrap()),
             (d("2024-02-01"), d("2024-02-29"))
         );
+    }
+
+    #[test]
+    fn pages_of_observations_join_up_to_the_whole_list_in_its_order() {
+        let (_dir, store) = open();
+        let mut all = Vec::new();
+        // Two units, two sources, entities and days interleaved, plus rows
+        // that the figure does not cover (another indicator, unit, month).
+        for (source, unit) in [("b", "county/a"), ("a", "county/a"), ("a", "county")] {
+            let mut observations = Vec::new();
+            for entity in ["", "x", "y"] {
+                for day in ["2026-03-01", "2026-03-02", "2026-03-31"] {
+                    let mut o = obs(unit, "posts", entity, day, 1.0);
+                    o.source = source.into();
+                    observations.push(o);
+                }
+            }
+            let mut other = obs(unit, "likes", "x", "2026-03-02", 5.0);
+            other.source = source.into();
+            observations.push(other);
+            let mut april = obs(unit, "posts", "x", "2026-04-01", 5.0);
+            april.source = source.into();
+            observations.push(april);
+            let mut run = ok_run("2026-03-01", "2026-04-30");
+            run.source = source.into();
+            store.record_run(&run, &observations, None).unwrap();
+        }
+        let mut elsewhere = obs("county/b", "posts", "", "2026-03-05", 1.0);
+        elsewhere.source = "a".into();
+        let mut run = ok_run("2026-03-01", "2026-03-31");
+        run.source = "a".into();
+        store.record_run(&run, &[elsewhere], None).unwrap();
+
+        let units = ["county", "county/a"];
+        let (start, end) = (d("2026-03-01"), d("2026-03-31"));
+        all.extend(store.observations(&units, "posts", start, end).unwrap());
+        assert_eq!(all.len(), 27);
+        for limit in [1, 2, 4, 9, 26, 27, 100] {
+            let mut joined = Vec::new();
+            let mut after: Option<ObservationCursor> = None;
+            loop {
+                let page = store
+                    .observations_page(&units, "posts", start, end, after.as_ref(), limit)
+                    .unwrap();
+                assert!(page.len() <= limit);
+                // The default of the trait (filtering the whole list) agrees.
+                let fallback =
+                    default_page(&store, &units, "posts", start, end, after.as_ref(), limit)
+                        .unwrap();
+                assert_eq!(page, fallback, "limit {limit} after {after:?}");
+                let Some(last) = page.last() else { break };
+                after = Some(ObservationCursor::of(&last.observation));
+                joined.extend(page);
+            }
+            assert_eq!(joined, all, "limit {limit}");
+        }
+        // A cursor for a unit outside the list gives nothing.
+        let stray = ObservationCursor {
+            unit: "county/b".into(),
+            source: "a".into(),
+            entity: String::new(),
+            day: d("2026-03-05"),
+        };
+        assert!(
+            store
+                .observations_page(&units, "posts", start, end, Some(&stray), 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// The trait's default `observations_page`, on a store that only
+    /// forwards `observations`.
+    fn default_page(
+        store: &SqliteStore,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        after: Option<&ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        struct Plain(SqliteStore);
+        impl Store for Plain {
+            fn record_run(
+                &self,
+                _: &RunRecord,
+                _: &[Observation],
+                _: Option<&serde_json::Value>,
+            ) -> Result<i64, StoreError> {
+                unreachable!()
+            }
+            fn source_status(&self, _: &str) -> Result<SourceStatus, StoreError> {
+                unreachable!()
+            }
+            fn resume_point(&self, _: &str) -> Result<ResumePoint, StoreError> {
+                unreachable!()
+            }
+            fn recent_runs(&self, _: &str, _: usize) -> Result<Vec<StoredRun>, StoreError> {
+                unreachable!()
+            }
+            fn runs(&self, _: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
+                unreachable!()
+            }
+            fn own_values(
+                &self,
+                _: NaiveDate,
+                _: NaiveDate,
+                _: &[(String, Kind)],
+            ) -> Result<Vec<OwnValue>, StoreError> {
+                unreachable!()
+            }
+            fn entity_values(
+                &self,
+                _: NaiveDate,
+                _: NaiveDate,
+                _: &[(String, Kind)],
+            ) -> Result<Vec<EntityValue>, StoreError> {
+                unreachable!()
+            }
+            fn coverage(
+                &self,
+                _: &str,
+                _: NaiveDate,
+                _: NaiveDate,
+            ) -> Result<Coverage, StoreError> {
+                unreachable!()
+            }
+            fn observations(
+                &self,
+                units: &[&str],
+                indicator: &str,
+                start: NaiveDate,
+                end: NaiveDate,
+            ) -> Result<Vec<StoredObservation>, StoreError> {
+                self.0.observations(units, indicator, start, end)
+            }
+            fn first_day(&self) -> Result<Option<NaiveDate>, StoreError> {
+                unreachable!()
+            }
+            fn check_writable(&self) -> Result<(), StoreError> {
+                unreachable!()
+            }
+        }
+        let dir = store.path().parent().unwrap();
+        Plain(SqliteStore::open(dir)?).observations_page(units, indicator, start, end, after, limit)
+    }
+
+    #[test]
+    fn writes_of_another_connection_are_noticed_once_and_own_writes_never() {
+        let (dir, store) = open();
+        // A second store on the same file stands in for `tallyd collect`.
+        let other = SqliteStore::open(dir.path()).unwrap();
+        assert!(!store.written_elsewhere().unwrap());
+        store
+            .record_run(&ok_run("2026-01-01", "2026-01-31"), &[], None)
+            .unwrap();
+        assert!(!store.written_elsewhere().unwrap(), "its own write");
+        other
+            .record_run(&ok_run("2026-02-01", "2026-02-28"), &[], None)
+            .unwrap();
+        assert!(store.written_elsewhere().unwrap());
+        assert!(!store.written_elsewhere().unwrap(), "told once");
+        assert!(other.written_elsewhere().unwrap(), "the first store wrote");
     }
 }

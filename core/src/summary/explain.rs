@@ -2,7 +2,7 @@
 //! (`GET /api/v1/observations`, `tallyd report --explain`), with the source
 //! and the run that wrote each.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write;
 
 use chrono::NaiveDate;
@@ -12,7 +12,13 @@ use thiserror::Error;
 use super::{format_number, rfc3339};
 use crate::config::Config;
 use crate::domain::{Kind, Period, UnitTree};
-use crate::store::{Store, StoreError};
+use crate::store::{ObservationCursor, Store, StoreError};
+
+/// The page size of `/api/v1/observations` when none is asked.
+pub const DEFAULT_PAGE: usize = 1000;
+
+/// The largest page `/api/v1/observations` answers.
+pub const MAX_PAGE: usize = 10_000;
 
 /// Which figure to explain: one indicator of one unit over one period.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +36,11 @@ pub enum ExplainError {
     /// A client mistake: the HTTP layer answers 400.
     #[error("unknown indicator \"{0}\": see /api/v1/indicators")]
     UnknownIndicator(String),
+    /// A client mistake: the HTTP layer answers 400.
+    #[error(
+        "the cursor after={0:?} is not one this API gave out for this unit: use the `next` of the previous page, or leave it out to start again"
+    )]
+    BadCursor(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -52,6 +63,8 @@ pub struct Explanation {
     pub indicator: String,
     pub kind: Kind,
     pub observations: Vec<ExplainedObservation>,
+    /// The cursor of the next page (pass it as `after=`), `None` on the last.
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -82,11 +95,32 @@ pub struct ExplainedRun {
     pub started_at: Option<String>,
 }
 
+/// Every observation behind a figure, read a page at a time (`report
+/// --explain`); `next` is `None`.
 pub fn explain(
     config: &Config,
     tree: &UnitTree,
     store: &dyn Store,
     req: &ExplainRequest,
+) -> Result<Explanation, ExplainError> {
+    let mut whole = explain_page(config, tree, store, req, None, MAX_PAGE)?;
+    while let Some(after) = whole.next.take() {
+        let page = explain_page(config, tree, store, req, Some(&after), MAX_PAGE)?;
+        whole.observations.extend(page.observations);
+        whole.next = page.next;
+    }
+    Ok(whole)
+}
+
+/// One page of [`explain`]: at most `limit` observations after the cursor
+/// `after` (a `next` of an earlier page), with the cursor of the next page.
+pub fn explain_page(
+    config: &Config,
+    tree: &UnitTree,
+    store: &dyn Store,
+    req: &ExplainRequest,
+    after: Option<&str>,
+    limit: usize,
 ) -> Result<Explanation, ExplainError> {
     let root = tree
         .index(&req.unit)
@@ -101,19 +135,47 @@ pub fn explain(
         .into_iter()
         .map(|u| tree.unit(u).id.as_str())
         .collect();
-    let stored = store.observations(&units, &indicator.id, req.period.start, req.period.end)?;
+    let cursor = match after {
+        None => None,
+        Some(text) => Some(
+            decode_cursor(text)
+                .filter(|c| units.contains(&c.unit.as_str()))
+                .ok_or_else(|| ExplainError::BadCursor(text.to_owned()))?,
+        ),
+    };
+    // One more than the page tells whether another page follows.
+    let mut stored = store.observations_page(
+        &units,
+        &indicator.id,
+        req.period.start,
+        req.period.end,
+        cursor.as_ref(),
+        limit.saturating_add(1),
+    )?;
+    let next = if stored.len() > limit {
+        stored.truncate(limit);
+        stored
+            .last()
+            .map(|o| encode_cursor(&ObservationCursor::of(&o.observation)))
+    } else {
+        None
+    };
     let run_ids: Vec<i64> = stored
         .iter()
         .map(|o| o.run_id)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let runs = store.runs(&run_ids)?;
+    let runs: HashMap<i64, _> = store
+        .runs(&run_ids)?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
     let tz = config.daemon.timezone;
     let observations = stored
         .into_iter()
         .map(|o| {
-            let run = runs.iter().find(|r| r.id == o.run_id);
+            let run = runs.get(&o.run_id);
             ExplainedObservation {
                 source: o.observation.source,
                 unit: o.observation.unit,
@@ -138,7 +200,24 @@ pub fn explain(
         indicator: indicator.id.clone(),
         kind: indicator.kind,
         observations,
+        next,
     })
+}
+
+/// Opaque to clients: URL-safe base64 of the JSON of the position.
+fn encode_cursor(cursor: &ObservationCursor) -> String {
+    use base64::Engine;
+    // Serializing plain strings and a date cannot fail.
+    let json = serde_json::to_vec(cursor).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+fn decode_cursor(text: &str) -> Option<ObservationCursor> {
+    use base64::Engine;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()?;
+    serde_json::from_slice(&json).ok()
 }
 
 impl Explanation {

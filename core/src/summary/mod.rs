@@ -36,7 +36,10 @@ use crate::metrics::{IndicatorText, Metrics};
 use crate::store::{Store, StoreError};
 
 pub use self::csv::to_csv;
-pub use self::explain::{ExplainError, ExplainRequest, ExplainedObservation, Explanation, explain};
+pub use self::explain::{
+    DEFAULT_PAGE, ExplainError, ExplainRequest, ExplainedObservation, Explanation, MAX_PAGE,
+    explain, explain_page,
+};
 pub use self::markdown::to_markdown;
 pub use self::xlsx::{ReportError, to_xlsx};
 
