@@ -112,10 +112,15 @@
 pub mod abi;
 pub mod charset;
 pub mod protocol;
+pub mod schema;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 use std::sync::Arc;
+
+/// The SDK's `schemars`, for deriving the settings' JSON Schema
+/// ([`Description::settings_schema`]).
+pub use schemars;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
