@@ -204,6 +204,28 @@ impl<'a> Validator<'a> {
         out: &mut Vec<SchemaProblem>,
         depth: usize,
     ) {
+        // An enum of documented variants: one `const` (or `enum`) per branch.
+        let allowed: Vec<&Value> = branches
+            .iter()
+            .flat_map(|b| match (b.get("const"), b.get("enum")) {
+                (Some(c), _) => vec![c],
+                (None, Some(Value::Array(e))) => e.iter().collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let only_constants = branches
+            .iter()
+            .all(|b| b.get("const").is_some() || b.get("enum").is_some());
+        if only_constants {
+            if !allowed.contains(&value) {
+                let shown: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
+                out.push(SchemaProblem {
+                    pointer: at.to_owned(),
+                    message: format!("{value} is not one of {}", shown.join(", ")),
+                });
+            }
+            return;
+        }
         let mut best: Option<Vec<SchemaProblem>> = None;
         let mut root_types = Vec::new();
         for branch in branches {
@@ -428,6 +450,7 @@ mod tests {
     #[derive(Deserialize, schemars::JsonSchema, Default)]
     #[allow(dead_code)]
     enum Method {
+        /// Documented variants become `oneOf` with one `const` each.
         #[default]
         #[serde(rename = "GET")]
         Get,
