@@ -279,11 +279,21 @@ fn constants(schema: &Value) -> Vec<Value> {
         return values.clone();
     }
     if let Some(Value::Array(branches)) = schema.get("oneOf")
-        && branches.iter().all(|b| b.get("const").is_some())
+        && branches
+            .iter()
+            .all(|b| b.get("const").is_some() || b.get("enum").is_some())
     {
-        return branches.iter().filter_map(|b| b.get("const")).cloned().collect();
+        return branches.iter().flat_map(constants_of_branch).collect();
     }
     Vec::new()
+}
+
+fn constants_of_branch(branch: &Value) -> Vec<Value> {
+    match (branch.get("const"), branch.get("enum")) {
+        (Some(c), _) => vec![c.clone()],
+        (None, Some(Value::Array(e))) => e.clone(),
+        _ => Vec::new(),
+    }
 }
 
 fn toml_key(key: &str) -> String {
