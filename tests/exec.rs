@@ -126,16 +126,29 @@ fn the_python_example_passes_the_conformance_check() {
     let api = posts_api();
     let script = python_example();
     let out = run_tallyd_env(
-        &["plugins", "--check-exec", "python3", script.to_str().unwrap()],
+        &[
+            "plugins",
+            "--check-exec",
+            "python3",
+            script.to_str().unwrap(),
+        ],
         &[("POSTS_API", &api)],
     );
     assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains(" 4 stdout lines, 3 observations, resume state set"), "{text}");
+    assert!(
+        text.contains(" 4 stdout lines, 3 observations, resume state set"),
+        "{text}"
+    );
     assert!(text.contains("conforms to exec protocol 1"), "{text}");
 
     // Without its API the example exits non-zero, which the check reports.
-    let out = run_tallyd(&["plugins", "--check-exec", "python3", script.to_str().unwrap()]);
+    let out = run_tallyd(&[
+        "plugins",
+        "--check-exec",
+        "python3",
+        script.to_str().unwrap(),
+    ]);
     assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
     assert!(stdout(&out).contains("exit status: 2: a non-zero exit fails the run"));
 
@@ -193,14 +206,34 @@ indicators = ["posts"]
     );
     let config = config.to_str().unwrap();
     let out = run_tallyd(&[
-        "collect", "--config", config, "--source", "county-posts", "--from", "2026-11-01", "--to",
+        "collect",
+        "--config",
+        config,
+        "--source",
+        "county-posts",
+        "--from",
+        "2026-11-01",
+        "--to",
         "2026-11-05",
     ]);
     assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
-    assert!(stderr(&out).contains("success, 5 observations"), "{}", stderr(&out));
-    let out = run_tallyd(&["report", "--config", config, "--period", "2026-11-01..2026-11-05"]);
+    assert!(
+        stderr(&out).contains("success, 5 observations"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_tallyd(&[
+        "report",
+        "--config",
+        config,
+        "--period",
+        "2026-11-01..2026-11-05",
+    ]);
     assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     // 1 + 2 + 3 + 4 + 5 posts.
-    assert_eq!(report["units"][0]["values"]["posts"]["value"], 15.0, "{report:#}");
+    assert_eq!(
+        report["units"][0]["values"]["posts"]["value"], 15.0,
+        "{report:#}"
+    );
 }

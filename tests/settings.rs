@@ -6,7 +6,14 @@ use std::path::{Path, PathBuf};
 use crate::support::*;
 
 const BUNDLED: [&str; 8] = [
-    "csv_form", "example", "exec", "feed", "http_json", "wechat", "weibo", "xuexi",
+    "csv_form",
+    "example",
+    "exec",
+    "feed",
+    "http_json",
+    "wechat",
+    "weibo",
+    "xuexi",
 ];
 
 /// A config that only names a plugin directory holding every bundled plugin.
@@ -30,7 +37,13 @@ fn settings_prints_each_bundled_plugins_schema_and_a_valid_example() {
     let tmp = tempfile::tempdir().unwrap();
     let config = bundled_config(tmp.path());
     for name in BUNDLED {
-        let out = run_tallyd(&["plugins", "--config", config.to_str().unwrap(), "--settings", name]);
+        let out = run_tallyd(&[
+            "plugins",
+            "--config",
+            config.to_str().unwrap(),
+            "--settings",
+            name,
+        ]);
         assert_eq!(exit_code(&out), 0, "{name}: {}", stderr(&out));
         let text = stdout(&out);
         let (schema, example) = text
@@ -39,14 +52,27 @@ fn settings_prints_each_bundled_plugins_schema_and_a_valid_example() {
         let schema = schema.split_once('\n').unwrap().1;
         let schema: serde_json::Value = serde_json::from_str(schema).unwrap();
         assert_eq!(schema["type"], "object", "{name}");
-        assert_eq!(schema["additionalProperties"], false, "{name}: deny_unknown_fields");
-        assert!(schema["properties"].as_object().is_some_and(|p| !p.is_empty()));
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "{name}: deny_unknown_fields"
+        );
+        assert!(
+            schema["properties"]
+                .as_object()
+                .is_some_and(|p| !p.is_empty())
+        );
         let example: toml::Table = toml::from_str(example).unwrap();
         let settings = serde_json::to_value(&example["sources"]["settings"]).unwrap();
         let problems = tally_plugin::schema::validate(&schema, &settings);
         assert!(problems.is_empty(), "{name}: {problems:?}\n{text}");
     }
-    let out = run_tallyd(&["plugins", "--config", config.to_str().unwrap(), "--settings", "nope"]);
+    let out = run_tallyd(&[
+        "plugins",
+        "--config",
+        config.to_str().unwrap(),
+        "--settings",
+        "nope",
+    ]);
     assert_eq!(exit_code(&out), 1);
     assert!(stderr(&out).contains("unknown plugin \"nope\" (found: csv_form, example, "));
 }
@@ -108,7 +134,10 @@ pth = "$.followers"
         )),
         "{err}"
     );
-    assert!(err.contains("sources[0].settings.values[0]: missing field `path`"), "{err}");
+    assert!(
+        err.contains("sources[0].settings.values[0]: missing field `path`"),
+        "{err}"
+    );
 }
 
 /// docs/plugins.md is what `tallyd plugins --settings-reference` prints for
@@ -117,7 +146,12 @@ pth = "$.followers"
 fn the_settings_reference_page_is_current() {
     let tmp = tempfile::tempdir().unwrap();
     let config = bundled_config(tmp.path());
-    let out = run_tallyd(&["plugins", "--config", config.to_str().unwrap(), "--settings-reference"]);
+    let out = run_tallyd(&[
+        "plugins",
+        "--config",
+        config.to_str().unwrap(),
+        "--settings-reference",
+    ]);
     assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
     let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/plugins.md");
     let current = std::fs::read_to_string(&page).unwrap_or_default();

@@ -38,7 +38,10 @@ impl Sample {
     /// The three days before today in Asia/Shanghai, for source `exec-check`
     /// of unit `check/unit`, without resume state.
     pub fn new(clock: &dyn Clock) -> Sample {
-        let today = clock.now().with_timezone(&chrono_tz::Asia::Shanghai).date_naive();
+        let today = clock
+            .now()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .date_naive();
         let to = today.checked_sub_days(Days::new(1)).unwrap_or(today);
         let from = to.checked_sub_days(Days::new(2)).unwrap_or(to);
         Sample {
@@ -154,7 +157,9 @@ pub async fn check(command: &[String], sample: &Sample) -> anyhow::Result<Report
             Ok(Line::Blank) => {}
             Ok(Line::Observation) => report.observations += 1,
             Ok(Line::State(s)) => report.state = Some(s),
-            Err(why) => report.problems.push(format!("stdout line {}: {why}", i + 1)),
+            Err(why) => report
+                .problems
+                .push(format!("stdout line {}: {why}", i + 1)),
         }
     }
     if String::from_utf8(out_bytes).is_err() {
@@ -197,7 +202,9 @@ fn check_line(line: &str, sample: &Sample) -> Result<Line, String> {
     match obj.get("indicator") {
         None => why.push("missing field `indicator`".to_owned()),
         Some(Value::String(id)) if tally_plugin::check_indicator_id("indicator", id).is_ok() => {}
-        Some(v) => why.push(format!("indicator {v} is not an indicator id ([a-z][a-z0-9_]*)")),
+        Some(v) => why.push(format!(
+            "indicator {v} is not an indicator id ([a-z][a-z0-9_]*)"
+        )),
     }
     match obj.get("day") {
         None => why.push("missing field `day`".to_owned()),
@@ -259,7 +266,10 @@ echo '{"state": {"cursor": 9}}'
 echo 'progress' >&2"#;
         let report = check(&shell(script), &sample()).await.unwrap();
         assert_eq!(report.problems, Vec::<String>::new());
-        assert_eq!((report.lines, report.observations, report.stderr_lines), (4, 2, 1));
+        assert_eq!(
+            (report.lines, report.observations, report.stderr_lines),
+            (4, 2, 1)
+        );
         assert_eq!(report.state, Some(serde_json::json!({"cursor": 9})));
     }
 

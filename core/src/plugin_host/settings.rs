@@ -380,9 +380,18 @@ mod tests {
         d.settings_schema = Some(schema());
         let page = reference(&[&d]);
         assert!(page.contains("## `stats`\n\nreads stats\n"), "{page}");
-        assert!(page.contains("| `url` | string | required | The endpoint. |"), "{page}");
-        assert!(page.contains("| `method` | `\"GET\"`, `\"POST\"` | `\"GET\"` |"), "{page}");
-        assert!(page.contains("| `values` | array of table `V` | `[]` |"), "{page}");
+        assert!(
+            page.contains("| `url` | string | required | The endpoint. |"),
+            "{page}"
+        );
+        assert!(
+            page.contains("| `method` | `\"GET\"`, `\"POST\"` | `\"GET\"` |"),
+            "{page}"
+        );
+        assert!(
+            page.contains("| `values` | array of table `V` | `[]` |"),
+            "{page}"
+        );
         assert!(page.contains("`V`:\n\n| key |"), "{page}");
     }
 }

@@ -86,8 +86,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use tally_plugin::schemars::{self, JsonSchema};
 use serde::Deserialize;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, Kind, Observation, Plugin,
     check_indicator_id, export_plugin, strip_unit_suffix,

@@ -2,8 +2,8 @@
 //! (`plugins/README.md`). It emits `per_day` for every day of the window, for
 //! the source's own unit, as the indicator named in its settings.
 
-use tally_plugin::schemars::{self, JsonSchema};
 use serde::Deserialize;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, Observation, Plugin,
     check_indicator_id, export_plugin,

@@ -59,8 +59,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use tally_plugin::schemars::{self, JsonSchema};
 use serde::Deserialize;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, Observation, Plugin,
     check_indicator_id, export_plugin,

@@ -93,8 +93,8 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use regex::Regex;
 use scraper::Selector;
-use tally_plugin::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, Kind, Observation,
     Plugin, check_indicator_id, export_plugin,

@@ -62,9 +62,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
-use tally_plugin::schemars::{self, JsonSchema};
 use serde_json::Value;
 use serde_json_path::JsonPath;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, Kind, Observation,
     Plugin, body_snippet, check_indicator_id, export_plugin,

@@ -19,7 +19,15 @@ pub use dates::{Dated, Origin, Said, date_in_file_name, date_in_text, date_in_ti
 
 /// How CSV bytes are decoded.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
 )]
 pub enum Encoding {
     /// UTF-8 (with or without BOM) when the bytes are valid UTF-8, else GBK.

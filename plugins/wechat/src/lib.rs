@@ -79,9 +79,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, Timelike, Utc};
-use tally_plugin::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, IndicatorDecl, Kind,
     Observation, Plugin, export_plugin,

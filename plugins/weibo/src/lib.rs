@@ -137,9 +137,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use tally_plugin::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, IndicatorDecl, Kind,
     Observation, Plugin, Window, body_snippet, export_plugin,

@@ -122,8 +122,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDate};
-use tally_plugin::schemars::{self, JsonSchema};
 use serde::{Deserialize, Serialize};
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, IndicatorDecl, Kind, Observation,
     Plugin, export_plugin, strip_unit_suffix,
