@@ -178,7 +178,7 @@ impl<'a> Schema<'a> {
             .and_then(|r| r.rsplit('/').next())
             .filter(|_| resolved.get("properties").is_some());
         let consts = constants(resolved);
-        let name = if let Some(name) = named {
+        if let Some(name) = named {
             format!("table `{name}`")
         } else if !consts.is_empty() {
             let shown: Vec<String> = consts.iter().map(|c| format!("`{c}`")).collect();
@@ -202,8 +202,7 @@ impl<'a> Schema<'a> {
                 Some(t) => t.to_owned(),
                 None => "any".to_owned(),
             }
-        };
-        name
+        }
     }
 
     fn table(&self, out: &mut String, object: &Value) {
