@@ -32,7 +32,7 @@ use serde_json::Value;
 /// assert_eq!(shown, [
 ///     "missing field `url`",
 ///     "days: -1 is less than the minimum 0",
-///     "ulr: unknown field `ulr`, expected one of `url`, `days`",
+///     "ulr: unknown field `ulr`, expected one of `days`, `url`",
 /// ]);
 /// assert_eq!(problems[2].pointer, "/ulr");
 /// ```
@@ -157,12 +157,7 @@ impl<'a> Validator<'a> {
         if let Some(Value::Array(allowed)) = schema.get("enum")
             && !allowed.contains(value)
         {
-            let shown: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            out.push(problem(format!(
-                "{} is not one of {}",
-                value,
-                shown.join(", ")
-            )));
+            out.push(problem(not_one_of(value, allowed.iter())));
         }
         if let Some(constant) = schema.get("const")
             && constant != value
@@ -218,10 +213,9 @@ impl<'a> Validator<'a> {
             .all(|b| b.get("const").is_some() || b.get("enum").is_some());
         if only_constants {
             if !allowed.contains(&value) {
-                let shown: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
                 out.push(SchemaProblem {
                     pointer: at.to_owned(),
-                    message: format!("{value} is not one of {}", shown.join(", ")),
+                    message: not_one_of(value, allowed.iter().copied()),
                 });
             }
             return;
@@ -383,6 +377,33 @@ fn check_bounds(
     }
 }
 
+/// As serde says it of an enum's variants when they are all names
+/// (``unknown variant `latin1`, expected one of `auto`, `utf-8` ``), so that
+/// the schema and the plugin word the same mistake the same way.
+fn not_one_of<'v>(value: &Value, allowed: impl Iterator<Item = &'v Value>) -> String {
+    let allowed: Vec<&Value> = allowed.collect();
+    match value {
+        Value::String(v) if allowed.iter().all(|a| a.is_string()) => {
+            let names: Vec<String> = allowed
+                .iter()
+                .filter_map(|a| a.as_str())
+                .map(|a| format!("`{a}`"))
+                .collect();
+            match names.len() {
+                1 => format!("unknown variant `{v}`, expected {}", names[0]),
+                _ => format!(
+                    "unknown variant `{v}`, expected one of {}",
+                    names.join(", ")
+                ),
+            }
+        }
+        _ => {
+            let shown: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+            format!("{value} is not one of {}", shown.join(", "))
+        }
+    }
+}
+
 fn child(at: &str, token: &str) -> String {
     format!("{at}/{}", token.replace('~', "~0").replace('/', "~1"))
 }
@@ -514,7 +535,7 @@ mod tests {
         );
         assert_eq!(
             problems(json!({"url": "http://a", "method": "PUT"})),
-            ["/method \"PUT\" is not one of \"GET\", \"POST\""]
+            ["/method unknown variant `PUT`, expected one of `POST`, `GET`"]
         );
         assert_eq!(
             problems(json!({"url": "http://a", "id": [1]})),
