@@ -77,3 +77,163 @@ indicators = ["meetings"]
         d.log().contains("meetings.sh: ") && d.log().contains(" days from 2026-11-01 to ")
     });
 }
+
+/// A fake posts API on 127.0.0.1: `GET /api/posts?day=2026-11-DD` answers
+/// `{"posts": DD}`; it serves until the test ends.
+fn posts_api() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api/posts", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let day = request_line
+                .split("day=")
+                .nth(1)
+                .and_then(|rest| rest.get(8..10))
+                .and_then(|dd| dd.parse::<u32>().ok());
+            let (status, body) = match day {
+                Some(dd) if request_line.starts_with("GET /api/posts?") => {
+                    ("200 OK", format!("{{\"posts\": {dd}}}"))
+                }
+                _ => ("404 Not Found", "{}".to_owned()),
+            };
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+fn python_example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/exec/examples/daily_posts.py")
+}
+
+/// The guide's worked example in another language conforms to the exec
+/// protocol as `tallyd plugins --check-exec` checks it; a program that does
+/// not is refused with its lines named.
+#[test]
+fn the_python_example_passes_the_conformance_check() {
+    let api = posts_api();
+    let script = python_example();
+    let out = run_tallyd_env(
+        &[
+            "plugins",
+            "--check-exec",
+            "python3",
+            script.to_str().unwrap(),
+        ],
+        &[("POSTS_API", &api)],
+    );
+    assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(" 4 stdout lines, 3 observations, resume state set"),
+        "{text}"
+    );
+    assert!(text.contains("conforms to exec protocol 1"), "{text}");
+
+    // Without its API the example exits non-zero, which the check reports.
+    let out = run_tallyd(&[
+        "plugins",
+        "--check-exec",
+        "python3",
+        script.to_str().unwrap(),
+    ]);
+    assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
+    assert!(stdout(&out).contains("exit status: 2: a non-zero exit fails the run"));
+
+    let out = run_tallyd(&["plugins", "--check-exec", "sh", "-c", "echo '{\"day\": 1}'"]);
+    assert_eq!(exit_code(&out), 1);
+    assert!(
+        stdout(&out).contains("stdout line 1: missing field `indicator`; day 1 is not a string"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// The Python example as an `exec` source of the real daemon: backfilled,
+/// stored and summed in a report.
+#[test]
+fn the_python_example_collects_in_the_daemon() {
+    let api = posts_api();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_exec")]);
+    let config = write_config(
+        dir,
+        "tally.toml",
+        &format!(
+            r#"
+[daemon]
+data_dir = {data}
+plugin_dirs = [{plugins}]
+
+[[units]]
+id = "county"
+name = "某县"
+
+[[indicators]]
+id = "posts"
+name = "发文数"
+kind = "count"
+unit = "篇"
+
+[[sources]]
+id = "county-posts"
+plugin = "exec"
+unit = "county"
+schedule = "0 0 3 * * *"
+[sources.settings]
+command = "python3"
+args = [{script}]
+env = {{ POSTS_API = "{api}" }}
+indicators = ["posts"]
+"#,
+            data = toml_path(&dir.join("data")),
+            plugins = toml_path(&plugins),
+            script = toml_path(&python_example()),
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let out = run_tallyd(&[
+        "collect",
+        "--config",
+        config,
+        "--source",
+        "county-posts",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-05",
+    ]);
+    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("success, 5 observations"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_tallyd(&[
+        "report",
+        "--config",
+        config,
+        "--period",
+        "2026-11-01..2026-11-05",
+    ]);
+    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // 1 + 2 + 3 + 4 + 5 posts.
+    assert_eq!(
+        report["units"][0]["values"]["posts"]["value"], 15.0,
+        "{report:#}"
+    );
+}

@@ -28,6 +28,7 @@ mod reload;
 mod reports;
 mod resilience;
 mod security;
+mod settings;
 mod sources;
 mod targets;
 mod values;

@@ -100,6 +100,17 @@ pub enum Command {
     Plugins {
         #[arg(long, env = "TALLY_CONFIG")]
         config: Option<PathBuf>,
+        /// Print plugin NAME's settings schema (JSON Schema) and an example
+        /// `[sources.settings]` instead of the list.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["settings_reference", "check_exec"])]
+        settings: Option<String>,
+        /// Print the settings reference of every plugin found (docs/plugins.md).
+        #[arg(long, conflicts_with = "check_exec")]
+        settings_reference: bool,
+        /// Run COMMAND (with its arguments) the way the `exec` plugin would, on
+        /// a sample request, and check its output against the exec protocol.
+        #[arg(long, value_name = "COMMAND", num_args = 1.., allow_hyphen_values = true)]
+        check_exec: Vec<String>,
     },
     /// Hosts one plugin library for a source with `isolation = "process"`;
     /// started by tallyd itself, speaking JSON lines on stdin and stdout.
@@ -207,7 +218,28 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let format = format.unwrap_or(ReportFormat::Json);
             report(&config, &period, unit, format, out.as_deref()).await
         }
-        Command::Plugins { config } => plugins(config.as_deref()),
+        Command::Plugins {
+            config,
+            settings,
+            settings_reference,
+            check_exec,
+        } => {
+            if !check_exec.is_empty() {
+                return crate::exec_check::run(&check_exec).await;
+            }
+            let registry = PluginRegistry::scan(&plugin_dirs(config.as_deref())?);
+            match settings {
+                Some(name) => plugin_settings(&registry, &name),
+                None if settings_reference => {
+                    let mut found: Vec<_> = registry.plugins().map(|p| &p.description).collect();
+                    found.sort_by(|a, b| a.name.cmp(&b.name));
+                    let page = crate::plugin_host::settings::reference(&found);
+                    std::io::stdout().lock().write_all(page.as_bytes())?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => plugins(config.as_deref()),
+            }
+        }
         Command::PluginHost { .. } => unreachable!("handled before the runtime starts"),
     }
 }
@@ -533,13 +565,47 @@ fn explain(
     Ok(ExitCode::SUCCESS)
 }
 
-fn plugins(config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let dirs = match config {
+fn plugin_dirs(config: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    Ok(match config {
         // Only `plugin_dirs` is read: listing plugins needs no secret and
         // no valid rest of the file.
         Some(path) => Config::load_plugin_dirs(path)?,
         None => daemon::exe_dir().into_iter().collect(),
+    })
+}
+
+/// `plugins --settings NAME`: the schema, then an example table.
+fn plugin_settings(registry: &PluginRegistry, name: &str) -> anyhow::Result<ExitCode> {
+    let Some(lib) = registry.get(name) else {
+        let known: Vec<&str> = registry.plugins().map(|p| p.name.as_str()).collect();
+        return Err(UserError(format!(
+            "unknown plugin \"{name}\" (found: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+        .into());
     };
+    let Some(schema) = &lib.description.settings_schema else {
+        return Err(UserError(format!(
+            "plugin \"{name}\" ({}) declares no settings schema: see its documentation",
+            lib.path.display()
+        ))
+        .into());
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "# JSON Schema of the settings of plugin \"{name}\"")?;
+    writeln!(out, "{}", serde_json::to_string_pretty(schema)?)?;
+    writeln!(out)?;
+    writeln!(out, "# Example")?;
+    write!(out, "{}", crate::plugin_host::settings::example(schema))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugins(config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let dirs = plugin_dirs(config)?;
     let registry = PluginRegistry::scan(&dirs);
     let mut out = std::io::stdout().lock();
     writeln!(

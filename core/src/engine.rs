@@ -511,6 +511,19 @@ pub fn create_sources_reusing(
             created.push((idx, old.instance.clone()));
             continue;
         }
+        // The schema names every wrong key at its line, where the plugin's
+        // own check would stop at the first; the plugin then is not called.
+        if let Some(schema) = &lib.description.settings_schema {
+            let found = crate::plugin_host::settings::check_source(config, idx, schema);
+            if !found.is_empty() {
+                // A message may quote a value, and a value may be a secret.
+                problems.extend(found.into_iter().map(|mut p| {
+                    p.message = (services.redact)(&p.message);
+                    p
+                }));
+                continue;
+            }
+        }
         match create_runner(lib, source, services) {
             Ok(runner) => {
                 emits.insert(source.id.clone(), runner.created.emits.clone());

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod exec_check;
 pub mod http;
 pub mod http_guard;
 pub mod metrics;

@@ -7,6 +7,7 @@
 mod instance;
 mod loader;
 mod process;
+pub mod settings;
 
 use std::sync::Arc;
 

@@ -87,6 +87,7 @@ use std::path::PathBuf;
 
 use chrono::NaiveDate;
 use serde::Deserialize;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, Kind, Observation, Plugin,
     check_indicator_id, export_plugin, strip_unit_suffix,
@@ -96,14 +97,19 @@ pub use tally_tables::Encoding;
 use tally_tables::{Said, Table, drop_files, number, read_tables, sheet_date};
 
 /// `[sources.settings]` of a `csv_form` source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The directory of forms; files are opened read-only.
+    #[schemars(extend("examples" = ["/srv/tally/forms/natres"]))]
     pub dir: PathBuf,
+    /// A file name pattern with `*` and `?` (`natres-*.csv`); default every `*.csv` and `*.xlsx`.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// How CSV files are decoded; XLSX files carry their own encoding.
     #[serde(default)]
     pub encoding: Encoding,
+    /// The indicator ids this source emits; when set, a column naming another is skipped with a warning.
     #[serde(default)]
     pub indicators: Option<Vec<String>>,
 }
@@ -127,7 +133,7 @@ impl Plugin for CsvForm {
     type Settings = Settings;
 
     fn describe() -> Description {
-        Description::new("counts that units fill in CSV/XLSX forms")
+        Description::new("counts that units fill in CSV/XLSX forms").settings_schema::<Settings>()
     }
 
     fn new(s: Settings, host: &Host) -> Result<Self, Error> {

@@ -3,6 +3,7 @@
 //! the source's own unit, as the indicator named in its settings.
 
 use serde::Deserialize;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, Observation, Plugin,
     check_indicator_id, export_plugin,
@@ -10,10 +11,14 @@ use tally_plugin::{
 
 /// `[sources.settings]`, e.g. `indicator = "meetings"`, `per_day = 2.0`.
 /// Unknown keys are refused, so a typo is reported instead of ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The indicator id to emit.
+    #[schemars(extend("examples" = ["meetings"]))]
     pub indicator: String,
+    /// The value of every day, not negative.
+    #[schemars(extend("examples" = [2.0]))]
     pub per_day: f64,
 }
 
@@ -27,6 +32,7 @@ impl Plugin for Example {
 
     fn describe() -> Description {
         Description::new("emits a constant value every day (the author guide's example)")
+            .settings_schema::<Settings>()
     }
 
     /// Checks the settings; an error names the setting and what is accepted.

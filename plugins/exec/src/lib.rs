@@ -62,23 +62,32 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use serde::Deserialize;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, Observation, Plugin,
     check_indicator_id, export_plugin,
 };
 
 /// `[sources.settings]` of an `exec` source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The program: a path with a `/` (relative to `workdir` when set), or a name looked up in `PATH`.
+    #[schemars(extend("examples" = ["/srv/tally/scripts/meetings.sh"]))]
     pub command: String,
+    /// Its arguments; `{from}` and `{to}` become the window's first and last day.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Extra environment variables (values may be `${env:...}` secrets).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// How long the program may run: `500ms`, `30s`, `5m` or `1h`; default `30s`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// The indicator ids the program prints.
+    #[schemars(extend("examples" = [["meetings"]]))]
     pub indicators: Vec<String>,
+    /// The program's working directory; default the daemon's.
     #[serde(default)]
     pub workdir: Option<PathBuf>,
 }
@@ -108,6 +117,7 @@ impl Plugin for Exec {
 
     fn describe() -> Description {
         Description::new("runs a program that prints observations as JSON lines")
+            .settings_schema::<Settings>()
     }
 
     fn new(s: Settings, host: &Host) -> Result<Self, Error> {

@@ -93,7 +93,8 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use regex::Regex;
 use scraper::Selector;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, Kind, Observation,
     Plugin, check_indicator_id, export_plugin,
@@ -106,26 +107,37 @@ mod parse;
 use parse::Article;
 
 /// `[sources.settings]` of a `feed` source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The feed, the sitemap or the first list page (`http://` or `https://`).
+    #[schemars(extend("examples" = ["http://www.example.gov.cn/xxgk/zwdt/index.html"]))]
     pub url: String,
+    /// What `url` serves; `auto` tells RSS, Atom and sitemaps apart.
     #[serde(default)]
     pub format: Format,
+    /// The indicator id to emit (declare it `kind = "distinct"`).
     #[serde(default = "default_indicator")]
     pub indicator: String,
+    /// A regex finding an article's date in its URL: one group of 8 digits, or three (year, month, day).
     #[serde(default)]
     pub url_date_pattern: Option<String>,
+    /// Only count article URLs starting with this text (`http...`) or matching this regex.
     #[serde(default)]
     pub include: Option<String>,
+    /// `list` only (required there): a CSS selector of the article links, e.g. `ul.list li a`.
     #[serde(default)]
     pub item_selector: Option<String>,
+    /// `list` only: a CSS selector of the date inside the link's parent, e.g. `span.date`.
     #[serde(default)]
     pub date_selector: Option<String>,
+    /// `list` only: the further pages relative to `url`, `{n}` counting from 1 (`index_{n}.html`).
     #[serde(default)]
     pub next_pages: Option<String>,
+    /// Pages (or sitemap files) read at most, the first included; default 10.
     #[serde(default)]
     pub max_pages: Option<u32>,
+    /// An indicator id (kind `level`) for the days since the newest article, e.g. `portal_days_since_update`.
     #[serde(default)]
     pub freshness_indicator: Option<String>,
 }
@@ -135,7 +147,7 @@ fn default_indicator() -> String {
 }
 
 /// What `url` serves.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     #[default]
@@ -196,6 +208,7 @@ impl Plugin for Feed {
 
     fn describe() -> Description {
         Description::new("articles of portal sites per day, from RSS/Atom, sitemaps or list pages")
+            .settings_schema::<Settings>()
     }
 
     fn new(s: Settings, _host: &Host) -> Result<Self, Error> {

@@ -61,9 +61,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json_path::JsonPath;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, Kind, Observation,
     Plugin, body_snippet, check_indicator_id, export_plugin,
@@ -74,27 +75,36 @@ mod template;
 use template::{Dates, Template};
 
 /// `[sources.settings]` of an `http_json` source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The endpoint, `http://` or `https://`; may hold `{from}`, `{to}`, `{day}` placeholders.
+    #[schemars(extend("examples" = ["http://127.0.0.1:9471/api/stats"]))]
     pub url: String,
+    /// `"GET"` or `"POST"`.
     #[serde(default)]
     pub method: Method,
+    /// The POST body, sent as `application/json` unless `headers` sets a `Content-Type`.
     #[serde(default)]
     pub body: Option<String>,
+    /// Request headers (values may be `${env:...}` secrets and hold placeholders).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Query parameters, e.g. `{ start = "{from}", end = "{to:%Y%m%d}" }`.
     #[serde(default)]
     pub query: BTreeMap<String, String>,
+    /// One request per day of the window instead of one for the whole window.
     #[serde(default)]
     pub per_day: bool,
+    /// Single values for the source's own unit, each `{ indicator, path }`.
     #[serde(default)]
     pub values: Vec<ValueSettings>,
+    /// Rows: an array of per-day and/or per-unit objects.
     #[serde(default)]
     pub rows: Option<RowsSettings>,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum Method {
     #[default]
     #[serde(rename = "GET")]
@@ -104,26 +114,38 @@ pub enum Method {
 }
 
 /// One `[[sources.settings.values]]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueSettings {
+    /// The indicator id the value is recorded as.
+    #[schemars(extend("examples" = ["wechat_followers"]))]
     pub indicator: String,
+    /// A JSONPath (RFC 9535) that must match at least one node; several matches are combined.
+    #[schemars(extend("examples" = ["$.data.followers"]))]
     pub path: String,
 }
 
 /// `[sources.settings.rows]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RowsSettings {
+    /// A JSONPath selecting the row objects (or one array, whose elements are the rows).
+    #[schemars(extend("examples" = ["$.data.rows[*]"]))]
     pub path: String,
+    /// The row's date field (a key, or a JSONPath from the row starting with `$`); default the window's last day.
     #[serde(default)]
     pub date: Option<String>,
+    /// A chrono format for the date; default `YYYY-MM-DD`, `YYYYMMDD` or `YYYY/MM/DD`.
     #[serde(default)]
     pub date_format: Option<String>,
+    /// The row's unit field (id, display name or alias); default the source's unit.
     #[serde(default)]
     pub unit: Option<String>,
+    /// The row's entity field (an account, a staff member).
     #[serde(default)]
     pub entity: Option<String>,
+    /// Indicator ids mapped to the row's fields.
+    #[schemars(extend("examples" = [{"portal_articles": "articles"}]))]
     pub fields: BTreeMap<String, String>,
 }
 
@@ -196,7 +218,7 @@ impl Plugin for HttpJson {
     type Settings = Settings;
 
     fn describe() -> Description {
-        Description::new("any JSON API, values picked by JSONPath")
+        Description::new("any JSON API, values picked by JSONPath").settings_schema::<Settings>()
     }
 
     fn new(s: Settings, _host: &Host) -> Result<Self, Error> {

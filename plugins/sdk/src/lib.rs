@@ -14,6 +14,7 @@
 //! edition = "2024"
 //!
 //! [lib]
+//! name = "tally_hello"
 //! crate-type = ["cdylib", "rlib"]   # cdylib for tallyd, rlib for your tests
 //!
 //! [dependencies]
@@ -75,8 +76,8 @@
 //! # fn main() {}
 //! ```
 //!
-//! `cargo build` then leaves `libtally_plugin_hello.so` (`.dylib` on macOS,
-//! `.dll` on Windows) in `target/debug`. Put it in one of the daemon's
+//! `cargo build` then leaves `libtally_hello.so` (`.dylib` on macOS,
+//! `tally_hello.dll` on Windows) in `target/debug`, named after `[lib] name`. Put it in one of the daemon's
 //! `plugin_dirs`, name it in a source (`plugin = "hello"`), and check with
 //! `tallyd plugins` and `tallyd check --config FILE`.
 //!
@@ -112,10 +113,15 @@
 pub mod abi;
 pub mod charset;
 pub mod protocol;
+pub mod schema;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 use std::sync::Arc;
+
+/// The SDK's `schemars`, for deriving the settings' JSON Schema
+/// ([`Description::settings_schema`]).
+pub use schemars;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 /// - 2: [`HttpRequest::body_as_bytes`] and [`HttpResponse`]'s `bytes`,
 ///   `charset` and `warnings`; text bodies decoded by their declared charset;
 ///   [`CollectResponse`]'s `uncovered` days.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// - 3: [`Description`]'s `settings_schema`.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// How an indicator combines over time and over units.
 ///
@@ -59,6 +60,12 @@ pub struct Description {
     /// plugins such as `http_json`, whose indicators come from their settings).
     #[serde(default)]
     pub indicators: Vec<IndicatorDecl>,
+    /// The JSON Schema of the plugin's `[sources.settings]` (protocol 3), set
+    /// by [`Description::settings_schema`]. The daemon checks every source's
+    /// settings against it before calling the plugin, and prints it with
+    /// `tallyd plugins --settings NAME`. `None` for plugins that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_schema: Option<serde_json::Value>,
 }
 
 impl Description {
@@ -73,6 +80,36 @@ impl Description {
     /// Adds an indicator the plugin always can emit.
     pub fn indicator(mut self, decl: IndicatorDecl) -> Self {
         self.indicators.push(decl);
+        self
+    }
+
+    /// Declares the settings type, whose JSON Schema (derived with
+    /// [`schemars`]) the daemon validates `[sources.settings]` against, so an
+    /// unknown key or a wrong type is reported at its line before the plugin
+    /// runs. Doc comments become the descriptions of `tallyd plugins
+    /// --settings`; `#[schemars(extend("examples" = [...]))]` gives the value its
+    /// example shows.
+    ///
+    /// ```
+    /// use serde::Deserialize;
+    /// use tally_plugin::Description;
+    /// use tally_plugin::schemars::{self, JsonSchema};
+    ///
+    /// #[derive(Deserialize, JsonSchema)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Settings {
+    ///     /// The endpoint.
+    ///     #[schemars(extend("examples" = ["https://api.example/stats"]))]
+    ///     url: String,
+    /// }
+    ///
+    /// let d = Description::new("reads stats").settings_schema::<Settings>();
+    /// let schema = d.settings_schema.unwrap();
+    /// assert_eq!(schema["required"], serde_json::json!(["url"]));
+    /// assert_eq!(schema["additionalProperties"], false);
+    /// ```
+    pub fn settings_schema<S: schemars::JsonSchema>(mut self) -> Self {
+        self.settings_schema = Some(schemars::schema_for!(S).to_value());
         self
     }
 }

@@ -323,6 +323,12 @@ impl<P: Plugin> Harness<P> {
     pub fn create(settings: serde_json::Value, test_host: TestHost) -> Result<Self, Error> {
         let bytes = serde_json::to_vec(&settings)
             .map_err(|e| Error::internal(format!("testkit: cannot encode settings: {e}")))?;
+        // The daemon checks the settings against the plugin's schema first.
+        if let Some(schema) = P::describe().settings_schema
+            && let Some(problem) = crate::schema::validate(&schema, &settings).first()
+        {
+            return Err(Error::settings(problem.to_string()));
+        }
         let parsed = crate::parse_settings::<P>(&bytes)?;
         let host = Host::local(Arc::new(test_host.clone()));
         let plugin = P::new(parsed, &host)?;

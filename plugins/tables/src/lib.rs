@@ -18,7 +18,17 @@ mod dates;
 pub use dates::{Dated, Origin, Said, date_in_file_name, date_in_text, date_in_title, sheet_date};
 
 /// How CSV bytes are decoded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 pub enum Encoding {
     /// UTF-8 (with or without BOM) when the bytes are valid UTF-8, else GBK.
     #[default]

@@ -89,8 +89,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, Timelike, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, IndicatorDecl, Kind,
     Observation, Plugin, Window, export_plugin,
@@ -265,22 +266,32 @@ fn cst() -> FixedOffset {
 }
 
 /// `[sources.settings]` of a `wechat` source. No `Debug`: it holds the secret.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The official account's AppID (设置与开发 → 基本配置).
+    #[schemars(extend("examples" = ["wx1a2b3c4d5e6f7a8b"]))]
     pub appid: String,
+    /// The AppSecret: put it in a secret.
+    #[schemars(extend("examples" = ["${env:WECHAT_SECRET}"]))]
     pub secret: String,
+    /// The API's base URL.
     #[serde(default = "default_api_base")]
     pub api_base: String,
+    /// Which token endpoint to use.
     #[serde(default)]
     pub token_endpoint: TokenEndpoint,
+    /// No day before it is asked (`2025-11-01`).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub data_start: Option<NaiveDate>,
+    /// The indicators to collect; default the first five of the plugin's table.
     #[serde(default)]
     pub indicators: Option<Vec<String>>,
-    /// Per endpoint name, the span to ask instead of the one in [`SPANS`].
+    /// Per endpoint name, the days asked at once instead of the defaults (`{ getbizsummary = 30 }`).
     #[serde(default)]
     pub spans: BTreeMap<String, u64>,
+    /// The timeout of each API request in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
@@ -290,7 +301,7 @@ fn default_api_base() -> String {
 }
 
 /// Which token endpoint to use.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenEndpoint {
     /// `POST /cgi-bin/stable_token`: repeat calls return the same token, so
@@ -317,7 +328,8 @@ impl Plugin for Wechat {
         INDICATORS.iter().fold(
             Description::new(
                 "WeChat official account (微信公众号): posts, reads, engagement, followers",
-            ),
+            )
+            .settings_schema::<Settings>(),
             |d, (id, name, kind, unit)| d.indicator(IndicatorDecl::new(id, name, *kind, unit)),
         )
     }

@@ -144,6 +144,7 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveTime, TimeZone, Ut
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, HttpRequest, IndicatorDecl, Kind,
     Observation, Plugin, Window, body_snippet, export_plugin,
@@ -199,23 +200,31 @@ const CREATED_AT: &str = "%a %b %d %H:%M:%S %z %Y";
 const RETAIN_DAYS: i64 = 400;
 
 /// `[sources.settings]` of a `weibo` source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The account's numeric uid, as a string or a number.
+    #[schemars(extend("examples" = ["1234567890"]))]
     pub uid: Uid,
+    /// The token the account granted the app: put it in a secret.
+    #[schemars(extend("examples" = ["${env:WEIBO_TOKEN}"]))]
     pub access_token: String,
+    /// The API's base URL.
     #[serde(default = "default_api_base")]
     pub api_base: String,
+    /// The indicators to collect; default `weibo_posts`, `weibo_followers`, `weibo_total_posts`.
     #[serde(default)]
     pub indicators: Option<Vec<String>>,
+    /// Timeline pages of 100 posts read at most per run.
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
+    /// A run warns that the token expires once it has fewer days left than this.
     #[serde(default = "default_expiry_warning_days")]
     pub expiry_warning_days: u32,
 }
 
 /// A uid written as a number or a string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Uid {
     Number(u64),
@@ -294,6 +303,7 @@ impl Plugin for Weibo {
         Description::new(
             "政务微博: posts per day, original posts, 转评赞, followers and total posts of a Weibo account",
         )
+        .settings_schema::<Settings>()
         .indicator(IndicatorDecl::new(POSTS, "微博发博数", Kind::Count, "条"))
         .indicator(IndicatorDecl::new(
             FOLLOWERS,

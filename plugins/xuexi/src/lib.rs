@@ -123,6 +123,7 @@ use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
+use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
     CollectRequest, CollectResponse, Description, Error, Host, IndicatorDecl, Kind, Observation,
     Plugin, export_plugin, strip_unit_suffix,
@@ -137,7 +138,7 @@ pub const POINTS: &str = "xuexi_points";
 pub const MEMBERS: &str = "xuexi_members";
 
 /// Which column yearly points come from when a sheet has both.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Points {
     /// The yearly column (本年积分).
@@ -148,14 +149,19 @@ pub enum Points {
 }
 
 /// `[sources.settings]` of a `xuexi` source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The drop directory of exported sheets; files are opened read-only.
+    #[schemars(extend("examples" = ["/srv/tally/xuexi"]))]
     pub dir: PathBuf,
+    /// A file name pattern with `*` and `?`; default every `*.csv` and `*.xlsx`.
     #[serde(default)]
     pub pattern: Option<String>,
+    /// How CSV files are decoded (Excel saves GBK).
     #[serde(default)]
     pub encoding: Encoding,
+    /// Which column yearly points come from when a sheet has both.
     #[serde(default)]
     pub points: Points,
 }
@@ -189,6 +195,7 @@ impl Plugin for Xuexi {
 
     fn describe() -> Description {
         Description::new("学习强国 study points from the sheets an administrator exports")
+            .settings_schema::<Settings>()
             .indicator(IndicatorDecl::new(
                 POINTS,
                 "学习强国年度积分",
