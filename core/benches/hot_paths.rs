@@ -34,6 +34,8 @@ fn poll(i: usize, n: i64, day: NaiveDate) -> RunToRecord {
             window_to: day,
             warnings: Vec::new(),
             http_requests: Some(1),
+            error_kind: None,
+            retry_after: None,
         },
         observations: INDICATORS
             .iter()

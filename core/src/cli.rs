@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::daemon::{self, Daemon, StartError};
 use crate::domain::period::Period;
-use crate::engine::{self, Trigger};
+use crate::engine::{self, Engine, Trigger};
 use crate::plugin_host::PluginRegistry;
 use crate::summary::{self, SummaryRequest};
 
@@ -310,6 +310,19 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `; retry after TIME` (in the daemon's time zone) for a run whose
+/// platform said when it accepts requests again.
+fn retry_note(retry_after: Option<chrono::DateTime<chrono::Utc>>, engine: &Engine) -> String {
+    retry_after
+        .map(|t| {
+            format!(
+                "; retry after {}",
+                t.with_timezone(&engine.config.daemon.timezone).to_rfc3339()
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// Backfills are split into chunks so that progress shows and a failure
 /// loses at most one chunk of work.
 const BACKFILL_CHUNK_DAYS: u64 = 31;
@@ -366,10 +379,14 @@ async fn collect(
             }
             if let Some(e) = &collected.error {
                 eprintln!(
-                    "{source}: {} {}..{}: {e}",
+                    "{source}: {}{} {}..{}: {e}{}",
                     collected.result.as_str(),
+                    engine::error_kind_label(collected.result, collected.error_kind)
+                        .map(|k| format!(" ({k})"))
+                        .unwrap_or_default(),
                     window.from,
-                    window.to
+                    window.to,
+                    retry_note(collected.retry_after, &engine)
                 );
                 failed = true;
             }
@@ -382,13 +399,17 @@ async fn collect(
         };
         let report = engine.run(source, trigger, Some(window)).await?;
         eprintln!(
-            "[{}/{}] {} {}..{}: {}, {} observations{}{}",
+            "[{}/{}] {} {}..{}: {}{}, {} observations{}{}{}",
             i + 1,
             total,
             source,
             window.from,
             window.to,
             report.result,
+            report
+                .error_kind
+                .map(|k| format!(" ({k})"))
+                .unwrap_or_default(),
             report.observations,
             if report.warnings.is_empty() {
                 String::new()
@@ -399,7 +420,8 @@ async fn collect(
                 .error
                 .as_ref()
                 .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            retry_note(report.retry_after, &engine)
         );
         for w in &report.warnings {
             eprintln!("  warning: {w}");

@@ -157,6 +157,19 @@ pub fn retry_delay(base: Duration, retry: u32, seed: u64) -> Duration {
     doubled.mul_f64(0.8 + 0.4 * unit)
 }
 
+/// The `kind` of a failed run, as the run record, the log, the API and the
+/// metrics name it: the plugin's [`ErrorKind`] for a run that ended in an
+/// error the plugin reported, `protocol` for one whose answer broke the
+/// protocol, `None` for every other result (a timeout, panic or crash is its
+/// own `result`).
+pub fn error_kind_label(result: RunResult, kind: Option<ErrorKind>) -> Option<&'static str> {
+    match (result, kind) {
+        (RunResult::Error, Some(kind)) => Some(kind.as_str()),
+        (RunResult::Error, None) => Some("protocol"),
+        _ => None,
+    }
+}
+
 /// The longest a failing source backs off.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
@@ -200,6 +213,17 @@ impl Breaker {
         Some(delay)
     }
 
+    /// Skips scheduled runs until `at` at least (a platform's retry-after),
+    /// whether or not the consecutive failures opened the breaker. True
+    /// when that moved the end of the backoff.
+    pub fn hold_until(&mut self, at: DateTime<Utc>) -> bool {
+        if self.backoff_until.is_some_and(|until| until >= at) {
+            return false;
+        }
+        self.backoff_until = Some(at);
+        true
+    }
+
     /// True while scheduled runs are to be skipped.
     pub fn holds(&self, now: DateTime<Utc>) -> bool {
         self.backoff_until.is_some_and(|t| t > now)
@@ -239,6 +263,10 @@ pub struct RunReport {
     pub http_requests: Option<u64>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
+    /// The kind of a failed run ([`error_kind_label`]).
+    pub error_kind: Option<&'static str>,
+    /// The plugin's retry-after: no attempt of the source starts before it.
+    pub retry_after: Option<DateTime<Utc>>,
     pub duration_ms: u64,
 }
 
@@ -252,6 +280,8 @@ pub struct Collected {
     pub state: Option<serde_json::Value>,
     /// What the plugin said went wrong, when it reported an error itself.
     pub error_kind: Option<ErrorKind>,
+    /// When the plugin said to try again, if later than the run's end.
+    pub retry_after: Option<DateTime<Utc>>,
 }
 
 /// Why a run did not happen at all.
@@ -696,6 +726,9 @@ impl Engine {
             window_to: window.to,
             warnings: collected.warnings.clone(),
             http_requests: source.instance.take_http_requests(),
+            error_kind: error_kind_label(collected.result, collected.error_kind)
+                .map(str::to_owned),
+            retry_after: collected.retry_after,
         };
         let written = collected.observations.len();
         // The permit bounds plugin calls: while this run waits for its
@@ -713,6 +746,7 @@ impl Engine {
             &source.config.id,
             &source.config.plugin,
             record.result,
+            collected.error_kind,
             seconds,
             written,
             record.finished_at.timestamp() as f64,
@@ -743,6 +777,11 @@ impl Engine {
                 source = %source.config.id,
                 trigger = trigger.as_str(),
                 result = record.result.as_str(),
+                kind = record.error_kind.as_deref().unwrap_or(""),
+                retry_after = %record
+                    .retry_after
+                    .map(|t| t.with_timezone(&self.config.daemon.timezone).to_rfc3339())
+                    .unwrap_or_default(),
                 error = %err,
                 "collection failed"
             ),
@@ -765,6 +804,8 @@ impl Engine {
             window,
             observations: written,
             http_requests: record.http_requests,
+            error_kind: error_kind_label(record.result, collected.error_kind),
+            retry_after: record.retry_after,
             warnings: record.warnings,
             error: record.error,
             duration_ms: (seconds * 1000.0) as u64,
@@ -874,6 +915,11 @@ impl Engine {
             if next_scheduled.is_some_and(|next| retry_at >= next) {
                 break;
             }
+            // A platform that said when it accepts requests again is not
+            // asked before then; the breaker holds the schedule until then.
+            if collected.retry_after.is_some_and(|after| after > retry_at) {
+                break;
+            }
             let error = collected.error.clone().unwrap_or_default();
             tracing::info!(
                 source = %source.config.id,
@@ -912,7 +958,8 @@ impl Engine {
         Ok(collected)
     }
 
-    /// Feeds a finished run to the source's breaker.
+    /// Feeds a finished run to the source's breaker; a retry-after holds
+    /// the schedule until then, whatever the count of failures.
     fn update_breaker(&self, source: &SourceRuntime, record: &RunRecord) {
         let interval = source.interval.unwrap_or(MAX_BACKOFF);
         let mut breaker = source.breaker.lock().unwrap_or_else(|p| p.into_inner());
@@ -923,7 +970,19 @@ impl Engine {
             interval,
             source.config.breaker_after,
         );
-        if let (Some(delay), Some(until)) = (opened, breaker.backoff_until) {
+        let held = record
+            .retry_after
+            .filter(|at| *at > record.finished_at)
+            .is_some_and(|at| breaker.hold_until(at));
+        if held {
+            let until = breaker.backoff_until.unwrap_or(record.finished_at);
+            tracing::warn!(
+                source = %source.config.id,
+                consecutive_failures = breaker.consecutive_failures,
+                until = %until.with_timezone(&self.config.daemon.timezone).to_rfc3339(),
+                "the platform said when to try again: scheduled runs are skipped until then (a manual run still runs)"
+            );
+        } else if let (Some(delay), Some(until)) = (opened, breaker.backoff_until) {
             tracing::warn!(
                 source = %source.config.id,
                 consecutive_failures = breaker.consecutive_failures,
@@ -969,6 +1028,7 @@ impl Engine {
             default_unit: (source.config.units.len() == 1).then(|| source.config.units[0].clone()),
             indicators: source.catalogue.clone(),
             state,
+            today: Some(self.today()),
         };
         let instance = source.instance.clone();
         // The guard moves into the blocking task: if we stop waiting at the
@@ -987,6 +1047,7 @@ impl Engine {
             warnings: Vec::new(),
             state: None,
             error_kind: None,
+            retry_after: None,
         };
         match outcome {
             Err(_) => {
@@ -1013,6 +1074,7 @@ impl Engine {
                 collected.result = RunResult::Error;
                 if let CallError::Plugin(plugin) = &e {
                     collected.error_kind = Some(plugin.kind);
+                    collected.retry_after = plugin.retry_after.filter(|t| *t > self.clock.now());
                 }
                 collected.error = Some(redact(&e.to_string()));
             }
@@ -1316,6 +1378,8 @@ mod tests {
                 window_to: day(days),
                 warnings: vec![],
                 http_requests: None,
+                error_kind: None,
+                retry_after: None,
             },
             observations: (1..=days)
                 .map(|d| Observation {

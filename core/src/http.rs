@@ -512,6 +512,8 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "finished_at": local(r.run.finished_at),
                 "result": r.run.result.as_str(),
                 "error": r.run.error,
+                "error_kind": r.run.error_kind,
+                "retry_after": r.run.retry_after.map(local),
                 "window": {"from": r.run.window_from, "to": r.run.window_to},
                 "observations": r.observations_written,
                 "http_requests": r.run.http_requests,
@@ -524,7 +526,15 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             .map_err(|e| AppError::Internal(e.to_string()))?
             .into_iter()
             .find(|r| r.run.error.is_some())
-            .map(|r| json!({"at": local(r.run.finished_at), "result": r.run.result.as_str(), "error": r.run.error}));
+            .map(|r| {
+                json!({
+                    "at": local(r.run.finished_at),
+                    "result": r.run.result.as_str(),
+                    "error_kind": r.run.error_kind,
+                    "retry_after": r.run.retry_after.map(local),
+                    "error": r.run.error,
+                })
+            });
         let breaker = source.breaker();
         out.push(json!({
             "id": source.id(),

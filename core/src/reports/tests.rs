@@ -433,6 +433,8 @@ fn a_start_in_q4_writes_the_missing_q2_and_q3_reports_once() {
                 window_to: day(2026, 9, 30),
                 warnings: vec![],
                 http_requests: None,
+                error_kind: None,
+                retry_after: None,
             },
             &[
                 observation(day(2026, 5, 12), 3.0),

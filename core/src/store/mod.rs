@@ -206,6 +206,11 @@ pub struct RunRecord {
     /// HTTP requests the plugin made through the daemon during the run (its
     /// API calls); `None` when not counted (an isolated plugin does its own).
     pub http_requests: Option<u64>,
+    /// Why a run with result `error` failed: the plugin's error kind
+    /// (`upstream`, `rate_limited`, ...) or `protocol`; `None` otherwise.
+    pub error_kind: Option<String>,
+    /// The plugin's retry-after: when the platform accepts requests again.
+    pub retry_after: Option<DateTime<Utc>>,
 }
 
 /// One run for [`Store::record_runs`]: what [`Store::record_run`] takes, owned,

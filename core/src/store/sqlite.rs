@@ -103,6 +103,12 @@ CREATE TABLE monthly_versions (
     version INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Why a failed run failed (the plugin's error kind), and when the platform
+-- said to try again. NULL for the runs recorded before.
+ALTER TABLE runs ADD COLUMN error_kind TEXT;
+ALTER TABLE runs ADD COLUMN retry_after INTEGER; -- unix milliseconds
+"#,
 ];
 
 pub struct SqliteStore {
@@ -759,7 +765,8 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, source, trigger, started_at, finished_at, result, error, \
-                           window_from, window_to, warnings, observations, http_requests";
+                           window_from, window_to, warnings, observations, http_requests, \
+                           error_kind, retry_after";
 
 /// The raw columns of a run row; converted outside the rusqlite closure so
 /// that a corrupt value becomes a `StoreError` that says what was wrong.
@@ -775,6 +782,8 @@ type RunRow = (
     i64,
     String,
     i64,
+    Option<i64>,
+    Option<String>,
     Option<i64>,
 );
 
@@ -792,11 +801,14 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         r.get(9)?,
         r.get(10)?,
         r.get(11)?,
+        r.get(12)?,
+        r.get(13)?,
     ))
 }
 
 fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
-    let (id, source, trigger, started, finished, result, error, from, to, warnings, n, http) = row;
+    let (id, source, trigger, started, finished, result, error, from, to, warnings, n, http, kind, after) =
+        row;
     let result = RunResult::parse(&result).ok_or_else(|| StoreError::Corrupt {
         what: "run result",
         detail: format!("run {id} has result \"{result}\""),
@@ -818,6 +830,8 @@ fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
             window_to: num_day(to)?,
             warnings,
             http_requests: http.and_then(|n| u64::try_from(n).ok()),
+            error_kind: kind,
+            retry_after: after.map(from_millis).transpose()?,
         },
         observations_written: u64::try_from(n).unwrap_or(0),
     })
@@ -1265,8 +1279,8 @@ fn write_run(
     let run = c.run;
     tx.prepare_cached(
         "INSERT INTO runs (source, trigger, started_at, finished_at, result, error, \
-         window_from, window_to, observations, warnings, http_requests) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         window_from, window_to, observations, warnings, http_requests, error_kind, retry_after) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )
     .map_err(e)?
     .execute(params![
@@ -1281,6 +1295,8 @@ fn write_run(
         c.observations.len() as i64,
         c.warnings,
         run.http_requests.and_then(|n| i64::try_from(n).ok()),
+        run.error_kind,
+        run.retry_after.map(millis),
     ])
     .map_err(e)?;
     let run_id = tx.last_insert_rowid();
@@ -1912,6 +1928,9 @@ mod tests {
             window_to: d(to),
             warnings: vec![],
             http_requests: Some(3),
+            error_kind: (result == RunResult::Error).then(|| "rate_limited".into()),
+            retry_after: (result == RunResult::Error)
+                .then(|| at(finished) + chrono::Duration::hours(14)),
         }
     }
 
@@ -2310,6 +2329,8 @@ mod tests {
             status.last_run.as_ref().map(|r| (r.id, r.run.result)),
             Some((bad, RunResult::Error))
         );
+        // The run record keeps the kind and the retry-after.
+        assert_eq!(status.last_run.as_ref().map(|r| &r.run), Some(&failed));
         assert_eq!(
             status.last_run.map(|r| r.run.error),
             Some(Some("upstream answered 503".into()))

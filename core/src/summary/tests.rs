@@ -177,6 +177,8 @@ fn run(
                 window_to: d(window.1),
                 warnings: vec![],
                 http_requests: None,
+                error_kind: None,
+                retry_after: None,
             },
             o,
             None,

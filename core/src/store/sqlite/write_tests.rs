@@ -28,6 +28,8 @@ fn run(source: &str, trigger: &str, from: NaiveDate, to: NaiveDate) -> RunRecord
         window_to: to,
         warnings: vec![],
         http_requests: None,
+        error_kind: None,
+        retry_after: None,
     }
 }
 
