@@ -220,7 +220,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     // An unset secret does not stop the check: every one is reported at the
     // end, with whatever else is wrong, once plugins have been loaded and
     // have validated their settings (with the reference text in its place).
-    let (config, unresolved) = Config::load_deferring_secrets(path)?;
+    let (mut config, unresolved) = Config::load_deferring_secrets(path)?;
     let with_unresolved = |e: ConfigError| -> anyhow::Error {
         let mut problems = e.problems();
         problems.extend(unresolved.iter().cloned());
@@ -230,7 +230,8 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let registry = PluginRegistry::scan(&config.daemon.plugin_dirs);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let services = daemon::host_services(&config, clock.clone(), None)?;
-    let created = engine::create_sources(&config, &registry, &services).map_err(with_unresolved)?;
+    let created =
+        engine::create_sources(&mut config, &registry, &services).map_err(with_unresolved)?;
     let mut out = std::io::stdout().lock();
     if unresolved.is_empty() {
         writeln!(out, "{}: ok", config.path.display())?;
@@ -288,6 +289,28 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     }
     for s in config.sources.iter().filter(|s| !s.enabled) {
         writeln!(out, "  source {} is disabled", s.id)?;
+    }
+    // Declare once: these work as the plugins declare them; the snippet is
+    // there to rename one, set its unit or give it targets.
+    let adopted: Vec<_> = config
+        .indicators
+        .iter()
+        .filter(|i| i.declared_by.is_some())
+        .collect();
+    if !adopted.is_empty() {
+        writeln!(
+            out,
+            "  {} indicators are declared by their plugins, not in the file; to rename one, set its unit or give it targets, add:",
+            adopted.len()
+        )?;
+        for i in adopted {
+            writeln!(
+                out,
+                "\n# declared by plugin {}",
+                i.declared_by.as_deref().unwrap_or_default()
+            )?;
+            write!(out, "{}", i.toml_snippet())?;
+        }
     }
     let mut failed = false;
     for problem in &unresolved {

@@ -383,10 +383,12 @@ pub fn unit_tree(config: &Config) -> Result<UnitTree, ConfigError> {
 }
 
 /// Creates a plugin instance for every enabled source, through which each
-/// plugin validates its settings, then checks which indicators they emit
-/// against the catalogue. Reports every problem, each at its place in the file.
+/// plugin validates its settings, adds the indicators their plugins declare
+/// and the file does not ([`Config::adopt_plugin_indicators`]), then checks
+/// which indicators they emit against the catalogue. Reports every problem,
+/// each at its place in the file.
 pub fn create_sources(
-    config: &Config,
+    config: &mut Config,
     registry: &PluginRegistry,
     services: &HostServices,
 ) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
@@ -399,7 +401,7 @@ pub fn create_sources(
 /// every other enabled source gets a new instance, through which its plugin
 /// validates its settings. Reports every problem, each at its place in the file.
 pub fn create_sources_reusing(
-    config: &Config,
+    config: &mut Config,
     registry: &PluginRegistry,
     services: &HostServices,
     previous: Option<&Engine>,
@@ -448,6 +450,13 @@ pub fn create_sources_reusing(
         }
     }
     if problems.is_empty() {
+        let described = config
+            .sources
+            .iter()
+            .filter_map(|s| registry.get(&s.plugin))
+            .map(|lib| (lib.name.clone(), lib.description.indicators.clone()))
+            .collect();
+        config.adopt_plugin_indicators(&emits, &described);
         config.check_emits(&emits)?;
         return Ok(created);
     }
