@@ -308,6 +308,17 @@ impl TestHost {
         self
     }
 
+    /// What the clock reads now (it moves with
+    /// [`TestHost::advance_per_request`]).
+    ///
+    /// ```
+    /// use tally_plugin::testkit::TestHost;
+    /// assert_eq!(TestHost::new().now().to_rfc3339(), "2026-11-27T02:00:00+00:00");
+    /// ```
+    pub fn now(&self) -> DateTime<Utc> {
+        *lock(&self.inner.now)
+    }
+
     /// Every line the plugin logged.
     pub fn logs(&self) -> Vec<(Level, String)> {
         lock(&self.inner.log).clone()
