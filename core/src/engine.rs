@@ -786,7 +786,7 @@ impl Engine {
                 source = %source.config.id,
                 trigger = trigger.as_str(),
                 result = record.result.as_str(),
-                kind = record.error_kind.as_deref().unwrap_or(""),
+                kind = %record.error_kind.as_deref().unwrap_or(""),
                 retry_after = %record
                     .retry_after
                     .map(|t| t.with_timezone(&self.config.daemon.timezone).to_rfc3339())
