@@ -103,7 +103,11 @@ indicators = ["weibo_total_posts", "weibo_followers"]
             .clone()
     };
     let total = sim.statuses_count(UID) as f64;
-    assert_eq!(value("county/media", "weibo_total_posts"), total, "{summary:#}");
+    assert_eq!(
+        value("county/media", "weibo_total_posts"),
+        total,
+        "{summary:#}"
+    );
     assert_eq!(value("county", "weibo_total_posts"), total, "{summary:#}");
     assert_eq!(
         value("county", "weibo_followers"),
@@ -132,13 +136,21 @@ indicators = ["weibo_total_posts", "weibo_followers"]
     d.wait_for("the indicator metrics", 30, |d| {
         d.sample(
             "tally_indicator_value",
-            &[("unit", "county"), ("indicator", "weibo_total_posts"), ("window", "day")],
+            &[
+                ("unit", "county"),
+                ("indicator", "weibo_total_posts"),
+                ("window", "day"),
+            ],
         ) == Some(total)
     });
     assert_eq!(
         d.sample(
             "tally_indicator_info",
-            &[("indicator", "weibo_total_posts"), ("name", "微博累计发博数"), ("kind", "level")],
+            &[
+                ("indicator", "weibo_total_posts"),
+                ("name", "微博累计发博数"),
+                ("kind", "level")
+            ],
         ),
         Some(1.0)
     );
@@ -190,7 +202,10 @@ impl RateLimiter {
 
     fn hits(&self, path: &str) -> Vec<Instant> {
         let hits = self.hits.lock().unwrap();
-        hits.iter().filter(|(p, _)| p == path).map(|(_, t)| *t).collect()
+        hits.iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, t)| *t)
+            .collect()
     }
 }
 
@@ -255,11 +270,8 @@ unit = "次"
     // With one, the platform is not asked again before it: neither by a
     // retry nor by the schedule, which skips its runs meanwhile.
     d.wait_for("scheduled runs skipped while waiting", 30, |d| {
-        d.sample(
-            "tally_source_backoff_skips_total",
-            &[("source", "limited")],
-        )
-        .is_some_and(|n| n >= 3.0)
+        d.sample("tally_source_backoff_skips_total", &[("source", "limited")])
+            .is_some_and(|n| n >= 3.0)
     });
     assert_eq!(server.hits("/limited").len(), 1);
     assert_eq!(d.runs("limited", "error"), 1);
@@ -283,8 +295,14 @@ unit = "次"
             .contains("HTTP 429: {\"error\":\"too many requests\"}"),
         "{limited:#}"
     );
-    let retry_after = last["retry_after"].as_str().unwrap_or_else(|| panic!("{limited:#}"));
-    assert_eq!(limited["backoff_until"].as_str(), Some(retry_after), "{limited:#}");
+    let retry_after = last["retry_after"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{limited:#}"));
+    assert_eq!(
+        limited["backoff_until"].as_str(),
+        Some(retry_after),
+        "{limited:#}"
+    );
     assert!(
         limited["next_run"].as_str().unwrap() >= retry_after,
         "{limited:#}"
@@ -295,14 +313,22 @@ unit = "次"
     assert_eq!(
         d.sample(
             "tally_source_runs_total",
-            &[("source", "limited"), ("result", "error"), ("kind", "rate_limited")],
+            &[
+                ("source", "limited"),
+                ("result", "error"),
+                ("kind", "rate_limited")
+            ],
         ),
         Some(1.0)
     );
     assert_eq!(
         d.sample(
             "tally_source_runs_total",
-            &[("source", "limited"), ("result", "error"), ("kind", "upstream")],
+            &[
+                ("source", "limited"),
+                ("result", "error"),
+                ("kind", "upstream")
+            ],
         ),
         Some(0.0)
     );

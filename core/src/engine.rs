@@ -735,8 +735,7 @@ impl Engine {
             window_to: window.to,
             warnings: collected.warnings.clone(),
             http_requests: source.instance.take_http_requests(),
-            error_kind: error_kind_label(collected.result, collected.error_kind)
-                .map(str::to_owned),
+            error_kind: error_kind_label(collected.result, collected.error_kind).map(str::to_owned),
             retry_after: collected.retry_after,
         };
         let written = collected.observations.len();

@@ -657,7 +657,15 @@ fn exposition(
                 let due = (start.elapsed().as_secs_f64() * LIVE_RUNS_PER_SEC as f64) as usize;
                 while done < due {
                     let id = format!("src-{:05}", done % LIVE_SOURCES);
-                    metrics.run_finished(&id, "http_json", RunResult::Success, None, 0.004, 1, 1.7e9);
+                    metrics.run_finished(
+                        &id,
+                        "http_json",
+                        RunResult::Success,
+                        None,
+                        0.004,
+                        1,
+                        1.7e9,
+                    );
                     metrics.values_changed();
                     done += 1;
                 }

@@ -716,8 +716,7 @@ impl Config {
                 continue;
             };
             for id in emitted {
-                if source.indicators.contains_key(id)
-                    || self.indicators.iter().any(|i| &i.id == id)
+                if source.indicators.contains_key(id) || self.indicators.iter().any(|i| &i.id == id)
                 {
                     continue;
                 }

@@ -1106,9 +1106,14 @@ fn indicators_a_plugin_declares_are_adopted_unless_configured_or_mapped() {
     let emits = HashMap::from([
         (
             "weibo".to_owned(),
-            ["weibo_posts", "weibo_followers", "weibo_likes", "weibo_custom"]
-                .map(str::to_owned)
-                .to_vec(),
+            [
+                "weibo_posts",
+                "weibo_followers",
+                "weibo_likes",
+                "weibo_custom",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         ),
         ("off".to_owned(), vec!["other_n".to_owned()]),
     ]);
@@ -1132,7 +1137,10 @@ fn indicators_a_plugin_declares_are_adopted_unless_configured_or_mapped() {
     // (other_n) ones are not adopted.
     assert_eq!(added, ["weibo_followers"]);
     let posts = config.indicator("weibo_posts").unwrap();
-    assert_eq!((posts.name.as_str(), posts.unit.as_str()), ("微博发博数（本县）", "篇"));
+    assert_eq!(
+        (posts.name.as_str(), posts.unit.as_str()),
+        ("微博发博数（本县）", "篇")
+    );
     assert_eq!(posts.declared_by, None);
     let followers = config.indicator("weibo_followers").unwrap();
     assert_eq!(followers.kind, Kind::Level);

@@ -67,8 +67,24 @@ fn one_source() -> Metrics {
     let metrics = Metrics::new();
     metrics.register_source("posts", "http_json");
     metrics.set_schedule_interval("posts", 10.0);
-    metrics.run_finished("posts", "http_json", RunResult::Success, None, 0.02, 3, 1.7e9);
-    metrics.run_finished("posts", "http_json", RunResult::Error, Some(ErrorKind::Upstream), 0.7, 0, 1.7e9 + 10.0);
+    metrics.run_finished(
+        "posts",
+        "http_json",
+        RunResult::Success,
+        None,
+        0.02,
+        3,
+        1.7e9,
+    );
+    metrics.run_finished(
+        "posts",
+        "http_json",
+        RunResult::Error,
+        Some(ErrorKind::Upstream),
+        0.7,
+        0,
+        1.7e9 + 10.0,
+    );
     metrics.run_skipped("posts");
     metrics
 }
@@ -197,7 +213,15 @@ fn counters_continue_when_a_source_is_registered_again() {
     let metrics = one_source();
     // A reload: the new engine registers the same source with the same plugin.
     metrics.register_source("posts", "http_json");
-    metrics.run_finished("posts", "http_json", RunResult::Success, None, 0.02, 4, 1.8e9);
+    metrics.run_finished(
+        "posts",
+        "http_json",
+        RunResult::Success,
+        None,
+        0.02,
+        4,
+        1.8e9,
+    );
     let text = metrics.encode();
     for line in [
         "tally_source_runs_total{plugin=\"http_json\",result=\"success\",source=\"posts\"} 2\n",

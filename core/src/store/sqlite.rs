@@ -807,8 +807,22 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
 }
 
 fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
-    let (id, source, trigger, started, finished, result, error, from, to, warnings, n, http, kind, after) =
-        row;
+    let (
+        id,
+        source,
+        trigger,
+        started,
+        finished,
+        result,
+        error,
+        from,
+        to,
+        warnings,
+        n,
+        http,
+        kind,
+        after,
+    ) = row;
     let result = RunResult::parse(&result).ok_or_else(|| StoreError::Corrupt {
         what: "run result",
         detail: format!("run {id} has result \"{result}\""),

@@ -363,7 +363,10 @@ fn the_harness_fills_in_today_from_its_clock_in_the_request_time_zone() {
         .collect(&days("2026-11-24", "2026-11-27"))
         .unwrap();
     let seen: Vec<NaiveDate> = out.observations.iter().map(|o| o.day).collect();
-    assert_eq!(seen, [day("2026-11-24"), day("2026-11-25"), day("2026-11-26")]);
+    assert_eq!(
+        seen,
+        [day("2026-11-24"), day("2026-11-25"), day("2026-11-26")]
+    );
     // In Los Angeles it is still the 26th (18:00): the 25th is the last complete day.
     let mut req = days("2026-11-24", "2026-11-27");
     req.timezone = "America/Los_Angeles".into();
@@ -390,9 +393,14 @@ fn cancellation_after_checks_requests_or_at_a_time_stops_the_run() {
         .fixture(fixture())
         .advance_per_request(chrono::Duration::seconds(25))
         .cancel_at(start + chrono::Duration::seconds(60));
-    assert_eq!(pager(host).collect_err(&req).message, "cancelled before 2026-11-23");
+    assert_eq!(
+        pager(host).collect_err(&req).message,
+        "cancelled before 2026-11-23"
+    );
     // Without a cancellation every day is read.
-    let out = pager(TestHost::new().fixture(fixture())).collect(&req).unwrap();
+    let out = pager(TestHost::new().fixture(fixture()))
+        .collect(&req)
+        .unwrap();
     assert_eq!(out.observations.len(), 7);
 }
 
@@ -443,7 +451,9 @@ fn fixtures_match_request_headers_and_errors_are_classified() {
 }
 
 #[test]
-#[should_panic(expected = "expected an error of kind auth, got kind upstream: http://x.test/p: HTTP 500")]
+#[should_panic(
+    expected = "expected an error of kind auth, got kind upstream: http://x.test/p: HTTP 500"
+)]
 fn assert_kind_names_both_kinds() {
     let host = TestHost::new().fixture(Fixture::get("http://x.test/p").respond(500, ""));
     testkit::assert_kind(

@@ -258,7 +258,9 @@ fn quota_exceeded_before_anything_is_collected_fails_the_run() {
          nothing collected, it resets at 00:00 CST"
     );
     // The test clock reads 2026-11-27 10:00 CST: not before midnight.
-    let midnight = "2026-11-27T16:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let midnight = "2026-11-27T16:00:00Z"
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap();
     assert_eq!(e.retry_after, Some(midnight));
 }
 
