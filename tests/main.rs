@@ -13,6 +13,7 @@ mod support;
 
 mod bad_input;
 mod collection;
+mod contract;
 mod county;
 mod crash_loop;
 mod exec;

@@ -333,12 +333,12 @@ fn a_panicking_plugin_fails_its_own_run_and_nothing_else() {
 
     // `/metrics` shows a scheduled run within about a second.
     d.wait_for("/metrics to show the runs", 30, |d| {
+        let samples = d.samples();
         let runs = |s: &str, result: &str| {
-            d.sample(
-                "tally_source_runs_total",
+            sum_runs(
+                &samples,
                 &[("source", s), ("plugin", "faulty"), ("result", result)],
             )
-            .unwrap_or(0.0)
         };
         runs("ok", "success") >= 1.0 && runs("boom", "panic") >= 2.0
     });
@@ -405,12 +405,12 @@ fn failing_and_timing_out_sources_are_recorded_beside_a_healthy_one() {
 
     // `/metrics` shows a scheduled run within about a second.
     d.wait_for("/metrics to show the runs", 30, |d| {
+        let samples = d.samples();
         let runs = |s: &str, result: &str| {
-            d.sample(
-                "tally_source_runs_total",
+            sum_runs(
+                &samples,
                 &[("source", s), ("plugin", "faulty"), ("result", result)],
             )
-            .unwrap_or(0.0)
         };
         runs("fail", "error") >= 1.0
             && runs("slow", "timeout") >= 1.0
@@ -429,13 +429,44 @@ fn failing_and_timing_out_sources_are_recorded_beside_a_healthy_one() {
         get(
             "tally_source_runs_total",
             &[("source", s), ("plugin", "faulty"), ("result", result)],
+        );
+        sum_runs(
+            &samples,
+            &[("source", s), ("plugin", "faulty"), ("result", result)],
         )
     };
     assert!(runs("fail", "error") >= 1.0);
+    // The faulty plugin reports its failure as `upstream`.
+    assert_eq!(
+        get(
+            "tally_source_runs_total",
+            &[
+                ("source", "fail"),
+                ("result", "error"),
+                ("kind", "upstream")
+            ],
+        ),
+        runs("fail", "error")
+    );
     assert!(runs("slow", "timeout") >= 1.0);
     assert!(runs("ok", "success") >= 1.0);
     assert_eq!(runs("ok", "error"), 0.0);
     assert_eq!(runs("fail", "success"), 0.0);
+}
+
+/// `tally_source_runs_total` summed over the series matching `labels`:
+/// runs with result `error` are counted by kind.
+fn sum_runs(samples: &[Sample], labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == "tally_source_runs_total")
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
+        })
+        .map(|s| s.value)
+        .sum()
 }
 
 /// The `example` source of the author guide, on unit `org`.

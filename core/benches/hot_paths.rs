@@ -35,6 +35,8 @@ fn poll(i: usize, n: i64, day: NaiveDate) -> RunToRecord {
             warnings: Vec::new(),
             http_requests: Some(1),
             uncovered: Vec::new(),
+            error_kind: None,
+            retry_after: None,
         },
         observations: INDICATORS
             .iter()
@@ -105,6 +107,7 @@ fn exposition(c: &mut Criterion) {
                 &format!("src{i}"),
                 "http_json",
                 RunResult::Success,
+                None,
                 0.004,
                 3,
                 1.0e9,
@@ -118,6 +121,7 @@ fn exposition(c: &mut Criterion) {
                     &format!("src{}", i * 10),
                     "http_json",
                     RunResult::Success,
+                    None,
                     0.004,
                     3,
                     1.0e9,

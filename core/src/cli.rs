@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::daemon::{self, Daemon, StartError};
 use crate::domain::period::Period;
-use crate::engine::{self, Trigger};
+use crate::engine::{self, Engine, Trigger};
 use crate::plugin_host::PluginRegistry;
 use crate::summary::{self, SummaryRequest};
 
@@ -252,7 +252,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     // An unset secret does not stop the check: every one is reported at the
     // end, with whatever else is wrong, once plugins have been loaded and
     // have validated their settings (with the reference text in its place).
-    let (config, unresolved) = Config::load_deferring_secrets(path)?;
+    let (mut config, unresolved) = Config::load_deferring_secrets(path)?;
     let with_unresolved = |e: ConfigError| -> anyhow::Error {
         let mut problems = e.problems();
         problems.extend(unresolved.iter().cloned());
@@ -262,7 +262,8 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let registry = PluginRegistry::scan(&config.daemon.plugin_dirs);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let services = daemon::host_services(&config, clock.clone(), None)?;
-    let created = engine::create_sources(&config, &registry, &services).map_err(with_unresolved)?;
+    let created =
+        engine::create_sources(&mut config, &registry, &services).map_err(with_unresolved)?;
     let mut out = std::io::stdout().lock();
     if unresolved.is_empty() {
         writeln!(out, "{}: ok", config.path.display())?;
@@ -321,6 +322,28 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     for s in config.sources.iter().filter(|s| !s.enabled) {
         writeln!(out, "  source {} is disabled", s.id)?;
     }
+    // Declare once: these work as the plugins declare them; the snippet is
+    // there to rename one, set its unit or give it targets.
+    let adopted: Vec<_> = config
+        .indicators
+        .iter()
+        .filter(|i| i.declared_by.is_some())
+        .collect();
+    if !adopted.is_empty() {
+        writeln!(
+            out,
+            "  {} indicators are declared by their plugins, not in the file; to rename one, set its unit or give it targets, add:",
+            adopted.len()
+        )?;
+        for i in adopted {
+            writeln!(
+                out,
+                "\n# declared by plugin {}",
+                i.declared_by.as_deref().unwrap_or_default()
+            )?;
+            write!(out, "{}", i.toml_snippet())?;
+        }
+    }
     let mut failed = false;
     for problem in &unresolved {
         eprintln!("error: {problem}");
@@ -340,6 +363,19 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `; retry after TIME` (in the daemon's time zone) for a run whose
+/// platform said when it accepts requests again.
+fn retry_note(retry_after: Option<chrono::DateTime<chrono::Utc>>, engine: &Engine) -> String {
+    retry_after
+        .map(|t| {
+            format!(
+                "; retry after {}",
+                t.with_timezone(&engine.config.daemon.timezone).to_rfc3339()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Backfills are split into chunks so that progress shows and a failure
@@ -417,10 +453,14 @@ async fn collect(
             }
             if let Some(e) = &collected.error {
                 eprintln!(
-                    "{source}: {} {}..{}: {e}",
+                    "{source}: {}{} {}..{}: {e}{}",
                     collected.result.as_str(),
+                    engine::error_kind_label(collected.result, collected.error_kind)
+                        .map(|k| format!(" ({k})"))
+                        .unwrap_or_default(),
                     window.from,
-                    window.to
+                    window.to,
+                    retry_note(collected.retry_after, &engine)
                 );
                 failed = true;
             }
@@ -433,13 +473,17 @@ async fn collect(
         };
         let report = engine.run(source, trigger, Some(window)).await?;
         eprintln!(
-            "[{}/{}] {} {}..{}: {}, {} observations{}{}{}",
+            "[{}/{}] {} {}..{}: {}{}, {} observations{}{}{}{}",
             i + 1,
             total,
             source,
             window.from,
             window.to,
             report.result,
+            report
+                .error_kind
+                .map(|k| format!(" ({k})"))
+                .unwrap_or_default(),
             report.observations,
             if report.uncovered.is_empty() {
                 String::new()
@@ -455,7 +499,8 @@ async fn collect(
                 .error
                 .as_ref()
                 .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            retry_note(report.retry_after, &engine)
         );
         for w in &report.warnings {
             eprintln!("  warning: {w}");

@@ -81,7 +81,7 @@ pub fn host_services(
 }
 
 /// Builds the engine for a loaded configuration: plugins, sources, store.
-pub fn build_engine(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, StartError> {
+pub fn build_engine(mut config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, StartError> {
     let tree = engine::unit_tree(&config)?;
     let registry = scan_plugins(&config);
     let services = host_services(
@@ -89,7 +89,7 @@ pub fn build_engine(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>
         clock.clone(),
         tokio::runtime::Handle::try_current().ok(),
     )?;
-    let created = engine::create_sources(&config, &registry, &services)?;
+    let created = engine::create_sources(&mut config, &registry, &services)?;
     let store = SqliteStore::open(&config.daemon.data_dir)?;
     Ok(Arc::new(Engine::new(
         Arc::new(config),
@@ -427,7 +427,7 @@ fn reload_blocking(
     runtime: tokio::runtime::Handle,
 ) -> Result<(Arc<Engine>, ReloadChanges), ReloadError> {
     let path = current.config.path.clone();
-    let config = Config::load(&path)?;
+    let mut config = Config::load(&path)?;
     let old = &current.config.daemon;
     let file = path.display().to_string();
     if config.daemon.data_dir != old.data_dir {
@@ -452,7 +452,7 @@ fn reload_blocking(
         tracing::warn!("plugin refused: {refused}");
     }
     let services = host_services(&config, current.clock.clone(), Some(runtime))?;
-    let created = engine::create_sources_reusing(&config, &registry, &services, Some(current))?;
+    let created = engine::create_sources_reusing(&mut config, &registry, &services, Some(current))?;
     let next = Engine::new(
         Arc::new(config),
         Arc::new(tree),

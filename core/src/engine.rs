@@ -179,6 +179,19 @@ pub fn retry_delay(base: Duration, retry: u32, seed: u64) -> Duration {
     doubled.mul_f64(0.8 + 0.4 * unit)
 }
 
+/// The `kind` of a failed run, as the run record, the log, the API and the
+/// metrics name it: the plugin's [`ErrorKind`] for a run that ended in an
+/// error the plugin reported, `protocol` for one whose answer broke the
+/// protocol, `None` for every other result (a timeout, panic or crash is its
+/// own `result`).
+pub fn error_kind_label(result: RunResult, kind: Option<ErrorKind>) -> Option<&'static str> {
+    match (result, kind) {
+        (RunResult::Error, Some(kind)) => Some(kind.as_str()),
+        (RunResult::Error, None) => Some("protocol"),
+        _ => None,
+    }
+}
+
 /// The longest a failing source backs off.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
@@ -220,6 +233,17 @@ impl Breaker {
         self.backoff_until =
             Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::days(1)));
         Some(delay)
+    }
+
+    /// Skips scheduled runs until `at` at least (a platform's retry-after),
+    /// whether or not the consecutive failures opened the breaker. True
+    /// when that moved the end of the backoff.
+    pub fn hold_until(&mut self, at: DateTime<Utc>) -> bool {
+        if self.backoff_until.is_some_and(|until| until >= at) {
+            return false;
+        }
+        self.backoff_until = Some(at);
+        true
     }
 
     /// True while scheduled runs are to be skipped.
@@ -264,6 +288,10 @@ pub struct RunReport {
     pub uncovered: Vec<String>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
+    /// The kind of a failed run ([`error_kind_label`]).
+    pub error_kind: Option<&'static str>,
+    /// The plugin's retry-after: no attempt of the source starts before it.
+    pub retry_after: Option<DateTime<Utc>>,
     pub duration_ms: u64,
 }
 
@@ -277,6 +305,8 @@ pub struct Collected {
     pub state: Option<serde_json::Value>,
     /// What the plugin said went wrong, when it reported an error itself.
     pub error_kind: Option<ErrorKind>,
+    /// When the plugin said to try again, if later than the run's end.
+    pub retry_after: Option<DateTime<Utc>>,
     /// The days of the window the plugin said it did not cover (sorted,
     /// disjoint, inside the window; see [`Engine::accept_uncovered`]).
     pub uncovered: Vec<(NaiveDate, NaiveDate)>,
@@ -455,10 +485,12 @@ pub fn unit_tree(config: &Config) -> Result<UnitTree, ConfigError> {
 }
 
 /// Creates a plugin instance for every enabled source, through which each
-/// plugin validates its settings, then checks which indicators they emit
-/// against the catalogue. Reports every problem, each at its place in the file.
+/// plugin validates its settings, adds the indicators their plugins declare
+/// and the file does not ([`Config::adopt_plugin_indicators`]), then checks
+/// which indicators they emit against the catalogue. Reports every problem,
+/// each at its place in the file.
 pub fn create_sources(
-    config: &Config,
+    config: &mut Config,
     registry: &PluginRegistry,
     services: &HostServices,
 ) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
@@ -471,7 +503,7 @@ pub fn create_sources(
 /// every other enabled source gets a new instance, through which its plugin
 /// validates its settings. Reports every problem, each at its place in the file.
 pub fn create_sources_reusing(
-    config: &Config,
+    config: &mut Config,
     registry: &PluginRegistry,
     services: &HostServices,
     previous: Option<&Engine>,
@@ -533,6 +565,13 @@ pub fn create_sources_reusing(
         }
     }
     if problems.is_empty() {
+        let described = config
+            .sources
+            .iter()
+            .filter_map(|s| registry.get(&s.plugin))
+            .map(|lib| (lib.name.clone(), lib.description.indicators.clone()))
+            .collect();
+        config.adopt_plugin_indicators(&emits, &described);
         config.check_emits(&emits)?;
         return Ok(created);
     }
@@ -826,6 +865,8 @@ impl Engine {
             } else {
                 Vec::new()
             },
+            error_kind: error_kind_label(collected.result, collected.error_kind).map(str::to_owned),
+            retry_after: collected.retry_after,
         };
         let mut written = collected.observations.len();
         // The permit bounds plugin calls: while this run waits for its
@@ -872,6 +913,7 @@ impl Engine {
             &source.config.id,
             &source.config.plugin,
             record.result,
+            collected.error_kind,
             seconds,
             written,
             record.finished_at.timestamp() as f64,
@@ -902,6 +944,11 @@ impl Engine {
                 source = %source.config.id,
                 trigger = trigger.as_str(),
                 result = record.result.as_str(),
+                kind = %record.error_kind.as_deref().unwrap_or(""),
+                retry_after = %record
+                    .retry_after
+                    .map(|t| t.with_timezone(&self.config.daemon.timezone).to_rfc3339())
+                    .unwrap_or_default(),
                 error = %err,
                 "collection failed"
             ),
@@ -925,6 +972,8 @@ impl Engine {
             observations: written,
             http_requests: record.http_requests,
             uncovered: day_ranges(&record.uncovered),
+            error_kind: error_kind_label(record.result, collected.error_kind),
+            retry_after: record.retry_after,
             warnings: record.warnings,
             error: record.error,
             duration_ms: (seconds * 1000.0) as u64,
@@ -1034,6 +1083,11 @@ impl Engine {
             if next_scheduled.is_some_and(|next| retry_at >= next) {
                 break;
             }
+            // A platform that said when it accepts requests again is not
+            // asked before then; the breaker holds the schedule until then.
+            if collected.retry_after.is_some_and(|after| after > retry_at) {
+                break;
+            }
             let error = collected.error.clone().unwrap_or_default();
             tracing::info!(
                 source = %source.config.id,
@@ -1072,7 +1126,8 @@ impl Engine {
         Ok(collected)
     }
 
-    /// Feeds a finished run to the source's breaker.
+    /// Feeds a finished run to the source's breaker; a retry-after holds
+    /// the schedule until then, whatever the count of failures.
     fn update_breaker(&self, source: &SourceRuntime, record: &RunRecord) {
         let interval = source.interval.unwrap_or(MAX_BACKOFF);
         let mut breaker = source.breaker.lock().unwrap_or_else(|p| p.into_inner());
@@ -1083,7 +1138,19 @@ impl Engine {
             interval,
             source.config.breaker_after,
         );
-        if let (Some(delay), Some(until)) = (opened, breaker.backoff_until) {
+        let held = record
+            .retry_after
+            .filter(|at| *at > record.finished_at)
+            .is_some_and(|at| breaker.hold_until(at));
+        if held {
+            let until = breaker.backoff_until.unwrap_or(record.finished_at);
+            tracing::warn!(
+                source = %source.config.id,
+                consecutive_failures = breaker.consecutive_failures,
+                until = %until.with_timezone(&self.config.daemon.timezone).to_rfc3339(),
+                "the platform said when to try again: scheduled runs are skipped until then (a manual run still runs)"
+            );
+        } else if let (Some(delay), Some(until)) = (opened, breaker.backoff_until) {
             tracing::warn!(
                 source = %source.config.id,
                 consecutive_failures = breaker.consecutive_failures,
@@ -1129,6 +1196,7 @@ impl Engine {
             default_unit: (source.config.units.len() == 1).then(|| source.config.units[0].clone()),
             indicators: source.catalogue.clone(),
             state,
+            today: Some(self.today()),
         };
         let instance = source.instance.clone();
         // The guard moves into the blocking task: if we stop waiting at the
@@ -1148,6 +1216,7 @@ impl Engine {
             state: None,
             error_kind: None,
             uncovered: Vec::new(),
+            retry_after: None,
         };
         match outcome {
             Err(_) => {
@@ -1174,6 +1243,7 @@ impl Engine {
                 collected.result = RunResult::Error;
                 if let CallError::Plugin(plugin) = &e {
                     collected.error_kind = Some(plugin.kind);
+                    collected.retry_after = plugin.retry_after.filter(|t| *t > self.clock.now());
                 }
                 collected.error = Some(redact(&e.to_string()));
             }
@@ -1554,6 +1624,8 @@ mod tests {
                 warnings: vec![],
                 http_requests: None,
                 uncovered: Vec::new(),
+                error_kind: None,
+                retry_after: None,
             },
             observations: (1..=days)
                 .map(|d| Observation {

@@ -555,6 +555,8 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "finished_at": local(run.finished_at),
                 "result": run.result.as_str(),
                 "error": run.error,
+                "error_kind": run.error_kind,
+                "retry_after": run.retry_after.map(local),
                 "window": {"from": run.window_from, "to": run.window_to},
                 "observations": observations,
                 "http_requests": run.http_requests,
@@ -562,7 +564,15 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "warnings": run.warnings,
             })
         };
-        let error_json = |run: &crate::store::RunRecord| json!({"at": local(run.finished_at), "result": run.result.as_str(), "error": run.error});
+        let error_json = |run: &crate::store::RunRecord| {
+            json!({
+                "at": local(run.finished_at),
+                "result": run.result.as_str(),
+                "error_kind": run.error_kind,
+                "retry_after": run.retry_after.map(local),
+                "error": run.error,
+            })
+        };
         // A run the store could not record is newer than anything it holds.
         let unrecorded = source.unrecorded();
         let (last_run, last_error) = match &unrecorded.last {

@@ -39,6 +39,7 @@ use prometheus::TextEncoder;
 use prometheus::core::Collector;
 
 use crate::store::RunResult;
+use tally_plugin::ErrorKind;
 
 /// The `Content-Type` of the body.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -75,9 +76,24 @@ const SOURCE_UP: Family = Family {
     help: "1 if the source's last run succeeded.",
     kind: "gauge",
 };
+/// The `kind` label values of `tally_source_runs_total{result="error"}`:
+/// the plugin's error kinds, `unknown` for a kind newer than this daemon and
+/// `protocol` for an answer that broke the protocol. A fixed list, so that
+/// the label's cardinality is bounded and every series exists from the start.
+pub const ERROR_KINDS: [&str; 8] = [
+    "settings",
+    "auth",
+    "upstream",
+    "rate_limited",
+    "data",
+    "internal",
+    "unknown",
+    "protocol",
+];
+
 const RUNS_TOTAL: Family = Family {
     name: "tally_source_runs_total",
-    help: "Collection runs by result.",
+    help: "Collection runs by result; runs with result error also by the kind of error.",
     kind: "counter",
 };
 const LAST_SUCCESS: Family = Family {
@@ -149,6 +165,9 @@ struct SourceStats {
     plugin_label: Arc<str>,
     plugin: Arc<str>,
     runs: [u64; RunResult::ALL.len()],
+    /// Runs with result `error`, by [`ERROR_KINDS`]; they add up to the
+    /// `error` entry of `runs`.
+    error_kinds: [u64; ERROR_KINDS.len()],
     /// `None` until the first run: no `tally_source_up` series before.
     up: Option<bool>,
     last_success: Option<f64>,
@@ -170,6 +189,7 @@ impl SourceStats {
             plugin_label: escaped(plugin).into(),
             plugin: plugin.into(),
             runs: [0; RunResult::ALL.len()],
+            error_kinds: [0; ERROR_KINDS.len()],
             up: None,
             last_success: None,
             duration_buckets: [0; DURATION_BUCKETS.len()],
@@ -300,6 +320,7 @@ impl Metrics {
                 stats.plugin = plugin.into();
                 stats.plugin_label = escaped(plugin).into();
                 stats.runs = [0; RunResult::ALL.len()];
+                stats.error_kinds = [0; ERROR_KINDS.len()];
                 stats.up = None;
                 entry.version += 1;
             }
@@ -326,12 +347,15 @@ impl Metrics {
         }
     }
 
-    /// Records a finished run.
+    /// Records a finished run; `kind` is what the plugin reported, for a
+    /// run with result `error`.
+    #[allow(clippy::too_many_arguments)]
     pub fn run_finished(
         &self,
         source: &str,
         _plugin: &str,
         result: RunResult,
+        kind: Option<ErrorKind>,
         seconds: f64,
         written: usize,
         finished_unix: f64,
@@ -340,8 +364,13 @@ impl Metrics {
             .iter()
             .position(|x| *x == result)
             .unwrap_or_default();
+        let k = crate::engine::error_kind_label(result, kind)
+            .and_then(|label| ERROR_KINDS.iter().position(|x| *x == label));
         self.shared.update(source, |s| {
             s.runs[r] += 1;
+            if let Some(k) = k {
+                s.error_kinds[k] += 1;
+            }
             if let Some(b) = DURATION_BUCKETS.iter().position(|(le, _)| seconds <= *le) {
                 s.duration_buckets[b] += 1;
             }
@@ -725,6 +754,21 @@ fn write_source(s: &SourceStats, version: u64) -> SourceText {
     }
     ends[0] = out.len();
     for (result, n) in RunResult::ALL.iter().zip(s.runs) {
+        if *result == RunResult::Error {
+            for (kind, n) in ERROR_KINDS.iter().zip(s.error_kinds) {
+                let parts = [
+                    "tally_source_runs_total{kind=\"",
+                    kind,
+                    "\",plugin=\"",
+                    plugin,
+                    "\",result=\"error\",source=\"",
+                    source,
+                    "\"} ",
+                ];
+                line(&mut out, &parts, Value::Int(n));
+            }
+            continue;
+        }
         let parts = [
             "tally_source_runs_total{plugin=\"",
             plugin,

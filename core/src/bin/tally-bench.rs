@@ -159,6 +159,8 @@ fn run_record(from: NaiveDate, to: NaiveDate, at: DateTime<Utc>) -> RunRecord {
         warnings: Vec::new(),
         http_requests: None,
         uncovered: Vec::new(),
+        error_kind: None,
+        retry_after: None,
     }
 }
 
@@ -614,7 +616,7 @@ fn exposition(
         let id = format!("src-{n:05}");
         metrics.register_source(&id, "http_json");
         metrics.set_schedule_interval(&id, 10.0);
-        metrics.run_finished(&id, "http_json", RunResult::Success, 0.004, 1, 1.7e9);
+        metrics.run_finished(&id, "http_json", RunResult::Success, None, 0.004, 1, 1.7e9);
     }
     let mut body_ms = Vec::with_capacity(reps);
     let mut full_ms = Vec::with_capacity(reps);
@@ -656,7 +658,15 @@ fn exposition(
                 let due = (start.elapsed().as_secs_f64() * LIVE_RUNS_PER_SEC as f64) as usize;
                 while done < due {
                     let id = format!("src-{:05}", done % LIVE_SOURCES);
-                    metrics.run_finished(&id, "http_json", RunResult::Success, 0.004, 1, 1.7e9);
+                    metrics.run_finished(
+                        &id,
+                        "http_json",
+                        RunResult::Success,
+                        None,
+                        0.004,
+                        1,
+                        1.7e9,
+                    );
                     metrics.values_changed();
                     done += 1;
                 }

@@ -167,6 +167,24 @@ pub struct IndicatorConfig {
     /// [`crate::domain::MAX_VALUE`]. Anything else is refused at accept time.
     pub min: f64,
     pub max: f64,
+    /// `Some(plugin)` for an indicator not in `[[indicators]]` that the
+    /// plugin declares in its `describe()` (see
+    /// [`Config::adopt_plugin_indicators`]); `None` for a configured one.
+    pub declared_by: Option<String>,
+}
+
+impl IndicatorConfig {
+    /// The `[[indicators]]` table that declares this indicator in the file.
+    pub fn toml_snippet(&self) -> String {
+        let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        format!(
+            "[[indicators]]\nid = {}\nname = {}\nkind = {}\nunit = {}\n",
+            quote(&self.id),
+            quote(&self.name),
+            quote(self.kind.as_str()),
+            quote(&self.unit)
+        )
+    }
 }
 
 /// Since when an indicator's values accumulate.
@@ -680,6 +698,60 @@ impl Config {
         self.keys.at(&key)
     }
 
+    /// Declare once: adds to `indicators` every indicator an enabled source
+    /// stores under its plugin's own id (not mapped by
+    /// `[sources.indicators]`) that `[[indicators]]` lacks and that the
+    /// plugin declares in its `describe()`, with the plugin's name, kind and
+    /// unit. `emits` maps a source id to the ids its plugin emits,
+    /// `described` a plugin name to its declarations. A configured
+    /// indicator always wins: declaring it in the file renames it, sets its
+    /// unit, and lets targets name it. Returns the ids added, in file order
+    /// of their first source. Two plugins declaring one id differently is
+    /// left to [`Config::check_emits`] (the first one's declaration is used).
+    pub fn adopt_plugin_indicators(
+        &mut self,
+        emits: &HashMap<String, Vec<String>>,
+        described: &HashMap<String, Vec<tally_plugin::IndicatorDecl>>,
+    ) -> Vec<String> {
+        let mut added = Vec::new();
+        for source in self.sources.iter().filter(|s| s.enabled) {
+            let (Some(emitted), Some(decls)) =
+                (emits.get(&source.id), described.get(&source.plugin))
+            else {
+                continue;
+            };
+            for id in emitted {
+                if source.indicators.contains_key(id) || self.indicators.iter().any(|i| &i.id == id)
+                {
+                    continue;
+                }
+                let Some(decl) = decls.iter().find(|d| &d.id == id) else {
+                    continue;
+                };
+                let kind = match decl.kind {
+                    tally_plugin::Kind::Count => Kind::Count,
+                    tally_plugin::Kind::Level => Kind::Level,
+                    tally_plugin::Kind::Distinct => Kind::Distinct,
+                };
+                // A declared indicator has no `min`/`max` in the file: the
+                // kind's default range, as for a configured one without them.
+                self.indicators.push(IndicatorConfig {
+                    id: decl.id.clone(),
+                    name: decl.name.clone(),
+                    kind,
+                    unit: decl.unit.clone(),
+                    accumulates: None,
+                    per_capita: false,
+                    min: kind.default_min(),
+                    max: MAX_VALUE,
+                    declared_by: Some(source.plugin.clone()),
+                });
+                added.push(decl.id.clone());
+            }
+        }
+        added
+    }
+
     /// The check that needs the loaded plugins. `emits` maps a source id to the
     /// indicator ids its plugin says it emits. Each source's indicator
     /// mapping must name only ids its plugin emits and must not store two of
@@ -736,7 +808,7 @@ impl Config {
                 if !declared.contains(indicator.as_str()) {
                     let message = if indicators.contains(indicator) {
                         format!(
-                            "plugin {:?} of source {:?} emits indicator {indicator:?}, which is not declared in [[indicators]] (declare it, or map it in [sources.indicators] to a declared id or to false)",
+                            "plugin {:?} of source {:?} emits indicator {indicator:?}, which neither its describe() nor [[indicators]] declares (declare it, or map it in [sources.indicators] to a declared id or to false)",
                             source.plugin, source.id
                         )
                     } else {
@@ -1141,6 +1213,7 @@ impl Checker<'_> {
                 per_capita: i.per_capita.unwrap_or(false),
                 min: i.min.unwrap_or(i.kind.default_min()),
                 max: i.max.unwrap_or(MAX_VALUE),
+                declared_by: None,
             })
             .collect()
     }

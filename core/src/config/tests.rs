@@ -607,7 +607,7 @@ fn check_emits_both_ways() {
     assert_eq!(
         err,
         "t.toml:10:6: indicators[1].id: no source emits indicator \"weibo_posts\" (only disabled sources do: weibo)\n\
-         t.toml:16:10: sources[0].plugin: plugin \"wechat\" of source \"wechat\" emits indicator \"wechat_reads\", which is not declared in [[indicators]] (declare it, or map it in [sources.indicators] to a declared id or to false)"
+         t.toml:16:10: sources[0].plugin: plugin \"wechat\" of source \"wechat\" emits indicator \"wechat_reads\", which neither its describe() nor [[indicators]] declares (declare it, or map it in [sources.indicators] to a declared id or to false)"
     );
     let err = config.check_emits(&emits(&[])).unwrap_err();
     assert_eq!(err.problems().len(), 2);
@@ -936,7 +936,7 @@ fn check_emits_checks_the_left_side_of_the_mapping_and_uses_mapped_ids() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("sources[0].plugin: plugin \"p\" of source \"s\" emits indicator \"xuexi_days\", which is not declared in [[indicators]] (declare it, or map it"),
+        err.contains("sources[0].plugin: plugin \"p\" of source \"s\" emits indicator \"xuexi_days\", which neither its describe() nor [[indicators]] declares (declare it, or map it"),
         "{err}"
     );
     // A declared indicator that only a mapping could fill: nobody stores it.
@@ -1123,4 +1123,71 @@ fn plugin_dirs_alone_are_read_without_secrets_or_the_rest() {
     assert!(err.contains("t.toml:2:15: daemon.plugin_dirs"), "{err}");
     std::fs::write(&path, "[daemon\n").unwrap();
     assert!(Config::load_plugin_dirs(&path).is_err());
+}
+
+#[test]
+fn indicators_a_plugin_declares_are_adopted_unless_configured_or_mapped() {
+    use tally_plugin::{IndicatorDecl, Kind as PluginKind};
+    let mut config = parse(&format!(
+        "{UNIT}[[indicators]]\nid = \"weibo_posts\"\nname = \"微博发博数（本县）\"\nkind = \"count\"\nunit = \"篇\"\n\
+         [[sources]]\nid = \"weibo\"\nplugin = \"weibo\"\nunit = \"county\"\nschedule = \"0 2 * * *\"\n\
+         [sources.indicators]\nweibo_likes = false\n\
+         [[sources]]\nid = \"off\"\nplugin = \"other\"\nunit = \"county\"\nschedule = \"0 2 * * *\"\nenabled = false\n"
+    ))
+    .unwrap();
+    let emits = HashMap::from([
+        (
+            "weibo".to_owned(),
+            [
+                "weibo_posts",
+                "weibo_followers",
+                "weibo_likes",
+                "weibo_custom",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        ("off".to_owned(), vec!["other_n".to_owned()]),
+    ]);
+    let described = HashMap::from([
+        (
+            "weibo".to_owned(),
+            vec![
+                IndicatorDecl::new("weibo_posts", "微博发博数", PluginKind::Count, "条"),
+                IndicatorDecl::new("weibo_followers", "微博粉丝数", PluginKind::Level, "人"),
+                IndicatorDecl::new("weibo_likes", "微博点赞数", PluginKind::Count, "次"),
+            ],
+        ),
+        (
+            "other".to_owned(),
+            vec![IndicatorDecl::new("other_n", "数", PluginKind::Count, "个")],
+        ),
+    ]);
+    let added = config.adopt_plugin_indicators(&emits, &described);
+    // Configured (weibo_posts keeps the file's name and unit), mapped
+    // (weibo_likes is dropped), undescribed (weibo_custom) and disabled
+    // (other_n) ones are not adopted.
+    assert_eq!(added, ["weibo_followers"]);
+    let posts = config.indicator("weibo_posts").unwrap();
+    assert_eq!(
+        (posts.name.as_str(), posts.unit.as_str()),
+        ("微博发博数（本县）", "篇")
+    );
+    assert_eq!(posts.declared_by, None);
+    let followers = config.indicator("weibo_followers").unwrap();
+    assert_eq!(followers.kind, Kind::Level);
+    assert_eq!(followers.declared_by.as_deref(), Some("weibo"));
+    assert_eq!(
+        followers.toml_snippet(),
+        "[[indicators]]\nid = \"weibo_followers\"\nname = \"微博粉丝数\"\nkind = \"level\"\nunit = \"人\"\n"
+    );
+    // The snippet is a valid declaration.
+    parse(&format!("{UNIT}{}", followers.toml_snippet())).unwrap();
+    // The undescribed id still has to be declared.
+    let err = config.check_emits(&emits).unwrap_err().to_string();
+    assert!(
+        err.contains("emits indicator \"weibo_custom\", which neither its describe() nor [[indicators]] declares"),
+        "{err}"
+    );
+    assert!(!err.contains("weibo_followers"), "{err}");
 }

@@ -67,8 +67,24 @@ fn one_source() -> Metrics {
     let metrics = Metrics::new();
     metrics.register_source("posts", "http_json");
     metrics.set_schedule_interval("posts", 10.0);
-    metrics.run_finished("posts", "http_json", RunResult::Success, 0.02, 3, 1.7e9);
-    metrics.run_finished("posts", "http_json", RunResult::Error, 0.7, 0, 1.7e9 + 10.0);
+    metrics.run_finished(
+        "posts",
+        "http_json",
+        RunResult::Success,
+        None,
+        0.02,
+        3,
+        1.7e9,
+    );
+    metrics.run_finished(
+        "posts",
+        "http_json",
+        RunResult::Error,
+        Some(ErrorKind::Upstream),
+        0.7,
+        0,
+        1.7e9 + 10.0,
+    );
     metrics.run_skipped("posts");
     metrics
 }
@@ -83,10 +99,17 @@ fn per_source_families_are_written_in_full() {
     let expected = r#"# HELP tally_source_up 1 if the source's last run succeeded.
 # TYPE tally_source_up gauge
 tally_source_up{plugin="http_json",source="posts"} 0
-# HELP tally_source_runs_total Collection runs by result.
+# HELP tally_source_runs_total Collection runs by result; runs with result error also by the kind of error.
 # TYPE tally_source_runs_total counter
 tally_source_runs_total{plugin="http_json",result="success",source="posts"} 1
-tally_source_runs_total{plugin="http_json",result="error",source="posts"} 1
+tally_source_runs_total{kind="settings",plugin="http_json",result="error",source="posts"} 0
+tally_source_runs_total{kind="auth",plugin="http_json",result="error",source="posts"} 0
+tally_source_runs_total{kind="upstream",plugin="http_json",result="error",source="posts"} 1
+tally_source_runs_total{kind="rate_limited",plugin="http_json",result="error",source="posts"} 0
+tally_source_runs_total{kind="data",plugin="http_json",result="error",source="posts"} 0
+tally_source_runs_total{kind="internal",plugin="http_json",result="error",source="posts"} 0
+tally_source_runs_total{kind="unknown",plugin="http_json",result="error",source="posts"} 0
+tally_source_runs_total{kind="protocol",plugin="http_json",result="error",source="posts"} 0
 tally_source_runs_total{plugin="http_json",result="timeout",source="posts"} 0
 tally_source_runs_total{plugin="http_json",result="panic",source="posts"} 0
 tally_source_runs_total{plugin="http_json",result="crash",source="posts"} 0
@@ -131,7 +154,7 @@ tally_source_schedule_interval_seconds{source="posts"} 10
 fn a_slow_run_counts_only_in_the_inf_bucket() {
     let metrics = Metrics::new();
     metrics.register_source("s", "p");
-    metrics.run_finished("s", "p", RunResult::Timeout, 400.0, 0, 0.0);
+    metrics.run_finished("s", "p", RunResult::Timeout, None, 400.0, 0, 0.0);
     let text = metrics.encode();
     assert!(text.contains("tally_source_run_duration_seconds_bucket{source=\"s\",le=\"300\"} 0\n"));
     assert!(
@@ -149,9 +172,19 @@ fn a_source_before_its_first_run_shows_zeros_but_no_up() {
     let text = metrics.encode();
     assert!(!text.contains("tally_source_up"), "{text}");
     for result in RunResult::ALL {
+        if result == RunResult::Error {
+            continue;
+        }
         let series = format!(
             "tally_source_runs_total{{plugin=\"p\",result=\"{}\",source=\"s\"}} 0\n",
             result.as_str()
+        );
+        assert!(text.contains(&series), "{series}");
+    }
+    // Errors by kind, every kind from the start: a bounded set.
+    for kind in ERROR_KINDS {
+        let series = format!(
+            "tally_source_runs_total{{kind=\"{kind}\",plugin=\"p\",result=\"error\",source=\"s\"}} 0\n"
         );
         assert!(text.contains(&series), "{series}");
     }
@@ -162,13 +195,13 @@ fn a_source_before_its_first_run_shows_zeros_but_no_up() {
 fn forget_source_removes_every_series_of_the_source_and_only_those() {
     let metrics = one_source();
     metrics.register_source("other", "csv_form");
-    metrics.run_finished("other", "csv_form", RunResult::Success, 0.1, 1, 5.0);
+    metrics.run_finished("other", "csv_form", RunResult::Success, None, 0.1, 1, 5.0);
     metrics.forget_source("posts", "http_json");
     let text = metrics.encode();
     assert!(!text.contains("\"posts\""), "{text}");
     assert!(text.contains("tally_source_up{plugin=\"csv_form\",source=\"other\"} 1\n"));
     // A run of the removed source still finishing does not bring it back.
-    metrics.run_finished("posts", "http_json", RunResult::Success, 0.1, 1, 5.0);
+    metrics.run_finished("posts", "http_json", RunResult::Success, None, 0.1, 1, 5.0);
     metrics.run_missed("posts");
     metrics.set_last_success("posts", 5.0);
     assert!(!metrics.encode().contains("\"posts\""));
@@ -180,11 +213,19 @@ fn counters_continue_when_a_source_is_registered_again() {
     let metrics = one_source();
     // A reload: the new engine registers the same source with the same plugin.
     metrics.register_source("posts", "http_json");
-    metrics.run_finished("posts", "http_json", RunResult::Success, 0.02, 4, 1.8e9);
+    metrics.run_finished(
+        "posts",
+        "http_json",
+        RunResult::Success,
+        None,
+        0.02,
+        4,
+        1.8e9,
+    );
     let text = metrics.encode();
     for line in [
         "tally_source_runs_total{plugin=\"http_json\",result=\"success\",source=\"posts\"} 2\n",
-        "tally_source_runs_total{plugin=\"http_json\",result=\"error\",source=\"posts\"} 1\n",
+        "tally_source_runs_total{kind=\"upstream\",plugin=\"http_json\",result=\"error\",source=\"posts\"} 1\n",
         "tally_observations_written_total{source=\"posts\"} 7\n",
         "tally_source_skipped_runs_total{source=\"posts\"} 1\n",
         "tally_source_run_duration_seconds_count{source=\"posts\"} 3\n",
@@ -212,7 +253,7 @@ fn scrapes_see_the_body_of_the_last_rebuild_only() {
     // Nothing changed: no rebuild.
     assert!(!metrics.refresh(false, || panic!("nothing was written")));
 
-    metrics.run_finished("s", "p", RunResult::Success, 0.1, 0, 1.0);
+    metrics.run_finished("s", "p", RunResult::Success, None, 0.1, 0, 1.0);
     assert_eq!(metrics.exposition(), before, "not rebuilt yet");
     assert!(metrics.refresh(false, || panic!("no observations were written")));
     let after = metrics.exposition();
@@ -264,7 +305,7 @@ fn plugin_info_is_exported_once_per_library() {
 fn full_body() -> String {
     let metrics = one_source();
     metrics.register_source("quote\"d", "exec");
-    metrics.run_finished("quote\"d", "exec", RunResult::Panic, 3.0, 0, 0.0);
+    metrics.run_finished("quote\"d", "exec", RunResult::Panic, None, 3.0, 0, 0.0);
     metrics.plugin_loaded("http_json", "0.1.0", "1");
     let mut text = IndicatorText::new();
     text.unit_info([

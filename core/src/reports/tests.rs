@@ -434,6 +434,8 @@ fn a_start_in_q4_writes_the_missing_q2_and_q3_reports_once() {
                 warnings: vec![],
                 http_requests: None,
                 uncovered: Vec::new(),
+                error_kind: None,
+                retry_after: None,
             },
             &[
                 observation(day(2026, 5, 12), 3.0),

@@ -264,6 +264,11 @@ pub struct RunRecord {
     /// disjoint, inclusive ranges inside the window; empty when it covered
     /// all of it (and for a failed run, which covers nothing).
     pub uncovered: Vec<(NaiveDate, NaiveDate)>,
+    /// Why a run with result `error` failed: the plugin's error kind
+    /// (`upstream`, `rate_limited`, ...) or `protocol`; `None` otherwise.
+    pub error_kind: Option<String>,
+    /// The plugin's retry-after: when the platform accepts requests again.
+    pub retry_after: Option<DateTime<Utc>>,
 }
 
 /// One run for [`Store::record_runs`]: what [`Store::record_run`] takes, owned,

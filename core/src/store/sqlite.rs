@@ -110,6 +110,12 @@ CREATE TABLE monthly_versions (
 -- the whole window, so a run without gaps writes and reads nothing more.
 ALTER TABLE runs ADD COLUMN uncovered TEXT;
 "#,
+    r#"
+-- Why a failed run failed (the plugin's error kind), and when the platform
+-- said to try again. NULL for the runs recorded before.
+ALTER TABLE runs ADD COLUMN error_kind TEXT;
+ALTER TABLE runs ADD COLUMN retry_after INTEGER; -- unix milliseconds
+"#,
 ];
 
 pub struct SqliteStore {
@@ -848,7 +854,8 @@ fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
 }
 
 const RUN_COLUMNS: &str = "id, source, trigger, started_at, finished_at, result, error, \
-                           window_from, window_to, warnings, observations, http_requests, uncovered";
+                           window_from, window_to, warnings, observations, http_requests, uncovered, \
+                           error_kind, retry_after";
 
 /// The raw columns of a run row; converted outside the rusqlite closure so
 /// that a corrupt value becomes a `StoreError` that says what was wrong.
@@ -866,6 +873,8 @@ type RunRow = (
     i64,
     Option<i64>,
     Option<String>,
+    Option<String>,
+    Option<i64>,
 );
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
@@ -883,12 +892,29 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
         r.get(10)?,
         r.get(11)?,
         r.get(12)?,
+        r.get(13)?,
+        r.get(14)?,
     ))
 }
 
 fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
-    let (id, source, trigger, started, finished, result, error, from, to, warnings, n, http, gaps) =
-        row;
+    let (
+        id,
+        source,
+        trigger,
+        started,
+        finished,
+        result,
+        error,
+        from,
+        to,
+        warnings,
+        n,
+        http,
+        gaps,
+        kind,
+        after,
+    ) = row;
     let result = RunResult::parse(&result).ok_or_else(|| StoreError::Corrupt {
         what: "run result",
         detail: format!("run {id} has result \"{result}\""),
@@ -917,6 +943,8 @@ fn stored_run(row: RunRow) -> Result<StoredRun, StoreError> {
                     .collect::<Result<_, StoreError>>()?,
                 None => Vec::new(),
             },
+            error_kind: kind,
+            retry_after: after.map(from_millis).transpose()?,
         },
         observations_written: u64::try_from(n).unwrap_or(0),
     })
@@ -1387,8 +1415,9 @@ fn write_run(
     let run = c.run;
     tx.prepare_cached(
         "INSERT INTO runs (source, trigger, started_at, finished_at, result, error, \
-         window_from, window_to, observations, warnings, http_requests, uncovered) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         window_from, window_to, observations, warnings, http_requests, uncovered, error_kind, \
+         retry_after) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )
     .map_err(e)?
     .execute(params![
@@ -1404,6 +1433,8 @@ fn write_run(
         c.warnings,
         run.http_requests.and_then(|n| i64::try_from(n).ok()),
         c.uncovered,
+        run.error_kind,
+        run.retry_after.map(millis),
     ])
     .map_err(e)?;
     let run_id = tx.last_insert_rowid();
@@ -2164,6 +2195,9 @@ mod tests {
             warnings: vec![],
             http_requests: Some(3),
             uncovered: Vec::new(),
+            error_kind: (result == RunResult::Error).then(|| "rate_limited".into()),
+            retry_after: (result == RunResult::Error)
+                .then(|| at(finished) + chrono::Duration::hours(14)),
         }
     }
 
@@ -2562,6 +2596,8 @@ mod tests {
             status.last_run.as_ref().map(|r| (r.id, r.run.result)),
             Some((bad, RunResult::Error))
         );
+        // The run record keeps the kind and the retry-after.
+        assert_eq!(status.last_run.as_ref().map(|r| &r.run), Some(&failed));
         assert_eq!(
             status.last_run.map(|r| r.run.error),
             Some(Some("upstream answered 503".into()))

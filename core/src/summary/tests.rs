@@ -178,6 +178,8 @@ fn run(
                 warnings: vec![],
                 http_requests: None,
                 uncovered: Vec::new(),
+                error_kind: None,
+                retry_after: None,
             },
             o,
             None,

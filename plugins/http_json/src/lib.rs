@@ -56,7 +56,9 @@
 //! and empty fields are skipped, not zero. A row with an unknown unit, a bad
 //! date or a bad number is a warning naming the row index and the field; the
 //! other rows are kept. Errors and warnings name the URL without its query
-//! string, so tokens passed as query parameters stay out of logs.
+//! string, so tokens passed as query parameters stay out of logs. HTTP 401
+//! and 403 are `auth` errors, 429 `rate_limited` (until the answer's
+//! `Retry-After`, when it has one), any other status not 2xx `upstream`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -435,7 +437,14 @@ impl HttpJson {
             );
             return Err(match resp.status {
                 401 | 403 => Error::auth(message),
-                429 => Error::rate_limited(message),
+                429 => {
+                    let limited = Error::rate_limited(message);
+                    // The daemon waits for the platform's Retry-After.
+                    match resp.retry_after(host.now()) {
+                        Some(at) => limited.retry_after(at),
+                        None => limited,
+                    }
+                }
                 _ => Error::upstream(message),
             });
         }

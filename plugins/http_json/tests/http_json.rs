@@ -3,7 +3,7 @@
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 use tally_http_json::HttpJson;
-use tally_plugin::testkit::{Fixture, Harness, TestHost};
+use tally_plugin::testkit::{self, Fixture, Harness, TestHost};
 use tally_plugin::{
     CollectRequest, CollectResponse, Error, ErrorKind, IndicatorRef, Kind, UnitRef, Window,
 };
@@ -408,4 +408,21 @@ fn http_errors_name_status_and_url() {
     .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Auth);
     assert!(err.message.contains("HTTP 401"), "{}", err.message);
+}
+
+#[test]
+fn a_429_is_rate_limited_until_its_retry_after() {
+    let settings = json!({"url": API, "values": [{"indicator": "a", "path": "$.a"}]});
+    let host = TestHost::new().fixture(
+        Fixture::get(API)
+            .header("Retry-After", "600")
+            .respond(429, "slow down"),
+    );
+    let now = host.now();
+    let err = testkit::assert_kind(run(settings.clone(), host), ErrorKind::RateLimited);
+    assert_eq!(err.retry_after, Some(now + chrono::Duration::minutes(10)));
+    // Without the header the daemon retries as for `upstream`.
+    let host = TestHost::new().fixture(Fixture::get(API).respond(429, ""));
+    let err = testkit::assert_kind(run(settings, host), ErrorKind::RateLimited);
+    assert_eq!(err.retry_after, None);
 }

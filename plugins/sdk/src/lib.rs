@@ -126,6 +126,23 @@ pub use schemars;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
+/// The date and time crate the protocol's types use, re-exported so that a
+/// plugin names days and times without a dependency of its own.
+///
+/// ```
+/// use tally_plugin::chrono::NaiveDate;
+/// assert!(NaiveDate::from_ymd_opt(2026, 11, 27).is_some());
+/// ```
+pub use chrono;
+/// The JSON crate of resume state and settings, re-exported for API plugins.
+///
+/// ```
+/// use tally_plugin::serde_json::{Value, json};
+/// let v: Value = json!({"cursor": 42});
+/// assert_eq!(v["cursor"], 42);
+/// ```
+pub use serde_json;
+
 pub use protocol::{
     CollectRequest, CollectResponse, Created, Description, Error, ErrorKind, HttpRequest,
     HttpResponse, IndicatorDecl, IndicatorRef, Kind, Level, Observation, PROTOCOL_VERSION, UnitRef,

@@ -8,7 +8,7 @@
 //! - every field added after protocol 1 carries `#[serde(default)]`;
 //! - a field is never renamed or removed within ABI major 1.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON messages below. It can grow without changing the ABI.
@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 ///   `charset` and `warnings`; text bodies decoded by their declared charset;
 ///   [`CollectResponse`]'s `uncovered` days.
 /// - 3: [`Description`]'s `settings_schema`.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// - 4: [`CollectRequest`]'s `today`, [`Error`]'s `retry_after`.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// How an indicator combines over time and over units.
 ///
@@ -217,6 +218,10 @@ pub struct CollectRequest {
     /// The resume state the plugin returned from its last successful run, if any.
     #[serde(default)]
     pub state: Option<serde_json::Value>,
+    /// The day the run started on, in `timezone` (protocol 4); read it with
+    /// [`CollectRequest::today`]. `None` from an older daemon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub today: Option<NaiveDate>,
 }
 
 impl CollectRequest {
@@ -239,7 +244,56 @@ impl CollectRequest {
             default_unit: None,
             indicators: Vec::new(),
             state: None,
+            today: None,
         }
+    }
+
+    /// The day the run started on, in the daemon's time zone (`timezone`):
+    /// usually a partial day, whose figures a platform has not finished
+    /// counting. A daemon older than protocol 4 does not say; then it is the
+    /// window's last day, which is today for a scheduled run. The test kit's
+    /// [`Harness`](crate::testkit::Harness) fills it in from its clock.
+    ///
+    /// ```
+    /// use tally_plugin::{CollectRequest, Window};
+    /// use tally_plugin::chrono::NaiveDate;
+    /// let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    /// let req = CollectRequest::new("demo", Window::new(day(20), day(27))).with_today(day(27));
+    /// assert_eq!(req.today(), day(27));
+    /// ```
+    pub fn today(&self) -> NaiveDate {
+        self.today.unwrap_or(self.window.to)
+    }
+
+    /// The day before [`CollectRequest::today`]: the last day a platform
+    /// that publishes daily figures the morning after can have finished.
+    /// Clip the window to it to avoid emitting today's partial day.
+    ///
+    /// ```
+    /// use tally_plugin::{CollectRequest, Window};
+    /// use tally_plugin::chrono::NaiveDate;
+    /// let day = |d| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    /// let req = CollectRequest::new("demo", Window::new(day(20), day(27))).with_today(day(27));
+    /// assert_eq!(req.last_complete_day(), day(26));
+    /// let to = req.window.to.min(req.last_complete_day());
+    /// assert_eq!(req.window.days().filter(|d| *d <= to).count(), 7);
+    /// ```
+    pub fn last_complete_day(&self) -> NaiveDate {
+        let today = self.today();
+        today.pred_opt().unwrap_or(today)
+    }
+
+    /// Sets the day the run started on (tests; the daemon sets it).
+    ///
+    /// ```
+    /// use tally_plugin::{CollectRequest, Window};
+    /// use tally_plugin::chrono::NaiveDate;
+    /// let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    /// assert_eq!(CollectRequest::new("demo", Window::new(d, d)).with_today(d).today, Some(d));
+    /// ```
+    pub fn with_today(mut self, today: NaiveDate) -> Self {
+        self.today = Some(today);
+        self
     }
 
     /// Maps the text another system uses for a unit (its id, display name or one
@@ -460,7 +514,10 @@ pub enum ErrorKind {
     Auth,
     /// The platform failed or answered garbage; likely to pass on a later run.
     Upstream,
-    /// The platform's quota is used up; retry on the next schedule.
+    /// The platform's quota or rate limit is reached. Retried within the run
+    /// like `upstream`, unless the error says when to try again
+    /// ([`Error::retry_after`]): then no attempt, scheduled or retried, starts
+    /// before that time.
     RateLimited,
     /// Input data (a file, a form) is unusable.
     Data,
@@ -469,6 +526,26 @@ pub enum ErrorKind {
     /// A kind this SDK does not know (sent by a newer plugin).
     #[serde(other)]
     Unknown,
+}
+
+impl ErrorKind {
+    /// The kind as it is written on the wire, in run records and in metrics.
+    ///
+    /// ```
+    /// use tally_plugin::ErrorKind;
+    /// assert_eq!(ErrorKind::RateLimited.as_str(), "rate_limited");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Settings => "settings",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Upstream => "upstream",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Data => "data",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Unknown => "unknown",
+        }
+    }
 }
 
 /// An HTTP request the daemon performs for the plugin.
@@ -632,6 +709,33 @@ impl HttpResponse {
         })
     }
 
+    /// When the `Retry-After` header (seconds, or an HTTP date) says to try
+    /// again, counted from `now` (use [`crate::Host::now`]); `None` without a
+    /// readable header.
+    ///
+    /// ```
+    /// use tally_plugin::{Error, HttpResponse};
+    /// use tally_plugin::chrono::{TimeZone, Utc};
+    /// let now = Utc.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).unwrap();
+    /// let r = HttpResponse::from_body(429, vec![("Retry-After".into(), "120".into())], vec![], false);
+    /// assert_eq!(r.retry_after(now), Some(now + tally_plugin::chrono::Duration::seconds(120)));
+    /// let r = HttpResponse::from_body(429, vec![("retry-after".into(), "Fri, 27 Nov 2026 16:00:00 GMT".into())], vec![], false);
+    /// assert_eq!(r.retry_after(now), Some(Utc.with_ymd_and_hms(2026, 11, 27, 16, 0, 0).unwrap()));
+    /// let mut e = Error::rate_limited("HTTP 429");
+    /// if let Some(at) = r.retry_after(now) {
+    ///     e = e.retry_after(at);
+    /// }
+    /// ```
+    pub fn retry_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let value = self.header("retry-after")?.trim();
+        if let Ok(seconds) = value.parse::<u32>() {
+            return Some(now + chrono::Duration::seconds(i64::from(seconds)));
+        }
+        DateTime::parse_from_rfc2822(value)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
     /// The first header of that name, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -679,6 +783,12 @@ impl Level {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// Not before this time (protocol 4): the daemon starts no attempt of
+    /// the source, neither a retry within the run nor a scheduled run,
+    /// before it. Set it with [`Error::retry_after`] on a `rate_limited`
+    /// error whose platform says when its quota resets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<DateTime<Utc>>,
 }
 
 impl Error {
@@ -686,7 +796,23 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Says when the platform accepts requests again (its quota resets, its
+    /// `Retry-After` header): no attempt of the source starts before then.
+    ///
+    /// ```
+    /// use tally_plugin::Error;
+    /// use tally_plugin::chrono::{TimeZone, Utc};
+    /// let midnight = Utc.with_ymd_and_hms(2026, 11, 27, 16, 0, 0).unwrap(); // 00:00 CST
+    /// let e = Error::rate_limited("daily quota used up (45009)").retry_after(midnight);
+    /// assert_eq!(e.retry_after, Some(midnight));
+    /// ```
+    pub fn retry_after(mut self, at: DateTime<Utc>) -> Self {
+        self.retry_after = Some(at);
+        self
     }
 
     /// The settings are wrong; the message says which one and what is accepted.
@@ -704,7 +830,8 @@ impl Error {
         Self::new(ErrorKind::Upstream, message)
     }
 
-    /// The platform's quota is used up.
+    /// The platform's quota or rate limit is reached; add
+    /// [`Error::retry_after`] when it says until when.
     pub fn rate_limited(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::RateLimited, message)
     }

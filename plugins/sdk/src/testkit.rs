@@ -37,12 +37,13 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use crate::protocol::{
-    CollectRequest, CollectResponse, Created, Error, HttpRequest, HttpResponse, Level,
+    CollectRequest, CollectResponse, Created, Error, ErrorKind, HttpRequest, HttpResponse, Level,
 };
 use crate::{Host, LocalHost, Plugin};
 
-/// A recorded HTTP answer, matched by method, URL (without query) and the
-/// query parameters it names (others in the request are ignored).
+/// A recorded HTTP answer, matched by method, URL (without query), the
+/// query parameters it names and the request headers it names (others in
+/// the request are ignored; header names compare case-insensitively).
 ///
 /// The body is bytes, answered as the daemon would: decoded by the charset
 /// it declares (a `Content-Type` header added with [`Fixture::header`], an
@@ -63,6 +64,8 @@ pub struct Fixture {
     pub method: String,
     pub url: String,
     pub query: Vec<(String, String)>,
+    /// Request headers a request must carry to match.
+    pub request_headers: Vec<(String, String)>,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -74,6 +77,7 @@ impl Fixture {
             method: method.to_owned(),
             url: url.to_owned(),
             query: Vec::new(),
+            request_headers: Vec::new(),
             status: 200,
             headers: Vec::new(),
             body: Vec::new(),
@@ -91,6 +95,25 @@ impl Fixture {
     /// Only requests carrying this query parameter match.
     pub fn query(mut self, name: &str, value: &str) -> Fixture {
         self.query.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Only requests carrying this header with this value match: a token
+    /// sent as a header, an `Accept` a platform insists on.
+    ///
+    /// ```
+    /// use tally_plugin::testkit::{Fixture, TestHost};
+    /// use tally_plugin::{HttpRequest, LocalHost};
+    /// let host = TestHost::new()
+    ///     .fixture(Fixture::get("http://api.test/stats").request_header("Authorization", "Bearer t0k").respond(200, "{}"))
+    ///     .fixture(Fixture::get("http://api.test/stats").respond(401, "no token"));
+    /// let with = HttpRequest::get("http://api.test/stats").header("authorization", "Bearer t0k");
+    /// assert_eq!(host.http(&with).unwrap().status, 200);
+    /// assert_eq!(host.http(&HttpRequest::get("http://api.test/stats")).unwrap().status, 401);
+    /// ```
+    pub fn request_header(mut self, name: &str, value: &str) -> Fixture {
+        self.request_headers
+            .push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -121,6 +144,11 @@ impl Fixture {
         self.method.eq_ignore_ascii_case(&req.method)
             && self.url == path
             && self.query.iter().all(|q| query.contains(q))
+            && self.request_headers.iter().all(|(name, value)| {
+                req.headers
+                    .iter()
+                    .any(|(n, v)| n.eq_ignore_ascii_case(name) && v == value)
+            })
     }
 }
 
@@ -154,6 +182,21 @@ struct Inner {
     live: bool,
     log: Mutex<Vec<(Level, String)>>,
     requests: Mutex<Vec<HttpRequest>>,
+    cancel: Mutex<Cancel>,
+    /// How far the clock moves with each HTTP request.
+    step: Mutex<chrono::Duration>,
+}
+
+/// When [`TestHost`]'s `cancelled()` turns true.
+#[derive(Default)]
+struct Cancel {
+    /// After this many calls of `cancelled()` answered false.
+    after_checks: Option<u64>,
+    /// Once the clock reads this (see [`TestHost::advance_per_request`]).
+    at: Option<DateTime<Utc>>,
+    /// After this many HTTP requests.
+    after_requests: Option<usize>,
+    checks: u64,
 }
 
 impl Default for TestHost {
@@ -187,6 +230,8 @@ impl TestHost {
                 live,
                 log: Mutex::new(Vec::new()),
                 requests: Mutex::new(Vec::new()),
+                cancel: Mutex::new(Cancel::default()),
+                step: Mutex::new(chrono::Duration::zero()),
             }),
         }
     }
@@ -201,6 +246,77 @@ impl TestHost {
     pub fn at(self, now: DateTime<Utc>) -> TestHost {
         *lock(&self.inner.now) = now;
         self
+    }
+
+    /// `host.cancelled()` answers false `checks` times, then true: the
+    /// daemon giving up (timeout, shutdown) between two steps of a run.
+    ///
+    /// ```
+    /// use tally_plugin::LocalHost;
+    /// use tally_plugin::testkit::TestHost;
+    /// let host = TestHost::new().cancel_after_checks(2);
+    /// assert_eq!([host.cancelled(), host.cancelled(), host.cancelled()], [false, false, true]);
+    /// ```
+    pub fn cancel_after_checks(self, checks: u64) -> TestHost {
+        lock(&self.inner.cancel).after_checks = Some(checks);
+        self
+    }
+
+    /// `host.cancelled()` answers true once the plugin has made `requests`
+    /// HTTP requests: cancelled in the middle of paging through an API.
+    ///
+    /// ```
+    /// use tally_plugin::{HttpRequest, LocalHost};
+    /// use tally_plugin::testkit::{Fixture, TestHost};
+    /// let host = TestHost::new().fixture(Fixture::get("http://api.test/p").respond(200, "[]")).cancel_after_requests(1);
+    /// assert!(!host.cancelled());
+    /// host.http(&HttpRequest::get("http://api.test/p")).unwrap();
+    /// assert!(host.cancelled());
+    /// ```
+    pub fn cancel_after_requests(self, requests: usize) -> TestHost {
+        lock(&self.inner.cancel).after_requests = Some(requests);
+        self
+    }
+
+    /// `host.cancelled()` answers true once the clock reads `at` or later:
+    /// a run's timeout. Make the clock move with
+    /// [`TestHost::advance_per_request`].
+    ///
+    /// ```
+    /// use tally_plugin::{HttpRequest, LocalHost};
+    /// use tally_plugin::chrono::Duration;
+    /// use tally_plugin::testkit::{Fixture, TestHost};
+    /// let host = TestHost::new().fixture(Fixture::get("http://api.test/p").respond(200, "[]"));
+    /// let start = host.now();
+    /// let host = host.advance_per_request(Duration::seconds(20)).cancel_at(start + Duration::seconds(60));
+    /// for _ in 0..2 {
+    ///     host.http(&HttpRequest::get("http://api.test/p")).unwrap();
+    /// }
+    /// assert!(!host.cancelled());
+    /// host.http(&HttpRequest::get("http://api.test/p")).unwrap();
+    /// assert!(host.cancelled());
+    /// ```
+    pub fn cancel_at(self, at: DateTime<Utc>) -> TestHost {
+        lock(&self.inner.cancel).at = Some(at);
+        self
+    }
+
+    /// Moves the clock forward by `step` with every HTTP request, so that
+    /// time passes during a run as it does against a real platform.
+    pub fn advance_per_request(self, step: chrono::Duration) -> TestHost {
+        *lock(&self.inner.step) = step;
+        self
+    }
+
+    /// What the clock reads now (it moves with
+    /// [`TestHost::advance_per_request`]).
+    ///
+    /// ```
+    /// use tally_plugin::testkit::TestHost;
+    /// assert_eq!(TestHost::new().now().to_rfc3339(), "2026-11-27T02:00:00+00:00");
+    /// ```
+    pub fn now(&self) -> DateTime<Utc> {
+        *lock(&self.inner.now)
     }
 
     /// Every line the plugin logged.
@@ -228,8 +344,24 @@ impl LocalHost for TestHost {
         *lock(&self.inner.now)
     }
 
+    fn cancelled(&self) -> bool {
+        let now = self.now();
+        let requests = lock(&self.inner.requests).len();
+        let mut cancel = lock(&self.inner.cancel);
+        let by_time = cancel.at.is_some_and(|at| now >= at);
+        let by_requests = cancel.after_requests.is_some_and(|n| requests >= n);
+        let by_checks = cancel.after_checks.is_some_and(|n| cancel.checks >= n);
+        let cancelled = by_time || by_requests || by_checks;
+        if !cancelled {
+            cancel.checks += 1;
+        }
+        cancelled
+    }
+
     fn http(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
         lock(&self.inner.requests).push(request.clone());
+        let step = *lock(&self.inner.step);
+        *lock(&self.inner.now) += step;
         let found = lock(&self.inner.fixtures)
             .iter()
             .find(|f| f.matches(request))
@@ -344,11 +476,22 @@ impl<P: Plugin> Harness<P> {
     }
 
     /// Runs one collection. The request goes through JSON and back first, so
-    /// what the plugin sees is what the daemon would send.
+    /// what the plugin sees is what the daemon would send; a request without
+    /// `today` gets the test host's clock's day in the request's time zone,
+    /// as the daemon fills it in.
     pub fn collect(&mut self, request: &CollectRequest) -> Result<CollectResponse, Error> {
-        let wire = serde_json::to_vec(request)
+        let mut wire = serde_json::to_vec(request)
             .and_then(|b| serde_json::from_slice::<CollectRequest>(&b))
             .map_err(|e| Error::internal(format!("testkit: request does not round-trip: {e}")))?;
+        if wire.today.is_none() {
+            let tz: chrono_tz::Tz = wire.timezone.parse().map_err(|_| {
+                Error::internal(format!(
+                    "testkit: unknown time zone {:?} in the request",
+                    wire.timezone
+                ))
+            })?;
+            wire.today = Some(self.test_host.now().with_timezone(&tz).date_naive());
+        }
         let response = self.plugin.collect(&wire, &self.host)?;
         let response: CollectResponse = serde_json::to_vec(&response)
             .and_then(|b| serde_json::from_slice(&b))
@@ -405,6 +548,23 @@ impl<P: Plugin> Harness<P> {
         Ok((response, days))
     }
 
+    /// Runs one collection that must fail, and returns its error: with
+    /// [`assert_kind`], how a platform's answer is classified.
+    ///
+    /// # Panics
+    ///
+    /// When the collection succeeds, naming what it returned.
+    pub fn collect_err(&mut self, request: &CollectRequest) -> Error {
+        match self.collect(request) {
+            Ok(out) => panic!(
+                "expected the collection to fail, it returned {} observations and warnings {:?}",
+                out.observations.len(),
+                out.warnings
+            ),
+            Err(e) => e,
+        }
+    }
+
     /// The indicators the created source says it emits.
     pub fn emits(&self) -> &[String] {
         &self.created.emits
@@ -413,5 +573,39 @@ impl<P: Plugin> Harness<P> {
     /// The test host, to read logs and requests back.
     pub fn host(&self) -> &TestHost {
         &self.test_host
+    }
+}
+
+/// Asserts that a plugin call failed with an error of `kind` and returns the
+/// error, to check its message and `retry_after` next. The kind decides what
+/// the daemon retries (see the error table of the author guide), so test how
+/// each answer of your platform is classified.
+///
+/// ```
+/// use tally_plugin::testkit::assert_kind;
+/// use tally_plugin::{Error, ErrorKind};
+/// let answer: Result<(), Error> = Err(Error::rate_limited("HTTP 429"));
+/// let e = assert_kind(answer, ErrorKind::RateLimited);
+/// assert_eq!(e.message, "HTTP 429");
+/// ```
+///
+/// # Panics
+///
+/// When the call succeeded, or failed with another kind; the message names
+/// both kinds and the error's message.
+#[track_caller]
+pub fn assert_kind<T: std::fmt::Debug>(result: Result<T, Error>, kind: ErrorKind) -> Error {
+    match result {
+        Ok(value) => panic!(
+            "expected an error of kind {}, the call succeeded: {value:?}",
+            kind.as_str()
+        ),
+        Err(e) if e.kind == kind => e,
+        Err(e) => panic!(
+            "expected an error of kind {}, got kind {}: {}",
+            kind.as_str(),
+            e.kind.as_str(),
+            e.message
+        ),
     }
 }

@@ -322,3 +322,169 @@ fn an_answer_without_uncovered_days_covers_the_whole_window() {
     let back: CollectResponse = serde_json::from_str(&text).unwrap();
     assert_eq!(back.uncovered_days().len(), 6);
 }
+
+/// Reads one page per day of the window, the token in a header, stopping
+/// when the daemon gives up; a 429 is `rate_limited` until its Retry-After.
+struct Pager {
+    url: String,
+}
+
+impl Plugin for Pager {
+    const NAME: &'static str = "pager";
+    type Settings = Settings;
+
+    fn describe() -> Description {
+        Description::new("one page per day")
+    }
+
+    fn new(settings: Settings, _host: &Host) -> Result<Self, Error> {
+        Ok(Pager { url: settings.url })
+    }
+
+    fn emits(&self) -> Vec<String> {
+        vec!["n".to_owned()]
+    }
+
+    fn collect(&mut self, req: &CollectRequest, host: &Host) -> Result<CollectResponse, Error> {
+        let mut out = CollectResponse::default();
+        for day in req.window.days().filter(|d| *d <= req.last_complete_day()) {
+            if host.cancelled() {
+                return Err(Error::upstream(format!("cancelled before {day}")));
+            }
+            let resp = host.http(
+                &HttpRequest::get(&self.url)
+                    .query("day", day.to_string())
+                    .header("X-Token", "t0k"),
+            )?;
+            match resp.status {
+                200 => {}
+                401 => return Err(Error::auth(format!("{}: HTTP 401", self.url))),
+                429 => {
+                    let mut e = Error::rate_limited(format!("{}: HTTP 429", self.url));
+                    if let Some(at) = resp.retry_after(host.now()) {
+                        e = e.retry_after(at);
+                    }
+                    return Err(e);
+                }
+                s => return Err(Error::upstream(format!("{}: HTTP {s}", self.url))),
+            }
+            out.observations.push(Observation::new("n", day, 1.0));
+        }
+        Ok(out)
+    }
+}
+
+fn pager(host: TestHost) -> Harness<Pager> {
+    Harness::<Pager>::create(serde_json::json!({"url": "http://x.test/p"}), host).unwrap()
+}
+
+fn days(from: &str, to: &str) -> CollectRequest {
+    CollectRequest::new("s", Window::new(day(from), day(to)))
+}
+
+#[test]
+fn the_harness_fills_in_today_from_its_clock_in_the_request_time_zone() {
+    let host = TestHost::new().fixture(Fixture::get("http://x.test/p").respond(200, "{}"));
+    // 2026-11-27 02:00 UTC is 10:00 in Shanghai: the 26th is the last complete day.
+    let out = pager(host.clone())
+        .collect(&days("2026-11-24", "2026-11-27"))
+        .unwrap();
+    let seen: Vec<NaiveDate> = out.observations.iter().map(|o| o.day).collect();
+    assert_eq!(
+        seen,
+        [day("2026-11-24"), day("2026-11-25"), day("2026-11-26")]
+    );
+    // In Los Angeles it is still the 26th (18:00): the 25th is the last complete day.
+    let mut req = days("2026-11-24", "2026-11-27");
+    req.timezone = "America/Los_Angeles".into();
+    let out = pager(host).collect(&req).unwrap();
+    assert_eq!(out.observations.len(), 2);
+    // A day the test sets is kept.
+    let out = pager(TestHost::new().fixture(Fixture::get("http://x.test/p").respond(200, "{}")))
+        .collect(&days("2026-11-24", "2026-11-27").with_today(day("2026-11-25")))
+        .unwrap();
+    assert_eq!(out.observations.len(), 1);
+}
+
+#[test]
+fn cancellation_after_checks_requests_or_at_a_time_stops_the_run() {
+    let fixture = || Fixture::get("http://x.test/p").respond(200, "{}");
+    let req = days("2026-11-20", "2026-11-26");
+    let e = pager(TestHost::new().fixture(fixture()).cancel_after_checks(3)).collect_err(&req);
+    assert_eq!(e.message, "cancelled before 2026-11-23");
+    let mut p = pager(TestHost::new().fixture(fixture()).cancel_after_requests(2));
+    assert_eq!(p.collect_err(&req).message, "cancelled before 2026-11-22");
+    assert_eq!(p.host().requests().len(), 2);
+    let start = TestHost::new().now();
+    let host = TestHost::new()
+        .fixture(fixture())
+        .advance_per_request(chrono::Duration::seconds(25))
+        .cancel_at(start + chrono::Duration::seconds(60));
+    assert_eq!(
+        pager(host).collect_err(&req).message,
+        "cancelled before 2026-11-23"
+    );
+    // Without a cancellation every day is read.
+    let out = pager(TestHost::new().fixture(fixture()))
+        .collect(&req)
+        .unwrap();
+    assert_eq!(out.observations.len(), 7);
+}
+
+#[test]
+fn fixtures_match_request_headers_and_errors_are_classified() {
+    let host = TestHost::new()
+        .fixture(
+            Fixture::get("http://x.test/p")
+                .query("day", "2026-11-25")
+                .request_header("x-token", "t0k")
+                .header("Retry-After", "3600")
+                .respond(429, "slow down"),
+        )
+        .fixture(
+            Fixture::get("http://x.test/p")
+                .request_header("X-Token", "t0k")
+                .respond(200, "{}"),
+        );
+    let mut p = pager(host);
+    let e = testkit::assert_kind(
+        p.collect(&days("2026-11-24", "2026-11-26")),
+        ErrorKind::RateLimited,
+    );
+    let now = p.host().now();
+    assert_eq!(e.retry_after, Some(now + chrono::Duration::hours(1)));
+    // The retry-after crosses the protocol; an older plugin's error lacks it.
+    let wire: Error = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+    assert_eq!(wire, e);
+    let old: Error =
+        serde_json::from_str(r#"{"kind": "rate_limited", "message": "quota"}"#).unwrap();
+    assert_eq!(old.retry_after, None);
+    // A fixture that wants another token does not match: no answer at all.
+    let host = TestHost::new().fixture(
+        Fixture::get("http://x.test/p")
+            .request_header("X-Token", "other")
+            .respond(200, "{}"),
+    );
+    let e = testkit::assert_kind(
+        pager(host).collect(&days("2026-11-25", "2026-11-25")),
+        ErrorKind::Upstream,
+    );
+    assert!(e.message.contains("no fixture"), "{}", e.message);
+    let host = TestHost::new().fixture(Fixture::get("http://x.test/p").respond(401, ""));
+    testkit::assert_kind(
+        pager(host).collect(&days("2026-11-25", "2026-11-25")),
+        ErrorKind::Auth,
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "expected an error of kind auth, got kind upstream: http://x.test/p: HTTP 500"
+)]
+fn assert_kind_names_both_kinds() {
+    let host = TestHost::new().fixture(Fixture::get("http://x.test/p").respond(500, ""));
+    testkit::assert_kind(
+        pager(host).collect(&days("2026-11-25", "2026-11-25")),
+        ErrorKind::Auth,
+    );
+}

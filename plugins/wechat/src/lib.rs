@@ -82,7 +82,8 @@
 //!   far is kept: the run succeeds with a warning naming the endpoint and the
 //!   last day collected, and the resume state (`incomplete`) says from which
 //!   day that endpoint has to be read again. Only a run that collected nothing
-//!   fails (`rate_limited`).
+//!   fails (`rate_limited`, to retry after the quota resets at 00:00 China
+//!   Standard Time: the daemon does not try before).
 //! - The number of API calls of the run is in the resume state (`calls`) and
 //!   in the log.
 
@@ -418,11 +419,21 @@ impl Plugin for Wechat {
         } = run;
         let mut out = out;
         if !quota_hit.is_empty() && out.observations.is_empty() {
-            return Err(Error::rate_limited(format!(
+            // The quota resets at midnight in Beijing: asking before is useless.
+            let tomorrow = host.now().with_timezone(&cst()).date_naive() + chrono::Days::new(1);
+            let reset = tomorrow
+                .and_hms_opt(0, 0, 0)
+                .and_then(|t| t.and_local_timezone(cst()).single())
+                .map(|t| t.with_timezone(&Utc));
+            let limited = Error::rate_limited(format!(
                 "daily API quota used up (45009, reach max api daily quota limit) on {}: \
                  nothing collected, it resets at 00:00 CST",
                 quota_hit.join(", ")
-            )));
+            ));
+            return Err(match reset {
+                Some(at) => limited.retry_after(at),
+                None => limited,
+            });
         }
         out.state = Some(json!({
             "calls": self.calls,

@@ -261,6 +261,11 @@ fn quota_exceeded_before_anything_is_collected_fails_the_run() {
         "daily API quota used up (45009, reach max api daily quota limit) on getusersummary: \
          nothing collected, it resets at 00:00 CST"
     );
+    // The test clock reads 2026-11-27 10:00 CST: not before midnight.
+    let midnight = "2026-11-27T16:00:00Z"
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap();
+    assert_eq!(e.retry_after, Some(midnight));
 }
 
 #[test]

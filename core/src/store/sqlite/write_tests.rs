@@ -29,6 +29,8 @@ fn run(source: &str, trigger: &str, from: NaiveDate, to: NaiveDate) -> RunRecord
         warnings: vec![],
         http_requests: None,
         uncovered: Vec::new(),
+        error_kind: None,
+        retry_after: None,
     }
 }
 
