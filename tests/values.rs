@@ -219,7 +219,18 @@ echo '{"indicator": "meetings", "day": "'"$TALLY_TO"'", "value": 1}'
         if let Some(r) = result {
             labels.push(("result", r));
         }
-        find_sample(&parse_metrics(&d.get("/metrics").1), name, &labels)
+        // `result="error"` is split by a `kind` label: sum the kinds.
+        let samples: Vec<f64> = parse_metrics(&d.get("/metrics").1)
+            .into_iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v))
+            })
+            .map(|s| s.value)
+            .collect();
+        (!samples.is_empty()).then(|| samples.iter().sum::<f64>())
     };
 
     // Another process holds the store's write lock past the daemon's busy
