@@ -10,6 +10,7 @@ pub mod engine;
 pub mod exec_check;
 pub mod http;
 pub mod metrics;
+pub mod new_plugin;
 pub mod plugin_host;
 pub mod reports;
 pub mod scheduler;
