@@ -27,6 +27,7 @@ mod security;
 mod settings;
 mod sources;
 mod targets;
+mod template;
 mod wechat;
 mod weibo;
 mod xuexi;
