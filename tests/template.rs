@@ -28,7 +28,10 @@ fn stats_api() -> String {
                 .and_then(|rest| rest.get(8..10))
                 .and_then(|dd| dd.parse::<u32>().ok());
             let (status, body) = match day {
-                Some(dd) => ("200 OK", format!("{{\"data\": {{\"count\": {}}}}}", dd * 10)),
+                Some(dd) => (
+                    "200 OK",
+                    format!("{{\"data\": {{\"count\": {}}}}}", dd * 10),
+                ),
                 None => ("404 Not Found", "{}".to_owned()),
             };
             let _ = write!(
@@ -57,10 +60,10 @@ fn cargo(dir: &Path, args: &[&str]) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .args(args)
-        .arg("--offline")
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir())
         .env("CARGO_INCREMENTAL", "0")
+        .env("CARGO_NET_OFFLINE", "true")
         .output()
         .expect("cargo runs");
     assert!(
@@ -93,19 +96,30 @@ fn a_generated_plugin_builds_tests_and_collects_as_generated() {
         crate_dir.to_str().unwrap(),
     ]);
     assert_eq!(exit_code(&again), 1);
-    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
 
     let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
     std::fs::copy(lock, crate_dir.join("Cargo.lock")).unwrap();
     // Nothing to fill in: the skeleton works against the URL of its settings.
     cargo(&crate_dir, &["test", "--quiet"]);
+    // As tidy as the author's own code will be asked to be.
+    cargo(&crate_dir, &["fmt", "--check"]);
     cargo(&crate_dir, &["build", "--quiet"]);
 
     // The library lands beside the bundled plugins; move it to a private
     // plugin directory so no other test or `tallyd demo` finds it there.
-    let built = target_dir().join("debug").join(lib_file("gov_template_check"));
+    let built = target_dir()
+        .join("debug")
+        .join(lib_file("gov_template_check"));
     let plugins = plugin_dir_with(&dir.join("plugins"), std::slice::from_ref(&built));
     std::fs::remove_file(&built).unwrap();
+    for leftover in ["libgov_template_check.rlib", "libgov_template_check.d"] {
+        let _ = std::fs::remove_file(target_dir().join("debug").join(leftover));
+    }
 
     let api = stats_api();
     let config = write_config(

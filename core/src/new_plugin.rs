@@ -54,7 +54,9 @@ impl Sdk {
                 "tally-plugin = {{ path = {}{features} }}",
                 toml_string(&path.display().to_string())
             ),
-            Sdk::Registry => format!("tally-plugin = {{ version = \"{SDK_VERSION_REQ}\"{features} }}"),
+            Sdk::Registry => {
+                format!("tally-plugin = {{ version = \"{SDK_VERSION_REQ}\"{features} }}")
+            }
         }
     }
 }
@@ -148,7 +150,10 @@ mod tests {
         assert_eq!(files.len(), 5);
         let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(cargo.contains("name = \"gov_stats\""), "{cargo}");
-        assert!(cargo.contains("tally-plugin = { version = \"1\" }"), "{cargo}");
+        assert!(
+            cargo.contains("tally-plugin = { version = \"1\" }"),
+            "{cargo}"
+        );
         assert!(cargo.contains("\n[workspace]\n"), "{cargo}");
         let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("const NAME: &'static str = \"gov_stats\";"));
