@@ -32,6 +32,7 @@ mod security;
 mod settings;
 mod sources;
 mod targets;
+mod template;
 mod values;
 mod wechat;
 mod weibo;

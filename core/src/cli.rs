@@ -112,6 +112,21 @@ pub enum Command {
         #[arg(long, value_name = "COMMAND", num_args = 1.., allow_hyphen_values = true)]
         check_exec: Vec<String>,
     },
+    /// Write a new plugin crate NAME (an API plugin skeleton, its tests with
+    /// the SDK's test kit, a README) into ./NAME or --dir.
+    NewPlugin {
+        name: String,
+        /// The directory to create (default: ./NAME); it must not exist.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK as a path dependency (default: this checkout's plugins/sdk
+        /// when tallyd runs from one, otherwise the published SDK by version).
+        #[arg(long, value_name = "PATH", conflicts_with = "sdk_registry")]
+        sdk_path: Option<PathBuf>,
+        /// Depend on the published SDK by version even inside a checkout.
+        #[arg(long)]
+        sdk_registry: bool,
+    },
     /// Hosts one plugin library for a source with `isolation = "process"`;
     /// started by tallyd itself, speaking JSON lines on stdin and stdout.
     #[command(hide = true)]
@@ -240,8 +255,56 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 None => plugins(config.as_deref()),
             }
         }
+        Command::NewPlugin {
+            name,
+            dir,
+            sdk_path,
+            sdk_registry,
+        } => new_plugin(&name, dir, sdk_path, sdk_registry),
         Command::PluginHost { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+fn new_plugin(
+    name: &str,
+    dir: Option<PathBuf>,
+    sdk_path: Option<PathBuf>,
+    sdk_registry: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::new_plugin::{NewPluginError, Sdk, generate};
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let sdk = match (sdk_path, sdk_registry) {
+        (Some(path), _) => {
+            if !path.join("Cargo.toml").is_file() {
+                return Err(UserError(format!(
+                    "--sdk-path {}: no Cargo.toml there",
+                    path.display()
+                ))
+                .into());
+            }
+            Sdk::Path(std::path::absolute(&path).unwrap_or(path))
+        }
+        (None, true) => Sdk::Registry,
+        (None, false) => Sdk::default_for_this_build(),
+    };
+    let files = generate(name, &dir, &sdk).map_err(|e| match e {
+        NewPluginError::Io { .. } => anyhow::Error::new(e),
+        user => UserError(user.to_string()).into(),
+    })?;
+    let mut out = std::io::stdout().lock();
+    for file in &files {
+        writeln!(out, "wrote {}", file.display())?;
+    }
+    let sdk = match &sdk {
+        Sdk::Path(path) => format!("the SDK at {}", path.display()),
+        Sdk::Registry => "the published SDK (tally-plugin 1)".to_owned(),
+    };
+    writeln!(
+        out,
+        "a plugin crate using {sdk}; next: cd {} && cargo test, then look for TODO(author)",
+        dir.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {

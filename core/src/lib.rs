@@ -11,6 +11,7 @@ pub mod exec_check;
 pub mod http;
 pub mod http_guard;
 pub mod metrics;
+pub mod new_plugin;
 pub mod plugin_host;
 pub mod reports;
 pub mod scheduler;
