@@ -315,7 +315,7 @@ fn column_articles(column: &str, today: NaiveDate) -> Vec<(NaiveDate, String)> {
         }
         // Every seventh day an article of the education bureau appears in
         // both columns, under the same URL.
-        if day.ordinal() % 7 == 0 {
+        if day.ordinal().is_multiple_of(7) {
             let stamp = day.format("%Y%m%d");
             let month = day.format("%Y%m");
             out.push((

@@ -616,26 +616,24 @@ fn settings_problem(
     services: &HostServices,
 ) -> Problem {
     let text = (services.redact)(&err.to_string());
-    if let CallError::Plugin(e) = err {
-        if let Some((path, rest)) = e.message.split_once(": ") {
-            if !path.is_empty()
-                && path
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
-            {
-                let pointer: String = path
-                    .replace('[', ".")
-                    .replace(']', "")
-                    .split('.')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| format!("/{s}"))
-                    .collect();
-                return Problem {
-                    location: config.settings_location(idx, &pointer),
-                    message: (services.redact)(rest),
-                };
-            }
-        }
+    if let CallError::Plugin(e) = err
+        && let Some((path, rest)) = e.message.split_once(": ")
+        && !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
+    {
+        let pointer: String = path
+            .replace('[', ".")
+            .replace(']', "")
+            .split('.')
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("/{s}"))
+            .collect();
+        return Problem {
+            location: config.settings_location(idx, &pointer),
+            message: (services.redact)(rest),
+        };
     }
     Problem {
         location: config.location(&format!("sources[{idx}].settings")),
@@ -1506,7 +1504,7 @@ impl Engine {
 /// `60s`, `5m`, `1h30m`: durations as operators write them in the config.
 pub fn humanize(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();

@@ -415,10 +415,10 @@ impl SourceConfig {
     pub fn mapped_emits(&self, emitted: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::with_capacity(emitted.len());
         for id in emitted {
-            if let Some(mapped) = self.map_indicator(id) {
-                if !out.iter().any(|o| o == mapped) {
-                    out.push(mapped.to_owned());
-                }
+            if let Some(mapped) = self.map_indicator(id)
+                && !out.iter().any(|o| o == mapped)
+            {
+                out.push(mapped.to_owned());
             }
         }
         out
@@ -1087,13 +1087,13 @@ impl Checker<'_> {
         // only name an ancestor that is strictly shorter, and no cycle can be written.
         // What can go wrong is a missing parent.
         for (i, unit) in raw.iter().enumerate() {
-            if let Some((parent, _)) = unit.id.rsplit_once('/') {
-                if !first.contains_key(parent) {
-                    self.problem(
-                        &format!("units[{i}].id"),
-                        format!("unknown parent unit {parent:?} of unit {:?}", unit.id),
-                    );
-                }
+            if let Some((parent, _)) = unit.id.rsplit_once('/')
+                && !first.contains_key(parent)
+            {
+                self.problem(
+                    &format!("units[{i}].id"),
+                    format!("unknown parent unit {parent:?} of unit {:?}", unit.id),
+                );
             }
         }
         // Other systems name units by name or alias (an organisation name in an

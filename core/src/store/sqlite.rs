@@ -2519,7 +2519,7 @@ mod tests {
                 let day = first + chrono::Days::new(day_off);
                 for unit in ["a", "b"] {
                     for entity in ["", "x"] {
-                        if lcg(&mut seed) % 3 == 0 {
+                        if lcg(&mut seed).is_multiple_of(3) {
                             continue; // leave holes
                         }
                         let value = (lcg(&mut seed) % 10) as f64;
@@ -3309,7 +3309,7 @@ mod tests {
             let mut batch = Vec::new();
             for day in from.iter_days().take_while(|d| *d <= to) {
                 for unit in ["a", "b"] {
-                    if lcg(&mut seed) % 4 == 0 {
+                    if lcg(&mut seed).is_multiple_of(4) {
                         continue;
                     }
                     let value = (lcg(&mut seed) % 10) as f64;
@@ -3501,7 +3501,7 @@ mod tests {
             let mut r = run(source, result, "2026-10-01", "2026-10-01", &finished);
             (r.window_from, r.window_to) = (num_day(from).unwrap(), num_day(to).unwrap());
             // Every other successful run leaves a stretch of its window uncovered.
-            if result == RunResult::Success && lcg(&mut seed) % 2 == 0 {
+            if result == RunResult::Success && lcg(&mut seed).is_multiple_of(2) {
                 let a = from + (lcg(&mut seed) % (to - from + 1) as u64) as i64;
                 let b = a + (lcg(&mut seed) % (to - a + 1) as u64) as i64;
                 r.uncovered = vec![(num_day(a).unwrap(), num_day(b).unwrap())];

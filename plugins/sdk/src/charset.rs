@@ -267,12 +267,12 @@ fn meta_charset(head: &[u8]) -> Option<&[u8]> {
             }
             let content_type =
                 get(b"http-equiv").is_some_and(|h| h.eq_ignore_ascii_case(b"content-type"));
-            if let (true, Some(content)) = (content_type, get(b"content")) {
-                if let Some(label) = std::str::from_utf8(content).ok().and_then(header_charset) {
-                    // `label` is a slice of `content`: the same bytes, as bytes.
-                    let at = label.as_ptr() as usize - content.as_ptr() as usize;
-                    return Some(&content[at..at + label.len()]);
-                }
+            if let (true, Some(content)) = (content_type, get(b"content"))
+                && let Some(label) = std::str::from_utf8(content).ok().and_then(header_charset)
+            {
+                // `label` is a slice of `content`: the same bytes, as bytes.
+                let at = label.as_ptr() as usize - content.as_ptr() as usize;
+                return Some(&content[at..at + label.len()]);
             }
             i += end + 1;
             continue;

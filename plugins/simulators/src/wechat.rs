@@ -103,7 +103,7 @@ pub fn posts_on(appid: &str, day: NaiveDate) -> u32 {
 /// Whether `day`'s publication was sent by 群发 (`publish_type` 0) or published
 /// without notification (1, the only kind `freepublish/batchget` lists).
 pub fn publish_type_on(appid: &str, day: NaiveDate) -> u8 {
-    if hash(appid, day, "publish_type") % 4 == 0 {
+    if hash(appid, day, "publish_type").is_multiple_of(4) {
         1
     } else {
         0

@@ -178,11 +178,11 @@ pub fn post_times(uid: u64, day: NaiveDate) -> Vec<NaiveTime> {
         })
         .collect();
     secs.sort_unstable();
-    if n >= 1 && (h >> 16) % 4 == 0 {
+    if n >= 1 && (h >> 16).is_multiple_of(4) {
         let last = secs.len() - 1;
         secs[last] = 23 * 3600 + 30 * 60 + ((h >> 20) % 1790) as u32;
     }
-    if n >= 2 && (h >> 24) % 4 == 0 {
+    if n >= 2 && (h >> 24).is_multiple_of(4) {
         secs[0] = ((h >> 28) % 1790) as u32 + 5;
     }
     secs.sort_unstable();
@@ -232,7 +232,7 @@ pub fn day_posts(uid: u64, day: NaiveDate) -> Vec<Post> {
                 .expect("a fixed offset has no gaps");
             // Real ids grow with time and have 16 digits; these fit in an f64 exactly.
             let id = at.timestamp() as u64 * 1_000_000 + (uid % 1000) * 1000 + i as u64;
-            let repost = mix(h ^ (0x5EED + i as u64)) % 4 == 0;
+            let repost = mix(h ^ (0x5EED + i as u64)).is_multiple_of(4);
             Post { id, at, repost }
         })
         .collect()

@@ -141,15 +141,15 @@ fn monthly_always_equals_the_sums_of_its_raw_rows() {
             let source = ["s1", "s2"][(lcg(&mut seed) % 2) as usize];
             let start = first + chrono::Days::new(lcg(&mut seed) % 100);
             let days = 1 + lcg(&mut seed) % 70;
-            let holes = lcg(&mut seed) % 2 == 0;
+            let holes = lcg(&mut seed).is_multiple_of(2);
             let mut o = Vec::new();
             for unit in ["a", "b"] {
                 for entity in ["", "x", "y"] {
-                    if lcg(&mut seed) % 4 == 0 {
+                    if lcg(&mut seed).is_multiple_of(4) {
                         continue;
                     }
                     for off in 0..days {
-                        if holes && lcg(&mut seed) % 3 == 0 {
+                        if holes && lcg(&mut seed).is_multiple_of(3) {
                             continue;
                         }
                         let day = start + chrono::Days::new(off);
@@ -160,7 +160,7 @@ fn monthly_always_equals_the_sums_of_its_raw_rows() {
                             day,
                             (lcg(&mut seed) % 20) as f64 * 0.5,
                         ));
-                        if lcg(&mut seed) % 17 == 0 {
+                        if lcg(&mut seed).is_multiple_of(17) {
                             o.push(obs(
                                 source,
                                 unit,
