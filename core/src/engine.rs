@@ -412,6 +412,9 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     pub plugins: Arc<PluginRegistry>,
     sources: Vec<Arc<SourceRuntime>>,
+    /// Each indicator's accepted values, `min..=max`, looked up for every
+    /// observation a run returns: built once here, not once per run.
+    value_ranges: HashMap<String, (f64, f64)>,
     limit: Arc<Semaphore>,
     /// The queue of the store writer ([`write_runs`]), started by the first run.
     writer: std::sync::OnceLock<mpsc::UnboundedSender<PendingWrite>>,
@@ -728,6 +731,11 @@ impl Engine {
         }
         Engine {
             limit: Arc::new(Semaphore::new(config.daemon.max_concurrent_runs.max(1))),
+            value_ranges: config
+                .indicators
+                .iter()
+                .map(|i| (i.id.clone(), (i.min, i.max)))
+                .collect(),
             config,
             tree,
             store,
@@ -1323,12 +1331,6 @@ impl Engine {
     ) -> Vec<Observation> {
         let default_unit =
             (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
-        let ranges: HashMap<&str, (f64, f64)> = self
-            .config
-            .indicators
-            .iter()
-            .map(|i| (i.id.as_str(), (i.min, i.max)))
-            .collect();
         let today = self.today();
         let id = &source.config.id;
         let mut kept = Vec::with_capacity(raw.len());
@@ -1389,7 +1391,8 @@ impl Engine {
                 Some(mapped) => mapped.to_owned(),
                 None => continue,
             };
-            let (min, max) = ranges
+            let (min, max) = self
+                .value_ranges
                 .get(indicator.as_str())
                 .copied()
                 .unwrap_or((-MAX_VALUE, MAX_VALUE));
