@@ -12,7 +12,7 @@ fn a_script_source_fills_the_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_exec")]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/demo-scripts/meetings.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/demo-scripts/meetings.sh");
     assert!(script.is_file(), "{} is missing", script.display());
     let port = free_port();
     let config = write_config(
@@ -115,7 +115,7 @@ fn posts_api() -> String {
 }
 
 fn python_example() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/exec/examples/daily_posts.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/exec/examples/daily_posts.py")
 }
 
 /// The guide's worked example in another language conforms to the exec

@@ -15,6 +15,7 @@ mod bad_input;
 mod collection;
 mod contract;
 mod county;
+mod demo;
 mod crash_loop;
 mod exec;
 mod feed;

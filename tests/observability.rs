@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, TimeZone};
 use serde_json::Value;
-use tally::config::Config;
+use tally_config::Config;
 
 use crate::support::*;
 
@@ -32,9 +32,9 @@ const QUIET_ALERTS: &[&str] = &[
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("core/ is inside the repository")
-        .to_path_buf()
+        .join("../..")
+        .canonicalize()
+        .expect("crates/tallyd/ is inside the repository")
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -313,8 +313,8 @@ fn dashboard_and_rules_against_prometheus() {
     let tally_port = free_port();
     let tally = format!("http://127.0.0.1:{tally_port}");
     let mut demo = Guard::spawn(
-        Command::new(tallyd())
-            .args(["demo", "--listen", &format!("127.0.0.1:{tally_port}")])
+        Command::new(tally_demo())
+            .args(["--listen", &format!("127.0.0.1:{tally_port}")])
             .arg("--data-dir")
             .arg(tmp.path().join("demo"))
             .env_remove("TALLY_CONFIG")

@@ -649,10 +649,10 @@ fn a_shutdown_waits_for_the_plugin_calls_under_way_not_for_queued_runs() {
 
     // The run under way finished and was recorded; the runs still waiting
     // for the permit were dropped, not started after the signal.
-    let store = tally::store::SqliteStore::open(&root.join("data")).unwrap();
+    let store = tally_store::SqliteStore::open(&root.join("data")).unwrap();
     let recorded: u64 = (0..4)
         .map(|i| {
-            use tally::store::Store;
+            use tally_store::Store;
             let runs = store.source_status(&format!("slow{i}")).unwrap().runs;
             runs.success + runs.error + runs.timeout + runs.panic + runs.crash
         })

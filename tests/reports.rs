@@ -2,7 +2,7 @@
 //! report the daemon writes at start (`[reports] write_on_start`), and the
 //! reports of quarters it missed, listed by `GET /api/v1/reports` and never
 //! overwritten. The quarterly schedule itself
-//! is tested with a fake clock in `core/src/reports/tests.rs`: here a real
+//! is tested with a fake clock in `crates/daemon/src/reports/tests.rs`: here a real
 //! one would mean waiting for a quarter.
 
 use std::io::Cursor;
@@ -20,7 +20,7 @@ struct Setup {
     config: PathBuf,
     port: u16,
     /// The quarter a report written now is for.
-    last_quarter: tally::domain::period::Period,
+    last_quarter: tally_domain::period::Period,
 }
 
 /// A county with two bureaus and one indicator read from a form: Q3 2026
@@ -30,7 +30,7 @@ fn setup(reports: &str) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
-    let last_quarter = tally::reports::report_period(chrono::Utc::now(), chrono_tz::Asia::Shanghai);
+    let last_quarter = tally_daemon::reports::report_period(chrono::Utc::now(), chrono_tz::Asia::Shanghai);
     let q3_start = NaiveDate::from_ymd_opt(2026, 7, 1).unwrap();
     let from = last_quarter.start.min(q3_start);
     std::fs::create_dir_all(dir.join("forms")).unwrap();
@@ -317,7 +317,7 @@ dir = "REPORTS"
 /// report was ever written (the daemon was not running on the first day of
 /// either quarter): a start writes both quarters' reports; a second start
 /// finds them and writes nothing. (With a fixed clock, for 2026-Q2 and Q3
-/// seen from Q4: `core/src/reports/tests.rs`.)
+/// seen from Q4: `crates/daemon/src/reports/tests.rs`.)
 #[test]
 fn missed_quarterly_reports_are_written_at_start_once() {
     let s = setup("[reports]\ndir = \"REPORTS\"\n");

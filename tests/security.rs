@@ -216,9 +216,8 @@ fn no_secret_leaves_a_full_demo_run() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(tallyd())
+    let mut child = Command::new(tally_demo())
         .args([
-            "demo",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",

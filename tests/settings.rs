@@ -153,7 +153,7 @@ fn the_settings_reference_page_is_current() {
         "--settings-reference",
     ]);
     assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
-    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/plugins.md");
+    let page = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plugins.md");
     let current = std::fs::read_to_string(&page).unwrap_or_default();
     assert!(
         current == stdout(&out),

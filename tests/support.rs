@@ -15,6 +15,12 @@ pub fn tallyd() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tallyd"))
 }
 
+/// The demo binary, which cargo builds beside `tallyd` (`cargo xtask test`
+/// builds the workspace first).
+pub fn tally_demo() -> PathBuf {
+    plugin_dir().join(format!("tally-demo{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// Where cargo put the bundled plugin libraries: beside `tallyd`.
 pub fn plugin_dir() -> PathBuf {
     tallyd()

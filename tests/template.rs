@@ -102,7 +102,7 @@ fn a_generated_plugin_builds_tests_and_collects_as_generated() {
         stderr(&again)
     );
 
-    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
     std::fs::copy(lock, crate_dir.join("Cargo.lock")).unwrap();
     // Nothing to fill in: the skeleton works against the URL of its settings.
     cargo(&crate_dir, &["test", "--quiet"]);

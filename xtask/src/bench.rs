@@ -170,7 +170,7 @@ pub fn bench(ws: &Workspace, extra: &[OsString]) -> Result {
     }
 
     if args.criterion {
-        let mut cmd = ws.cargo(["bench", "-p", "tally-core", "--bench", "hot_paths"]);
+        let mut cmd = ws.cargo(["bench", "-p", "tally-daemon", "--bench", "hot_paths"]);
         eprintln!("xtask: {}", crate::shown(&cmd));
         let output = cmd
             .stderr(Stdio::inherit())
@@ -207,7 +207,7 @@ pub fn bench(ws: &Workspace, extra: &[OsString]) -> Result {
 /// Criterion's estimate per bench (the middle of `time: [low estimate high]`).
 fn criterion_section(out: &str) -> String {
     let mut t = String::from(
-        "### Hot paths (`cargo bench -p tally-core --bench hot_paths`, criterion)\n\n\
+        "### Hot paths (`cargo bench -p tally-daemon --bench hot_paths`, criterion)\n\n\
          | bench | time |\n|---|---:|\n",
     );
     let mut name = "";

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo xtask test [-- ARGS]   build everything tests need, then cargo test --workspace ARGS
-//! cargo xtask demo [-- ARGS]   build the workspace, then tallyd demo ARGS
+//! cargo xtask demo [-- ARGS]   build the workspace, then tally-demo ARGS
 //! cargo xtask bench [ARGS]     release build, then every benchmark of issue 7: one report
 //! cargo xtask lint             rustfmt --check and clippy -D warnings
 //! cargo xtask ci               lint, then test: what .ci/run calls
@@ -23,7 +23,7 @@ commands:
   test [-- ARGS]   cargo build --workspace (tallyd and the plugin libraries),
                    build the test fixture plugins, then cargo test --workspace ARGS
                    (ARGS naming packages with -p replace --workspace)
-  demo [-- ARGS]   cargo build --workspace, then run tallyd demo ARGS
+  demo [-- ARGS]   cargo build --workspace, then run tally-demo ARGS
   bench [ARGS]     release build, then tally-bench (store, summaries, exposition),
                    start time, and the collection runs beside collectd and a
                    Python exporter; one Markdown report (cargo xtask bench --help)
@@ -211,14 +211,14 @@ impl Workspace {
 
     fn demo(&self, extra: &[OsString]) -> Result {
         self.build_workspace()?;
-        let tallyd = self
+        let demo = self
             .target
             .join("debug")
-            .join(format!("tallyd{}", std::env::consts::EXE_SUFFIX));
-        let mut cmd = Command::new(&tallyd);
-        cmd.arg("demo").args(extra).current_dir(&self.root);
+            .join(format!("tally-demo{}", std::env::consts::EXE_SUFFIX));
+        let mut cmd = Command::new(&demo);
+        cmd.args(extra).current_dir(&self.root);
         eprintln!("xtask: {}", shown(&cmd));
-        exec(cmd, &tallyd)
+        exec(cmd, &demo)
     }
 
     fn lint(&self) -> Result {

@@ -1,0 +1,964 @@
+//! The summary as an Excel workbook, for the clerks who hand the table on:
+//!
+//! - 「统计表」: the wide table of the CSV with the marks made visible. A
+//!   title row (period, dates, time zone), two status rows that speak of
+//!   different things and say so (数据来源: did every source collect every
+//!   day; 报送单位: did every expected unit report), a header of
+//!   indicator display names (`微信公众号发文数(篇)`) over their sub-columns
+//!   (本期, 上期, and where a target applies 目标, 达标/人数, 完成率), one row
+//!   per unit in tree order with the name indented by depth. Numbers are
+//!   numeric cells so that Excel can sum them; 未报送 is an empty grey cell
+//!   with a note, an incomplete value is italic on orange with a note, and
+//!   the 备注 column says both in words, as in the CSV.
+//! - one sheet per indicator: the units' values and a column chart of them,
+//!   with the target as a line where there is one.
+//! - 「数据来源」: the sources behind the table, complete or not, failed runs,
+//!   last success.
+
+use rust_xlsxwriter::{
+    Chart, ChartType, Color, Format, FormatAlign, FormatBorder, Note, Workbook, Worksheet,
+    XlsxError,
+};
+use thiserror::Error;
+
+use super::{Because, IndicatorInfo, IndicatorValue, Summary};
+use tally_config::Per;
+
+/// Rendering a report failed; with in-memory output this is a bug or a
+/// limit of the format (too many rows), never an I/O problem.
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("cannot build the xlsx report: {0}")]
+    Xlsx(#[from] XlsxError),
+}
+
+/// The name of the main sheet.
+pub const TABLE_SHEET: &str = "统计表";
+/// The name of the sheet listing the sources.
+pub const SOURCES_SHEET: &str = "数据来源";
+
+/// Rows above the data on 「统计表」: title, the two status rows (sources,
+/// units), indicator header, sub-header.
+const TABLE_HEADER_ROWS: u32 = 5;
+
+const MISSING_NOTE: &str = "未报送：应有来源覆盖此单位，但本期没有任何数据";
+
+/// The note on an incomplete value: what made it so.
+fn incomplete_note(because: Option<Because>) -> &'static str {
+    match because {
+        Some(Because::Sources) => {
+            "数据不完整：此数值背后有数据源在本期缺数或失败（见「数据来源」）；数值可能偏低"
+        }
+        Some(Because::Units) => "数据不完整：下级单位有未报送（灰色空格）；合计可能偏低",
+        Some(Because::SourcesAndUnits) | None => {
+            "数据不完整：有数据源在本期缺数或失败，且下级单位有未报送；数值可能偏低"
+        }
+    }
+}
+
+/// The cell formats of the workbook, made once.
+struct Formats {
+    title: Format,
+    subtitle: Format,
+    header: Format,
+    /// Unit names, one per depth (indent level = depth).
+    names: Vec<Format>,
+    number: Format,
+    incomplete: Format,
+    missing: Format,
+    ratio: Format,
+    ratio_incomplete: Format,
+    text: Format,
+}
+
+impl Formats {
+    fn new(max_depth: usize) -> Formats {
+        let cell = Format::new().set_border(FormatBorder::Thin);
+        let number = cell.clone().set_num_format("#,##0.##");
+        let incomplete_fill = Color::RGB(0xFCE4D6);
+        Formats {
+            title: Format::new().set_bold().set_font_size(14),
+            subtitle: Format::new().set_font_color(Color::RGB(0x595959)),
+            header: cell
+                .clone()
+                .set_bold()
+                .set_text_wrap()
+                .set_align(FormatAlign::Center)
+                .set_align(FormatAlign::VerticalCenter)
+                .set_background_color(Color::RGB(0xDDEBF7)),
+            names: (0..=max_depth)
+                .map(|d| cell.clone().set_indent(d.min(15) as u8))
+                .collect(),
+            incomplete: number
+                .clone()
+                .set_italic()
+                .set_background_color(incomplete_fill),
+            missing: cell.clone().set_background_color(Color::RGB(0xD9D9D9)),
+            ratio: cell.clone().set_num_format("0.0%"),
+            ratio_incomplete: cell
+                .clone()
+                .set_num_format("0.0%")
+                .set_italic()
+                .set_background_color(incomplete_fill),
+            number,
+            text: cell,
+        }
+    }
+
+    fn name(&self, depth: usize) -> &Format {
+        &self.names[depth.min(self.names.len() - 1)]
+    }
+}
+
+/// What sub-columns an indicator gets on 「统计表」.
+struct Group {
+    /// Some unit has a target for it.
+    target: bool,
+    /// Some unit's target is per entity (staff member): met and total shown.
+    per_entity: bool,
+    /// Some unit's target is per unit.
+    per_unit: bool,
+}
+
+impl Group {
+    fn of(summary: &Summary, indicator: &str) -> Group {
+        let targets: Vec<Per> = summary
+            .units
+            .iter()
+            .filter_map(|u| u.values.get(indicator)?.target.as_ref().map(|t| t.per))
+            .collect();
+        Group {
+            target: !targets.is_empty(),
+            per_entity: targets.contains(&Per::Entity),
+            per_unit: targets.contains(&Per::Unit),
+        }
+    }
+
+    fn sub_headers(&self) -> Vec<&'static str> {
+        let mut h = vec!["本期", "上期"];
+        if self.target {
+            h.push(if self.per_entity && !self.per_unit {
+                "每人目标"
+            } else {
+                "目标"
+            });
+            if self.per_entity {
+                h.extend(["达标人数", "人数"]);
+            }
+            h.push(if self.per_entity && !self.per_unit {
+                "达标率"
+            } else {
+                "完成率"
+            });
+        }
+        h
+    }
+}
+
+/// Renders the workbook. Deterministic for a given summary except for the
+/// creation time Excel files carry, which is fixed to the summary's
+/// generation time so that two renderings of one summary are identical.
+pub fn to_xlsx(summary: &Summary) -> Result<Vec<u8>, ReportError> {
+    let max_depth = summary.units.iter().map(|u| u.depth).max().unwrap_or(0);
+    let formats = Formats::new(max_depth);
+    let mut workbook = Workbook::new();
+    workbook.push_worksheet(table_sheet(summary, &formats)?);
+    let mut used = vec![TABLE_SHEET.to_owned(), SOURCES_SHEET.to_owned()];
+    for indicator in &summary.indicators {
+        let name = sheet_name(&indicator.name, &indicator.id, &used);
+        used.push(name.clone());
+        workbook.push_worksheet(indicator_sheet(summary, indicator, &name, &formats)?);
+    }
+    workbook.push_worksheet(sources_sheet(summary, &formats)?);
+    Ok(workbook.save_to_buffer()?)
+}
+
+fn period_line(summary: &Summary) -> String {
+    let p = &summary.period;
+    format!(
+        "{} 统计表（{} 至 {}，时区 {}）",
+        p.label, p.start, p.end, p.timezone
+    )
+}
+
+/// The first status row: the sources behind the table, and only them.
+fn sources_line(summary: &Summary) -> String {
+    let p = &summary.period;
+    let total = summary.sources.len();
+    let gaps = summary.sources.iter().filter(|s| !s.complete).count();
+    let running = if p.ended {
+        ""
+    } else {
+        "统计期尚未结束，"
+    };
+    let status = if total == 0 {
+        "数据来源：本表没有数据来源".to_owned()
+    } else if gaps == 0 {
+        let state = if p.ended {
+            "完整"
+        } else {
+            "截至今天完整"
+        };
+        format!(
+            "数据来源{state}：{running}{total} 个数据源在本期每一天都已采集，没有失败（见「数据来源」）"
+        )
+    } else {
+        format!(
+            "数据来源不完整：{running}{total} 个数据源中有 {gaps} 个在本期缺数或失败（见「数据来源」），它们覆盖的数值可能偏低"
+        )
+    };
+    format!("{status}；生成于 {}", summary.generated_at)
+}
+
+/// The second status row: the units expected to report, and only them.
+fn units_line(summary: &Summary) -> String {
+    if summary.period.units_complete {
+        return "报送单位完整：数据源覆盖的单位在本期都有数据，没有未报送".to_owned();
+    }
+    let missing: Vec<&str> = summary
+        .units
+        .iter()
+        .filter(|u| u.values.0.iter().any(|(_, c)| c.missing))
+        .map(|u| u.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        // Every missing unit is below the depth shown.
+        "报送单位不完整：表中所列单位以下有单位未报送，其上级的合计标为数据不完整".to_owned()
+    } else {
+        format!(
+            "报送单位不完整：{} 有指标未报送（灰色空格），其上级的合计标为数据不完整",
+            missing.join("、")
+        )
+    }
+}
+
+fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError> {
+    let mut ws = Worksheet::new();
+    ws.set_name(TABLE_SHEET)?;
+    ws.write_string_with_format(0, 0, period_line(summary), &f.title)?;
+    ws.write_string_with_format(1, 0, sources_line(summary), &f.subtitle)?;
+    ws.write_string_with_format(2, 0, units_line(summary), &f.subtitle)?;
+
+    let (head, sub) = (TABLE_HEADER_ROWS - 2, TABLE_HEADER_ROWS - 1);
+    let mut widths = Widths::default();
+    ws.merge_range(head, 0, sub, 0, "单位", &f.header)?;
+    widths.fit(0, "单位");
+    let mut col: u16 = 1;
+    let groups: Vec<Group> = summary
+        .indicators
+        .iter()
+        .map(|i| Group::of(summary, &i.id))
+        .collect();
+    for (indicator, group) in summary.indicators.iter().zip(&groups) {
+        let subs = group.sub_headers();
+        let sub_row = sub;
+        let last = col + subs.len() as u16 - 1;
+        let header = indicator.header();
+        if last > col {
+            ws.merge_range(head, col, head, last, &header, &f.header)?;
+        } else {
+            ws.write_string_with_format(head, col, &header, &f.header)?;
+        }
+        // The header spreads over the group's columns.
+        let share = display_width(&header).div_ceil(subs.len());
+        for (k, sub) in subs.iter().enumerate() {
+            let c = col + k as u16;
+            ws.write_string_with_format(sub_row, c, *sub, &f.header)?;
+            widths.fit_width(c, share.max(display_width(sub)));
+            widths.fit_width(c, 8);
+        }
+        col = last + 1;
+    }
+    let notes_col = col;
+    let code_col = col + 1;
+    ws.merge_range(head, notes_col, sub, notes_col, "备注", &f.header)?;
+    ws.merge_range(head, code_col, sub, code_col, "单位代码", &f.header)?;
+    widths.fit(notes_col, "备注");
+    widths.fit(code_col, "单位代码");
+
+    for (r, unit) in summary.units.iter().enumerate() {
+        let row = TABLE_HEADER_ROWS + r as u32;
+        ws.write_string_with_format(row, 0, &unit.name, f.name(unit.depth))?;
+        // An indent level is about three characters wide in Excel.
+        widths.fit_width(0, display_width(&unit.name) + 3 * unit.depth);
+        let mut col: u16 = 1;
+        let mut notes = Vec::new();
+        for (indicator, group) in summary.indicators.iter().zip(&groups) {
+            let default = IndicatorValue::default();
+            let cell = unit.values.get(&indicator.id).unwrap_or(&default);
+            value_cell(&mut ws, row, col, cell, f)?;
+            number_cell(&mut ws, row, col + 1, cell.previous, &f.number)?;
+            if group.target {
+                let t = cell.target.as_ref();
+                let mut c = col + 2;
+                number_cell(&mut ws, row, c, t.map(|t| t.min), &f.number)?;
+                c += 1;
+                if group.per_entity {
+                    let entity = t.filter(|t| t.per == Per::Entity);
+                    number_cell(
+                        &mut ws,
+                        row,
+                        c,
+                        entity.and_then(|t| t.met).map(|m| m as f64),
+                        &f.number,
+                    )?;
+                    number_cell(
+                        &mut ws,
+                        row,
+                        c + 1,
+                        entity.and_then(|t| t.total).map(|n| n as f64),
+                        &f.number,
+                    )?;
+                    c += 2;
+                }
+                let ratio_format = if cell.incomplete {
+                    &f.ratio_incomplete
+                } else {
+                    &f.ratio
+                };
+                // Completion for per-unit targets, the share on target for per-entity ones.
+                let ratio = t.and_then(|t| t.completion.or(t.ratio));
+                number_cell(&mut ws, row, c, ratio, ratio_format)?;
+            }
+            col += group.sub_headers().len() as u16;
+            if let Some(mark) = cell.mark() {
+                notes.push(format!("{}: {mark}", indicator.name));
+            }
+        }
+        let notes = notes.join("; ");
+        widths.fit(notes_col, &notes);
+        ws.write_string_with_format(row, notes_col, &notes, &f.text)?;
+        ws.write_string_with_format(row, code_col, &unit.id, &f.text)?;
+        widths.fit(code_col, &unit.id);
+    }
+    let legend_row = TABLE_HEADER_ROWS + summary.units.len() as u32 + 1;
+    ws.write_string_with_format(
+        legend_row,
+        0,
+        "说明：灰色空格为未报送；斜体橙底为数据不完整（数值可能偏低，备注栏写明是来源缺数还是下级单位未报送）；指向单元格可看批注。",
+        &f.subtitle,
+    )?;
+    ws.set_row_height(head, 36)?;
+    ws.set_freeze_panes(TABLE_HEADER_ROWS, 1)?;
+    widths.apply(&mut ws)?;
+    Ok(ws)
+}
+
+/// The current value with its marks: a number, or an empty marked cell.
+fn value_cell(
+    ws: &mut Worksheet,
+    row: u32,
+    col: u16,
+    cell: &IndicatorValue,
+    f: &Formats,
+) -> Result<(), ReportError> {
+    match cell.value {
+        _ if cell.missing => {
+            ws.write_blank(row, col, &f.missing)?;
+            ws.insert_note(row, col, &note(MISSING_NOTE))?;
+        }
+        Some(v) if cell.incomplete => {
+            ws.write_number_with_format(row, col, v, &f.incomplete)?;
+            ws.insert_note(row, col, &note(incomplete_note(cell.incomplete_because)))?;
+        }
+        None if cell.incomplete => {
+            ws.write_blank(row, col, &f.incomplete)?;
+            ws.insert_note(row, col, &note(incomplete_note(cell.incomplete_because)))?;
+        }
+        Some(v) => {
+            ws.write_number_with_format(row, col, v, &f.number)?;
+        }
+        None => {
+            ws.write_blank(row, col, &f.number)?;
+        }
+    }
+    Ok(())
+}
+
+fn number_cell(
+    ws: &mut Worksheet,
+    row: u32,
+    col: u16,
+    v: Option<f64>,
+    format: &Format,
+) -> Result<(), ReportError> {
+    match v {
+        Some(v) if v.is_finite() => ws.write_number_with_format(row, col, v, format)?,
+        _ => ws.write_blank(row, col, format)?,
+    };
+    Ok(())
+}
+
+fn note(text: &str) -> Note {
+    Note::new(text).add_author_prefix(false).set_width(260)
+}
+
+fn indicator_sheet(
+    summary: &Summary,
+    indicator: &IndicatorInfo,
+    name: &str,
+    f: &Formats,
+) -> Result<Worksheet, ReportError> {
+    let mut ws = Worksheet::new();
+    ws.set_name(name)?;
+    let header = indicator.header();
+    ws.write_string_with_format(0, 0, format!("{header} {}", period_line(summary)), &f.title)?;
+    let group = Group::of(summary, &indicator.id);
+    let mut heads = vec!["单位", "本期", "上期"];
+    if group.target {
+        heads.push("目标");
+    }
+    let mut widths = Widths::default();
+    for (c, h) in heads.iter().enumerate() {
+        ws.write_string_with_format(1, c as u16, *h, &f.header)?;
+        widths.fit_width(c as u16, display_width(h).max(10));
+    }
+    if group.per_entity {
+        ws.insert_note(1, 3, &note("按人计的目标：单位合计目标 = 每人目标 × 人数"))?;
+    }
+    let first = 2u32;
+    for (r, unit) in summary.units.iter().enumerate() {
+        let row = first + r as u32;
+        ws.write_string_with_format(row, 0, &unit.name, f.name(unit.depth))?;
+        widths.fit_width(0, display_width(&unit.name) + 3 * unit.depth);
+        let default = IndicatorValue::default();
+        let cell = unit.values.get(&indicator.id).unwrap_or(&default);
+        value_cell(&mut ws, row, 1, cell, f)?;
+        number_cell(&mut ws, row, 2, cell.previous, &f.number)?;
+        if group.target {
+            let line = cell.target.as_ref().map(|t| match t.per {
+                Per::Unit => t.min,
+                Per::Entity => t.min * t.total.unwrap_or(0) as f64,
+            });
+            number_cell(&mut ws, row, 3, line, &f.number)?;
+        }
+    }
+    ws.set_freeze_panes(first, 1)?;
+    widths.apply(&mut ws)?;
+
+    if !summary.units.is_empty() {
+        let last = first + summary.units.len() as u32 - 1;
+        let mut chart = Chart::new(ChartType::Column);
+        chart
+            .title()
+            .set_name(&format!("{header}（{}）", summary.period.label));
+        for (col, label) in [(1u16, "本期"), (2, "上期")] {
+            chart
+                .add_series()
+                .set_name(label)
+                .set_categories((name, first, 0, last, 0))
+                .set_values((name, first, col, last, col));
+        }
+        if group.target {
+            let mut target = Chart::new(ChartType::Line);
+            target
+                .add_series()
+                .set_name("目标")
+                .set_categories((name, first, 0, last, 0))
+                .set_values((name, first, 3, last, 3));
+            chart.combine(&target);
+        }
+        let width = (480 + 48 * summary.units.len() as u32).min(1400);
+        chart.set_width(width).set_height(320);
+        ws.insert_chart(1, heads.len() as u16 + 1, &chart)?;
+    }
+    Ok(ws)
+}
+
+fn sources_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError> {
+    let mut ws = Worksheet::new();
+    ws.set_name(SOURCES_SHEET)?;
+    ws.write_string_with_format(0, 0, period_line(summary), &f.title)?;
+    ws.write_string_with_format(1, 0, sources_line(summary), &f.subtitle)?;
+    let heads = ["来源", "数据完整", "失败次数", "最近成功"];
+    let mut widths = Widths::default();
+    for (c, h) in heads.iter().enumerate() {
+        ws.write_string_with_format(2, c as u16, *h, &f.header)?;
+        widths.fit_width(c as u16, display_width(h).max(10));
+    }
+    for (r, source) in summary.sources.iter().enumerate() {
+        let row = 3 + r as u32;
+        ws.write_string_with_format(row, 0, &source.id, &f.text)?;
+        widths.fit(0, &source.id);
+        let (complete, format) = if source.complete {
+            ("是", &f.text)
+        } else {
+            ("否", &f.missing)
+        };
+        ws.write_string_with_format(row, 1, complete, format)?;
+        ws.write_number_with_format(row, 2, source.failed_runs as f64, &f.number)?;
+        let last = source.last_success.as_deref().unwrap_or("从未成功");
+        ws.write_string_with_format(row, 3, last, &f.text)?;
+        widths.fit(3, last);
+    }
+    if summary.sources.is_empty() {
+        ws.write_string_with_format(3, 0, "（本表没有数据来源）", &f.subtitle)?;
+    }
+    ws.set_freeze_panes(3, 0)?;
+    widths.apply(&mut ws)?;
+    Ok(ws)
+}
+
+/// A sheet name Excel accepts: at most 31 characters, none of `[]:*?/\`,
+/// no apostrophe at either end, unique among `used` ignoring case.
+pub(crate) fn sheet_name(name: &str, fallback: &str, used: &[String]) -> String {
+    let clean = |s: &str| -> String {
+        let s: String = s
+            .chars()
+            .filter(|c| !matches!(c, '[' | ']' | ':' | '*' | '?' | '/' | '\\'))
+            .collect();
+        s.trim().trim_matches('\'').trim().to_owned()
+    };
+    let mut base = clean(name);
+    if base.is_empty() {
+        base = clean(fallback);
+    }
+    if base.is_empty() {
+        base = "指标".to_owned();
+    }
+    let taken = |s: &str| used.iter().any(|u| u.to_lowercase() == s.to_lowercase());
+    for n in 1.. {
+        let suffix = if n == 1 {
+            String::new()
+        } else {
+            format!("({n})")
+        };
+        // Excel counts UTF-16 units; Chinese characters are one each.
+        let mut candidate = String::new();
+        let mut units = 0;
+        for c in base.chars() {
+            if units + c.len_utf16() + suffix.len() > 31 {
+                break;
+            }
+            units += c.len_utf16();
+            candidate.push(c);
+        }
+        let candidate = format!("{}{suffix}", candidate.trim_end_matches('\''));
+        if !taken(&candidate) {
+            return candidate;
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// Columns wide enough for their longest text, Chinese characters counting
+/// double as they do on screen.
+#[derive(Default)]
+struct Widths(Vec<usize>);
+
+impl Widths {
+    fn fit(&mut self, col: u16, text: &str) {
+        self.fit_width(col, display_width(text));
+    }
+
+    fn fit_width(&mut self, col: u16, width: usize) {
+        let col = usize::from(col);
+        if self.0.len() <= col {
+            self.0.resize(col + 1, 0);
+        }
+        self.0[col] = self.0[col].max(width);
+    }
+
+    fn apply(&self, ws: &mut Worksheet) -> Result<(), ReportError> {
+        for (col, &w) in self.0.iter().enumerate() {
+            let width = (w + 2).clamp(8, 60);
+            ws.set_column_width(col as u16, width as f64)?;
+        }
+        Ok(())
+    }
+}
+
+fn display_width(s: &str) -> usize {
+    s.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+
+    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
+    use chrono::NaiveDate;
+
+    use super::*;
+    use tally_domain::Kind;
+    use crate::summary::{PeriodInfo, SourceInfo, TargetStatus, UnitRow, Values};
+
+    fn value(value: Option<f64>, previous: Option<f64>) -> IndicatorValue {
+        IndicatorValue {
+            value,
+            previous,
+            ..IndicatorValue::default()
+        }
+    }
+
+    fn unit(id: &str, name: &str, depth: usize, values: Vec<(&str, IndicatorValue)>) -> UnitRow {
+        UnitRow {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            parent: id.rsplit_once('/').map(|(p, _)| p.to_owned()),
+            depth,
+            headcount: None,
+            subtree_headcount: None,
+            values: Values(values.into_iter().map(|(i, v)| (i.into(), v)).collect()),
+        }
+    }
+
+    /// Two indicators; xuexi_points has a per-entity target; 教育局 did not
+    /// report its posts, so 某县's are incomplete.
+    fn sample() -> Summary {
+        let target = |met: u64, total: u64, ratio: f64| TargetStatus {
+            per: Per::Entity,
+            min: 7000.0,
+            completion: None,
+            met: Some(met),
+            total: Some(total),
+            ratio: Some(ratio),
+        };
+        let points = |v: f64, met, total, ratio| IndicatorValue {
+            target: Some(target(met, total, ratio)),
+            ..value(Some(v), Some(v - 100.0))
+        };
+        Summary {
+            period: PeriodInfo {
+                label: "2026-Q3".to_owned(),
+                start: NaiveDate::from_ymd_opt(2026, 7, 1).unwrap(),
+                end: NaiveDate::from_ymd_opt(2026, 9, 30).unwrap(),
+                timezone: "Asia/Shanghai".to_owned(),
+                complete: false,
+                ended: true,
+                sources_complete: false,
+                units_complete: false,
+            },
+            generated_at: "2026-10-01T02:00:00+08:00".to_owned(),
+            indicators: vec![
+                IndicatorInfo {
+                    id: "wechat_posts".to_owned(),
+                    name: "微信公众号发文数".to_owned(),
+                    kind: Kind::Count,
+                    unit: "篇".to_owned(),
+                },
+                IndicatorInfo {
+                    id: "xuexi_points".to_owned(),
+                    name: "学习积分".to_owned(),
+                    kind: Kind::Level,
+                    unit: "分".to_owned(),
+                },
+            ],
+            units: vec![
+                unit(
+                    "county",
+                    "某县",
+                    0,
+                    vec![
+                        (
+                            "wechat_posts",
+                            IndicatorValue {
+                                incomplete: true,
+                                incomplete_because: Some(Because::Units),
+                                ..value(Some(18.0), Some(12.0))
+                            },
+                        ),
+                        ("xuexi_points", points(8800.0, 1, 3, 1.0 / 3.0)),
+                    ],
+                ),
+                unit(
+                    "county/edu",
+                    "教育局",
+                    1,
+                    vec![
+                        (
+                            "wechat_posts",
+                            IndicatorValue {
+                                missing: true,
+                                incomplete: true,
+                                incomplete_because: Some(Because::Sources),
+                                ..value(None, Some(6.0))
+                            },
+                        ),
+                        ("xuexi_points", points(3000.0, 0, 1, 0.0)),
+                    ],
+                ),
+                unit(
+                    "county/natres",
+                    "自然资源局",
+                    1,
+                    vec![
+                        ("wechat_posts", value(Some(18.0), Some(6.0))),
+                        ("xuexi_points", points(5800.0, 1, 2, 0.5)),
+                    ],
+                ),
+            ],
+            sources: vec![
+                SourceInfo {
+                    id: "natres-wechat".to_owned(),
+                    complete: true,
+                    failed_runs: 0,
+                    last_success: Some("2026-09-30T02:30:04+08:00".to_owned()),
+                },
+                SourceInfo {
+                    id: "edu-wechat".to_owned(),
+                    complete: false,
+                    failed_runs: 3,
+                    last_success: None,
+                },
+            ],
+        }
+    }
+
+    fn read(bytes: &[u8]) -> Xlsx<Cursor<Vec<u8>>> {
+        open_workbook_from_rs(Cursor::new(bytes.to_vec())).expect("a valid xlsx")
+    }
+
+    fn zip_entry(bytes: &[u8], name: &str) -> Option<String> {
+        let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).expect("an xlsx is a zip");
+        let mut file = zip.by_name(name).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    #[test]
+    fn the_table_has_named_headers_numeric_cells_and_marks() {
+        let bytes = to_xlsx(&sample()).unwrap();
+        let mut wb = read(&bytes);
+        assert_eq!(
+            wb.sheet_names(),
+            ["统计表", "微信公众号发文数", "学习积分", "数据来源"]
+        );
+        let t = wb.worksheet_range("统计表").unwrap();
+        let at = |r: u32, c: u32| t.get_value((r, c)).cloned().unwrap_or(Data::Empty);
+        let s = |v: &str| Data::String(v.to_owned());
+        assert_eq!(
+            at(0, 0),
+            s("2026-Q3 统计表（2026-07-01 至 2026-09-30，时区 Asia/Shanghai）")
+        );
+        // Two status rows, each saying what it speaks of: the sources
+        // (edu-wechat has a gap), then the units (教育局 did not report).
+        assert_eq!(
+            at(1, 0),
+            s(
+                "数据来源不完整：2 个数据源中有 1 个在本期缺数或失败（见「数据来源」），它们覆盖的数值可能偏低；生成于 2026-10-01T02:00:00+08:00"
+            )
+        );
+        assert_eq!(
+            at(2, 0),
+            s("报送单位不完整：教育局 有指标未报送（灰色空格），其上级的合计标为数据不完整")
+        );
+        // Row 3: indicator headers over their groups; row 4: sub-headers.
+        assert_eq!(at(3, 0), s("单位"));
+        assert_eq!(at(3, 1), s("微信公众号发文数(篇)"));
+        assert_eq!(at(3, 3), s("学习积分(分)"));
+        let subs: Vec<Data> = (1..=8).map(|c| at(4, c)).collect();
+        assert_eq!(
+            subs,
+            [
+                "本期",
+                "上期",
+                "本期",
+                "上期",
+                "每人目标",
+                "达标人数",
+                "人数",
+                "达标率"
+            ]
+            .map(s)
+        );
+        assert_eq!(at(3, 9), s("备注"));
+        assert_eq!(at(3, 10), s("单位代码"));
+        // Units in tree order, numbers as numbers.
+        assert_eq!(at(5, 0), s("某县"));
+        assert_eq!(at(5, 1), Data::Float(18.0));
+        assert_eq!(at(5, 2), Data::Float(12.0));
+        assert_eq!(at(5, 3), Data::Float(8800.0));
+        assert_eq!(at(5, 4), Data::Float(8700.0));
+        assert_eq!(at(5, 5), Data::Float(7000.0));
+        assert_eq!(at(5, 6), Data::Float(1.0));
+        assert_eq!(at(5, 7), Data::Float(3.0));
+        assert_eq!(at(5, 8), Data::Float(1.0 / 3.0));
+        assert_eq!(
+            at(5, 9),
+            s("微信公众号发文数: 数据不完整（下级单位未报送）")
+        );
+        assert_eq!(at(5, 10), s("county"));
+        // 未报送: an empty value cell, said in the notes column.
+        assert_eq!(at(6, 0), s("教育局"));
+        assert_eq!(at(6, 1), Data::Empty);
+        assert_eq!(at(6, 2), Data::Float(6.0));
+        assert_eq!(at(6, 9), s("微信公众号发文数: 未报送"));
+        assert_eq!(at(7, 9), Data::Empty);
+        assert_eq!(at(7, 10), s("county/natres"));
+
+        // The marks are cell notes too, and the header is frozen.
+        let comments = zip_entry(&bytes, "xl/comments1.xml").expect("notes on 统计表");
+        assert!(comments.contains("未报送"), "{comments}");
+        assert!(comments.contains("下级单位有未报送"), "{comments}");
+        let sheet = zip_entry(&bytes, "xl/worksheets/sheet1.xml").unwrap();
+        assert!(
+            sheet.contains(r#"topLeftCell="B6""#),
+            "frozen at B6: {sheet}"
+        );
+        // Child units are indented: a format with indent="1" exists.
+        let styles = zip_entry(&bytes, "xl/styles.xml").unwrap();
+        assert!(styles.contains(r#"indent="1""#), "{styles}");
+    }
+
+    /// The case that read 数据完整 over cells marked 数据不完整: every source
+    /// collected every day, yet a unit did not report.
+    #[test]
+    fn the_status_rows_speak_of_sources_and_of_units_separately() {
+        let lines = |summary: &Summary| {
+            let bytes = to_xlsx(summary).unwrap();
+            let mut wb = read(&bytes);
+            let t = wb.worksheet_range("统计表").unwrap();
+            let src = wb.worksheet_range("数据来源").unwrap();
+            let text = |r: &calamine::Range<Data>, row: u32| match r.get_value((row, 0)) {
+                Some(Data::String(v)) => v.clone(),
+                other => panic!("row {row}: {other:?}"),
+            };
+            (text(&t, 1), text(&t, 2), text(&src, 1))
+        };
+        let mut sources_whole = sample();
+        sources_whole.sources[1].complete = true;
+        sources_whole.period.sources_complete = true;
+        sources_whole.period.complete = true;
+        let (sources, units, on_sources_sheet) = lines(&sources_whole);
+        assert_eq!(
+            sources,
+            "数据来源完整：2 个数据源在本期每一天都已采集，没有失败（见「数据来源」）；生成于 2026-10-01T02:00:00+08:00"
+        );
+        assert_eq!(
+            units,
+            "报送单位不完整：教育局 有指标未报送（灰色空格），其上级的合计标为数据不完整"
+        );
+        assert_eq!(on_sources_sheet, sources);
+
+        // Nobody missing, nothing missed, but the quarter is still running.
+        let mut running = sources_whole.clone();
+        running.period.ended = false;
+        running.period.complete = false;
+        running.period.units_complete = true;
+        for unit in &mut running.units {
+            for (_, cell) in &mut unit.values.0 {
+                (cell.missing, cell.incomplete, cell.incomplete_because) = (false, false, None);
+            }
+        }
+        let (sources, units, _) = lines(&running);
+        assert!(
+            sources.starts_with(
+                "数据来源截至今天完整：统计期尚未结束，2 个数据源在本期每一天都已采集"
+            ),
+            "{sources}"
+        );
+        assert_eq!(
+            units,
+            "报送单位完整：数据源覆盖的单位在本期都有数据，没有未报送"
+        );
+
+        // The unit that did not report is below the rows shown.
+        let mut shallow = sample();
+        shallow.units.truncate(1);
+        let (_, units, _) = lines(&shallow);
+        assert_eq!(
+            units,
+            "报送单位不完整：表中所列单位以下有单位未报送，其上级的合计标为数据不完整"
+        );
+    }
+
+    #[test]
+    fn every_indicator_sheet_has_its_values_and_a_chart_with_the_target() {
+        let bytes = to_xlsx(&sample()).unwrap();
+        let mut wb = read(&bytes);
+        let posts = wb.worksheet_range("微信公众号发文数").unwrap();
+        assert_eq!(
+            posts.get_value((1, 0)),
+            Some(&Data::String("单位".to_owned()))
+        );
+        assert_eq!(posts.get_value((4, 1)), Some(&Data::Float(18.0)));
+        let points = wb.worksheet_range("学习积分").unwrap();
+        assert_eq!(
+            points.get_value((1, 3)),
+            Some(&Data::String("目标".to_owned()))
+        );
+        // Per entity: the unit's line is 7000 per head times its people.
+        assert_eq!(points.get_value((2, 3)), Some(&Data::Float(21000.0)));
+        assert_eq!(points.get_value((4, 3)), Some(&Data::Float(14000.0)));
+
+        // calamine does not read charts: look into the package.
+        for (n, sheet) in [(1, "微信公众号发文数"), (2, "学习积分")] {
+            let chart = zip_entry(&bytes, &format!("xl/charts/chart{n}.xml"))
+                .unwrap_or_else(|| panic!("chart{n}.xml for {sheet}"));
+            assert!(chart.contains("<c:barChart>"), "{chart}");
+            assert!(chart.contains(sheet), "chart {n} reads {sheet}: {chart}");
+            let rels = zip_entry(&bytes, &format!("xl/drawings/_rels/drawing{n}.xml.rels"))
+                .unwrap_or_else(|| panic!("drawing{n} for {sheet}"));
+            assert!(rels.contains(&format!("../charts/chart{n}.xml")), "{rels}");
+        }
+        let posts_chart = zip_entry(&bytes, "xl/charts/chart1.xml").unwrap();
+        assert!(!posts_chart.contains("<c:lineChart>"), "no target, no line");
+        let points_chart = zip_entry(&bytes, "xl/charts/chart2.xml").unwrap();
+        assert!(points_chart.contains("<c:lineChart>"), "{points_chart}");
+        assert!(points_chart.contains("目标"), "{points_chart}");
+    }
+
+    #[test]
+    fn the_sources_sheet_says_what_is_behind_the_table() {
+        let bytes = to_xlsx(&sample()).unwrap();
+        let mut wb = read(&bytes);
+        let src = wb.worksheet_range("数据来源").unwrap();
+        let row = |r: u32| -> Vec<Data> {
+            (0..4)
+                .map(|c| src.get_value((r, c)).cloned().unwrap_or(Data::Empty))
+                .collect()
+        };
+        let s = |v: &str| Data::String(v.to_owned());
+        assert_eq!(row(2), ["来源", "数据完整", "失败次数", "最近成功"].map(s));
+        assert_eq!(
+            row(3),
+            [
+                s("natres-wechat"),
+                s("是"),
+                Data::Float(0.0),
+                s("2026-09-30T02:30:04+08:00")
+            ]
+        );
+        assert_eq!(
+            row(4),
+            [s("edu-wechat"), s("否"), Data::Float(3.0), s("从未成功")]
+        );
+    }
+
+    #[test]
+    fn an_empty_summary_still_makes_a_workbook() {
+        let mut empty = sample();
+        empty.units.clear();
+        empty.sources.clear();
+        let bytes = to_xlsx(&empty).unwrap();
+        let wb = read(&bytes);
+        assert_eq!(wb.sheet_names().len(), 4);
+        assert!(zip_entry(&bytes, "xl/charts/chart1.xml").is_none());
+    }
+
+    #[test]
+    fn sheet_names_excel_accepts() {
+        let used = vec!["统计表".to_owned(), "数据来源".to_owned()];
+        assert_eq!(sheet_name("学习积分", "x", &used), "学习积分");
+        assert_eq!(sheet_name("a[b]:c*d?e/f\\g", "x", &used), "abcdefg");
+        assert_eq!(sheet_name("'引号'", "x", &used), "引号");
+        assert_eq!(sheet_name("统计表", "x", &used), "统计表(2)");
+        assert_eq!(sheet_name("DATA", "x", &["data".to_owned()]), "DATA(2)");
+        assert_eq!(sheet_name("[]", "posts", &used), "posts");
+        let long = "很".repeat(40);
+        assert_eq!(sheet_name(&long, "x", &used).chars().count(), 31);
+        let taken = vec!["很".repeat(31)];
+        assert_eq!(
+            sheet_name(&long, "x", &taken),
+            format!("{}(2)", "很".repeat(28))
+        );
+    }
+
+    #[test]
+    fn display_width_counts_chinese_double() {
+        assert_eq!(display_width("微信公众号发文数(篇)"), 20);
+        assert_eq!(display_width("county"), 6);
+    }
+}

@@ -1,0 +1,591 @@
+//! One configured source's plugin instance, and the host services it gets.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus::{IntCounterVec, Opts};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use tally_plugin::abi::{self, Bytes, HostVTable, Instance, OwnedBytes, Status};
+use tally_plugin::{CollectRequest, CollectResponse, Created, Error, HttpRequest, HttpResponse};
+
+use super::PluginLibrary;
+use tally_domain::clock::Clock;
+
+/// Replaces secret values in text that leaves the daemon (logs, errors).
+pub type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// What the daemon lends a plugin: its HTTP client, its clock, its runtime.
+#[derive(Clone)]
+pub struct HostServices {
+    pub http: reqwest::Client,
+    /// Plugin calls run on blocking-pool threads; HTTP requests are driven on
+    /// this runtime from there. `None` (e.g. `tallyd check`) refuses HTTP.
+    pub runtime: Option<tokio::runtime::Handle>,
+    pub clock: Arc<dyn Clock>,
+    pub redact: Redact,
+    pub http_timeout: Duration,
+}
+
+/// Why a plugin call did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin reported an error.
+    #[error("{0}")]
+    Plugin(Error),
+    /// The plugin panicked; the message and location are in the text.
+    #[error("plugin panicked: {0}")]
+    Panic(String),
+    /// The plugin broke the protocol (undecodable answer, unknown status).
+    #[error("plugin protocol error: {0}")]
+    Protocol(String),
+    /// The isolated plugin process died (segfault, abort, out of memory, killed).
+    #[error("{0}")]
+    Crash(String),
+}
+
+struct HostCtx {
+    source: String,
+    services: HostServices,
+    cancelled: AtomicBool,
+    /// HTTP requests made since the count was last taken.
+    http_requests: AtomicU64,
+}
+
+struct InstancePtr(*mut Instance);
+
+/// A created plugin instance for one source. Calls are serialized by a mutex:
+/// the ABI promises plugins that one instance is never called concurrently.
+pub struct SourceInstance {
+    lib: Arc<PluginLibrary>,
+    ptr: Mutex<InstancePtr>,
+    // Boxed so their addresses stay put: the plugin keeps pointers to both.
+    _host_vt: Box<HostVTable>,
+    ctx: Box<HostCtx>,
+    pub created: Created,
+}
+
+// SAFETY: the instance pointer is only used under `ptr`'s mutex (one call at a
+// time, as the ABI requires); the host vtable and context are immutable except
+// for the atomic cancellation flag, and their functions are thread-safe.
+unsafe impl Send for SourceInstance {}
+// SAFETY: as above.
+unsafe impl Sync for SourceInstance {}
+
+impl SourceInstance {
+    /// Creates an instance from the source's settings; the plugin validates them.
+    pub fn create(
+        lib: Arc<PluginLibrary>,
+        source: &str,
+        settings: &serde_json::Value,
+        services: HostServices,
+    ) -> Result<SourceInstance, CallError> {
+        let ctx = Box::new(HostCtx {
+            source: source.to_owned(),
+            services,
+            cancelled: AtomicBool::new(false),
+            http_requests: AtomicU64::new(0),
+        });
+        let host_vt = Box::new(HostVTable {
+            size: std::mem::size_of::<HostVTable>(),
+            abi_minor: abi::ABI_MINOR,
+            ctx: (&*ctx as *const HostCtx).cast::<c_void>(),
+            log: host_log,
+            now_unix_ms: host_now,
+            cancelled: host_cancelled,
+            call: host_call,
+        });
+        let settings = serde_json::to_vec(settings)
+            .map_err(|e| CallError::Protocol(format!("cannot encode settings: {e}")))?;
+        let mut instance: *mut Instance = std::ptr::null_mut();
+        let mut out = OwnedBytes::empty();
+        // SAFETY: `host_vt` and `ctx` are boxed and owned by the returned
+        // value, which destroys the instance before dropping them; the other
+        // arguments are valid for the call.
+        let status = unsafe {
+            (lib.vtable.create)(
+                &*host_vt,
+                Bytes::from_slice(&settings),
+                &mut instance,
+                &mut out,
+            )
+        };
+        // SAFETY: the plugin filled `out` during the call.
+        let body = unsafe { out.into_vec() };
+        let created: Created = decode(status, &body)?;
+        if instance.is_null() {
+            return Err(CallError::Protocol(
+                "create succeeded without an instance".to_owned(),
+            ));
+        }
+        Ok(SourceInstance {
+            lib,
+            ptr: Mutex::new(InstancePtr(instance)),
+            _host_vt: host_vt,
+            ctx,
+            created,
+        })
+    }
+
+    /// One collection run. Blocks: call it from a blocking-pool thread.
+    pub fn collect_blocking(&self, request: &CollectRequest) -> Result<CollectResponse, CallError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| CallError::Protocol(format!("cannot encode request: {e}")))?;
+        // A poisoned mutex only means an earlier caller panicked on our side
+        // after the call; the instance itself is as the plugin left it.
+        let guard = self.ptr.lock().unwrap_or_else(|p| p.into_inner());
+        self.ctx.cancelled.store(false, Ordering::SeqCst);
+        let mut out = OwnedBytes::empty();
+        // SAFETY: the instance is alive (destroyed only in Drop) and used by
+        // this thread alone while the mutex is held.
+        let status =
+            unsafe { (self.lib.vtable.collect)(guard.0, Bytes::from_slice(&body), &mut out) };
+        // SAFETY: the plugin filled `out` during the call.
+        let answer = unsafe { out.into_vec() };
+        drop(guard);
+        decode(status, &answer)
+    }
+
+    /// The HTTP requests the plugin made since the last call, and resets the count.
+    pub fn take_http_requests(&self) -> u64 {
+        self.ctx.http_requests.swap(0, Ordering::SeqCst)
+    }
+
+    /// Asks the plugin to stop the current run early (it polls `host.cancelled()`).
+    pub fn cancel(&self) {
+        self.ctx.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn plugin(&self) -> &Arc<PluginLibrary> {
+        &self.lib
+    }
+}
+
+impl Drop for SourceInstance {
+    fn drop(&mut self) {
+        let ptr = self.ptr.get_mut().unwrap_or_else(|p| p.into_inner()).0;
+        if !ptr.is_null() {
+            // SAFETY: created by this library's `create`, destroyed once, and
+            // before `_host_vt`/`ctx` (fields drop after this body) go away.
+            unsafe { (self.lib.vtable.destroy)(ptr) };
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(status: Status, body: &[u8]) -> Result<T, CallError> {
+    match status {
+        Status::OK => serde_json::from_slice(body)
+            .map_err(|e| CallError::Protocol(format!("undecodable answer: {e}"))),
+        Status::ERROR => Err(CallError::Plugin(
+            serde_json::from_slice(body)
+                .unwrap_or_else(|_| Error::internal(String::from_utf8_lossy(body).into_owned())),
+        )),
+        Status::PANICKED => Err(CallError::Panic(String::from_utf8_lossy(body).into_owned())),
+        other => Err(CallError::Protocol(format!(
+            "status {}: {}",
+            other.0,
+            String::from_utf8_lossy(body)
+        ))),
+    }
+}
+
+/// # Safety
+/// `ctx` must be the `HostCtx` pointer this daemon put into the host vtable.
+unsafe fn ctx<'a>(ctx: *const c_void) -> &'a HostCtx {
+    // SAFETY: guaranteed by the caller; the context lives as long as the instance.
+    unsafe { &*ctx.cast::<HostCtx>() }
+}
+
+unsafe extern "C" fn host_log(ctx_ptr: *const c_void, level: u32, message: Bytes) {
+    // A panic must not unwind into the plugin's frames.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the plugin passes back our own context and a message valid for the call.
+        let (ctx, message) = unsafe { (ctx(ctx_ptr), message.as_slice()) };
+        let text = (ctx.services.redact)(&String::from_utf8_lossy(message));
+        let source = ctx.source.as_str();
+        match tally_plugin::Level::from_u32(level) {
+            tally_plugin::Level::Error => {
+                tracing::error!(target: "tally::plugin", source, "{text}")
+            }
+            tally_plugin::Level::Warn => tracing::warn!(target: "tally::plugin", source, "{text}"),
+            tally_plugin::Level::Info => tracing::info!(target: "tally::plugin", source, "{text}"),
+            tally_plugin::Level::Debug => {
+                tracing::debug!(target: "tally::plugin", source, "{text}")
+            }
+            tally_plugin::Level::Trace => {
+                tracing::trace!(target: "tally::plugin", source, "{text}")
+            }
+        }
+    }));
+}
+
+unsafe extern "C" fn host_now(ctx_ptr: *const c_void) -> i64 {
+    // SAFETY: the plugin passes back our own context.
+    catch_unwind(AssertUnwindSafe(|| {
+        unsafe { ctx(ctx_ptr) }
+            .services
+            .clock
+            .now()
+            .timestamp_millis()
+    }))
+    .unwrap_or(0)
+}
+
+unsafe extern "C" fn host_cancelled(ctx_ptr: *const c_void) -> bool {
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the plugin passes back our own context.
+        unsafe { ctx(ctx_ptr) }.cancelled.load(Ordering::SeqCst)
+    }))
+    .unwrap_or(true)
+}
+
+unsafe extern "C" fn host_call(
+    ctx_ptr: *const c_void,
+    method: Bytes,
+    payload: Bytes,
+    out: *mut OwnedBytes,
+) -> Status {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the plugin passes back our own context and inputs valid for the call.
+        let (ctx, method, payload) =
+            unsafe { (ctx(ctx_ptr), method.as_slice(), payload.as_slice()) };
+        match method {
+            b"http" => match serde_json::from_slice::<HttpRequest>(payload) {
+                Ok(req) => match http(ctx, &req) {
+                    Ok(resp) => (Status::OK, serde_json::to_vec(&resp).unwrap_or_default()),
+                    Err(e) => (Status::ERROR, serde_json::to_vec(&e).unwrap_or_default()),
+                },
+                Err(e) => (
+                    Status::BAD_REQUEST,
+                    format!("undecodable http request: {e}").into_bytes(),
+                ),
+            },
+            other => (
+                Status::UNSUPPORTED,
+                format!(
+                    "tallyd offers no service {:?}",
+                    String::from_utf8_lossy(other)
+                )
+                .into_bytes(),
+            ),
+        }
+    }));
+    let (status, body) = result.unwrap_or_else(|_| {
+        (
+            Status::ERROR,
+            br#"{"kind":"internal","message":"tallyd failed serving the call"}"#.to_vec(),
+        )
+    });
+    if !out.is_null() {
+        // SAFETY: the plugin passes a writable out-slot; the buffer carries our release.
+        unsafe { out.write(OwnedBytes::from_vec(body)) };
+    }
+    status
+}
+
+/// Performs a plugin's HTTP request with the daemon's client, on the daemon's
+/// runtime, from the plugin's (blocking-pool) thread.
+fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
+    ctx.http_requests.fetch_add(1, Ordering::SeqCst);
+    let Some(runtime) = &ctx.services.runtime else {
+        return Err(Error::internal("HTTP is not available in this command"));
+    };
+    // Query strings may carry tokens: name the endpoint without them.
+    let shown = req.url.split('?').next().unwrap_or_default().to_owned();
+    let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Error::settings(format!("unknown HTTP method {:?}", req.method)))?;
+    let timeout = req
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(ctx.services.http_timeout);
+    let mut builder = ctx
+        .services
+        .http
+        .request(method, &req.url)
+        .query(&req.query)
+        .timeout(timeout);
+    for (k, v) in &req.headers {
+        builder = builder.header(k, v);
+    }
+    if let Some(body) = &req.body {
+        builder = builder.body(body.clone());
+    }
+    let fail = |e: reqwest::Error| {
+        let what = if e.is_timeout() {
+            format!("timed out after {} ms", timeout.as_millis())
+        } else if e.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            e.without_url().to_string()
+        };
+        Error::upstream(format!("{} {shown}: {what}", req.method))
+    };
+    let host = host_key(&req.url);
+    let gate = HTTP_GATE.host(&host);
+    let label = HTTP_GATE.label(&host);
+    let count = |class: &str| {
+        HTTP_REQUESTS
+            .with_label_values(&[label.as_str(), class])
+            .inc();
+    };
+    runtime.block_on(async {
+        // Waiting for a free slot counts against the request's timeout, so a
+        // crowded host cannot hold a run past its deadline.
+        let permit = tokio::time::timeout(timeout, gate.acquire())
+            .await
+            .map_err(|_| {
+                count("error");
+                Error::upstream(format!(
+                    "{} {shown}: no free connection to {label} within {} ms (daemon.http_per_host_concurrency / http_per_host_rate)",
+                    req.method,
+                    timeout.as_millis()
+                ))
+            })?;
+        let resp = builder.send().await.map_err(|e| {
+            count("error");
+            fail(e)
+        })?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let bytes = resp.bytes().await.map_err(|e| {
+            count("error");
+            fail(e)
+        })?;
+        drop(permit);
+        count(&status_class(status));
+        Ok(HttpResponse::from_body(
+            status,
+            headers,
+            bytes.to_vec(),
+            req.body_as_bytes,
+        ))
+    })
+    .inspect(|resp| {
+        // A wrong or unknown charset garbles dates without failing the run:
+        // say so where the operator looks, under the source.
+        for warning in &resp.warnings {
+            let text = (ctx.services.redact)(&format!("{} {shown}: {warning}", req.method));
+            tracing::warn!(target: "tally::plugin", source = ctx.source.as_str(), "{text}");
+        }
+    })
+}
+
+/// The per-host limits of plugins' HTTP requests, shared by every in-daemon
+/// source: "per host" means across sources, and sources are created (and
+/// recreated on reload) before the metrics registry exists, so one gate per
+/// process is the honest shape. An isolated source (`isolation = "process"`)
+/// performs its HTTP in its child, outside this gate.
+static HTTP_GATE: LazyLock<HttpGate> = LazyLock::new(|| {
+    HttpGate::new(
+        tally_config::Config::DEFAULT_HTTP_PER_HOST_CONCURRENCY,
+        None,
+    )
+});
+
+/// `tally_http_requests_total{host, status_class}`, registered by
+/// [`crate::metrics::Metrics`]; counted here, where requests happen.
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "tally_http_requests_total",
+            "HTTP requests made for plugins (in the daemon's process), by host and status class (2xx, 4xx, 5xx, ... or error when no answer came).",
+        ),
+        &["host", "status_class"],
+    )
+    .expect("valid metric definition")
+});
+
+/// Hosts get their own `host` label up to this many; later ones count as
+/// `other`, so a plugin that follows arbitrary links cannot blow up the series.
+const MAX_HOST_LABELS: usize = 64;
+
+/// Sets the per-host limits for requests from now on (`daemon.http_per_host_concurrency`
+/// and `daemon.http_per_host_rate`). Requests in flight keep their old slots.
+pub fn configure_http_limits(concurrency: usize, rate: Option<f64>) {
+    HTTP_GATE.configure(concurrency, rate);
+}
+
+/// Per-host slots (a semaphore) and spacing (a token bucket of one token).
+pub struct HttpGate {
+    limits: Mutex<(usize, Option<f64>)>,
+    hosts: Mutex<HashMap<String, Arc<HostGate>>>,
+    labels: Mutex<Vec<String>>,
+}
+
+impl HttpGate {
+    pub fn new(concurrency: usize, rate: Option<f64>) -> HttpGate {
+        HttpGate {
+            limits: Mutex::new((concurrency.max(1), rate)),
+            hosts: Mutex::new(HashMap::new()),
+            labels: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn configure(&self, concurrency: usize, rate: Option<f64>) {
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if *limits != (concurrency.max(1), rate) {
+            *limits = (concurrency.max(1), rate);
+            // New limits take effect through new per-host gates.
+            self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    /// The gate of one host (`host:port`), created on first use.
+    pub fn host(&self, host: &str) -> Arc<HostGate> {
+        let (concurrency, rate) = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        self.hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(host.to_owned())
+            .or_insert_with(|| Arc::new(HostGate::new(concurrency, rate)))
+            .clone()
+    }
+
+    /// The `host` label of a host: itself, or `other` past [`MAX_HOST_LABELS`].
+    pub fn label(&self, host: &str) -> String {
+        let mut labels = self.labels.lock().unwrap_or_else(|p| p.into_inner());
+        if labels.iter().any(|l| l == host) {
+            return host.to_owned();
+        }
+        if labels.len() < MAX_HOST_LABELS {
+            labels.push(host.to_owned());
+            return host.to_owned();
+        }
+        "other".to_owned()
+    }
+}
+
+/// One host's limits.
+pub struct HostGate {
+    slots: Arc<Semaphore>,
+    /// Requests are spaced `1 / rate` apart: the earliest start of the next one.
+    spacing: Option<(Duration, tokio::sync::Mutex<Option<Instant>>)>,
+}
+
+impl HostGate {
+    pub fn new(concurrency: usize, rate: Option<f64>) -> HostGate {
+        HostGate {
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            spacing: rate.filter(|r| r.is_finite() && *r > 0.0).map(|r| {
+                (
+                    Duration::from_secs_f64(1.0 / r),
+                    tokio::sync::Mutex::new(None),
+                )
+            }),
+        }
+    }
+
+    /// Waits for a free slot, then for the request's turn under the rate;
+    /// the slot is held until the permit drops.
+    pub async fn acquire(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let permit = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        if let Some((gap, next)) = &self.spacing {
+            let at = {
+                let mut next = next.lock().await;
+                let at = turn(*next, Instant::now());
+                *next = Some(at + *gap);
+                at
+            };
+            tokio::time::sleep_until(at).await;
+        }
+        permit
+    }
+}
+
+/// When a request may start under the rate: at once, or when its turn comes.
+fn turn(next: Option<Instant>, now: Instant) -> Instant {
+    next.map_or(now, |n| n.max(now))
+}
+
+/// `host:port` of a URL (the port only when given), for limits and labels;
+/// `invalid` when it does not parse (reqwest then fails the request).
+pub fn host_key(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => "invalid".to_owned(),
+        },
+        Err(_) => "invalid".to_owned(),
+    }
+}
+
+/// `2xx`, `4xx`, `5xx`, ... for `tally_http_requests_total`.
+pub fn status_class(status: u16) -> String {
+    format!("{}xx", status / 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys_keep_explicit_ports_and_drop_credentials_and_paths() {
+        assert_eq!(
+            host_key("http://127.0.0.1:8080/a?token=x"),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(
+            host_key("https://user:pw@api.weixin.qq.com/cgi-bin"),
+            "api.weixin.qq.com"
+        );
+        assert_eq!(host_key("not a url"), "invalid");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(503), "5xx");
+    }
+
+    #[test]
+    fn labels_are_bounded() {
+        let gate = HttpGate::new(1, None);
+        for i in 0..MAX_HOST_LABELS {
+            assert_eq!(gate.label(&format!("h{i}")), format!("h{i}"));
+        }
+        assert_eq!(gate.label("one-too-many"), "other");
+        assert_eq!(gate.label("h0"), "h0");
+    }
+
+    #[tokio::test]
+    async fn a_host_gate_limits_requests_in_flight() {
+        let gate = HostGate::new(2, None);
+        let a = gate.acquire().await;
+        let _b = gate.acquire().await;
+        // The third cannot get a slot while the first two hold theirs.
+        let third = tokio::time::timeout(Duration::from_millis(50), gate.acquire()).await;
+        assert!(third.is_err());
+        drop(a);
+        let third = tokio::time::timeout(Duration::from_secs(10), gate.acquire()).await;
+        assert!(third.is_ok());
+    }
+
+    #[test]
+    fn requests_take_turns_under_the_rate() {
+        let now = Instant::now();
+        let gap = Duration::from_millis(250);
+        // Nobody waiting: at once.
+        assert_eq!(turn(None, now), now);
+        // The next turn is later: wait for it.
+        assert_eq!(turn(Some(now + gap), now), now + gap);
+        // The next turn has passed: at once, no saved-up burst.
+        assert_eq!(turn(Some(now), now + gap * 4), now + gap * 4);
+    }
+}

@@ -1,0 +1,49 @@
+//! `tallyd`: a thin binary over the `tally` library.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+mod cli;
+mod exec_check;
+mod new_plugin;
+
+use cli::{Cli, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version go to stdout with success; a bad argument is a
+            // user error (exit 1, as the README says), not clap's usual 2.
+            let _ = err.print();
+            return if err.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(cli.log_format);
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` prints the whole cause chain on one line: "reading x: No such file".
+            eprintln!("error: {err:#}");
+            cli::exit_code(&err)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
