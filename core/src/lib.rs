@@ -17,3 +17,6 @@ pub mod reports;
 pub mod scheduler;
 pub mod store;
 pub mod summary;
+
+#[cfg(test)]
+mod inproc_tests;
