@@ -28,7 +28,6 @@ mod plugins;
 mod redaction;
 mod reload;
 mod reports;
-mod resilience;
 mod security;
 mod settings;
 mod sources;

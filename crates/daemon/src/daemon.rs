@@ -17,7 +17,7 @@ use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;
 use tally_host::{HostServices, PluginRegistry};
 use crate::scheduler;
-use tally_store::{DataDirLock, LockError, SqliteStore, StoreError};
+use tally_store::{DataDirLock, LockError, SqliteStore, Store, StoreError};
 
 /// Why the daemon could not start. User errors (exit 1) are told apart from
 /// internal ones (exit 2) by the CLI.
@@ -81,25 +81,192 @@ pub fn host_services(
 }
 
 /// Builds the engine for a loaded configuration: plugins, sources, store.
-pub fn build_engine(mut config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, StartError> {
+pub fn build_engine(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, StartError> {
+    assemble_engine(config, clock, None, None)
+}
+
+/// [`build_engine`] with the plugin registry and the store given, or
+/// scanned from `plugin_dirs` and opened in `data_dir` when `None`.
+fn assemble_engine(
+    mut config: Config,
+    clock: Arc<dyn Clock>,
+    registry: Option<PluginRegistry>,
+    store: Option<Arc<dyn Store>>,
+) -> Result<Arc<Engine>, StartError> {
     let tree = engine::unit_tree(&config)?;
-    let registry = scan_plugins(&config);
+    let registry = registry.unwrap_or_else(|| scan_plugins(&config));
     let services = host_services(
         &config,
         clock.clone(),
         tokio::runtime::Handle::try_current().ok(),
     )?;
     let created = engine::create_sources(&mut config, &registry, &services)?;
-    let store = SqliteStore::open(&config.daemon.data_dir)?;
+    let store = match store {
+        Some(store) => store,
+        None => Arc::new(SqliteStore::open(&config.daemon.data_dir)?),
+    };
     Ok(Arc::new(Engine::new(
         Arc::new(config),
         Arc::new(tree),
         Arc::new(registry),
         created,
-        Arc::new(store),
+        store,
         clock,
         Arc::new(Metrics::new()),
     )))
+}
+
+/// Puts a daemon together from a configuration and the parts a caller may
+/// want to choose: the clock, the store, the plugins, the data directory's
+/// lock. What is not given is what `tallyd run` uses: the system clock, the
+/// SQLite store of `data_dir`, the libraries of `plugin_dirs`, a lock taken
+/// on `data_dir`. [`DaemonBuilder::build`] binds the listener of
+/// `daemon.listen`; [`DaemonBuilder::in_process`] binds nothing and hands
+/// out the router instead, for tests that drive the daemon without a socket
+/// (on tokio's paused clock with a [`TokioClock`](crate::clock::TokioClock)).
+///
+/// ```no_run
+/// # async fn demo(config: tally_config::Config) -> Result<(), tally_daemon::daemon::StartError> {
+/// use std::sync::Arc;
+/// use tally_domain::clock::SystemClock;
+/// use tally_daemon::daemon::Daemon;
+///
+/// let daemon = Daemon::builder(config).clock(Arc::new(SystemClock)).build().await?;
+/// daemon.serve(tally_daemon::daemon::shutdown_signal()).await;
+/// # Ok(()) }
+/// ```
+pub struct DaemonBuilder {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    plugins: Option<PluginRegistry>,
+    store: Option<Arc<dyn Store>>,
+    lock: Option<DataDirLock>,
+}
+
+impl DaemonBuilder {
+    /// The clock of scheduling, windows and run records (and of the plugins'
+    /// `host.now()`).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> DaemonBuilder {
+        self.clock = clock;
+        self
+    }
+
+    /// The store, instead of the SQLite store of `data_dir`.
+    pub fn store(mut self, store: Arc<dyn Store>) -> DaemonBuilder {
+        self.store = Some(store);
+        self
+    }
+
+    /// The plugins, instead of a scan of `plugin_dirs`. A reload still scans
+    /// `plugin_dirs` for libraries added since and keeps these.
+    pub fn plugins(mut self, plugins: PluginRegistry) -> DaemonBuilder {
+        self.plugins = Some(plugins);
+        self
+    }
+
+    /// The lock of `data_dir`, already taken (by `tallyd demo`, before it
+    /// writes its forms there), instead of taking it.
+    pub fn lock(mut self, lock: DataDirLock) -> DaemonBuilder {
+        self.lock = Some(lock);
+        self
+    }
+
+    /// Locks `data_dir` and builds the engine: everything but the listener.
+    fn prepare(self) -> Result<(Arc<Engine>, DataDirLock), StartError> {
+        let lock = match self.lock {
+            Some(lock) => lock,
+            None => DataDirLock::acquire(&self.config.daemon.data_dir)?,
+        };
+        // Before anything writes a report: with the lock held, no other
+        // daemon of this store is writing one now.
+        for path in crate::reports::remove_stale_temp_files(&self.config.reports_dir()) {
+            tracing::info!(path = %path.display(), "removed a report temporary file left by an interrupted write");
+        }
+        let engine = assemble_engine(self.config, self.clock, self.plugins, self.store)?;
+        Ok((engine, lock))
+    }
+
+    /// Builds the daemon and binds `daemon.listen`; [`Daemon::serve`] runs it.
+    pub async fn build(self) -> Result<Daemon, StartError> {
+        let listen = self.config.daemon.listen;
+        let (engine, lock) = self.prepare()?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: listen,
+            source,
+        })?;
+        engine.refresh_metrics().await;
+        Ok(Daemon {
+            engine,
+            addr,
+            listener,
+            lock,
+        })
+    }
+
+    /// Builds the daemon and starts it without a listener: the scheduler,
+    /// the `/metrics` rebuilds and reloads run as under [`Daemon::serve`]
+    /// (SIGHUP aside: signals are the process's), and
+    /// [`InProcessDaemon::router`] answers the HTTP API.
+    pub async fn in_process(self) -> Result<InProcessDaemon, StartError> {
+        let (engine, lock) = self.prepare()?;
+        engine.refresh_metrics().await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = Running::start(engine);
+        let state = running.state.clone();
+        let live = running.live.clone();
+        let task = tokio::spawn(async move {
+            running.supervise(stopped).await;
+            drop(lock);
+        });
+        Ok(InProcessDaemon {
+            state,
+            live,
+            stop,
+            task,
+        })
+    }
+}
+
+/// A daemon running in this process without a listener (see
+/// [`DaemonBuilder::in_process`]); it stops when [`InProcessDaemon::stop`]
+/// is awaited, and at the latest with its runtime.
+pub struct InProcessDaemon {
+    state: AppState,
+    live: LiveHandle,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessDaemon {
+    /// The HTTP API, the very router [`Daemon::serve`] serves; drive it with
+    /// `tower::ServiceExt::oneshot`.
+    pub fn router(&self) -> axum::Router {
+        router(self.state.clone())
+    }
+
+    /// The engine being served now (a reload replaces it).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.live.get().engine
+    }
+
+    /// Asks the scheduler to run a source now and waits for the run.
+    pub async fn run_now(&self, source: &str) -> Result<engine::RunReport, engine::RunError> {
+        let scheduler = self.live.get().scheduler;
+        scheduler.run_now(source).await
+    }
+
+    /// Stops scheduling and waits for running collections, as a SIGTERM
+    /// does to `tallyd run`.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
 }
 
 /// A started daemon: the listener is bound, so the address is known.
@@ -150,39 +317,27 @@ pub enum ReloadError {
 }
 
 impl Daemon {
+    /// A [`DaemonBuilder`] for `config`, with what `tallyd run` uses unless
+    /// told otherwise.
+    pub fn builder(config: Config) -> DaemonBuilder {
+        DaemonBuilder {
+            config,
+            clock: Arc::new(SystemClock),
+            plugins: None,
+            store: None,
+            lock: None,
+        }
+    }
+
     /// Locks `data_dir` (see [`DataDirLock`]), then starts on it.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
-        let lock = DataDirLock::acquire(&config.daemon.data_dir)?;
-        Daemon::start_locked(config, lock).await
+        Daemon::builder(config).build().await
     }
 
     /// Starts with the lock of `config`'s `data_dir` already taken (by
     /// `tallyd demo`, before it writes its forms there).
     pub async fn start_locked(config: Config, lock: DataDirLock) -> Result<Daemon, StartError> {
-        let listen = config.daemon.listen;
-        // Before anything writes a report: with the lock held, no other
-        // daemon of this store is writing one now.
-        for path in crate::reports::remove_stale_temp_files(&config.reports_dir()) {
-            tracing::info!(path = %path.display(), "removed a report temporary file left by an interrupted write");
-        }
-        let engine = build_engine(config, Arc::new(SystemClock))?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| StartError::Listen {
-                addr: listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: listen,
-            source,
-        })?;
-        engine.refresh_metrics().await;
-        Ok(Daemon {
-            engine,
-            addr,
-            listener,
-            lock,
-        })
+        Daemon::builder(config).lock(lock).build().await
     }
 
     /// Serves HTTP and runs the scheduler until SIGTERM/SIGINT (or `stop`).
@@ -191,22 +346,17 @@ impl Daemon {
     /// engine at once, while the previous scheduler lets its running
     /// collections finish on the engine they started on.
     pub async fn serve(self, stop: impl std::future::Future<Output = ()> + Send + 'static) {
-        let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(8);
-        let mut engine = self.engine.clone();
-        let mut scheduler = SchedulerTask::start(engine.clone());
-        let live = LiveHandle::new(scheduler.live(&engine));
-        let state = AppState::new(live.clone(), Some(reload_tx.clone()));
+        let running = Running::start(self.engine.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             stop.await;
             let _ = stop_tx.send(true);
         });
-        tokio::spawn(forward_sighup(reload_tx));
-        let refresher = tokio::spawn(keep_metrics_fresh(live.clone(), stop_rx.clone()));
+        tokio::spawn(forward_sighup(running.reload_tx.clone()));
         let mut http_stop = stop_rx.clone();
         let server = axum::serve(
             crate::http_guard::JsonParseErrors(self.listener),
-            router(state),
+            router(running.state.clone()),
         )
         .with_graceful_shutdown(async move {
             let _ = http_stop.wait_for(|s| *s).await;
@@ -222,10 +372,58 @@ impl Daemon {
             plugins = self.engine.plugins.plugins().count(),
             "tallyd started"
         );
-        let mut main_stop = stop_rx;
+        running.supervise(stop_rx).await;
+        let _ = http.await;
+        drop(self.lock);
+        tracing::info!("tallyd stopped");
+    }
+}
+
+/// What a daemon runs besides its listener: the scheduler, the `/metrics`
+/// rebuilds, and the reloads that swap the engine under both.
+struct Running {
+    engine: Arc<Engine>,
+    scheduler: SchedulerTask,
+    live: LiveHandle,
+    state: AppState,
+    reload_tx: mpsc::Sender<ReloadRequest>,
+    reload_rx: mpsc::Receiver<ReloadRequest>,
+}
+
+impl Running {
+    fn start(engine: Arc<Engine>) -> Running {
+        let (reload_tx, reload_rx) = mpsc::channel::<ReloadRequest>(8);
+        let scheduler = SchedulerTask::start(engine.clone());
+        let live = LiveHandle::new(scheduler.live(&engine));
+        let state = AppState::new(live.clone(), Some(reload_tx.clone()));
+        Running {
+            engine,
+            scheduler,
+            live,
+            state,
+            reload_tx,
+            reload_rx,
+        }
+    }
+
+    /// Serves reload requests until `stop` turns true, then stops the
+    /// scheduler (letting its running collections finish) and the rebuilds.
+    async fn supervise(self, stop: tokio::sync::watch::Receiver<bool>) {
+        let Running {
+            mut engine,
+            mut scheduler,
+            live,
+            state,
+            reload_tx,
+            mut reload_rx,
+        } = self;
+        // Requests come through the router's state and SIGHUP's sender.
+        drop((state, reload_tx));
+        let refresher = tokio::spawn(keep_metrics_fresh(live.clone(), stop.clone()));
+        let mut main_stop = stop;
         loop {
             tokio::select! {
-                _ = main_stop.wait_for(|s| *s) => break,
+                _ = stopped(&mut main_stop) => break,
                 Some(request) = reload_rx.recv() => {
                     let outcome = match reload(&engine).await {
                         Ok((next, changes)) => {
@@ -261,11 +459,14 @@ impl Daemon {
             }
         }
         scheduler.stop().await;
-        let _ = http.await;
         let _ = refresher.await;
-        drop(self.lock);
-        tracing::info!("tallyd stopped");
     }
+}
+
+/// Resolves once `stop` reads true (without holding its guard, so that the
+/// future stays `Send`).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// The shortest time between two background rebuilds of `/metrics`: with

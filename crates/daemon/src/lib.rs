@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod daemon;
 pub mod engine;
 pub mod http;
@@ -12,3 +13,6 @@ pub mod metrics;
 pub mod reports;
 pub mod scheduler;
 pub mod summary;
+
+#[cfg(test)]
+mod inproc_tests;

@@ -169,6 +169,16 @@ impl PluginRegistry {
         self.plugins.insert(lib.name.clone(), Arc::new(lib));
     }
 
+    /// A registry of the given libraries (see [`PluginLibrary::linked`]); a
+    /// second library of a name is refused as a duplicate, as in a scan.
+    pub fn from_libraries(libraries: Vec<PluginLibrary>) -> PluginRegistry {
+        let mut registry = PluginRegistry::default();
+        for lib in libraries {
+            registry.add(lib);
+        }
+        registry
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<PluginLibrary>> {
         self.plugins.get(name)
     }
@@ -255,6 +265,47 @@ fn check_owner_and_mode(_: &Path, _: &Path, _: &str) -> Result<(), PluginLoadErr
     Ok(())
 }
 
+impl PluginLibrary {
+    /// A plugin compiled into this executable rather than loaded from a
+    /// shared library: the same descriptor checks and the same ABI calls as
+    /// a loaded one, so that tests of the daemon can run a plugin written in
+    /// the test, through the real SDK, without building a cdylib. Its `path`
+    /// is `<linked>/NAME`, which names no file: a linked plugin cannot run
+    /// with `isolation = "process"`.
+    ///
+    /// ```
+    /// use tally_host::{PluginLibrary, PluginRegistry};
+    /// use tally_plugin::abi::StaticDescriptor;
+    /// use tally_plugin::*;
+    ///
+    /// struct Nothing;
+    /// impl Plugin for Nothing {
+    ///     const NAME: &'static str = "nothing";
+    ///     type Settings = serde_json::Value;
+    ///     fn describe() -> Description { Description::new("does nothing") }
+    ///     fn new(_: serde_json::Value, _: &Host) -> Result<Self, Error> { Ok(Nothing) }
+    ///     fn collect(&mut self, _: &CollectRequest, _: &Host) -> Result<CollectResponse, Error> {
+    ///         Ok(CollectResponse::default())
+    ///     }
+    /// }
+    /// static NOTHING: StaticDescriptor = StaticDescriptor::new::<Nothing>("1.0.0", true);
+    ///
+    /// let lib = PluginLibrary::linked(&NOTHING).unwrap();
+    /// assert_eq!(lib.name, "nothing");
+    /// let registry = PluginRegistry::from_libraries(vec![lib]);
+    /// assert!(registry.get("nothing").is_some());
+    /// ```
+    pub fn linked(
+        descriptor: &'static abi::StaticDescriptor,
+    ) -> Result<PluginLibrary, PluginLoadError> {
+        // SAFETY: `as_ptr` points into the `'static` descriptor itself.
+        let desc: &'static Descriptor = unsafe { &*descriptor.as_ptr() };
+        // SAFETY: the descriptor's name is a `'static` string literal.
+        let name = String::from_utf8_lossy(unsafe { desc.plugin_name.as_slice() }).into_owned();
+        from_descriptor(desc, Path::new("<linked>").join(name))
+    }
+}
+
 /// Loads one library and checks that it is a plugin of our ABI.
 pub fn load(path: &Path) -> Result<PluginLibrary, PluginLoadError> {
     let path = path.canonicalize().map_err(|e| PluginLoadError::Load {
@@ -294,6 +345,15 @@ pub fn load(path: &Path) -> Result<PluginLibrary, PluginLoadError> {
             });
         }
     };
+    from_descriptor(desc, path)
+}
+
+/// Checks a plugin's descriptor and asks the plugin to describe itself;
+/// `path` names the plugin in errors.
+fn from_descriptor(
+    desc: &'static Descriptor,
+    path: PathBuf,
+) -> Result<PluginLibrary, PluginLoadError> {
     if desc.magic != abi::MAGIC {
         return Err(PluginLoadError::BadDescriptor {
             path,
