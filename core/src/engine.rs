@@ -1390,104 +1390,114 @@ impl Engine {
         raw: Vec<tally_plugin::Observation>,
         warnings: &mut Vec<String>,
     ) -> Vec<Observation> {
-        let default_unit =
-            (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
         let today = self.today();
-        let id = &source.config.id;
         let mut kept = Vec::with_capacity(raw.len());
         let mut rejected = 0usize;
-        let mut refuse = |why: String| {
-            rejected += 1;
-            if rejected <= 10 {
-                warnings.push(why);
-            }
-        };
         for o in raw {
-            let unit = match o.unit.as_deref().or(default_unit) {
-                Some(u) if source.allowed_units.contains(u) => u.to_owned(),
-                Some(u) => {
-                    refuse(format!(
-                        "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{id}\" (units {}, and the units below them)",
-                        o.indicator,
-                        o.day,
-                        source.config.units.join(", ")
-                    ));
-                    continue;
+            match self.accept_one(source, window, today, o) {
+                Ok(Some(o)) => kept.push(o),
+                Ok(None) => {}
+                Err(why) => {
+                    rejected += 1;
+                    if rejected <= 10 {
+                        warnings.push(why);
+                    }
                 }
-                None => {
-                    refuse(
-                        "dropped an observation without a unit: the source covers several units"
-                            .to_owned(),
-                    );
-                    continue;
-                }
-            };
-            if !source.emits.contains(&o.indicator) {
-                refuse(format!(
-                    "dropped an observation of indicator \"{}\": the plugin did not declare it",
-                    o.indicator
-                ));
-                continue;
             }
-            // A day that has not begun cannot have been counted: a skewed
-            // clock upstream, or a window asked past today.
-            if o.day > today {
-                refuse(format!(
-                    "refused {} = {} for unit \"{unit}\" on {} from source \"{id}\": the day is after today ({today})",
-                    o.indicator,
-                    show_value(o.value),
-                    o.day
-                ));
-                continue;
-            }
-            if !window.contains(o.day) {
-                refuse(format!(
-                    "dropped an observation for {} on {}: outside the requested window {}..{}",
-                    o.indicator, o.day, window.from, window.to
-                ));
-                continue;
-            }
-            let indicator = match source.config.map_indicator(&o.indicator) {
-                Some(mapped) if mapped == o.indicator => o.indicator,
-                Some(mapped) => mapped.to_owned(),
-                None => continue,
-            };
-            let (min, max) = self
-                .value_ranges
-                .get(indicator.as_str())
-                .copied()
-                .unwrap_or((-MAX_VALUE, MAX_VALUE));
-            // `contains` is false for NaN too.
-            if !(min..=max).contains(&o.value) {
-                let why = if o.value.is_finite() {
-                    format!(
-                        "outside the range {}..{} of the indicator",
-                        show_value(min),
-                        show_value(max)
-                    )
-                } else {
-                    "not a finite number".to_owned()
-                };
-                refuse(format!(
-                    "refused {indicator} = {} for unit \"{unit}\" on {} from source \"{id}\": {why}",
-                    show_value(o.value),
-                    o.day
-                ));
-                continue;
-            }
-            kept.push(Observation {
-                source: source.config.id.clone(),
-                unit,
-                indicator,
-                entity: o.entity,
-                day: o.day,
-                value: o.value,
-            });
         }
         if rejected > 10 {
             warnings.push(format!("{} more observations dropped", rejected - 10));
         }
         kept
+    }
+
+    /// One observation as [`Engine::accept`] keeps it: `Ok(None)` when the
+    /// source's indicator mapping drops it, `Err` with the warning that
+    /// says why it is refused.
+    fn accept_one(
+        &self,
+        source: &SourceRuntime,
+        window: Window,
+        today: NaiveDate,
+        o: tally_plugin::Observation,
+    ) -> Result<Option<Observation>, String> {
+        let id = &source.config.id;
+        let default_unit =
+            (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
+        let unit = match o.unit.as_deref().or(default_unit) {
+            Some(u) if source.allowed_units.contains(u) => u.to_owned(),
+            Some(u) => {
+                return Err(format!(
+                    "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{id}\" (units {}, and the units below them)",
+                    o.indicator,
+                    o.day,
+                    source.config.units.join(", ")
+                ));
+            }
+            None => {
+                return Err(
+                    "dropped an observation without a unit: the source covers several units"
+                        .to_owned(),
+                );
+            }
+        };
+        if !source.emits.contains(&o.indicator) {
+            return Err(format!(
+                "dropped an observation of indicator \"{}\": the plugin did not declare it",
+                o.indicator
+            ));
+        }
+        // A day that has not begun cannot have been counted: a skewed
+        // clock upstream, or a window asked past today.
+        if o.day > today {
+            return Err(format!(
+                "refused {} = {} for unit \"{unit}\" on {} from source \"{id}\": the day is after today ({today})",
+                o.indicator,
+                show_value(o.value),
+                o.day
+            ));
+        }
+        if !window.contains(o.day) {
+            return Err(format!(
+                "dropped an observation for {} on {}: outside the requested window {}..{}",
+                o.indicator, o.day, window.from, window.to
+            ));
+        }
+        let indicator = match source.config.map_indicator(&o.indicator) {
+            Some(mapped) if mapped == o.indicator => o.indicator,
+            Some(mapped) => mapped.to_owned(),
+            None => return Ok(None),
+        };
+        let (min, max) = self
+            .value_ranges
+            .get(indicator.as_str())
+            .copied()
+            .unwrap_or((-MAX_VALUE, MAX_VALUE));
+        // `contains` is false for NaN too.
+        if !(min..=max).contains(&o.value) {
+            let why = if o.value.is_finite() {
+                format!(
+                    "outside the range {}..{} of the indicator",
+                    show_value(min),
+                    show_value(max)
+                )
+            } else {
+                "not a finite number".to_owned()
+            };
+            return Err(format!(
+                "refused {indicator} = {} for unit \"{unit}\" on {} from source \"{id}\": {why}",
+                show_value(o.value),
+                o.day
+            ));
+        }
+        Ok(Some(Observation {
+            source: source.config.id.clone(),
+            unit,
+            indicator,
+            entity: o.entity,
+            day: o.day,
+            value: o.value,
+        }))
     }
 
     /// Which configured indicators each enabled source stores: what its
