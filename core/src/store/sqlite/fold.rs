@@ -286,6 +286,33 @@ pub(super) fn named_own_values(
     out
 }
 
+/// The own values of [`own_from_folds`] by position: `unit_index` gives a
+/// unit's, and an indicator's is its place in `indicators`; values of units
+/// it does not know are left out.
+pub(super) fn indexed_own_values(
+    keys: &KeyCache,
+    accs: &[Acc],
+    indicators: &[(String, Kind)],
+    unit_index: &dyn Fn(&str) -> Option<usize>,
+) -> Vec<(usize, usize, OwnData)> {
+    // Each interned unit and indicator is looked up once, not once
+    // per value.
+    let units: Vec<Option<usize>> = keys.units.iter().map(|u| unit_index(u)).collect();
+    let positions: Vec<Option<usize>> = keys
+        .indicators
+        .iter()
+        .map(|id| indicators.iter().position(|(i, _)| i == id))
+        .collect();
+    let mut out = Vec::with_capacity(keys.groups.len());
+    own_from_folds(keys, accs, indicators, |group, data| {
+        let (unit, ind) = keys.groups[group];
+        if let (Some(unit), Some(ind)) = (units[unit], positions[ind]) {
+            out.push((unit, ind, data));
+        }
+    });
+    out
+}
+
 /// Per (unit, indicator, entity): `level` the last value per source, summed
 /// over sources; `count` and `distinct` the sum.
 pub(super) fn entities_from_folds(

@@ -37,12 +37,12 @@ use super::{
     StoredObservation, StoredRun,
 };
 use crate::domain::{Kind, Observation};
-use fold::{entities_from_folds, named_own_values, own_from_folds};
+use fold::{entities_from_folds, indexed_own_values, named_own_values};
 use keys::KeyCache;
 use month_cache::{MONTH_CACHE_ROWS, MonthCache};
-use run_index::{RUN_COLUMNS, RunIndex, last_success_and_state, run_row, stored_run};
+use run_index::RunIndex;
 use schema::{configure, migrate};
-use writer::{Checked, Writer, check_run};
+use writer::{Writer, check_run};
 
 mod fold;
 mod keys;
@@ -239,151 +239,23 @@ impl Store for SqliteStore {
     }
 
     fn record_runs(&self, runs: &[RunToRecord]) -> Vec<Result<i64, StoreError>> {
-        let checked: Vec<Result<Checked<'_>, StoreError>> = runs
-            .iter()
-            .map(|r| check_run(&r.run, &r.observations, r.state.as_ref()))
-            .collect();
-        let valid: Vec<&Checked<'_>> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
-        if valid.is_empty() {
-            return checked.into_iter().map(|c| c.map(|_| 0)).collect();
-        }
-        let mut writer = lock(&self.writer);
-        let written: Vec<Result<i64, StoreError>> = match writer.write(&valid) {
-            Ok(ids) => ids.into_iter().map(Ok).collect(),
-            Err(err) if valid.len() > 1 => {
-                tracing::warn!(
-                    runs = valid.len(),
-                    error = %err,
-                    "cannot commit runs together: recording them one by one"
-                );
-                valid
-                    .iter()
-                    .map(|&c| writer.write(&[c]).map(|ids| ids[0]))
-                    .collect()
-            }
-            Err(err) => vec![Err(err)],
-        };
-        drop(writer);
-        let mut written = written.into_iter();
-        checked
-            .into_iter()
-            .map(|c| match c {
-                Err(err) => Err(err),
-                Ok(_) => written
-                    .next()
-                    .expect("the writer answers once for every valid run"),
-            })
-            .collect()
+        self.record_runs_together(runs)
     }
 
     fn resume_point(&self, source: &str) -> Result<ResumePoint, StoreError> {
-        let e = |source| StoreError::Sqlite {
-            doing: "reading where a source resumes",
-            source,
-        };
-        let mut guard = lock(&self.reader);
-        let Reader { conn, runs, .. } = &mut *guard;
-        let tx = conn.transaction().map_err(e)?;
-        runs.refresh(&tx)?;
-        let folded = runs.sources.get(source);
-        let last_run_started = match folded {
-            Some(folded) => tx
-                .prepare_cached("SELECT started_at FROM runs WHERE id = ?1")
-                .map_err(e)?
-                .query_row([folded.last_run], |r| r.get::<_, i64>(0))
-                .optional()
-                .map_err(e)?
-                .map(from_millis)
-                .transpose()?,
-            None => None,
-        };
-        let (last_success, state) = last_success_and_state(&tx, folded, source)?;
-        let uncovered = folded
-            .map(|f| {
-                f.uncovered
-                    .iter()
-                    .map(|&(a, b)| Ok((num_day(a)?, num_day(b)?)))
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-        tx.commit().map_err(e)?;
-        Ok(ResumePoint {
-            last_run_started,
-            last_success,
-            state,
-            uncovered,
-        })
+        self.read_resume_point(source)
     }
 
     fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
-        let e = |source| StoreError::Sqlite {
-            doing: "reading a source's status",
-            source,
-        };
-        let mut guard = lock(&self.reader);
-        let Reader { conn, runs, .. } = &mut *guard;
-        let tx = conn.transaction().map_err(e)?;
-        // Counts and the latest success come from the run index, so that the
-        // status (read before every run) costs the same after years of runs.
-        runs.refresh(&tx)?;
-        let folded = runs.sources.get(source);
-        let last_run = match folded {
-            Some(folded) => tx
-                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
-                .map_err(e)?
-                .query_row([folded.last_run], run_row)
-                .optional()
-                .map_err(e)?
-                .map(stored_run)
-                .transpose()?,
-            None => None,
-        };
-        let (last_success, state) = last_success_and_state(&tx, folded, source)?;
-        let counts = folded.map(|f| f.counts).unwrap_or_default();
-        tx.commit().map_err(e)?;
-        Ok(SourceStatus {
-            last_run,
-            last_success,
-            state,
-            runs: counts,
-        })
+        self.read_source_status(source)
     }
 
     fn recent_runs(&self, source: &str, limit: usize) -> Result<Vec<StoredRun>, StoreError> {
-        let e = |source| StoreError::Sqlite {
-            doing: "listing recent runs",
-            source,
-        };
-        let r = lock(&self.reader);
-        let mut stmt = r
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT ?2"
-            ))
-            .map_err(e)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![source, limit], run_row).map_err(e)?;
-        rows.map(|row| stored_run(row.map_err(e)?)).collect()
+        self.read_recent_runs(source, limit)
     }
 
     fn runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
-        let e = |source| StoreError::Sqlite {
-            doing: "reading runs",
-            source,
-        };
-        let r = lock(&self.reader);
-        let mut stmt = r
-            .conn
-            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
-            .map_err(e)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(row) = stmt.query_row([id], run_row).optional().map_err(e)? {
-                out.push(stored_run(row)?);
-            }
-        }
-        Ok(out)
+        self.read_runs(ids)
     }
 
     fn own_values(
@@ -411,22 +283,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         self.fold_keys(start, end, |keys, accs| {
-            // Each interned unit and indicator is looked up once, not once
-            // per value.
-            let units: Vec<Option<usize>> = keys.units.iter().map(|u| unit_index(u)).collect();
-            let positions: Vec<Option<usize>> = keys
-                .indicators
-                .iter()
-                .map(|id| indicators.iter().position(|(i, _)| i == id))
-                .collect();
-            let mut out = Vec::with_capacity(keys.groups.len());
-            own_from_folds(keys, accs, indicators, |group, data| {
-                let (unit, ind) = keys.groups[group];
-                if let (Some(unit), Some(ind)) = (units[unit], positions[ind]) {
-                    out.push((unit, ind, data));
-                }
-            });
-            out
+            indexed_own_values(keys, accs, indicators, unit_index)
         })
     }
 
@@ -459,19 +316,7 @@ impl Store for SqliteStore {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Vec<Coverage>, StoreError> {
-        let e = |source| StoreError::Sqlite {
-            doing: "computing sources' coverage",
-            source,
-        };
-        let mut guard = lock(&self.reader);
-        let Reader { conn, runs, .. } = &mut *guard;
-        let tx = conn.transaction().map_err(e)?;
-        runs.refresh(&tx)?;
-        tx.commit().map_err(e)?;
-        sources
-            .iter()
-            .map(|source| runs.coverage(source, start, end))
-            .collect()
+        self.read_coverages(sources, start, end)
     }
 
     fn observations(
@@ -481,43 +326,7 @@ impl Store for SqliteStore {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Vec<StoredObservation>, StoreError> {
-        let e = |source| StoreError::Sqlite {
-            doing: "reading observations",
-            source,
-        };
-        let mut r = lock(&self.reader);
-        let tx = r.conn.transaction().map_err(e)?;
-        let mut out = Vec::new();
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT k.source, k.entity, o.day, o.value, o.run \
-                     FROM keys k JOIN observations o ON o.key = k.id \
-                     WHERE k.indicator = ?1 AND k.unit = ?2 AND o.day BETWEEN ?3 AND ?4 \
-                     ORDER BY k.source, k.entity, o.day",
-                )
-                .map_err(e)?;
-            for unit in units {
-                let mut rows = stmt
-                    .query(params![indicator, unit, day_num(start), day_num(end)])
-                    .map_err(e)?;
-                while let Some(row) = rows.next().map_err(e)? {
-                    out.push(StoredObservation {
-                        observation: Observation {
-                            source: row.get(0).map_err(e)?,
-                            unit: unit.to_string(),
-                            indicator: indicator.to_string(),
-                            entity: row.get(1).map_err(e)?,
-                            day: num_day(row.get(2).map_err(e)?)?,
-                            value: row.get(3).map_err(e)?,
-                        },
-                        run_id: row.get(4).map_err(e)?,
-                    });
-                }
-            }
-        }
-        tx.commit().map_err(e)?;
-        Ok(out)
+        self.read_observations(units, indicator, start, end)
     }
 }
 

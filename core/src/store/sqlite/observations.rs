@@ -97,3 +97,51 @@ impl SqliteStore {
         Ok(out)
     }
 }
+
+impl SqliteStore {
+    pub(super) fn read_observations(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading observations",
+            source,
+        };
+        let mut r = lock(&self.reader);
+        let tx = r.conn.transaction().map_err(e)?;
+        let mut out = Vec::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT k.source, k.entity, o.day, o.value, o.run \
+                     FROM keys k JOIN observations o ON o.key = k.id \
+                     WHERE k.indicator = ?1 AND k.unit = ?2 AND o.day BETWEEN ?3 AND ?4 \
+                     ORDER BY k.source, k.entity, o.day",
+                )
+                .map_err(e)?;
+            for unit in units {
+                let mut rows = stmt
+                    .query(params![indicator, unit, day_num(start), day_num(end)])
+                    .map_err(e)?;
+                while let Some(row) = rows.next().map_err(e)? {
+                    out.push(StoredObservation {
+                        observation: Observation {
+                            source: row.get(0).map_err(e)?,
+                            unit: unit.to_string(),
+                            indicator: indicator.to_string(),
+                            entity: row.get(1).map_err(e)?,
+                            day: num_day(row.get(2).map_err(e)?)?,
+                            value: row.get(3).map_err(e)?,
+                        },
+                        run_id: row.get(4).map_err(e)?,
+                    });
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+}

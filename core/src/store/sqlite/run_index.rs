@@ -9,10 +9,13 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Coverage, LastSuccess, RunCounts, RunRecord, RunResult, StoreError, StoredRun};
-use super::{day_num, from_millis, num_day};
+use super::{
+    Coverage, LastSuccess, Reader, ResumePoint, RunCounts, RunRecord, RunResult, SourceStatus,
+    SqliteStore, StoreError, StoredRun,
+};
+use super::{day_num, from_millis, lock, num_day};
 
 /// Every run the reader has seen, folded per source into what coverage
 /// needs, so that a summary over a thousand sources with years of runs does
@@ -381,6 +384,143 @@ pub(super) fn last_success_and_state(
         })
         .transpose()?;
     Ok((last_success, state))
+}
+
+impl SqliteStore {
+    pub(super) fn read_resume_point(&self, source: &str) -> Result<ResumePoint, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading where a source resumes",
+            source,
+        };
+        let mut guard = lock(&self.reader);
+        let Reader { conn, runs, .. } = &mut *guard;
+        let tx = conn.transaction().map_err(e)?;
+        runs.refresh(&tx)?;
+        let folded = runs.sources.get(source);
+        let last_run_started = match folded {
+            Some(folded) => tx
+                .prepare_cached("SELECT started_at FROM runs WHERE id = ?1")
+                .map_err(e)?
+                .query_row([folded.last_run], |r| r.get::<_, i64>(0))
+                .optional()
+                .map_err(e)?
+                .map(from_millis)
+                .transpose()?,
+            None => None,
+        };
+        let (last_success, state) = last_success_and_state(&tx, folded, source)?;
+        let uncovered = folded
+            .map(|f| {
+                f.uncovered
+                    .iter()
+                    .map(|&(a, b)| Ok((num_day(a)?, num_day(b)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        tx.commit().map_err(e)?;
+        Ok(ResumePoint {
+            last_run_started,
+            last_success,
+            state,
+            uncovered,
+        })
+    }
+
+    pub(super) fn read_source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading a source's status",
+            source,
+        };
+        let mut guard = lock(&self.reader);
+        let Reader { conn, runs, .. } = &mut *guard;
+        let tx = conn.transaction().map_err(e)?;
+        // Counts and the latest success come from the run index, so that the
+        // status (read before every run) costs the same after years of runs.
+        runs.refresh(&tx)?;
+        let folded = runs.sources.get(source);
+        let last_run = match folded {
+            Some(folded) => tx
+                .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+                .map_err(e)?
+                .query_row([folded.last_run], run_row)
+                .optional()
+                .map_err(e)?
+                .map(stored_run)
+                .transpose()?,
+            None => None,
+        };
+        let (last_success, state) = last_success_and_state(&tx, folded, source)?;
+        let counts = folded.map(|f| f.counts).unwrap_or_default();
+        tx.commit().map_err(e)?;
+        Ok(SourceStatus {
+            last_run,
+            last_success,
+            state,
+            runs: counts,
+        })
+    }
+
+    pub(super) fn read_recent_runs(
+        &self,
+        source: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredRun>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "listing recent runs",
+            source,
+        };
+        let r = lock(&self.reader);
+        let mut stmt = r
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE source = ?1 ORDER BY id DESC LIMIT ?2"
+            ))
+            .map_err(e)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![source, limit], run_row).map_err(e)?;
+        rows.map(|row| stored_run(row.map_err(e)?)).collect()
+    }
+
+    pub(super) fn read_runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "reading runs",
+            source,
+        };
+        let r = lock(&self.reader);
+        let mut stmt = r
+            .conn
+            .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .map_err(e)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = stmt.query_row([id], run_row).optional().map_err(e)? {
+                out.push(stored_run(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn read_coverages(
+        &self,
+        sources: &[&str],
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<Coverage>, StoreError> {
+        let e = |source| StoreError::Sqlite {
+            doing: "computing sources' coverage",
+            source,
+        };
+        let mut guard = lock(&self.reader);
+        let Reader { conn, runs, .. } = &mut *guard;
+        let tx = conn.transaction().map_err(e)?;
+        runs.refresh(&tx)?;
+        tx.commit().map_err(e)?;
+        sources
+            .iter()
+            .map(|source| runs.coverage(source, start, end))
+            .collect()
+    }
 }
 
 #[cfg(test)]

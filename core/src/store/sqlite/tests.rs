@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::month_cache::bump_month_versions;
-use super::run_index::parse_uncovered;
+use super::run_index::{RUN_COLUMNS, parse_uncovered, run_row, stored_run};
 use super::schema::MIGRATIONS;
 use super::*;
 

@@ -14,8 +14,8 @@ use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use super::keys::WriterKeys;
 use super::month_cache::bump_month_versions;
 use super::run_index::uncovered_json;
-use super::{RunRecord, RunResult, StoreError};
-use super::{day_num, millis, month_days, month_num, num_day};
+use super::{RunRecord, RunResult, RunToRecord, SqliteStore, StoreError};
+use super::{day_num, lock, millis, month_days, month_num, num_day};
 use crate::domain::{MAX_VALUE, Observation};
 
 /// The write connection and what it keeps between runs.
@@ -520,4 +520,47 @@ fn write_observations(
         }
     }
     Ok(())
+}
+
+impl SqliteStore {
+    pub(super) fn record_runs_together(
+        &self,
+        runs: &[RunToRecord],
+    ) -> Vec<Result<i64, StoreError>> {
+        let checked: Vec<Result<Checked<'_>, StoreError>> = runs
+            .iter()
+            .map(|r| check_run(&r.run, &r.observations, r.state.as_ref()))
+            .collect();
+        let valid: Vec<&Checked<'_>> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+        if valid.is_empty() {
+            return checked.into_iter().map(|c| c.map(|_| 0)).collect();
+        }
+        let mut writer = lock(&self.writer);
+        let written: Vec<Result<i64, StoreError>> = match writer.write(&valid) {
+            Ok(ids) => ids.into_iter().map(Ok).collect(),
+            Err(err) if valid.len() > 1 => {
+                tracing::warn!(
+                    runs = valid.len(),
+                    error = %err,
+                    "cannot commit runs together: recording them one by one"
+                );
+                valid
+                    .iter()
+                    .map(|&c| writer.write(&[c]).map(|ids| ids[0]))
+                    .collect()
+            }
+            Err(err) => vec![Err(err)],
+        };
+        drop(writer);
+        let mut written = written.into_iter();
+        checked
+            .into_iter()
+            .map(|c| match c {
+                Err(err) => Err(err),
+                Ok(_) => written
+                    .next()
+                    .expect("the writer answers once for every valid run"),
+            })
+            .collect()
+    }
 }
