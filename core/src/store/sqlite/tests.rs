@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use rusqlite::{OptionalExtension, params};
+
 use super::month_cache::bump_month_versions;
 use super::run_index::{RUN_COLUMNS, parse_uncovered, run_row, stored_run};
 use super::schema::MIGRATIONS;
