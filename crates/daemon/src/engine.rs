@@ -329,7 +329,7 @@ pub const RESUME_REACH_DAYS: u64 = 31;
 ///
 /// ```
 /// use chrono::NaiveDate;
-/// use tally_daemon::engine::resume_window;
+/// use crate::engine::resume_window;
 /// use tally_store::{LastSuccess, ResumePoint};
 /// let d = |day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
 /// let point = ResumePoint {
@@ -816,6 +816,11 @@ impl Engine {
 
     /// Runs a source now (or reports that it is already running) and records
     /// the run. `window` overrides the computed one (backfills).
+    ///
+    /// A run is eight steps, each below: claim the source and wait for a
+    /// `max_concurrent_runs` permit, read its window and resume state, call
+    /// the plugin (with retries), describe the run, store it, feed the
+    /// metrics and the breaker, log it, and publish the new values.
     pub async fn run(
         self: &Arc<Self>,
         source_id: &str,
@@ -823,30 +828,8 @@ impl Engine {
         window: Option<Window>,
     ) -> Result<RunReport, RunError> {
         let (source, _busy, call) = self.claim(source_id)?;
-        let mut closing = self.closing.subscribe();
-        let permit = tokio::select! {
-            biased;
-            _ = closing.wait_for(|c| *c) => {
-                return Err(RunError::ShuttingDown(source_id.to_owned()));
-            }
-            permit = self.limit.clone().acquire_owned() => permit,
-        };
-        // One read for the window and the resume state: a run's cost must
-        // not grow with the store.
-        let (window, state) = {
-            let engine = self.clone();
-            let s = source.clone();
-            tokio::task::spawn_blocking(move || {
-                let point = engine.store.resume_point(&s.config.id)?;
-                let window = match window {
-                    Some(w) => engine.up_to_today(w),
-                    None => engine.window_after(&s, &point),
-                };
-                Ok::<_, StoreError>((window, point.state))
-            })
-            .await
-            .map_err(|e| RunError::Internal(e.to_string()))??
-        };
+        let permit = self.wait_for_permit(source_id).await?;
+        let (window, state) = self.window_and_state(&source, window).await?;
         let started = Instant::now();
         let started_at = self.clock.now();
         // Count this run's API calls only (not a dry run's, nor a timed-out
@@ -855,7 +838,96 @@ impl Engine {
         let collected = self
             .collect_with_retries(&source, call, window, state, started_at)
             .await?;
-        let mut record = RunRecord {
+        let mut record = self.run_record(&source, trigger, started_at, window, &collected);
+        // The permit bounds plugin calls: while this run waits for its
+        // commit, another may call its plugin and then share that commit.
+        drop(permit);
+        let stored = RunToRecord {
+            run: record.clone(),
+            observations: collected.observations,
+            state: collected.state,
+        };
+        let (run_id, written) = self.store_run(&source, stored, &mut record).await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.run_finished(
+            &source.config.id,
+            &source.config.plugin,
+            record.result,
+            collected.error_kind,
+            seconds,
+            written,
+            record.finished_at.timestamp() as f64,
+        );
+        self.update_breaker(&source, &record);
+        self.log_run(&source, trigger, window, written, &record);
+        self.publish_values(trigger, written).await;
+        Ok(RunReport {
+            source: source.config.id.clone(),
+            run_id,
+            result: record.result.as_str(),
+            window,
+            observations: written,
+            http_requests: record.http_requests,
+            uncovered: day_ranges(&record.uncovered),
+            error_kind: error_kind_label(record.result, collected.error_kind),
+            retry_after: record.retry_after,
+            warnings: record.warnings,
+            error: record.error,
+            duration_ms: (seconds * 1000.0) as u64,
+        })
+    }
+
+    /// Waits for a `max_concurrent_runs` permit, unless the engine closes first.
+    async fn wait_for_permit(
+        &self,
+        source_id: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, RunError> {
+        let mut closing = self.closing.subscribe();
+        tokio::select! {
+            biased;
+            _ = closing.wait_for(|c| *c) => {
+                Err(RunError::ShuttingDown(source_id.to_owned()))
+            }
+            // The semaphore is never closed, so this error cannot happen.
+            permit = self.limit.clone().acquire_owned() => {
+                permit.map_err(|e| RunError::Internal(e.to_string()))
+            }
+        }
+    }
+
+    /// The run's window (`window` cut at today, or the one it resumes from)
+    /// and the source's resume state. One read for both: a run's cost must
+    /// not grow with the store.
+    async fn window_and_state(
+        self: &Arc<Self>,
+        source: &Arc<SourceRuntime>,
+        window: Option<Window>,
+    ) -> Result<(Window, Option<serde_json::Value>), RunError> {
+        let engine = self.clone();
+        let s = source.clone();
+        tokio::task::spawn_blocking(move || {
+            let point = engine.store.resume_point(&s.config.id)?;
+            let window = match window {
+                Some(w) => engine.up_to_today(w),
+                None => engine.window_after(&s, &point),
+            };
+            Ok::<_, StoreError>((window, point.state))
+        })
+        .await
+        .map_err(|e| RunError::Internal(e.to_string()))?
+        .map_err(RunError::from)
+    }
+
+    /// The record of a finished run, as it is to be stored.
+    fn run_record(
+        &self,
+        source: &SourceRuntime,
+        trigger: Trigger,
+        started_at: DateTime<Utc>,
+        window: Window,
+        collected: &Collected,
+    ) -> RunRecord {
+        RunRecord {
             source: source.config.id.clone(),
             trigger: trigger.as_str().to_owned(),
             started_at,
@@ -873,25 +945,26 @@ impl Engine {
             },
             error_kind: error_kind_label(collected.result, collected.error_kind).map(str::to_owned),
             retry_after: collected.retry_after,
-        };
-        let mut written = collected.observations.len();
-        // The permit bounds plugin calls: while this run waits for its
-        // commit, another may call its plugin and then share that commit.
-        drop(permit);
-        let stored = self
-            .record(RunToRecord {
-                run: record.clone(),
-                observations: collected.observations,
-                state: collected.state,
-            })
-            .await;
+        }
+    }
+
+    /// Stores a run and returns its id and how many observations it wrote.
+    /// A run that cannot be stored becomes, in `record`, a failed run that
+    /// says why, and the source keeps it as unrecorded.
+    async fn store_run(
+        &self,
+        source: &SourceRuntime,
+        run: RunToRecord,
+        record: &mut RunRecord,
+    ) -> (Option<i64>, usize) {
+        let written = run.observations.len();
         // A run that left no trace is a failed run everywhere the store
         // cannot say so itself: metrics, the breaker, the API, `/readyz`.
-        let run_id = match stored {
+        match self.record(run).await {
             Ok(id) => {
                 let mut unrecorded = source.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
                 unrecorded.last = None;
-                Some(id)
+                (Some(id), written)
             }
             Err(e) => {
                 let why = self
@@ -907,24 +980,23 @@ impl Engine {
                     None => why,
                 });
                 record.result = RunResult::Error;
-                written = 0;
                 let mut unrecorded = source.unrecorded.lock().unwrap_or_else(|p| p.into_inner());
                 unrecorded.last = Some(record.clone());
                 unrecorded.count += 1;
-                None
+                (None, 0)
             }
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        self.metrics.run_finished(
-            &source.config.id,
-            &source.config.plugin,
-            record.result,
-            collected.error_kind,
-            seconds,
-            written,
-            record.finished_at.timestamp() as f64,
-        );
-        self.update_breaker(&source, &record);
+        }
+    }
+
+    /// Logs how a run ended, and its first warnings.
+    fn log_run(
+        &self,
+        source: &SourceRuntime,
+        trigger: Trigger,
+        window: Window,
+        written: usize,
+        record: &RunRecord,
+    ) {
         match &record.error {
             // A thousand sources every 10 s would write a line per run, a
             // hundred a second, and bury the failures: like collectd and
@@ -962,28 +1034,17 @@ impl Engine {
         for w in record.warnings.iter().take(20) {
             tracing::warn!(source = %source.config.id, "{w}");
         }
-        // `/metrics` is rebuilt in the background (at most once a second);
-        // a manual run waits for it, so a scrape after it sees the run.
+    }
+
+    /// `/metrics` is rebuilt in the background (at most once a second); a
+    /// manual run waits for it, so a scrape after it sees the run.
+    async fn publish_values(self: &Arc<Self>, trigger: Trigger, written: usize) {
         if written > 0 {
             self.metrics.values_changed();
         }
         if trigger == Trigger::Manual {
             self.refresh_metrics_if_changed().await;
         }
-        Ok(RunReport {
-            source: source.config.id.clone(),
-            run_id,
-            result: record.result.as_str(),
-            window,
-            observations: written,
-            http_requests: record.http_requests,
-            uncovered: day_ranges(&record.uncovered),
-            error_kind: error_kind_label(record.result, collected.error_kind),
-            retry_after: record.retry_after,
-            warnings: record.warnings,
-            error: record.error,
-            duration_ms: (seconds * 1000.0) as u64,
-        })
     }
 
     /// Records a run through the engine's store writer ([`write_runs`]) and
@@ -1329,104 +1390,114 @@ impl Engine {
         raw: Vec<tally_plugin::Observation>,
         warnings: &mut Vec<String>,
     ) -> Vec<Observation> {
-        let default_unit =
-            (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
         let today = self.today();
-        let id = &source.config.id;
         let mut kept = Vec::with_capacity(raw.len());
         let mut rejected = 0usize;
-        let mut refuse = |why: String| {
-            rejected += 1;
-            if rejected <= 10 {
-                warnings.push(why);
-            }
-        };
         for o in raw {
-            let unit = match o.unit.as_deref().or(default_unit) {
-                Some(u) if source.allowed_units.contains(u) => u.to_owned(),
-                Some(u) => {
-                    refuse(format!(
-                        "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{id}\" (units {}, and the units below them)",
-                        o.indicator,
-                        o.day,
-                        source.config.units.join(", ")
-                    ));
-                    continue;
+            match self.accept_one(source, window, today, o) {
+                Ok(Some(o)) => kept.push(o),
+                Ok(None) => {}
+                Err(why) => {
+                    rejected += 1;
+                    if rejected <= 10 {
+                        warnings.push(why);
+                    }
                 }
-                None => {
-                    refuse(
-                        "dropped an observation without a unit: the source covers several units"
-                            .to_owned(),
-                    );
-                    continue;
-                }
-            };
-            if !source.emits.contains(&o.indicator) {
-                refuse(format!(
-                    "dropped an observation of indicator \"{}\": the plugin did not declare it",
-                    o.indicator
-                ));
-                continue;
             }
-            // A day that has not begun cannot have been counted: a skewed
-            // clock upstream, or a window asked past today.
-            if o.day > today {
-                refuse(format!(
-                    "refused {} = {} for unit \"{unit}\" on {} from source \"{id}\": the day is after today ({today})",
-                    o.indicator,
-                    show_value(o.value),
-                    o.day
-                ));
-                continue;
-            }
-            if !window.contains(o.day) {
-                refuse(format!(
-                    "dropped an observation for {} on {}: outside the requested window {}..{}",
-                    o.indicator, o.day, window.from, window.to
-                ));
-                continue;
-            }
-            let indicator = match source.config.map_indicator(&o.indicator) {
-                Some(mapped) if mapped == o.indicator => o.indicator,
-                Some(mapped) => mapped.to_owned(),
-                None => continue,
-            };
-            let (min, max) = self
-                .value_ranges
-                .get(indicator.as_str())
-                .copied()
-                .unwrap_or((-MAX_VALUE, MAX_VALUE));
-            // `contains` is false for NaN too.
-            if !(min..=max).contains(&o.value) {
-                let why = if o.value.is_finite() {
-                    format!(
-                        "outside the range {}..{} of the indicator",
-                        show_value(min),
-                        show_value(max)
-                    )
-                } else {
-                    "not a finite number".to_owned()
-                };
-                refuse(format!(
-                    "refused {indicator} = {} for unit \"{unit}\" on {} from source \"{id}\": {why}",
-                    show_value(o.value),
-                    o.day
-                ));
-                continue;
-            }
-            kept.push(Observation {
-                source: source.config.id.clone(),
-                unit,
-                indicator,
-                entity: o.entity,
-                day: o.day,
-                value: o.value,
-            });
         }
         if rejected > 10 {
             warnings.push(format!("{} more observations dropped", rejected - 10));
         }
         kept
+    }
+
+    /// One observation as [`Engine::accept`] keeps it: `Ok(None)` when the
+    /// source's indicator mapping drops it, `Err` with the warning that
+    /// says why it is refused.
+    fn accept_one(
+        &self,
+        source: &SourceRuntime,
+        window: Window,
+        today: NaiveDate,
+        o: tally_plugin::Observation,
+    ) -> Result<Option<Observation>, String> {
+        let id = &source.config.id;
+        let default_unit =
+            (source.config.units.len() == 1).then(|| source.config.units[0].as_str());
+        let unit = match o.unit.as_deref().or(default_unit) {
+            Some(u) if source.allowed_units.contains(u) => u.to_owned(),
+            Some(u) => {
+                return Err(format!(
+                    "dropped an observation of {} for unit \"{u}\" on {}: the unit is outside source \"{id}\" (units {}, and the units below them)",
+                    o.indicator,
+                    o.day,
+                    source.config.units.join(", ")
+                ));
+            }
+            None => {
+                return Err(
+                    "dropped an observation without a unit: the source covers several units"
+                        .to_owned(),
+                );
+            }
+        };
+        if !source.emits.contains(&o.indicator) {
+            return Err(format!(
+                "dropped an observation of indicator \"{}\": the plugin did not declare it",
+                o.indicator
+            ));
+        }
+        // A day that has not begun cannot have been counted: a skewed
+        // clock upstream, or a window asked past today.
+        if o.day > today {
+            return Err(format!(
+                "refused {} = {} for unit \"{unit}\" on {} from source \"{id}\": the day is after today ({today})",
+                o.indicator,
+                show_value(o.value),
+                o.day
+            ));
+        }
+        if !window.contains(o.day) {
+            return Err(format!(
+                "dropped an observation for {} on {}: outside the requested window {}..{}",
+                o.indicator, o.day, window.from, window.to
+            ));
+        }
+        let indicator = match source.config.map_indicator(&o.indicator) {
+            Some(mapped) if mapped == o.indicator => o.indicator,
+            Some(mapped) => mapped.to_owned(),
+            None => return Ok(None),
+        };
+        let (min, max) = self
+            .value_ranges
+            .get(indicator.as_str())
+            .copied()
+            .unwrap_or((-MAX_VALUE, MAX_VALUE));
+        // `contains` is false for NaN too.
+        if !(min..=max).contains(&o.value) {
+            let why = if o.value.is_finite() {
+                format!(
+                    "outside the range {}..{} of the indicator",
+                    show_value(min),
+                    show_value(max)
+                )
+            } else {
+                "not a finite number".to_owned()
+            };
+            return Err(format!(
+                "refused {indicator} = {} for unit \"{unit}\" on {} from source \"{id}\": {why}",
+                show_value(o.value),
+                o.day
+            ));
+        }
+        Ok(Some(Observation {
+            source: source.config.id.clone(),
+            unit,
+            indicator,
+            entity: o.entity,
+            day: o.day,
+            value: o.value,
+        }))
     }
 
     /// Which configured indicators each enabled source stores: what its
