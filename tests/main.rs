@@ -22,6 +22,7 @@ mod http_edges;
 mod isolation;
 mod observability;
 mod one_store;
+mod operator;
 mod paging;
 mod plugins;
 mod redaction;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::domain::ErrorChain;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
 use crate::engine::{self, Engine};
@@ -29,7 +30,7 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Locked(#[from] LockError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
@@ -143,7 +144,7 @@ pub enum ReloadError {
         old: String,
         new: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Start(#[from] StartError),
     #[error("internal error: {0}")]
     Internal(String),
@@ -213,7 +214,7 @@ impl Daemon {
         });
         let http = tokio::spawn(async move {
             if let Err(e) = server.await {
-                tracing::error!(error = %e, "HTTP server failed");
+                tracing::error!(error = %ErrorChain(&e), "HTTP server failed");
             }
         });
         tracing::info!(
@@ -246,7 +247,7 @@ impl Daemon {
                             Ok(changes)
                         }
                         Err(e) => {
-                            let reason = engine.config.secrets().redact(&e.to_string());
+                            let reason = engine.config.secrets().redact(&ErrorChain(&e).to_string());
                             tracing::error!(
                                 error = %reason,
                                 "configuration reload rejected; the running configuration stays"
@@ -325,10 +326,10 @@ pub async fn keep_metrics_fresh(live: LiveHandle, mut stop: tokio::sync::watch::
             }
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot tell whether another process wrote the store")
+                tracing::warn!(error = %ErrorChain(&e), "cannot tell whether another process wrote the store")
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot tell whether another process wrote the store")
+                tracing::warn!(error = %ErrorChain(&e), "cannot tell whether another process wrote the store")
             }
         }
         let started = tokio::time::Instant::now();

@@ -13,6 +13,7 @@ use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::domain::ErrorChain;
 use crate::config::SourceConfig;
 use crate::domain::period::Period;
 use crate::engine::{Engine, RunError, RunReport, Trigger};
@@ -273,7 +274,7 @@ fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period)
                 let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
                 tracing::info!(period = %label, files = %files.join(", "), "report written");
             }
-            Ok(Err(e)) => tracing::error!(period = %label, error = %e, "report not written"),
+            Ok(Err(e)) => tracing::error!(period = %label, error = %ErrorChain(&e), "report not written"),
             Err(e) => tracing::error!(period = %label, error = %e, "report not written"),
         }
     });
@@ -304,14 +305,14 @@ fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<
                             written += 1;
                         }
                         Err(e) => {
-                            tracing::error!(period = %label, error = %e, "missed report not written");
+                            tracing::error!(period = %label, error = %ErrorChain(&e), "missed report not written");
                             failed += 1;
                         }
                     }
                 }
                 tracing::info!(written, failed, "reports caught up");
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "missed reports not caught up"),
+            Ok(Err(e)) => tracing::error!(error = %ErrorChain(&e), "missed reports not caught up"),
             Err(e) => tracing::error!(error = %e, "missed reports not caught up"),
         }
     });
@@ -345,7 +346,7 @@ fn spawn_run(
                 engine.metrics.run_skipped(&source);
             }
             (Err(e), None) => {
-                tracing::error!(source = %source, error = %e, "run could not start")
+                tracing::error!(source = %source, error = %ErrorChain(&e), "run could not start")
             }
             (Ok(_), None) => {}
         }

@@ -4,12 +4,14 @@
 //! SQLite or plugins. Everything is plain data in, plain data out, so that the
 //! arithmetic the quarterly table rests on can be tested exhaustively.
 
+pub mod chain;
 pub mod period;
 #[cfg(test)]
 mod period_fuzz;
 pub mod rollup;
 pub mod units;
 
+pub use chain::ErrorChain;
 pub use period::{Period, PeriodError, PeriodKind, local_day};
 pub use rollup::{OwnData, RolledUp, roll_up};
 pub use units::{TreeError, Unit, UnitDef, UnitTree};

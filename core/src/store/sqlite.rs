@@ -38,6 +38,7 @@ use super::{
     RunCounts, RunRecord, RunResult, RunToRecord, SourceStatus, Store, StoreError,
     StoredObservation, StoredRun,
 };
+use crate::domain::ErrorChain;
 use crate::domain::{Kind, MAX_VALUE, Observation};
 
 /// Schema steps; step `i` takes the database from `user_version` `i` to `i + 1`.
@@ -1803,7 +1804,7 @@ impl Store for SqliteStore {
             Err(err) if valid.len() > 1 => {
                 tracing::warn!(
                     runs = valid.len(),
-                    error = %err,
+                    error = %ErrorChain(&err),
                     "cannot commit runs together: recording them one by one"
                 );
                 valid
