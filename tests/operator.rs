@@ -56,7 +56,9 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     let config = config(tmp.path(), &format!("127.0.0.1:{port}"));
     let mut daemon = TestDaemon::start(&config, port);
     assert!(daemon.terminate().success());
-    daemon.wait_for("the last log line", 20, |d| d.log().contains("tallyd stopped"));
+    daemon.wait_for("the last log line", 20, |d| {
+        d.log().contains("tallyd stopped")
+    });
     let log = daemon.log();
     assert!(log.contains(" INFO "), "{log}");
     assert!(!log.contains('\u{1b}'), "escape codes in the log:\n{log:?}");

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::ErrorChain;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
+use crate::domain::ErrorChain;
 use crate::engine::{self, Engine};
 use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;

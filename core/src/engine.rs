@@ -463,7 +463,9 @@ async fn write_runs(
                 }
             }
             // The replies drop with the batch: each run reports an internal error.
-            Err(e) => tracing::error!(error = %ErrorChain(&e), "the store writer failed to record runs"),
+            Err(e) => {
+                tracing::error!(error = %ErrorChain(&e), "the store writer failed to record runs")
+            }
         }
     }
 }
@@ -894,10 +896,10 @@ impl Engine {
                 Some(id)
             }
             Err(e) => {
-                let why = self
-                    .config
-                    .secrets()
-                    .redact(&format!("the run could not be recorded: {}", ErrorChain(&e)));
+                let why = self.config.secrets().redact(&format!(
+                    "the run could not be recorded: {}",
+                    ErrorChain(&e)
+                ));
                 tracing::error!(source = %source.config.id, error = %why, "run could not be recorded");
                 record.error = Some(match record.error.take() {
                     Some(failed) => format!(

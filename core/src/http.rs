@@ -27,8 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::domain::ErrorChain;
 use crate::daemon::ReloadRequest;
+use crate::domain::ErrorChain;
 use crate::domain::period::Period;
 use crate::engine::{Engine, RunError, humanize};
 use crate::reports::{Format, ReportWriter};
@@ -371,8 +371,8 @@ async fn summary(
         )
             .into_response(),
         "xlsx" => {
-            let bytes =
-                summary::to_xlsx(&summary).map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
+            let bytes = summary::to_xlsx(&summary)
+                .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
             (
                 [
                     (header::CONTENT_TYPE, Format::Xlsx.content_type().to_owned()),

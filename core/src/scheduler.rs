@@ -13,8 +13,8 @@ use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::domain::ErrorChain;
 use crate::config::SourceConfig;
+use crate::domain::ErrorChain;
 use crate::domain::period::Period;
 use crate::engine::{Engine, RunError, RunReport, Trigger};
 use crate::reports;
@@ -274,7 +274,9 @@ fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period)
                 let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
                 tracing::info!(period = %label, files = %files.join(", "), "report written");
             }
-            Ok(Err(e)) => tracing::error!(period = %label, error = %ErrorChain(&e), "report not written"),
+            Ok(Err(e)) => {
+                tracing::error!(period = %label, error = %ErrorChain(&e), "report not written")
+            }
             Err(e) => tracing::error!(period = %label, error = %e, "report not written"),
         }
     });

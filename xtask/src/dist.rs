@@ -118,11 +118,17 @@ fn package(ws: &Workspace, profile: Profile) -> Result {
     lay_out(&ws.root, &inputs, &tar_stage.join(&name), &Layout::TARBALL)?;
     let tarball = dist.join(format!("{name}.tar.gz"));
     let mut cmd = Command::new("tar");
-    cmd.args(["--owner=0", "--group=0", "--numeric-owner", "--sort=name", "-czf"])
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&tar_stage)
-        .arg(&name);
+    cmd.args([
+        "--owner=0",
+        "--group=0",
+        "--numeric-owner",
+        "--sort=name",
+        "-czf",
+    ])
+    .arg(&tarball)
+    .arg("-C")
+    .arg(&tar_stage)
+    .arg(&name);
     run("tar", cmd)?;
     std::fs::remove_dir_all(&stage).map_err(|e| io_fail(&stage, e))?;
     println!("{}\n{}", deb.display(), tarball.display());
@@ -181,12 +187,20 @@ fn lay_out(repo: &Path, inputs: &Inputs, root: &Path, layout: &Layout) -> Result
         0o644,
     )?;
     let doc = dir(layout.doc)?;
-    copy(&repo.join("config/debian/copyright"), &doc.join("copyright"), 0o644)?;
+    copy(
+        &repo.join("config/debian/copyright"),
+        &doc.join("copyright"),
+        0o644,
+    )?;
     for page in ["operating.md", "configuration.md"] {
         copy(&repo.join("docs").join(page), &doc.join(page), 0o644)?;
     }
     let changelog = doc.join("changelog.gz");
-    write_file(&changelog, &gzip(changelog_text(&inputs.version).as_bytes())?, 0o644)?;
+    write_file(
+        &changelog,
+        &gzip(changelog_text(&inputs.version).as_bytes())?,
+        0o644,
+    )?;
     set_dir_modes(root)
 }
 
@@ -346,7 +360,10 @@ fn check_installed(ws: &Workspace) -> Result {
     let mut missing = Vec::new();
     for name in &expected {
         let path = plugins.join(lib_file(name));
-        if !out.lines().any(|l| l.ends_with(&format!(" {}", path.display()))) {
+        if !out
+            .lines()
+            .any(|l| l.ends_with(&format!(" {}", path.display())))
+        {
             missing.push(path.display().to_string());
         }
     }
@@ -357,9 +374,16 @@ fn check_installed(ws: &Workspace) -> Result {
             missing.join(", ")
         )));
     }
-    eprintln!("xtask: {} plugins lists all {}", tallyd.display(), expected.len());
+    eprintln!(
+        "xtask: {} plugins lists all {}",
+        tallyd.display(),
+        expected.len()
+    );
     installed(tallyd, &["check"])?;
-    eprintln!("xtask: {} check accepts /etc/tally/tally.toml", tallyd.display());
+    eprintln!(
+        "xtask: {} check accepts /etc/tally/tally.toml",
+        tallyd.display()
+    );
     Ok(())
 }
 
@@ -649,7 +673,12 @@ mod tests {
             assert_eq!(mode(&format!("{prefix}lib/tally/plugins")), 0o755);
             assert_eq!(mode("etc/tally/tally.toml"), 0o644);
             assert_eq!(mode("lib/systemd/system/tally.service"), 0o644);
-            for doc in ["copyright", "changelog.gz", "operating.md", "configuration.md"] {
+            for doc in [
+                "copyright",
+                "changelog.gz",
+                "operating.md",
+                "configuration.md",
+            ] {
                 assert_eq!(mode(&format!("{prefix}share/doc/tally/{doc}")), 0o644);
             }
         }
@@ -662,7 +691,10 @@ mod tests {
             "LimitNOFILE=65536",
             "ExecReload=/bin/kill -HUP $MAINPID",
         ] {
-            assert!(unit.lines().any(|l| l == line), "tally.service lacks {line}");
+            assert!(
+                unit.lines().any(|l| l == line),
+                "tally.service lacks {line}"
+            );
         }
         std::fs::remove_dir_all(&scratch).unwrap();
     }

@@ -534,7 +534,10 @@ impl Config {
     /// );
     /// ```
     pub fn default_plugin_dir(exe_dir: &Path) -> PathBuf {
-        exe_dir.parent().unwrap_or(exe_dir).join("lib/tally/plugins")
+        exe_dir
+            .parent()
+            .unwrap_or(exe_dir)
+            .join("lib/tally/plugins")
     }
 
     /// Reads and validates a configuration file; `${env:...}` reads the process
@@ -599,8 +602,14 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        Config::parse_with(text, path, env, false, Path::new(Config::DEFAULT_PLUGIN_DIR))
-            .map(|(config, _)| config)
+        Config::parse_with(
+            text,
+            path,
+            env,
+            false,
+            Path::new(Config::DEFAULT_PLUGIN_DIR),
+        )
+        .map(|(config, _)| config)
     }
 
     /// [`Config::parse`] as [`Config::load_deferring_secrets`] reads a file.

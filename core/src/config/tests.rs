@@ -1121,7 +1121,12 @@ fn plugin_dirs_alone_are_read_without_secrets_or_the_rest() {
     // executable (this test's, in `target/debug/deps`).
     std::fs::write(&path, "[[units]]\nid = \"county\"\nname = \"County\"\n").unwrap();
     let exe = std::env::current_exe().unwrap();
-    let beside = exe.parent().unwrap().parent().unwrap().join("lib/tally/plugins");
+    let beside = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("lib/tally/plugins");
     assert_eq!(Config::load_plugin_dirs(&path).unwrap(), [beside.clone()]);
     assert_eq!(Config::load(&path).unwrap().daemon.plugin_dirs, [beside]);
     std::fs::write(&path, "[daemon]\nplugin_dirs = \"a\"\n").unwrap();
