@@ -348,7 +348,7 @@ fn spawn_run(
                 engine.metrics.run_skipped(&source);
             }
             (Err(e), None) => {
-                tracing::error!(source = %source, error = %ErrorChain(&e), "run could not start")
+                tracing::error!(source = %source, error = %ErrorChain(e), "run could not start")
             }
             (Ok(_), None) => {}
         }
