@@ -1127,7 +1127,10 @@ fn plugin_dirs_alone_are_read_without_secrets_or_the_rest() {
         .parent()
         .unwrap()
         .join("lib/tally/plugins");
-    assert_eq!(Config::load_plugin_dirs(&path).unwrap(), [beside.clone()]);
+    assert_eq!(
+        Config::load_plugin_dirs(&path).unwrap(),
+        std::slice::from_ref(&beside)
+    );
     assert_eq!(Config::load(&path).unwrap().daemon.plugin_dirs, [beside]);
     std::fs::write(&path, "[daemon]\nplugin_dirs = \"a\"\n").unwrap();
     let err = Config::load_plugin_dirs(&path).unwrap_err().to_string();
