@@ -23,6 +23,7 @@ mod http_edges;
 mod isolation;
 mod observability;
 mod one_store;
+mod operator;
 mod paging;
 mod plugins;
 mod redaction;

@@ -158,6 +158,6 @@ fn the_settings_reference_page_is_current() {
     assert!(
         current == stdout(&out),
         "docs/plugins.md is out of date: regenerate it with\n  \
-         cargo build --workspace && target/debug/tallyd plugins --settings-reference > docs/plugins.md"
+         cargo build --workspace && target/debug/tallyd plugins --config config/demo.toml --settings-reference > docs/plugins.md"
     );
 }

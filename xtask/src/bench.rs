@@ -44,7 +44,7 @@ const RUN_SH_SRC_PORT: u16 = 18080;
 const START_SOURCES: usize = 1_000;
 const START_REPS: usize = 9;
 const INTERVAL_SECS: u32 = 10;
-/// tallyd runs with the environment `config/tallyd.service` gives it, as deployed.
+/// tallyd runs with the environment `config/tally.service` gives it, as deployed.
 const SERVICE_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "1")];
 
 struct Args {
@@ -669,7 +669,7 @@ mod tests {
     #[test]
     fn tallyd_is_measured_with_the_environment_of_its_service_unit() {
         let unit = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tallyd.service"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/tally.service"),
         )
         .unwrap();
         for (k, v) in SERVICE_ENV {

@@ -8,6 +8,7 @@
 //! cargo xtask bench [ARGS]     release build, then every benchmark of issue 7: one report
 //! cargo xtask lint             rustfmt --check and clippy -D warnings
 //! cargo xtask ci               lint, then test: what .ci/run calls
+//! cargo xtask dist [--debug]   the .deb and the tarball of the installed layout (dist.rs)
 //! ```
 
 use std::ffi::{OsStr, OsString};
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod dist;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -28,7 +30,10 @@ commands:
                    start time, and the collection runs beside collectd and a
                    Python exporter; one Markdown report (cargo xtask bench --help)
   lint             cargo fmt --check and cargo clippy -D warnings
-  ci               lint, then test";
+  ci               lint, then test
+  dist [--debug]   target/dist/tally_<version>_<arch>.deb and tally-<version>-<arch>.tar.gz
+                   (release build; --debug packages the debug build);
+                   dist --check-installed checks the installed package";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         Some("test") => ws.test(extra),
         Some("demo") => ws.demo(extra),
         Some("bench") => bench::bench(&ws, rest),
+        Some("dist") => dist::dist(&ws, extra),
         Some("lint") if extra.is_empty() => ws.lint(),
         Some("ci") if extra.is_empty() => ws.lint().and_then(|()| ws.test(&[])),
         Some("lint" | "ci") => {

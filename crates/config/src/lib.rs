@@ -499,7 +499,11 @@ impl Config {
     pub const DEFAULT_LISTEN: &str = "127.0.0.1:9470";
     pub const DEFAULT_TIMEZONE: Tz = chrono_tz::Asia::Shanghai;
     pub const DEFAULT_DATA_DIR: &str = "data";
-    pub const DEFAULT_PLUGIN_DIR: &str = "target/release";
+    /// The default plugin directory of a tallyd at `/usr/bin/tallyd`, as the
+    /// package installs it: what [`Config::parse`], which knows no executable,
+    /// gives `plugin_dirs` when the file does not set it. [`Config::load`]
+    /// uses [`Config::default_plugin_dir`] of the running executable instead.
+    pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/tally/plugins";
     pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 4;
     pub const DEFAULT_LOOKBACK_DAYS: u32 = 3;
     /// Enough for a plugin and its HTTP client; a runaway allocation stops there.
@@ -514,10 +518,37 @@ impl Config {
     /// collections after it have had time to run.
     pub const DEFAULT_REPORT_SCHEDULE: &str = "0 10 1 1,4,7,10 *";
 
-    /// Reads and validates a configuration file; `${env:...}` reads the process environment.
+    /// Where plugins are looked for when `daemon.plugin_dirs` is not set, for
+    /// a tallyd whose executable is in `exe_dir`: `lib/tally/plugins` in the
+    /// parent of `exe_dir`, so that a package's or an unpacked tarball's tree
+    /// finds its own plugins wherever it was put.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use tally::config::Config;
+    /// assert_eq!(
+    ///     Config::default_plugin_dir(Path::new("/opt/tally/bin")),
+    ///     Path::new("/opt/tally/lib/tally/plugins")
+    /// );
+    /// assert_eq!(
+    ///     Config::default_plugin_dir(Path::new("/usr/bin")),
+    ///     Path::new(Config::DEFAULT_PLUGIN_DIR)
+    /// );
+    /// ```
+    pub fn default_plugin_dir(exe_dir: &Path) -> PathBuf {
+        exe_dir
+            .parent()
+            .unwrap_or(exe_dir)
+            .join("lib/tally/plugins")
+    }
+
+    /// Reads and validates a configuration file; `${env:...}` reads the process
+    /// environment, and `plugin_dirs` defaults to [`Config::default_plugin_dir`]
+    /// of the running executable.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read(path)?;
-        Config::parse(&text, path, &process_env)
+        Config::parse_with(&text, path, &process_env, false, &running_plugin_dir())
+            .map(|(config, _)| config)
     }
 
     /// [`Config::load`] for `tallyd check`: a secret reference that cannot
@@ -529,7 +560,7 @@ impl Config {
     /// and then the unresolved references are among its problems.
     pub fn load_deferring_secrets(path: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
         let text = read(path)?;
-        Config::parse_deferring_secrets(&text, path, &process_env)
+        Config::parse_with(&text, path, &process_env, true, &running_plugin_dir())
     }
 
     /// Only `daemon.plugin_dirs` of a configuration file (the default when
@@ -563,7 +594,7 @@ impl Config {
         Ok(file
             .daemon
             .plugin_dirs
-            .unwrap_or_else(|| vec![Config::DEFAULT_PLUGIN_DIR.into()]))
+            .unwrap_or_else(|| vec![running_plugin_dir()]))
     }
 
     /// Validates configuration text. `path` names the file in messages and is the base
@@ -573,7 +604,14 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        Config::parse_with(text, path, env, false).map(|(config, _)| config)
+        Config::parse_with(
+            text,
+            path,
+            env,
+            false,
+            Path::new(Config::DEFAULT_PLUGIN_DIR),
+        )
+        .map(|(config, _)| config)
     }
 
     /// [`Config::parse`] as [`Config::load_deferring_secrets`] reads a file.
@@ -582,7 +620,7 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(Config, Vec<Problem>), ConfigError> {
-        Config::parse_with(text, path, env, true)
+        Config::parse_with(text, path, env, true, Path::new(Config::DEFAULT_PLUGIN_DIR))
     }
 
     fn parse_with(
@@ -590,6 +628,7 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
         defer_missing: bool,
+        default_plugin_dir: &Path,
     ) -> Result<(Config, Vec<Problem>), ConfigError> {
         let (tree, syntax_errors) = toml::de::DeTable::parse_recoverable(text);
         let keys = KeyIndex::build(path, text, tree.get_ref());
@@ -609,6 +648,7 @@ impl Config {
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let mut checker = Checker {
             keys: &keys,
+            default_plugin_dir,
             problems: Vec::new(),
             unresolved: Vec::new(),
             resolver: Resolver {
@@ -865,6 +905,8 @@ impl Config {
 /// collecting problems instead of stopping at the first.
 struct Checker<'a> {
     keys: &'a KeyIndex,
+    /// What `plugin_dirs` is when the file does not set it.
+    default_plugin_dir: &'a Path,
     problems: Vec<Problem>,
     /// Secret references left unresolved (only when the resolver defers them).
     unresolved: Vec<Problem>,
@@ -1017,7 +1059,7 @@ impl Checker<'_> {
                 .unwrap_or_else(|| Config::DEFAULT_DATA_DIR.into()),
             plugin_dirs: raw
                 .plugin_dirs
-                .unwrap_or_else(|| vec![Config::DEFAULT_PLUGIN_DIR.into()]),
+                .unwrap_or_else(|| vec![self.default_plugin_dir.to_owned()]),
             api_token,
             max_concurrent_runs,
             http_per_host_concurrency: http_per_host_concurrency.max(1),
@@ -1512,6 +1554,17 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 #[allow(clippy::disallowed_methods)]
 fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+/// The default plugin directory of the running tallyd (the one other process
+/// lookup of loading). The kernel's path of the executable has its symlinks
+/// resolved: a `/usr/local/bin/tallyd` linking to `/opt/tally/bin/tallyd`
+/// finds `/opt/tally/lib/tally/plugins`.
+fn running_plugin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Config::default_plugin_dir))
+        .unwrap_or_else(|| Config::DEFAULT_PLUGIN_DIR.into())
 }
 
 /// A unit id: `[a-z0-9_-]+` segments joined by `/`.

@@ -444,7 +444,11 @@ fn daemon_defaults_and_errors() {
     assert_eq!(config.daemon.listen.to_string(), "127.0.0.1:9470");
     assert_eq!(config.daemon.timezone, chrono_tz::Asia::Shanghai);
     assert_eq!(config.daemon.data_dir, Path::new("data"));
-    assert_eq!(config.daemon.plugin_dirs, [Path::new("target/release")]);
+    // `parse` knows no executable: the packaged layout's directory.
+    assert_eq!(
+        config.daemon.plugin_dirs,
+        [Path::new("/usr/lib/tally/plugins")]
+    );
     assert_eq!(config.daemon.max_concurrent_runs, 4);
     assert!(config.daemon.api_token.is_none());
 
@@ -1113,11 +1117,21 @@ fn plugin_dirs_alone_are_read_without_secrets_or_the_rest() {
         Config::load_plugin_dirs(&path).unwrap(),
         [PathBuf::from("a"), PathBuf::from("b")]
     );
-    std::fs::write(&path, "[[units]]\nid = \"county\"\n").unwrap();
+    // Unset: `lib/tally/plugins` beside the directory of the running
+    // executable (this test's, in `target/debug/deps`).
+    std::fs::write(&path, "[[units]]\nid = \"county\"\nname = \"County\"\n").unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let beside = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("lib/tally/plugins");
     assert_eq!(
         Config::load_plugin_dirs(&path).unwrap(),
-        [PathBuf::from(Config::DEFAULT_PLUGIN_DIR)]
+        std::slice::from_ref(&beside)
     );
+    assert_eq!(Config::load(&path).unwrap().daemon.plugin_dirs, [beside]);
     std::fs::write(&path, "[daemon]\nplugin_dirs = \"a\"\n").unwrap();
     let err = Config::load_plugin_dirs(&path).unwrap_err().to_string();
     assert!(err.contains("t.toml:2:15: daemon.plugin_dirs"), "{err}");

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use tally_domain::clock::{Clock, SystemClock};
 use tally_config::{Config, ConfigError};
+use tally_domain::ErrorChain;
 use crate::engine::{self, Engine};
 use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;
@@ -29,7 +30,7 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Locked(#[from] LockError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
@@ -123,16 +124,16 @@ fn assemble_engine(
 /// on `data_dir`. [`DaemonBuilder::build`] binds the listener of
 /// `daemon.listen`; [`DaemonBuilder::in_process`] binds nothing and hands
 /// out the router instead, for tests that drive the daemon without a socket
-/// (on tokio's paused clock with a [`TokioClock`](crate::clock::TokioClock)).
+/// (on tokio's paused clock with a [`TokioClock`](tally_domain::clock::TokioClock)).
 ///
 /// ```no_run
-/// # async fn demo(config: tally_config::Config) -> Result<(), tally_daemon::daemon::StartError> {
+/// # async fn demo(config: tally_config::Config) -> Result<(), crate::daemon::StartError> {
 /// use std::sync::Arc;
 /// use tally_domain::clock::SystemClock;
-/// use tally_daemon::daemon::Daemon;
+/// use crate::daemon::Daemon;
 ///
 /// let daemon = Daemon::builder(config).clock(Arc::new(SystemClock)).build().await?;
-/// daemon.serve(tally_daemon::daemon::shutdown_signal()).await;
+/// daemon.serve(crate::daemon::shutdown_signal()).await;
 /// # Ok(()) }
 /// ```
 pub struct DaemonBuilder {
@@ -310,7 +311,7 @@ pub enum ReloadError {
         old: String,
         new: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Start(#[from] StartError),
     #[error("internal error: {0}")]
     Internal(String),
@@ -363,7 +364,7 @@ impl Daemon {
         });
         let http = tokio::spawn(async move {
             if let Err(e) = server.await {
-                tracing::error!(error = %e, "HTTP server failed");
+                tracing::error!(error = %ErrorChain(&e), "HTTP server failed");
             }
         });
         tracing::info!(
@@ -444,7 +445,7 @@ impl Running {
                             Ok(changes)
                         }
                         Err(e) => {
-                            let reason = engine.config.secrets().redact(&e.to_string());
+                            let reason = engine.config.secrets().redact(&ErrorChain(&e).to_string());
                             tracing::error!(
                                 error = %reason,
                                 "configuration reload rejected; the running configuration stays"
@@ -526,10 +527,10 @@ pub async fn keep_metrics_fresh(live: LiveHandle, mut stop: tokio::sync::watch::
             }
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot tell whether another process wrote the store")
+                tracing::warn!(error = %ErrorChain(&e), "cannot tell whether another process wrote the store")
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot tell whether another process wrote the store")
+                tracing::warn!(error = %ErrorChain(&e), "cannot tell whether another process wrote the store")
             }
         }
         let started = tokio::time::Instant::now();

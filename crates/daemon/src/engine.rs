@@ -17,7 +17,7 @@ use tally_config::Isolation;
 use tally_config::{Config, ConfigError, Location, Problem, SourceConfig};
 use tally_domain::period::local_day;
 use tally_domain::units::{UnitDef, UnitTree};
-use tally_domain::{Kind, MAX_VALUE, Observation, show_value};
+use tally_domain::{ErrorChain, Kind, MAX_VALUE, Observation, show_value};
 use crate::metrics::Metrics;
 use tally_host::{
     CallError, HostServices, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
@@ -397,7 +397,7 @@ pub enum RunError {
         "source \"{0}\" was not run: its scheduler stopped (tallyd is shutting down or reloading)"
     )]
     ShuttingDown(String),
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
@@ -463,7 +463,9 @@ async fn write_runs(
                 }
             }
             // The replies drop with the batch: each run reports an internal error.
-            Err(e) => tracing::error!(error = %e, "the store writer failed to record runs"),
+            Err(e) => {
+                tracing::error!(error = %ErrorChain(&e), "the store writer failed to record runs")
+            }
         }
     }
 }
@@ -967,10 +969,10 @@ impl Engine {
                 (Some(id), written)
             }
             Err(e) => {
-                let why = self
-                    .config
-                    .secrets()
-                    .redact(&format!("the run could not be recorded: {e}"));
+                let why = self.config.secrets().redact(&format!(
+                    "the run could not be recorded: {}",
+                    ErrorChain(&e)
+                ));
                 tracing::error!(source = %source.config.id, error = %why, "run could not be recorded");
                 record.error = Some(match record.error.take() {
                     Some(failed) => format!(
@@ -1554,7 +1556,7 @@ impl Engine {
                 &*self.store,
                 self.today(),
             ) {
-                tracing::error!(error = %e, "cannot refresh indicator metrics");
+                tracing::error!(error = %ErrorChain(&e), "cannot refresh indicator metrics");
             }
         });
     }

@@ -28,6 +28,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::daemon::ReloadRequest;
+use tally_domain::ErrorChain;
 use tally_domain::period::Period;
 use crate::engine::{Engine, RunError, humanize};
 use crate::reports::{Format, ReportWriter};
@@ -246,8 +247,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let store = engine.store.clone();
     match tokio::task::spawn_blocking(move || store.check_writable()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => reasons.push(format!("the store is not writable: {e}")),
-        Err(e) => reasons.push(format!("the store check failed: {e}")),
+        Ok(Err(e)) => reasons.push(format!("the store is not writable: {}", ErrorChain(&e))),
+        Err(e) => reasons.push(format!("the store check failed: {}", ErrorChain(&e))),
     }
     let ready = reasons.is_empty();
     let status = if ready {
@@ -351,10 +352,10 @@ async fn summary(
     let engine = state.engine();
     let built = tokio::task::spawn_blocking(move || engine.summary(&request))
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+        .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
     let summary = built.map_err(|e| match e {
         SummaryError::UnknownUnit { .. } => AppError::BadRequest(e.to_string()),
-        other => AppError::Internal(other.to_string()),
+        other => AppError::Internal(ErrorChain(&other).to_string()),
     })?;
     let label = summary.period.label.clone();
     Ok(match format {
@@ -370,8 +371,8 @@ async fn summary(
         )
             .into_response(),
         "xlsx" => {
-            let bytes =
-                summary::to_xlsx(&summary).map_err(|e| AppError::Internal(e.to_string()))?;
+            let bytes = summary::to_xlsx(&summary)
+                .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
             (
                 [
                     (header::CONTENT_TYPE, Format::Xlsx.content_type().to_owned()),
@@ -398,8 +399,8 @@ async fn reports(State(state): State<AppState>) -> Result<Json<Value>, AppError>
     let writer = ReportWriter::from_config(&state.engine().config);
     let files = tokio::task::spawn_blocking(move || writer.list())
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
-        .map_err(|e| AppError::Internal(e.to_string()))?;
+        .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?
+        .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
     Ok(Json(json!({ "reports": files })))
 }
 
@@ -453,12 +454,12 @@ async fn observations(
         )
     })
     .await
-    .map_err(|e| AppError::Internal(e.to_string()))?;
+    .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
     explained.map(Json).map_err(|e| {
         if e.is_user_error() {
             AppError::BadRequest(e.to_string())
         } else {
-            AppError::Internal(e.to_string())
+            AppError::Internal(ErrorChain(&e).to_string())
         }
     })
 }
@@ -532,7 +533,7 @@ async fn sources(State(state): State<AppState>) -> Result<Json<Value>, AppError>
     let engine = state.engine();
     tokio::task::spawn_blocking(move || sources_blocking(&engine))
         .await
-        .map_err(|e| AppError::Internal(e.to_string()))?
+        .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?
         .map(Json)
 }
 
@@ -545,7 +546,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
         let status = engine
             .store
             .source_status(source.id())
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+            .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
         let run_json = |id: Option<i64>, run: &tally_store::RunRecord, observations: u64| {
             json!({
                 "id": id,
@@ -585,7 +586,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 engine
                     .store
                     .recent_runs(source.id(), 50)
-                    .map_err(|e| AppError::Internal(e.to_string()))?
+                    .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?
                     .into_iter()
                     .find(|r| r.run.error.is_some())
                     .map(|r| error_json(&r.run)),
@@ -641,7 +642,7 @@ async fn run_source(
             Err(AppError::NotFound(format!("unknown source \"{s}\"")))
         }
         Err(e @ RunError::ShuttingDown(_)) => Err(AppError::Unavailable(e.to_string())),
-        Err(e) => Err(AppError::Internal(e.to_string())),
+        Err(e) => Err(AppError::Internal(ErrorChain(&e).to_string())),
     }
 }
 

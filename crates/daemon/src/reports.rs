@@ -51,19 +51,19 @@ pub fn render(format: Format, summary: &Summary) -> Result<Vec<u8>, ReportError>
 
 #[derive(Debug, Error)]
 pub enum WriteError {
-    #[error("cannot write report {}: {source}; check that the directory ([reports] dir) exists or can be created and is writable", path.display())]
+    #[error("cannot write report {} (check that the directory, [reports] dir, exists or can be created and is writable)", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot list reports in {}: {source}", dir.display())]
+    #[error("cannot list reports in {}", dir.display())]
     List {
         dir: PathBuf,
         source: std::io::Error,
     },
     #[error(transparent)]
     Render(#[from] ReportError),
-    #[error("cannot build the summary for the report: {0}")]
+    #[error("cannot build the summary for the report")]
     Summary(#[from] SummaryError),
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use tally_config::SourceConfig;
+use tally_domain::ErrorChain;
 use tally_domain::period::Period;
 use crate::engine::{Engine, RunError, RunReport, Trigger};
 use crate::reports;
@@ -273,7 +274,9 @@ fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period)
                 let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
                 tracing::info!(period = %label, files = %files.join(", "), "report written");
             }
-            Ok(Err(e)) => tracing::error!(period = %label, error = %e, "report not written"),
+            Ok(Err(e)) => {
+                tracing::error!(period = %label, error = %ErrorChain(&e), "report not written")
+            }
             Err(e) => tracing::error!(period = %label, error = %e, "report not written"),
         }
     });
@@ -304,14 +307,14 @@ fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<
                             written += 1;
                         }
                         Err(e) => {
-                            tracing::error!(period = %label, error = %e, "missed report not written");
+                            tracing::error!(period = %label, error = %ErrorChain(&e), "missed report not written");
                             failed += 1;
                         }
                     }
                 }
                 tracing::info!(written, failed, "reports caught up");
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "missed reports not caught up"),
+            Ok(Err(e)) => tracing::error!(error = %ErrorChain(&e), "missed reports not caught up"),
             Err(e) => tracing::error!(error = %e, "missed reports not caught up"),
         }
     });
@@ -345,7 +348,7 @@ fn spawn_run(
                 engine.metrics.run_skipped(&source);
             }
             (Err(e), None) => {
-                tracing::error!(source = %source, error = %e, "run could not start")
+                tracing::error!(source = %source, error = %ErrorChain(e), "run could not start")
             }
             (Ok(_), None) => {}
         }

@@ -6,14 +6,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod clock;
-
 pub mod period;
 #[cfg(test)]
 mod period_fuzz;
 pub mod rollup;
 pub mod units;
 
+pub use chain::ErrorChain;
 pub use period::{Period, PeriodError, PeriodKind, local_day};
 pub use rollup::{OwnData, RolledUp, roll_up};
 pub use units::{TreeError, Unit, UnitDef, UnitTree};

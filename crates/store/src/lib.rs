@@ -411,12 +411,12 @@ pub struct StoredObservation {
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}")]
     Open {
         path: PathBuf,
         source: rusqlite::Error,
@@ -429,13 +429,13 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
-    #[error("migrating database {path} to schema version {version}: {source}")]
+    #[error("migrating database {path} to schema version {version}")]
     Migrate {
         path: PathBuf,
         version: i64,
         source: rusqlite::Error,
     },
-    #[error("database error while {doing}: {source}")]
+    #[error("database error while {doing}")]
     Sqlite {
         doing: &'static str,
         source: rusqlite::Error,
@@ -444,7 +444,7 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("run of source \"{source_id}\" cannot be stored: {detail}")]
     Invalid { source_id: String, detail: String },
-    #[error("resume state of source \"{source_id}\" cannot be stored: {source}")]
+    #[error("resume state of source \"{source_id}\" cannot be stored")]
     State {
         source_id: String,
         source: serde_json::Error,

@@ -39,7 +39,7 @@ pub enum LockError {
         lock: PathBuf,
         holder: Holder,
     },
-    #[error("cannot lock data_dir {dir} through {lock}: {source}")]
+    #[error("cannot lock data_dir {dir} through {lock}")]
     Io {
         dir: PathBuf,
         lock: PathBuf,

@@ -33,6 +33,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The configuration file of the installed layout (the package puts a
+/// starting one there), read when `--config` and `TALLY_CONFIG` are not given.
+pub const DEFAULT_CONFIG: &str = "/etc/tally/tally.toml";
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -43,17 +47,17 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the daemon.
     Run {
-        #[arg(long, env = "TALLY_CONFIG")]
+        #[arg(long, env = "TALLY_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Validate the configuration, load every plugin, print what would run.
     Check {
-        #[arg(long, env = "TALLY_CONFIG")]
+        #[arg(long, env = "TALLY_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Run one source now, or backfill a range of days.
     Collect {
-        #[arg(long, env = "TALLY_CONFIG")]
+        #[arg(long, env = "TALLY_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         source: String,
@@ -69,7 +73,7 @@ pub enum Command {
     },
     /// Write the statistics table for a period.
     Report {
-        #[arg(long, env = "TALLY_CONFIG")]
+        #[arg(long, env = "TALLY_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// 2026-11-27, 2026-W48, 2026-11, 2026-Q4, 2026 or 2026-10-01..2026-11-15.
         #[arg(long)]
@@ -89,6 +93,9 @@ pub enum Command {
     },
     /// List the plugins found, with name, version, ABI version and path.
     Plugins {
+        /// Read only its `daemon.plugin_dirs` [default: /etc/tally/tally.toml
+        /// if it exists, else the default plugin directory:
+        /// lib/tally/plugins beside the executable's directory]
         #[arg(long, env = "TALLY_CONFIG")]
         config: Option<PathBuf>,
         /// Print plugin NAME's settings schema (JSON Schema) and an example
@@ -664,11 +671,19 @@ fn explain(
 }
 
 fn plugin_dirs(config: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+    // Listing plugins needs no configuration file: without one (a tarball
+    // unpacked anywhere, a machine not set up yet) the default directory is
+    // what the daemon would search.
+    let default = Path::new(DEFAULT_CONFIG);
+    let config = config.or_else(|| default.is_file().then_some(default));
     Ok(match config {
         // Only `plugin_dirs` is read: listing plugins needs no secret and
         // no valid rest of the file.
         Some(path) => Config::load_plugin_dirs(path)?,
-        None => daemon::exe_dir().into_iter().collect(),
+        None => daemon::exe_dir()
+            .map(|dir| Config::default_plugin_dir(&dir))
+            .into_iter()
+            .collect(),
     })
 }
 

@@ -2,14 +2,16 @@
 
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
-
-use clap::Parser;
 mod cli;
 mod exec_check;
 mod new_plugin;
 
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
 use cli::{Cli, LogFormat};
+use tally_domain::ErrorChain;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -29,8 +31,9 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            // `{:#}` prints the whole cause chain on one line: "reading x: No such file".
-            eprintln!("error: {err:#}");
+            // The whole cause chain on one line, each cause once: "reading x: No such file".
+            let shown: &(dyn std::error::Error + 'static) = err.as_ref();
+            eprintln!("error: {}", ErrorChain(shown));
             cli::exit_code(&err)
         }
     }
@@ -42,6 +45,14 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Colour only on a terminal: a log file, or a pipe into journald or a
+    // collector, would otherwise carry escape codes. On a terminal the
+    // subscriber's default stands, which is off when NO_COLOR is set.
+    let builder = if std::io::stderr().is_terminal() {
+        builder
+    } else {
+        builder.with_ansi(false)
+    };
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

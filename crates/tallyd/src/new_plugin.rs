@@ -21,7 +21,7 @@ pub enum NewPluginError {
     BadName(String),
     #[error("{0}: already exists; choose another name or --dir")]
     Exists(PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

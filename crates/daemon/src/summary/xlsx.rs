@@ -28,7 +28,7 @@ use tally_config::Per;
 /// limit of the format (too many rows), never an I/O problem.
 #[derive(Debug, Error)]
 pub enum ReportError {
-    #[error("cannot build the xlsx report: {0}")]
+    #[error("cannot build the xlsx report")]
     Xlsx(#[from] XlsxError),
 }
 

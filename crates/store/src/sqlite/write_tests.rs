@@ -241,7 +241,8 @@ fn a_run_that_cannot_be_stored_costs_no_other_run_its_place() {
         invalid_err.starts_with("run of source \"src\" cannot be stored: observation"),
         "{invalid_err}"
     );
-    let poison_err = answers[2].as_ref().unwrap_err().to_string();
+    // The cause is the error's source, shown by its chain.
+    let poison_err = crate::domain::ErrorChain(answers[2].as_ref().unwrap_err()).to_string();
     assert!(poison_err.contains("refused by the test"), "{poison_err}");
 
     let key = |unit: &str| {

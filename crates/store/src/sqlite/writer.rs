@@ -541,7 +541,7 @@ impl SqliteStore {
             Err(err) if valid.len() > 1 => {
                 tracing::warn!(
                     runs = valid.len(),
-                    error = %err,
+                    error = %tally_domain::ErrorChain(&err),
                     "cannot commit runs together: recording them one by one"
                 );
                 valid
