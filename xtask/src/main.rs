@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod layers;
 mod dist;
 
 const USAGE: &str = "\
@@ -229,6 +230,13 @@ impl Workspace {
 
     fn lint(&self) -> Result {
         const CLIPPY: [&str; 4] = ["--all-targets", "--", "-D", "warnings"];
+        // First: it reads only manifests, and a broken layer is worth knowing
+        // before a long clippy run.
+        eprintln!("xtask: checking the crate layers (xtask/src/layers.rs)");
+        layers::check(&self.root).map_err(|message| Failure {
+            message: format!("step `layers` failed: {message}"),
+            code: 1,
+        })?;
         run("fmt", self.cargo(["fmt", "--all", "--", "--check"]))?;
         let mut cmd = self.cargo(["clippy", "--workspace"]);
         cmd.args(CLIPPY);

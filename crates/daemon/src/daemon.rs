@@ -16,7 +16,7 @@ use tally_domain::ErrorChain;
 use crate::engine::{self, Engine};
 use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;
-use tally_host::{HostServices, PluginRegistry};
+use tally_host::{HostServices, HttpGate, PluginRegistry};
 use crate::scheduler;
 use tally_store::{DataDirLock, LockError, SqliteStore, Store, StoreError};
 
@@ -64,6 +64,7 @@ pub fn host_services(
     config: &Config,
     clock: Arc<dyn Clock>,
     runtime: Option<tokio::runtime::Handle>,
+    gate: Arc<HttpGate>,
 ) -> Result<HostServices, StartError> {
     let http = reqwest::Client::builder()
         .user_agent(concat!("tallyd/", env!("CARGO_PKG_VERSION")))
@@ -78,6 +79,7 @@ pub fn host_services(
         clock,
         redact: Arc::new(move |s: &str| secrets.redact(s)),
         http_timeout: Duration::from_secs(30),
+        gate,
     })
 }
 
@@ -96,10 +98,15 @@ fn assemble_engine(
 ) -> Result<Arc<Engine>, StartError> {
     let tree = engine::unit_tree(&config)?;
     let registry = registry.unwrap_or_else(|| scan_plugins(&config));
+    let gate = Arc::new(HttpGate::new(
+        config.daemon.http_per_host_concurrency,
+        config.daemon.http_per_host_rate,
+    ));
     let services = host_services(
         &config,
         clock.clone(),
         tokio::runtime::Handle::try_current().ok(),
+        gate.clone(),
     )?;
     let created = engine::create_sources(&mut config, &registry, &services)?;
     let store = match store {
@@ -114,7 +121,8 @@ fn assemble_engine(
         store,
         clock,
         Arc::new(Metrics::new()),
-    )))
+    )
+    .with_http_gate(gate)))
 }
 
 /// Puts a daemon together from a configuration and the parts a caller may
@@ -653,7 +661,12 @@ fn reload_blocking(
     for refused in registry.refused() {
         tracing::warn!("plugin refused: {refused}");
     }
-    let services = host_services(&config, current.clock.clone(), Some(runtime))?;
+    let services = host_services(
+        &config,
+        current.clock.clone(),
+        Some(runtime),
+        current.http_gate.clone(),
+    )?;
     let created = engine::create_sources_reusing(&mut config, &registry, &services, Some(current))?;
     let next = Engine::new(
         Arc::new(config),
@@ -664,6 +677,7 @@ fn reload_blocking(
         current.clock.clone(),
         current.metrics.clone(),
     )
+    .with_http_gate(current.http_gate.clone())
     .adopt_busy(current);
     let changes = changes(current, &next);
     for id in &changes.removed {

@@ -20,7 +20,7 @@ use tally_domain::units::{UnitDef, UnitTree};
 use tally_domain::{ErrorChain, Kind, MAX_VALUE, Observation, show_value};
 use crate::metrics::Metrics;
 use tally_host::{
-    CallError, HostServices, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
+    CallError, HostServices, HttpGate, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
 };
 use tally_store::{ResumePoint, RunRecord, RunResult, RunToRecord, Store, StoreError};
 use crate::summary::{self, Summary, SummaryError, SummaryRequest};
@@ -411,6 +411,9 @@ pub struct Engine {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub plugins: Arc<PluginRegistry>,
+    /// The per-host limits and counter of plugins' HTTP, which a reload hands
+    /// on to the next engine ([`Engine::with_http_gate`]).
+    pub http_gate: Arc<HttpGate>,
     sources: Vec<Arc<SourceRuntime>>,
     /// Each indicator's accepted values, `min..=max`, looked up for every
     /// observation a run returns: built once here, not once per run.
@@ -513,7 +516,7 @@ pub fn create_sources_reusing(
     services: &HostServices,
     previous: Option<&Engine>,
 ) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
-    tally_host::configure_http_limits(
+    services.gate.configure(
         config.daemon.http_per_host_concurrency,
         config.daemon.http_per_host_rate,
     );
@@ -747,7 +750,19 @@ impl Engine {
             sources,
             writer: std::sync::OnceLock::new(),
             closing: tokio::sync::watch::Sender::new(false),
+            http_gate: Arc::new(HttpGate::new(
+                Config::DEFAULT_HTTP_PER_HOST_CONCURRENCY,
+                None,
+            )),
         }
+    }
+
+    /// The engine with `gate`, the one its sources' [`HostServices`] were
+    /// created with, whose requests `/metrics` counts.
+    pub fn with_http_gate(mut self, gate: Arc<HttpGate>) -> Engine {
+        self.metrics.count_http(gate.clone());
+        self.http_gate = gate;
+        self
     }
 
     /// Stops runs that have not started yet: those waiting for a

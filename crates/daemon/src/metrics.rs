@@ -38,6 +38,7 @@ use bytes::Bytes;
 use prometheus::TextEncoder;
 use prometheus::core::Collector;
 
+use tally_host::HttpGate;
 use tally_store::RunResult;
 use tally_plugin::ErrorKind;
 
@@ -246,6 +247,8 @@ struct Shared {
     values_stale: AtomicBool,
     /// Wakes the background rebuild.
     wake: tokio::sync::Notify,
+    /// Whose `tally_http_requests_total` the body carries ([`Metrics::count_http`]).
+    http: Mutex<Option<Arc<HttpGate>>>,
     /// One rebuild at a time, so an older body never replaces a newer one.
     rebuild: Mutex<()>,
 }
@@ -300,10 +303,17 @@ impl Metrics {
             values_stale: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             rebuild: Mutex::new(()),
+            http: Mutex::new(None),
         });
         let metrics = Metrics { shared };
         metrics.rebuild_body();
         metrics
+    }
+
+    /// Exports `tally_http_requests_total` as counted by `gate` (the daemon's
+    /// gate of plugins' HTTP), from the next rebuild on.
+    pub fn count_http(&self, gate: Arc<HttpGate>) {
+        *lock(&self.shared.http) = Some(gate);
     }
 
     /// Exports a source's series before its first run, every result at zero,
@@ -508,7 +518,9 @@ impl Metrics {
             }
             w.end();
         }
-        write_http_requests(&mut out);
+        if let Some(gate) = lock(&self.shared.http).clone() {
+            write_http_requests(&mut out, &gate);
+        }
         *self
             .shared
             .body
@@ -862,8 +874,9 @@ fn line(out: &mut String, parts: &[&str], value: Value) {
 /// `tally_http_requests_total`, counted by the plugin host where requests
 /// are made; at most 64 hosts × a few status classes, so prometheus' own
 /// encoder is cheap enough here.
-fn write_http_requests(out: &mut String) {
-    let families: Vec<_> = tally_host::HTTP_REQUESTS
+fn write_http_requests(out: &mut String, gate: &HttpGate) {
+    let families: Vec<_> = gate
+        .requests
         .collect()
         .into_iter()
         .filter(|f| !f.get_metric().is_empty())

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, Opts};
@@ -31,6 +31,9 @@ pub struct HostServices {
     pub clock: Arc<dyn Clock>,
     pub redact: Redact,
     pub http_timeout: Duration,
+    /// The per-host limits and the request counter of plugins' HTTP: one gate
+    /// for every in-daemon source, kept by the daemon across reloads.
+    pub gate: Arc<HttpGate>,
 }
 
 /// Why a plugin call did not give an answer.
@@ -327,10 +330,12 @@ fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
         Error::upstream(format!("{} {shown}: {what}", req.method))
     };
     let host = host_key(&req.url);
-    let gate = HTTP_GATE.host(&host);
-    let label = HTTP_GATE.label(&host);
+    let gate = ctx.services.gate.host(&host);
+    let label = ctx.services.gate.label(&host);
     let count = |class: &str| {
-        HTTP_REQUESTS
+        ctx.services
+            .gate
+            .requests
             .with_label_values(&[label.as_str(), class])
             .inc();
     };
@@ -385,46 +390,32 @@ fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
     })
 }
 
-/// The per-host limits of plugins' HTTP requests, shared by every in-daemon
-/// source: "per host" means across sources, and sources are created (and
-/// recreated on reload) before the metrics registry exists, so one gate per
-/// process is the honest shape. An isolated source (`isolation = "process"`)
-/// performs its HTTP in its child, outside this gate.
-static HTTP_GATE: LazyLock<HttpGate> = LazyLock::new(|| {
-    HttpGate::new(
-        tally_config::Config::DEFAULT_HTTP_PER_HOST_CONCURRENCY,
-        None,
-    )
-});
-
-/// `tally_http_requests_total{host, status_class}`, registered by
-/// [`crate::metrics::Metrics`]; counted here, where requests happen.
-pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    IntCounterVec::new(
-        Opts::new(
-            "tally_http_requests_total",
-            "HTTP requests made for plugins (in the daemon's process), by host and status class (2xx, 4xx, 5xx, ... or error when no answer came).",
-        ),
-        &["host", "status_class"],
-    )
-    .expect("valid metric definition")
-});
-
 /// Hosts get their own `host` label up to this many; later ones count as
 /// `other`, so a plugin that follows arbitrary links cannot blow up the series.
 const MAX_HOST_LABELS: usize = 64;
 
-/// Sets the per-host limits for requests from now on (`daemon.http_per_host_concurrency`
-/// and `daemon.http_per_host_rate`). Requests in flight keep their old slots.
-pub fn configure_http_limits(concurrency: usize, rate: Option<f64>) {
-    HTTP_GATE.configure(concurrency, rate);
-}
-
-/// Per-host slots (a semaphore) and spacing (a token bucket of one token).
+/// The limits of plugins' HTTP requests per `host:port` (`daemon.http_per_host_concurrency`
+/// and `daemon.http_per_host_rate`): per host slots (a semaphore) and spacing
+/// (a token bucket of one token), across sources; and the count of requests,
+/// `tally_http_requests_total{host, status_class}`, which the daemon's metrics
+/// export. A value the daemon owns, not a process global: the daemon keeps one
+/// across reloads, a test makes its own. An isolated source
+/// (`isolation = "process"`) performs its HTTP in its child, under the child's gate.
+///
+/// ```
+/// use tally_host::HttpGate;
+///
+/// let gate = HttpGate::new(2, Some(5.0));
+/// assert_eq!(gate.label("api.weibo.com:443"), "api.weibo.com:443");
+/// gate.configure(4, None); // from the next request on
+/// ```
 pub struct HttpGate {
     limits: Mutex<(usize, Option<f64>)>,
     hosts: Mutex<HashMap<String, Arc<HostGate>>>,
     labels: Mutex<Vec<String>>,
+    /// `tally_http_requests_total{host, status_class}`: 2xx, 4xx, 5xx, ... or
+    /// `error` when no answer came.
+    pub requests: IntCounterVec,
 }
 
 impl HttpGate {
@@ -433,9 +424,18 @@ impl HttpGate {
             limits: Mutex::new((concurrency.max(1), rate)),
             hosts: Mutex::new(HashMap::new()),
             labels: Mutex::new(Vec::new()),
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "tally_http_requests_total",
+                    "HTTP requests made for plugins (in the daemon's process), by host and status class (2xx, 4xx, 5xx, ... or error when no answer came).",
+                ),
+                &["host", "status_class"],
+            )
+            .expect("valid metric definition"),
         }
     }
 
+    /// Sets the limits for requests from now on; requests in flight keep their slots.
     pub fn configure(&self, concurrency: usize, rate: Option<f64>) {
         let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         if *limits != (concurrency.max(1), rate) {

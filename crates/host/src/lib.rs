@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tally_plugin::{CollectRequest, CollectResponse, Created};
 
 pub use instance::{
-    CallError, HTTP_REQUESTS, HostServices, Redact, SourceInstance, configure_http_limits,
+    CallError, HostServices, HttpGate, Redact, SourceInstance,
 };
 pub use loader::{PluginLibrary, PluginLoadError, PluginRegistry, load};
 pub use process::{ProcessInstance, serve_child};

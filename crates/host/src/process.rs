@@ -81,6 +81,11 @@ pub fn serve_child(library: &Path, memory_limit_mb: u64) -> Result<(), String> {
         // The daemon redacts what it receives from the child.
         redact: Arc::new(|s: &str| s.to_owned()),
         http_timeout: std::time::Duration::from_secs(30),
+        // The child's own: the daemon's gate does not reach into it.
+        gate: Arc::new(crate::HttpGate::new(
+            tally_config::Config::DEFAULT_HTTP_PER_HOST_CONCURRENCY,
+            None,
+        )),
     };
     let mut instance: Option<SourceInstance> = None;
     let stdin = std::io::stdin().lock();

@@ -321,7 +321,12 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let tree = engine::unit_tree(&config).map_err(with_unresolved)?;
     let registry = PluginRegistry::scan(&config.daemon.plugin_dirs);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let services = daemon::host_services(&config, clock.clone(), None)?;
+    // `check` makes no request (no runtime): the gate is only for the type.
+    let gate = Arc::new(tally_host::HttpGate::new(
+        config.daemon.http_per_host_concurrency,
+        config.daemon.http_per_host_rate,
+    ));
+    let services = daemon::host_services(&config, clock.clone(), None, gate)?;
     let created =
         engine::create_sources(&mut config, &registry, &services).map_err(with_unresolved)?;
     let mut out = std::io::stdout().lock();

@@ -242,7 +242,7 @@ fn a_run_that_cannot_be_stored_costs_no_other_run_its_place() {
         "{invalid_err}"
     );
     // The cause is the error's source, shown by its chain.
-    let poison_err = crate::domain::ErrorChain(answers[2].as_ref().unwrap_err()).to_string();
+    let poison_err = tally_domain::ErrorChain(answers[2].as_ref().unwrap_err()).to_string();
     assert!(poison_err.contains("refused by the test"), "{poison_err}");
 
     let key = |unit: &str| {
