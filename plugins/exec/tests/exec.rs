@@ -358,7 +358,7 @@ fn settings_are_checked() {
     let e = err(json!({"command": "/bin/true", "indicators": ["meetings"], "timeout": "30"}));
     assert_eq!(
         e.message,
-        "timeout: `30` is not a duration such as `500ms`, `30s`, `5m` or `1h`"
+        "timeout: `30` is not a duration such as `500ms`, `30s`, `5m` or `1h30m`"
     );
     let e = err(json!({"command": "", "indicators": ["meetings"]}));
     assert_eq!(e.message, "command: must name the program to run");
