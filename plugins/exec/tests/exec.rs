@@ -62,21 +62,7 @@ fn run(settings: Value, req: &CollectRequest) -> (Result<CollectResponse, Error>
     (out, p.host().clone())
 }
 
-fn lines(out: &CollectResponse) -> Vec<String> {
-    out.observations
-        .iter()
-        .map(|o| {
-            format!(
-                "{} {} {} {} {}",
-                o.unit.as_deref().unwrap_or("-"),
-                o.indicator,
-                if o.entity.is_empty() { "-" } else { &o.entity },
-                o.day,
-                o.value
-            )
-        })
-        .collect()
-}
+use tally_plugin::testkit::observation_lines as lines;
 
 #[test]
 fn prints_observations_for_the_window_from_arguments_and_environment() {
