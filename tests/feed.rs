@@ -135,7 +135,7 @@ indicator = "{indicator}"
             ));
         }
     }
-    let cfg = TestConfig::new(&dir, &plugins)
+    let cfg = TestConfig::new(dir, &plugins)
         .county()
         .unit("county/a", "甲局")
         .unit("county/b", "乙局")
@@ -312,7 +312,7 @@ url = "{site}/tzgg/rss.xml"
 "#
         ));
     }
-    let cfg = TestConfig::new(&dir, &plugins)
+    let cfg = TestConfig::new(dir, plugins)
         .county()
         .unit("county/a", "甲局")
         .unit("county/b", "乙局")

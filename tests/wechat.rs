@@ -82,7 +82,7 @@ fn a_quarter_from_the_wechat_api_adds_up_and_failures_keep_the_secret() {
     let dir = t.dir.as_path();
     let plugins = &t.plugins;
     let cfg = TestConfig::new(dir, plugins)
-        .daemon(&format!(r#"api_token = "${{env:TALLY_TEST_API_TOKEN}}""#))
+        .daemon(r#"api_token = "${env:TALLY_TEST_API_TOKEN}""#)
         .county()
         .indicator("wechat_posts", "微信公众号发文篇数", "count", "篇")
         .indicator("wechat_readers", "微信公众号阅读人数", "count", "人")

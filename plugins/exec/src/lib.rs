@@ -82,7 +82,7 @@ pub struct Settings {
     /// Extra environment variables (values may be `${env:...}` secrets).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// How long the program may run: `500ms`, `30s`, `5m` or `1h`; default `30s`.
+    /// How long the program may run, a duration as the configuration writes them (`500ms`, `30s`, `5m`, `1h30m`; see "Durations" in configuration.md); default `30s`.
     #[serde(default)]
     pub timeout: Option<String>,
     /// The indicator ids the program prints.
