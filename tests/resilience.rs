@@ -19,28 +19,13 @@ fn config(root: &std::path::Path, port: u16, sources: &str) -> std::path::PathBu
         &root.join("plugins"),
         &[fixture_plugin("tally_fixture_faulty")],
     );
-    let text = format!(
-        r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-api_token = "{TOKEN}"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "x"
-name = "计数"
-kind = "count"
-unit = "次"
-{sources}"#,
-        data = toml_path(&root.join("data")),
-        plugins = toml_path(&plugins),
-    );
-    write_config(root, "tally.toml", &text)
+    TestConfig::new(root, &plugins)
+        .with_port(port)
+        .daemon(&format!(r#"api_token = "{TOKEN}""#))
+        .county()
+        .indicator("x", "计数", "count", "次")
+        .toml(sources)
+        .write()
 }
 
 fn run_now(d: &TestDaemon, id: &str) -> serde_json::Value {

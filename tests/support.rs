@@ -544,6 +544,13 @@ impl TestConfig {
         self
     }
 
+    /// Listens on `port` (a restart on the same address, or a second
+    /// daemon on the same store).
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Another data directory.
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = dir.to_path_buf();
