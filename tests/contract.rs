@@ -23,35 +23,17 @@ fn an_indicator_declared_only_by_its_plugin_collects_and_rolls_up() {
     let today = now.with_timezone(&tz).date_naive();
     let sim = WeiboSim::start_blocking(vec![Account::new(UID, WEIBO_TOKEN)]).unwrap();
     sim.set_now(now);
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_weibo")]);
-    let port = free_port();
+    let t = TestDir::new(&[bundled_plugin("tally_weibo")]);
+    let dir = t.dir.as_path();
+    let plugins = &t.plugins;
     // `weibo_followers` is declared to rename it; `weibo_total_posts` only
     // by the plugin's describe().
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let cfg = TestConfig::new(dir, plugins)
+        .county()
+        .unit("county/media", "融媒体中心")
+        .indicator("weibo_followers", "融媒体微博粉丝数", "level", "人")
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/media"
-name = "融媒体中心"
-
-[[indicators]]
-id = "weibo_followers"
-name = "融媒体微博粉丝数"
-kind = "level"
-unit = "人"
-
 [[sources]]
 id = "media-weibo"
 plugin = "weibo"
@@ -64,11 +46,10 @@ access_token = "${{env:TALLY_TEST_WEIBO_TOKEN}}"
 api_base = "{api}"
 indicators = ["weibo_total_posts", "weibo_followers"]
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             api = sim.base_url(),
-        ),
-    );
+        ));
+    let port = cfg.port();
+    let config = cfg.write();
     let env = [("TALLY_TEST_WEIBO_TOKEN", WEIBO_TOKEN)];
 
     // `check` accepts the file and prints the declaration to add, should
@@ -214,10 +195,9 @@ const TOKEN: &str = "contract-test-token";
 #[test]
 fn rate_limited_with_retry_after_waits_for_it_and_the_kind_shows_everywhere() {
     let server = RateLimiter::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_http_json")]);
-    let port = free_port();
+    let t = TestDir::new(&[bundled_plugin("tally_http_json")]);
+    let dir = t.dir.as_path();
+    let plugins = &t.plugins;
     let source = |id: &str, schedule: &str| {
         format!(
             "[[sources]]\nid = \"{id}\"\nplugin = \"http_json\"\nunit = \"county\"\nschedule = \"{schedule}\"\n\
@@ -226,40 +206,17 @@ fn rate_limited_with_retry_after_waits_for_it_and_the_kind_shows_everywhere() {
             server.url
         )
     };
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-api_token = "{TOKEN}"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "x"
-name = "计数"
-kind = "count"
-unit = "次"
-
-{limited}
-{soon}
-{busy}
-"#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-            // Every second: the schedule would run it often, if let.
-            limited = source("limited", "* * * * * *"),
-            soon = source("soon", "* * * * * *"),
-            // Once a year: only the start-up run and its retries.
-            busy = source("busy", "0 0 3 1 1 *"),
-        ),
-    );
+    let cfg = TestConfig::new(dir, plugins)
+        .daemon(&format!(r#"api_token = "{TOKEN}""#))
+        .county()
+        .indicator("x", "计数", "count", "次")
+        // Every second: the schedule would run it often, if let.
+        .toml(&source("limited", "* * * * * *"))
+        .toml(&source("soon", "* * * * * *"))
+        // Once a year: only the start-up run and its retries.
+        .toml(&source("busy", "0 0 3 1 1 *"));
+    let port = cfg.port();
+    let config = cfg.write();
     let d = TestDaemon::start(&config, port);
 
     // Without a retry-after, rate_limited is retried within the run.

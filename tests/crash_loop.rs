@@ -64,18 +64,6 @@ value = 1.0
     (write_config(dir, "tally.toml", &text), port)
 }
 
-/// A small deterministic generator (xorshift64*), so that a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
-
 fn running(d: &TestDaemon) -> bool {
     d.get("/api/v1/sources").1.contains("\"running\":true")
 }
@@ -224,13 +212,14 @@ fn fifty_kill_9s_during_collection_leave_the_store_of_an_uninterrupted_run() {
     // Killed at pseudo-random moments from its start: while it loads, while
     // the plugin sleeps, while a run commits, between runs.
     let (killed, killed_port) = config(&tmp.path().join("killed"), &plugins, from);
-    let mut rng = Rng(0x7a11_d0c5_eed5_1234);
+    // Seeded, so that a failure replays.
+    let mut rng = fastrand::Rng::with_seed(0x7a11_d0c5_eed5_1234);
     let mut mid_run = 0;
     for _ in 0..KILLS {
         let mut d = TestDaemon::start(&killed, killed_port);
-        if rng.below(3) == 0 {
+        if rng.u64(..3) == 0 {
             // Anywhere: loading, between runs, in a run.
-            std::thread::sleep(Duration::from_millis(rng.below(600)));
+            std::thread::sleep(Duration::from_millis(rng.u64(..600)));
         } else {
             // Inside a run: during the plugin's 150 ms, its commit, or just after.
             // Polled tightly: `wait_for`'s 100 ms steps would miss most of it.
@@ -239,7 +228,7 @@ fn fifty_kill_9s_during_collection_leave_the_store_of_an_uninterrupted_run() {
                 assert!(Instant::now() < deadline, "no run began:\n{}", d.log());
                 std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(rng.below(200)));
+            std::thread::sleep(Duration::from_millis(rng.u64(..200)));
         }
         // Asked just before the kill: whether it (about) interrupts a run.
         if running(&d) {

@@ -9,35 +9,16 @@ use crate::support::*;
 
 #[test]
 fn a_script_source_fills_the_summary() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_exec")]);
+    let t = TestDir::new(&[bundled_plugin("tally_exec")]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/demo-scripts/meetings.sh");
     assert!(script.is_file(), "{} is missing", script.display());
-    let port = free_port();
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let d = t
+        .config()
+        .county()
+        .unit("county/natres", "自然资源局")
+        .meetings()
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/natres"
-name = "自然资源局"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-
 [[sources]]
 id = "natres-meetings"
 plugin = "exec"
@@ -50,12 +31,9 @@ command = {script}
 timeout = "20s"
 indicators = ["meetings"]
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             script = toml_path(&script),
-        ),
-    );
-    let d = TestDaemon::start(&config, port);
+        ))
+        .start();
     d.wait_for("the start-up run of the exec source", 60, |d| {
         d.runs("natres-meetings", "success") >= 1
     });
@@ -166,28 +144,14 @@ fn the_python_example_passes_the_conformance_check() {
 #[test]
 fn the_python_example_collects_in_the_daemon() {
     let api = posts_api();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_exec")]);
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let t = TestDir::new(&[bundled_plugin("tally_exec")]);
+    let config = t
+        .config()
+        .without_listen()
+        .county()
+        .indicator("posts", "发文数", "count", "篇")
+        .toml(&format!(
             r#"
-[daemon]
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "posts"
-name = "发文数"
-kind = "count"
-unit = "篇"
-
 [[sources]]
 id = "county-posts"
 plugin = "exec"
@@ -199,38 +163,12 @@ args = [{script}]
 env = {{ POSTS_API = "{api}" }}
 indicators = ["posts"]
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             script = toml_path(&python_example()),
-        ),
-    );
-    let config = config.to_str().unwrap();
-    let out = run_tallyd(&[
-        "collect",
-        "--config",
-        config,
-        "--source",
-        "county-posts",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-05",
-    ]);
-    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("success, 5 observations"),
-        "{}",
-        stderr(&out)
-    );
-    let out = run_tallyd(&[
-        "report",
-        "--config",
-        config,
-        "--period",
-        "2026-11-01..2026-11-05",
-    ]);
-    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        ))
+        .write();
+    let log = collect(&config, "county-posts", "2026-11-01", "2026-11-05");
+    assert!(log.contains("success, 5 observations"), "{log}");
+    let report = report_json(&config, "2026-11-01..2026-11-05");
     // 1 + 2 + 3 + 4 + 5 posts.
     assert_eq!(
         report["units"][0]["values"]["posts"]["value"], 15.0,

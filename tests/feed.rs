@@ -117,7 +117,6 @@ fn setup(dir: &Path) -> (std::path::PathBuf, u16) {
         ],
     );
     let site = serve_paths(vec![("/a/rss.xml", a), ("/b/rss.xml", b)]);
-    let port = free_port();
     let mut sources = String::new();
     for (unit, path) in [("a", "/a/rss.xml"), ("b", "/b/rss.xml")] {
         for (suffix, indicator) in [("", "portal_articles"), ("-count", "portal_posts")] {
@@ -136,41 +135,15 @@ indicator = "{indicator}"
             ));
         }
     }
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/a"
-name = "甲局"
-[[units]]
-id = "county/b"
-name = "乙局"
-
-[[indicators]]
-id = "portal_articles"
-name = "门户网站信息发布数"
-kind = "distinct"
-unit = "篇"
-[[indicators]]
-id = "portal_posts"
-name = "门户网站发稿次数"
-kind = "count"
-unit = "篇"
-{sources}"#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-        ),
-    );
+    let cfg = TestConfig::new(dir, &plugins)
+        .county()
+        .unit("county/a", "甲局")
+        .unit("county/b", "乙局")
+        .indicator("portal_articles", "门户网站信息发布数", "distinct", "篇")
+        .indicator("portal_posts", "门户网站发稿次数", "count", "篇")
+        .toml(&sources);
+    let port = cfg.port();
+    let config = cfg.write();
     (config, port)
 }
 
@@ -300,16 +273,15 @@ fn gb2312_rss() -> Vec<u8> {
 
 #[test]
 fn gb2312_portals_are_counted_in_the_daemon_and_in_an_isolated_plugin() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_feed")]);
+    let t = TestDir::new(&[bundled_plugin("tally_feed")]);
+    let dir = t.dir.as_path();
+    let plugins = &t.plugins;
     // The list page's server names no charset (its <meta> does); the feed's
     // names none either (its XML declaration does).
     let site = serve_bytes(vec![
         ("/gzdt/index.html", "text/html", trs_list_page()),
         ("/tzgg/rss.xml", "application/rss+xml", gb2312_rss()),
     ]);
-    let port = free_port();
     let mut sources = String::new();
     for (unit, isolation) in [("a", ""), ("b", "isolation = \"process\"")] {
         sources.push_str(&format!(
@@ -340,42 +312,19 @@ url = "{site}/tzgg/rss.xml"
 "#
         ));
     }
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/a"
-name = "甲局"
-[[units]]
-id = "county/b"
-name = "乙局"
-
-[[indicators]]
-id = "portal_articles"
-name = "门户网站信息发布数"
-kind = "count"
-unit = "篇"
-[[indicators]]
-id = "portal_days_since_update"
-name = "门户栏目未更新天数"
-kind = "level"
-unit = "天"
-{sources}"#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-        ),
-    );
-    let d = TestDaemon::start(&config, port);
+    let cfg = TestConfig::new(dir, plugins)
+        .county()
+        .unit("county/a", "甲局")
+        .unit("county/b", "乙局")
+        .indicator("portal_articles", "门户网站信息发布数", "count", "篇")
+        .indicator(
+            "portal_days_since_update",
+            "门户栏目未更新天数",
+            "level",
+            "天",
+        )
+        .toml(&sources);
+    let d = cfg.start();
     let ids = ["a-list", "a-rss", "b-list", "b-rss"];
     d.wait_for("the start-up runs of the four feed sources", 60, |d| {
         ids.iter().all(|s| {

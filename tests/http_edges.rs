@@ -12,27 +12,8 @@ use crate::support::*;
 
 fn started(tmp: &std::path::Path) -> TestDaemon {
     let plugins = plugin_dir_with(&tmp.join("plugins"), &[bundled_plugin("tally_example")]);
-    let port = free_port();
-    let config = write_config(
-        tmp,
-        "tally.toml",
-        &format!(
-            r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-
+    let cfg = TestConfig::new(tmp, &plugins).county().meetings().toml(
+        r#"
 [[sources]]
 id = "steady"
 plugin = "example"
@@ -42,10 +23,9 @@ schedule = "0 3 * * *"
 indicator = "meetings"
 per_day = 1
 "#,
-            data = toml_path(&tmp.join("data")),
-            plugins = toml_path(&plugins),
-        ),
     );
+    let port = cfg.port();
+    let config = cfg.write();
     TestDaemon::start(&config, port)
 }
 

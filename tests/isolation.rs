@@ -27,27 +27,11 @@ fn an_isolated_plugin_that_aborts_hangs_or_blows_up_fails_only_its_run() {
         &tmp.path().join("plugins"),
         &[fixture_plugin("tally_fixture_faulty")],
     );
-    let port = free_port();
-    let mut text = format!(
-        r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "x"
-name = "计数"
-kind = "count"
-unit = "次"
-"#,
-        data = toml_path(&tmp.path().join("data")),
-        plugins = toml_path(&plugins),
-    );
+    let cfg = TestConfig::new(tmp.path(), &plugins)
+        .county()
+        .indicator("x", "计数", "count", "次");
+    let port = cfg.port();
+    let mut text = cfg.text();
     text.push_str(&source("aborts", "abort", r#"isolation = "process""#));
     text.push_str(&source("hangs", "hang", r#"isolation = "process""#));
     text.push_str(&source(

@@ -34,27 +34,14 @@ fn setup() -> Setup {
 /// A configuration on the setup's data_dir, listening on `port`, with one
 /// form source that runs at start and then once a year.
 fn config(s: &Setup, name: &str, port: u16) -> PathBuf {
-    write_config(
-        &s.dir,
-        name,
-        &format!(
+    TestConfig::new(&s.dir, &s.plugins)
+        .with_port(port)
+        .data_dir(&s.data)
+        .daemon(r#"timezone = "UTC""#)
+        .county()
+        .meetings()
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-timezone = "UTC"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-
 [[sources]]
 id = "forms"
 plugin = "csv_form"
@@ -65,11 +52,9 @@ backfill_from = "2020-01-01"
 dir = {forms}
 indicators = ["meetings"]
 "#,
-            data = toml_path(&s.data),
-            plugins = toml_path(&s.plugins),
             forms = toml_path(&s.forms),
-        ),
-    )
+        ))
+        .write_as(name)
 }
 
 /// Waits for a process that should exit by itself; kills it and fails if it

@@ -13,9 +13,9 @@ const PERIOD: &str = "2019-01-01..2025-12-31";
 
 #[test]
 fn observations_answer_pages_that_join_up_to_the_whole_figure() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
+    let t = TestDir::new(&[bundled_plugin("tally_csv_form")]);
+    let dir = t.dir.as_path();
+    let plugins = &t.plugins;
     let forms = dir.join("forms");
     std::fs::create_dir_all(&forms).unwrap();
     // One row a day: 2500 observations behind one figure of the range.
@@ -26,28 +26,12 @@ fn observations_answer_pages_that_join_up_to_the_whole_figure() {
         form.push_str(&format!("county,{day},1\n"));
     }
     std::fs::write(forms.join("all.csv"), form).unwrap();
-    let port = free_port();
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let cfg = TestConfig::new(dir, plugins)
+        .daemon(r#"timezone = "UTC""#)
+        .county()
+        .meetings()
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-timezone = "UTC"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-
 [[sources]]
 id = "forms"
 plugin = "csv_form"
@@ -58,11 +42,10 @@ backfill_from = "2019-01-01"
 dir = {forms}
 indicators = ["meetings"]
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             forms = toml_path(&forms),
-        ),
-    );
+        ));
+    let port = cfg.port();
+    let config = cfg.write();
     let cfg = config.to_str().unwrap();
     let out = run_tallyd(&[
         "collect",

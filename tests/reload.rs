@@ -15,27 +15,12 @@ const TOKEN: &str = "reload-token";
 /// fires once a day at 03:00, so within a test a source runs at start (it
 /// never succeeded) or when asked, never by the clock.
 fn config_text(port: u16, dir: &Path, plugins: &Path, sources: &[(&str, &str)]) -> String {
-    let mut text = format!(
-        r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-api_token = "{TOKEN}"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-"#,
-        data = toml_path(&dir.join("data")),
-        plugins = toml_path(plugins),
-    );
+    let mut text = TestConfig::new(dir, plugins)
+        .with_port(port)
+        .daemon(&format!(r#"api_token = "{TOKEN}""#))
+        .county()
+        .meetings()
+        .text();
     for (id, per_day) in sources {
         text.push_str(&format!(
             r#"

@@ -45,33 +45,13 @@ fn setup(reports: &str) -> Setup {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let config = write_config(
-        &dir,
-        "tally.toml",
-        &format!(
+    let cfg = TestConfig::new(&dir, &plugins)
+        .county()
+        .unit("county/a", "县甲")
+        .unit("county/b", "县乙")
+        .meetings()
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/a"
-name = "县甲"
-[[units]]
-id = "county/b"
-name = "县乙"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-
 [[sources]]
 id = "forms"
 plugin = "csv_form"
@@ -84,11 +64,10 @@ indicators = ["meetings"]
 
 {reports}
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             forms = toml_path(&dir.join("forms")),
-        ),
-    );
+        ));
+    let port = cfg.port();
+    let config = cfg.write();
     Setup {
         _tmp: tmp,
         dir,

@@ -191,72 +191,54 @@ impl Drop for TestDaemon {
     }
 }
 
-/// A minimal HTTP/1.1 GET over a fresh connection (tests need no client crate).
-pub fn get(url: &str) -> std::io::Result<(u16, String)> {
+/// An HTTP client for the tests: every status is an answer (not an error),
+/// redirects are not followed, and no connection is kept between requests, so
+/// that a test that kills and restarts the daemon never reuses a dead socket.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_idle_connections(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// `GET url`: the status and the body.
+pub fn get(url: &str) -> Result<(u16, String), ureq::Error> {
     request("GET", url, &[], "")
 }
 
-pub fn post(url: &str, headers: &[(&str, &str)]) -> std::io::Result<(u16, String)> {
+/// `POST url` with an empty body.
+pub fn post(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), ureq::Error> {
     request("POST", url, headers, "")
 }
 
+/// Any request with headers and a text body: the status and the body.
 pub fn request(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: &str,
-) -> std::io::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut conn = std::net::TcpStream::connect(host)?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+) -> Result<(u16, String), ureq::Error> {
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        builder = builder.header(*k, *v);
     }
-    req.push_str("\r\n");
-    req.push_str(body);
-    conn.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
+    // An empty body is no body: a GET carries no `Content-Length: 0`.
+    let mut response = if body.is_empty() {
+        agent().run(builder.body(())?)?
     } else {
-        body.to_owned()
+        agent().run(builder.body(body.to_owned())?)?
     };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
-    }
-    out
+    let status = response.status().as_u16();
+    // Reports and observation pages may exceed ureq's default 10 MB cap.
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_string()?;
+    Ok((status, text))
 }
 
 // ---------------------------------------------------------------------------
@@ -494,4 +476,247 @@ pub fn last_run_uncovered(source: &serde_json::Value) -> Vec<chrono::NaiveDate> 
         days.extend(a.iter_days().take_while(|d| *d <= b));
     }
     days
+}
+
+// ---------------------------------------------------------------------------
+// Test configurations: one builder for the `[daemon]` table, the unit tree,
+// the indicators and the rest, and one way to start a daemon on it.
+
+/// A test's temporary directory with its private plugin directory
+/// (`<dir>/plugins`), removed when dropped.
+pub struct TestDir {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub plugins: PathBuf,
+}
+
+impl TestDir {
+    /// A fresh directory whose plugin directory holds copies of `libs`.
+    pub fn new(libs: &[PathBuf]) -> TestDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let plugins = plugin_dir_with(&dir.join("plugins"), libs);
+        TestDir {
+            _tmp: tmp,
+            dir,
+            plugins,
+        }
+    }
+
+    /// A configuration whose daemon keeps its data in `<dir>/data` and loads
+    /// plugins from this directory's plugin directory.
+    pub fn config(&self) -> TestConfig {
+        TestConfig::new(&self.dir, &self.plugins)
+    }
+}
+
+/// A configuration file under construction. `[daemon]` gets `listen` on a
+/// free loopback port, `data_dir` and `plugin_dirs`, then any extra lines;
+/// units and indicators follow, then the rest (sources, targets, reports) as
+/// TOML text, in the order added.
+#[derive(Clone)]
+pub struct TestConfig {
+    dir: PathBuf,
+    port: Option<u16>,
+    data_dir: PathBuf,
+    plugin_dirs: Vec<PathBuf>,
+    daemon: String,
+    units: String,
+    indicators: String,
+    rest: String,
+}
+
+impl TestConfig {
+    /// A configuration written into `dir`, with data in `<dir>/data` and
+    /// the plugins of `plugins`.
+    pub fn new(dir: impl AsRef<Path>, plugins: impl AsRef<Path>) -> TestConfig {
+        let (dir, plugins) = (dir.as_ref(), plugins.as_ref());
+        TestConfig {
+            dir: dir.to_path_buf(),
+            port: Some(free_port()),
+            data_dir: dir.join("data"),
+            plugin_dirs: vec![plugins.to_path_buf()],
+            daemon: String::new(),
+            units: String::new(),
+            indicators: String::new(),
+            rest: String::new(),
+        }
+    }
+
+    /// No `listen` key: for configurations only `collect`, `report` or
+    /// `check` read, which never listen.
+    pub fn without_listen(mut self) -> Self {
+        self.port = None;
+        self
+    }
+
+    /// Listens on `port` (a restart on the same address, or a second
+    /// daemon on the same store).
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Another data directory.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = dir.to_path_buf();
+        self
+    }
+
+    /// Extra lines of the `[daemon]` table, e.g. `api_token = "..."`.
+    pub fn daemon(mut self, lines: &str) -> Self {
+        self.daemon.push_str(lines.trim());
+        self.daemon.push('\n');
+        self
+    }
+
+    /// A unit.
+    pub fn unit(self, id: &str, name: &str) -> Self {
+        self.unit_with(id, name, "")
+    }
+
+    /// A unit with more keys (e.g. `headcount = 4`).
+    pub fn unit_with(mut self, id: &str, name: &str, more: &str) -> Self {
+        self.units
+            .push_str(&format!("[[units]]\nid = \"{id}\"\nname = \"{name}\"\n"));
+        push_lines(&mut self.units, more);
+        self
+    }
+
+    /// The unit most tests collect for: `county`, 某县.
+    pub fn county(self) -> Self {
+        self.unit("county", "某县")
+    }
+
+    /// An indicator.
+    pub fn indicator(self, id: &str, name: &str, kind: &str, unit: &str) -> Self {
+        self.indicator_with(id, name, kind, unit, "")
+    }
+
+    /// An indicator with more keys (e.g. `per_capita = true`).
+    pub fn indicator_with(
+        mut self,
+        id: &str,
+        name: &str,
+        kind: &str,
+        unit: &str,
+        more: &str,
+    ) -> Self {
+        self.indicators.push_str(&format!(
+            "[[indicators]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"{kind}\"\nunit = \"{unit}\"\n"
+        ));
+        push_lines(&mut self.indicators, more);
+        self
+    }
+
+    /// The indicator most tests count: `meetings`, 会议次数, in 次.
+    pub fn meetings(self) -> Self {
+        self.indicator("meetings", "会议次数", "count", "次")
+    }
+
+    /// Any further TOML: `[[sources]]`, `[[targets]]`, `[[reports]]`, ...
+    pub fn toml(mut self, text: &str) -> Self {
+        self.rest.push('\n');
+        self.rest.push_str(text.trim_start_matches('\n'));
+        if !self.rest.ends_with('\n') {
+            self.rest.push('\n');
+        }
+        self
+    }
+
+    /// The port the daemon listens on.
+    pub fn port(&self) -> u16 {
+        self.port.expect("this configuration has no listen address")
+    }
+
+    /// The daemon's data directory.
+    pub fn data(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The configuration's text.
+    pub fn text(&self) -> String {
+        let mut text = String::from("[daemon]\n");
+        if let Some(port) = self.port {
+            text.push_str(&format!("listen = \"127.0.0.1:{port}\"\n"));
+        }
+        text.push_str(&format!("data_dir = {}\n", toml_path(&self.data_dir)));
+        let dirs: Vec<String> = self.plugin_dirs.iter().map(|d| toml_path(d)).collect();
+        text.push_str(&format!("plugin_dirs = [{}]\n", dirs.join(", ")));
+        text.push_str(&self.daemon);
+        for part in [&self.units, &self.indicators] {
+            if !part.is_empty() {
+                text.push('\n');
+                text.push_str(part);
+            }
+        }
+        text.push_str(&self.rest);
+        text
+    }
+
+    /// Writes `<dir>/tally.toml` and returns its path.
+    pub fn write(&self) -> PathBuf {
+        self.write_as("tally.toml")
+    }
+
+    /// Writes the configuration as `<dir>/<name>` and returns its path.
+    pub fn write_as(&self, name: &str) -> PathBuf {
+        write_config(&self.dir, name, &self.text())
+    }
+
+    /// Writes `<dir>/tally.toml` and starts a daemon on it.
+    pub fn start(&self) -> TestDaemon {
+        self.start_with_env(&[])
+    }
+
+    /// Writes `<dir>/tally.toml` and starts a daemon on it with extra
+    /// environment variables.
+    pub fn start_with_env(&self, envs: &[(&str, &str)]) -> TestDaemon {
+        TestDaemon::start_with_env(&self.write(), self.port(), envs)
+    }
+}
+
+fn push_lines(to: &mut String, lines: &str) {
+    let lines = lines.trim();
+    if !lines.is_empty() {
+        to.push_str(lines);
+        to.push('\n');
+    }
+}
+
+/// `tallyd collect --config <config> --source <source> --from --to`, which
+/// must succeed; answers its stderr (the run lines).
+pub fn collect(config: &Path, source: &str, from: &str, to: &str) -> String {
+    collect_env(config, source, from, to, &[])
+}
+
+/// [`collect`] with extra environment variables.
+pub fn collect_env(
+    config: &Path,
+    source: &str,
+    from: &str,
+    to: &str,
+    envs: &[(&str, &str)],
+) -> String {
+    let config = config.to_str().unwrap();
+    let out = run_tallyd_env(
+        &[
+            "collect", "--config", config, "--source", source, "--from", from, "--to", to,
+        ],
+        envs,
+    );
+    assert_eq!(exit_code(&out), 0, "collect {source}: {}", stderr(&out));
+    stderr(&out)
+}
+
+/// `tallyd report --config <config> --period <period> --format json`, which
+/// must succeed; answers the report.
+pub fn report_json(config: &Path, period: &str) -> serde_json::Value {
+    let config = config.to_str().unwrap();
+    let out = run_tallyd(&[
+        "report", "--config", config, "--period", period, "--format", "json",
+    ]);
+    assert_eq!(exit_code(&out), 0, "report {period}: {}", stderr(&out));
+    serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("report {period} is not JSON ({e}): {}", stdout(&out)))
 }

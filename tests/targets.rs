@@ -30,16 +30,13 @@ fn today() -> NaiveDate {
 }
 
 struct Setup {
-    _tmp: tempfile::TempDir,
-    config: std::path::PathBuf,
-    port: u16,
+    _dir: TestDir,
+    config: TestConfig,
 }
 
 fn setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
-    let forms = dir.join("forms");
+    let t = TestDir::new(&[bundled_plugin("tally_csv_form")]);
+    let forms = t.dir.join("forms");
     std::fs::create_dir_all(&forms).unwrap();
     let today = today();
     std::fs::write(
@@ -60,42 +57,16 @@ fn setup() -> Setup {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let config = t
+        .config()
+        .unit_with("county", "某县", "headcount = 10")
+        .unit("county/a", "县甲")
+        .unit("county/a/x", "甲下属")
+        .unit("county/b", "县乙")
+        .indicator("posts", "发文数", "count", "篇")
+        .indicator("points", "学习积分", "level", "分")
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-headcount = 10
-[[units]]
-id = "county/a"
-name = "县甲"
-[[units]]
-id = "county/a/x"
-name = "甲下属"
-[[units]]
-id = "county/b"
-name = "县乙"
-
-[[indicators]]
-id = "posts"
-name = "发文数"
-kind = "count"
-unit = "篇"
-[[indicators]]
-id = "points"
-name = "学习积分"
-kind = "level"
-unit = "分"
-
 [[targets]]
 indicator = "posts"
 per = "unit"
@@ -121,16 +92,9 @@ backfill_from = "2025-04-01"
 dir = {forms}
 indicators = ["posts", "points"]
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             forms = toml_path(&forms),
-        ),
-    );
-    Setup {
-        _tmp: tmp,
-        config,
-        port,
-    }
+        ));
+    Setup { _dir: t, config }
 }
 
 fn cell<'a>(summary: &'a Value, unit: &str, indicator: &str) -> &'a Value {
@@ -165,7 +129,7 @@ fn started(d: &TestDaemon) {
 #[test]
 fn summary_gives_targets_rank_and_change() {
     let s = setup();
-    let d = TestDaemon::start(&s.config, s.port);
+    let d = s.config.start();
     started(&d);
     let q3 = d.get_json("/api/v1/summary?period=2025-Q3");
 
@@ -236,7 +200,7 @@ fn summary_gives_targets_rank_and_change() {
 #[test]
 fn metrics_give_target_ratios_of_the_current_windows() {
     let s = setup();
-    let d = TestDaemon::start(&s.config, s.port);
+    let d = s.config.start();
     started(&d);
     let ratio = |unit: &str, indicator: &str, window: &str| {
         d.sample(
@@ -272,7 +236,7 @@ fn metrics_give_target_ratios_of_the_current_windows() {
 #[test]
 fn observations_trace_a_figure_to_its_source_and_run() {
     let s = setup();
-    let mut d = TestDaemon::start(&s.config, s.port);
+    let mut d = s.config.start();
     started(&d);
     let e = d.get_json("/api/v1/observations?unit=county/a&indicator=points&period=2025-Q3");
     assert_eq!(e["unit"], "county/a");
@@ -345,7 +309,8 @@ fn observations_trace_a_figure_to_its_source_and_run() {
     d.terminate();
 
     // The same from the command line, as a table and as JSON.
-    let config = s.config.to_str().unwrap();
+    let path = s.config.write();
+    let config = path.to_str().unwrap();
     let args = [
         "report",
         "--config",
@@ -422,10 +387,8 @@ fn observations_trace_a_figure_to_its_source_and_run() {
 /// └── county/b        m3: 2000 → 5236
 /// ```
 fn ytd_setup() -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
-    let forms = dir.join("forms");
+    let t = TestDir::new(&[bundled_plugin("tally_csv_form")]);
+    let forms = t.dir.join("forms");
     std::fs::create_dir_all(&forms).unwrap();
     let today = today();
     std::fs::write(
@@ -445,37 +408,21 @@ fn ytd_setup() -> Setup {
         ),
     )
     .unwrap();
-    let port = free_port();
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let config = t
+        .config()
+        .county()
+        .unit("county/a", "县甲")
+        .unit("county/a/x", "甲下属")
+        .unit("county/b", "县乙")
+        .indicator_with(
+            "points",
+            "学习积分",
+            "level",
+            "分",
+            r#"accumulates = "year""#,
+        )
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/a"
-name = "县甲"
-[[units]]
-id = "county/a/x"
-name = "甲下属"
-[[units]]
-id = "county/b"
-name = "县乙"
-
-[[indicators]]
-id = "points"
-name = "学习积分"
-kind = "level"
-unit = "分"
-accumulates = "year"
-
 [[targets]]
 indicator = "points"
 per = "entity"
@@ -492,22 +439,15 @@ backfill_from = "2025-01-01"
 dir = {forms}
 indicators = ["points"]
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             forms = toml_path(&forms),
-        ),
-    );
-    Setup {
-        _tmp: tmp,
-        config,
-        port,
-    }
+        ));
+    Setup { _dir: t, config }
 }
 
 #[test]
 fn a_year_to_date_target_is_met_against_the_yearly_minimum_at_the_periods_end() {
     let s = ytd_setup();
-    let mut d = TestDaemon::start(&s.config, s.port);
+    let mut d = s.config.start();
     d.wait_for("the start-up run and the metrics after it", 30, |d| {
         d.sample(
             "tally_target_ratio",
@@ -593,11 +533,12 @@ fn a_year_to_date_target_is_met_against_the_yearly_minimum_at_the_periods_end() 
     d.terminate();
 
     // The XLSX a clerk hands on, from the command line.
-    let out = s.config.with_file_name("2025-Q3.xlsx");
+    let path = s.config.write();
+    let out = path.with_file_name("2025-Q3.xlsx");
     let o = run_tallyd(&[
         "report",
         "--config",
-        s.config.to_str().unwrap(),
+        path.to_str().unwrap(),
         "--period",
         "2025-Q3",
         "--format",

@@ -5,8 +5,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
-
 use crate::support::*;
 
 /// A daily statistics API on 127.0.0.1 answering `?day=YYYY-MM-DD` with
@@ -122,25 +120,12 @@ fn a_generated_plugin_builds_tests_and_collects_as_generated() {
     }
 
     let api = stats_api();
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let config = TestConfig::new(dir, &plugins)
+        .without_listen()
+        .county()
+        .indicator("items", "Items", "count", "items")
+        .toml(&format!(
             r#"
-[daemon]
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "items"
-name = "Items"
-kind = "count"
-unit = "items"
-
 [[sources]]
 id = "county-stats"
 plugin = "gov_template_check"
@@ -148,40 +133,12 @@ unit = "county"
 schedule = "0 0 3 * * *"
 [sources.settings]
 url = "{api}"
-"#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-        ),
-    );
-    let config = config.to_str().unwrap();
-    let out = run_tallyd(&[
-        "collect",
-        "--config",
-        config,
-        "--source",
-        "county-stats",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-03",
-    ]);
-    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("success, 3 observations"),
-        "{}",
-        stderr(&out)
-    );
-    let out = run_tallyd(&[
-        "report",
-        "--config",
-        config,
-        "--period",
-        "2026-11-01..2026-11-03",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
-    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+"#
+        ))
+        .write();
+    let log = collect(&config, "county-stats", "2026-11-01", "2026-11-03");
+    assert!(log.contains("success, 3 observations"), "{log}");
+    let report = report_json(&config, "2026-11-01..2026-11-03");
     // 10 + 20 + 30.
     assert_eq!(
         report["units"][0]["values"]["items"]["value"], 60.0,

@@ -14,38 +14,15 @@ const TOKEN: &str = "values-test-token";
 /// A daemon configuration: a county of two bureaus, a `meetings` count, and
 /// `sources` as given (TOML, with `{plugins}`-relative paths already filled).
 fn config(dir: &Path, port: u16, plugins: &Path, sources: &str) -> PathBuf {
-    write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-timezone = "UTC"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-api_token = "{TOKEN}"
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/a"
-name = "县甲"
-[[units]]
-id = "county/b"
-name = "县乙"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-{sources}"#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(plugins),
-        ),
-    )
+    TestConfig::new(dir, plugins)
+        .with_port(port)
+        .daemon(&format!("timezone = \"UTC\"\napi_token = \"{TOKEN}\""))
+        .county()
+        .unit("county/a", "县甲")
+        .unit("county/b", "县乙")
+        .meetings()
+        .toml(sources)
+        .write()
 }
 
 /// An `exec` source running `script` (written into `dir`) for `county/a`.

@@ -78,76 +78,59 @@ fn a_quarter_from_the_wechat_api_adds_up_and_failures_keep_the_secret() {
     let wechat = WechatSim::start_blocking(vec![Account::new(APPID, SECRET)]);
     let (label, first, last) = last_complete_quarter();
 
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_wechat")]);
-    let port = free_port();
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let t = TestDir::new(&[bundled_plugin("tally_wechat")]);
+    let dir = t.dir.as_path();
+    let plugins = &t.plugins;
+    let cfg = TestConfig::new(dir, plugins)
+        .daemon(r#"api_token = "${env:TALLY_TEST_API_TOKEN}""#)
+        .county()
+        .indicator("wechat_posts", "微信公众号发文篇数", "count", "篇")
+        .indicator("wechat_readers", "微信公众号阅读人数", "count", "人")
+        .indicator("wechat_followers", "微信公众号粉丝数", "level", "人")
+        .indicator(
+            "wechat_new_followers",
+            "微信公众号新增粉丝数",
+            "count",
+            "人",
+        )
+        .indicator(
+            "wechat_cancelled_followers",
+            "微信公众号取消关注人数",
+            "count",
+            "人",
+        )
+        .indicator(
+            "wechat_posts_mass",
+            "微信公众号群发篇数（已通知）",
+            "count",
+            "篇",
+        )
+        .indicator(
+            "wechat_posts_published",
+            "微信公众号发布篇数（未通知）",
+            "count",
+            "篇",
+        )
+        .indicator(
+            "wechat_shares",
+            "微信公众号分享人次（按日累加）",
+            "count",
+            "人次",
+        )
+        .indicator(
+            "wechat_article_readers",
+            "微信公众号文章累计阅读人数（按发文日）",
+            "level",
+            "人",
+        )
+        .indicator(
+            "wechat_articles_100k",
+            "微信公众号阅读10万+文章篇数（按阅读人数）",
+            "level",
+            "篇",
+        )
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-api_token = "${{env:TALLY_TEST_API_TOKEN}}"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "wechat_posts"
-name = "微信公众号发文篇数"
-kind = "count"
-unit = "篇"
-[[indicators]]
-id = "wechat_readers"
-name = "微信公众号阅读人数"
-kind = "count"
-unit = "人"
-[[indicators]]
-id = "wechat_followers"
-name = "微信公众号粉丝数"
-kind = "level"
-unit = "人"
-[[indicators]]
-id = "wechat_new_followers"
-name = "微信公众号新增粉丝数"
-kind = "count"
-unit = "人"
-[[indicators]]
-id = "wechat_cancelled_followers"
-name = "微信公众号取消关注人数"
-kind = "count"
-unit = "人"
-[[indicators]]
-id = "wechat_posts_mass"
-name = "微信公众号群发篇数（已通知）"
-kind = "count"
-unit = "篇"
-[[indicators]]
-id = "wechat_posts_published"
-name = "微信公众号发布篇数（未通知）"
-kind = "count"
-unit = "篇"
-[[indicators]]
-id = "wechat_shares"
-name = "微信公众号分享人次（按日累加）"
-kind = "count"
-unit = "人次"
-[[indicators]]
-id = "wechat_article_readers"
-name = "微信公众号文章累计阅读人数（按发文日）"
-kind = "level"
-unit = "人"
-[[indicators]]
-id = "wechat_articles_100k"
-name = "微信公众号阅读10万+文章篇数（按阅读人数）"
-kind = "level"
-unit = "篇"
-
 [[sources]]
 id = "wechat-county"
 plugin = "wechat"
@@ -163,11 +146,10 @@ indicators = ["wechat_posts", "wechat_readers", "wechat_followers", "wechat_new_
               "wechat_cancelled_followers", "wechat_posts_mass", "wechat_posts_published",
               "wechat_shares", "wechat_article_readers", "wechat_articles_100k"]
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             api = wechat.base_url(),
-        ),
-    );
+        ));
+    let port = cfg.port();
+    let config = cfg.write();
     let d = TestDaemon::start_with_env(
         &config,
         port,
@@ -357,36 +339,26 @@ fn a_daemon_run_before_eight_in_its_zone_leaves_yesterday_out() {
     let before = yesterday - chrono::Days::new(1);
     let from = yesterday - chrono::Days::new(6);
 
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_wechat")]);
-    let port = free_port();
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+    let t = TestDir::new(&[bundled_plugin("tally_wechat")]);
+    let dir = t.dir.as_path();
+    let plugins = &t.plugins;
+    let cfg = TestConfig::new(dir, plugins)
+        .daemon(&format!(r#"timezone = "{}""#, zone.name()))
+        .county()
+        .indicator(
+            "wechat_readers",
+            "微信公众号图文阅读人次（每日阅读人数按日累加）",
+            "count",
+            "人次",
+        )
+        .indicator(
+            "wechat_new_followers",
+            "微信公众号新增粉丝数",
+            "count",
+            "人",
+        )
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-timezone = "{zone}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "wechat_readers"
-name = "微信公众号图文阅读人次（每日阅读人数按日累加）"
-kind = "count"
-unit = "人次"
-[[indicators]]
-id = "wechat_new_followers"
-name = "微信公众号新增粉丝数"
-kind = "count"
-unit = "人"
-
 [[sources]]
 id = "wechat-county"
 plugin = "wechat"
@@ -400,12 +372,10 @@ secret = "${{env:TALLY_TEST_WECHAT_SECRET}}"
 api_base = "{api}"
 indicators = ["wechat_readers", "wechat_new_followers"]
 "#,
-            zone = zone.name(),
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
             api = wechat.base_url(),
-        ),
-    );
+        ));
+    let port = cfg.port();
+    let config = cfg.write();
     let d = TestDaemon::start_with_env(&config, port, &[("TALLY_TEST_WECHAT_SECRET", SECRET)]);
     d.wait_for("the start-up run of wechat-county", 90, |d| {
         d.runs("wechat-county", "success") >= 1

@@ -73,10 +73,9 @@ fn weibo_source_counts_what_it_can_measure_and_reports_its_token() {
         .map(|p| engagement(p, now).2)
         .sum();
 
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_weibo")]);
-    let port = free_port();
+    let t = TestDir::new(&[bundled_plugin("tally_weibo")]);
+    let dir = t.dir.as_path();
+    let plugins = &t.plugins;
     let mut indicators = String::new();
     for (id, name, kind, unit) in [
         ("weibo_posts", "微博发博数", "count", "条"),
@@ -91,26 +90,14 @@ fn weibo_source_counts_what_it_can_measure_and_reports_its_token() {
             "[[indicators]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"{kind}\"\nunit = \"{unit}\"\n"
         ));
     }
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-timezone = "Asia/Shanghai"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-api_token = "test-token"
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "town"
-name = "某镇"
-
-{indicators}
+    let cfg = TestConfig::new(dir, plugins)
+.daemon(r#"timezone = "Asia/Shanghai"
+api_token = "test-token""#)
+.county()
+.unit("town", "某镇")
+.toml(&indicators)
+.toml(&format!(
+r#"
 [[sources]]
 id = "county-weibo"
 plugin = "weibo"
@@ -138,12 +125,9 @@ uid = "{OTHER_UID}"
 access_token = "${{env:TALLY_TEST_WEIBO_TOKEN}}"
 api_base = "{api}"
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-            api = sim.base_url(),
-        ),
-    );
-    let d = TestDaemon::start_with_env(&config, port, &[("TALLY_TEST_WEIBO_TOKEN", TOKEN)]);
+api = sim.base_url(),
+));
+    let d = cfg.start_with_env(&[("TALLY_TEST_WEIBO_TOKEN", TOKEN)]);
     d.wait_for("the start-up run to succeed", 60, |d| {
         d.source("county-weibo")["last_success"].is_string()
     });

@@ -24,64 +24,47 @@ fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
     u["values"][indicator]["value"].clone()
 }
 
-#[test]
-fn an_imported_sheet_sums_per_unit_in_the_year() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_xuexi")]);
-    let drop = dir.join("xuexi");
-    std::fs::create_dir_all(&drop).unwrap();
-    let (gbk, _, _) = encoding_rs::GBK.encode(SHEET);
-    std::fs::write(drop.join("积分2026-11.csv"), &gbk).unwrap();
-    let port = free_port();
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
+/// The county with two offices (one known by its party branch's name), the
+/// two xuexi indicators, and a `xuexi` source over `drop` with `more` keys.
+fn xuexi_config(t: &TestDir, drop: &std::path::Path, more: &str) -> TestConfig {
+    t.config()
+        .county()
+        .unit_with(
+            "county/natres",
+            "自然资源局",
+            r#"aliases = ["某县自然资源局党支部"]"#,
+        )
+        .unit("county/edu", "教育局")
+        .indicator("xuexi_points", "学习强国积分", "level", "分")
+        .indicator("xuexi_members", "学习强国学员数", "level", "人")
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/natres"
-name = "自然资源局"
-aliases = ["某县自然资源局党支部"]
-[[units]]
-id = "county/edu"
-name = "教育局"
-
-[[indicators]]
-id = "xuexi_points"
-name = "学习强国积分"
-kind = "level"
-unit = "分"
-[[indicators]]
-id = "xuexi_members"
-name = "学习强国学员数"
-kind = "level"
-unit = "人"
-
 [[sources]]
 id = "xuexi"
 plugin = "xuexi"
 units = ["county"]
 schedule = "0 0 3 * * *"
-backfill_from = "2026-11-01"
-lookback_days = 400
+{more}
 [sources.settings]
 dir = {drop}
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-            drop = toml_path(&drop),
-        ),
-    );
-    let d = TestDaemon::start(&config, port);
+            drop = toml_path(drop),
+        ))
+}
+
+#[test]
+fn an_imported_sheet_sums_per_unit_in_the_year() {
+    let t = TestDir::new(&[bundled_plugin("tally_xuexi")]);
+    let drop = t.dir.join("xuexi");
+    std::fs::create_dir_all(&drop).unwrap();
+    let (gbk, _, _) = encoding_rs::GBK.encode(SHEET);
+    std::fs::write(drop.join("积分2026-11.csv"), &gbk).unwrap();
+    let d = xuexi_config(
+        &t,
+        &drop,
+        "backfill_from = \"2026-11-01\"\nlookback_days = 400",
+    )
+    .start();
     d.wait_for("the start-up run of the xuexi source", 60, |d| {
         d.runs("xuexi", "success") >= 1
     });
@@ -137,71 +120,15 @@ fn write_september(path: &std::path::Path) {
 
 #[test]
 fn a_backfill_of_the_third_quarter_stores_each_sheet_on_the_day_it_says() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_xuexi")]);
-    let drop = dir.join("xuexi");
+    let t = TestDir::new(&[bundled_plugin("tally_xuexi")]);
+    let drop = t.dir.join("xuexi");
     std::fs::create_dir_all(&drop).unwrap();
     let (gbk, _, _) = encoding_rs::GBK.encode(JUNE);
     std::fs::write(drop.join("积分-二季度.csv"), &gbk).unwrap();
     write_september(&drop.join("学习积分_20260930.xlsx"));
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            r#"
-[daemon]
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/natres"
-name = "自然资源局"
-aliases = ["某县自然资源局党支部"]
-[[units]]
-id = "county/edu"
-name = "教育局"
-
-[[indicators]]
-id = "xuexi_points"
-name = "学习强国积分"
-kind = "level"
-unit = "分"
-[[indicators]]
-id = "xuexi_members"
-name = "学习强国学员数"
-kind = "level"
-unit = "人"
-
-[[sources]]
-id = "xuexi"
-plugin = "xuexi"
-units = ["county"]
-schedule = "0 0 3 * * *"
-[sources.settings]
-dir = {drop}
-"#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-            drop = toml_path(&drop),
-        ),
-    );
-    let config = config.to_str().unwrap();
-    let collect = |from: &str, to: &str| {
-        let out = run_tallyd(&[
-            "collect", "--config", config, "--source", "xuexi", "--from", from, "--to", to,
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        stderr(&out)
-    };
-    let report = |period: &str| -> Value {
-        let out = run_tallyd(&["report", "--config", config, "--period", period]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_str(&stdout(&out)).unwrap()
-    };
+    let config = xuexi_config(&t, &drop, "").without_listen().write();
+    let collect = |from: &str, to: &str| collect(&config, "xuexi", from, to);
+    let report = |period: &str| report_json(&config, period);
 
     // The backfill of Q3: September's sheet lands on 2026-09-30; June's is
     // outside every chunk, and the warnings say which date it has.
@@ -225,7 +152,7 @@ dir = {drop}
     let out = run_tallyd(&[
         "report",
         "--config",
-        config,
+        config.to_str().unwrap(),
         "--period",
         "2026-Q3",
         "--unit",

@@ -525,7 +525,7 @@ impl Config {
     ///
     /// ```
     /// use std::path::Path;
-    /// use tally::config::Config;
+    /// use tally_config::Config;
     /// assert_eq!(
     ///     Config::default_plugin_dir(Path::new("/opt/tally/bin")),
     ///     Path::new("/opt/tally/lib/tally/plugins")
@@ -1597,44 +1597,18 @@ fn is_source_id(id: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// A duration such as `500ms`, `60s`, `5m`, `1h30m` or `1d`: numbers with units,
-/// largest first is customary but not required.
+/// A duration in `humantime`'s grammar, the one the exec plugin reads too:
+/// numbers with units (`500ms`, `60s`, `5m`, `1h30m`, `1h 30m`, `1.5h`, `1d`),
+/// longer than zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     const EXPECTED: &str =
         "expected numbers with units ms, s, m, h or d, e.g. \"60s\", \"5m\", \"1h30m\", \"500ms\"";
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(EXPECTED.to_owned());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let unit_len = rest[digits..]
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        let (number, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
-        let Ok(number) = number.parse::<u64>() else {
-            return Err(EXPECTED.to_owned());
-        };
-        let millis_per = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(EXPECTED.to_owned()),
-        };
-        let part = number
-            .checked_mul(millis_per)
-            .ok_or_else(|| "too long".to_owned())?;
-        total += Duration::from_millis(part);
-        rest = &rest[digits + unit_len..];
-    }
-    if total.is_zero() {
+    let duration =
+        humantime::parse_duration(text.trim()).map_err(|e| format!("{EXPECTED} ({e})"))?;
+    if duration.is_zero() {
         return Err("must be longer than 0".to_owned());
     }
-    Ok(total)
+    Ok(duration)
 }
 
 /// `backfill_from`: a TOML date (`2026-01-01`) or a string `"2026-01-01"`.

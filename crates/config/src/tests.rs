@@ -394,6 +394,10 @@ fn durations() {
         ("1h30m", 5_400_000),
         ("500ms", 500),
         ("1d", 86_400_000),
+        // humantime's spaces, long names and fractions.
+        ("1h 30m", 5_400_000),
+        ("2 hours", 7_200_000),
+        ("1.5s", 1_500),
     ] {
         assert_eq!(
             parse_duration(text),
@@ -401,7 +405,7 @@ fn durations() {
             "{text}"
         );
     }
-    for text in ["", "5", "5x", "m", "1.5s", "-1s", "0s"] {
+    for text in ["", "5", "5x", "m", "-1s", "0s", "0ms"] {
         assert!(parse_duration(text).is_err(), "{text}");
     }
     check_err(

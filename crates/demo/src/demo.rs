@@ -309,11 +309,10 @@ pub fn demo_config(
 
 /// A number that looks like activity, the same on every run for a unit and day.
 fn activity(seed: &str, day: NaiveDate, spread: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.bytes().chain(day.to_string().bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(format!("{seed}{day}").as_bytes());
+    let h = h.finish();
     // Fewer posts at weekends, as in real offices.
     let weekend = matches!(day.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun);
     let v = h % spread;

@@ -15,7 +15,7 @@ use std::fmt;
 /// of other crates show their source as their own message.
 ///
 /// ```
-/// use tally::domain::ErrorChain;
+/// use tally_domain::ErrorChain;
 /// #[derive(Debug, thiserror::Error)]
 /// #[error("cannot open the store")]
 /// struct Open(#[source] std::io::Error);

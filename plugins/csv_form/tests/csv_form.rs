@@ -61,22 +61,7 @@ fn run(dir: &Path, extra: serde_json::Value) -> Result<CollectResponse, Error> {
     Harness::<CsvForm>::create(settings, TestHost::new())?.collect(&request())
 }
 
-/// Observations as `unit indicator entity day value` lines.
-fn lines(out: &CollectResponse) -> Vec<String> {
-    out.observations
-        .iter()
-        .map(|o| {
-            format!(
-                "{} {} {} {} {}",
-                o.unit.as_deref().unwrap_or("-"),
-                o.indicator,
-                if o.entity.is_empty() { "-" } else { &o.entity },
-                o.day,
-                o.value
-            )
-        })
-        .collect()
-}
+use tally_plugin::testkit::observation_lines as lines;
 
 #[test]
 fn utf8_with_bom_title_row_and_unit_suffixes() {

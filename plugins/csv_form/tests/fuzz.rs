@@ -141,41 +141,9 @@ const CELLS: &[&str] = &[
     "张三",
 ];
 
-/// A cell: mostly from the pool above, sometimes any text.
-fn cell() -> impl Strategy<Value = String> {
-    prop_oneof![
-        4 => prop::sample::select(CELLS).prop_map(str::to_owned),
-        1 => any::<String>(),
-    ]
-}
-
-fn header() -> impl Strategy<Value = String> {
-    prop_oneof![
-        4 => prop::sample::select(HEADERS).prop_map(str::to_owned),
-        1 => any::<String>(),
-    ]
-}
-
-/// CSV text with a header (and maybe a title row) and rows of random cells.
+/// A sheet as a unit exports it, from the pools above.
 fn structured_csv() -> impl Strategy<Value = String> {
-    (
-        prop::bool::ANY,
-        prop::collection::vec(header(), 0..7),
-        prop::collection::vec(prop::collection::vec(cell(), 0..8), 0..12),
-    )
-        .prop_map(|(title, headers, rows)| {
-            let mut w = csv::WriterBuilder::new()
-                .flexible(true)
-                .from_writer(Vec::new());
-            if title {
-                w.write_record(["某县会议统计表"]).unwrap();
-            }
-            w.write_record(&headers).unwrap();
-            for r in &rows {
-                w.write_record(r).unwrap();
-            }
-            String::from_utf8(w.into_inner().unwrap()).unwrap()
-        })
+    tally_tables::testing::structured_csv("某县会议统计表", HEADERS, CELLS)
 }
 
 /// A small valid workbook, to mutate: deeper into the XLSX reader than random bytes.

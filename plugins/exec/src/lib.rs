@@ -21,7 +21,8 @@
 //! - `env`: extra environment variables (values may be `${env:...}` secrets:
 //!   they are never logged). The program also inherits the daemon's
 //!   environment.
-//! - `timeout`: how long the program may run, `500ms`, `30s`, `5m` or `1h`;
+//! - `timeout`: how long the program may run, `500ms`, `30s`, `5m` or `1h30m`
+//!   (the daemon's duration grammar);
 //!   default `30s`. Then it is killed with everything it started.
 //! - `indicators` (required): the indicator ids the program prints; a line
 //!   with another indicator is skipped with a warning.
@@ -81,7 +82,7 @@ pub struct Settings {
     /// Extra environment variables (values may be `${env:...}` secrets).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// How long the program may run: `500ms`, `30s`, `5m` or `1h`; default `30s`.
+    /// How long the program may run, a duration as the configuration writes them (`500ms`, `30s`, `5m`, `1h30m`; see "Durations" in configuration.md); default `30s`.
     #[serde(default)]
     pub timeout: Option<String>,
     /// The indicator ids the program prints.
@@ -136,7 +137,7 @@ impl Plugin for Exec {
             None => Duration::from_secs(30),
             Some(t) => parse_duration(t).ok_or_else(|| {
                 Error::settings(format!(
-                    "timeout: `{t}` is not a duration such as `500ms`, `30s`, `5m` or `1h`"
+                    "timeout: `{t}` is not a duration such as `500ms`, `30s`, `5m` or `1h30m`"
                 ))
             })?,
         };
@@ -497,19 +498,12 @@ fn snippet(text: &str) -> String {
     }
 }
 
-/// `500ms`, `30s`, `5m`, `1h`; more than zero.
+/// A duration in `humantime`'s grammar, as the daemon's configuration reads
+/// its own (`500ms`, `30s`, `5m`, `1h30m`, `1d`); more than zero.
 fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit())?;
-    let n: u64 = t[..split].parse().ok()?;
-    let d = match t[split..].trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60)?),
-        "h" => Duration::from_secs(n.checked_mul(3600)?),
-        _ => return None,
-    };
-    Some(d).filter(|d| !d.is_zero())
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 fn show_duration(d: Duration) -> String {
@@ -536,7 +530,11 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration(" 5m "), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        for bad in ["0s", "30", "s", "1.5s", "-1s", "10d"] {
+        // The configuration's forms: several units, days, fractions.
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        for bad in ["0s", "30", "s", "-1s", "5x", ""] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
         assert_eq!(show_duration(Duration::from_millis(300)), "300ms");

@@ -62,21 +62,7 @@ fn run(settings: Value, req: &CollectRequest) -> (Result<CollectResponse, Error>
     (out, p.host().clone())
 }
 
-fn lines(out: &CollectResponse) -> Vec<String> {
-    out.observations
-        .iter()
-        .map(|o| {
-            format!(
-                "{} {} {} {} {}",
-                o.unit.as_deref().unwrap_or("-"),
-                o.indicator,
-                if o.entity.is_empty() { "-" } else { &o.entity },
-                o.day,
-                o.value
-            )
-        })
-        .collect()
-}
+use tally_plugin::testkit::observation_lines as lines;
 
 #[test]
 fn prints_observations_for_the_window_from_arguments_and_environment() {
@@ -358,7 +344,7 @@ fn settings_are_checked() {
     let e = err(json!({"command": "/bin/true", "indicators": ["meetings"], "timeout": "30"}));
     assert_eq!(
         e.message,
-        "timeout: `30` is not a duration such as `500ms`, `30s`, `5m` or `1h`"
+        "timeout: `30` is not a duration such as `500ms`, `30s`, `5m` or `1h30m`"
     );
     let e = err(json!({"command": "", "indicators": ["meetings"]}));
     assert_eq!(e.message, "command: must name the program to run");

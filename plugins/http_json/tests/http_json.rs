@@ -53,22 +53,7 @@ fn run(settings: Value, host: TestHost) -> Result<CollectResponse, Error> {
     create(settings, host).collect(&request())
 }
 
-/// Observations as `unit indicator entity day value` lines, for short assertions.
-fn lines(out: &CollectResponse) -> Vec<String> {
-    out.observations
-        .iter()
-        .map(|o| {
-            format!(
-                "{} {} {} {} {}",
-                o.unit.as_deref().unwrap_or("-"),
-                o.indicator,
-                if o.entity.is_empty() { "-" } else { &o.entity },
-                o.day,
-                o.value
-            )
-        })
-        .collect()
-}
+use tally_plugin::testkit::observation_lines as lines;
 
 #[test]
 fn values_mode_reads_single_values_for_the_last_day() {

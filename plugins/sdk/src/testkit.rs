@@ -609,3 +609,30 @@ pub fn assert_kind<T: std::fmt::Debug>(result: Result<T, Error>, kind: ErrorKind
         ),
     }
 }
+
+/// A run's observations as `unit indicator entity day value` lines (`-` for
+/// no unit or no entity), for short assertions on what a plugin answered.
+///
+/// ```
+/// use tally_plugin::testkit::observation_lines;
+/// use tally_plugin::{CollectResponse, Observation};
+/// let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+/// let mut out = CollectResponse::default();
+/// out.observations.push(Observation::new("posts", day, 3.0).unit("county"));
+/// assert_eq!(observation_lines(&out), ["county posts - 2026-11-02 3"]);
+/// ```
+pub fn observation_lines(out: &CollectResponse) -> Vec<String> {
+    out.observations
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {} {} {} {}",
+                o.unit.as_deref().unwrap_or("-"),
+                o.indicator,
+                if o.entity.is_empty() { "-" } else { &o.entity },
+                o.day,
+                o.value
+            )
+        })
+        .collect()
+}

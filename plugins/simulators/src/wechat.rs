@@ -82,12 +82,10 @@ pub fn max_span(endpoint: &str) -> Option<i64> {
 
 /// FNV-1a: stable across platforms and Rust versions, unlike `DefaultHasher`.
 fn hash(appid: &str, day: NaiveDate, what: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{appid}|{day}|{what}").bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(format!("{appid}|{day}|{what}").as_bytes());
+    h.finish()
 }
 
 /// Articles published on `day` (0 to 3, in one publication).

@@ -134,13 +134,10 @@ impl Account {
     }
 }
 
-/// A 64-bit mix (splitmix64), so that the data looks irregular but is the
-/// same on every run and machine.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D1_049B_B133_111B);
-    x ^ (x >> 31)
+/// A 64-bit mix: the first draw of the seeded PRNG, so that the data looks
+/// irregular but is the same on every run and machine.
+fn mix(x: u64) -> u64 {
+    fastrand::Rng::with_seed(x).u64(..)
 }
 
 fn day_hash(uid: u64, day: NaiveDate) -> u64 {

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use calamine::{Data, Reader, Xlsx};
 
 mod dates;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub use dates::{Dated, Origin, Said, date_in_file_name, date_in_text, date_in_title, sheet_date};
 
 /// How CSV bytes are decoded.

@@ -849,9 +849,10 @@ fn parse_day(text: &str) -> Option<NaiveDate> {
 /// a few hundred files is about 1 in 10^14, and no unsalted hash of any kind
 /// hides a masked phone number from someone who enumerates them.
 fn fnv64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
 }
 
 export_plugin!(Xuexi);

@@ -124,41 +124,9 @@ const CELLS: &[&str] = &[
     "\"",
 ];
 
-fn cell() -> impl Strategy<Value = String> {
-    prop_oneof![
-        4 => prop::sample::select(CELLS).prop_map(str::to_owned),
-        1 => any::<String>(),
-    ]
-}
-
-fn header() -> impl Strategy<Value = String> {
-    prop_oneof![
-        4 => prop::sample::select(HEADERS).prop_map(str::to_owned),
-        1 => any::<String>(),
-    ]
-}
-
-/// A points sheet: maybe a title row, a header, rows of random cells.
+/// A sheet as a unit exports it, from the pools above.
 fn structured_csv() -> impl Strategy<Value = String> {
-    (
-        prop::bool::ANY,
-        prop::collection::vec(header(), 0..7),
-        prop::collection::vec(prop::collection::vec(cell(), 0..8), 0..12),
-    )
-        .prop_map(|(title, headers, rows)| {
-            let mut w = csv::WriterBuilder::new()
-                .flexible(true)
-                .from_writer(Vec::new());
-            if title {
-                w.write_record(["某县学习强国积分统计（2026年11月）"])
-                    .unwrap();
-            }
-            w.write_record(&headers).unwrap();
-            for r in &rows {
-                w.write_record(r).unwrap();
-            }
-            String::from_utf8(w.into_inner().unwrap()).unwrap()
-        })
+    tally_tables::testing::structured_csv("某县学习强国积分统计（2026年11月）", HEADERS, CELLS)
 }
 
 fn points_mode() -> impl Strategy<Value = &'static str> {

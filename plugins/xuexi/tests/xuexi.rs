@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde_json::json;
 use tally_plugin::testkit::{Harness, TestHost};
-use tally_plugin::{CollectRequest, CollectResponse, ErrorKind, UnitRef, Window};
+use tally_plugin::{CollectRequest, ErrorKind, UnitRef, Window};
 use tally_xuexi::Xuexi;
 
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -49,22 +49,7 @@ fn plugin(dir: &Path, host: TestHost) -> Harness<Xuexi> {
     Harness::<Xuexi>::create(json!({"dir": dir}), host).unwrap()
 }
 
-/// Observations as `unit indicator entity day value` lines.
-fn lines(out: &CollectResponse) -> Vec<String> {
-    out.observations
-        .iter()
-        .map(|o| {
-            format!(
-                "{} {} {} {} {}",
-                o.unit.as_deref().unwrap_or("-"),
-                o.indicator,
-                if o.entity.is_empty() { "-" } else { &o.entity },
-                o.day,
-                o.value
-            )
-        })
-        .collect()
-}
+use tally_plugin::testkit::observation_lines as lines;
 
 fn gbk(text: &str) -> Vec<u8> {
     let (bytes, _, unmappable) = encoding_rs::GBK.encode(text);
