@@ -22,7 +22,11 @@ fn tallyd_carries_no_simulator_and_no_demo_token() {
     assert!(contains(&demo, "tally_simulators"), "{}", demo.display());
     assert!(contains(&demo, "demo-token"), "{}", demo.display());
     let tallyd = tallyd();
-    assert!(!contains(&tallyd, "tally_simulators"), "{}", tallyd.display());
+    assert!(
+        !contains(&tallyd, "tally_simulators"),
+        "{}",
+        tallyd.display()
+    );
     assert!(!contains(&tallyd, "demo-token"), "{}", tallyd.display());
     assert!(!contains(&tallyd, "WechatSim"), "{}", tallyd.display());
 }
@@ -31,7 +35,11 @@ fn tallyd_carries_no_simulator_and_no_demo_token() {
 fn tallyd_has_no_demo_subcommand() {
     let out = run_tallyd(&["demo"]);
     assert_eq!(exit_code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("unrecognized subcommand 'demo'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unrecognized subcommand 'demo'"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -58,6 +66,10 @@ fn the_demo_refuses_a_non_loopback_address_without_a_token_of_its_own() {
         .output()
         .unwrap();
     assert_eq!(exit_code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("--token is shorter than 4 characters"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--token is shorter than 4 characters"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("abc"), "{}", stderr(&out));
 }

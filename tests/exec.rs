@@ -10,7 +10,8 @@ use crate::support::*;
 #[test]
 fn a_script_source_fills_the_summary() {
     let t = TestDir::new(&[bundled_plugin("tally_exec")]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/demo-scripts/meetings.sh");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/demo-scripts/meetings.sh");
     assert!(script.is_file(), "{} is missing", script.display());
     let d = t
         .config()

@@ -30,7 +30,8 @@ fn setup(reports: &str) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
-    let last_quarter = tally_daemon::reports::report_period(chrono::Utc::now(), chrono_tz::Asia::Shanghai);
+    let last_quarter =
+        tally_daemon::reports::report_period(chrono::Utc::now(), chrono_tz::Asia::Shanghai);
     let q3_start = NaiveDate::from_ymd_opt(2026, 7, 1).unwrap();
     let from = last_quarter.start.min(q3_start);
     std::fs::create_dir_all(dir.join("forms")).unwrap();

@@ -217,11 +217,7 @@ fn no_secret_leaves_a_full_demo_run() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(tally_demo())
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(tmp.path().join("demo"))
         .env_remove("TALLY_CONFIG")
         .env("RUST_LOG", "debug")

@@ -18,14 +18,30 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("tally-domain", &[]),
     ("tally-config", &["tally-domain", "tally-plugin"]),
     ("tally-store", &["tally-domain"]),
-    ("tally-host", &["tally-domain", "tally-config", "tally-plugin"]),
+    (
+        "tally-host",
+        &["tally-domain", "tally-config", "tally-plugin"],
+    ),
     (
         "tally-daemon",
-        &["tally-domain", "tally-config", "tally-store", "tally-host", "tally-plugin"],
+        &[
+            "tally-domain",
+            "tally-config",
+            "tally-store",
+            "tally-host",
+            "tally-plugin",
+        ],
     ),
     (
         "tallyd",
-        &["tally-domain", "tally-config", "tally-store", "tally-host", "tally-daemon", "tally-plugin"],
+        &[
+            "tally-domain",
+            "tally-config",
+            "tally-store",
+            "tally-host",
+            "tally-daemon",
+            "tally-plugin",
+        ],
     ),
     (
         "tally-demo",
@@ -112,13 +128,18 @@ pub fn violations(manifests: &[Manifest]) -> Vec<String> {
             continue;
         };
         for (dep, dev) in &m.deps {
-            let ok = allowed.contains(&dep.as_str()) || (*dev && TEST_SUPPORT.contains(&dep.as_str()));
+            let ok =
+                allowed.contains(&dep.as_str()) || (*dev && TEST_SUPPORT.contains(&dep.as_str()));
             if !ok {
                 let what = if *dev { "dev-dependency" } else { "dependency" };
                 found.push(format!(
                     "{} has a {what} on {dep}, which is not below it (it may use: {})",
                     m.name,
-                    if allowed.is_empty() { "no workspace crate".to_owned() } else { allowed.join(", ") }
+                    if allowed.is_empty() {
+                        "no workspace crate".to_owned()
+                    } else {
+                        allowed.join(", ")
+                    }
                 ));
             }
         }
@@ -128,9 +149,8 @@ pub fn violations(manifests: &[Manifest]) -> Vec<String> {
 
 /// The workspace members of the root `Cargo.toml`, read and checked.
 pub fn check(root: &Path) -> Result<(), String> {
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
-    };
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
     let workspace = read(&root.join("Cargo.toml"))?;
     let members = members(&workspace);
     if members.is_empty() {
@@ -149,7 +169,10 @@ pub fn check(root: &Path) -> Result<(), String> {
     if found.is_empty() {
         Ok(())
     } else {
-        Err(format!("the crate graph breaks its layers:\n  {}", found.join("\n  ")))
+        Err(format!(
+            "the crate graph breaks its layers:\n  {}",
+            found.join("\n  ")
+        ))
     }
 }
 
@@ -162,7 +185,13 @@ fn members(workspace: &str) -> Vec<String> {
     let end = rest.find(']').unwrap_or(rest.len());
     rest[..end]
         .lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim().trim_end_matches(','))
+        .map(|l| {
+            l.split('#')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .trim_end_matches(',')
+        })
         .filter(|l| l.starts_with('"'))
         .map(|l| l.trim_matches('"').to_owned())
         .collect()
@@ -175,7 +204,10 @@ mod tests {
     fn manifest(name: &str, deps: &[(&str, bool)]) -> Manifest {
         Manifest {
             name: name.to_owned(),
-            deps: deps.iter().map(|(d, dev)| ((*d).to_owned(), *dev)).collect(),
+            deps: deps
+                .iter()
+                .map(|(d, dev)| ((*d).to_owned(), *dev))
+                .collect(),
         }
     }
 
@@ -199,7 +231,11 @@ tally-simulators.workspace = true
             parse_manifest(text),
             Some(manifest(
                 "tally-store",
-                &[("tally-domain", false), ("tally-host", false), ("tally-simulators", true)]
+                &[
+                    ("tally-domain", false),
+                    ("tally-host", false),
+                    ("tally-simulators", true)
+                ]
             ))
         );
     }
@@ -207,15 +243,33 @@ tally-simulators.workspace = true
     #[test]
     fn an_upward_dependency_is_refused_and_named() {
         let found = violations(&[
-            manifest("tally-store", &[("tally-domain", false), ("tally-daemon", false)]),
-            manifest("tally-plugin-weibo", &[("tally-plugin", false), ("tally-simulators", true)]),
+            manifest(
+                "tally-store",
+                &[("tally-domain", false), ("tally-daemon", false)],
+            ),
+            manifest(
+                "tally-plugin-weibo",
+                &[("tally-plugin", false), ("tally-simulators", true)],
+            ),
             manifest("tally-host", &[("tally-store", true)]),
             manifest("tally-new", &[]),
         ]);
         assert_eq!(found.len(), 3, "{found:#?}");
-        assert!(found[0].starts_with("tally-store has a dependency on tally-daemon"), "{}", found[0]);
-        assert!(found[1].starts_with("tally-host has a dev-dependency on tally-store"), "{}", found[1]);
-        assert!(found[2].starts_with("crate tally-new has no place"), "{}", found[2]);
+        assert!(
+            found[0].starts_with("tally-store has a dependency on tally-daemon"),
+            "{}",
+            found[0]
+        );
+        assert!(
+            found[1].starts_with("tally-host has a dev-dependency on tally-store"),
+            "{}",
+            found[1]
+        );
+        assert!(
+            found[2].starts_with("crate tally-new has no place"),
+            "{}",
+            found[2]
+        );
     }
 
     #[test]

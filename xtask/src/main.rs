@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod bench;
-mod layers;
 mod dist;
+mod layers;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>

@@ -542,6 +542,25 @@ impl Config {
             .join("lib/tally/plugins")
     }
 
+    /// The unit tree of the configuration. The parser already checked ids and
+    /// parents, so an error here is reported at the units list.
+    pub fn unit_tree(&self) -> Result<tally_domain::UnitTree, ConfigError> {
+        let defs = self
+            .units
+            .iter()
+            .map(|u| tally_domain::UnitDef {
+                id: u.id.clone(),
+                name: u.name.clone(),
+                headcount: u.headcount,
+                aliases: u.aliases.clone(),
+            })
+            .collect();
+        tally_domain::UnitTree::new(defs).map_err(|e| ConfigError::Invalid {
+            location: self.location("units"),
+            message: e.to_string(),
+        })
+    }
+
     /// Reads and validates a configuration file; `${env:...}` reads the process
     /// environment, and `plugin_dirs` defaults to [`Config::default_plugin_dir`]
     /// of the running executable.
@@ -1746,7 +1765,12 @@ pub enum ReportFormat {
 }
 
 impl ReportFormat {
-    pub const ALL: [ReportFormat; 4] = [ReportFormat::Json, ReportFormat::Csv, ReportFormat::Md, ReportFormat::Xlsx];
+    pub const ALL: [ReportFormat; 4] = [
+        ReportFormat::Json,
+        ReportFormat::Csv,
+        ReportFormat::Md,
+        ReportFormat::Xlsx,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -1772,7 +1796,9 @@ impl ReportFormat {
             ReportFormat::Json => "application/json",
             ReportFormat::Csv => "text/csv; charset=utf-8",
             ReportFormat::Md => "text/markdown; charset=utf-8",
-            ReportFormat::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            ReportFormat::Xlsx => {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
         }
     }
 }

@@ -9,8 +9,8 @@ use std::hint::black_box;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use tally_domain::Observation;
 use tally_daemon::metrics::Metrics;
+use tally_domain::Observation;
 use tally_store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
 
 const INDICATORS: [&str; 3] = ["reads", "shares", "favs"];

@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use tally_domain::clock::{Clock, SystemClock};
-use tally_config::{Config, ConfigError};
-use tally_domain::ErrorChain;
 use crate::engine::{self, Engine};
 use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;
-use tally_host::{HostServices, HttpGate, PluginRegistry};
 use crate::scheduler;
+use tally_config::{Config, ConfigError};
+use tally_domain::ErrorChain;
+use tally_domain::clock::{Clock, SystemClock};
+use tally_host::{HostServices, HttpGate, PluginRegistry};
 use tally_store::{DataDirLock, LockError, SqliteStore, Store, StoreError};
 
 /// Why the daemon could not start. User errors (exit 1) are told apart from
@@ -96,7 +96,7 @@ fn assemble_engine(
     registry: Option<PluginRegistry>,
     store: Option<Arc<dyn Store>>,
 ) -> Result<Arc<Engine>, StartError> {
-    let tree = engine::unit_tree(&config)?;
+    let tree = config.unit_tree()?;
     let registry = registry.unwrap_or_else(|| scan_plugins(&config));
     let gate = Arc::new(HttpGate::new(
         config.daemon.http_per_host_concurrency,
@@ -113,16 +113,18 @@ fn assemble_engine(
         Some(store) => store,
         None => Arc::new(SqliteStore::open(&config.daemon.data_dir)?),
     };
-    Ok(Arc::new(Engine::new(
-        Arc::new(config),
-        Arc::new(tree),
-        Arc::new(registry),
-        created,
-        store,
-        clock,
-        Arc::new(Metrics::new()),
-    )
-    .with_http_gate(gate)))
+    Ok(Arc::new(
+        Engine::new(
+            Arc::new(config),
+            Arc::new(tree),
+            Arc::new(registry),
+            created,
+            store,
+            clock,
+            Arc::new(Metrics::new()),
+        )
+        .with_http_gate(gate),
+    ))
 }
 
 /// Puts a daemon together from a configuration and the parts a caller may
@@ -135,13 +137,13 @@ fn assemble_engine(
 /// (on tokio's paused clock with a [`TokioClock`](tally_domain::clock::TokioClock)).
 ///
 /// ```no_run
-/// # async fn demo(config: tally_config::Config) -> Result<(), crate::daemon::StartError> {
+/// # async fn demo(config: tally_config::Config) -> Result<(), tally_daemon::daemon::StartError> {
 /// use std::sync::Arc;
 /// use tally_domain::clock::SystemClock;
-/// use crate::daemon::Daemon;
+/// use tally_daemon::daemon::Daemon;
 ///
 /// let daemon = Daemon::builder(config).clock(Arc::new(SystemClock)).build().await?;
-/// daemon.serve(crate::daemon::shutdown_signal()).await;
+/// daemon.serve(tally_daemon::daemon::shutdown_signal()).await;
 /// # Ok(()) }
 /// ```
 pub struct DaemonBuilder {
@@ -287,23 +289,7 @@ pub struct Daemon {
     lock: DataDirLock,
 }
 
-/// What a reload changed, by source id, each list sorted. `changed` sources
-/// kept their id but some field of their configuration differs (any field:
-/// `SourceConfig`'s `PartialEq` compares them all); `unchanged` ones kept
-/// everything, their plugin instance included.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ReloadChanges {
-    pub added: Vec<String>,
-    pub removed: Vec<String>,
-    pub changed: Vec<String>,
-    pub unchanged: Vec<String>,
-}
-
-/// A request to re-read the configuration file (SIGHUP or `POST /api/v1/reload`).
-pub struct ReloadRequest {
-    /// Where to say how it went; `None` when nobody waits (a signal).
-    pub reply: Option<oneshot::Sender<Result<ReloadChanges, String>>>,
-}
+pub use crate::http::{ReloadChanges, ReloadRequest};
 
 /// Why a reload was refused; the running configuration stays.
 #[derive(Debug, thiserror::Error)]
@@ -656,7 +642,7 @@ fn reload_blocking(
             new: config.daemon.listen.to_string(),
         });
     }
-    let tree = engine::unit_tree(&config)?;
+    let tree = config.unit_tree()?;
     let registry = current.plugins.rescan(&config.daemon.plugin_dirs);
     for refused in registry.refused() {
         tracing::warn!("plugin refused: {refused}");

@@ -12,18 +12,19 @@ use tally_plugin::{CollectRequest, ErrorKind, IndicatorRef, PROTOCOL_VERSION, Un
 use tokio::sync::{OwnedMutexGuard, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use tally_domain::clock::Clock;
+use crate::metrics::{Metrics, error_kind_label};
+use crate::summary::{self, Summary, SummaryError, SummaryRequest};
 use tally_config::Isolation;
 use tally_config::{Config, ConfigError, Location, Problem, SourceConfig};
+use tally_domain::clock::Clock;
 use tally_domain::period::local_day;
-use tally_domain::units::{UnitDef, UnitTree};
+use tally_domain::units::UnitTree;
 use tally_domain::{ErrorChain, Kind, MAX_VALUE, Observation, show_value};
-use crate::metrics::Metrics;
 use tally_host::{
-    CallError, HostServices, HttpGate, PluginRegistry, ProcessInstance, SourceInstance, SourceRunner,
+    CallError, HostServices, HttpGate, PluginRegistry, ProcessInstance, SourceInstance,
+    SourceRunner,
 };
 use tally_store::{ResumePoint, RunRecord, RunResult, RunToRecord, Store, StoreError};
-use crate::summary::{self, Summary, SummaryError, SummaryRequest};
 
 /// One enabled source, ready to run.
 pub struct SourceRuntime {
@@ -150,23 +151,10 @@ pub fn is_transient(result: RunResult, kind: Option<ErrorKind>) -> bool {
 /// A seed for a source's retry jitter: FNV-1a of its id, so that sources
 /// failing together do not retry in step, and a test knows the delays.
 pub fn jitter_seed(source: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in source.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-fn xorshift64(mut x: u64) -> u64 {
-    // Zero is xorshift's fixed point.
-    if x == 0 {
-        x = 0x9e37_79b9_7f4a_7c15;
-    }
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(source.as_bytes());
+    h.finish()
 }
 
 /// The wait before retry number `retry` (1 for the first): `base`, doubled
@@ -174,22 +162,9 @@ fn xorshift64(mut x: u64) -> u64 {
 /// `seed` and `retry`.
 pub fn retry_delay(base: Duration, retry: u32, seed: u64) -> Duration {
     let doubled = base.saturating_mul(1u32 << retry.saturating_sub(1).min(20));
-    let r = xorshift64(seed ^ u64::from(retry).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
+    let unit =
+        fastrand::Rng::with_seed(seed ^ u64::from(retry).wrapping_mul(0x9e37_79b9_7f4a_7c15)).f64();
     doubled.mul_f64(0.8 + 0.4 * unit)
-}
-
-/// The `kind` of a failed run, as the run record, the log, the API and the
-/// metrics name it: the plugin's [`ErrorKind`] for a run that ended in an
-/// error the plugin reported, `protocol` for one whose answer broke the
-/// protocol, `None` for every other result (a timeout, panic or crash is its
-/// own `result`).
-pub fn error_kind_label(result: RunResult, kind: Option<ErrorKind>) -> Option<&'static str> {
-    match (result, kind) {
-        (RunResult::Error, Some(kind)) => Some(kind.as_str()),
-        (RunResult::Error, None) => Some("protocol"),
-        _ => None,
-    }
 }
 
 /// The longest a failing source backs off.
@@ -288,7 +263,7 @@ pub struct RunReport {
     pub uncovered: Vec<String>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
-    /// The kind of a failed run ([`error_kind_label`]).
+    /// The kind of a failed run ([`crate::metrics::error_kind_label`]).
     pub error_kind: Option<&'static str>,
     /// The plugin's retry-after: no attempt of the source starts before it.
     pub retry_after: Option<DateTime<Utc>>,
@@ -329,7 +304,7 @@ pub const RESUME_REACH_DAYS: u64 = 31;
 ///
 /// ```
 /// use chrono::NaiveDate;
-/// use crate::engine::resume_window;
+/// use tally_daemon::engine::resume_window;
 /// use tally_store::{LastSuccess, ResumePoint};
 /// let d = |day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
 /// let point = ResumePoint {
@@ -471,25 +446,6 @@ async fn write_runs(
             }
         }
     }
-}
-
-/// Builds the unit tree of a configuration. The config module already
-/// checked ids and parents, so an error here is reported at the units list.
-pub fn unit_tree(config: &Config) -> Result<UnitTree, ConfigError> {
-    let defs = config
-        .units
-        .iter()
-        .map(|u| UnitDef {
-            id: u.id.clone(),
-            name: u.name.clone(),
-            headcount: u.headcount,
-            aliases: u.aliases.clone(),
-        })
-        .collect();
-    UnitTree::new(defs).map_err(|e| ConfigError::Invalid {
-        location: config.location("units"),
-        message: e.to_string(),
-    })
 }
 
 /// Creates a plugin instance for every enabled source, through which each
@@ -1564,7 +1520,7 @@ impl Engine {
     /// [`Engine::refresh_metrics`] on this thread (it reads the store).
     pub fn refresh_metrics_blocking(&self, force: bool) {
         self.metrics.refresh(force, || {
-            if let Err(e) = summary::refresh_metrics(
+            if let Err(e) = crate::metrics::refresh_indicators(
                 &self.metrics,
                 &self.config,
                 &self.tree,

@@ -27,13 +27,12 @@ use tokio::sync::{mpsc, oneshot};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::daemon::ReloadRequest;
-use tally_domain::ErrorChain;
-use tally_domain::period::Period;
 use crate::engine::{Engine, RunError, humanize};
 use crate::reports::{Format, ReportWriter};
 use crate::scheduler::SchedulerHandle;
 use crate::summary::{self, SummaryError, SummaryRequest};
+use tally_domain::ErrorChain;
+use tally_domain::period::Period;
 
 /// The largest request body accepted. No endpoint reads a body today; the
 /// limit is what a future one gets by default, and what stops a client from
@@ -77,6 +76,26 @@ impl LiveHandle {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
     }
+}
+
+/// What a reload changed, by source id, each list sorted. `changed` sources
+/// kept their id but some field of their configuration differs (any field:
+/// `SourceConfig`'s `PartialEq` compares them all); `unchanged` ones kept
+/// everything, their plugin instance included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// A request to re-read the configuration file (SIGHUP or `POST /api/v1/reload`),
+/// which the daemon's supervise loop answers: defined here, where the API
+/// sends it, so that the API does not import the daemon that serves it.
+pub struct ReloadRequest {
+    /// Where to say how it went; `None` when nobody waits (a signal).
+    pub reply: Option<oneshot::Sender<Result<ReloadChanges, String>>>,
 }
 
 #[derive(Clone)]

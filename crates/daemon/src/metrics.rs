@@ -13,7 +13,7 @@
 //!
 //! - the indicator families (`tally_unit_info`, `tally_indicator_info`,
 //!   `tally_indicator_value`, `tally_target_ratio`) come from the unit tree,
-//!   the catalogue and the store's roll-ups: `summary::refresh_metrics`
+//!   the catalogue and the store's roll-ups: `refresh_indicators`
 //!   writes them with [`IndicatorText`] and hands the text over with
 //!   [`Metrics::set_indicator_families`]. It is kept until observations are
 //!   written again ([`Metrics::values_changed`]), so most rebuilds copy it;
@@ -29,6 +29,9 @@
 //! indicator, source and plugin ids come from the configuration, results from
 //! a fixed list.
 
+mod indicators;
+pub use indicators::{indicator_text, refresh_indicators};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +42,8 @@ use prometheus::TextEncoder;
 use prometheus::core::Collector;
 
 use tally_host::HttpGate;
-use tally_store::RunResult;
 use tally_plugin::ErrorKind;
+use tally_store::RunResult;
 
 /// The `Content-Type` of the body.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -374,7 +377,7 @@ impl Metrics {
             .iter()
             .position(|x| *x == result)
             .unwrap_or_default();
-        let k = crate::engine::error_kind_label(result, kind)
+        let k = error_kind_label(result, kind)
             .and_then(|label| ERROR_KINDS.iter().position(|x| *x == label));
         self.shared.update(source, |s| {
             s.runs[r] += 1;
@@ -946,3 +949,16 @@ fn push_u64(out: &mut String, mut v: u64) {
 
 #[cfg(test)]
 mod tests;
+
+/// The `kind` of a failed run, as the run record, the log, the API and the
+/// metrics name it: the plugin's [`ErrorKind`] for a run that ended in an
+/// error the plugin reported, `protocol` for one whose answer broke the
+/// protocol, `None` for every other result (a timeout, panic or crash is its
+/// own `result`).
+pub fn error_kind_label(result: RunResult, kind: Option<ErrorKind>) -> Option<&'static str> {
+    match (result, kind) {
+        (RunResult::Error, Some(kind)) => Some(kind.as_str()),
+        (RunResult::Error, None) => Some("protocol"),
+        _ => None,
+    }
+}

@@ -27,10 +27,10 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use thiserror::Error;
 
-use tally_config::Config;
-use tally_domain::period::{Period, PeriodKind, local_day};
 use crate::engine::Engine;
 use crate::summary::{self, ReportError, Summary, SummaryError, SummaryRequest};
+use tally_config::Config;
+use tally_domain::period::{Period, PeriodKind, local_day};
 
 pub use tally_config::ReportFormat as Format;
 

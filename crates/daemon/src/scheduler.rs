@@ -13,11 +13,11 @@ use chrono_tz::Tz;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::engine::{Engine, RunError, RunReport, Trigger};
+use crate::reports;
 use tally_config::SourceConfig;
 use tally_domain::ErrorChain;
 use tally_domain::period::Period;
-use crate::engine::{Engine, RunError, RunReport, Trigger};
-use crate::reports;
 
 /// Requests from the HTTP API or other tasks.
 pub enum Command {

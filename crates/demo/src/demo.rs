@@ -17,12 +17,12 @@ use axum::{Json, Router};
 use chrono::{Datelike, NaiveDate};
 use serde_json::{Value, json};
 
-use tally_domain::clock::{Clock, FixedClock, SystemClock};
 use tally_config::Config;
 use tally_daemon::daemon::{self, Daemon, StartError};
-use tally_domain::period::{Period, PeriodKind, local_day};
 use tally_daemon::engine::Trigger;
 use tally_daemon::reports::ReportWriter;
+use tally_domain::clock::{Clock, FixedClock, SystemClock};
+use tally_domain::period::{Period, PeriodKind, local_day};
 use tally_store::DataDirLock;
 
 /// The bundled demo configuration.

@@ -19,10 +19,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDate, Utc};
 use thiserror::Error;
 
-pub use tally_domain::OwnData;
-use tally_domain::{Kind, Observation};
 pub use lock::{DataDirLock, Holder, LOCK_FILE, LockError};
 pub use sqlite::SqliteStore;
+pub use tally_domain::OwnData;
+use tally_domain::{Kind, Observation};
 
 pub trait Store: Send + Sync + 'static {
     /// One transaction: upsert every observation by (source, unit, indicator,

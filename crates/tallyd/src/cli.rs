@@ -11,13 +11,13 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
 use tally_plugin::Window;
 
-use tally_domain::clock::{Clock, SystemClock};
 use tally_config::{Config, ConfigError};
 use tally_daemon::daemon::{self, Daemon, StartError};
-use tally_domain::period::Period;
 use tally_daemon::engine::{self, Engine, Trigger};
-use tally_host::PluginRegistry;
 use tally_daemon::summary::{self, SummaryRequest};
+use tally_domain::clock::{Clock, SystemClock};
+use tally_domain::period::Period;
+use tally_host::PluginRegistry;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -318,7 +318,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         problems.extend(unresolved.iter().cloned());
         ConfigError::from_problems(problems).into()
     };
-    let tree = engine::unit_tree(&config).map_err(with_unresolved)?;
+    let tree = config.unit_tree().map_err(with_unresolved)?;
     let registry = PluginRegistry::scan(&config.daemon.plugin_dirs);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // `check` makes no request (no runtime): the gate is only for the type.
@@ -520,7 +520,7 @@ async fn collect(
                 eprintln!(
                     "{source}: {}{} {}..{}: {e}{}",
                     collected.result.as_str(),
-                    engine::error_kind_label(collected.result, collected.error_kind)
+                    tally_daemon::metrics::error_kind_label(collected.result, collected.error_kind)
                         .map(|k| format!(" ({k})"))
                         .unwrap_or_default(),
                     window.from,
@@ -622,7 +622,8 @@ async fn report(
         summary::SummaryError::UnknownUnit { .. } => anyhow::Error::new(UserError(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
-    let bytes = tally_daemon::reports::render(tally_daemon::reports::Format::from(format), &summary)?;
+    let bytes =
+        tally_daemon::reports::render(tally_daemon::reports::Format::from(format), &summary)?;
     match out {
         Some(file) => {
             std::fs::write(file, &bytes).with_context(|| format!("writing {}", file.display()))?

@@ -18,15 +18,15 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 use rusqlite::{Connection, params};
-use tally_domain::clock::FixedClock;
 use tally_config::Config;
-use tally_domain::{Observation, Period, UnitTree};
-use tally_daemon::engine::{Engine, unit_tree};
+use tally_daemon::engine::Engine;
 use tally_daemon::http::{AppState, Live, LiveHandle, router};
 use tally_daemon::metrics::Metrics;
+use tally_daemon::summary::{self, SummaryRequest};
+use tally_domain::clock::FixedClock;
+use tally_domain::{Observation, Period, UnitTree};
 use tally_host::{PluginRegistry, SourceRunner};
 use tally_store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
-use tally_daemon::summary::{self, SummaryRequest};
 
 const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N]
 
@@ -354,7 +354,7 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
         Path::new("bench.toml"),
         &|_| None,
     )?;
-    let tree: UnitTree = unit_tree(&config)?;
+    let tree: UnitTree = config.unit_tree()?;
     let store = SqliteStore::open(&dir.join("store"))?;
     let mut raw = Raw::open(&dir.join("raw.db"), &units)?;
     let mut raw_many = Raw::open(&dir.join("raw-many.db"), &units)?;
@@ -549,7 +549,7 @@ fn exposition(
     let mut text_ms = Vec::with_capacity(reps);
     let mut text = None;
     for _ in 0..reps {
-        let (x, t) = time_ms(|| summary::indicator_text(config, tree, &windows));
+        let (x, t) = time_ms(|| tally_daemon::metrics::indicator_text(config, tree, &windows));
         text_ms.push(t);
         text = Some(x);
     }
@@ -574,7 +574,7 @@ fn exposition(
     ));
     rows.push((
         format!(
-            "exposition: text of {series} `tally_indicator_value` series and the other indicator families (`summary::indicator_text`), {reps} runs: p50 / p99"
+            "exposition: text of {series} `tally_indicator_value` series and the other indicator families (`metrics::indicator_text`), {reps} runs: p50 / p99"
         ),
         format!("{t50:.1} / {t99:.1} ms"),
     ));

@@ -21,8 +21,8 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::clock::TokioClock;
-use tally_config::Config;
 use crate::daemon::{Daemon, InProcessDaemon};
+use tally_config::Config;
 
 pub const TOKEN: &str = "inproc-token";
 

@@ -4,8 +4,8 @@ use chrono::{Duration, TimeZone};
 use chrono_tz::Asia::Shanghai;
 
 use super::*;
-use tally_domain::clock::{Clock, FixedClock};
 use crate::summary::PeriodInfo;
+use tally_domain::clock::{Clock, FixedClock};
 
 fn shanghai(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
     Shanghai
@@ -391,7 +391,7 @@ fn engine_at(dir: &Path, now: DateTime<Utc>) -> std::sync::Arc<Engine> {
         reports = dir.join("reports").display().to_string(),
     );
     let config = config(&text);
-    let tree = crate::engine::unit_tree(&config).unwrap();
+    let tree = config.unit_tree().unwrap();
     let store = tally_store::SqliteStore::open(&config.daemon.data_dir).unwrap();
     Arc::new(Engine::new(
         Arc::new(config),

@@ -32,7 +32,6 @@ use thiserror::Error;
 
 use tally_config::{Config, Coverage, IndicatorConfig, Per};
 use tally_domain::{Kind, OwnData, Period, PeriodKind, RolledUp, UnitTree, local_day, roll_up};
-use crate::metrics::{IndicatorText, Metrics};
 use tally_store::{Store, StoreError};
 
 pub use self::csv::to_csv;
@@ -684,35 +683,15 @@ const WINDOWS: [(&str, PeriodKind); 4] = [
     ("year", PeriodKind::Year),
 ];
 
-/// Writes `tally_indicator_value{unit, indicator, window}`: the rolled-up
-/// value of the current day, month, quarter and year to date, for every unit
-/// and indicator with data; `tally_target_ratio{unit, indicator, window}`
-/// where a target applies: per-unit targets give the completion against the
-/// pro-rated minimum, per-entity targets the share of entities that reach it
-/// (no series while a unit has no value, or no entity); and
-/// `tally_unit_info`, `tally_indicator_info` from the tree and the catalogue.
-/// The families are replaced whole, so series of removed units or indicators
-/// disappear; scrapes see them after the next rebuild of `/metrics`
-/// ([`Metrics::refresh`]).
-pub fn refresh_metrics(
-    metrics: &Metrics,
-    config: &Config,
-    tree: &UnitTree,
-    store: &dyn Store,
-    today: NaiveDate,
-) -> Result<(), StoreError> {
-    let windows = metric_windows(config, tree, store, today)?;
-    metrics.set_indicator_families(indicator_text(config, tree, &windows));
-    Ok(())
-}
-
 /// The roll-ups and target standings behind the indicator families, per
-/// window: what [`refresh_metrics`] reads from the store.
+/// window: what [`crate::metrics::refresh_indicators`] reads from the store.
 pub struct MetricWindows {
-    windows: Vec<(&'static str, RolledUp, Vec<Option<TargetStatus>>)>,
+    /// Per window (`day`, `month`, `quarter`, `year`): its label, the values
+    /// to date, and each (unit, indicator) cell's target standing.
+    pub windows: Vec<(&'static str, RolledUp, Vec<Option<TargetStatus>>)>,
 }
 
-/// Reads the store for [`refresh_metrics`]: the four windows to date.
+/// Reads the store for [`crate::metrics::refresh_indicators`]: the four windows to date.
 pub fn metric_windows(
     config: &Config,
     tree: &UnitTree,
@@ -736,44 +715,6 @@ pub fn metric_windows(
         windows.push((label, values, statuses));
     }
     Ok(MetricWindows { windows })
-}
-
-/// Writes the indicator families of [`refresh_metrics`] (no I/O).
-pub fn indicator_text(config: &Config, tree: &UnitTree, windows: &MetricWindows) -> IndicatorText {
-    let n = config.indicators.len();
-    let mut text = IndicatorText::new();
-    text.unit_info(tree.preorder().iter().map(|&u| {
-        let unit = tree.unit(u);
-        let parent = unit.parent().map_or("", |p| tree.unit(p).id.as_str());
-        (unit.id.as_str(), unit.name.as_str(), parent)
-    }));
-    text.indicator_info(
-        config
-            .indicators
-            .iter()
-            .map(|i| (i.id.as_str(), i.name.as_str(), i.kind.as_str())),
-    );
-    // Every (window, unit, indicator) cell, in a stable order.
-    let cells = || {
-        windows.windows.iter().flat_map(move |window| {
-            tree.preorder()
-                .iter()
-                .flat_map(move |&u| (0..n).map(move |i| (window, u, i)))
-        })
-    };
-    let ids = |u: usize, i: usize| (tree.unit(u).id.as_str(), config.indicators[i].id.as_str());
-    text.indicator_value(cells().filter_map(|((window, values, _), u, i)| {
-        let (unit, indicator) = ids(u, i);
-        values.get(u, i).map(|v| (unit, indicator, *window, v))
-    }));
-    text.target_ratio(cells().filter_map(|((window, _, statuses), u, i)| {
-        let (unit, indicator) = ids(u, i);
-        statuses[u * n + i]
-            .as_ref()
-            .and_then(|t| t.completion.or(t.ratio))
-            .map(|r| (unit, indicator, *window, r))
-    }));
-    text
 }
 
 /// A number for people: whole numbers without `.0`, others rounded to at

@@ -37,10 +37,10 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
+use crate::metrics::{IndicatorText, Metrics, refresh_indicators};
 use super::*;
 use tally_config::Config;
 use tally_domain::{Observation, OwnData};
-use crate::engine::unit_tree;
 use tally_store::{RunRecord, RunResult, SqliteStore};
 
 const CONFIG: &str = r#"
@@ -189,7 +189,7 @@ fn run(
 
 fn fixture() -> Fixture {
     let config = Config::parse(CONFIG, Path::new("t.toml"), &|_| None).unwrap();
-    let tree = unit_tree(&config).unwrap();
+    let tree = config.unit_tree().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
 
@@ -617,7 +617,7 @@ fn refresh_metrics_sets_every_window_to_date_and_drops_stale_series() {
     gone.indicator_value([("county/gone", "wechat_posts", "day", 1.0)]);
     metrics.set_indicator_families(gone);
     assert!(metrics.encode().contains("county/gone"));
-    refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
+    refresh_indicators(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
     let text = metrics.encode();
     let get = |unit: &str, ind: &str, window: &str| {
         let series = format!(
@@ -856,7 +856,7 @@ unit = "次"
         &|_| None,
     )
     .unwrap();
-    let tree = unit_tree(&config).unwrap();
+    let tree = config.unit_tree().unwrap();
     let own = [
         ("r/a/x", 2.0),
         ("r/a", 3.0),
@@ -889,7 +889,7 @@ fn refresh_metrics_sets_target_ratios_for_windows_where_a_target_applies() {
     gone.target_ratio([("county/gone", "wechat_posts", "day", 1.0)]);
     metrics.set_indicator_families(gone);
     assert!(metrics.encode().contains("county/gone"));
-    refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
+    refresh_indicators(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
     let get = |unit: &str, ind: &str, window: &str| {
         let text = metrics.encode();
         let series = format!(
@@ -1149,7 +1149,7 @@ schedule = "0 3 * * *"
 
 fn ytd_fixture() -> Fixture {
     let config = Config::parse(YTD_CONFIG, Path::new("t.toml"), &|_| None).unwrap();
-    let tree = unit_tree(&config).unwrap();
+    let tree = config.unit_tree().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let x = |unit: &str, entity: &str, day: &str, v: f64| {
@@ -1412,7 +1412,7 @@ fn metrics_give_the_year_to_date_ratio_in_every_window() {
     };
     // On 2026-09-30 the day, the month, the quarter and the year to date all
     // end that day: the sheet of the day against 5235.6, 2 of 4.
-    refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-09-30")).unwrap();
+    refresh_indicators(&metrics, &f.config, &f.tree, &f.store, d("2026-09-30")).unwrap();
     for window in ["day", "month", "quarter", "year"] {
         assert_eq!(ratio("county", window), Some(0.5), "{window}");
         assert_eq!(ratio("county/a/x", window), Some(0.0), "{window}");
@@ -1420,7 +1420,7 @@ fn metrics_give_the_year_to_date_ratio_in_every_window() {
     }
     // On 2026-10-01 no sheet is dated in the day, month or quarter; the year
     // to date asks 7000 × 274/365 = 5254.8, which m3 (5236) no longer reaches.
-    refresh_metrics(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
+    refresh_indicators(&metrics, &f.config, &f.tree, &f.store, d("2026-10-01")).unwrap();
     for window in ["day", "month", "quarter"] {
         assert_eq!(ratio("county", window), None, "{window}");
     }
@@ -1442,7 +1442,7 @@ fn listed_coverage_expects_exactly_the_listed_units() {
              [[sources]]\nid = \"platform\"\nplugin = \"http_json\"\nschedule = \"0 3 * * *\"\n{units_and_coverage}\n"
         );
         let config = Config::parse(&text, Path::new("t.toml"), &|_| None).unwrap();
-        let tree = unit_tree(&config).unwrap();
+        let tree = config.unit_tree().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let p = |unit: &str, v: f64| obs("platform", unit, "posts", "", d("2026-08-01"), v);

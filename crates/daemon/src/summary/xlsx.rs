@@ -580,8 +580,8 @@ mod tests {
     use chrono::NaiveDate;
 
     use super::*;
-    use tally_domain::Kind;
     use crate::summary::{PeriodInfo, SourceInfo, TargetStatus, UnitRow, Values};
+    use tally_domain::Kind;
 
     fn value(value: Option<f64>, previous: Option<f64>) -> IndicatorValue {
         IndicatorValue {

@@ -36,12 +36,12 @@ use super::{
     RunCounts, RunRecord, RunResult, RunToRecord, SourceStatus, Store, StoreError,
     StoredObservation, StoredRun,
 };
-use tally_domain::{Kind, Observation};
 use fold::{entities_from_folds, indexed_own_values, named_own_values};
 use keys::KeyCache;
 use month_cache::{MONTH_CACHE_ROWS, MonthCache};
 use run_index::RunIndex;
 use schema::{configure, migrate};
+use tally_domain::{Kind, Observation};
 use writer::{Writer, check_run};
 
 mod fold;
