@@ -37,8 +37,8 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
-use crate::metrics::{IndicatorText, Metrics, refresh_indicators};
 use super::*;
+use crate::metrics::{IndicatorText, Metrics, refresh_indicators};
 use tally_config::Config;
 use tally_domain::{Observation, OwnData};
 use tally_store::{RunRecord, RunResult, SqliteStore};
