@@ -1,5 +1,5 @@
 //! The Grafana dashboard and the Prometheus rules of `config/`, against a real
-//! Prometheus scraping a real `tallyd demo`: every PromQL expression of
+//! Prometheus scraping a real `tally-demo`: every PromQL expression of
 //! `config/grafana/tally.json` and `config/prometheus/tally-rules.yml`
 //! evaluates, the dashboard's return data, and the rule files pass promtool
 //! (including the unit tests of `tally-rules.test.yml`).
@@ -309,7 +309,7 @@ fn dashboard_and_rules_against_prometheus() {
 
     let tmp = tempfile::tempdir().unwrap();
 
-    // tallyd demo: its own JSON API and forms, the real plugins.
+    // tally-demo: its own JSON API and forms, the real plugins.
     let tally_port = free_port();
     let tally = format!("http://127.0.0.1:{tally_port}");
     let mut demo = Guard::spawn(

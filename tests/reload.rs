@@ -60,7 +60,7 @@ fn hup(d: &TestDaemon) {
 /// SIGHUP reaches the reload of the real binary: a broken file is refused
 /// with the reason in the log, a good one is applied. What a reload does
 /// (refusals, added, changed and removed sources, the schedule after it) is
-/// tested in-process on the paused clock (`core/src/inproc_tests/reload.rs`).
+/// tested in-process on the paused clock (`crates/daemon/src/inproc_tests/reload.rs`).
 #[test]
 fn sighup_reloads_the_configuration_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -109,7 +109,7 @@ fn a_generated_plugin_builds_tests_and_collects_as_generated() {
     cargo(&crate_dir, &["build", "--quiet"]);
 
     // The library lands beside the bundled plugins; move it to a private
-    // plugin directory so no other test or `tallyd demo` finds it there.
+    // plugin directory so no other test or `tally-demo` finds it there.
     let built = target_dir()
         .join("debug")
         .join(lib_file("gov_template_check"));

@@ -1,5 +1,5 @@
 //! Putting the daemon together: configuration, plugins, store, engine, HTTP.
-//! Shared by `tallyd run`, `tallyd demo`, `tallyd collect` and the tests.
+//! Shared by `tallyd run`, `tallyd collect`, `tally-demo` and the tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -134,7 +134,7 @@ fn assemble_engine(
 /// on `data_dir`. [`DaemonBuilder::build`] binds the listener of
 /// `daemon.listen`; [`DaemonBuilder::in_process`] binds nothing and hands
 /// out the router instead, for tests that drive the daemon without a socket
-/// (on tokio's paused clock with a [`TokioClock`](tally_domain::clock::TokioClock)).
+/// (on tokio's paused clock with a [`TokioClock`](crate::clock::TokioClock)).
 ///
 /// ```no_run
 /// # async fn demo(config: tally_config::Config) -> Result<(), tally_daemon::daemon::StartError> {
@@ -175,7 +175,7 @@ impl DaemonBuilder {
         self
     }
 
-    /// The lock of `data_dir`, already taken (by `tallyd demo`, before it
+    /// The lock of `data_dir`, already taken (by `tally-demo`, before it
     /// writes its forms there), instead of taking it.
     pub fn lock(mut self, lock: DataDirLock) -> DaemonBuilder {
         self.lock = Some(lock);
@@ -330,7 +330,7 @@ impl Daemon {
     }
 
     /// Starts with the lock of `config`'s `data_dir` already taken (by
-    /// `tallyd demo`, before it writes its forms there).
+    /// `tally-demo`, before it writes its forms there).
     pub async fn start_locked(config: Config, lock: DataDirLock) -> Result<Daemon, StartError> {
         Daemon::builder(config).lock(lock).build().await
     }
@@ -725,7 +725,7 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: letting running collections finish");
 }
 
-/// The directory of the running executable: where `tallyd demo` finds the
+/// The directory of the running executable: where `tally-demo` finds the
 /// bundled plugins built beside it.
 pub fn exe_dir() -> Option<PathBuf> {
     std::env::current_exe()

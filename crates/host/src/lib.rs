@@ -1,6 +1,6 @@
 //! The plugin host: loads plugin libraries and runs their instances.
 //!
-//! Architecture invariant: this module is the only place in the daemon with
+//! Architecture invariant: this crate is the only place in the daemon with
 //! `unsafe` (in `loader.rs` and `instance.rs`); everything above it sees safe
 //! types: [`PluginRegistry`], [`PluginLibrary`], [`SourceInstance`].
 

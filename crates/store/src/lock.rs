@@ -1,4 +1,4 @@
-//! One daemon per store: `tallyd run` and `tallyd demo` hold an exclusive
+//! One daemon per store: `tallyd run` and `tally-demo` hold an exclusive
 //! `flock` on `data_dir/tally.lock` for their whole life, with their pid
 //! written in the file, so that a second daemon on the same `data_dir`
 //! refuses to start (two daemons would both call the platforms and both

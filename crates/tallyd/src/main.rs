@@ -1,4 +1,4 @@
-//! `tallyd`: a thin binary over the `tally` library.
+//! `tallyd`: a thin binary over the `tally-daemon` library and the crates below it.
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,5 @@
 //! A faithful local Weibo open API (`https://api.weibo.com/2/`), for the
-//! `weibo` plugin's tests, the daemon's integration tests and `tallyd demo`.
+//! `weibo` plugin's tests, the daemon's integration tests and `tally-demo`.
 //!
 //! What it answers, as `/work/shared/notes/platforms.md` §2 describes the real
 //! service (marks there: \[V\] verified, \[I\] inferred):

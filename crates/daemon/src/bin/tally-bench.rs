@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: ingest, summary and exposition figures of the `tally`
+//! `cargo xtask bench`: ingest, summary and exposition figures of the `tally-daemon`
 //! library on this machine, printed as one Markdown table (issue 7).
 //!
 //! A benchmark, not a test: it asserts nothing and runs only when asked.
