@@ -1,8 +1,8 @@
 //! A faithful local Weibo open API (`https://api.weibo.com/2/`), for the
 //! `weibo` plugin's tests, the daemon's integration tests and `tally-demo`.
 //!
-//! What it answers, as `/work/shared/notes/platforms.md` §2 describes the real
-//! service (marks there: \[V\] verified, \[I\] inferred):
+//! What it answers, as the real service's documentation and its public clients
+//! describe it (marks: \[V\] verified there, \[I\] inferred):
 //!
 //! - `GET /2/users/show.json?uid=&access_token=`: the profile with
 //!   `followers_count` and `statuses_count` \[V\]. For accounts where
