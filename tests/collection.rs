@@ -150,15 +150,6 @@ posts = "posts"
     }
 }
 
-fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
-    let units = summary["units"].as_array().expect("units array");
-    let u = units
-        .iter()
-        .find(|u| u["id"] == unit)
-        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"));
-    u["values"][indicator]["value"].clone()
-}
-
 #[test]
 fn scheduled_collection_rolls_up_three_levels_across_a_quarter_boundary() {
     let s = setup("* * * * * *");

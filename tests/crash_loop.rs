@@ -75,13 +75,7 @@ fn settle_and_read(d: &TestDaemon, before: u64, period: &str) -> (Value, Vec<Val
         d.runs("slow", "success") > before
     });
     let summary = d.get_json(&format!("/api/v1/summary?period={period}"));
-    let county = summary["units"]
-        .as_array()
-        .expect("units")
-        .iter()
-        .find(|u| u["id"] == "county")
-        .unwrap_or_else(|| panic!("no county in {summary}"))["values"]["x"]["value"]
-        .clone();
+    let county = value(&summary, "county", "x");
     let explained = d.get_json(&format!(
         "/api/v1/observations?unit=county&indicator=x&period={period}"
     ));

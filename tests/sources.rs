@@ -2,8 +2,6 @@
 //! drops what its plugin emits, and `coverage` says which of its units are
 //! expected to report. Through the real daemon and bundled plugins.
 
-use serde_json::Value;
-
 use crate::support::*;
 
 /// Two sources on the `example` plugin: `renamed` emits `meetings_raw`
@@ -208,18 +206,9 @@ indicators = ["meetings"]
     assert!(warnings.contains("县乙"), "{warnings}");
 
     let q3 = d.get_json("/api/v1/summary?period=2026-Q3");
-    let row = |id: &str| -> Value {
-        q3["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["id"] == id)
-            .unwrap_or_else(|| panic!("{id}: {q3}"))["values"]["meetings"]
-            .clone()
-    };
     // (value, missing, incomplete); the flags are left out when false.
     let flags = |id: &str| {
-        let c = row(id);
+        let c = cell(&q3, id, "meetings");
         (
             c["value"].as_f64(),
             c["missing"] == true,

@@ -720,3 +720,36 @@ pub fn report_json(config: &Path, period: &str) -> serde_json::Value {
     serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("report {period} is not JSON ({e}): {}", stdout(&out)))
 }
+
+// ---------------------------------------------------------------------------
+// Reading a summary: `/api/v1/summary` and `tallyd report --format json`
+// answer the same shape, `units[].values.<indicator>`.
+
+/// One unit's row of a summary, by id; fails naming the unit and showing the
+/// summary when the unit is not in it.
+#[track_caller]
+pub fn unit_row<'a>(summary: &'a serde_json::Value, unit: &str) -> &'a serde_json::Value {
+    summary["units"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no units array in summary: {summary:#}"))
+        .iter()
+        .find(|u| u["id"] == unit)
+        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"))
+}
+
+/// One unit's cell of an indicator (`value`, `previous`, `target`, the
+/// flags...); `null` when the unit has nothing for it.
+#[track_caller]
+pub fn cell<'a>(
+    summary: &'a serde_json::Value,
+    unit: &str,
+    indicator: &str,
+) -> &'a serde_json::Value {
+    &unit_row(summary, unit)["values"][indicator]
+}
+
+/// One unit's value of an indicator; `null` when it has none.
+#[track_caller]
+pub fn value(summary: &serde_json::Value, unit: &str, indicator: &str) -> serde_json::Value {
+    cell(summary, unit, indicator)["value"].clone()
+}
