@@ -585,8 +585,7 @@ impl TestConfig {
 
     /// Extra lines of the `[daemon]` table, e.g. `api_token = "..."`.
     pub fn daemon(mut self, lines: &str) -> Self {
-        self.daemon.push_str(lines.trim());
-        self.daemon.push('\n');
+        push_lines(&mut self.daemon, lines);
         self
     }
 
