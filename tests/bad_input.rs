@@ -13,43 +13,28 @@ use crate::support::*;
 
 /// A temporary directory (canonical path) with a private plugin directory
 /// holding the `example` and `http_json` plugins.
-struct Env {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    plugins: PathBuf,
+fn env() -> TestDir {
+    TestDir::new(&[
+        bundled_plugin("tally_example"),
+        bundled_plugin("tally_http_json"),
+    ])
 }
 
-fn env() -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().canonicalize().unwrap();
-    let plugins = plugin_dir_with(
-        &root.join("plugins"),
-        &[
-            bundled_plugin("tally_example"),
-            bundled_plugin("tally_http_json"),
-        ],
-    );
-    Env {
-        _tmp: tmp,
-        root,
-        plugins,
-    }
-}
-
-impl Env {
-    /// Lines 1 to 3 of every configuration below: the `[daemon]` table. The
-    /// bodies start at line 4, so the line numbers in the cases can be read off.
-    fn head(&self) -> String {
-        format!(
-            "[daemon]\ndata_dir = {}\nplugin_dirs = [{}]\n",
-            toml_path(&self.root.join("data")),
-            toml_path(&self.plugins)
-        )
-    }
-
-    fn config(&self, name: &str, body: &str) -> PathBuf {
-        write_config(&self.root, name, &format!("{}{body}", self.head()))
-    }
+/// Writes the configuration `name`: lines 1 to 3 are `[daemon]` with
+/// `data_dir` and `plugin_dirs`, and `body` follows from line 4, so the line
+/// numbers in the cases can be read off. The key lines `body` starts with
+/// belong to `[daemon]`; the rest, from its first blank line or table on,
+/// is written as it is.
+fn case_config(env: &TestDir, name: &str, body: &str) -> PathBuf {
+    let rest = body
+        .find("\n\n")
+        .filter(|at| !body[..*at].lines().any(|l| l.starts_with('[')))
+        .map_or(0, |at| at + 1);
+    env.config()
+        .without_listen()
+        .daemon(&body[..rest])
+        .toml(&body[rest..])
+        .write_as(name)
 }
 
 /// A valid body (lines 4..=22): one unit, one indicator, one `example` source.
@@ -77,20 +62,20 @@ per_day = 2.0
 /// Runs `tallyd check` on `body` and asserts exit code 1 and that stderr
 /// holds `FILE:LINE:COL: KEY: MESSAGE` (the message as a prefix).
 #[track_caller]
-fn check_fails(env: &Env, name: &str, body: &str, place: &str, message: &str) -> String {
+fn check_fails(env: &TestDir, name: &str, body: &str, place: &str, message: &str) -> String {
     check_fails_env(env, name, body, place, message, &[])
 }
 
 #[track_caller]
 fn check_fails_env(
-    env: &Env,
+    env: &TestDir,
     name: &str,
     body: &str,
     place: &str,
     message: &str,
     vars: &[(&str, &str)],
 ) -> String {
-    let config = env.config(&format!("{name}.toml"), body);
+    let config = case_config(env, &format!("{name}.toml"), body);
     let out = run_tallyd_env(&["check", "--config", config.to_str().unwrap()], vars);
     let err = stderr(&out);
     assert_eq!(
@@ -111,7 +96,7 @@ fn check_fails_env(
 fn the_ok_body_is_ok() {
     // The cases below each break this configuration in one place.
     let env = env();
-    let config = env.config("ok.toml", OK_BODY);
+    let config = case_config(&env, "ok.toml", OK_BODY);
     let out = run_tallyd(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(exit_code(&out), 0, "{}{}", stdout(&out), stderr(&out));
 }
@@ -288,7 +273,7 @@ meetings = \"n\"
 #[test]
 fn check_fails_on_a_missing_config_file() {
     let env = env();
-    let missing = env.root.join("nowhere.toml");
+    let missing = env.dir.join("nowhere.toml");
     let out = run_tallyd(&["check", "--config", missing.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(exit_code(&out), 1, "{err}");
@@ -314,7 +299,7 @@ fn assert_lists_forms(text: &str) {
 #[test]
 fn report_refuses_a_bad_period_listing_the_accepted_forms() {
     let env = env();
-    let config = env.config("ok.toml", OK_BODY);
+    let config = case_config(&env, "ok.toml", OK_BODY);
     let out = run_tallyd(&[
         "report",
         "--config",
@@ -345,13 +330,7 @@ fn error_of(d: &TestDaemon, path: &str, status: u16) -> String {
 #[test]
 fn the_api_answers_bad_parameters_with_400_and_what_is_accepted() {
     let env = env();
-    let port = free_port();
-    let config = write_config(
-        &env.root,
-        "tally.toml",
-        &format!("{}listen = \"127.0.0.1:{port}\"\n{OK_BODY}", env.head()),
-    );
-    let d = TestDaemon::start(&config, port);
+    let d = env.config().toml(OK_BODY).start();
 
     let e = error_of(&d, "/api/v1/summary?period=2026-Q5", 400);
     assert!(e.contains("2026-Q5"), "{e}");
@@ -436,11 +415,8 @@ fn secrets_never_show_in_logs_metrics_or_api_answers() {
     ];
     let env = env();
     let echo = echo_server();
-    let port = free_port();
     let body = format!(
-        "listen = \"127.0.0.1:{port}\"
-api_token = \"${{env:TALLY_TEST_TOKEN}}\"
-
+        "
 [[units]]
 id = \"org\"
 name = \"机关\"
@@ -466,7 +442,11 @@ path = \"$.data.articles\"
 ",
         echo.port
     );
-    let config = env.config("secret.toml", &body);
+    let cfg = env
+        .config()
+        .daemon("api_token = \"${env:TALLY_TEST_TOKEN}\"")
+        .toml(&body);
+    let config = cfg.write_as("secret.toml");
 
     // `check` and a dry run on the command line.
     let out = run_tallyd_env(&["check", "--config", config.to_str().unwrap()], &vars);
@@ -489,7 +469,7 @@ path = \"$.data.articles\"
 
     // The source never succeeded, so it runs at start; its schedule (once a
     // year) keeps scheduled runs from colliding with the manual one below.
-    let d = TestDaemon::start_with_env(&config, port, &vars);
+    let d = TestDaemon::start_with_env(&config, cfg.port(), &vars);
     d.wait_for("a failed run of portal", 30, |d| {
         d.runs("portal", "error") >= 1
     });
@@ -590,7 +570,7 @@ path = \"$.data.meetings\"
 ",
         OK_BODY.replace("per_day = 2.0", "per_day = -1.0")
     );
-    let config = env.config("unset.toml", &body);
+    let config = case_config(&env, "unset.toml", &body);
     let path = config.display().to_string();
     let out = run_tallyd(&["check", "--config", &path]);
     let err = stderr(&out);
@@ -610,7 +590,8 @@ path = \"$.data.meetings\"
     }
 
     // Only the secrets wrong: everything else is checked and shown.
-    let config = env.config(
+    let config = case_config(
+        &env,
         "unset.toml",
         &body.replace("per_day = -1.0", "per_day = 2.0"),
     );

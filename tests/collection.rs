@@ -1,7 +1,7 @@
 //! Collection end to end: schedules, idempotent re-collection, roll-ups,
 //! quarter boundaries, the summary's shape, CSV, `/metrics`, and crash safety.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
@@ -46,69 +46,32 @@ county/a/x,2026-09-30,2,100\n\
 county/b,2026-10-01,5,70\n";
 
 struct Setup {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
+    t: TestDir,
     config: PathBuf,
     port: u16,
 }
 
 fn setup(schedule: &str) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let plugins = plugin_dir_with(
-        &dir.join("plugins"),
-        &[
-            bundled_plugin("tally_http_json"),
-            bundled_plugin("tally_csv_form"),
-        ],
-    );
-    std::fs::create_dir_all(dir.join("forms")).unwrap();
-    std::fs::write(dir.join("forms/q3.csv"), FORM).unwrap();
+    let t = TestDir::new(&[
+        bundled_plugin("tally_http_json"),
+        bundled_plugin("tally_csv_form"),
+    ]);
+    let forms = t.dir.join("forms");
+    std::fs::create_dir_all(&forms).unwrap();
+    std::fs::write(forms.join("q3.csv"), FORM).unwrap();
     let api = serve_json(POSTS);
-    let port = free_port();
-    let config = dir.join("tally.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let cfg = t
+        .config()
+        .daemon("api_token = \"test-token\"")
+        .unit_with("county", "某县", "headcount = 10")
+        .unit_with("county/a", "县甲", "headcount = 4")
+        .unit("county/a/x", "甲下属")
+        .unit("county/b", "县乙")
+        .indicator_with("meetings", "会议次数", "count", "次", "per_capita = true")
+        .indicator("followers", "粉丝数", "level", "人")
+        .indicator("posts", "发文数", "count", "篇")
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = "{data}"
-plugin_dirs = ["{plugins}"]
-api_token = "test-token"
-
-[[units]]
-id = "county"
-name = "某县"
-headcount = 10
-[[units]]
-id = "county/a"
-name = "县甲"
-headcount = 4
-[[units]]
-id = "county/a/x"
-name = "甲下属"
-[[units]]
-id = "county/b"
-name = "县乙"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-per_capita = true
-[[indicators]]
-id = "followers"
-name = "粉丝数"
-kind = "level"
-unit = "人"
-[[indicators]]
-id = "posts"
-name = "发文数"
-kind = "count"
-unit = "篇"
-
 [[sources]]
 id = "forms"
 plugin = "csv_form"
@@ -117,7 +80,7 @@ schedule = "{schedule}"
 backfill_from = "2026-07-01"
 lookback_days = 400
 [sources.settings]
-dir = "{forms}"
+dir = {forms}
 indicators = ["meetings", "followers"]
 
 [[sources]]
@@ -136,27 +99,13 @@ unit = "unit"
 [sources.settings.rows.fields]
 posts = "posts"
 "#,
-            data = dir.join("data").display(),
-            plugins = plugins.display(),
-            forms = dir.join("forms").display(),
-        ),
-    )
-    .unwrap();
+            forms = toml_path(&forms),
+        ));
     Setup {
-        _tmp: tmp,
-        dir,
-        config,
-        port,
+        config: cfg.write(),
+        port: cfg.port(),
+        t,
     }
-}
-
-fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
-    let units = summary["units"].as_array().expect("units array");
-    let u = units
-        .iter()
-        .find(|u| u["id"] == unit)
-        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"));
-    u["values"][indicator]["value"].clone()
 }
 
 #[test]
@@ -269,7 +218,7 @@ fn scheduled_collection_rolls_up_three_levels_across_a_quarter_boundary() {
 #[test]
 fn re_collecting_the_same_window_changes_no_number() {
     let s = setup("0 0 3 * * *");
-    let data = s.dir.join("data");
+    let data = s.t.dir.join("data");
     let collect = || {
         let out = run_tallyd(&[
             "collect",
@@ -380,33 +329,14 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A daemon whose only source is slow: kill -9 lands during a collection.
-fn slow_setup(tmp: &Path, sleep_ms: u64) -> (PathBuf, u16) {
-    let plugins = plugin_dir_with(
-        &tmp.join("plugins"),
-        &[fixture_plugin("tally_fixture_faulty")],
-    );
-    let port = free_port();
-    let config = tmp.join(format!("slow-{sleep_ms}.toml"));
-    std::fs::write(
-        &config,
-        format!(
+fn slow_setup(t: &TestDir, sleep_ms: u64) -> (PathBuf, u16) {
+    let cfg = t
+        .config()
+        .daemon("api_token = \"test-token\"")
+        .county()
+        .indicator("x", "计数", "count", "次")
+        .toml(&format!(
             r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = "{data}"
-plugin_dirs = ["{plugins}"]
-api_token = "test-token"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "x"
-name = "计数"
-kind = "count"
-unit = "次"
-
 [[sources]]
 id = "slow"
 plugin = "faulty"
@@ -420,13 +350,9 @@ mode = "sleep"
 sleep_ms = {sleep_ms}
 indicator = "x"
 value = 1.0
-"#,
-            data = tmp.join("data").display(),
-            plugins = plugins.display(),
-        ),
-    )
-    .unwrap();
-    (config, port)
+"#
+        ));
+    (cfg.write_as(&format!("slow-{sleep_ms}.toml")), cfg.port())
 }
 
 fn year_total(d: &TestDaemon) -> Value {
@@ -435,9 +361,9 @@ fn year_total(d: &TestDaemon) -> Value {
 
 #[test]
 fn kill_9_during_a_collection_loses_and_doubles_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let t = TestDir::new(&[fixture_plugin("tally_fixture_faulty")]);
     // First start: the start-up run (backfill from 2026-01-01) is killed mid-way.
-    let (slow, port) = slow_setup(tmp.path(), 4000);
+    let (slow, port) = slow_setup(&t, 4000);
     let mut d = TestDaemon::start(&slow, port);
     d.wait_for("the start-up run to begin", 20, |d| {
         d.get_json("/api/v1/sources")["sources"][0]["running"] == true

@@ -533,13 +533,7 @@ fn a_countys_quarter_comes_out_as_counted_by_hand() {
     }
     let threshold = 7000.0 * 273.0 / 365.0;
     for (unit, meetings, commentary, platform, june, september, met, total) in EXPECTED {
-        let row = summary["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["id"] == unit)
-            .unwrap_or_else(|| panic!("no row for {unit}"));
-        let values = &row["values"];
+        let values = &unit_row(&summary, unit)["values"];
         let at = |indicator: &str| &values[indicator];
         assert_eq!(at("meetings")["value"], meetings, "{unit} meetings");
         assert_eq!(at("commentary")["value"], commentary, "{unit} commentary");

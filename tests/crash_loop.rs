@@ -21,27 +21,13 @@ const DAYS: u64 = 60;
 /// writes 1.0 for each of the window's 60 days, every second: a kill lands
 /// before, during or after a run's commit.
 fn config(dir: &Path, plugins: &Path, from: NaiveDate) -> (PathBuf, u16) {
-    let port = free_port();
-    let data = dir.join("data");
-    let text = format!(
-        r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-timezone = "UTC"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-api_token = "test-token"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "x"
-name = "计数"
-kind = "count"
-unit = "次"
-
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = TestConfig::new(dir, plugins)
+        .daemon("timezone = \"UTC\"\napi_token = \"test-token\"")
+        .county()
+        .indicator("x", "计数", "count", "次")
+        .toml(&format!(
+            r#"
 [[sources]]
 id = "slow"
 plugin = "faulty"
@@ -56,12 +42,9 @@ sleep_ms = 150
 indicator = "x"
 value = 1.0
 "#,
-        data = toml_path(&data),
-        plugins = toml_path(plugins),
-        lookback = DAYS - 1,
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    (write_config(dir, "tally.toml", &text), port)
+            lookback = DAYS - 1,
+        ));
+    (cfg.write(), cfg.port())
 }
 
 fn running(d: &TestDaemon) -> bool {
@@ -75,13 +58,7 @@ fn settle_and_read(d: &TestDaemon, before: u64, period: &str) -> (Value, Vec<Val
         d.runs("slow", "success") > before
     });
     let summary = d.get_json(&format!("/api/v1/summary?period={period}"));
-    let county = summary["units"]
-        .as_array()
-        .expect("units")
-        .iter()
-        .find(|u| u["id"] == "county")
-        .unwrap_or_else(|| panic!("no county in {summary}"))["values"]["x"]["value"]
-        .clone();
+    let county = value(&summary, "county", "x");
     let explained = d.get_json(&format!(
         "/api/v1/observations?unit=county&indicator=x&period={period}"
     ));
@@ -193,17 +170,13 @@ fn read_store(data: &Path, last: NaiveDate) -> Store {
 #[test]
 fn fifty_kill_9s_during_collection_leave_the_store_of_an_uninterrupted_run() {
     let started = Instant::now();
-    let tmp = tempfile::tempdir().unwrap();
-    let plugins = plugin_dir_with(
-        &tmp.path().join("plugins"),
-        &[fixture_plugin("tally_fixture_faulty")],
-    );
+    let t = TestDir::new(&[fixture_plugin("tally_fixture_faulty")]);
     let today = Utc::now().date_naive();
     let from = today.checked_sub_days(Days::new(DAYS - 1)).unwrap();
     let period = format!("{from}..{today}");
 
     // The reference: the same configuration, never interrupted.
-    let (calm, calm_port) = config(&tmp.path().join("calm"), &plugins, from);
+    let (calm, calm_port) = config(&t.dir.join("calm"), &t.plugins, from);
     let mut d = TestDaemon::start(&calm, calm_port);
     let (calm_total, calm_observations) = settle_and_read(&d, 1, &period);
     d.terminate();
@@ -211,7 +184,7 @@ fn fifty_kill_9s_during_collection_leave_the_store_of_an_uninterrupted_run() {
 
     // Killed at pseudo-random moments from its start: while it loads, while
     // the plugin sleeps, while a run commits, between runs.
-    let (killed, killed_port) = config(&tmp.path().join("killed"), &plugins, from);
+    let (killed, killed_port) = config(&t.dir.join("killed"), &t.plugins, from);
     // Seeded, so that a failure replays.
     let mut rng = fastrand::Rng::with_seed(0x7a11_d0c5_eed5_1234);
     let mut mid_run = 0;
@@ -252,8 +225,8 @@ fn fifty_kill_9s_during_collection_leave_the_store_of_an_uninterrupted_run() {
     assert_eq!(observations, calm_observations);
 
     let last = Utc::now().date_naive().min(today);
-    let calm_store = read_store(&tmp.path().join("calm/data"), last);
-    let store = read_store(&tmp.path().join("killed/data"), last);
+    let calm_store = read_store(&t.dir.join("calm/data"), last);
+    let store = read_store(&t.dir.join("killed/data"), last);
     assert_eq!(store.observations.len(), DAYS as usize);
     for (unit, indicator, entity, _, value) in &store.observations {
         assert_eq!(

@@ -3,8 +3,6 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-
 use crate::support::*;
 
 #[test]
@@ -42,14 +40,11 @@ indicators = ["meetings"]
     // meetings.sh prints (2026 + 11 * 31 + day) % 4 for each day: 0, 1, 2, 3,
     // 0, ... from November 1st, so 5 rounds of 0+1+2+3 up to the 20th.
     let summary = d.get_json("/api/v1/summary?period=2026-11-01..2026-11-20");
-    let natres = summary["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["id"] == "county/natres")
-        .cloned()
-        .unwrap_or(Value::Null);
-    assert_eq!(natres["values"]["meetings"]["value"], 30.0, "{summary:#}");
+    assert_eq!(
+        value(&summary, "county/natres", "meetings"),
+        30.0,
+        "{summary:#}"
+    );
     assert_eq!(summary["units"][0]["values"]["meetings"]["value"], 30.0);
     // The script's stderr line reached the daemon's log.
     d.wait_for("the script's stderr in the log", 10, |d| {

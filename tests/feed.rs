@@ -147,17 +147,6 @@ indicator = "{indicator}"
     (config, port)
 }
 
-fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
-    summary["units"]
-        .as_array()
-        .expect("units array")
-        .iter()
-        .find(|u| u["id"] == unit)
-        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"))["values"][indicator]
-        ["value"]
-        .clone()
-}
-
 #[test]
 fn a_shared_article_counts_once_at_the_parent_of_a_distinct_indicator() {
     let tmp = tempfile::tempdir().unwrap();

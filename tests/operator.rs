@@ -2,20 +2,12 @@
 //! logs without terminal colour codes when they go to a file or a pipe.
 
 use std::net::TcpListener;
-use std::path::Path;
 
 use crate::support::*;
 
-fn config(dir: &Path, listen: &str) -> std::path::PathBuf {
-    write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            "[daemon]\nlisten = \"{listen}\"\ndata_dir = {}\nplugin_dirs = []\n\n\
-             [[units]]\nid = \"org\"\nname = \"Organisation\"\n",
-            toml_path(&dir.join("data"))
-        ),
-    )
+/// A daemon with one unit and no plugin directory at all.
+fn config(t: &TestDir) -> TestConfig {
+    t.config().plugin_dirs(&[]).unit("org", "Organisation")
 }
 
 /// A port another process holds: the error names the address and the
@@ -23,10 +15,10 @@ fn config(dir: &Path, listen: &str) -> std::path::PathBuf {
 /// by the message and again as its cause).
 #[test]
 fn a_busy_port_is_named_with_its_cause_once() {
-    let tmp = tempfile::tempdir().unwrap();
+    let t = TestDir::new(&[]);
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap().to_string();
-    let config = config(tmp.path(), &addr);
+    let config = config(&t).listen(&addr).write();
     let out = run_tallyd(&["run", "--config", config.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(exit_code(&out), 1, "{err}");
@@ -51,10 +43,8 @@ fn a_busy_port_is_named_with_its_cause_once() {
 /// escape codes: colour is for terminals only.
 #[test]
 fn logs_to_a_pipe_have_no_colour_codes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = config(tmp.path(), &format!("127.0.0.1:{port}"));
-    let mut daemon = TestDaemon::start(&config, port);
+    let t = TestDir::new(&[]);
+    let mut daemon = config(&t).start();
     assert!(daemon.terminate().success());
     daemon.wait_for("the last log line", 20, |d| {
         d.log().contains("tallyd stopped")

@@ -8,26 +8,13 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// The `[daemon]` section of a test configuration.
-fn daemon_section(port: u16, data_dir: &Path, plugin_dirs: &[&Path], extra: &str) -> String {
-    let dirs: Vec<String> = plugin_dirs.iter().map(|d| toml_path(d)).collect();
-    format!(
-        "[daemon]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {}\nplugin_dirs = [{}]\n{extra}\n",
-        toml_path(data_dir),
-        dirs.join(", ")
-    )
-}
-
-/// One unit, `org`, and the indicators `x` (the faulty fixture's default) and
-/// any others given.
-fn catalogue(indicators: &[&str]) -> String {
-    let mut text = String::from("[[units]]\nid = \"org\"\nname = \"机关\"\n\n");
-    for id in indicators {
-        text.push_str(&format!(
-            "[[indicators]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"count\"\nunit = \"次\"\n\n"
-        ));
-    }
-    text
+/// One unit, `org`, and the count indicators given (named by their ids).
+fn org(config: TestConfig, indicators: &[&str]) -> TestConfig {
+    indicators
+        .iter()
+        .fold(config.unit("org", "机关"), |config, id| {
+            config.indicator(id, id, "count", "次")
+        })
 }
 
 /// A `faulty` source on unit `org` emitting `x`.
@@ -35,14 +22,6 @@ fn faulty_source(id: &str, schedule: &str, settings: &str, extra: &str) -> Strin
     format!(
         "[[sources]]\nid = \"{id}\"\nplugin = \"faulty\"\nunit = \"org\"\nschedule = \"{schedule}\"\n{extra}\n[sources.settings]\n{settings}\n\n"
     )
-}
-
-/// A temporary directory with its canonical path, so that paths the daemon
-/// canonicalizes compare equal to the ones the test builds.
-fn temp_root() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().canonicalize().unwrap();
-    (tmp, root)
 }
 
 /// The names of the loaded plugins in `tallyd plugins` output, with their lines.
@@ -80,20 +59,13 @@ fn loaded_path(dir: &Path, lib_name: &str) -> PathBuf {
 
 #[test]
 fn plugins_lists_the_bundled_libraries_with_name_version_abi_and_path() {
-    let (_tmp, root) = temp_root();
-    let dir = plugin_dir_with(
-        &root.join("plugins"),
-        &[
-            bundled_plugin("tally_http_json"),
-            bundled_plugin("tally_csv_form"),
-            bundled_plugin("tally_example"),
-        ],
-    );
-    let config = write_config(
-        &root,
-        "tally.toml",
-        &daemon_section(free_port(), &root.join("data"), &[&dir], ""),
-    );
+    let t = TestDir::new(&[
+        bundled_plugin("tally_http_json"),
+        bundled_plugin("tally_csv_form"),
+        bundled_plugin("tally_example"),
+    ]);
+    let dir = &t.plugins;
+    let config = t.config().write();
     let out = run_tallyd(&["plugins", "--config", config.to_str().unwrap()]);
     let text = stdout(&out);
     assert_eq!(exit_code(&out), 0, "{text}{}", stderr(&out));
@@ -113,7 +85,7 @@ fn plugins_lists_the_bundled_libraries_with_name_version_abi_and_path() {
         assert_eq!(fields[2], "v1", "{line}");
         assert_eq!(
             fields.last().copied(),
-            Some(loaded_path(&dir, lib).to_str().unwrap()),
+            Some(loaded_path(dir, lib).to_str().unwrap()),
             "{line}"
         );
     }
@@ -122,48 +94,48 @@ fn plugins_lists_the_bundled_libraries_with_name_version_abi_and_path() {
 
 /// Every kind of refusal at once, next to good plugins that still load.
 struct Refusals {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
+    t: TestDir,
     good: PathBuf,
     dup: PathBuf,
     open: PathBuf,
 }
 
+impl Refusals {
+    /// A configuration loading from the good, the duplicate and the open
+    /// directories, in this order.
+    fn config(&self) -> TestConfig {
+        self.t
+            .config()
+            .plugin_dirs(&[&self.good, &self.dup, &self.open])
+    }
+}
+
 fn refusals_setup() -> Refusals {
-    let (tmp, root) = temp_root();
     // The good plugins, beside a library that is not a plugin, one of ABI v2,
     // and a plugin file that anyone may overwrite.
-    let good = plugin_dir_with(
-        &root.join("good"),
-        &[
-            bundled_plugin("tally_http_json"),
-            bundled_plugin("tally_csv_form"),
-            bundled_plugin("tally_example"),
-            fixture_plugin("tally_fixture_not_a_plugin"),
-            fixture_plugin("tally_fixture_abi_v2"),
-            fixture_plugin("tally_fixture_faulty"),
-        ],
-    );
+    let t = TestDir::new(&[
+        bundled_plugin("tally_http_json"),
+        bundled_plugin("tally_csv_form"),
+        bundled_plugin("tally_example"),
+        fixture_plugin("tally_fixture_not_a_plugin"),
+        fixture_plugin("tally_fixture_abi_v2"),
+        fixture_plugin("tally_fixture_faulty"),
+    ]);
+    let good = t.plugins.clone();
     set_mode(&good.join(lib_file("tally_fixture_faulty")), 0o777);
     // The same http_json library under another file name in a second directory.
-    let dup = plugin_dir_with(&root.join("dup"), &[]);
+    let dup = plugin_dir_with(&t.dir.join("dup"), &[]);
     let copy = dup.join(lib_file("tally_http_json_copy"));
     std::fs::copy(bundled_plugin("tally_http_json"), &copy).unwrap();
     set_mode(&copy, 0o755);
     // A directory anyone may write to: nothing in it loads, not even a plugin
     // that is safe on its own and loaded nowhere else.
     let open = plugin_dir_with(
-        &root.join("open"),
+        &t.dir.join("open"),
         &[fixture_plugin("tally_fixture_faulty")],
     );
     set_mode(&open, 0o777);
-    Refusals {
-        _tmp: tmp,
-        root,
-        good,
-        dup,
-        open,
-    }
+    Refusals { t, good, dup, open }
 }
 
 /// Asserts the refusal lines of `tallyd plugins` or `tallyd check` output.
@@ -194,16 +166,7 @@ fn assert_refusals(r: &Refusals, text: &str) {
 #[test]
 fn plugins_refuses_bad_libraries_with_one_line_each_and_loads_the_others() {
     let r = refusals_setup();
-    let config = write_config(
-        &r.root,
-        "tally.toml",
-        &daemon_section(
-            free_port(),
-            &r.root.join("data"),
-            &[&r.good, &r.dup, &r.open],
-            "",
-        ),
-    );
+    let config = r.config().write();
     let out = run_tallyd(&["plugins", "--config", config.to_str().unwrap()]);
     let text = stdout(&out);
     assert_eq!(exit_code(&out), 0, "{text}{}", stderr(&out));
@@ -223,27 +186,20 @@ fn plugins_refuses_bad_libraries_with_one_line_each_and_loads_the_others() {
 #[test]
 fn check_shows_sources_on_good_plugins_and_fails_on_refused_libraries() {
     let r = refusals_setup();
-    let forms = r.root.join("forms");
+    let forms = r.t.dir.join("forms");
     std::fs::create_dir_all(&forms).unwrap();
-    let text = format!(
-        "{}{}\
-         [[sources]]\nid = \"ex\"\nplugin = \"example\"\nunit = \"org\"\nschedule = \"0 2 * * *\"\n\
-         [sources.settings]\nindicator = \"meetings\"\nper_day = 2.0\n\n\
-         [[sources]]\nid = \"portal\"\nplugin = \"http_json\"\nunit = \"org\"\nschedule = \"0 3 * * *\"\n\
-         [sources.settings]\nurl = \"http://127.0.0.1:9/stats\"\n\
-         [[sources.settings.values]]\nindicator = \"portal_articles\"\npath = \"$.data.articles\"\n\n\
-         [[sources]]\nid = \"forms\"\nplugin = \"csv_form\"\nunit = \"org\"\nschedule = \"0 4 * * *\"\n\
-         [sources.settings]\ndir = {}\nindicators = [\"trainings\"]\n",
-        daemon_section(
-            free_port(),
-            &r.root.join("data"),
-            &[&r.good, &r.dup, &r.open],
-            ""
-        ),
-        catalogue(&["meetings", "portal_articles", "trainings"]),
-        toml_path(&forms),
-    );
-    let config = write_config(&r.root, "tally.toml", &text);
+    let config = org(r.config(), &["meetings", "portal_articles", "trainings"])
+        .toml(&format!(
+            "[[sources]]\nid = \"ex\"\nplugin = \"example\"\nunit = \"org\"\nschedule = \"0 2 * * *\"\n\
+             [sources.settings]\nindicator = \"meetings\"\nper_day = 2.0\n\n\
+             [[sources]]\nid = \"portal\"\nplugin = \"http_json\"\nunit = \"org\"\nschedule = \"0 3 * * *\"\n\
+             [sources.settings]\nurl = \"http://127.0.0.1:9/stats\"\n\
+             [[sources.settings.values]]\nindicator = \"portal_articles\"\npath = \"$.data.articles\"\n\n\
+             [[sources]]\nid = \"forms\"\nplugin = \"csv_form\"\nunit = \"org\"\nschedule = \"0 4 * * *\"\n\
+             [sources.settings]\ndir = {}\nindicators = [\"trainings\"]\n",
+            toml_path(&forms),
+        ))
+        .write();
     let out = run_tallyd(&["check", "--config", config.to_str().unwrap()]);
     let text = stdout(&out);
     // The sources on good plugins are all checked and shown, but a refused
@@ -265,39 +221,27 @@ fn check_shows_sources_on_good_plugins_and_fails_on_refused_libraries() {
     assert_refusals(&r, &text);
 }
 
-/// A daemon on the faulty fixture (and the example plugin) with `sources`.
-fn faulty_daemon(
-    root: &Path,
-    sources: &str,
-    indicators: &[&str],
-    daemon_extra: &str,
-) -> TestDaemon {
-    let plugins = plugin_dir_with(
-        &root.join("plugins"),
-        &[
-            fixture_plugin("tally_fixture_faulty"),
-            bundled_plugin("tally_example"),
-        ],
-    );
-    let port = free_port();
-    let text = format!(
-        "{}{}{sources}",
-        daemon_section(port, &root.join("data"), &[&plugins], daemon_extra),
-        catalogue(indicators),
-    );
-    let config = write_config(root, "tally.toml", &text);
-    TestDaemon::start(&config, port)
+/// A daemon on the faulty fixture (and the example plugin) with `sources`
+/// emitting `x`, and its directory.
+fn faulty_daemon(sources: &str, daemon_extra: &str) -> (TestDir, TestDaemon) {
+    let t = TestDir::new(&[
+        fixture_plugin("tally_fixture_faulty"),
+        bundled_plugin("tally_example"),
+    ]);
+    let d = org(t.config().daemon(daemon_extra), &["x"])
+        .toml(sources)
+        .start();
+    (t, d)
 }
 
 #[test]
 fn a_panicking_plugin_fails_its_own_run_and_nothing_else() {
-    let (_tmp, root) = temp_root();
     let sources = format!(
         "{}{}",
         faulty_source("ok", "* * * * * *", "mode = \"ok\"", ""),
         faulty_source("boom", "* * * * * *", "mode = \"panic\"", ""),
     );
-    let d = faulty_daemon(&root, &sources, &["x"], "");
+    let (_t, d) = faulty_daemon(&sources, "");
 
     d.wait_for("a panic run of boom", 30, |d| d.runs("boom", "panic") >= 1);
     let boom = d.source("boom");
@@ -366,7 +310,6 @@ fn a_panicking_plugin_fails_its_own_run_and_nothing_else() {
 
 #[test]
 fn failing_and_timing_out_sources_are_recorded_beside_a_healthy_one() {
-    let (_tmp, root) = temp_root();
     let sources = format!(
         "{}{}{}",
         faulty_source("ok", "* * * * * *", "mode = \"ok\"", ""),
@@ -378,7 +321,7 @@ fn failing_and_timing_out_sources_are_recorded_beside_a_healthy_one() {
             "timeout = \"1s\""
         ),
     );
-    let d = faulty_daemon(&root, &sources, &["x"], "");
+    let (_t, d) = faulty_daemon(&sources, "");
 
     d.wait_for("an error run of fail", 30, |d| d.runs("fail", "error") >= 1);
     d.wait_for("a timeout run of slow", 30, |d| {
@@ -475,14 +418,8 @@ const EXAMPLE_SOURCE: &str = "[[sources]]\nid = \"ex\"\nplugin = \"example\"\nun
 
 #[test]
 fn the_author_guide_example_collects() {
-    let (_tmp, root) = temp_root();
-    let plugins = plugin_dir_with(&root.join("plugins"), &[bundled_plugin("tally_example")]);
-    let text = format!(
-        "{}{}{EXAMPLE_SOURCE}",
-        daemon_section(free_port(), &root.join("data"), &[&plugins], ""),
-        catalogue(&["meetings"]),
-    );
-    let config = write_config(&root, "tally.toml", &text);
+    let t = TestDir::new(&[bundled_plugin("tally_example")]);
+    let config = org(t.config(), &["meetings"]).toml(EXAMPLE_SOURCE).write();
     let out = run_tallyd(&[
         "collect",
         "--config",
@@ -530,22 +467,14 @@ fn the_author_guide_example_collects() {
 
 #[test]
 fn running_a_source_now_needs_the_api_token() {
-    let (_tmp, root) = temp_root();
-    let plugins = plugin_dir_with(&root.join("plugins"), &[bundled_plugin("tally_example")]);
-    let port = free_port();
+    let t = TestDir::new(&[bundled_plugin("tally_example")]);
     let token = "itest-token-4e1f0c9a";
-    let text = format!(
-        "{}{}{EXAMPLE_SOURCE}",
-        daemon_section(
-            port,
-            &root.join("data"),
-            &[&plugins],
-            &format!("api_token = \"{token}\"")
-        ),
-        catalogue(&["meetings"]),
-    );
-    let config = write_config(&root, "tally.toml", &text);
-    let d = TestDaemon::start(&config, port);
+    let d = org(
+        t.config().daemon(&format!("api_token = \"{token}\"")),
+        &["meetings"],
+    )
+    .toml(EXAMPLE_SOURCE)
+    .start();
     // The run at start (the source never succeeded) is over before we ask for
     // another, so that the answer is not 409 "already running".
     d.wait_for("the start run of ex", 30, |d| {
@@ -595,22 +524,15 @@ fn running_a_source_now_needs_the_api_token() {
 
 #[test]
 fn an_unreachable_json_api_is_named_once_in_the_error() {
-    let (_tmp, root) = temp_root();
-    let plugins = plugin_dir_with(&root.join("plugins"), &[bundled_plugin("tally_http_json")]);
-    let port = free_port();
+    let t = TestDir::new(&[bundled_plugin("tally_http_json")]);
     let closed = free_port();
-    let config = write_config(
-        &root,
-        "tally.toml",
-        &format!(
-            "{}{}[[sources]]\nid = \"api\"\nplugin = \"http_json\"\nunit = \"org\"\nschedule = \"0 0 3 * * *\"\nretries = 0\n\
+    let daemon = org(t.config(), &["x"])
+        .toml(&format!(
+            "[[sources]]\nid = \"api\"\nplugin = \"http_json\"\nunit = \"org\"\nschedule = \"0 0 3 * * *\"\nretries = 0\n\
              [sources.settings]\nurl = \"http://127.0.0.1:{closed}/stats?token=s3cret\"\n\
              values = [{{ indicator = \"x\", path = \"$.x\" }}]\n",
-            daemon_section(port, &root.join("data"), &[&plugins], ""),
-            catalogue(&["x"]),
-        ),
-    );
-    let daemon = TestDaemon::start(&config, port);
+        ))
+        .start();
     daemon.wait_for("the start-up run of api", 30, |d| {
         !d.source("api")["last_run"].is_null()
     });
@@ -628,7 +550,6 @@ fn an_unreachable_json_api_is_named_once_in_the_error() {
 
 #[test]
 fn a_shutdown_waits_for_the_plugin_calls_under_way_not_for_queued_runs() {
-    let (_tmp, root) = temp_root();
     // One permit: at start the four never-run sources queue behind one another.
     let sources: String = (0..4)
         .map(|i| {
@@ -640,7 +561,7 @@ fn a_shutdown_waits_for_the_plugin_calls_under_way_not_for_queued_runs() {
             )
         })
         .collect();
-    let mut d = faulty_daemon(&root, &sources, &["x"], "max_concurrent_runs = 1");
+    let (t, mut d) = faulty_daemon(&sources, "max_concurrent_runs = 1");
     d.wait_for("one source's start-up run to be under way", 30, |d| {
         (0..4).any(|i| d.source(&format!("slow{i}"))["running"] == true)
     });
@@ -649,7 +570,7 @@ fn a_shutdown_waits_for_the_plugin_calls_under_way_not_for_queued_runs() {
 
     // The run under way finished and was recorded; the runs still waiting
     // for the permit were dropped, not started after the signal.
-    let store = tally_store::SqliteStore::open(&root.join("data")).unwrap();
+    let store = tally_store::SqliteStore::open(&t.dir.join("data")).unwrap();
     let recorded: u64 = (0..4)
         .map(|i| {
             use tally_store::Store;

@@ -200,30 +200,6 @@ indicators = ["meetings"]
     text
 }
 
-fn config_text(port: u16, dir: &Path, plugins: &Path, sources: &str) -> String {
-    format!(
-        r#"
-[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-api_token = "{TOKEN}"
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-{sources}"#,
-        data = toml_path(&dir.join("data")),
-        plugins = toml_path(plugins),
-    )
-}
-
 /// Every file under `dir`, as text (the SQLite store and its journal hold
 /// the run records, errors and warnings as plain UTF-8).
 fn files_text(dir: &Path) -> String {
@@ -243,24 +219,24 @@ fn files_text(dir: &Path) -> String {
 
 #[test]
 fn a_secret_full_of_quotes_backslashes_and_url_characters_leaves_in_no_form() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(
-        &dir.join("plugins"),
-        &[
-            bundled_plugin("tally_exec"),
-            bundled_plugin("tally_http_json"),
-        ],
-    );
+    let t = TestDir::new(&[
+        bundled_plugin("tally_exec"),
+        bundled_plugin("tally_http_json"),
+    ]);
+    let dir = t.dir.as_path();
     let script = dir.join("leaky.sh");
     std::fs::write(&script, SCRIPT).unwrap();
     set_mode(&script, 0o755);
     let upstream = echoing_upstream();
     let env = [("TALLY_TEST_SECRET", SECRET)];
-    let port = free_port();
-    let good = config_text(port, dir, &plugins, &sources(&script, upstream));
-    let config = write_config(dir, "tally.toml", &good);
-    let d = TestDaemon::start_with_env(&config, port, &env);
+    let base = t
+        .config()
+        .daemon(&format!("api_token = \"{TOKEN}\""))
+        .county()
+        .meetings();
+    let good = base.clone().toml(&sources(&script, upstream));
+    let config = good.write();
+    let d = good.start_with_env(&env);
     let auth = format!("Bearer {TOKEN}");
 
     let mut answers = Vec::new();
@@ -305,11 +281,7 @@ fn a_secret_full_of_quotes_backslashes_and_url_characters_leaves_in_no_form() {
     assert!(log.contains("Authorization: Basic ***"), "{log}");
 
     // A reload whose settings are refused, quoting the secret.
-    write_config(
-        dir,
-        "tally.toml",
-        &config_text(port, dir, &plugins, &bad_sources()),
-    );
+    base.clone().toml(&bad_sources()).write();
     let (status, body) = post(
         &format!("{}/api/v1/reload", d.base),
         &[("Authorization", &auth)],
@@ -340,16 +312,11 @@ fn a_secret_full_of_quotes_backslashes_and_url_characters_leaves_in_no_form() {
     ));
 
     // One-shot collections with JSON logs, in process and isolated.
-    write_config(
-        dir,
-        "collect.toml",
-        &config_text(
-            free_port(),
-            &dir.join("collect"),
-            &plugins,
-            &sources(&script, upstream),
-        ),
-    );
+    base.clone()
+        .without_listen()
+        .data_dir(&dir.join("collect"))
+        .toml(&sources(&script, upstream))
+        .write_as("collect.toml");
     for id in [
         "script",
         "script-isolated",

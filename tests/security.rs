@@ -2,7 +2,6 @@
 //! unless a token is set, request bodies are bounded, query parameters and
 //! report names cannot reach outside `data_dir`, and secrets never leave.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,27 +11,11 @@ use crate::support::*;
 
 const TOKEN: &str = "security-token-0001";
 
-fn config_text(listen: &str, dir: &Path, plugins: &Path, token: Option<&str>) -> String {
-    let token = token
-        .map(|t| format!("api_token = \"{t}\"\n"))
-        .unwrap_or_default();
-    format!(
+/// One unit, `meetings`, a steady `example` source, and the reports of the
+/// missed quarters and the start written into `<dir>/reports`.
+fn config(t: &TestDir) -> TestConfig {
+    t.config().county().meetings().toml(&format!(
         r#"
-[daemon]
-listen = "{listen}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-{token}
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-
 [[sources]]
 id = "steady"
 plugin = "example"
@@ -47,21 +30,17 @@ write_on_start = true
 formats = ["csv", "md"]
 dir = {reports}
 "#,
-        data = toml_path(&dir.join("data")),
-        plugins = toml_path(plugins),
-        reports = toml_path(&dir.join("reports")),
-    )
+        reports = toml_path(&t.dir.join("reports")),
+    ))
 }
 
-fn started(tmp: &Path) -> TestDaemon {
-    let plugins = plugin_dir_with(&tmp.join("plugins"), &[bundled_plugin("tally_example")]);
-    let port = free_port();
-    let config = write_config(
-        tmp,
-        "tally.toml",
-        &config_text(&format!("127.0.0.1:{port}"), tmp, &plugins, Some(TOKEN)),
-    );
-    TestDaemon::start(&config, port)
+/// A daemon on [`config`] with the API token, and its directory.
+fn started() -> (TestDir, TestDaemon) {
+    let t = TestDir::new(&[bundled_plugin("tally_example")]);
+    let d = config(&t)
+        .daemon(&format!("api_token = \"{TOKEN}\""))
+        .start();
+    (t, d)
 }
 
 fn error_of(body: &str) -> String {
@@ -74,17 +53,10 @@ fn error_of(body: &str) -> String {
 
 #[test]
 fn listening_beyond_loopback_without_a_token_refuses_to_start() {
-    let tmp = tempfile::tempdir().unwrap();
-    let plugins = plugin_dir_with(
-        &tmp.path().join("plugins"),
-        &[bundled_plugin("tally_example")],
-    );
-    let port = free_port();
-    let config = write_config(
-        tmp.path(),
-        "tally.toml",
-        &config_text(&format!("0.0.0.0:{port}"), tmp.path(), &plugins, None),
-    );
+    let t = TestDir::new(&[bundled_plugin("tally_example")]);
+    let config = config(&t)
+        .listen(&format!("0.0.0.0:{}", free_port()))
+        .write();
     let out = run_tallyd(&["run", "--config", config.to_str().unwrap()]);
     assert_eq!(exit_code(&out), 1, "{}", stderr(&out));
     assert!(
@@ -96,8 +68,7 @@ fn listening_beyond_loopback_without_a_token_refuses_to_start() {
 
 #[test]
 fn write_endpoints_need_the_token_and_bodies_are_bounded() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = started(tmp.path());
+    let (_t, d) = started();
     for path in ["/api/v1/sources/steady/run", "/api/v1/reload"] {
         let url = format!("{}{path}", d.base);
         let (status, body) = post(&url, &[]).unwrap();
@@ -139,8 +110,7 @@ fn write_endpoints_need_the_token_and_bodies_are_bounded() {
 
 #[test]
 fn query_parameters_and_report_names_stay_inside_data_dir() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = started(tmp.path());
+    let (t, d) = started();
     for query in [
         "period=2026-Q4&unit=../../etc/passwd",
         "period=2026-Q4&unit=/etc/passwd",
@@ -165,7 +135,7 @@ fn query_parameters_and_report_names_stay_inside_data_dir() {
             .any(|l| l.contains("report written") && !l.contains("missed report written"));
         start_report && log.contains("reports caught up")
     });
-    for entry in std::fs::read_dir(tmp.path().join("reports")).unwrap() {
+    for entry in std::fs::read_dir(t.dir.join("reports")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         let (stem, ext) = name.rsplit_once('.').unwrap();
         assert!(matches!(ext, "csv" | "md"), "{name}");
@@ -181,13 +151,13 @@ fn query_parameters_and_report_names_stay_inside_data_dir() {
 
     // `tallyd report` refuses a period that is a path, and writes only
     // where --out says.
-    let config = tmp.path().join("tally.toml");
+    let config = t.dir.join("tally.toml");
     let config = config.to_str().unwrap();
     let out = run_tallyd(&[
         "report", "--config", config, "--period", "../../x", "--format", "csv",
     ]);
     assert_eq!(exit_code(&out), 1, "{}", stderr(&out));
-    let target = tmp.path().join("elsewhere.csv");
+    let target = t.dir.join("elsewhere.csv");
     let out = run_tallyd(&[
         "report",
         "--config",

@@ -16,26 +16,23 @@ const BUNDLED: [&str; 8] = [
     "xuexi",
 ];
 
-/// A config that only names a plugin directory holding every bundled plugin.
-fn bundled_config(dir: &Path) -> PathBuf {
+/// A configuration whose plugin directory holds every bundled plugin (and
+/// no unit, indicator or source).
+fn bundled_config() -> (TestDir, PathBuf) {
     let libs: Vec<PathBuf> = BUNDLED
         .iter()
         .map(|name| bundled_plugin(&format!("tally_{name}")))
         .collect();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &libs);
-    write_config(
-        dir,
-        "plugins.toml",
-        &format!("[daemon]\nplugin_dirs = [{}]\n", toml_path(&plugins)),
-    )
+    let t = TestDir::new(&libs);
+    let config = t.config().without_listen().write_as("plugins.toml");
+    (t, config)
 }
 
 /// Each bundled plugin's schema is printed as JSON Schema, followed by an
 /// example that is TOML the same schema accepts.
 #[test]
 fn settings_prints_each_bundled_plugins_schema_and_a_valid_example() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = bundled_config(tmp.path());
+    let (_t, config) = bundled_config();
     for name in BUNDLED {
         let out = run_tallyd(&[
             "plugins",
@@ -81,27 +78,16 @@ fn settings_prints_each_bundled_plugins_schema_and_a_valid_example() {
 /// before the plugin is asked (which would stop at the first).
 #[test]
 fn a_settings_typo_is_reported_at_file_line_key() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_http_json")]);
-    let config = write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            r#"[daemon]
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-
-[[indicators]]
-id = "followers"
-name = "粉丝数"
-kind = "level"
-unit = "人"
-
+    let t = TestDir::new(&[bundled_plugin("tally_http_json")]);
+    // `[daemon]` holds lines 1 to 3, the unit 5 to 7, the indicator 9 to 13:
+    // the source starts at line 15.
+    let config = t
+        .config()
+        .without_listen()
+        .county()
+        .indicator("followers", "粉丝数", "level", "人")
+        .toml(
+            r#"
 [[sources]]
 id = "stats"
 plugin = "http_json"
@@ -114,10 +100,8 @@ per_day = "yes"
 indicator = "followers"
 pth = "$.followers"
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-        ),
-    );
+        )
+        .write();
     let out = run_tallyd(&["check", "--config", config.to_str().unwrap()]);
     assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
     let err = stderr(&out);
@@ -144,8 +128,7 @@ pth = "$.followers"
 /// the bundled plugins; regenerate it with that command when this fails.
 #[test]
 fn the_settings_reference_page_is_current() {
-    let tmp = tempfile::tempdir().unwrap();
-    let config = bundled_config(tmp.path());
+    let (_t, config) = bundled_config();
     let out = run_tallyd(&[
         "plugins",
         "--config",

@@ -2,34 +2,18 @@
 //! drops what its plugin emits, and `coverage` says which of its units are
 //! expected to report. Through the real daemon and bundled plugins.
 
-use serde_json::Value;
-
 use crate::support::*;
 
 /// Two sources on the `example` plugin: `renamed` emits `meetings_raw`
 /// stored as `meetings`, `dropped` emits `meetings` and drops it. `extra`
-/// goes into the `[sources.indicators]` table of `renamed` (line 25 on).
-fn mapping_config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_example")]);
-    write_config(
-        dir,
-        "tally.toml",
-        &format!(
-            r#"[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "org"
-name = "机关"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-
+/// goes into the `[sources.indicators]` table of `renamed` (line 26 on; the
+/// sources start at line 16, after `[daemon]`, the unit and the indicator).
+fn mapping_config(base: &TestConfig, extra: &str) -> std::path::PathBuf {
+    base.clone()
+        .unit("org", "机关")
+        .meetings()
+        .toml(&format!(
+            r#"
 [[sources]]
 id = "renamed"
 plugin = "example"
@@ -51,19 +35,16 @@ indicator = "meetings"
 per_day = 5.0
 [sources.indicators]
 meetings = false
-"#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-        ),
-    )
+"#
+        ))
+        .write()
 }
 
 #[test]
 fn an_indicator_mapping_renames_and_drops_what_a_plugin_emits() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().canonicalize().unwrap();
-    let port = free_port();
-    let config = mapping_config(&dir, port, "");
+    let t = TestDir::new(&[bundled_plugin("tally_example")]);
+    let base = t.config();
+    let config = mapping_config(&base, "");
     let path = config.to_str().unwrap();
 
     let out = run_tallyd(&["check", "--config", path]);
@@ -75,7 +56,7 @@ fn an_indicator_mapping_renames_and_drops_what_a_plugin_emits() {
     );
     assert!(text.contains("emits meetings\n"), "{text}");
 
-    let d = TestDaemon::start(&config, port);
+    let d = TestDaemon::start(&config, base.port());
     d.wait_for("the first run of both sources", 60, |d| {
         d.runs("renamed", "success") >= 1 && d.runs("dropped", "success") >= 1
     });
@@ -114,7 +95,7 @@ fn an_indicator_mapping_renames_and_drops_what_a_plugin_emits() {
 
     // The left side must be something the plugin emits: the error is at the
     // key and names what the plugin emits.
-    mapping_config(&dir, port, "meetings_done = \"meetings\"\n");
+    mapping_config(&base, "meetings_done = \"meetings\"\n");
     let out = run_tallyd(&["check", "--config", path]);
     assert_eq!(exit_code(&out), 1, "{}", stdout(&out));
     let err = stderr(&out);
@@ -125,7 +106,7 @@ fn an_indicator_mapping_renames_and_drops_what_a_plugin_emits() {
         "{err}"
     );
     // The right side must be declared.
-    mapping_config(&dir, port, "");
+    mapping_config(&base, "");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("meetings_raw = \"meetings\"", "meetings_raw = \"meeting\"");
@@ -146,44 +127,23 @@ fn an_indicator_mapping_renames_and_drops_what_a_plugin_emits() {
 /// 县乙 is neither 未报送 nor makes the county incomplete.
 #[test]
 fn a_listed_source_expects_its_units_only() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().canonicalize().unwrap();
-    let port = free_port();
-    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
-    std::fs::create_dir_all(dir.join("forms")).unwrap();
+    let t = TestDir::new(&[bundled_plugin("tally_csv_form")]);
+    let forms = t.dir.join("forms");
+    std::fs::create_dir_all(&forms).unwrap();
     std::fs::write(
-        dir.join("forms/meetings.csv"),
+        forms.join("meetings.csv"),
         "单位,日期,会议次数\n县甲,2026-07-15,3\n县乙,2026-07-20,9\n县丙,2026-08-01,4\n",
     )
     .unwrap();
-    let config = write_config(
-        &dir,
-        "tally.toml",
-        &format!(
-            r#"[daemon]
-listen = "127.0.0.1:{port}"
-data_dir = {data}
-plugin_dirs = [{plugins}]
-
-[[units]]
-id = "county"
-name = "某县"
-[[units]]
-id = "county/a"
-name = "县甲"
-[[units]]
-id = "county/b"
-name = "县乙"
-[[units]]
-id = "county/c"
-name = "县丙"
-
-[[indicators]]
-id = "meetings"
-name = "会议次数"
-kind = "count"
-unit = "次"
-
+    let d = t
+        .config()
+        .county()
+        .unit("county/a", "县甲")
+        .unit("county/b", "县乙")
+        .unit("county/c", "县丙")
+        .meetings()
+        .toml(&format!(
+            r#"
 [[sources]]
 id = "forms"
 plugin = "csv_form"
@@ -195,12 +155,9 @@ backfill_from = "2026-07-01"
 dir = {forms}
 indicators = ["meetings"]
 "#,
-            data = toml_path(&dir.join("data")),
-            plugins = toml_path(&plugins),
-            forms = toml_path(&dir.join("forms")),
-        ),
-    );
-    let d = TestDaemon::start(&config, port);
+            forms = toml_path(&forms),
+        ))
+        .start();
     d.wait_for("the start-up run", 60, |d| d.runs("forms", "success") >= 1);
     let source = d.source("forms");
     assert_eq!(source["coverage"], "listed");
@@ -208,18 +165,9 @@ indicators = ["meetings"]
     assert!(warnings.contains("县乙"), "{warnings}");
 
     let q3 = d.get_json("/api/v1/summary?period=2026-Q3");
-    let row = |id: &str| -> Value {
-        q3["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["id"] == id)
-            .unwrap_or_else(|| panic!("{id}: {q3}"))["values"]["meetings"]
-            .clone()
-    };
     // (value, missing, incomplete); the flags are left out when false.
     let flags = |id: &str| {
-        let c = row(id);
+        let c = cell(&q3, id, "meetings");
         (
             c["value"].as_f64(),
             c["missing"] == true,

@@ -483,7 +483,9 @@ pub fn last_run_uncovered(source: &serde_json::Value) -> Vec<chrono::NaiveDate> 
 // the indicators and the rest, and one way to start a daemon on it.
 
 /// A test's temporary directory with its private plugin directory
-/// (`<dir>/plugins`), removed when dropped.
+/// (`<dir>/plugins`), removed when dropped. Its path is canonical, so that
+/// the paths the daemon canonicalizes (plugin libraries) or prints (the
+/// configuration file in an error) compare equal to the ones a test builds.
 pub struct TestDir {
     _tmp: tempfile::TempDir,
     pub dir: PathBuf,
@@ -494,7 +496,7 @@ impl TestDir {
     /// A fresh directory whose plugin directory holds copies of `libs`.
     pub fn new(libs: &[PathBuf]) -> TestDir {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
+        let dir = tmp.path().canonicalize().unwrap();
         let plugins = plugin_dir_with(&dir.join("plugins"), libs);
         TestDir {
             _tmp: tmp,
@@ -518,6 +520,7 @@ impl TestDir {
 pub struct TestConfig {
     dir: PathBuf,
     port: Option<u16>,
+    listen: Option<String>,
     data_dir: PathBuf,
     plugin_dirs: Vec<PathBuf>,
     daemon: String,
@@ -534,6 +537,7 @@ impl TestConfig {
         TestConfig {
             dir: dir.to_path_buf(),
             port: Some(free_port()),
+            listen: None,
             data_dir: dir.join("data"),
             plugin_dirs: vec![plugins.to_path_buf()],
             daemon: String::new(),
@@ -547,6 +551,7 @@ impl TestConfig {
     /// `check` read, which never listen.
     pub fn without_listen(mut self) -> Self {
         self.port = None;
+        self.listen = None;
         self
     }
 
@@ -554,6 +559,21 @@ impl TestConfig {
     /// daemon on the same store).
     pub fn with_port(mut self, port: u16) -> Self {
         self.port = Some(port);
+        self.listen = None;
+        self
+    }
+
+    /// Listens on `addr` exactly as written (e.g. a non-loopback address
+    /// that `check` must refuse); the daemon cannot be started by [`TestConfig::start`].
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.port = None;
+        self.listen = Some(addr.to_owned());
+        self
+    }
+
+    /// Loads plugins from these directories, in this order, instead.
+    pub fn plugin_dirs(mut self, dirs: &[&Path]) -> Self {
+        self.plugin_dirs = dirs.iter().map(|d| d.to_path_buf()).collect();
         self
     }
 
@@ -565,8 +585,7 @@ impl TestConfig {
 
     /// Extra lines of the `[daemon]` table, e.g. `api_token = "..."`.
     pub fn daemon(mut self, lines: &str) -> Self {
-        self.daemon.push_str(lines.trim());
-        self.daemon.push('\n');
+        push_lines(&mut self.daemon, lines);
         self
     }
 
@@ -639,6 +658,8 @@ impl TestConfig {
         let mut text = String::from("[daemon]\n");
         if let Some(port) = self.port {
             text.push_str(&format!("listen = \"127.0.0.1:{port}\"\n"));
+        } else if let Some(addr) = &self.listen {
+            text.push_str(&format!("listen = \"{addr}\"\n"));
         }
         text.push_str(&format!("data_dir = {}\n", toml_path(&self.data_dir)));
         let dirs: Vec<String> = self.plugin_dirs.iter().map(|d| toml_path(d)).collect();
@@ -719,4 +740,37 @@ pub fn report_json(config: &Path, period: &str) -> serde_json::Value {
     assert_eq!(exit_code(&out), 0, "report {period}: {}", stderr(&out));
     serde_json::from_str(&stdout(&out))
         .unwrap_or_else(|e| panic!("report {period} is not JSON ({e}): {}", stdout(&out)))
+}
+
+// ---------------------------------------------------------------------------
+// Reading a summary: `/api/v1/summary` and `tallyd report --format json`
+// answer the same shape, `units[].values.<indicator>`.
+
+/// One unit's row of a summary, by id; fails naming the unit and showing the
+/// summary when the unit is not in it.
+#[track_caller]
+pub fn unit_row<'a>(summary: &'a serde_json::Value, unit: &str) -> &'a serde_json::Value {
+    summary["units"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no units array in summary: {summary:#}"))
+        .iter()
+        .find(|u| u["id"] == unit)
+        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"))
+}
+
+/// One unit's cell of an indicator (`value`, `previous`, `target`, the
+/// flags...); `null` when the unit has nothing for it.
+#[track_caller]
+pub fn cell<'a>(
+    summary: &'a serde_json::Value,
+    unit: &str,
+    indicator: &str,
+) -> &'a serde_json::Value {
+    &unit_row(summary, unit)["values"][indicator]
+}
+
+/// One unit's value of an indicator; `null` when it has none.
+#[track_caller]
+pub fn value(summary: &serde_json::Value, unit: &str, indicator: &str) -> serde_json::Value {
+    cell(summary, unit, indicator)["value"].clone()
 }

@@ -97,16 +97,6 @@ indicators = ["posts", "points"]
     Setup { _dir: t, config }
 }
 
-fn cell<'a>(summary: &'a Value, unit: &str, indicator: &str) -> &'a Value {
-    let u = summary["units"]
-        .as_array()
-        .expect("units array")
-        .iter()
-        .find(|u| u["id"] == unit)
-        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"));
-    &u["values"][indicator]
-}
-
 fn close(v: &Value, expected: f64) -> bool {
     v.as_f64().is_some_and(|v| (v - expected).abs() < 1e-9)
 }

@@ -47,27 +47,6 @@ indicators = ["meetings"]
     )
 }
 
-fn source(d: &TestDaemon, id: &str) -> Value {
-    let sources = d.get_json("/api/v1/sources");
-    sources["sources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no source {id} in {sources:#}"))
-}
-
-fn cell(summary: &Value, unit: &str) -> Value {
-    summary["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["id"] == unit)
-        .map(|u| u["values"]["meetings"].clone())
-        .unwrap_or(Value::Null)
-}
-
 fn run_now(d: &TestDaemon, id: &str) -> (u16, Value) {
     let auth = format!("Bearer {TOKEN}");
     let (status, body) = post(
@@ -114,9 +93,9 @@ indicators = ["meetings"]
     );
     let d = TestDaemon::start(&config(dir, port, &plugins, &sources), port);
     d.wait_for("the start-up run of the forms", 60, |d| {
-        !source(d, "forms")["last_run"].is_null()
+        !d.source("forms")["last_run"].is_null()
     });
-    let last = source(&d, "forms")["last_run"].clone();
+    let last = d.source("forms")["last_run"].clone();
     assert_eq!(last["result"], "success", "{last:#}");
     assert_eq!(last["observations"], 2, "{last:#}");
     let warnings = last["warnings"].to_string();
@@ -131,12 +110,20 @@ indicators = ["meetings"]
     for period in ["2026-11", "2026-Q4", "2026"] {
         let summary = d.get_json(&format!("/api/v1/summary?period={period}"));
         assert_eq!(
-            cell(&summary, "county")["value"],
+            cell(&summary, "county", "meetings")["value"],
             7,
             "{period}: {summary:#}"
         );
-        assert_eq!(cell(&summary, "county/a")["value"], 3, "{period}");
-        assert_eq!(cell(&summary, "county/b")["value"], 4, "{period}");
+        assert_eq!(
+            cell(&summary, "county/a", "meetings")["value"],
+            3,
+            "{period}"
+        );
+        assert_eq!(
+            cell(&summary, "county/b", "meetings")["value"],
+            4,
+            "{period}"
+        );
     }
 }
 
@@ -157,9 +144,9 @@ echo '{"indicator": "meetings", "day": "'"$TALLY_TO"'", "value": 2}'
     let sources = exec_source(dir, script, "backfill_from = \"2026-11-01\"\nretries = 0");
     let d = TestDaemon::start(&config(dir, port, &plugins, &sources), port);
     d.wait_for("the start-up run of the script", 120, |d| {
-        !source(d, "script")["last_run"].is_null()
+        !d.source("script")["last_run"].is_null()
     });
-    let s = source(&d, "script");
+    let s = d.source("script");
     let last = &s["last_run"];
     assert_eq!(last["result"], "error", "{s:#}");
     let error = last["error"].as_str().unwrap_or_default();
@@ -171,7 +158,7 @@ echo '{"indicator": "meetings", "day": "'"$TALLY_TO"'", "value": 2}'
     assert!(s["last_success"].is_null(), "{s:#}");
     // Nothing stored, and the days count as not collected.
     let summary = d.get_json("/api/v1/summary?period=2026-11-01..2026-11-02");
-    let a = cell(&summary, "county/a");
+    let a = cell(&summary, "county/a", "meetings");
     assert!(a["value"].is_null(), "{summary:#}");
     assert_eq!(summary["period"]["sources_complete"], false, "{summary:#}");
 }
@@ -188,7 +175,7 @@ echo '{"indicator": "meetings", "day": "'"$TALLY_TO"'", "value": 1}'
     let sources = exec_source(dir, script, "retries = 0\nbreaker_after = 1");
     let d = TestDaemon::start(&config(dir, port, &plugins, &sources), port);
     d.wait_for("the start-up run of the script", 60, |d| {
-        source(d, "script")["last_run"]["result"] == "success"
+        d.source("script")["last_run"]["result"] == "success"
     });
     let labels = [("plugin", "exec"), ("source", "script")];
     let metric = |d: &TestDaemon, name: &str, result: Option<&str>| {
@@ -232,7 +219,7 @@ echo '{"indicator": "meetings", "day": "'"$TALLY_TO"'", "value": 1}'
         metric(d, "tally_source_runs_total", Some("error")) == Some(1.0)
     });
     assert_eq!(metric(&d, "tally_source_up", None), Some(0.0));
-    let s = source(&d, "script");
+    let s = d.source("script");
     assert_eq!(s["last_run"]["result"], "error", "{s:#}");
     assert_eq!(s["last_run"]["recorded"], false, "{s:#}");
     assert_eq!(s["last_error"]["error"], error.as_str(), "{s:#}");
@@ -256,7 +243,7 @@ echo '{"indicator": "meetings", "day": "'"$TALLY_TO"'", "value": 1}'
     );
     let (code, body) = d.get("/readyz");
     assert_eq!(code, 200, "{body}");
-    let s = source(&d, "script");
+    let s = d.source("script");
     assert_eq!(s["last_run"]["recorded"], true, "{s:#}");
     assert_eq!(s["consecutive_failures"], 0, "{s:#}");
     assert_eq!(metric(&d, "tally_source_up", None), Some(1.0));
@@ -336,7 +323,11 @@ fn a_window_asked_past_today_keeps_the_lookback_and_stores_no_future_day() {
     ]);
     assert_eq!(exit_code(&report), 0, "{}", stderr(&report));
     let summary: Value = serde_json::from_str(&stdout(&report)).unwrap();
-    assert_eq!(cell(&summary, "county")["value"], 4, "{summary:#}");
+    assert_eq!(
+        cell(&summary, "county", "meetings")["value"],
+        4,
+        "{summary:#}"
+    );
 
     // A backfill that starts after today is refused.
     let ahead = run_tallyd(&[

@@ -8,7 +8,6 @@
 //! before 08:00 in Beijing yesterday must be absent, from then on present.
 
 use chrono::{Datelike, NaiveDate, Timelike};
-use serde_json::Value;
 use tally_simulators::wechat::{self as sim, Account, WechatSim};
 
 use crate::support::*;
@@ -30,16 +29,6 @@ fn last_complete_quarter() -> (String, NaiveDate, NaiveDate) {
     );
     let label = format!("{}-Q{}", last.year(), last.month0() / 3 + 1);
     (label, first, last)
-}
-
-fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
-    let u = summary["units"]
-        .as_array()
-        .expect("units array")
-        .iter()
-        .find(|u| u["id"] == unit)
-        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"));
-    u["values"][indicator]["value"].clone()
 }
 
 /// The last day whose WeChat statistics are final now (08:00 the next day, CST).

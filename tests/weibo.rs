@@ -18,15 +18,6 @@ const TOKEN: &str = "2.00WeiboItestSecretToken";
 const OTHER_UID: u64 = 5_678_901_236;
 const OTHER_TOKEN: &str = "2.00WeiboOtherAccountToken";
 
-fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
-    let units = summary["units"].as_array().expect("units array");
-    let u = units
-        .iter()
-        .find(|u| u["id"] == unit)
-        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"));
-    u["values"][indicator]["value"].clone()
-}
-
 /// The posts the five-post timeline shows at `now`, newest first.
 fn newest_five(now: DateTime<Utc>, today: NaiveDate) -> Vec<tally_simulators::weibo::Post> {
     let mut newest = Vec::new();
@@ -208,27 +199,22 @@ api = sim.base_url(),
             .cloned()
             .unwrap()
     };
-    let cell = |summary: &Value, indicator: &str| {
-        summary["units"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|u| u["id"] == "county")
-            .unwrap()["values"][indicator]
-            .clone()
-    };
     let whole = d.get_json(&format!(
         "/api/v1/summary?period={from}..{unmeasured_to}&unit=county"
     ));
     assert_eq!(county_source(&whole)["complete"], false, "{whole:#}");
-    assert_eq!(cell(&whole, "weibo_posts")["incomplete"], true, "{whole:#}");
+    assert_eq!(
+        cell(&whole, "county", "weibo_posts")["incomplete"],
+        true,
+        "{whole:#}"
+    );
     // The measured days alone are complete.
     if let (Some(first), Some(last)) = (counted.first(), counted.last()) {
         let measured = d.get_json(&format!(
             "/api/v1/summary?period={first}..{last}&unit=county"
         ));
         assert_eq!(county_source(&measured)["complete"], true, "{measured:#}");
-        let posts_cell = cell(&measured, "weibo_posts");
+        let posts_cell = cell(&measured, "county", "weibo_posts");
         assert!(posts_cell.get("incomplete").is_none(), "{measured:#}");
         let want: u32 = counted.iter().map(|d| posts_on(UID, *d)).sum();
         assert_eq!(posts_cell["value"], f64::from(want), "{measured:#}");

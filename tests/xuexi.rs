@@ -14,16 +14,6 @@ const SHEET: &str = "某县学习强国积分统计（2026年11月）,,,\r\n\
 王强,教育局,7315,2026-11-20\r\n\
 赵敏,某县民政局党支部,4100,2026-11-20\r\n";
 
-fn value(summary: &Value, unit: &str, indicator: &str) -> Value {
-    let u = summary["units"]
-        .as_array()
-        .expect("units array")
-        .iter()
-        .find(|u| u["id"] == unit)
-        .unwrap_or_else(|| panic!("unit {unit} not in summary: {summary:#}"));
-    u["values"][indicator]["value"].clone()
-}
-
 /// The county with two offices (one known by its party branch's name), the
 /// two xuexi indicators, and a `xuexi` source over `drop` with `more` keys.
 fn xuexi_config(t: &TestDir, drop: &std::path::Path, more: &str) -> TestConfig {
