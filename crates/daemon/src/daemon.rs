@@ -665,6 +665,12 @@ fn reload_blocking(
     )
     .with_http_gate(current.http_gate.clone())
     .adopt_busy(current);
+    // Only now that the new configuration is accepted: a refused reload
+    // leaves the running limits as they were.
+    next.http_gate.configure(
+        next.config.daemon.http_per_host_concurrency,
+        next.config.daemon.http_per_host_rate,
+    );
     let changes = changes(current, &next);
     for id in &changes.removed {
         if let Some(source) = current.source(id) {

@@ -61,10 +61,6 @@ pub fn create_sources_reusing(
     services: &HostServices,
     previous: Option<&Engine>,
 ) -> Result<Vec<(usize, Arc<SourceRunner>)>, ConfigError> {
-    services.gate.configure(
-        config.daemon.http_per_host_concurrency,
-        config.daemon.http_per_host_rate,
-    );
     let mut problems = Vec::new();
     let mut created = Vec::new();
     let mut emits = HashMap::new();
