@@ -324,7 +324,7 @@ fn dashboard_and_rules_against_prometheus() {
     wait_for(
         "the demo's summary to show values",
         180,
-        &mut [("tallyd demo", &mut demo)],
+        &mut [("tally-demo", &mut demo)],
         || {
             let now = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai);
             let period = format!("{}-Q{}", now.year(), (now.month() - 1) / 3 + 1);
@@ -342,7 +342,7 @@ fn dashboard_and_rules_against_prometheus() {
     wait_for(
         "every demo source to finish a run",
         120,
-        &mut [("tallyd demo", &mut demo)],
+        &mut [("tally-demo", &mut demo)],
         || {
             let (_, body) = get(&format!("{tally}/metrics")).ok()?;
             let samples = parse_metrics(&body);
@@ -378,7 +378,7 @@ fn dashboard_and_rules_against_prometheus() {
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
         tmp.path().join("prometheus.log"),
     );
-    let mut procs = [("tallyd demo", &mut demo), ("prometheus", &mut server)];
+    let mut procs = [("tally-demo", &mut demo), ("prometheus", &mut server)];
     wait_for("Prometheus to scrape tallyd", 120, &mut procs, || {
         let up = query(&prom, "up{job=\"tally\"}").ok()?;
         (up.len() == 1 && up[0]["value"][1] == "1").then_some(())
