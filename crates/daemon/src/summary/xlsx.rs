@@ -16,12 +16,12 @@
 //!   last success.
 
 use rust_xlsxwriter::{
-    Chart, ChartType, Color, Format, FormatAlign, FormatBorder, Note, Workbook, Worksheet,
+    Chart, ChartLegendPosition, ChartType, Color, Format, FormatAlign, FormatBorder, Note, Workbook, Worksheet,
     XlsxError,
 };
 use thiserror::Error;
 
-use super::{Because, IndicatorInfo, IndicatorValue, Summary};
+use super::{Because, IndicatorInfo, IndicatorValue, Summary, UnitRow};
 use tally_config::Per;
 
 /// Rendering a report failed; with in-memory output this is a bug or a
@@ -341,6 +341,12 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
     ws.set_row_height(head, 36)?;
     ws.set_freeze_panes(TABLE_HEADER_ROWS, 1)?;
     widths.apply(&mut ws)?;
+    print_setup(
+        &mut ws,
+        summary,
+        TABLE_SHEET,
+        Some((TABLE_HEADER_ROWS - 2, TABLE_HEADER_ROWS - 1)),
+    )?;
     Ok(ws)
 }
 
@@ -433,36 +439,238 @@ fn indicator_sheet(
             number_cell(&mut ws, row, 3, line, &f.number)?;
         }
     }
+    let table_end = first + summary.units.len() as u32;
+    let mut breaks = Vec::new();
+    let mut row = table_end + 1;
+    let measure = Measure::of(summary, &indicator.id);
+    for (parent, children) in sibling_groups(summary) {
+        // Each comparison starts a printed page, so that no chart is cut.
+        breaks.push(row);
+        row = comparison(
+            &mut ws,
+            summary,
+            indicator,
+            (name, measure),
+            (parent, &children),
+            (row, &mut breaks),
+            f,
+        )?;
+    }
     ws.set_freeze_panes(first, 1)?;
+    widths.fit_width(1, 12);
     widths.apply(&mut ws)?;
-
-    if !summary.units.is_empty() {
-        let last = first + summary.units.len() as u32 - 1;
-        let mut chart = Chart::new(ChartType::Column);
-        chart
-            .title()
-            .set_name(&format!("{header}（{}）", summary.period.label));
-        for (col, label) in [(1u16, "本期"), (2, "上期")] {
-            chart
-                .add_series()
-                .set_name(label)
-                .set_categories((name, first, 0, last, 0))
-                .set_values((name, first, col, last, col));
-        }
-        if group.target {
-            let mut target = Chart::new(ChartType::Line);
-            target
-                .add_series()
-                .set_name("目标")
-                .set_categories((name, first, 0, last, 0))
-                .set_values((name, first, 3, last, 3));
-            chart.combine(&target);
-        }
-        let width = (480 + 48 * summary.units.len() as u32).min(1400);
-        chart.set_width(width).set_height(320);
-        ws.insert_chart(1, heads.len() as u16 + 1, &chart)?;
+    print_setup(&mut ws, summary, name, Some((1, 1)))?;
+    // Excel refuses more than 1023 manual breaks; the rest print unbroken.
+    breaks.truncate(1023);
+    if !breaks.is_empty() {
+        ws.set_page_breaks(&breaks)?;
     }
     Ok(ws)
+}
+
+/// What an indicator's charts show for each unit, chosen so that units of
+/// different sizes compare fairly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Measure {
+    /// 本期 and 上期.
+    Value,
+    /// 人均: the indicator has `per_capita = true`.
+    PerCapita,
+    /// 完成率 (per-unit target) or 达标率 (per-entity target), against a
+    /// 目标 line at 100%: a target scaled to the unit, or pro-rated to the
+    /// days elapsed, makes the raw totals of units incomparable.
+    Completion,
+}
+
+impl Measure {
+    fn of(summary: &Summary, indicator: &str) -> Measure {
+        let cells = || summary.units.iter().filter_map(|u| u.values.get(indicator));
+        if cells().any(|c| c.target.is_some()) {
+            Measure::Completion
+        } else if cells().any(|c| c.per_capita.is_some()) {
+            Measure::PerCapita
+        } else {
+            Measure::Value
+        }
+    }
+
+    /// The columns of a comparison's data block after 单位.
+    fn heads(self, group: &Group) -> Vec<&'static str> {
+        match self {
+            Measure::Value => vec!["本期", "上期"],
+            Measure::PerCapita => vec!["本期人均"],
+            Measure::Completion if group.per_entity && !group.per_unit => vec!["达标率", "目标"],
+            Measure::Completion => vec!["完成率", "目标"],
+        }
+    }
+}
+
+/// The units compared in one chart: the children of one shown unit (or the
+/// top-level units shown, `None`), in table order, when there are at least
+/// two. A parent is never among them, so no total stands beside its parts.
+fn sibling_groups(summary: &Summary) -> Vec<(Option<&UnitRow>, Vec<&UnitRow>)> {
+    let shown = |id: &str| summary.units.iter().find(|u| u.id == id);
+    let parent_of = |u: &UnitRow| u.parent.as_deref().and_then(shown);
+    let mut groups: Vec<(Option<&UnitRow>, Vec<&UnitRow>)> = Vec::new();
+    let top: Vec<&UnitRow> = summary
+        .units
+        .iter()
+        .filter(|u| parent_of(u).is_none())
+        .collect();
+    groups.push((None, top));
+    for parent in &summary.units {
+        let children = summary
+            .units
+            .iter()
+            .filter(|u| u.parent.as_deref() == Some(parent.id.as_str()))
+            .collect();
+        groups.push((Some(parent), children));
+    }
+    groups.retain(|(_, children)| children.len() >= 2);
+    groups
+}
+
+/// Rows a chart covers at the default row height (20 px).
+const CHART_ROWS: u32 = 18;
+/// Sized for A4 landscape at 100%: the whole chart fits one printed page.
+const CHART_WIDTH: u32 = 760;
+const CHART_HEIGHT: u32 = CHART_ROWS * 20;
+
+/// Writes one comparison from `row`: a heading, the compared units' figures,
+/// and their chart below them. Returns the first row after it; adds a page
+/// break to `breaks` when the chart needs a page of its own.
+fn comparison(
+    ws: &mut Worksheet,
+    summary: &Summary,
+    indicator: &IndicatorInfo,
+    (sheet, measure): (&str, Measure),
+    (parent, children): (Option<&UnitRow>, &[&UnitRow]),
+    (row, breaks): (u32, &mut Vec<u32>),
+    f: &Formats,
+) -> Result<u32, ReportError> {
+    let group = Group::of(summary, &indicator.id);
+    let who = match parent {
+        Some(p) => format!("{}的下级单位", p.name),
+        None => "各单位".to_owned(),
+    };
+    let what = match measure {
+        Measure::Value => "",
+        Measure::PerCapita => "（人均）",
+        Measure::Completion => "（完成情况）",
+    };
+    let title = format!("{who}{what}：{}", indicator.header());
+    ws.write_string_with_format(row, 0, &title, &f.subtitle)?;
+    let heads = measure.heads(&group);
+    ws.write_string_with_format(row + 1, 0, "单位", &f.header)?;
+    for (c, h) in heads.iter().enumerate() {
+        ws.write_string_with_format(row + 1, 1 + c as u16, *h, &f.header)?;
+    }
+    let first = row + 2;
+    let default = IndicatorValue::default();
+    for (r, unit) in children.iter().enumerate() {
+        let at = first + r as u32;
+        let cell = unit.values.get(&indicator.id).unwrap_or(&default);
+        ws.write_string_with_format(at, 0, &unit.name, &f.text)?;
+        match measure {
+            Measure::Value => {
+                value_cell(ws, at, 1, cell, f)?;
+                number_cell(ws, at, 2, cell.previous, &f.number)?;
+            }
+            Measure::PerCapita => {
+                let format = if cell.incomplete {
+                    &f.incomplete
+                } else {
+                    &f.number
+                };
+                number_cell(ws, at, 1, cell.per_capita, format)?;
+            }
+            Measure::Completion => {
+                let format = if cell.incomplete {
+                    &f.ratio_incomplete
+                } else {
+                    &f.ratio
+                };
+                let done = cell
+                    .target
+                    .as_ref()
+                    .and_then(|t| t.completion.or(t.ratio));
+                number_cell(ws, at, 1, done, format)?;
+                // The line is drawn only where the unit has a target.
+                let line = cell.target.as_ref().map(|_| 1.0);
+                number_cell(ws, at, 2, line, &f.ratio)?;
+            }
+        }
+    }
+    let last = first + children.len() as u32 - 1;
+    let mut chart = Chart::new(ChartType::Column);
+    chart
+        .title()
+        .set_name(&format!("{title}（{}）", summary.period.label));
+    let charted = match measure {
+        Measure::Value => 2,
+        _ => 1,
+    };
+    for c in 0..charted {
+        let col = 1 + c as u16;
+        chart
+            .add_series()
+            .set_name((sheet, row + 1, col))
+            .set_categories((sheet, first, 0, last, 0))
+            .set_values((sheet, first, col, last, col));
+    }
+    if measure == Measure::Completion {
+        chart.y_axis().set_num_format("0%");
+        let mut target = Chart::new(ChartType::Line);
+        target
+            .add_series()
+            .set_name((sheet, row + 1, 2))
+            .set_categories((sheet, first, 0, last, 0))
+            .set_values((sheet, first, 2, last, 2));
+        chart.combine(&target);
+    }
+    chart.legend().set_position(ChartLegendPosition::Bottom);
+    chart.set_width(CHART_WIDTH).set_height(CHART_HEIGHT);
+    let chart_row = last + 2;
+    // A long list and its chart would not share a page: the chart gets its own.
+    if children.len() as u32 + 4 + CHART_ROWS > PAGE_ROWS {
+        breaks.push(chart_row);
+    }
+    ws.insert_chart(chart_row, 0, &chart)?;
+    Ok(chart_row + CHART_ROWS + 2)
+}
+
+/// Rows of default height that one A4 landscape page holds at 100% within
+/// the margins of [`print_setup`].
+const PAGE_ROWS: u32 = 30;
+
+/// The page setup every sheet gets: A4 landscape, as wide as one page and as
+/// long as it needs, `repeat` (header rows, 0-based inclusive) on every
+/// page, the report and the sheet in the page header and the page number in
+/// the footer.
+fn print_setup(
+    ws: &mut Worksheet,
+    summary: &Summary,
+    sheet: &str,
+    repeat: Option<(u32, u32)>,
+) -> Result<(), ReportError> {
+    // `&` starts a control code in Excel's header and footer strings.
+    let escape = |s: &str| s.replace('&', "&&");
+    let p = &summary.period;
+    ws.set_landscape()
+        .set_paper_size(9)
+        .set_print_fit_to_pages(1, 0)
+        .set_print_center_horizontally(true)
+        .set_margins(0.4, 0.4, 0.7, 0.7, 0.3, 0.3)
+        .set_header(format!(
+            "&L{}&R{}",
+            escape(&format!("{} 统计表（{} 至 {}）", p.label, p.start, p.end)),
+            escape(sheet)
+        ))
+        .set_footer("&C第 &P 页，共 &N 页");
+    if let Some((first, last)) = repeat {
+        ws.set_repeat_rows(first, last)?;
+    }
+    Ok(())
 }
 
 fn sources_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError> {
@@ -496,6 +704,7 @@ fn sources_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportErro
     }
     ws.set_freeze_panes(3, 0)?;
     widths.apply(&mut ws)?;
+    print_setup(&mut ws, summary, SOURCES_SHEET, Some((2, 2)))?;
     Ok(ws)
 }
 
