@@ -632,16 +632,18 @@ fn comparison(
     chart.set_width(CHART_WIDTH).set_height(CHART_HEIGHT);
     let chart_row = last + 2;
     // A long list and its chart would not share a page: the chart gets its own.
-    if children.len() as u32 + 4 + CHART_ROWS > PAGE_ROWS {
+    if children.len() as u32 + 3 + CHART_ROWS > PAGE_ROWS {
         breaks.push(chart_row);
     }
     ws.insert_chart(chart_row, 0, &chart)?;
     Ok(chart_row + CHART_ROWS + 2)
 }
 
-/// Rows of default height that one A4 landscape page holds at 100% within
-/// the margins of [`print_setup`].
-const PAGE_ROWS: u32 = 30;
+/// Rows of default height (15 pt) that one A4 landscape page holds at 100%
+/// within the margins of [`print_setup`] (595 pt less 2 × 0.7 in), less
+/// the repeated header row. A chart is 760 px wide, less than the page's
+/// 784 pt, so fitting to the page width never shrinks these sheets.
+const PAGE_ROWS: u32 = 32;
 
 /// The page setup every sheet gets: A4 landscape, as wide as one page and as
 /// long as it needs, `repeat` (header rows, 0-based inclusive) on every
@@ -1163,6 +1165,179 @@ mod tests {
             sheet_name(&long, "x", &taken),
             format!("{}(2)", "很".repeat(28))
         );
+    }
+
+    /// A county and ten departments, the first with two offices below it:
+    /// posts (no target), points with a per-unit target, staff per capita.
+    fn county() -> Summary {
+        let mut s = sample();
+        s.indicators.push(IndicatorInfo {
+            id: "staff_posts".to_owned(),
+            name: "人均发文".to_owned(),
+            kind: Kind::Count,
+            unit: "篇".to_owned(),
+        });
+        let cell = |v: f64, min: f64| {
+            vec![
+                ("wechat_posts", value(Some(v), Some(v - 1.0))),
+                (
+                    "xuexi_points",
+                    IndicatorValue {
+                        target: Some(TargetStatus {
+                            per: Per::Unit,
+                            min,
+                            completion: Some(v / min),
+                            met: None,
+                            total: None,
+                            ratio: None,
+                        }),
+                        ..value(Some(v), None)
+                    },
+                ),
+                (
+                    "staff_posts",
+                    IndicatorValue {
+                        per_capita: Some(v / 10.0),
+                        ..value(Some(v), None)
+                    },
+                ),
+            ]
+        };
+        let mut units = vec![unit("county", "某县", 0, cell(288_089.0, 200_000.0))];
+        for d in 1..=10 {
+            let id = format!("county/d{d:02}");
+            units.push(unit(&id, &format!("部门{d:02}"), 1, cell(27_000.0 + d as f64, 20_000.0)));
+            if d == 1 {
+                for o in 1..=2 {
+                    let id = format!("{id}/o{o}");
+                    units.push(unit(&id, &format!("科室{o}"), 2, cell(13_000.0, 10_000.0)));
+                }
+            }
+        }
+        s.units = units;
+        s
+    }
+
+    /// Each chart of a sheet: its category names and its series names.
+    fn charts_of(bytes: &[u8]) -> Vec<(String, Vec<String>, Vec<String>)> {
+        let between = |text: &str, open: &str, close: &str| -> Vec<String> {
+            text.split(open)
+                .skip(1)
+                .filter_map(|t| t.split_once(close).map(|(v, _)| v.to_owned()))
+                .collect()
+        };
+        (1..)
+            .map_while(|n| zip_entry(bytes, &format!("xl/charts/chart{n}.xml")))
+            .map(|chart| {
+                let categories = between(&chart, "<c:cat>", "</c:cat>")
+                    .first()
+                    .map(|cat| between(cat, "<c:v>", "</c:v>"))
+                    .unwrap_or_default();
+                let series = between(&chart, "<c:tx>", "</c:tx>")
+                    .iter()
+                    .flat_map(|tx| between(tx, "<c:v>", "</c:v>"))
+                    .collect();
+                (chart, categories, series)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sheet_prints_landscape_one_page_wide_with_its_header_rows() {
+        let bytes = to_xlsx(&county()).unwrap();
+        for n in 1..=5 {
+            let sheet = zip_entry(&bytes, &format!("xl/worksheets/sheet{n}.xml")).unwrap();
+            assert!(
+                sheet.contains(r#"<sheetPr><pageSetUpPr fitToPage="1"/>"#),
+                "sheet{n}: {sheet}"
+            );
+            // fitToWidth="1" is the schema's default, so it is left out.
+            assert!(
+                sheet.contains(r#"<pageSetup paperSize="9" fitToHeight="0" orientation="landscape""#),
+                "sheet{n}: {}",
+                &sheet[sheet.find("<pageSetup").unwrap_or(0)..]
+            );
+            assert!(!sheet.contains("fitToWidth"), "one page wide: {sheet}");
+            assert!(sheet.contains("<oddFooter>&amp;C第 &amp;P 页，共 &amp;N 页</oddFooter>"));
+            assert!(sheet.contains(
+                "<oddHeader>&amp;L2026-Q3 统计表（2026-07-01 至 2026-09-30）&amp;R"
+            ));
+        }
+        let workbook = zip_entry(&bytes, "xl/workbook.xml").unwrap();
+        for titles in [
+            r#"<definedName name="_xlnm.Print_Titles" localSheetId="0">统计表!$4:$5</definedName>"#,
+            r#"<definedName name="_xlnm.Print_Titles" localSheetId="1">微信公众号发文数!$2:$2</definedName>"#,
+            r#"<definedName name="_xlnm.Print_Titles" localSheetId="4">数据来源!$3:$3</definedName>"#,
+        ] {
+            assert!(workbook.contains(titles), "{titles} in {workbook}");
+        }
+    }
+
+    #[test]
+    fn a_chart_compares_the_children_of_one_unit_never_a_total_with_its_parts() {
+        let bytes = to_xlsx(&county()).unwrap();
+        let charts = charts_of(&bytes);
+        // Per indicator sheet: the county's ten departments, then the two
+        // offices of 部门01; nobody beside their own parent.
+        assert_eq!(charts.len(), 6, "two charts on each of three sheets");
+        let departments: Vec<String> = (1..=10).map(|d| format!("部门{d:02}")).collect();
+        let offices = vec!["科室1".to_owned(), "科室2".to_owned()];
+        for (n, (chart, categories, series)) in charts.iter().enumerate() {
+            let expected = if n % 2 == 0 { &departments } else { &offices };
+            assert_eq!(categories, expected, "chart{}", n + 1);
+            assert!(!chart.contains("某县<"), "no county total in chart{}", n + 1);
+            assert!(chart.contains("<c:barChart>"), "{chart}");
+            match n / 2 {
+                // No target: this period and the previous, as counts.
+                0 => {
+                    assert_eq!(series, &["本期", "上期"]);
+                    assert!(!chart.contains("<c:lineChart>"));
+                }
+                // A per-unit target: completion against a 100% line.
+                1 => {
+                    assert_eq!(series, &["完成率", "目标"]);
+                    assert!(chart.contains("<c:lineChart>"), "{chart}");
+                    assert!(chart.contains(r#"formatCode="0%""#), "{chart}");
+                }
+                // per_capita: the units' per-head values.
+                _ => {
+                    assert_eq!(series, &["本期人均"]);
+                    assert!(!chart.contains("<c:lineChart>"));
+                }
+            }
+        }
+        // The figures behind the chart are in the sheet, as percentages.
+        let mut wb = read(&bytes);
+        let points = wb.worksheet_range("学习积分").unwrap();
+        let row = (0..200u32)
+            .find(|&r| points.get_value((r, 0)) == Some(&Data::String("部门02".to_owned())))
+            .and_then(|first| {
+                (first + 1..200).find(|&r| {
+                    points.get_value((r, 0)) == Some(&Data::String("部门02".to_owned()))
+                })
+            })
+            .expect("部门02 in the table and in the comparison");
+        assert_eq!(points.get_value((row, 1)), Some(&Data::Float(27_002.0 / 20_000.0)));
+        assert_eq!(points.get_value((row, 2)), Some(&Data::Float(1.0)));
+    }
+
+    #[test]
+    fn each_comparison_starts_a_printed_page() {
+        let bytes = to_xlsx(&county()).unwrap();
+        let sheet = zip_entry(&bytes, "xl/worksheets/sheet2.xml").unwrap();
+        // The table (title, header, 13 units) ends on row 15; the ten
+        // departments and their chart fill the page from row 17 (break
+        // after 16), the offices' comparison starts a page after them.
+        let breaks = &sheet[sheet.find("<rowBreaks").expect("page breaks")..];
+        assert!(
+            breaks.starts_with(
+                r#"<rowBreaks count="2" manualBreakCount="2"><brk id="16" max="16383" man="1"/><brk id="49" max="16383" man="1"/></rowBreaks>"#
+            ),
+            "{breaks}"
+        );
+        let drawing = zip_entry(&bytes, "xl/drawings/drawing1.xml").unwrap();
+        // Both charts start in column A, so the page is no wider than one chart.
+        assert_eq!(drawing.matches("<xdr:col>0</xdr:col>").count(), 2, "{drawing}");
     }
 
     #[test]
