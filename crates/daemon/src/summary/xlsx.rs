@@ -1340,6 +1340,52 @@ mod tests {
         assert_eq!(drawing.matches("<xdr:col>0</xdr:col>").count(), 2, "{drawing}");
     }
 
+    /// Prints the county's workbook for real: LibreOffice converts it to PDF
+    /// and the pages are counted. One page per sheet's table (so nothing
+    /// spills to the right) and one per comparison (so no chart is cut).
+    #[test]
+    fn the_county_workbook_prints_on_a_page_per_table_and_per_chart() {
+        let Some(soffice) = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("soffice"))
+                .find(|path| path.is_file())
+        }) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "soffice is missing in CI: .ci/run must install Debian's libreoffice-calc-nogui"
+            );
+            eprintln!("soffice not installed: skipping the printed page count (CI installs it)");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let xlsx = dir.path().join("county.xlsx");
+        std::fs::write(&xlsx, to_xlsx(&county()).unwrap()).unwrap();
+        // Its own profile: a second LibreOffice would otherwise wait on the
+        // user's, and the tests run in parallel with other processes.
+        let profile = format!("-env:UserInstallation=file://{}/profile", dir.path().display());
+        let out = std::process::Command::new(soffice)
+            .arg(profile)
+            .args(["--headless", "--convert-to", "pdf", "--outdir"])
+            .arg(dir.path())
+            .arg(&xlsx)
+            .output()
+            .unwrap();
+        let pdf = std::fs::read(dir.path().join("county.pdf")).unwrap_or_else(|e| {
+            panic!(
+                "no PDF ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let pdf = String::from_utf8_lossy(&pdf);
+        let pages = pdf
+            .match_indices("/Type/Page")
+            .filter(|(at, _)| !pdf[at + "/Type/Page".len()..].starts_with('s'))
+            .count();
+        // 统计表 1, three indicator sheets × (table, departments, offices), 数据来源 1.
+        assert_eq!(pages, 1 + 3 * 3 + 1);
+    }
+
     #[test]
     fn display_width_counts_chinese_double() {
         assert_eq!(display_width("微信公众号发文数(篇)"), 20);
