@@ -10,14 +10,23 @@
 //!   numeric cells so that Excel can sum them; 未报送 is an empty grey cell
 //!   with a note, an incomplete value is italic on orange with a note, and
 //!   the 备注 column says both in words, as in the CSV.
-//! - one sheet per indicator: the units' values and a column chart of them,
-//!   with the target as a line where there is one.
+//! - one sheet per indicator: the units' values, then for every unit with
+//!   at least two children shown (and for the top-level units when there
+//!   are several) the children's figures and a column chart of them. A
+//!   chart never puts a total beside its own parts: units of one level are
+//!   compared, by 本期/上期, by completion against a 100% target line where
+//!   a target applies (targets scale with units and are pro-rated), or per
+//!   capita for `per_capita` indicators.
 //! - 「数据来源」: the sources behind the table, complete or not, failed runs,
 //!   last success.
+//!
+//! Every sheet prints on A4 landscape, one page wide and as long as needed,
+//! header rows repeated, each comparison starting a page so that no chart
+//! is cut across two.
 
 use rust_xlsxwriter::{
-    Chart, ChartLegendPosition, ChartType, Color, Format, FormatAlign, FormatBorder, Note, Workbook, Worksheet,
-    XlsxError,
+    Chart, ChartLegendPosition, ChartType, Color, Format, FormatAlign, FormatBorder, Note,
+    Workbook, Worksheet, XlsxError,
 };
 use thiserror::Error;
 
@@ -590,10 +599,7 @@ fn comparison(
                 } else {
                     &f.ratio
                 };
-                let done = cell
-                    .target
-                    .as_ref()
-                    .and_then(|t| t.completion.or(t.ratio));
+                let done = cell.target.as_ref().and_then(|t| t.completion.or(t.ratio));
                 number_cell(ws, at, 1, done, format)?;
                 // The line is drawn only where the unit has a target.
                 let line = cell.target.as_ref().map(|_| 1.0);
@@ -1206,7 +1212,12 @@ mod tests {
         let mut units = vec![unit("county", "某县", 0, cell(288_089.0, 200_000.0))];
         for d in 1..=10 {
             let id = format!("county/d{d:02}");
-            units.push(unit(&id, &format!("部门{d:02}"), 1, cell(27_000.0 + d as f64, 20_000.0)));
+            units.push(unit(
+                &id,
+                &format!("部门{d:02}"),
+                1,
+                cell(27_000.0 + d as f64, 20_000.0),
+            ));
             if d == 1 {
                 for o in 1..=2 {
                     let id = format!("{id}/o{o}");
@@ -1253,15 +1264,17 @@ mod tests {
             );
             // fitToWidth="1" is the schema's default, so it is left out.
             assert!(
-                sheet.contains(r#"<pageSetup paperSize="9" fitToHeight="0" orientation="landscape""#),
+                sheet.contains(
+                    r#"<pageSetup paperSize="9" fitToHeight="0" orientation="landscape""#
+                ),
                 "sheet{n}: {}",
                 &sheet[sheet.find("<pageSetup").unwrap_or(0)..]
             );
             assert!(!sheet.contains("fitToWidth"), "one page wide: {sheet}");
             assert!(sheet.contains("<oddFooter>&amp;C第 &amp;P 页，共 &amp;N 页</oddFooter>"));
-            assert!(sheet.contains(
-                "<oddHeader>&amp;L2026-Q3 统计表（2026-07-01 至 2026-09-30）&amp;R"
-            ));
+            assert!(
+                sheet.contains("<oddHeader>&amp;L2026-Q3 统计表（2026-07-01 至 2026-09-30）&amp;R")
+            );
         }
         let workbook = zip_entry(&bytes, "xl/workbook.xml").unwrap();
         for titles in [
@@ -1285,7 +1298,11 @@ mod tests {
         for (n, (chart, categories, series)) in charts.iter().enumerate() {
             let expected = if n % 2 == 0 { &departments } else { &offices };
             assert_eq!(categories, expected, "chart{}", n + 1);
-            assert!(!chart.contains("某县<"), "no county total in chart{}", n + 1);
+            assert!(
+                !chart.contains("某县<"),
+                "no county total in chart{}",
+                n + 1
+            );
             assert!(chart.contains("<c:barChart>"), "{chart}");
             match n / 2 {
                 // No target: this period and the previous, as counts.
@@ -1312,12 +1329,14 @@ mod tests {
         let row = (0..200u32)
             .find(|&r| points.get_value((r, 0)) == Some(&Data::String("部门02".to_owned())))
             .and_then(|first| {
-                (first + 1..200).find(|&r| {
-                    points.get_value((r, 0)) == Some(&Data::String("部门02".to_owned()))
-                })
+                (first + 1..200)
+                    .find(|&r| points.get_value((r, 0)) == Some(&Data::String("部门02".to_owned())))
             })
             .expect("部门02 in the table and in the comparison");
-        assert_eq!(points.get_value((row, 1)), Some(&Data::Float(27_002.0 / 20_000.0)));
+        assert_eq!(
+            points.get_value((row, 1)),
+            Some(&Data::Float(27_002.0 / 20_000.0))
+        );
         assert_eq!(points.get_value((row, 2)), Some(&Data::Float(1.0)));
     }
 
@@ -1337,7 +1356,11 @@ mod tests {
         );
         let drawing = zip_entry(&bytes, "xl/drawings/drawing1.xml").unwrap();
         // Both charts start in column A, so the page is no wider than one chart.
-        assert_eq!(drawing.matches("<xdr:col>0</xdr:col>").count(), 2, "{drawing}");
+        assert_eq!(
+            drawing.matches("<xdr:col>0</xdr:col>").count(),
+            2,
+            "{drawing}"
+        );
     }
 
     /// Prints the county's workbook for real: LibreOffice converts it to PDF
@@ -1362,7 +1385,10 @@ mod tests {
         std::fs::write(&xlsx, to_xlsx(&county()).unwrap()).unwrap();
         // Its own profile: a second LibreOffice would otherwise wait on the
         // user's, and the tests run in parallel with other processes.
-        let profile = format!("-env:UserInstallation=file://{}/profile", dir.path().display());
+        let profile = format!(
+            "-env:UserInstallation=file://{}/profile",
+            dir.path().display()
+        );
         let out = std::process::Command::new(soffice)
             .arg(profile)
             .args(["--headless", "--convert-to", "pdf", "--outdir"])
