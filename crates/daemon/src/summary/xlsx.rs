@@ -1367,6 +1367,8 @@ mod tests {
     /// and the pages are counted. One page per sheet's table (so nothing
     /// spills to the right) and one per comparison (so no chart is cut).
     #[test]
+    // A test finds the tool it runs on PATH and asks whether it runs in CI.
+    #[allow(clippy::disallowed_methods)]
     fn the_county_workbook_prints_on_a_page_per_table_and_per_chart() {
         let Some(soffice) = std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
