@@ -10,18 +10,27 @@
 //!   numeric cells so that Excel can sum them; 未报送 is an empty grey cell
 //!   with a note, an incomplete value is italic on orange with a note, and
 //!   the 备注 column says both in words, as in the CSV.
-//! - one sheet per indicator: the units' values and a column chart of them,
-//!   with the target as a line where there is one.
+//! - one sheet per indicator: the units' values, then for every unit with
+//!   at least two children shown (and for the top-level units when there
+//!   are several) the children's figures and a column chart of them. A
+//!   chart never puts a total beside its own parts: units of one level are
+//!   compared, by 本期/上期, by completion against a 100% target line where
+//!   a target applies (targets scale with units and are pro-rated), or per
+//!   capita for `per_capita` indicators.
 //! - 「数据来源」: the sources behind the table, complete or not, failed runs,
 //!   last success.
+//!
+//! Every sheet prints on A4 landscape, one page wide and as long as needed,
+//! header rows repeated, each comparison starting a page so that no chart
+//! is cut across two.
 
 use rust_xlsxwriter::{
-    Chart, ChartType, Color, Format, FormatAlign, FormatBorder, Note, Workbook, Worksheet,
-    XlsxError,
+    Chart, ChartLegendPosition, ChartType, Color, Format, FormatAlign, FormatBorder, Note,
+    Workbook, Worksheet, XlsxError,
 };
 use thiserror::Error;
 
-use super::{Because, IndicatorInfo, IndicatorValue, Summary};
+use super::{Because, IndicatorInfo, IndicatorValue, Summary, UnitRow};
 use tally_config::Per;
 
 /// Rendering a report failed; with in-memory output this is a bug or a
@@ -341,6 +350,12 @@ fn table_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError>
     ws.set_row_height(head, 36)?;
     ws.set_freeze_panes(TABLE_HEADER_ROWS, 1)?;
     widths.apply(&mut ws)?;
+    print_setup(
+        &mut ws,
+        summary,
+        TABLE_SHEET,
+        Some((TABLE_HEADER_ROWS - 2, TABLE_HEADER_ROWS - 1)),
+    )?;
     Ok(ws)
 }
 
@@ -433,36 +448,237 @@ fn indicator_sheet(
             number_cell(&mut ws, row, 3, line, &f.number)?;
         }
     }
+    let table_end = first + summary.units.len() as u32;
+    let mut breaks = Vec::new();
+    let mut row = table_end + 1;
+    let measure = Measure::of(summary, &indicator.id);
+    for (parent, children) in sibling_groups(summary) {
+        // Each comparison starts a printed page, so that no chart is cut.
+        breaks.push(row);
+        row = comparison(
+            &mut ws,
+            summary,
+            indicator,
+            (name, measure),
+            (parent, &children),
+            (row, &mut breaks),
+            f,
+        )?;
+    }
     ws.set_freeze_panes(first, 1)?;
+    widths.fit_width(1, 12);
     widths.apply(&mut ws)?;
-
-    if !summary.units.is_empty() {
-        let last = first + summary.units.len() as u32 - 1;
-        let mut chart = Chart::new(ChartType::Column);
-        chart
-            .title()
-            .set_name(&format!("{header}（{}）", summary.period.label));
-        for (col, label) in [(1u16, "本期"), (2, "上期")] {
-            chart
-                .add_series()
-                .set_name(label)
-                .set_categories((name, first, 0, last, 0))
-                .set_values((name, first, col, last, col));
-        }
-        if group.target {
-            let mut target = Chart::new(ChartType::Line);
-            target
-                .add_series()
-                .set_name("目标")
-                .set_categories((name, first, 0, last, 0))
-                .set_values((name, first, 3, last, 3));
-            chart.combine(&target);
-        }
-        let width = (480 + 48 * summary.units.len() as u32).min(1400);
-        chart.set_width(width).set_height(320);
-        ws.insert_chart(1, heads.len() as u16 + 1, &chart)?;
+    print_setup(&mut ws, summary, name, Some((1, 1)))?;
+    // Excel refuses more than 1023 manual breaks; the rest print unbroken.
+    breaks.truncate(1023);
+    if !breaks.is_empty() {
+        ws.set_page_breaks(&breaks)?;
     }
     Ok(ws)
+}
+
+/// What an indicator's charts show for each unit, chosen so that units of
+/// different sizes compare fairly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Measure {
+    /// 本期 and 上期.
+    Value,
+    /// 人均: the indicator has `per_capita = true`.
+    PerCapita,
+    /// 完成率 (per-unit target) or 达标率 (per-entity target), against a
+    /// 目标 line at 100%: a target scaled to the unit, or pro-rated to the
+    /// days elapsed, makes the raw totals of units incomparable.
+    Completion,
+}
+
+impl Measure {
+    fn of(summary: &Summary, indicator: &str) -> Measure {
+        let cells = || summary.units.iter().filter_map(|u| u.values.get(indicator));
+        if cells().any(|c| c.target.is_some()) {
+            Measure::Completion
+        } else if cells().any(|c| c.per_capita.is_some()) {
+            Measure::PerCapita
+        } else {
+            Measure::Value
+        }
+    }
+
+    /// The columns of a comparison's data block after 单位.
+    fn heads(self, group: &Group) -> Vec<&'static str> {
+        match self {
+            Measure::Value => vec!["本期", "上期"],
+            Measure::PerCapita => vec!["本期人均"],
+            Measure::Completion if group.per_entity && !group.per_unit => vec!["达标率", "目标"],
+            Measure::Completion => vec!["完成率", "目标"],
+        }
+    }
+}
+
+/// The units compared in one chart: the children of one shown unit (or the
+/// top-level units shown, `None`), in table order, when there are at least
+/// two. A parent is never among them, so no total stands beside its parts.
+fn sibling_groups(summary: &Summary) -> Vec<(Option<&UnitRow>, Vec<&UnitRow>)> {
+    let shown = |id: &str| summary.units.iter().find(|u| u.id == id);
+    let parent_of = |u: &UnitRow| u.parent.as_deref().and_then(shown);
+    let mut groups: Vec<(Option<&UnitRow>, Vec<&UnitRow>)> = Vec::new();
+    let top: Vec<&UnitRow> = summary
+        .units
+        .iter()
+        .filter(|u| parent_of(u).is_none())
+        .collect();
+    groups.push((None, top));
+    for parent in &summary.units {
+        let children = summary
+            .units
+            .iter()
+            .filter(|u| u.parent.as_deref() == Some(parent.id.as_str()))
+            .collect();
+        groups.push((Some(parent), children));
+    }
+    groups.retain(|(_, children)| children.len() >= 2);
+    groups
+}
+
+/// Rows a chart covers at the default row height (20 px).
+const CHART_ROWS: u32 = 18;
+/// Sized for A4 landscape at 100%: the whole chart fits one printed page.
+const CHART_WIDTH: u32 = 760;
+const CHART_HEIGHT: u32 = CHART_ROWS * 20;
+
+/// Writes one comparison from `row`: a heading, the compared units' figures,
+/// and their chart below them. Returns the first row after it; adds a page
+/// break to `breaks` when the chart needs a page of its own.
+fn comparison(
+    ws: &mut Worksheet,
+    summary: &Summary,
+    indicator: &IndicatorInfo,
+    (sheet, measure): (&str, Measure),
+    (parent, children): (Option<&UnitRow>, &[&UnitRow]),
+    (row, breaks): (u32, &mut Vec<u32>),
+    f: &Formats,
+) -> Result<u32, ReportError> {
+    let group = Group::of(summary, &indicator.id);
+    let who = match parent {
+        Some(p) => format!("{}的下级单位", p.name),
+        None => "各单位".to_owned(),
+    };
+    let what = match measure {
+        Measure::Value => "",
+        Measure::PerCapita => "（人均）",
+        Measure::Completion => "（完成情况）",
+    };
+    let title = format!("{who}{what}：{}", indicator.header());
+    ws.write_string_with_format(row, 0, &title, &f.subtitle)?;
+    let heads = measure.heads(&group);
+    ws.write_string_with_format(row + 1, 0, "单位", &f.header)?;
+    for (c, h) in heads.iter().enumerate() {
+        ws.write_string_with_format(row + 1, 1 + c as u16, *h, &f.header)?;
+    }
+    let first = row + 2;
+    let default = IndicatorValue::default();
+    for (r, unit) in children.iter().enumerate() {
+        let at = first + r as u32;
+        let cell = unit.values.get(&indicator.id).unwrap_or(&default);
+        ws.write_string_with_format(at, 0, &unit.name, &f.text)?;
+        match measure {
+            Measure::Value => {
+                value_cell(ws, at, 1, cell, f)?;
+                number_cell(ws, at, 2, cell.previous, &f.number)?;
+            }
+            Measure::PerCapita => {
+                let format = if cell.incomplete {
+                    &f.incomplete
+                } else {
+                    &f.number
+                };
+                number_cell(ws, at, 1, cell.per_capita, format)?;
+            }
+            Measure::Completion => {
+                let format = if cell.incomplete {
+                    &f.ratio_incomplete
+                } else {
+                    &f.ratio
+                };
+                let done = cell.target.as_ref().and_then(|t| t.completion.or(t.ratio));
+                number_cell(ws, at, 1, done, format)?;
+                // The line is drawn only where the unit has a target.
+                let line = cell.target.as_ref().map(|_| 1.0);
+                number_cell(ws, at, 2, line, &f.ratio)?;
+            }
+        }
+    }
+    let last = first + children.len() as u32 - 1;
+    let mut chart = Chart::new(ChartType::Column);
+    chart
+        .title()
+        .set_name(&format!("{title}（{}）", summary.period.label));
+    let charted = match measure {
+        Measure::Value => 2,
+        _ => 1,
+    };
+    for c in 0..charted {
+        let col = 1 + c as u16;
+        chart
+            .add_series()
+            .set_name((sheet, row + 1, col))
+            .set_categories((sheet, first, 0, last, 0))
+            .set_values((sheet, first, col, last, col));
+    }
+    if measure == Measure::Completion {
+        chart.y_axis().set_num_format("0%");
+        let mut target = Chart::new(ChartType::Line);
+        target
+            .add_series()
+            .set_name((sheet, row + 1, 2))
+            .set_categories((sheet, first, 0, last, 0))
+            .set_values((sheet, first, 2, last, 2));
+        chart.combine(&target);
+    }
+    chart.legend().set_position(ChartLegendPosition::Bottom);
+    chart.set_width(CHART_WIDTH).set_height(CHART_HEIGHT);
+    let chart_row = last + 2;
+    // A long list and its chart would not share a page: the chart gets its own.
+    if children.len() as u32 + 3 + CHART_ROWS > PAGE_ROWS {
+        breaks.push(chart_row);
+    }
+    ws.insert_chart(chart_row, 0, &chart)?;
+    Ok(chart_row + CHART_ROWS + 2)
+}
+
+/// Rows of default height (15 pt) that one A4 landscape page holds at 100%
+/// within the margins of [`print_setup`] (595 pt less 2 × 0.7 in), less
+/// the repeated header row. A chart is 760 px wide, less than the page's
+/// 784 pt, so fitting to the page width never shrinks these sheets.
+const PAGE_ROWS: u32 = 32;
+
+/// The page setup every sheet gets: A4 landscape, as wide as one page and as
+/// long as it needs, `repeat` (header rows, 0-based inclusive) on every
+/// page, the report and the sheet in the page header and the page number in
+/// the footer.
+fn print_setup(
+    ws: &mut Worksheet,
+    summary: &Summary,
+    sheet: &str,
+    repeat: Option<(u32, u32)>,
+) -> Result<(), ReportError> {
+    // `&` starts a control code in Excel's header and footer strings.
+    let escape = |s: &str| s.replace('&', "&&");
+    let p = &summary.period;
+    ws.set_landscape()
+        .set_paper_size(9)
+        .set_print_fit_to_pages(1, 0)
+        .set_print_center_horizontally(true)
+        .set_margins(0.4, 0.4, 0.7, 0.7, 0.3, 0.3)
+        .set_header(format!(
+            "&L{}&R{}",
+            escape(&format!("{} 统计表（{} 至 {}）", p.label, p.start, p.end)),
+            escape(sheet)
+        ))
+        .set_footer("&C第 &P 页，共 &N 页");
+    if let Some((first, last)) = repeat {
+        ws.set_repeat_rows(first, last)?;
+    }
+    Ok(())
 }
 
 fn sources_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportError> {
@@ -496,6 +712,7 @@ fn sources_sheet(summary: &Summary, f: &Formats) -> Result<Worksheet, ReportErro
     }
     ws.set_freeze_panes(3, 0)?;
     widths.apply(&mut ws)?;
+    print_setup(&mut ws, summary, SOURCES_SHEET, Some((2, 2)))?;
     Ok(ws)
 }
 
@@ -954,6 +1171,247 @@ mod tests {
             sheet_name(&long, "x", &taken),
             format!("{}(2)", "很".repeat(28))
         );
+    }
+
+    /// A county and ten departments, the first with two offices below it:
+    /// posts (no target), points with a per-unit target, staff per capita.
+    fn county() -> Summary {
+        let mut s = sample();
+        s.indicators.push(IndicatorInfo {
+            id: "staff_posts".to_owned(),
+            name: "人均发文".to_owned(),
+            kind: Kind::Count,
+            unit: "篇".to_owned(),
+        });
+        let cell = |v: f64, min: f64| {
+            vec![
+                ("wechat_posts", value(Some(v), Some(v - 1.0))),
+                (
+                    "xuexi_points",
+                    IndicatorValue {
+                        target: Some(TargetStatus {
+                            per: Per::Unit,
+                            min,
+                            completion: Some(v / min),
+                            met: None,
+                            total: None,
+                            ratio: None,
+                        }),
+                        ..value(Some(v), None)
+                    },
+                ),
+                (
+                    "staff_posts",
+                    IndicatorValue {
+                        per_capita: Some(v / 10.0),
+                        ..value(Some(v), None)
+                    },
+                ),
+            ]
+        };
+        let mut units = vec![unit("county", "某县", 0, cell(288_089.0, 200_000.0))];
+        for d in 1..=10 {
+            let id = format!("county/d{d:02}");
+            units.push(unit(
+                &id,
+                &format!("部门{d:02}"),
+                1,
+                cell(27_000.0 + d as f64, 20_000.0),
+            ));
+            if d == 1 {
+                for o in 1..=2 {
+                    let id = format!("{id}/o{o}");
+                    units.push(unit(&id, &format!("科室{o}"), 2, cell(13_000.0, 10_000.0)));
+                }
+            }
+        }
+        s.units = units;
+        s
+    }
+
+    /// Each chart of a sheet: its category names and its series names.
+    fn charts_of(bytes: &[u8]) -> Vec<(String, Vec<String>, Vec<String>)> {
+        let between = |text: &str, open: &str, close: &str| -> Vec<String> {
+            text.split(open)
+                .skip(1)
+                .filter_map(|t| t.split_once(close).map(|(v, _)| v.to_owned()))
+                .collect()
+        };
+        (1..)
+            .map_while(|n| zip_entry(bytes, &format!("xl/charts/chart{n}.xml")))
+            .map(|chart| {
+                let categories = between(&chart, "<c:cat>", "</c:cat>")
+                    .first()
+                    .map(|cat| between(cat, "<c:v>", "</c:v>"))
+                    .unwrap_or_default();
+                let series = between(&chart, "<c:tx>", "</c:tx>")
+                    .iter()
+                    .flat_map(|tx| between(tx, "<c:v>", "</c:v>"))
+                    .collect();
+                (chart, categories, series)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_sheet_prints_landscape_one_page_wide_with_its_header_rows() {
+        let bytes = to_xlsx(&county()).unwrap();
+        for n in 1..=5 {
+            let sheet = zip_entry(&bytes, &format!("xl/worksheets/sheet{n}.xml")).unwrap();
+            assert!(
+                sheet.contains(r#"<sheetPr><pageSetUpPr fitToPage="1"/>"#),
+                "sheet{n}: {sheet}"
+            );
+            // fitToWidth="1" is the schema's default, so it is left out.
+            assert!(
+                sheet.contains(
+                    r#"<pageSetup paperSize="9" fitToHeight="0" orientation="landscape""#
+                ),
+                "sheet{n}: {}",
+                &sheet[sheet.find("<pageSetup").unwrap_or(0)..]
+            );
+            assert!(!sheet.contains("fitToWidth"), "one page wide: {sheet}");
+            assert!(sheet.contains("<oddFooter>&amp;C第 &amp;P 页，共 &amp;N 页</oddFooter>"));
+            assert!(
+                sheet.contains("<oddHeader>&amp;L2026-Q3 统计表（2026-07-01 至 2026-09-30）&amp;R")
+            );
+        }
+        let workbook = zip_entry(&bytes, "xl/workbook.xml").unwrap();
+        for titles in [
+            r#"<definedName name="_xlnm.Print_Titles" localSheetId="0">统计表!$4:$5</definedName>"#,
+            r#"<definedName name="_xlnm.Print_Titles" localSheetId="1">微信公众号发文数!$2:$2</definedName>"#,
+            r#"<definedName name="_xlnm.Print_Titles" localSheetId="4">数据来源!$3:$3</definedName>"#,
+        ] {
+            assert!(workbook.contains(titles), "{titles} in {workbook}");
+        }
+    }
+
+    #[test]
+    fn a_chart_compares_the_children_of_one_unit_never_a_total_with_its_parts() {
+        let bytes = to_xlsx(&county()).unwrap();
+        let charts = charts_of(&bytes);
+        // Per indicator sheet: the county's ten departments, then the two
+        // offices of 部门01; nobody beside their own parent.
+        assert_eq!(charts.len(), 6, "two charts on each of three sheets");
+        let departments: Vec<String> = (1..=10).map(|d| format!("部门{d:02}")).collect();
+        let offices = vec!["科室1".to_owned(), "科室2".to_owned()];
+        for (n, (chart, categories, series)) in charts.iter().enumerate() {
+            let expected = if n % 2 == 0 { &departments } else { &offices };
+            assert_eq!(categories, expected, "chart{}", n + 1);
+            assert!(
+                !chart.contains("某县<"),
+                "no county total in chart{}",
+                n + 1
+            );
+            assert!(chart.contains("<c:barChart>"), "{chart}");
+            match n / 2 {
+                // No target: this period and the previous, as counts.
+                0 => {
+                    assert_eq!(series, &["本期", "上期"]);
+                    assert!(!chart.contains("<c:lineChart>"));
+                }
+                // A per-unit target: completion against a 100% line.
+                1 => {
+                    assert_eq!(series, &["完成率", "目标"]);
+                    assert!(chart.contains("<c:lineChart>"), "{chart}");
+                    assert!(chart.contains(r#"formatCode="0%""#), "{chart}");
+                }
+                // per_capita: the units' per-head values.
+                _ => {
+                    assert_eq!(series, &["本期人均"]);
+                    assert!(!chart.contains("<c:lineChart>"));
+                }
+            }
+        }
+        // The figures behind the chart are in the sheet, as percentages.
+        let mut wb = read(&bytes);
+        let points = wb.worksheet_range("学习积分").unwrap();
+        let row = (0..200u32)
+            .find(|&r| points.get_value((r, 0)) == Some(&Data::String("部门02".to_owned())))
+            .and_then(|first| {
+                (first + 1..200)
+                    .find(|&r| points.get_value((r, 0)) == Some(&Data::String("部门02".to_owned())))
+            })
+            .expect("部门02 in the table and in the comparison");
+        assert_eq!(
+            points.get_value((row, 1)),
+            Some(&Data::Float(27_002.0 / 20_000.0))
+        );
+        assert_eq!(points.get_value((row, 2)), Some(&Data::Float(1.0)));
+    }
+
+    #[test]
+    fn each_comparison_starts_a_printed_page() {
+        let bytes = to_xlsx(&county()).unwrap();
+        let sheet = zip_entry(&bytes, "xl/worksheets/sheet2.xml").unwrap();
+        // The table (title, header, 13 units) ends on row 15; the ten
+        // departments and their chart fill the page from row 17 (break
+        // after 16), the offices' comparison starts a page after them.
+        let breaks = &sheet[sheet.find("<rowBreaks").expect("page breaks")..];
+        assert!(
+            breaks.starts_with(
+                r#"<rowBreaks count="2" manualBreakCount="2"><brk id="16" max="16383" man="1"/><brk id="49" max="16383" man="1"/></rowBreaks>"#
+            ),
+            "{breaks}"
+        );
+        let drawing = zip_entry(&bytes, "xl/drawings/drawing1.xml").unwrap();
+        // Both charts start in column A, so the page is no wider than one chart.
+        assert_eq!(
+            drawing.matches("<xdr:col>0</xdr:col>").count(),
+            2,
+            "{drawing}"
+        );
+    }
+
+    /// Prints the county's workbook for real: LibreOffice converts it to PDF
+    /// and the pages are counted. One page per sheet's table (so nothing
+    /// spills to the right) and one per comparison (so no chart is cut).
+    #[test]
+    // A test finds the tool it runs on PATH and asks whether it runs in CI.
+    #[allow(clippy::disallowed_methods)]
+    fn the_county_workbook_prints_on_a_page_per_table_and_per_chart() {
+        let Some(soffice) = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("soffice"))
+                .find(|path| path.is_file())
+        }) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "soffice is missing in CI: .ci/run must install Debian's libreoffice-calc-nogui"
+            );
+            eprintln!("soffice not installed: skipping the printed page count (CI installs it)");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let xlsx = dir.path().join("county.xlsx");
+        std::fs::write(&xlsx, to_xlsx(&county()).unwrap()).unwrap();
+        // Its own profile: a second LibreOffice would otherwise wait on the
+        // user's, and the tests run in parallel with other processes.
+        let profile = format!(
+            "-env:UserInstallation=file://{}/profile",
+            dir.path().display()
+        );
+        let out = std::process::Command::new(soffice)
+            .arg(profile)
+            .args(["--headless", "--convert-to", "pdf", "--outdir"])
+            .arg(dir.path())
+            .arg(&xlsx)
+            .output()
+            .unwrap();
+        let pdf = std::fs::read(dir.path().join("county.pdf")).unwrap_or_else(|e| {
+            panic!(
+                "no PDF ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let pdf = String::from_utf8_lossy(&pdf);
+        let pages = pdf
+            .match_indices("/Type/Page")
+            .filter(|(at, _)| !pdf[at + "/Type/Page".len()..].starts_with('s'))
+            .count();
+        // 统计表 1, three indicator sheets × (table, departments, offices), 数据来源 1.
+        assert_eq!(pages, 1 + 3 * 3 + 1);
     }
 
     #[test]
