@@ -53,39 +53,9 @@ indicators = ["meetings"]
 }
 
 /// A fake posts API on 127.0.0.1: `GET /api/posts?day=2026-11-DD` answers
-/// `{"posts": DD}`; it serves until the test ends.
+/// `{"posts": DD}`.
 fn posts_api() -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/api/posts", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(&stream);
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            let mut header = String::new();
-            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                header.clear();
-            }
-            let day = request_line
-                .split("day=")
-                .nth(1)
-                .and_then(|rest| rest.get(8..10))
-                .and_then(|dd| dd.parse::<u32>().ok());
-            let (status, body) = match day {
-                Some(dd) if request_line.starts_with("GET /api/posts?") => {
-                    ("200 OK", format!("{{\"posts\": {dd}}}"))
-                }
-                _ => ("404 Not Found", "{}".to_owned()),
-            };
-            let _ = write!(
-                &stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    url
+    daily_api("/api/posts", |dd| format!("{{\"posts\": {dd}}}"))
 }
 
 fn python_example() -> std::path::PathBuf {

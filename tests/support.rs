@@ -774,3 +774,38 @@ pub fn cell<'a>(
 pub fn value(summary: &serde_json::Value, unit: &str, indicator: &str) -> serde_json::Value {
     cell(summary, unit, indicator)["value"].clone()
 }
+
+/// A platform API on 127.0.0.1 answering `GET {path}?day=YYYY-MM-DD` with the
+/// JSON `body(DD)` and anything else with 404; it serves until the test ends.
+/// Returns the endpoint's URL (`http://127.0.0.1:PORT{path}`).
+pub fn daily_api(path: &'static str, body: fn(u32) -> String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}{path}", listener.local_addr().unwrap());
+    let prefix = format!("GET {path}?day=");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut request_line = String::new();
+            let _ = reader.read_line(&mut request_line);
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let day = request_line
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.get(8..10))
+                .and_then(|dd| dd.parse::<u32>().ok());
+            let (status, body) = match day {
+                Some(dd) => ("200 OK", body(dd)),
+                None => ("404 Not Found", "{}".to_owned()),
+            };
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}

@@ -1,7 +1,6 @@
 //! `tallyd new-plugin`: the generated crate builds and passes its own tests
 //! outside the workspace, and its library collects in the real daemon.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,36 +9,9 @@ use crate::support::*;
 /// A daily statistics API on 127.0.0.1 answering `?day=YYYY-MM-DD` with
 /// `{"data": {"count": DD * 10}}`, as the generated skeleton expects.
 fn stats_api() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/stats", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(&stream);
-            let mut request_line = String::new();
-            let _ = reader.read_line(&mut request_line);
-            let mut header = String::new();
-            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                header.clear();
-            }
-            let day = request_line
-                .strip_prefix("GET /stats?day=")
-                .and_then(|rest| rest.get(8..10))
-                .and_then(|dd| dd.parse::<u32>().ok());
-            let (status, body) = match day {
-                Some(dd) => (
-                    "200 OK",
-                    format!("{{\"data\": {{\"count\": {}}}}}", dd * 10),
-                ),
-                None => ("404 Not Found", "{}".to_owned()),
-            };
-            let _ = write!(
-                &stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    url
+    daily_api("/stats", |dd| {
+        format!("{{\"data\": {{\"count\": {}}}}}", dd * 10)
+    })
 }
 
 /// The target directory the test binary was built in (…/target), so that the
