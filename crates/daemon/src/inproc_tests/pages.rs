@@ -1,0 +1,149 @@
+//! The clerks' pages through the router: status, content type, the
+//! security headers on every answer (errors included), and what each page
+//! says of the daemon's own data. A real browser drives them in the
+//! integration tests (`tests/integration/pages.rs`).
+
+use axum::http::{HeaderMap, header};
+
+use super::plugin::{Answer, Script};
+use super::*;
+use crate::pages::CONTENT_SECURITY_POLICY;
+
+async fn page(d: &InProcessDaemon, uri: &str) -> (StatusCode, HeaderMap, String) {
+    let response = d
+        .router()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// An HTML page with the headers every page answer carries.
+fn html(status: StatusCode, headers: &HeaderMap, body: &str, wanted: StatusCode) {
+    assert_eq!(status, wanted, "{body}");
+    assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(
+        headers[header::CONTENT_SECURITY_POLICY],
+        CONTENT_SECURITY_POLICY
+    );
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+    assert!(!body.contains("<script"), "no page has script: {body}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_show_the_current_quarter_a_figure_and_the_sources() {
+    let _script = Script::new("pages-steady", &[Answer::Value(3.0)], Answer::Value(1.0));
+    let setup = Setup::new(&source("steady", "0 3 * * *", "", "pages-steady"));
+    let time = Timeline::new();
+    let d = setup.start().await;
+    time.at(5.0).await;
+
+    // `/` is the quarter the daemon's clock is in (t0 is 2026-11-27).
+    let (status, headers, body) = page(&d, "/").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(body.contains("2026-Q4 统计表"), "{body}");
+    assert!(body.contains("某县"), "{body}");
+    assert!(body.contains("计数(次)"), "{body}");
+    // Every number links to the observations behind it.
+    assert!(
+        body.contains(r#"<a href="/figure?period=2026-Q4&#38;unit=county&#38;indicator=x">3</a>"#),
+        "{body}"
+    );
+    assert!(body.contains("本期尚未结束"), "{body}");
+
+    let (status, headers, body) = page(&d, "/?period=2026-11").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(body.contains("2026-11 统计表"), "{body}");
+    assert!(body.contains(r#"href="/?period=2026-10""#), "{body}");
+    assert!(body.contains(r#"href="/?period=2026-12""#), "{body}");
+
+    let (status, headers, body) = page(&d, "/figure?period=2026-Q4&unit=county&indicator=x").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(body.contains("某县 · 计数"), "{body}");
+    assert!(body.contains("<td>steady</td>"), "{body}");
+    assert!(body.contains(r#"<td class="value">3</td>"#), "{body}");
+    assert!(!body.contains("下一页"), "one page only: {body}");
+
+    let (status, headers, body) = page(&d, "/sources").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(body.contains(r#"<tr id="source-steady">"#), "{body}");
+    assert!(body.contains(r#"<td class="state ok">正常</td>"#), "{body}");
+    assert!(body.contains("2026-11-28 03:00"), "next run: {body}");
+
+    let response = d
+        .router()
+        .oneshot(
+            Request::get("/assets/pages.css")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/css; charset=utf-8"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_refuses_a_bad_query_with_a_page() {
+    let _script = Script::new("pages-refuse", &[], Answer::Value(1.0));
+    let setup = Setup::new(&source("steady", "0 3 * * *", "", "pages-refuse"));
+    let d = setup.start().await;
+    for (uri, says) in [
+        ("/?period=2026-13", "2026-13"),
+        ("/?colour=red", "未知参数 colour"),
+        ("/figure?period=2026-Q4&indicator=x", "缺少参数 unit"),
+        ("/figure?period=2026-Q4&unit=county", "缺少参数 indicator"),
+        ("/figure?period=2026-Q4&unit=nowhere&indicator=x", "nowhere"),
+        (
+            "/figure?period=2026-Q4&unit=county&indicator=x&after=%21",
+            "after",
+        ),
+        ("/sources?x=1", "未知参数 x"),
+    ] {
+        let (status, headers, body) = page(&d, uri).await;
+        html(status, &headers, &body, StatusCode::BAD_REQUEST);
+        assert!(body.contains(says), "{uri}: {body}");
+    }
+    // A POST to a page is the API's JSON refusal, with the page headers.
+    let (status, body) = call(&d, "POST", "/", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_unit_nothing_reported_for_is_marked_with_the_reason() {
+    let _script = Script::new("pages-broken", &[], Answer::Settings);
+    let setup = Setup::new(&source("broken", "0 3 * * *", "", "pages-broken"));
+    let time = Timeline::new();
+    let d = setup.start().await;
+    time.at(5.0).await;
+
+    let (status, headers, body) = page(&d, "/").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(
+        body.contains(r#"<td class="value missing">"#),
+        "the cell is marked: {body}"
+    );
+    assert!(
+        body.contains("<summary>未报送</summary>应当报送的数据来源没有收到"),
+        "{body}"
+    );
+    assert!(body.contains("有单位未报送"), "{body}");
+
+    let (status, headers, body) = page(&d, "/sources").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(
+        body.contains(r#"<td class="state failed">上次采集失败</td>"#),
+        "{body}"
+    );
+    assert!(body.contains("配置有误，请运维检查该来源的设置"), "{body}");
+    assert!(body.contains("从未成功"), "{body}");
+}
