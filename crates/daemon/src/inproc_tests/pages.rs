@@ -147,3 +147,99 @@ async fn a_unit_nothing_reported_for_is_marked_with_the_reason() {
     assert!(body.contains("配置有误，请运维检查该来源的设置"), "{body}");
     assert!(body.contains("从未成功"), "{body}");
 }
+
+/// The value of `href="..."` in `body` after `marker`, unescaped.
+fn href_after(body: &str, marker: &str) -> String {
+    let from = body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker}: {body}"));
+    let start = body[..from].rfind("href=\"").unwrap() + "href=\"".len();
+    let end = start + body[start..].find('"').unwrap();
+    body[start..end].replace("&#38;", "&")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_figure_pages_through_its_observations_with_the_cursor() {
+    let _script = Script::new("pages-paged", &[Answer::Value(3.0)], Answer::Value(1.0));
+    let setup = Setup::new(&source("steady", "0 3 * * *", "", "pages-paged"));
+    let time = Timeline::new();
+    let d = setup.start().await;
+    // The run at start (2026-11-27) and the scheduled one of 2026-11-28 03:00.
+    time.at(20.0 * 3600.0).await;
+
+    let (status, headers, body) =
+        page(&d, "/figure?period=2026-11&unit=county&indicator=x&limit=1").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(body.contains("<td>2026-11-27</td>"), "{body}");
+    assert!(!body.contains("<td>2026-11-28</td>"), "{body}");
+    let next = href_after(&body, ">下一页</a>");
+    assert!(
+        next.starts_with("/figure?period=2026-11&unit=county&indicator=x&limit=1&after="),
+        "{next}"
+    );
+
+    let (status, headers, body) = page(&d, &next).await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(body.contains("<td>2026-11-28</td>"), "{body}");
+    assert!(body.contains(r#"<td class="value">1</td>"#), "{body}");
+    assert!(!body.contains("<td>2026-11-27</td>"), "{body}");
+    assert!(!body.contains("下一页"), "the last page: {body}");
+
+    let (status, headers, body) =
+        page(&d, "/figure?period=2026-11&unit=county&indicator=x&limit=0").await;
+    html(status, &headers, &body, StatusCode::BAD_REQUEST);
+    assert!(body.contains("limit"), "{body}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_capita_and_target_columns_appear_where_they_apply() {
+    let _script = Script::new("pages-target", &[Answer::Value(4.0)], Answer::Value(1.0));
+    let setup = Setup::new("");
+    let text = config_text(
+        setup.dir.path(),
+        Some(TOKEN),
+        &source("steady", "0 3 * * *", "", "pages-target"),
+    )
+    .replacen("name = \"某县\"\n", "name = \"某县\"\nheadcount = 4\n", 1)
+    .replacen("unit = \"次\"\n", "unit = \"次\"\nper_capita = true\n", 1)
+        + "\n[[targets]]\nindicator = \"x\"\nper = \"unit\"\nperiod = \"month\"\nmin = 8\n";
+    setup.write_text(&text);
+    let time = Timeline::new();
+    let d = setup.start().await;
+    time.at(5.0).await;
+
+    let (status, headers, body) = page(&d, "/?period=2026-11").await;
+    html(status, &headers, &body, StatusCode::OK);
+    for heading in [
+        "<th scope=\"col\">人均</th>",
+        "<th scope=\"col\">目标</th>",
+        "<th scope=\"col\">完成率</th>",
+    ] {
+        assert!(body.contains(heading), "{heading}: {body}");
+    }
+    // 4 for a staff of 4; the monthly 8 pro-rated to 27 of November's 30
+    // days is 7.2, of which 4 is 55.6%.
+    let row = &body[body.find(r#"<tr id="unit-county""#).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    let cells: Vec<&str> = row
+        .split("<td>")
+        .skip(1)
+        .map(|c| c.split("</td>").next().unwrap())
+        .collect();
+    assert_eq!(cells, ["", "", "1", "7.2", "55.6%"], "{row}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_refuse_a_foreign_host_on_loopback() {
+    let _script = Script::new("pages-host", &[], Answer::Value(1.0));
+    let setup = Setup::new(&source("steady", "0 3 * * *", "", "pages-host"));
+    let d = setup.start().await;
+    for uri in ["/", "/sources", "/assets/pages.css"] {
+        let request = Request::get(uri)
+            .header(header::HOST, "attacker.example")
+            .body(Body::empty())
+            .unwrap();
+        let (status, _) = send(&d, request).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{uri}");
+    }
+}

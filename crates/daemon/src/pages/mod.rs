@@ -418,7 +418,7 @@ async fn figure(
     State(engine): State<EngineSource>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
-    reject_unknown(&params, &["period", "unit", "indicator", "after"])?;
+    reject_unknown(&params, &["period", "unit", "indicator", "limit", "after"])?;
     let engine = engine();
     let required = |name: &str, what: &str| {
         params
@@ -430,6 +430,19 @@ async fn figure(
     let unit = required("unit", "单位")?;
     let indicator = required("indicator", "指标")?;
     let period = period_param(&engine, params.get("period"))?;
+    let limit = match params.get("limit") {
+        None => FIGURE_PAGE,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=summary::MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                PageError::BadRequest(format!(
+                    "每页条数 limit 应为 1 到 {} 的整数，收到 “{text}”",
+                    summary::MAX_PAGE
+                ))
+            })?,
+    };
     let after = params.get("after").cloned();
     let request = ExplainRequest {
         period: period.clone(),
@@ -445,7 +458,7 @@ async fn figure(
             &*blocking.store,
             &request,
             after.as_deref(),
-            FIGURE_PAGE,
+            limit,
         )
     })
     .await
@@ -494,8 +507,14 @@ async fn figure(
             .next
             .as_deref()
             .map(|next| {
+                // The next page keeps a limit asked for.
+                let limit = if limit == FIGURE_PAGE {
+                    String::new()
+                } else {
+                    format!("&limit={limit}")
+                };
                 format!(
-                    "{}&after={}",
+                    "{}{limit}&after={}",
                     figure_href(&label, &unit, &indicator),
                     encode(next)
                 )
