@@ -1,7 +1,8 @@
 //! The clerks' pages in a real browser: headless Chromium, driven through
 //! chromedriver (WebDriver), against a real `tallyd` collecting a real form.
-//! The test opens the current quarter at `/`, finds a unit's row and its
-//! figure, clicks it and reads the observations behind it. Screenshots of
+//! The test opens the current quarter at `/`, opens the county's subtree,
+//! finds a bureau's row and its figure, clicks it and reads the
+//! observations behind it, then the sources. Screenshots of
 //! each page land in `<target>/tmp/pages/` for people to look at.
 //!
 //! CI installs Debian's `chromium` and `chromium-driver` (`.ci/run`);
@@ -190,6 +191,28 @@ indicators = ["meetings"]
             .unwrap(),
         "6"
     );
+    // The county's name opens the table of its subtree, with the path back.
+    county
+        .find(Locator::Css("th a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_url(
+            &url::Url::parse(&format!(
+                "{}/?period={}&unit=county",
+                daemon.base,
+                quarter.label()
+            ))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let crumbs = client.find(Locator::Css("nav.crumbs")).await.unwrap();
+    assert_eq!(crumbs.text().await.unwrap(), "全部单位 › 某县");
     let bureau = client
         .find(Locator::Css(r#"tr[data-unit="county/a"]"#))
         .await

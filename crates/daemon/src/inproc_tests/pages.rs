@@ -243,3 +243,62 @@ async fn pages_refuse_a_foreign_host_on_loopback() {
         assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{uri}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_unit_name_opens_the_table_of_its_subtree() {
+    let _script = Script::new("pages-focus", &[Answer::Value(1.0)], Answer::Value(1.0));
+    let setup = Setup::new("");
+    let text = config_text(
+        setup.dir.path(),
+        Some(TOKEN),
+        &source("steady", "0 3 * * *", "", "pages-focus"),
+    )
+    .replacen(
+        "name = \"某县\"\n",
+        "name = \"某县\"\n\n[[units]]\nid = \"county/a\"\nname = \"县甲\"\n",
+        1,
+    );
+    setup.write_text(&text);
+    let d = setup.start().await;
+
+    // The whole tree: the county, which has a unit below it, links to its
+    // subtree; the bureau, which has none, does not.
+    let (status, headers, body) = page(&d, "/?period=2026-Q4").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(
+        body.contains(
+            r#"<a href="/?period=2026-Q4&#38;unit=county" title="只看本单位及下级单位">某县</a>"#
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<th scope="row" class="unit d1">县甲</th>"#),
+        "{body}"
+    );
+    assert!(!body.contains("单位层级"), "{body}");
+
+    // The bureau's table: the path back up, its row only, the unit kept by
+    // the period form and the previous and next links.
+    let (status, headers, body) = page(&d, "/?period=2026-Q4&unit=county%2Fa").await;
+    html(status, &headers, &body, StatusCode::OK);
+    assert!(
+        body.contains(
+            r#"<a href="/?period=2026-Q4">全部单位</a> › <a href="/?period=2026-Q4&#38;unit=county">某县</a> › <span>县甲</span>"#
+        ),
+        "{body}"
+    );
+    assert!(!body.contains(r#"data-unit="county""#), "{body}");
+    assert!(body.contains(r#"data-unit="county/a""#), "{body}");
+    assert!(
+        body.contains(r#"<input type="hidden" name="unit" value="county/a">"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"href="/?period=2026-Q3&#38;unit=county%2Fa""#),
+        "{body}"
+    );
+
+    let (status, headers, body) = page(&d, "/?unit=nowhere").await;
+    html(status, &headers, &body, StatusCode::BAD_REQUEST);
+    assert!(body.contains("没有这个单位：“nowhere”"), "{body}");
+}

@@ -216,6 +216,9 @@ struct Row {
     name: String,
     /// Indentation class: `d0` .. `d8`, deeper ones share `d8`.
     depth_class: String,
+    /// The table of this unit and those below it, for a unit that has
+    /// units below it and is not the one shown already; empty otherwise.
+    focus_href: String,
     cells: Vec<Cell>,
 }
 
@@ -230,6 +233,10 @@ struct CurrentPage {
     timezone: String,
     previous_href: String,
     next_href: String,
+    /// The unit whose subtree is shown; empty for all units.
+    focus: String,
+    /// From 全部单位 down to the unit shown; empty for all units.
+    crumbs: Vec<Crumb>,
     state: String,
     columns: Vec<Column>,
     rows: Vec<Row>,
@@ -253,7 +260,26 @@ fn reason(value: &IndicatorValue) -> &'static str {
     }
 }
 
-fn current_page(summary: &Summary, period: &Period) -> CurrentPage {
+/// A link of the path from the roots down to the unit shown.
+struct Crumb {
+    name: String,
+    href: String,
+}
+
+/// The page's query with `period` and `unit`.
+fn table_href(period: &str, unit: Option<&str>) -> String {
+    match unit {
+        Some(unit) => format!("/?period={}&unit={}", encode(period), encode(unit)),
+        None => format!("/?period={}", encode(period)),
+    }
+}
+
+fn current_page(
+    summary: &Summary,
+    period: &Period,
+    tree: &tally_domain::units::UnitTree,
+    focus: Option<&str>,
+) -> CurrentPage {
     let label = summary.period.label.clone();
     let targets = summary.target_columns();
     let columns: Vec<Column> = summary
@@ -279,6 +305,11 @@ fn current_page(summary: &Summary, period: &Period) -> CurrentPage {
             id: unit.id.clone(),
             name: unit.name.clone(),
             depth_class: format!("d{}", unit.depth.min(8)),
+            focus_href: tree
+                .index(&unit.id)
+                .filter(|&idx| !tree.children(idx).is_empty() && focus != Some(unit.id.as_str()))
+                .map(|_| table_href(&label, Some(&unit.id)))
+                .unwrap_or_default(),
             cells: summary
                 .indicators
                 .iter()
@@ -348,10 +379,33 @@ fn current_page(summary: &Summary, period: &Period) -> CurrentPage {
         start: p.start.to_string(),
         end: p.end.to_string(),
         timezone: p.timezone.clone(),
-        previous_href: format!("/?period={}", encode(previous.label())),
+        previous_href: table_href(previous.label(), focus),
         next_href: next_period(period)
-            .map(|n| format!("/?period={}", encode(n.label())))
+            .map(|n| table_href(n.label(), focus))
             .unwrap_or_default(),
+        focus: focus.map(str::to_owned).unwrap_or_default(),
+        crumbs: match focus.and_then(|id| tree.index(id)) {
+            None => Vec::new(),
+            Some(mut idx) => {
+                let mut path = vec![idx];
+                while let Some(parent) = tree.parent(idx) {
+                    path.push(parent);
+                    idx = parent;
+                }
+                let mut crumbs = vec![Crumb {
+                    name: "全部单位".to_owned(),
+                    href: table_href(&label, None),
+                }];
+                crumbs.extend(path.iter().rev().map(|&i| {
+                    let u = tree.unit(i);
+                    Crumb {
+                        name: u.name.clone(),
+                        href: table_href(&label, Some(&u.id)),
+                    }
+                }));
+                crumbs
+            }
+        },
         period: label,
         state,
         columns,
@@ -372,15 +426,25 @@ async fn current(
     State(engine): State<EngineSource>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
-    reject_unknown(&params, &["period"])?;
+    reject_unknown(&params, &["period", "unit"])?;
     let engine = engine();
     let period = period_param(&engine, params.get("period"))?;
-    let request = SummaryRequest::new(period.clone());
-    let built = tokio::task::spawn_blocking(move || engine.summary(&request))
+    let focus = params.get("unit").filter(|u| !u.is_empty()).cloned();
+    if let Some(unit) = &focus
+        && engine.tree.get(unit).is_none()
+    {
+        return Err(PageError::BadRequest(format!("没有这个单位：“{unit}”")));
+    }
+    let request = SummaryRequest {
+        unit: focus.clone(),
+        ..SummaryRequest::new(period.clone())
+    };
+    let blocking = engine.clone();
+    let built = tokio::task::spawn_blocking(move || blocking.summary(&request))
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    current_page(&built, &period)
+    current_page(&built, &period, &engine.tree, focus.as_deref())
         .render()
         .map(Html)
         .map_err(internal)
