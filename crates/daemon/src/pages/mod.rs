@@ -30,8 +30,8 @@ use tally_domain::period::{Period, PeriodKind, local_day};
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
      img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Observations on one page of a figure: a browser table of a thousand rows
-/// is the API's default and still readable; the cursor pages on.
+/// Observations on one page of a figure: fewer than the API's 1000, so that
+/// the page stays quick to load and to scroll on a phone; the cursor pages on.
 const FIGURE_PAGE: usize = 200;
 
 const STYLESHEET: &str = include_str!("../../assets/pages.css");
