@@ -24,6 +24,7 @@ mod isolation;
 mod observability;
 mod one_store;
 mod operator;
+mod pages;
 mod paging;
 mod plugins;
 mod redaction;

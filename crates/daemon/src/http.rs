@@ -127,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/indicators", get(indicators))
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/reports", get(reports))
+        .merge(crate::pages::router(pages_engine(&state)))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -146,7 +147,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Makes every error answer JSON, also those written by the layers (413,
+/// The clerks' pages read the engine of the moment, as the API does.
+fn pages_engine(state: &AppState) -> crate::pages::EngineSource {
+    let live = state.live.clone();
+    Arc::new(move || live.get().engine)
+}
+
+/// Makes every error answer JSON (but the pages' own, which are pages), also those written by the layers (413,
 /// 408) and by axum itself (405, extractor rejections as plain text).
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
@@ -154,7 +161,7 @@ async fn json_errors(response: Response) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -221,7 +228,7 @@ impl IntoResponse for AppError {
 
 async fn not_found() -> AppError {
     AppError::NotFound(
-        "no such endpoint; see /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /api/v1/reports, /metrics, /healthz, /readyz".to_owned(),
+        "no such endpoint; see the pages /, /sources and /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /api/v1/reports, /metrics, /healthz, /readyz".to_owned(),
     )
 }
 

@@ -719,7 +719,7 @@ pub fn metric_windows(
 
 /// A number for people: whole numbers without `.0`, others rounded to at
 /// most `decimals` places without trailing zeros.
-fn format_number(v: f64, decimals: usize) -> String {
+pub(crate) fn format_number(v: f64, decimals: usize) -> String {
     let s = format!("{v:.decimals$}");
     let s = if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.')
