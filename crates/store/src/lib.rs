@@ -24,6 +24,8 @@ use thiserror::Error;
 
 pub use lock::{DataDirLock, Holder, LOCK_FILE, LockError};
 pub use postgres::PostgresStore;
+#[cfg(any(test, feature = "test-cluster"))]
+pub use postgres::test_cluster as pg_test_cluster;
 pub use sqlite::SqliteStore;
 pub use tally_domain::OwnData;
 use tally_domain::{Kind, Observation};
@@ -484,3 +486,6 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 }
+
+#[cfg(test)]
+mod contract_tests;

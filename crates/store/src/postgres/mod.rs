@@ -450,10 +450,13 @@ fn counts(client: &mut impl GenericClient, source: &str) -> Result<RunCounts, St
     Ok(counts)
 }
 
-/// Own values of the kinds asked for, from per-key folds: `(unit,
-/// indicator, entity, sum, value on the last day)`.
+/// One key's (source, unit, indicator, entity) values over a period:
+/// `(unit, indicator, entity, sum, value on the last day)`.
+type KeyFold = (String, String, String, f64, f64);
+
+/// Own values of the kinds asked for, from per-key folds.
 fn own_from_keys(
-    keys: impl Iterator<Item = (String, String, String, f64, f64)>,
+    keys: impl Iterator<Item = KeyFold>,
     indicators: &[(String, Kind)],
 ) -> Vec<OwnValue> {
     use std::collections::BTreeMap;
@@ -481,18 +484,17 @@ fn own_from_keys(
             indicator,
             data: OwnData::Number(n),
         })
-        .chain(sets.into_iter().map(|((unit, indicator), m)| OwnValue {
-            unit,
-            indicator,
-            data: OwnData::Entities(
-                m.into_iter()
-                    .filter(|&(_, v)| v != 0.0)
-                    .map(|(k, _)| k)
-                    .collect(),
-            ),
+        .chain(sets.into_iter().map(|((unit, indicator), m)| {
+            OwnValue {
+                unit,
+                indicator,
+                data: OwnData::Entities(
+                    m.into_iter()
+                        .filter(|&(_, v)| v != 0.0)
+                        .map(|(k, _)| k)
+                        .collect(),
+                ),
+            }
         }))
         .collect()
 }
-
-#[cfg(test)]
-mod tests;

@@ -11,9 +11,10 @@ use chrono::NaiveDate;
 use postgres::{IsolationLevel, Transaction};
 
 use super::{
-    Coverage, EntityValue, ObservationCursor, OwnValue, PostgresStore, ResumePoint, RUN_COLUMNS,
-    SourceRuns, SourceStatus, StoreError, StoredObservation, StoredRun, counts, day_num,
-    fold_runs, from_millis, last_success, num_day, own_from_keys, pg, resume_state, stored_run,
+    Coverage, EntityValue, KeyFold, ObservationCursor, OwnValue, PostgresStore, RUN_COLUMNS,
+    ResumePoint, SourceRuns, SourceStatus, StoreError, StoredObservation, StoredRun, counts,
+    day_num, fold_runs, from_millis, last_success, num_day, own_from_keys, pg, resume_state,
+    stored_run,
 };
 use tally_domain::{Kind, Observation};
 
@@ -102,7 +103,9 @@ impl PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(doing, |tx| {
             tx.query(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 ORDER BY id DESC LIMIT $2"),
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 ORDER BY id DESC LIMIT $2"
+                ),
                 &[&source, &limit],
             )
             .map_err(pg(doing))?
@@ -198,7 +201,7 @@ impl PostgresStore {
         start: NaiveDate,
         end: NaiveDate,
         indicators: &[(String, Kind)],
-    ) -> Result<Vec<(String, String, String, f64, f64)>, StoreError> {
+    ) -> Result<Vec<KeyFold>, StoreError> {
         let doing = "reading values";
         let ids: Vec<&str> = indicators.iter().map(|(id, _)| id.as_str()).collect();
         self.read(doing, |tx| {

@@ -76,10 +76,12 @@ const MIGRATION_LOCK: i64 = 0x7461_6c6c_7931;
 pub(super) fn migrate(client: &mut Client, database: &str) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     loop {
-        let mut tx = client.transaction().map_err(|source| StoreError::Postgres {
-            doing: "starting a migration",
-            source,
-        })?;
+        let mut tx = client
+            .transaction()
+            .map_err(|source| StoreError::Postgres {
+                doing: "starting a migration",
+                source,
+            })?;
         let found: i64 = (|| {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
             tx.batch_execute(
