@@ -470,6 +470,10 @@ pub enum StoreError {
         version: i64,
         source: ::postgres::Error,
     },
+    #[error(
+        "another tallyd run already uses {database}: run one daemon per database (tallyd collect beside it is fine)"
+    )]
+    InUse { database: String },
     #[error("database error while {doing}")]
     Postgres {
         doing: &'static str,
