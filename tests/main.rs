@@ -26,6 +26,7 @@ mod one_store;
 mod operator;
 mod paging;
 mod plugins;
+mod postgres_store;
 mod redaction;
 mod reload;
 mod reports;

@@ -43,7 +43,9 @@ impl StartError {
     /// True when the operator can fix it in the configuration or environment.
     pub fn is_user_error(&self) -> bool {
         match self {
-            StartError::Config(_) | StartError::Listen { .. } => true,
+            StartError::Config(_)
+            | StartError::Listen { .. }
+            | StartError::Store(StoreError::InUse { .. }) => true,
             StartError::Locked(e) => e.is_user_error(),
             _ => false,
         }

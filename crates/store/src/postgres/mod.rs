@@ -57,7 +57,8 @@ const POOL_SIZE: u32 = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PostgresStore {
-    pool: Pool<Manager>,
+    /// `Some` until dropped (see the `Drop` impl).
+    pool: Option<Pool<Manager>>,
     /// Where, for messages: never the password.
     database: String,
     /// The connection that holds the daemon's lock of this database, for
@@ -104,6 +105,10 @@ impl PostgresStore {
     /// Connects to the database `url` names (a `postgresql://` URL or a
     /// `key=value` connection string) and brings its schema up to date.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        off_async(|| PostgresStore::open_here(url))
+    }
+
+    fn open_here(url: &str) -> Result<PostgresStore, StoreError> {
         let mut config: Config = url.parse().map_err(|source| StoreError::Connect {
             // Not even the text: it may hold the password.
             database: "the PostgreSQL database of [store] url".to_owned(),
@@ -129,7 +134,7 @@ impl PostgresStore {
             .connection_timeout(CONNECT_TIMEOUT)
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
         Ok(PostgresStore {
-            pool,
+            pool: Some(pool),
             database,
             writes: Mutex::new(Versions {
                 seen,
@@ -148,7 +153,11 @@ impl PostgresStore {
     /// lock goes with the connection, so a killed daemon never leaves it
     /// behind (and it does not work through PgBouncer in transaction mode).
     pub fn open_for_daemon(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut store = PostgresStore::open(url)?;
+        off_async(|| PostgresStore::open_for_daemon_here(url))
+    }
+
+    fn open_for_daemon_here(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut store = PostgresStore::open_here(url)?;
         let config: Config = url.parse().map_err(|source| StoreError::Connect {
             database: store.database.clone(),
             source,
@@ -179,9 +188,35 @@ impl PostgresStore {
 
     fn conn(&self, doing: &'static str) -> Result<PooledConnection<Manager>, StoreError> {
         self.pool
+            .as_ref()
+            .expect("the pool lives until the store is dropped")
             .get()
             .map_err(|source| StoreError::Pool { doing, source })
     }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        let pool = self.pool.take();
+        let lock = self._daemon_lock.take();
+        // Closing a connection blocks on its runtime (see `off_async`).
+        off_async(move || drop((pool, lock)));
+    }
+}
+
+/// Runs `f` on a thread of its own. The `postgres` client blocks on a tokio
+/// runtime of its own, which tokio refuses (panics) on a thread that drives
+/// async tasks, and the daemon does call its store there (reading resume
+/// points while it builds its engine, for one); tokio offers no way to ask
+/// which kind of thread this is, so every call runs apart. A thread costs
+/// tens of microseconds, small beside a round trip to the server; a pool of
+/// worker threads is the next step should it show in the figures.
+fn off_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 fn current_version(client: &mut impl GenericClient) -> Result<i64, StoreError> {
@@ -218,28 +253,30 @@ impl Store for PostgresStore {
         observations: &[Observation],
         state: Option<&serde_json::Value>,
     ) -> Result<i64, StoreError> {
-        let checked = check_run(run, observations, state)?;
-        Ok(self.write(&[&checked])?[0])
+        off_async(|| {
+            let checked = check_run(run, observations, state)?;
+            Ok(self.write(&[&checked])?[0])
+        })
     }
 
     fn record_runs(&self, runs: &[RunToRecord]) -> Vec<Result<i64, StoreError>> {
-        self.record_runs_together(runs)
+        off_async(|| self.record_runs_together(runs))
     }
 
     fn source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
-        self.read_source_status(source)
+        off_async(|| self.read_source_status(source))
     }
 
     fn resume_point(&self, source: &str) -> Result<ResumePoint, StoreError> {
-        self.read_resume_point(source)
+        off_async(|| self.read_resume_point(source))
     }
 
     fn recent_runs(&self, source: &str, limit: usize) -> Result<Vec<StoredRun>, StoreError> {
-        self.read_recent_runs(source, limit)
+        off_async(|| self.read_recent_runs(source, limit))
     }
 
     fn runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
-        self.read_runs(ids)
+        off_async(|| self.read_runs(ids))
     }
 
     fn own_values(
@@ -248,7 +285,7 @@ impl Store for PostgresStore {
         end: NaiveDate,
         indicators: &[(String, Kind)],
     ) -> Result<Vec<OwnValue>, StoreError> {
-        self.read_own_values(start, end, indicators)
+        off_async(|| self.read_own_values(start, end, indicators))
     }
 
     fn entity_values(
@@ -257,7 +294,7 @@ impl Store for PostgresStore {
         end: NaiveDate,
         indicators: &[(String, Kind)],
     ) -> Result<Vec<EntityValue>, StoreError> {
-        self.read_entity_values(start, end, indicators)
+        off_async(|| self.read_entity_values(start, end, indicators))
     }
 
     fn coverage(
@@ -266,7 +303,7 @@ impl Store for PostgresStore {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Coverage, StoreError> {
-        Ok(self.read_coverages(&[source], start, end)?.remove(0))
+        Ok(off_async(|| self.read_coverages(&[source], start, end))?.remove(0))
     }
 
     fn coverages(
@@ -275,7 +312,7 @@ impl Store for PostgresStore {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Vec<Coverage>, StoreError> {
-        self.read_coverages(sources, start, end)
+        off_async(|| self.read_coverages(sources, start, end))
     }
 
     fn observations(
@@ -285,7 +322,7 @@ impl Store for PostgresStore {
         start: NaiveDate,
         end: NaiveDate,
     ) -> Result<Vec<StoredObservation>, StoreError> {
-        self.read_observations_page(units, indicator, start, end, None, usize::MAX)
+        off_async(|| self.read_observations_page(units, indicator, start, end, None, usize::MAX))
     }
 
     fn observations_page(
@@ -297,10 +334,24 @@ impl Store for PostgresStore {
         after: Option<&ObservationCursor>,
         limit: usize,
     ) -> Result<Vec<StoredObservation>, StoreError> {
-        self.read_observations_page(units, indicator, start, end, after, limit)
+        off_async(|| self.read_observations_page(units, indicator, start, end, after, limit))
     }
 
     fn first_day(&self) -> Result<Option<NaiveDate>, StoreError> {
+        off_async(|| self.read_first_day())
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        off_async(|| self.try_writing())
+    }
+
+    fn written_elsewhere(&self) -> Result<bool, StoreError> {
+        off_async(|| self.read_written_elsewhere())
+    }
+}
+
+impl PostgresStore {
+    fn read_first_day(&self) -> Result<Option<NaiveDate>, StoreError> {
         let doing = "reading the first observed day";
         self.conn(doing)?
             .query_one("SELECT MIN(day) FROM observations", &[])
@@ -308,7 +359,7 @@ impl Store for PostgresStore {
             .map_err(pg(doing))
     }
 
-    fn check_writable(&self) -> Result<(), StoreError> {
+    fn try_writing(&self) -> Result<(), StoreError> {
         let doing = "checking that the database is writable";
         let mut conn = self.conn(doing)?;
         // The row every write transaction updates: locking it is what a
@@ -322,7 +373,7 @@ impl Store for PostgresStore {
         tx.rollback().map_err(pg(doing))
     }
 
-    fn written_elsewhere(&self) -> Result<bool, StoreError> {
+    fn read_written_elsewhere(&self) -> Result<bool, StoreError> {
         let mut versions = match self.writes.try_lock() {
             Ok(versions) => versions,
             // This process is committing a run, after which /metrics is

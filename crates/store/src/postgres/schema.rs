@@ -84,12 +84,19 @@ pub(super) fn migrate(client: &mut Client, database: &str) -> Result<(), StoreEr
             })?;
         let found: i64 = (|| {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS tally_migrations (
-                     version    BIGINT PRIMARY KEY,
-                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-                 )",
-            )?;
+            // Under the lock: no other process creates it meanwhile (and
+            // IF NOT EXISTS would log a notice at every start).
+            let exists: bool = tx
+                .query_one("SELECT to_regclass('tally_migrations') IS NOT NULL", &[])?
+                .try_get(0)?;
+            if !exists {
+                tx.batch_execute(
+                    "CREATE TABLE tally_migrations (
+                         version    BIGINT PRIMARY KEY,
+                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                     )",
+                )?;
+            }
             tx.query_one(
                 "SELECT COALESCE(MAX(version), 0) FROM tally_migrations",
                 &[],

@@ -198,7 +198,15 @@ pub fn database() -> String {
     format!("host={} user=tally dbname={name}", cluster.dir.display())
 }
 
-/// The directory of the cluster's socket: `postgresql://tally@/DB?host=` it.
-pub fn socket_dir() -> PathBuf {
-    cluster().dir.clone()
+/// [`database`] as a `postgresql://` URL, the form `[store] url` takes.
+pub fn database_url() -> String {
+    let conninfo = database();
+    let name = conninfo
+        .rsplit_once("dbname=")
+        .map(|(_, name)| name.to_owned())
+        .expect("database() names the database");
+    format!(
+        "postgresql://tally@/{name}?host={}",
+        cluster().dir.display()
+    )
 }
