@@ -589,3 +589,6 @@ fn own_from_keys(
         }))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -198,6 +198,11 @@ pub fn database() -> String {
     format!("host={} user=tally dbname={name}", cluster.dir.display())
 }
 
+/// The directory of the cluster's Unix socket (`?host=` of a URL).
+pub fn socket_dir() -> PathBuf {
+    cluster().dir.clone()
+}
+
 /// [`database`] as a `postgresql://` URL, the form `[store] url` takes.
 pub fn database_url() -> String {
     let conninfo = database();
