@@ -27,6 +27,7 @@ mod operator;
 mod pages;
 mod paging;
 mod plugins;
+mod postgres_store;
 mod redaction;
 mod reload;
 mod reports;

@@ -112,6 +112,9 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     pub sources: Vec<SourceConfig>,
     pub reports: ReportsConfig,
+    /// `[store]`: where observations and runs are kept; `None` for the
+    /// embedded SQLite store in `daemon.data_dir`.
+    pub store: Option<StoreConfig>,
     /// The file this configuration was read from, as given.
     pub path: PathBuf,
     secrets: Redactor,
@@ -132,6 +135,15 @@ pub struct DaemonConfig {
     pub http_per_host_concurrency: usize,
     /// At most this many HTTP requests per second per host, if set.
     pub http_per_host_rate: Option<f64>,
+}
+
+/// `[store]`: a PostgreSQL database instead of the embedded SQLite store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// `postgresql://...` with its `${env:}`/`${file:}` references resolved.
+    /// A secret as a whole, since it may hold the password; `Debug` never
+    /// shows it, and its password is redacted from every text.
+    pub url: Secret,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -920,6 +932,15 @@ impl Config {
     }
 }
 
+/// The password of a `postgresql://user:password@host/...` URL, as written
+/// (percent-encoded, as it also travels in messages that quote the URL).
+fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let userinfo = authority.rsplit_once('@')?.0;
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
 /// The semantic checks: turns the raw, deserialized file into a [`Config`],
 /// collecting problems instead of stopping at the first.
 struct Checker<'a> {
@@ -955,6 +976,14 @@ impl Checker<'_> {
 
     fn resolved_secrets(&self, config: &Config) -> Vec<String> {
         let mut secrets = self.resolver.resolved.clone();
+        // The database's password is a secret even when written inline.
+        secrets.extend(
+            config
+                .store
+                .as_ref()
+                .and_then(|s| url_password(s.url.expose()))
+                .map(str::to_owned),
+        );
         // The token is a secret even when written inline.
         secrets.extend(
             config
@@ -980,6 +1009,7 @@ impl Checker<'_> {
         let targets = self.targets(raw.targets, &indicator_ids, &accumulating, &unit_ids);
         let sources = self.sources(raw.sources, &unit_ids, &indicator_ids);
         let reports = self.reports(raw.reports);
+        let store = raw.store.and_then(|raw| self.store(raw));
         Config {
             daemon,
             units,
@@ -987,10 +1017,46 @@ impl Checker<'_> {
             targets,
             sources,
             reports,
+            store,
             path: path.to_owned(),
             secrets: Redactor::default(),
             keys: KeyIndex::default(),
         }
+    }
+
+    fn store(&mut self, raw: raw::Store) -> Option<StoreConfig> {
+        let url = match self.resolve("store.url", &raw.url) {
+            Ok(url) => url,
+            Err(message) => {
+                self.problem("store.url", message);
+                return None;
+            }
+        };
+        if !url.starts_with("postgresql://") && !url.starts_with("postgres://") {
+            // Not the value: it may hold a password.
+            self.problem(
+                "store.url",
+                "expected a PostgreSQL URL, postgresql://USER@HOST:PORT/DATABASE \
+                 (the password through ${env:NAME} or ${file:PATH}); \
+                 leave [store] out for the embedded SQLite store",
+            );
+            return None;
+        }
+        if let Some(password) = url_password(&url)
+            && password.chars().count() < Redactor::MIN_LEN
+        {
+            self.problem(
+                "store.url",
+                format!(
+                    "the password is shorter than {} characters: too short to be redacted",
+                    Redactor::MIN_LEN
+                ),
+            );
+            return None;
+        }
+        Some(StoreConfig {
+            url: Secret::new(url),
+        })
     }
 
     fn daemon(&mut self, raw: raw::Daemon) -> DaemonConfig {
@@ -1670,6 +1736,13 @@ mod raw {
         pub sources: Vec<Source>,
         #[serde(default)]
         pub reports: Reports,
+        pub store: Option<Store>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Store {
+        pub url: String,
     }
 
     #[derive(Deserialize, Default)]

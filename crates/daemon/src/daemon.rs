@@ -18,7 +18,7 @@ use tally_config::{Config, ConfigError};
 use tally_domain::ErrorChain;
 use tally_domain::clock::{Clock, SystemClock};
 use tally_host::{HostServices, HttpGate, PluginRegistry};
-use tally_store::{DataDirLock, LockError, SqliteStore, Store, StoreError};
+use tally_store::{DataDirLock, LockError, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Why the daemon could not start. User errors (exit 1) are told apart from
 /// internal ones (exit 2) by the CLI.
@@ -43,7 +43,9 @@ impl StartError {
     /// True when the operator can fix it in the configuration or environment.
     pub fn is_user_error(&self) -> bool {
         match self {
-            StartError::Config(_) | StartError::Listen { .. } => true,
+            StartError::Config(_)
+            | StartError::Listen { .. }
+            | StartError::Store(StoreError::InUse { .. }) => true,
             StartError::Locked(e) => e.is_user_error(),
             _ => false,
         }
@@ -111,7 +113,7 @@ fn assemble_engine(
     let created = engine::create_sources(&mut config, &registry, &services)?;
     let store = match store {
         Some(store) => store,
-        None => Arc::new(SqliteStore::open(&config.daemon.data_dir)?),
+        None => open_store(&config, false)?,
     };
     Ok(Arc::new(
         Engine::new(
@@ -127,10 +129,21 @@ fn assemble_engine(
     ))
 }
 
+/// The store the configuration names: the PostgreSQL database of `[store]
+/// url`, else the SQLite store of `data_dir`. `for_daemon`: also take the
+/// database's daemon lock (SQLite's is the `data_dir` lock, taken apart).
+pub fn open_store(config: &Config, for_daemon: bool) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match &config.store {
+        Some(store) if for_daemon => Arc::new(PostgresStore::open_for_daemon(store.url.expose())?),
+        Some(store) => Arc::new(PostgresStore::open(store.url.expose())?),
+        None => Arc::new(SqliteStore::open(&config.daemon.data_dir)?),
+    })
+}
+
 /// Puts a daemon together from a configuration and the parts a caller may
 /// want to choose: the clock, the store, the plugins, the data directory's
 /// lock. What is not given is what `tallyd run` uses: the system clock, the
-/// SQLite store of `data_dir`, the libraries of `plugin_dirs`, a lock taken
+/// store the configuration names (see [`open_store`]), the libraries of `plugin_dirs`, a lock taken
 /// on `data_dir`. [`DaemonBuilder::build`] binds the listener of
 /// `daemon.listen`; [`DaemonBuilder::in_process`] binds nothing and hands
 /// out the router instead, for tests that drive the daemon without a socket
@@ -162,7 +175,7 @@ impl DaemonBuilder {
         self
     }
 
-    /// The store, instead of the SQLite store of `data_dir`.
+    /// The store, instead of the one the configuration names.
     pub fn store(mut self, store: Arc<dyn Store>) -> DaemonBuilder {
         self.store = Some(store);
         self
@@ -193,7 +206,11 @@ impl DaemonBuilder {
         for path in crate::reports::remove_stale_temp_files(&self.config.reports_dir()) {
             tracing::info!(path = %path.display(), "removed a report temporary file left by an interrupted write");
         }
-        let engine = assemble_engine(self.config, self.clock, self.plugins, self.store)?;
+        let store = match self.store {
+            Some(store) => store,
+            None => open_store(&self.config, true)?,
+        };
+        let engine = assemble_engine(self.config, self.clock, self.plugins, Some(store))?;
         Ok((engine, lock))
     }
 
@@ -305,6 +322,8 @@ pub enum ReloadError {
         old: String,
         new: String,
     },
+    #[error("{file}: [store] changed; this takes a restart of tallyd, not a reload")]
+    StoreChanged { file: String },
     #[error(transparent)]
     Start(#[from] StartError),
     #[error("internal error: {0}")]
@@ -633,6 +652,9 @@ fn reload_blocking(
             old: old.data_dir.display().to_string(),
             new: config.daemon.data_dir.display().to_string(),
         });
+    }
+    if config.store != current.config.store {
+        return Err(ReloadError::StoreChanged { file });
     }
     if config.daemon.listen != old.listen {
         return Err(ReloadError::NeedsRestart {

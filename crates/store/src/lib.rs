@@ -1,7 +1,9 @@
 //! Durable storage of observations, run records and plugin resume state.
 //!
-//! [`Store`] is deliberately narrow, so that a PostgreSQL backend can follow
-//! the SQLite one ([`SqliteStore`]) without the rest of the daemon noticing.
+//! [`Store`] is deliberately narrow: the embedded SQLite store
+//! ([`SqliteStore`]) and the PostgreSQL one ([`PostgresStore`]) answer alike,
+//! which one contract suite checks (`contract_tests`), and the rest of the
+//! daemon does not notice which it has.
 //!
 //! Architecture invariant: a run's observations, its run record and the
 //! plugin's resume state commit in one transaction ([`Store::record_run`]),
@@ -11,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod lock;
+mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -20,6 +23,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use thiserror::Error;
 
 pub use lock::{DataDirLock, Holder, LOCK_FILE, LockError};
+pub use postgres::PostgresStore;
+#[cfg(any(test, feature = "test-cluster"))]
+pub use postgres::test_cluster as pg_test_cluster;
 pub use sqlite::SqliteStore;
 pub use tally_domain::OwnData;
 use tally_domain::{Kind, Observation};
@@ -444,9 +450,46 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("run of source \"{source_id}\" cannot be stored: {detail}")]
     Invalid { source_id: String, detail: String },
+    #[error("cannot connect to {database}")]
+    Connect {
+        /// Where, without the password: host, port, database and user.
+        database: String,
+        source: ::postgres::Error,
+    },
+    #[error(
+        "{database} has schema version {found}, this tallyd knows versions up to {known}: run a newer tallyd or point [store] url elsewhere"
+    )]
+    TooNewDatabase {
+        database: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("migrating {database} to schema version {version}")]
+    MigrateDatabase {
+        database: String,
+        version: i64,
+        source: ::postgres::Error,
+    },
+    #[error(
+        "another tallyd run already uses {database}: run one daemon per database (tallyd collect beside it is fine)"
+    )]
+    InUse { database: String },
+    #[error("database error while {doing}")]
+    Postgres {
+        doing: &'static str,
+        source: ::postgres::Error,
+    },
+    #[error("no database connection while {doing}")]
+    Pool {
+        doing: &'static str,
+        source: r2d2_postgres::r2d2::Error,
+    },
     #[error("resume state of source \"{source_id}\" cannot be stored")]
     State {
         source_id: String,
         source: serde_json::Error,
     },
 }
+
+#[cfg(test)]
+mod contract_tests;

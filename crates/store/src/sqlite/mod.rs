@@ -42,7 +42,7 @@ use month_cache::{MONTH_CACHE_ROWS, MonthCache};
 use run_index::RunIndex;
 use schema::{configure, migrate};
 use tally_domain::{Kind, Observation};
-use writer::{Writer, check_run};
+use writer::Writer;
 
 mod fold;
 mod keys;
@@ -51,6 +51,10 @@ mod observations;
 mod run_index;
 mod schema;
 mod writer;
+
+// The PostgreSQL store checks runs and folds coverage exactly as this one.
+pub(crate) use run_index::{SourceRuns, parse_uncovered};
+pub(crate) use writer::{Checked, check_run};
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -127,11 +131,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 const UNIX_EPOCH_FROM_CE: i32 = 719_163;
 
-fn day_num(d: NaiveDate) -> i64 {
+pub(crate) fn day_num(d: NaiveDate) -> i64 {
     i64::from(d.num_days_from_ce() - UNIX_EPOCH_FROM_CE)
 }
 
-fn num_day(n: i64) -> Result<NaiveDate, StoreError> {
+pub(crate) fn num_day(n: i64) -> Result<NaiveDate, StoreError> {
     n.checked_add(i64::from(UNIX_EPOCH_FROM_CE))
         .and_then(|ce| i32::try_from(ce).ok())
         .and_then(NaiveDate::from_num_days_from_ce_opt)

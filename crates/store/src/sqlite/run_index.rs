@@ -31,7 +31,7 @@ pub(super) struct RunIndex {
 }
 
 #[derive(Default)]
-pub(super) struct SourceRuns {
+pub(crate) struct SourceRuns {
     /// The covered days, merged: sorted, disjoint and not adjacent (day
     /// numbers, inclusive). A successful run covers its window minus the days
     /// it named uncovered, and uncovers those days: the latest successful run
@@ -39,7 +39,7 @@ pub(super) struct SourceRuns {
     covered: Vec<(i64, i64)>,
     /// The days successful runs named uncovered and no later one covered,
     /// in the same form: where the next run may have to reach back to.
-    pub(super) uncovered: Vec<(i64, i64)>,
+    pub(crate) uncovered: Vec<(i64, i64)>,
     /// The windows of the other runs, each with how many runs had it (runs
     /// in a row mostly share a window, so this stays short).
     failed: Vec<((i64, i64), u64)>,
@@ -54,7 +54,7 @@ pub(super) struct SourceRuns {
 impl SourceRuns {
     /// Folds run `id`; ids come in increasing order. `gaps` are the days of
     /// the window a successful run named uncovered (sorted, inside it).
-    pub(super) fn add(
+    pub(crate) fn add(
         &mut self,
         id: i64,
         result: RunResult,
@@ -99,7 +99,7 @@ impl SourceRuns {
 
     /// Day numbers `[s, e]`: the stretches no successful run covered, and
     /// how many other runs overlap it.
-    pub(super) fn coverage(&self, s: i64, e: i64) -> (Vec<(i64, i64)>, u64) {
+    pub(crate) fn coverage(&self, s: i64, e: i64) -> (Vec<(i64, i64)>, u64) {
         let mut next = s;
         let mut gaps = Vec::new();
         let first = self.covered.partition_point(|&(_, t)| t < s);
@@ -174,7 +174,7 @@ pub(super) fn uncovered_json(ranges: &[(NaiveDate, NaiveDate)]) -> Option<String
 }
 
 /// Reads the `uncovered` column of run `id`.
-pub(super) fn parse_uncovered(id: i64, text: &str) -> Result<Vec<(i64, i64)>, StoreError> {
+pub(crate) fn parse_uncovered(id: i64, text: &str) -> Result<Vec<(i64, i64)>, StoreError> {
     serde_json::from_str::<Vec<(i64, i64)>>(text).map_err(|e| StoreError::Corrupt {
         what: "run's uncovered days",
         detail: format!("run {id}: {e}"),

@@ -268,34 +268,6 @@ fn a_run_that_cannot_be_stored_costs_no_other_run_its_place() {
 }
 
 #[test]
-fn runs_recorded_together_answer_like_runs_recorded_alone() {
-    let (_dir, store) = open();
-    let state = serde_json::json!({"cursor": 7});
-    let mut with_state = to_record(
-        "s1",
-        "schedule",
-        vec![obs("s1", "a", "", d("2026-11-01"), 1.0)],
-    );
-    with_state.state = Some(state.clone());
-    let empty = to_record("s2", "manual", vec![]);
-    let answers = store.record_runs(&[with_state, empty]);
-    let ids: Vec<i64> = answers.into_iter().map(Result::unwrap).collect();
-    assert_eq!(ids.len(), 2);
-    let s1 = store.source_status("s1").unwrap();
-    assert_eq!(
-        s1.last_run.map(|r| (r.id, r.observations_written)),
-        Some((ids[0], 1))
-    );
-    assert_eq!(s1.state, Some(state));
-    let s2 = store.source_status("s2").unwrap();
-    assert_eq!(
-        s2.last_run.map(|r| (r.id, r.run.trigger)),
-        Some((ids[1], "manual".into()))
-    );
-    assert!(store.record_runs(&[]).is_empty());
-}
-
-#[test]
 fn a_key_another_process_added_is_found_not_added_again() {
     // Two stores on one file, as `tallyd collect` beside the daemon.
     let (dir, daemon) = open();

@@ -75,20 +75,20 @@ struct MonthWrite {
 
 /// A run whose observations and state passed [`check_run`], serialized
 /// and ready to write.
-pub(super) struct Checked<'a> {
-    run: &'a RunRecord,
-    observations: &'a [Observation],
-    state: Option<String>,
-    warnings: String,
+pub(crate) struct Checked<'a> {
+    pub(crate) run: &'a RunRecord,
+    pub(crate) observations: &'a [Observation],
+    pub(crate) state: Option<String>,
+    pub(crate) warnings: String,
     /// The `uncovered` column.
-    uncovered: Option<String>,
+    pub(crate) uncovered: Option<String>,
 }
 
 /// Checks a run before anything is written: its observations must belong to
 /// its source and be finite and within [`MAX_VALUE`] (the engine refused
 /// the others; this keeps any other writer from making a sum overflow), its
 /// state must serialize.
-pub(super) fn check_run<'a>(
+pub(crate) fn check_run<'a>(
     run: &'a RunRecord,
     observations: &'a [Observation],
     state: Option<&serde_json::Value>,

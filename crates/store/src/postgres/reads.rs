@@ -1,0 +1,348 @@
+//! The read path: every read runs in one read-only, repeatable-read
+//! transaction, so that what it combines comes from one snapshot even while
+//! other processes commit.
+//!
+//! Invariant: nothing read is kept after the call, so no answer can be
+//! older than the database's state when the call began.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use postgres::{IsolationLevel, Transaction};
+
+use super::{
+    Coverage, EntityValue, KeyFold, ObservationCursor, OwnValue, PostgresStore, RUN_COLUMNS,
+    ResumePoint, SourceRuns, SourceStatus, StoreError, StoredObservation, StoredRun, counts,
+    day_num, fold_runs, from_millis, last_success, num_day, own_from_keys, pg, resume_state,
+    stored_run,
+};
+use tally_domain::{Kind, Observation};
+
+impl PostgresStore {
+    /// Runs `f` in a read-only snapshot.
+    fn read<R>(
+        &self,
+        doing: &'static str,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut conn = self.conn(doing)?;
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg(doing))?;
+        let out = f(&mut tx)?;
+        tx.commit().map_err(pg(doing))?;
+        Ok(out)
+    }
+
+    pub(super) fn read_source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
+        self.read("reading a source's status", |tx| {
+            let last_run = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 ORDER BY id DESC LIMIT 1"
+                    ),
+                    &[&source],
+                )
+                .map_err(pg("reading a source's latest run"))?
+                .map(|r| stored_run(&r))
+                .transpose()?;
+            Ok(SourceStatus {
+                last_run,
+                last_success: last_success(tx, source)?,
+                state: resume_state(tx, source)?,
+                runs: counts(tx, source)?,
+            })
+        })
+    }
+
+    pub(super) fn read_resume_point(&self, source: &str) -> Result<ResumePoint, StoreError> {
+        let doing = "reading where a source resumes";
+        self.read(doing, |tx| {
+            let last_run_started = tx
+                .query_opt(
+                    "SELECT started_at FROM runs WHERE source = $1 ORDER BY id DESC LIMIT 1",
+                    &[&source],
+                )
+                .map_err(pg(doing))?
+                .map(|r| from_millis(r.try_get(0).map_err(pg(doing))?))
+                .transpose()?;
+            // Only successful runs from the first that named days uncovered
+            // can leave days uncovered: most sources read no run at all.
+            let rows = tx
+                .query(
+                    "SELECT id, result, window_from, window_to, finished_at, uncovered FROM runs \
+                     WHERE source = $1 AND result = 'success' \
+                       AND id >= (SELECT MIN(id) FROM runs WHERE source = $1 AND uncovered IS NOT NULL) \
+                     ORDER BY id",
+                    &[&source],
+                )
+                .map_err(pg(doing))?;
+            let uncovered = fold_runs(&rows)?
+                .uncovered
+                .iter()
+                .map(|&(a, b)| Ok((num_day(a)?, num_day(b)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(ResumePoint {
+                last_run_started,
+                last_success: last_success(tx, source)?,
+                state: resume_state(tx, source)?,
+                uncovered,
+            })
+        })
+    }
+
+    pub(super) fn read_recent_runs(
+        &self,
+        source: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredRun>, StoreError> {
+        let doing = "listing recent runs";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(doing, |tx| {
+            tx.query(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 ORDER BY id DESC LIMIT $2"
+                ),
+                &[&source, &limit],
+            )
+            .map_err(pg(doing))?
+            .iter()
+            .map(stored_run)
+            .collect()
+        })
+    }
+
+    pub(super) fn read_runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
+        let doing = "reading runs";
+        let found: HashMap<i64, StoredRun> = self.read(doing, |tx| {
+            tx.query(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)"),
+                &[&ids],
+            )
+            .map_err(pg(doing))?
+            .iter()
+            .map(|r| stored_run(r).map(|run| (run.id, run)))
+            .collect()
+        })?;
+        Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
+    }
+
+    pub(super) fn read_coverages(
+        &self,
+        sources: &[&str],
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<Coverage>, StoreError> {
+        let doing = "computing sources' coverage";
+        let (s, e) = (day_num(start), day_num(end));
+        let (mut folds, mut last) = self.read(doing, |tx| {
+            // Runs outside the period change none of its days: only the
+            // overlapping ones are folded, in id order as the SQLite store does.
+            let rows = tx
+                .query(
+                    "SELECT id, result, window_from, window_to, finished_at, uncovered, source \
+                     FROM runs WHERE source = ANY($1) AND window_to >= $2 AND window_from <= $3 \
+                     ORDER BY source, id",
+                    &[&sources, &start, &end],
+                )
+                .map_err(pg(doing))?;
+            let mut by_source: HashMap<String, Vec<postgres::Row>> = HashMap::new();
+            for r in rows {
+                let source: String = r.try_get(6).map_err(pg(doing))?;
+                by_source.entry(source).or_default().push(r);
+            }
+            let folds = by_source
+                .into_iter()
+                .map(|(source, rows)| Ok((source, fold_runs(&rows)?)))
+                .collect::<Result<HashMap<String, SourceRuns>, StoreError>>()?;
+            let last = tx
+                .query(
+                    "SELECT DISTINCT ON (source) source, finished_at FROM runs \
+                     WHERE source = ANY($1) AND result = 'success' \
+                     ORDER BY source, finished_at DESC, id DESC",
+                    &[&sources],
+                )
+                .map_err(pg(doing))?
+                .into_iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<HashMap<String, i64>, postgres::Error>>()
+                .map_err(pg(doing))?;
+            Ok((folds, last))
+        })?;
+        sources
+            .iter()
+            .map(|source| {
+                let folded = folds.remove(*source).unwrap_or_default();
+                let (gaps, failed_runs) = folded.coverage(s, e);
+                let uncovered: i64 = gaps.iter().map(|(a, b)| b - a + 1).sum();
+                Ok(Coverage {
+                    start,
+                    end,
+                    covered_days: (e - s + 1).max(0) - uncovered,
+                    gaps: gaps
+                        .into_iter()
+                        .map(|(a, b)| Ok((num_day(a)?, num_day(b)?)))
+                        .collect::<Result<_, StoreError>>()?,
+                    failed_runs,
+                    last_success: last.remove(*source).map(from_millis).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Per key (source, unit, indicator, entity) of the indicators asked
+    /// for: `(unit, indicator, entity, sum, value on the last day)` over
+    /// `[start, end]`.
+    fn key_folds(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<KeyFold>, StoreError> {
+        let doing = "reading values";
+        let ids: Vec<&str> = indicators.iter().map(|(id, _)| id.as_str()).collect();
+        self.read(doing, |tx| {
+            tx.query(
+                "SELECT unit, indicator, entity, SUM(value ORDER BY day), \
+                        (ARRAY_AGG(value ORDER BY day DESC))[1] \
+                 FROM observations WHERE indicator = ANY($1) AND day BETWEEN $2 AND $3 \
+                 GROUP BY indicator, unit, source, entity",
+                &[&ids, &start, &end],
+            )
+            .map_err(pg(doing))?
+            .into_iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ))
+            })
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(pg(doing))
+        })
+    }
+
+    pub(super) fn read_own_values(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<OwnValue>, StoreError> {
+        if end < start || indicators.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(own_from_keys(
+            self.key_folds(start, end, indicators)?.into_iter(),
+            indicators,
+        ))
+    }
+
+    pub(super) fn read_entity_values(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<EntityValue>, StoreError> {
+        if end < start || indicators.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kind = |ind: &str| indicators.iter().find(|(i, _)| i == ind).map(|(_, k)| *k);
+        let mut values: HashMap<(String, String, String), f64> = HashMap::new();
+        for (unit, indicator, entity, sum, last) in self.key_folds(start, end, indicators)? {
+            let v = match kind(&indicator) {
+                None => continue,
+                Some(Kind::Level) => last,
+                Some(Kind::Count | Kind::Distinct) => sum,
+            };
+            *values.entry((unit, indicator, entity)).or_insert(0.0) += v;
+        }
+        Ok(values
+            .into_iter()
+            .map(|((unit, indicator, entity), value)| EntityValue {
+                unit,
+                indicator,
+                entity,
+                value,
+            })
+            .collect())
+    }
+
+    /// Observations of `units` (in that order), each unit's by source,
+    /// entity and day, from just after `after`, at most `limit`.
+    pub(super) fn read_observations_page(
+        &self,
+        units: &[&str],
+        indicator: &str,
+        start: NaiveDate,
+        end: NaiveDate,
+        after: Option<&ObservationCursor>,
+        limit: usize,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        let doing = "reading observations";
+        let first = match after {
+            None => 0,
+            Some(cursor) => match units.iter().position(|u| *u == cursor.unit) {
+                Some(position) => position,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.read(doing, |tx| {
+            let plain = tx
+                .prepare(
+                    "SELECT source, entity, day, value, run FROM observations \
+                     WHERE indicator = $1 AND unit = $2 AND day BETWEEN $3 AND $4 \
+                     ORDER BY source, entity, day LIMIT $5",
+                )
+                .map_err(pg(doing))?;
+            let resumed = tx
+                .prepare(
+                    "SELECT source, entity, day, value, run FROM observations \
+                     WHERE indicator = $1 AND unit = $2 AND day BETWEEN $3 AND $4 \
+                       AND (source, entity, day) > ($6, $7, $8) \
+                     ORDER BY source, entity, day LIMIT $5",
+                )
+                .map_err(pg(doing))?;
+            for unit in &units[first..] {
+                let room = i64::try_from(limit - out.len()).unwrap_or(i64::MAX);
+                let rows = match after.filter(|c| c.unit == *unit) {
+                    Some(c) => tx.query(
+                        &resumed,
+                        &[
+                            &indicator, unit, &start, &end, &room, &c.source, &c.entity, &c.day,
+                        ],
+                    ),
+                    None => tx.query(&plain, &[&indicator, unit, &start, &end, &room]),
+                }
+                .map_err(pg(doing))?;
+                for r in rows {
+                    let e = pg(doing);
+                    out.push(StoredObservation {
+                        observation: Observation {
+                            source: r.try_get(0).map_err(&e)?,
+                            unit: unit.to_string(),
+                            indicator: indicator.to_string(),
+                            entity: r.try_get(1).map_err(&e)?,
+                            day: r.try_get(2).map_err(&e)?,
+                            value: r.try_get(3).map_err(&e)?,
+                        },
+                        run_id: r.try_get(4).map_err(&e)?,
+                    });
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! The PostgreSQL store end to end (issue 13): `tallyd` on `[store] url`
+//! answers as on the embedded SQLite store, and a second daemon on the same
+//! database is refused until runs are claimed through it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+/// A configuration with one form source over `forms`, on SQLite in
+/// `data`, or on PostgreSQL at `url` when given.
+fn config(
+    dir: &Path,
+    plugins: &Path,
+    forms: &Path,
+    name: &str,
+    url: Option<&str>,
+    port: u16,
+) -> PathBuf {
+    let store = url
+        .map(|url| format!("\n[store]\nurl = \"{url}\"\n"))
+        .unwrap_or_default();
+    TestConfig::new(dir, plugins)
+        .with_port(port)
+        .data_dir(&dir.join(format!("data-{name}")))
+        .daemon(r#"timezone = "UTC""#)
+        .county()
+        .meetings()
+        .toml(&format!(
+            r#"
+[[sources]]
+id = "forms"
+plugin = "csv_form"
+units = ["county"]
+schedule = "0 0 3 1 1 *"
+backfill_from = "2026-01-01"
+[sources.settings]
+dir = {forms}
+indicators = ["meetings"]
+{store}"#,
+            forms = toml_path(forms),
+        ))
+        .write_as(&format!("{name}.toml"))
+}
+
+fn collect_and_report(config: &Path) -> String {
+    let config = config.to_str().unwrap();
+    let out = run_tallyd(&[
+        "collect",
+        "--config",
+        config,
+        "--source",
+        "forms",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-03-31",
+    ]);
+    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    // Collected twice: re-collection replaces, on both stores.
+    let out = run_tallyd(&[
+        "collect",
+        "--config",
+        config,
+        "--source",
+        "forms",
+        "--from",
+        "2026-02-01",
+        "--to",
+        "2026-02-28",
+    ]);
+    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    let out = run_tallyd(&[
+        "report", "--config", config, "--period", "2026-Q1", "--format", "json",
+    ]);
+    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn collect_and_report_on_postgresql_equal_those_on_sqlite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
+    let forms = dir.join("forms");
+    std::fs::create_dir_all(&forms).unwrap();
+    std::fs::write(
+        forms.join("q1.csv"),
+        "单位,日期,会议次数\ncounty,2026-01-05,3\ncounty,2026-02-10,4\ncounty,2026-03-31,5\n",
+    )
+    .unwrap();
+    let url = tally_store::pg_test_cluster::database_url();
+    let on_sqlite = collect_and_report(&config(dir, &plugins, &forms, "sqlite", None, free_port()));
+    let on_postgres = collect_and_report(&config(
+        dir,
+        &plugins,
+        &forms,
+        "pg",
+        Some(&url),
+        free_port(),
+    ));
+    assert!(on_sqlite.contains("12"), "{on_sqlite}");
+    assert_eq!(on_postgres, on_sqlite);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_database_exits_1_and_the_first_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
+    let forms = dir.join("forms");
+    std::fs::create_dir_all(&forms).unwrap();
+    let url = tally_store::pg_test_cluster::database_url();
+    let port = free_port();
+    let first = config(dir, &plugins, &forms, "first", Some(&url), port);
+    let first = TestDaemon::start(&first, port);
+    // Its own data_dir: only the database is shared.
+    let second = TestConfig::new(dir, &plugins)
+        .with_port(free_port())
+        .data_dir(&dir.join("data-second"))
+        .county()
+        .meetings()
+        .toml(&format!("[store]\nurl = \"{url}\"\n"))
+        .write_as("second.toml");
+    let out = Command::new(tallyd())
+        .args(["run", "--config"])
+        .arg(&second)
+        .env_remove("TALLY_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(exit_code(&out), 1, "{err}");
+    assert!(err.contains("another tallyd run already uses"), "{err}");
+    assert_eq!(first.get("/healthz").0, 200);
+}
