@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod location;
+mod narrative;
 mod schedule;
 mod secrets;
 
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use tally_domain::{Kind, MAX_VALUE, show_value};
 
 pub use location::Location;
+pub use narrative::{NarrativeTemplate, describe as template_error, syntax as template_syntax};
 pub use secrets::{Redactor, Secret};
 
 use location::{KeyIndex, join_key};
@@ -286,6 +288,9 @@ pub struct ReportsConfig {
     /// Also write the previous quarter's report once the collections run at
     /// start have finished (the demo uses it).
     pub write_on_start: bool,
+    /// `narrative_template`: the operator's template of the 情况报告, read and
+    /// checked at load; `None` for the default one built into the daemon.
+    pub narrative_template: Option<NarrativeTemplate>,
 }
 
 impl fmt::Debug for ReportsConfig {
@@ -297,6 +302,10 @@ impl fmt::Debug for ReportsConfig {
             .field("formats", &self.formats)
             .field("dir", &self.dir)
             .field("write_on_start", &self.write_on_start)
+            .field(
+                "narrative_template",
+                &self.narrative_template.as_ref().map(|t| &t.path),
+            )
             .finish()
     }
 }
@@ -1175,9 +1184,17 @@ impl Checker<'_> {
         if formats.is_empty() {
             self.problem(
                 "reports.formats",
-                "the list of formats is empty; accepted: json, csv, md, xlsx (or set enabled = false)",
+                format!(
+                    "the list of formats is empty; accepted: {} (or set enabled = false)",
+                    ReportFormat::names()
+                ),
             );
         }
+        let narrative_template = raw.narrative_template.and_then(|path| {
+            NarrativeTemplate::load(&path)
+                .map_err(|message| self.problem("reports.narrative_template", message))
+                .ok()
+        });
         ReportsConfig {
             enabled: raw.enabled.unwrap_or(true),
             schedule,
@@ -1185,6 +1202,7 @@ impl Checker<'_> {
             formats,
             dir: raw.dir,
             write_on_start: raw.write_on_start.unwrap_or(false),
+            narrative_template,
         }
     }
 
@@ -1753,6 +1771,7 @@ mod raw {
         pub formats: Option<Vec<super::ReportFormat>>,
         pub dir: Option<PathBuf>,
         pub write_on_start: Option<bool>,
+        pub narrative_template: Option<PathBuf>,
     }
 
     #[derive(Deserialize, Default)]
@@ -1828,6 +1847,8 @@ mod raw {
 }
 
 /// A report file format, as named in `[reports] formats` and `--format`.
+/// The first four render the statistics table; `docx` and `narrative-md`
+/// the 情况报告 in prose, from the template of `narrative_template`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportFormat {
@@ -1835,32 +1856,67 @@ pub enum ReportFormat {
     Csv,
     Md,
     Xlsx,
+    Docx,
+    #[serde(rename = "narrative-md")]
+    NarrativeMd,
 }
 
 impl ReportFormat {
-    pub const ALL: [ReportFormat; 4] = [
+    pub const ALL: [ReportFormat; 6] = [
         ReportFormat::Json,
         ReportFormat::Csv,
         ReportFormat::Md,
         ReportFormat::Xlsx,
+        ReportFormat::Docx,
+        ReportFormat::NarrativeMd,
     ];
 
+    /// The name in `formats`, `--format` and `format=`.
     pub fn as_str(self) -> &'static str {
         match self {
             ReportFormat::Json => "json",
             ReportFormat::Csv => "csv",
             ReportFormat::Md => "md",
             ReportFormat::Xlsx => "xlsx",
+            ReportFormat::Docx => "docx",
+            ReportFormat::NarrativeMd => "narrative-md",
         }
     }
 
-    /// The file extension, which is also the format's name.
+    /// `json, csv, md, xlsx, docx, narrative-md`: for error messages.
+    pub fn names() -> String {
+        ReportFormat::ALL.map(ReportFormat::as_str).join(", ")
+    }
+
+    pub fn from_name(name: &str) -> Option<ReportFormat> {
+        ReportFormat::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// The end of a file name in this format, without the leading dot: the
+    /// format's name, but `narrative.md` for the 情况报告 in Markdown, which
+    /// must not be taken for the table's `md`.
     pub fn extension(self) -> &'static str {
-        self.as_str()
+        match self {
+            ReportFormat::NarrativeMd => "narrative.md",
+            other => other.as_str(),
+        }
     }
 
     pub fn from_extension(ext: &str) -> Option<ReportFormat> {
         ReportFormat::ALL.into_iter().find(|f| f.extension() == ext)
+    }
+
+    /// A file name split into its stem and format: `2026-Q3.narrative.md` is
+    /// (`2026-Q3`, `NarrativeMd`), `2026-Q3.md` (`2026-Q3`, `Md`); `None`
+    /// when no format's extension ends it.
+    pub fn split_file_name(name: &str) -> Option<(&str, ReportFormat)> {
+        let mut formats = ReportFormat::ALL;
+        // The longest extension first: `narrative.md` before `md`.
+        formats.sort_by_key(|f| std::cmp::Reverse(f.extension().len()));
+        formats.into_iter().find_map(|f| {
+            let stem = name.strip_suffix(f.extension())?.strip_suffix('.')?;
+            (!stem.is_empty()).then_some((stem, f))
+        })
     }
 
     /// The HTTP content type of a file in this format.
@@ -1868,9 +1924,12 @@ impl ReportFormat {
         match self {
             ReportFormat::Json => "application/json",
             ReportFormat::Csv => "text/csv; charset=utf-8",
-            ReportFormat::Md => "text/markdown; charset=utf-8",
+            ReportFormat::Md | ReportFormat::NarrativeMd => "text/markdown; charset=utf-8",
             ReportFormat::Xlsx => {
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+            }
+            ReportFormat::Docx => {
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
             }
         }
     }
