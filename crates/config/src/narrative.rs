@@ -19,12 +19,8 @@ impl NarrativeTemplate {
     /// Reads `path` and checks that it parses. The error is the message of a
     /// configuration problem: `FILE:LINE: syntax error: …`.
     pub fn load(path: &Path) -> Result<NarrativeTemplate, String> {
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read the 情况报告 template {}: {e}",
-                path.display()
-            )
-        })?;
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the 情况报告 template {}: {e}", path.display()))?;
         check_syntax(&path.display().to_string(), &source)?;
         Ok(NarrativeTemplate {
             path: path.to_owned(),
@@ -72,7 +68,11 @@ mod tests {
     fn a_template_that_does_not_parse_is_named_by_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("report.md.j2");
-        std::fs::write(&path, "# 标题\n\n{% if f.meetings %}\n会议{{ f.meetings.text }}\n").unwrap();
+        std::fs::write(
+            &path,
+            "# 标题\n\n{% if f.meetings %}\n会议{{ f.meetings.text }}\n",
+        )
+        .unwrap();
         let message = NarrativeTemplate::load(&path).unwrap_err();
         assert!(
             message.starts_with(&format!("{}:4: syntax error", path.display())),

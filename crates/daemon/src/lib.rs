@@ -10,6 +10,7 @@ pub mod engine;
 pub mod http;
 pub mod http_guard;
 pub mod metrics;
+pub mod narrative;
 pub mod pages;
 pub mod reports;
 pub mod scheduler;

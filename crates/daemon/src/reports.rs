@@ -28,14 +28,20 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::engine::Engine;
+use crate::narrative::Narrative;
 use crate::summary::{self, ReportError, Summary, SummaryError, SummaryRequest};
 use tally_config::Config;
 use tally_domain::period::{Period, PeriodKind, local_day};
 
 pub use tally_config::ReportFormat as Format;
 
-/// The summary in `format`.
-pub fn render(format: Format, summary: &Summary) -> Result<Vec<u8>, ReportError> {
+/// The summary in `format`; `narrative` drafts the 情况报告 of the prose
+/// formats (`docx`, `narrative-md`).
+pub fn render(
+    format: Format,
+    summary: &Summary,
+    narrative: &Narrative,
+) -> Result<Vec<u8>, ReportError> {
     Ok(match format {
         Format::Json => {
             // Serializing plain data to memory cannot fail.
@@ -46,6 +52,8 @@ pub fn render(format: Format, summary: &Summary) -> Result<Vec<u8>, ReportError>
         Format::Csv => summary::to_csv(summary),
         Format::Md => summary::to_markdown(summary).into_bytes(),
         Format::Xlsx => summary::to_xlsx(summary)?,
+        Format::Docx => narrative.draft(summary)?.to_docx()?,
+        Format::NarrativeMd => narrative.draft(summary)?.to_markdown().into_bytes(),
     })
 }
 
@@ -222,8 +230,7 @@ pub fn file_name(label: &str, revision: u32, format: Format) -> String {
 /// The inverse of [`file_name`]: `(label, revision, format)`, or `None` for
 /// a file that is not a report (wrong extension, not a period label).
 pub fn parse_file_name(name: &str) -> Option<(String, u32, Format)> {
-    let (stem, ext) = name.rsplit_once('.')?;
-    let format = Format::from_extension(ext)?;
+    let (stem, format) = Format::split_file_name(name)?;
     let (label, revision) = match stem.rsplit_once(".r") {
         Some((label, rev)) if !rev.is_empty() && rev.bytes().all(|b| b.is_ascii_digit()) => {
             match rev.parse::<u32>() {
@@ -243,6 +250,8 @@ pub struct ReportWriter {
     pub dir: PathBuf,
     pub formats: Vec<Format>,
     pub timezone: Tz,
+    /// Drafts the 情况报告 formats.
+    pub narrative: Narrative,
 }
 
 /// Makes temporary names unique within the process; the pid makes them
@@ -255,16 +264,20 @@ impl ReportWriter {
             dir: dir.into(),
             formats,
             timezone,
+            narrative: Narrative::default(),
         }
     }
 
-    /// The writer of `[reports]`.
+    /// The writer of `[reports]`, with its 情况报告 template.
     pub fn from_config(config: &Config) -> ReportWriter {
-        ReportWriter::new(
-            config.reports_dir(),
-            config.reports.formats.clone(),
-            config.daemon.timezone,
-        )
+        ReportWriter {
+            narrative: Narrative::from_config(config),
+            ..ReportWriter::new(
+                config.reports_dir(),
+                config.reports.formats.clone(),
+                config.daemon.timezone,
+            )
+        }
     }
 
     /// Writes `summary` in every format, each under the first free revision
@@ -276,7 +289,7 @@ impl ReportWriter {
         })?;
         let mut written = Vec::with_capacity(self.formats.len());
         for &format in &self.formats {
-            let bytes = render(format, summary)?;
+            let bytes = render(format, summary, &self.narrative)?;
             written.push(self.write_new(&summary.period.label, format, &bytes)?);
         }
         Ok(written)

@@ -271,6 +271,9 @@ fn file_names_round_trip() {
             "2026-10-01..2026-11-15.r12.md",
         ),
         ("2026", 1, Format::Json, "2026.json"),
+        ("2026-Q3", 1, Format::Docx, "2026-Q3.docx"),
+        ("2026-Q3", 1, Format::NarrativeMd, "2026-Q3.narrative.md"),
+        ("2026-Q3", 3, Format::NarrativeMd, "2026-Q3.r3.narrative.md"),
     ] {
         assert_eq!(file_name(label, rev, format), name);
         assert_eq!(parse_file_name(name), Some((label.to_owned(), rev, format)));
@@ -281,6 +284,8 @@ fn file_names_round_trip() {
         "2026-Q3.pdf",
         "q3.csv",
         "2026-Q3",
+        ".narrative.md",
+        "2026-Q3.other.md",
     ] {
         assert_eq!(parse_file_name(not_a_report), None, "{not_a_report}");
     }

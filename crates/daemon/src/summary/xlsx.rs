@@ -39,6 +39,8 @@ use tally_config::Per;
 pub enum ReportError {
     #[error("cannot build the xlsx report")]
     Xlsx(#[from] XlsxError),
+    #[error(transparent)]
+    Narrative(#[from] crate::narrative::NarrativeError),
 }
 
 /// The name of the main sheet.
