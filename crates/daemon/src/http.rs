@@ -28,6 +28,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::engine::{Engine, RunError, humanize};
+use crate::narrative::Narrative;
 use crate::reports::{Format, ReportWriter};
 use crate::scheduler::SchedulerHandle;
 use crate::summary::{self, SummaryError, SummaryRequest};
@@ -364,18 +365,23 @@ async fn summary(
             AppError::BadRequest(format!("depth must be a non-negative integer, got {d:?}"))
         })?),
     };
-    let format = params.get("format").map(String::as_str).unwrap_or("json");
-    if !matches!(format, "json" | "csv" | "md" | "xlsx") {
-        return Err(AppError::BadRequest(format!(
-            "unknown format {format:?}; accepted: json, csv, md, xlsx"
-        )));
-    }
+    let format = match params.get("format") {
+        None => Format::Json,
+        Some(name) => Format::from_name(name).ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "unknown format {name:?}; accepted: {}",
+                Format::names()
+            ))
+        })?,
+    };
     let request = SummaryRequest {
         period,
         unit: params.get("unit").cloned(),
         depth,
     };
     let engine = state.engine();
+    // The 情况报告 is drafted with the template of the engine that built the summary.
+    let narrative = Narrative::from_config(&engine.config);
     let built = tokio::task::spawn_blocking(move || engine.summary(&request))
         .await
         .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
@@ -385,7 +391,7 @@ async fn summary(
     })?;
     let label = summary.period.label.clone();
     Ok(match format {
-        "csv" => (
+        Format::Csv => (
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
                 (
@@ -396,7 +402,7 @@ async fn summary(
             summary::to_csv(&summary),
         )
             .into_response(),
-        "xlsx" => {
+        Format::Xlsx => {
             let bytes = summary::to_xlsx(&summary)
                 .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
             (
@@ -411,12 +417,27 @@ async fn summary(
             )
                 .into_response()
         }
-        "md" => (
+        Format::Md => (
             [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
             summary::to_markdown(&summary),
         )
             .into_response(),
-        _ => Json(summary).into_response(),
+        Format::Docx | Format::NarrativeMd => {
+            let bytes = crate::reports::render(format, &summary, &narrative)
+                .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
+            (
+                [
+                    (header::CONTENT_TYPE, format.content_type().to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        crate::narrative::content_disposition(&summary, format),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Format::Json => Json(summary).into_response(),
     })
 }
 

@@ -5,6 +5,7 @@
 //! write holds it), so what a test sees at a time is what the daemon did up
 //! to then, and minutes of schedule take milliseconds.
 
+mod narrative_page;
 mod pages;
 mod plugin;
 mod reload;

@@ -9,7 +9,7 @@ use super::plugin::{Answer, Script};
 use super::*;
 use crate::pages::CONTENT_SECURITY_POLICY;
 
-async fn page(d: &InProcessDaemon, uri: &str) -> (StatusCode, HeaderMap, String) {
+pub(super) async fn page(d: &InProcessDaemon, uri: &str) -> (StatusCode, HeaderMap, String) {
     let response = d
         .router()
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
@@ -24,7 +24,7 @@ async fn page(d: &InProcessDaemon, uri: &str) -> (StatusCode, HeaderMap, String)
 }
 
 /// An HTML page with the headers every page answer carries.
-fn html(status: StatusCode, headers: &HeaderMap, body: &str, wanted: StatusCode) {
+pub(super) fn html(status: StatusCode, headers: &HeaderMap, body: &str, wanted: StatusCode) {
     assert_eq!(status, wanted, "{body}");
     assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
     assert_eq!(

@@ -36,6 +36,8 @@ const FIGURE_PAGE: usize = 200;
 
 const STYLESHEET: &str = include_str!("../../assets/pages.css");
 
+mod narrative;
+
 /// Gives a page the engine of the moment: the daemon swaps its engine on a
 /// reload, and a request works with the one it started with.
 pub type EngineSource = Arc<dyn Fn() -> Arc<Engine> + Send + Sync>;
@@ -46,6 +48,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(engine: EngineSource) -> Router<
         .route("/", get(current))
         .route("/figure", get(figure))
         .route("/sources", get(sources))
+        .route("/report", get(narrative::report))
         .route("/assets/pages.css", get(stylesheet))
         .layer(middleware::map_response(security_headers))
         .with_state(engine)
