@@ -79,7 +79,7 @@ indicators = ["meetings"]
 }
 
 /// A GET whose body is bytes: (status, lower-case head, body).
-fn get_bytes(url: &str) -> (u16, String, Vec<u8>) {
+pub(crate) fn get_bytes(url: &str) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();

@@ -144,6 +144,10 @@ pub enum ReportFormat {
     Md,
     /// An Excel workbook; needs --out unless stdout is redirected.
     Xlsx,
+    /// The 情况报告 as a Word document; needs --out unless stdout is redirected.
+    Docx,
+    /// The 情况报告 as Markdown.
+    NarrativeMd,
 }
 
 impl From<ReportFormat> for tally_daemon::reports::Format {
@@ -153,6 +157,8 @@ impl From<ReportFormat> for tally_daemon::reports::Format {
             ReportFormat::Csv => tally_daemon::reports::Format::Csv,
             ReportFormat::Md => tally_daemon::reports::Format::Md,
             ReportFormat::Xlsx => tally_daemon::reports::Format::Xlsx,
+            ReportFormat::Docx => tally_daemon::reports::Format::Docx,
+            ReportFormat::NarrativeMd => tally_daemon::reports::Format::NarrativeMd,
         }
     }
 }
@@ -604,11 +610,15 @@ async fn report(
     out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let period = Period::parse(period).map_err(|e| UserError(e.to_string()))?;
-    if format == ReportFormat::Xlsx && out.is_none() && std::io::stdout().is_terminal() {
-        return Err(UserError(
-            "an xlsx report is binary and would garble the terminal: use --out FILE (or redirect stdout)"
-                .to_owned(),
-        )
+    if matches!(format, ReportFormat::Xlsx | ReportFormat::Docx)
+        && out.is_none()
+        && std::io::stdout().is_terminal()
+    {
+        let format = tally_daemon::reports::Format::from(format);
+        return Err(UserError(format!(
+            "an {} report is binary and would garble the terminal: use --out FILE (or redirect stdout)",
+            format.as_str()
+        ))
         .into());
     }
     let config = load(path)?;
@@ -622,8 +632,11 @@ async fn report(
         summary::SummaryError::UnknownUnit { .. } => anyhow::Error::new(UserError(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
-    let bytes =
-        tally_daemon::reports::render(tally_daemon::reports::Format::from(format), &summary)?;
+    let bytes = tally_daemon::reports::render(
+        tally_daemon::reports::Format::from(format),
+        &summary,
+        &tally_daemon::narrative::Narrative::from_config(&engine.config),
+    )?;
     match out {
         Some(file) => {
             std::fs::write(file, &bytes).with_context(|| format!("writing {}", file.display()))?

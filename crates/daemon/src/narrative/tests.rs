@@ -320,11 +320,15 @@ fn docx_text(bytes: &[u8]) -> String {
         .unwrap();
     let mut out = String::new();
     for para in xml.split("</w:p>") {
+        // `<w:t>` and `<w:t xml:space="preserve">`, not `<w:tbl>`, `<w:tc>`...
         for piece in para.split("<w:t").skip(1) {
-            let Some(start) = piece.find('>') else {
+            let Some(rest) = piece.strip_prefix('>').or_else(|| {
+                piece
+                    .strip_prefix(' ')
+                    .and_then(|p| Some(&p[p.find('>')? + 1..]))
+            }) else {
                 continue;
             };
-            let rest = &piece[start + 1..];
             out.push_str(&rest[..rest.find("</w:t>").unwrap_or(rest.len())]);
         }
         out.push('\n');
