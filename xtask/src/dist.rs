@@ -5,7 +5,8 @@
 //! /usr/lib/tally/plugins/lib*.so        every plugin library of the workspace
 //! /etc/tally/tally.toml                 the starting configuration (a conffile)
 //! /lib/systemd/system/tally.service
-//! /usr/share/doc/tally/                 copyright, changelog.gz, operating.md, configuration.md
+//! /usr/share/doc/tally/                 copyright, changelog.gz, operating.md, configuration.md,
+//!                                       reports.md, narrative.md.j2 (the 情况报告 template to copy)
 //! ```
 //!
 //! The tarball holds the same tree without `usr/` (`bin/`, `lib/tally/plugins/`,
@@ -198,9 +199,14 @@ fn lay_out(repo: &Path, inputs: &Inputs, root: &Path, layout: &Layout) -> Result
         &doc.join("copyright"),
         0o644,
     )?;
-    for page in ["operating.md", "configuration.md"] {
+    for page in ["operating.md", "configuration.md", "reports.md"] {
         copy(&repo.join("docs").join(page), &doc.join(page), 0o644)?;
     }
+    copy(
+        &repo.join("config/narrative.md.j2"),
+        &doc.join("narrative.md.j2"),
+        0o644,
+    )?;
     let changelog = doc.join("changelog.gz");
     write_file(
         &changelog,
@@ -684,6 +690,8 @@ mod tests {
                 "changelog.gz",
                 "operating.md",
                 "configuration.md",
+                "reports.md",
+                "narrative.md.j2",
             ] {
                 assert_eq!(mode(&format!("{prefix}share/doc/tally/{doc}")), 0o644);
             }
