@@ -91,8 +91,7 @@ mod tests {
             template.display().to_string()
         );
         let err = crate::Config::parse(&text, Path::new("t.toml"), &|_| None)
-            .err()
-            .expect("a broken template is a configuration error")
+            .expect_err("a broken template is a configuration error")
             .to_string();
         let expected = format!(
             "t.toml:6:22: reports.narrative_template: {}:1: syntax error",
