@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod copy;
 mod lock;
 mod postgres;
 mod sqlite;

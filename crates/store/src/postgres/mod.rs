@@ -37,6 +37,7 @@ use super::{
 };
 use tally_domain::{Kind, Observation};
 
+mod import;
 mod reads;
 mod schema;
 #[cfg(any(test, feature = "test-cluster"))]
