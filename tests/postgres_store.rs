@@ -134,3 +134,120 @@ fn a_second_daemon_on_the_same_database_exits_1_and_the_first_keeps_serving() {
     assert!(err.contains("another tallyd run already uses"), "{err}");
     assert_eq!(first.get("/healthz").0, 200);
 }
+
+fn report(config: &Path, period: &str) -> serde_json::Value {
+    let out = run_tallyd(&[
+        "report",
+        "--config",
+        config.to_str().unwrap(),
+        "--period",
+        period,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    let mut v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    v["generated_at"] = serde_json::Value::Null;
+    v
+}
+
+#[test]
+fn store_copy_moves_a_sqlite_store_into_postgresql_and_every_quarter_stays_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
+    let forms = dir.join("forms");
+    std::fs::create_dir_all(&forms).unwrap();
+    // Two quarters, one corrected later: the copy keeps what replaced what.
+    std::fs::write(
+        forms.join("h1.csv"),
+        "单位,日期,会议次数\ncounty,2026-01-05,3\ncounty,2026-02-10,4\ncounty,2026-05-31,5\n",
+    )
+    .unwrap();
+    let sqlite = config(dir, &plugins, &forms, "sqlite", None, free_port());
+    let collect = |config: &Path, from: &str, to: &str| {
+        let out = run_tallyd(&[
+            "collect",
+            "--config",
+            config.to_str().unwrap(),
+            "--source",
+            "forms",
+            "--from",
+            from,
+            "--to",
+            to,
+        ]);
+        assert_eq!(exit_code(&out), 0, "{}", stderr(&out));
+    };
+    collect(&sqlite, "2026-01-01", "2026-06-30");
+    std::fs::write(
+        forms.join("h1.csv"),
+        "单位,日期,会议次数\ncounty,2026-01-05,3\ncounty,2026-02-10,6\ncounty,2026-05-31,5\n",
+    )
+    .unwrap();
+    collect(&sqlite, "2026-02-01", "2026-02-28");
+    let before = [report(&sqlite, "2026-Q1"), report(&sqlite, "2026-Q2")];
+    assert_eq!(
+        value(&before[0], "county", "meetings"),
+        9.0,
+        "{}",
+        before[0]
+    );
+
+    // The same data_dir, now with [store] url: what an operator moving up edits.
+    let url = tally_store::pg_test_cluster::database_url();
+    let postgres = TestConfig::new(dir, &plugins)
+        .with_port(free_port())
+        .data_dir(&dir.join("data-sqlite"))
+        .daemon(r#"timezone = "UTC""#)
+        .county()
+        .meetings()
+        .toml(&format!(
+            r#"
+[[sources]]
+id = "forms"
+plugin = "csv_form"
+units = ["county"]
+schedule = "0 0 3 1 1 *"
+backfill_from = "2026-01-01"
+[sources.settings]
+dir = {forms}
+indicators = ["meetings"]
+
+[store]
+url = "{url}"
+"#,
+            forms = toml_path(&forms),
+        ))
+        .write_as("pg.toml");
+    let out = run_tallyd(&["store", "copy", "--config", postgres.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(exit_code(&out), 0, "{text}{}", stderr(&out));
+    // A backfill runs month by month: six runs, and the correction's one.
+    assert!(text.contains("copied 7 runs, 3 observations"), "{text}");
+    // Every quarter from the first observed day's to today's.
+    let quarters: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(": same summary"))
+        .collect();
+    assert!(quarters.len() >= 4, "{text}");
+    assert!(quarters[0].starts_with("2026-Q1: "), "{text}");
+    assert!(!text.contains("DIFFERS"), "{text}");
+    assert!(!text.contains(&url) && !stderr(&out).contains(&url));
+    let after = [report(&postgres, "2026-Q1"), report(&postgres, "2026-Q2")];
+    assert_eq!(after, before);
+
+    // Copied once: a second copy would mix two histories.
+    let out = run_tallyd(&["store", "copy", "--config", postgres.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already holds 7 runs"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Without [store] url there is nowhere to copy to.
+    let out = run_tallyd(&["store", "copy", "--config", sqlite.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("set [store] url"), "{}", stderr(&out));
+}

@@ -90,6 +90,16 @@ pub fn build_engine(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>
     assemble_engine(config, clock, None, None)
 }
 
+/// [`build_engine`] on a store already open: `tallyd store copy` compares
+/// the summaries of two.
+pub fn build_engine_on(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+) -> Result<Arc<Engine>, StartError> {
+    assemble_engine(config, clock, None, Some(store))
+}
+
 /// [`build_engine`] with the plugin registry and the store given, or
 /// scanned from `plugin_dirs` and opened in `data_dir` when `None`.
 fn assemble_engine(
