@@ -581,9 +581,8 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339();
     let mut out = Vec::new();
     for source in engine.sources() {
-        let status = engine
-            .store
-            .source_status(source.id())
+        let state = engine
+            .source_state(source, now)
             .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
         let run_json = |id: Option<i64>, run: &tally_store::RunRecord, observations: u64| {
             json!({
@@ -612,25 +611,12 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "error": run.error,
             })
         };
-        // A run the store could not record is newer than anything it holds.
-        let unrecorded = source.unrecorded();
-        let (last_run, last_error) = match &unrecorded.last {
-            Some(run) => (Some(run_json(None, run, 0)), Some(error_json(run))),
-            None => (
-                status
-                    .last_run
-                    .as_ref()
-                    .map(|r| run_json(Some(r.id), &r.run, r.observations_written)),
-                engine
-                    .store
-                    .recent_runs(source.id(), 50)
-                    .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?
-                    .into_iter()
-                    .find(|r| r.run.error.is_some())
-                    .map(|r| error_json(&r.run)),
-            ),
-        };
-        let breaker = source.breaker();
+        let last_run = state
+            .last_run
+            .as_ref()
+            .map(|(id, run, observations)| run_json(*id, run, *observations));
+        let last_error = state.last_error.as_ref().map(error_json);
+        let (status, unrecorded, breaker) = (&state.status, &state.unrecorded, &state.breaker);
         out.push(json!({
             "id": source.id(),
             "plugin": source.plugin(),
@@ -640,11 +626,11 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             "timeout": humanize(source.config.timeout),
             "lookback_days": source.config.lookback_days,
             "emits": source.emitted_ids(),
-            "running": source.is_running(),
+            "running": state.running,
             "last_run": last_run,
             "last_success": status.last_success.as_ref().map(|s| local(s.finished_at)),
             "last_error": last_error,
-            "next_run": engine.next_run(source, now).map(local),
+            "next_run": state.next_run.map(local),
             "consecutive_failures": breaker.consecutive_failures,
             "backoff_until": breaker.backoff_until.filter(|t| *t > now).map(local),
             "runs": {
