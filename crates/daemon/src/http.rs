@@ -7,9 +7,9 @@
 //! defaults bound the request head (at most 100 headers, about 400 KiB of
 //! head buffer; more closes the connection with 431). Every error, including
 //! those of the layers, of axum's extractors and hyper's own 400, 414 and 431
-//! (see `http_guard`), answers JSON `{"error": "..."}`. On a loopback listen,
-//! only requests whose `Host` is a loopback name or address are served (421
-//! otherwise), against DNS rebinding.
+//! (see `http_guard`), answers JSON `{"error": "..."}`. Only requests whose
+//! `Host` the daemon serves (`daemon.hosts`, loopback names on a loopback
+//! listen) are answered (421 otherwise), against DNS rebinding.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,14 +142,21 @@ pub fn router(state: AppState) -> Router {
     let writes = Router::new()
         .route("/api/v1/sources/{id}/run", post(run_source))
         .route("/api/v1/reload", post(reload));
-    let loopback = state.engine().config.daemon.listen.ip().is_loopback();
+    let live = state.live.clone();
     reads
         .merge(writes)
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn(move |req, next| {
-            crate::http_guard::loopback_host(loopback, req, next)
+            // The configuration of the moment: a reload may change `hosts`.
+            let daemon = &live.get().engine.config.daemon;
+            crate::http_guard::served_host(
+                daemon.listen.ip().is_loopback(),
+                daemon.hosts.clone(),
+                req,
+                next,
+            )
         }))
         .with_state(state)
 }
