@@ -245,10 +245,27 @@ impl IntoResponse for AppError {
     }
 }
 
-async fn not_found() -> AppError {
+/// A browser's `GET` of a path outside the API (it accepts `text/html`)
+/// gets the pages' 404 page; everything else the JSON error.
+async fn not_found(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let wants_page = matches!(method, axum::http::Method::GET | axum::http::Method::HEAD)
+        && !uri.path().starts_with("/api/")
+        && headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"));
+    if wants_page {
+        return crate::pages::not_found();
+    }
     AppError::NotFound(
         "no such endpoint; see the pages /, /sources and /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /api/v1/reports, /metrics, /healthz, /readyz".to_owned(),
     )
+    .into_response()
 }
 
 async fn healthz() -> &'static str {
