@@ -135,6 +135,11 @@ pub struct DaemonConfig {
     pub http_per_host_concurrency: usize,
     /// At most this many HTTP requests per second per host, if set.
     pub http_per_host_rate: Option<f64>,
+    /// The names (`name` or `name:port`, lower case) requests may carry as
+    /// `Host` besides the loopback ones (on a loopback listen); empty for any
+    /// host beyond loopback. Against DNS rebinding: see `tally-daemon`'s
+    /// `http_guard`.
+    pub hosts: Vec<String>,
 }
 
 /// `[store]`: a PostgreSQL database instead of the embedded SQLite store.
@@ -1136,6 +1141,26 @@ impl Checker<'_> {
             }
             ok
         });
+        let hosts = raw
+            .hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, host)| match host_entry(&host) {
+                Ok(host) => Some(host),
+                Err(why) => {
+                    self.problem(
+                        &format!("daemon.hosts[{i}]"),
+                        format!(
+                            "{host:?} {why} (expected a host name or address as browsers send it \
+                             in Host, optionally with :PORT, e.g. \"tally.example.gov.cn\" or \
+                             \"tally.example.gov.cn:9470\")"
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect();
         DaemonConfig {
             listen,
             timezone,
@@ -1149,6 +1174,7 @@ impl Checker<'_> {
             max_concurrent_runs,
             http_per_host_concurrency: http_per_host_concurrency.max(1),
             http_per_host_rate,
+            hosts,
         }
     }
 
@@ -1766,6 +1792,7 @@ mod raw {
         pub max_concurrent_runs: Option<usize>,
         pub http_per_host_concurrency: Option<usize>,
         pub http_per_host_rate: Option<f64>,
+        pub hosts: Option<Vec<String>>,
     }
 
     #[derive(Deserialize)]
@@ -1873,5 +1900,47 @@ impl ReportFormat {
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
             }
         }
+    }
+}
+
+/// A `daemon.hosts` entry in lower case, or why it is not one: a DNS name
+/// (letters, digits, `-`, `.`), an IPv4 address or a bracketed IPv6 one,
+/// optionally with `:PORT`.
+fn host_entry(text: &str) -> Result<String, &'static str> {
+    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    if host.contains("://") || host.contains('/') {
+        return Err("is a URL, not a host");
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.ends_with(':') && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            (name, Some(port))
+        }
+        _ => (host.as_str(), None),
+    };
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err("has an invalid port");
+    }
+    let valid = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if valid {
+        Ok(host)
+    } else {
+        Err("is not a host name")
     }
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
-use tally_plugin::Window;
 
 use tally_config::{Config, ConfigError};
 use tally_daemon::daemon::{self, Daemon, StartError};
@@ -465,10 +464,6 @@ fn retry_note(retry_after: Option<chrono::DateTime<chrono::Utc>>, engine: &Engin
         .unwrap_or_default()
 }
 
-/// Backfills are split into chunks so that progress shows and a failure
-/// loses at most one chunk of work.
-const BACKFILL_CHUNK_DAYS: u64 = 31;
-
 async fn collect(
     path: &Path,
     source: &str,
@@ -499,21 +494,9 @@ async fn collect(
             if to > today {
                 eprintln!("--to {to} is after today: collecting up to {today}");
             }
-            let to = to.min(today);
-            let mut windows = Vec::new();
-            let mut start = from;
-            while start <= to {
-                let end = start
-                    .checked_add_days(chrono::Days::new(BACKFILL_CHUNK_DAYS - 1))
-                    .unwrap_or(to)
-                    .min(to);
-                windows.push(Window::new(start, end));
-                start = end.succ_opt().unwrap_or(end);
-                if end == to {
-                    break;
-                }
-            }
-            windows
+            // Windows of at most `BACKFILL_CHUNK_DAYS`, so that progress shows
+            // and a failure loses at most one window of work.
+            engine::backfill_windows(from, to, today)
         }
     };
     let total = windows.len();

@@ -28,13 +28,17 @@ use tally_store::{ResumePoint, RunRecord, RunResult, RunToRecord, Store, StoreEr
 
 mod create;
 mod retry;
+mod status;
 mod window;
 mod writer;
 
 use create::plugin_catalogue;
 pub use create::{create_sources, create_sources_reusing};
 pub use retry::{Breaker, MAX_BACKOFF, backoff_delay, is_transient, jitter_seed, retry_delay};
-pub use window::{RESUME_REACH_DAYS, day_ranges, resume_window};
+pub use status::SourceState;
+pub use window::{
+    BACKFILL_CHUNK_DAYS, RESUME_REACH_DAYS, backfill_windows, day_ranges, resume_window,
+};
 use writer::{GROUP_COMMIT_MAX_OBSERVATIONS, PendingWrite, write_runs};
 
 /// One enabled source, ready to run.

@@ -7,13 +7,14 @@
 //! Content-Security-Policy that allows nothing but this origin's stylesheet,
 //! so that an injected tag could neither run script nor send a form
 //! elsewhere. The pages read what the read API reads (the same `Summary`
-//! and the same paged observations) and need no login.
+//! and the same paged observations) and need no login; changing something
+//! from them needs one ([`session`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +22,10 @@ use axum::{Router, middleware};
 use chrono::{DateTime, Utc};
 
 use crate::engine::Engine;
+use session::Viewer;
+
+mod actions;
+pub mod session;
 use crate::summary::{self, ExplainRequest, IndicatorValue, Summary, SummaryRequest};
 use tally_domain::ErrorChain;
 use tally_domain::period::{Period, PeriodKind, local_day};
@@ -40,19 +45,45 @@ const STYLESHEET: &str = include_str!("../../assets/pages.css");
 /// reload, and a request works with the one it started with.
 pub type EngineSource = Arc<dyn Fn() -> Arc<Engine> + Send + Sync>;
 
+/// What the pages' handlers read: the engine of the moment and the
+/// sessions, which outlive engines and routers (a reload keeps everyone
+/// logged in).
+#[derive(Clone)]
+pub struct PagesState {
+    pub engine: EngineSource,
+    /// The scheduler of the moment, which runs what the pages ask for.
+    pub scheduler: SchedulerSource,
+    pub sessions: Arc<session::Sessions>,
+}
+
+/// Gives a page the scheduler of the moment (a reload replaces it).
+pub type SchedulerSource = Arc<dyn Fn() -> crate::scheduler::SchedulerHandle + Send + Sync>;
+
+impl FromRef<PagesState> for EngineSource {
+    fn from_ref(state: &PagesState) -> EngineSource {
+        state.engine.clone()
+    }
+}
+
 /// The pages, with their own state, to be merged into the daemon's router.
-pub fn router<S: Clone + Send + Sync + 'static>(engine: EngineSource) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(state: PagesState) -> Router<S> {
     Router::new()
         .route("/", get(current))
         .route("/figure", get(figure))
         .route("/sources", get(sources))
         .route("/assets/pages.css", get(stylesheet))
+        .merge(session::routes())
+        .merge(actions::routes())
         .layer(middleware::map_response(security_headers))
-        .with_state(engine)
+        .with_state(state)
 }
 
 async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+    set_security_headers(response.headers_mut());
+    response
+}
+
+fn set_security_headers(headers: &mut axum::http::HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -65,6 +96,22 @@ async fn security_headers(mut response: Response) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
+}
+
+/// The answer to a browser asking for a path that is no page (the API's
+/// paths keep their JSON 404): a page in Chinese with the way back.
+pub fn not_found() -> Response {
+    let page = ErrorPage {
+        title: "页面不存在",
+        message: "没有这个页面。地址可能输错了，或页面已经移走。",
+        nav: "",
+        viewer: Viewer::default(),
+    };
+    let mut response = match page.render() {
+        Ok(html) => (StatusCode::NOT_FOUND, Html(html)).into_response(),
+        Err(e) => internal(e).into_response(),
+    };
+    set_security_headers(response.headers_mut());
     response
 }
 
@@ -93,6 +140,7 @@ struct ErrorPage<'a> {
     title: &'a str,
     message: &'a str,
     nav: &'a str,
+    viewer: Viewer,
 }
 
 impl IntoResponse for PageError {
@@ -112,6 +160,7 @@ impl IntoResponse for PageError {
             title,
             message,
             nav: "",
+            viewer: Viewer::default(),
         };
         match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
@@ -227,6 +276,7 @@ struct Row {
 struct CurrentPage {
     title: String,
     nav: &'static str,
+    viewer: Viewer,
     period: String,
     start: String,
     end: String,
@@ -279,6 +329,7 @@ fn current_page(
     period: &Period,
     tree: &tally_domain::units::UnitTree,
     focus: Option<&str>,
+    viewer: Viewer,
 ) -> CurrentPage {
     let label = summary.period.label.clone();
     let targets = summary.target_columns();
@@ -376,6 +427,7 @@ fn current_page(
     CurrentPage {
         title: format!("{label} 统计表"),
         nav: "current",
+        viewer,
         start: p.start.to_string(),
         end: p.end.to_string(),
         timezone: p.timezone.clone(),
@@ -424,6 +476,7 @@ fn next_period(period: &Period) -> Option<Period> {
 
 async fn current(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
     reject_unknown(&params, &["period", "unit"])?;
@@ -444,7 +497,7 @@ async fn current(
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    current_page(&built, &period, &engine.tree, focus.as_deref())
+    current_page(&built, &period, &engine.tree, focus.as_deref(), viewer)
         .render()
         .map(Html)
         .map_err(internal)
@@ -467,6 +520,7 @@ struct ObservationRow {
 struct FigurePage {
     title: String,
     nav: &'static str,
+    viewer: Viewer,
     period: String,
     start: String,
     end: String,
@@ -480,6 +534,7 @@ struct FigurePage {
 
 async fn figure(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
     reject_unknown(&params, &["period", "unit", "indicator", "limit", "after"])?;
@@ -564,6 +619,7 @@ async fn figure(
     FigurePage {
         title: format!("{unit_name} · {indicator_name} · {label}"),
         nav: "",
+        viewer,
         start: explained.period.start.to_string(),
         end: explained.period.end.to_string(),
         back_href: format!("/?period={}", encode(&label)),
@@ -599,6 +655,8 @@ async fn figure(
 
 struct SourceRow {
     id: String,
+    /// `/sources/<id>`: its actions are `.../run` and `.../recollect`.
+    actions_href: String,
     plugin: String,
     state: &'static str,
     class: &'static str,
@@ -614,7 +672,12 @@ struct SourceRow {
 struct SourcesPage {
     title: &'static str,
     nav: &'static str,
+    viewer: Viewer,
     rows: Vec<SourceRow>,
+    /// What the action just asked for did (`?done=`), or empty.
+    flash: String,
+    /// Some source is collecting: the page refreshes itself until done.
+    running: bool,
 }
 
 /// What an error kind means to a clerk, and what to do about it.
@@ -633,54 +696,40 @@ fn plain_kind(kind: Option<&str>, result: &str) -> &'static str {
     }
 }
 
-fn sources_page(engine: &Engine) -> Result<SourcesPage, PageError> {
+fn sources_page(engine: &Engine, viewer: Viewer, flash: String) -> Result<SourcesPage, PageError> {
     let tz = engine.config.daemon.timezone;
     let now = engine.clock.now();
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
     let mut rows = Vec::new();
     for source in engine.sources() {
-        let status = engine.store.source_status(source.id()).map_err(internal)?;
-        let unrecorded = source.unrecorded();
-        let last = unrecorded
-            .last
-            .clone()
-            .or_else(|| status.last_run.as_ref().map(|r| r.run.clone()));
-        let last_error = match &unrecorded.last {
-            Some(run) => Some(run.clone()),
-            None => engine
-                .store
-                .recent_runs(source.id(), 50)
-                .map_err(internal)?
-                .into_iter()
-                .find(|r| r.run.error.is_some())
-                .map(|r| r.run),
-        };
-        let breaker = source.breaker();
-        let (state, class) = if source.is_running() {
+        let known = engine.source_state(source, now).map_err(internal)?;
+        let (state, class) = if known.running {
             ("正在采集", "running")
-        } else if breaker.backoff_until.is_some_and(|t| t > now) {
+        } else if known.backing_off(now) {
             ("连续失败，暂停重试", "failed")
         } else {
-            match &last {
+            match &known.last_run {
                 None => ("尚未采集", ""),
-                Some(run) if run.error.is_none() && run.result.as_str() == "success" => {
+                Some((_, run, _)) if run.error.is_none() && run.result.as_str() == "success" => {
                     ("正常", "ok")
                 }
                 Some(_) => ("上次采集失败", "failed"),
             }
         };
+        let last_error = known.last_error.as_ref();
         rows.push(SourceRow {
             id: source.id().to_owned(),
+            actions_href: format!("/sources/{}", encode(source.id())),
             plugin: source.plugin().to_owned(),
             state,
             class,
-            last_success: status
+            last_success: known
+                .status
                 .last_success
                 .as_ref()
                 .map(|s| local(s.finished_at))
                 .unwrap_or_else(|| "从未成功".to_owned()),
             last_error: last_error
-                .as_ref()
                 .map(|r| {
                     let plain = plain_kind(r.error_kind.as_deref(), r.result.as_str());
                     match &r.error {
@@ -689,31 +738,31 @@ fn sources_page(engine: &Engine) -> Result<SourcesPage, PageError> {
                     }
                 })
                 .unwrap_or_default(),
-            last_error_at: last_error
-                .as_ref()
-                .map(|r| local(r.finished_at))
-                .unwrap_or_default(),
-            next_run: engine
-                .next_run(source, now)
-                .map(local)
-                .unwrap_or_else(|| "无".to_owned()),
+            last_error_at: last_error.map(|r| local(r.finished_at)).unwrap_or_default(),
+            next_run: known.next_run.map(local).unwrap_or_else(|| "无".to_owned()),
             schedule: source.config.schedule_text.clone(),
         });
     }
+    let running = rows.iter().any(|r| r.class == "running");
     Ok(SourcesPage {
         title: "数据来源",
         nav: "sources",
+        viewer,
         rows,
+        flash,
+        running,
     })
 }
 
 async fn sources(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
-    reject_unknown(&params, &[])?;
+    reject_unknown(&params, &["done", "source", "period"])?;
     let engine = engine();
-    tokio::task::spawn_blocking(move || sources_page(&engine))
+    let flash = actions::flash(&engine, &params);
+    tokio::task::spawn_blocking(move || sources_page(&engine, viewer, flash))
         .await
         .map_err(internal)??
         .render()
