@@ -431,3 +431,22 @@ fn a_month_column_wins_over_the_title() {
     assert_eq!(out.warnings, Vec::<String>::new());
     assert_eq!(lines(&out), ["county/natres meetings - 2026-10-01 3"]);
 }
+
+/// An Excel 97-2003 workbook (`form.xls`, saved by LibreOffice from
+/// `单位,日期,会议次数 / 自然资源局,2026-10-09,2 / 教育局,2026-10-12,三`): read
+/// like an XLSX, its mistake named by sheet, row and column.
+#[test]
+fn an_xls_workbook_is_read_and_its_mistakes_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("form.xls");
+    std::fs::write(&path, include_bytes!("fixtures/form.xls")).unwrap();
+    let out = run(dir.path(), json!({})).unwrap();
+    assert_eq!(lines(&out), ["county/natres meetings - 2026-10-09 2"]);
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    let placed = tally_plugin::Placed::parse(&out.warnings[0], &path.display().to_string())
+        .unwrap_or_else(|| panic!("{:?}", out.warnings));
+    assert!(placed.sheet.is_some(), "{placed:?}");
+    assert_eq!(placed.row, Some(3));
+    assert_eq!(placed.column.as_deref(), Some("会议次数"));
+    assert_eq!(placed.message, "bad number \"三\"; value skipped");
+}
