@@ -28,6 +28,7 @@ use tally_store::{ResumePoint, RunRecord, RunResult, RunToRecord, Store, StoreEr
 
 mod create;
 mod retry;
+mod stage;
 mod window;
 mod writer;
 
