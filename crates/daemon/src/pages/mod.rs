@@ -25,6 +25,8 @@ use crate::summary::{self, ExplainRequest, IndicatorValue, Summary, SummaryReque
 use tally_domain::ErrorChain;
 use tally_domain::period::{Period, PeriodKind, local_day};
 
+pub mod upload;
+
 /// What every page answer says the browser may load: this origin's
 /// stylesheet, nothing else; forms post only here; no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
@@ -46,6 +48,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(engine: EngineSource) -> Router<
         .route("/", get(current))
         .route("/figure", get(figure))
         .route("/sources", get(sources))
+        .route("/upload", get(upload::page))
         .route("/assets/pages.css", get(stylesheet))
         .layer(middleware::map_response(security_headers))
         .with_state(engine)
@@ -241,6 +244,8 @@ struct CurrentPage {
     columns: Vec<Column>,
     rows: Vec<Row>,
     generated_at: String,
+    /// Says which uploaded file the table now holds (`uploaded=`).
+    notice: String,
 }
 
 fn reason(value: &IndicatorValue) -> &'static str {
@@ -411,6 +416,7 @@ fn current_page(
         columns,
         rows,
         generated_at: summary.generated_at.clone(),
+        notice: String::new(),
     }
 }
 
@@ -426,7 +432,7 @@ async fn current(
     State(engine): State<EngineSource>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
-    reject_unknown(&params, &["period", "unit"])?;
+    reject_unknown(&params, &["period", "unit", "uploaded"])?;
     let engine = engine();
     let period = period_param(&engine, params.get("period"))?;
     let focus = params.get("unit").filter(|u| !u.is_empty()).cloned();
@@ -444,10 +450,12 @@ async fn current(
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    current_page(&built, &period, &engine.tree, focus.as_deref())
-        .render()
-        .map(Html)
-        .map_err(internal)
+    let mut page = current_page(&built, &period, &engine.tree, focus.as_deref());
+    if let Some(file) = params.get("uploaded").filter(|f| !f.is_empty()) {
+        let file: String = file.chars().take(200).collect();
+        page.notice = format!("已接收报表 “{file}” 并完成采集，表中是最新的数值。");
+    }
+    page.render().map(Html).map_err(internal)
 }
 
 // ---------------------------------------------------------------- a figure
