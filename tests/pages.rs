@@ -18,7 +18,7 @@ use tally_domain::period::{Period, PeriodKind, local_day};
 
 use crate::support::*;
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(name))
@@ -27,13 +27,13 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A chromedriver on a free loopback port; killed on drop.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
 }
 
 impl Driver {
-    fn start(chromedriver: &Path, log: &Path) -> Driver {
+    pub(crate) fn start(chromedriver: &Path, log: &Path) -> Driver {
         let port = free_port();
         let child = Command::new(chromedriver)
             .arg(format!("--port={port}"))
@@ -63,7 +63,7 @@ impl Drop for Driver {
     }
 }
 
-async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
+pub(crate) async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
     let capabilities = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
@@ -90,7 +90,7 @@ async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
         .unwrap_or_else(|e| panic!("no browser session through chromedriver: {e}"))
 }
 
-async fn screenshot(client: &Client, name: &str) {
+pub(crate) async fn screenshot(client: &Client, name: &str) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pages");
     std::fs::create_dir_all(&dir).unwrap();
     let png = client.screenshot().await.unwrap();
