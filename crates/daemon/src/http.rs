@@ -104,11 +104,18 @@ pub struct AppState {
     /// Where `POST /api/v1/reload` sends its request; `None` where nothing
     /// can reload (then the endpoint answers 409).
     reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// The pages' login sessions: here, so that every router built on this
+    /// state (a test builds one per request) shares them.
+    sessions: Arc<crate::pages::session::Sessions>,
 }
 
 impl AppState {
     pub fn new(live: LiveHandle, reload: Option<mpsc::Sender<ReloadRequest>>) -> AppState {
-        AppState { live, reload }
+        AppState {
+            live,
+            reload,
+            sessions: Arc::default(),
+        }
     }
 
     fn engine(&self) -> Arc<Engine> {
@@ -127,7 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/indicators", get(indicators))
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/reports", get(reports))
-        .merge(crate::pages::router(pages_engine(&state)))
+        .merge(crate::pages::router(pages_state(&state)))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -141,7 +148,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         // Uploads have their own, larger limit and no read timeout.
-        .merge(crate::pages::upload::router(pages_engine(&state)))
+        .merge(crate::pages::upload::router(pages_state(&state)))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn(move |req, next| {
             crate::http_guard::loopback_host(loopback, req, next)
@@ -150,9 +157,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The clerks' pages read the engine of the moment, as the API does.
-fn pages_engine(state: &AppState) -> crate::pages::EngineSource {
+fn pages_state(state: &AppState) -> crate::pages::PagesState {
     let live = state.live.clone();
-    Arc::new(move || live.get().engine)
+    let scheduler = state.live.clone();
+    crate::pages::PagesState {
+        engine: Arc::new(move || live.get().engine),
+        scheduler: Arc::new(move || scheduler.get().scheduler),
+        sessions: state.sessions.clone(),
+    }
 }
 
 /// Makes every error answer JSON (but the pages' own, which are pages), also those written by the layers (413,
@@ -697,7 +709,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
 
 /// Compares without an early exit, so response time says nothing about how
 /// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

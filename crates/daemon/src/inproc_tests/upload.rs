@@ -10,6 +10,7 @@ use axum::http::header;
 use tally_host::{PluginLibrary, PluginRegistry};
 use tally_plugin::abi::StaticDescriptor;
 
+use super::pages_actions::{HOST, ORIGIN, csrf_of, login, respond};
 use super::*;
 use crate::pages::upload::{ProblemRow, problems};
 
@@ -70,6 +71,16 @@ indicators = ["meetings", "trainings"]
 struct Forms {
     dir: tempfile::TempDir,
     daemon: InProcessDaemon,
+    /// The `Cookie` of a session logged in with the API token.
+    cookie: String,
+}
+
+/// How a post reaches the daemon.
+struct From<'a> {
+    cookie: Option<&'a str>,
+    origin: &'a str,
+    /// The form's `csrf` part; `None`: the session's.
+    csrf: Option<&'a str>,
 }
 
 impl Forms {
@@ -95,7 +106,21 @@ impl Forms {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        Forms { dir, daemon }
+        let cookie = login(&daemon).await;
+        Forms {
+            dir,
+            daemon,
+            cookie,
+        }
+    }
+
+    /// A browser's post from the upload page of a logged-in clerk.
+    fn page(&self) -> From<'_> {
+        From {
+            cookie: Some(&self.cookie),
+            origin: ORIGIN,
+            csrf: None,
+        }
     }
 
     fn forms(&self) -> std::path::PathBuf {
@@ -125,11 +150,26 @@ impl Forms {
         problems(&checked, &staged)
     }
 
-    /// `POST /upload/forms` with `parts` (name, file name, bytes).
+    /// `POST /upload/forms` with `parts` (name, file name, bytes) from a
+    /// logged-in clerk's page.
     async fn post(&self, parts: &[(&str, Option<&str>, &[u8])]) -> (StatusCode, String, String) {
+        self.post_from(self.page(), parts).await
+    }
+
+    /// `POST /upload/forms` with `parts` and the form's `csrf`.
+    async fn post_from(
+        &self,
+        from: From<'_>,
+        parts: &[(&str, Option<&str>, &[u8])],
+    ) -> (StatusCode, String, String) {
+        let csrf = match from.csrf {
+            Some(csrf) => csrf.to_owned(),
+            None => csrf_of(&self.get("/upload").await.1),
+        };
         let boundary = "----tally-upload-test";
         let mut body = Vec::new();
-        for (name, file, bytes) in parts {
+        let csrf_part = [("csrf", None, csrf.as_bytes())];
+        for (name, file, bytes) in parts.iter().chain(csrf_part.iter()) {
             body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
             match file {
                 Some(file) => body.extend_from_slice(
@@ -147,29 +187,34 @@ impl Forms {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        let request = Request::post("/upload/forms")
+        let mut request = Request::post("/upload/forms")
+            .header(header::HOST, HOST)
+            .header(header::ORIGIN, from.origin)
             .header(
                 header::CONTENT_TYPE,
                 format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(Body::from(body))
-            .unwrap();
-        let response = self.daemon.router().oneshot(request).await.unwrap();
-        let status = response.status();
-        let location = response
-            .headers()
+            );
+        if let Some(cookie) = from.cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        let (status, headers, body) =
+            respond(&self.daemon, request.body(Body::from(body)).unwrap()).await;
+        let location = headers
             .get(header::LOCATION)
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, location, String::from_utf8(bytes.to_vec()).unwrap())
+        (status, location, body)
     }
 
+    /// A page as the logged-in clerk sees it.
     async fn get(&self, uri: &str) -> (StatusCode, String) {
-        let (status, body) = call(&self.daemon, "GET", uri, None).await;
-        (status, body.as_str().map(str::to_owned).unwrap_or_default())
+        let request = Request::get(uri)
+            .header(header::HOST, HOST)
+            .header(header::COOKIE, &self.cookie)
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = respond(&self.daemon, request).await;
+        (status, body)
     }
 }
 
@@ -360,5 +405,60 @@ async fn an_upload_with_problems_is_not_stored_and_a_clean_one_is_collected() {
         assert!(body.contains(says), "{name}: {body}");
     }
     assert_eq!(f.stored(), ["台账_10月.csv"]);
+    f.daemon.stop().await;
+}
+
+#[tokio::test]
+async fn only_a_logged_in_clerk_on_this_site_may_upload() {
+    let f = Forms::start().await;
+    let right = "单位,月份,会议次数\n某县自然资源局,2026-10,5\n".as_bytes();
+    let file = [("file", Some("台账.csv"), right)];
+
+    // Without a session the page offers no form, only the way to log in.
+    let request = Request::get("/upload")
+        .header(header::HOST, HOST)
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = respond(&f.daemon, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#"href="/login?next=/upload""#), "{body}");
+    assert!(!body.contains("<form class=\"upload\""), "{body}");
+
+    let csrf = csrf_of(&f.get("/upload").await.1);
+    for (from, says) in [
+        (
+            From {
+                cookie: None,
+                origin: ORIGIN,
+                csrf: Some(&csrf),
+            },
+            "没有登录",
+        ),
+        (
+            From {
+                cookie: Some(&f.cookie),
+                origin: "http://evil.example",
+                csrf: Some(&csrf),
+            },
+            "已拒绝",
+        ),
+        (
+            From {
+                cookie: Some(&f.cookie),
+                origin: ORIGIN,
+                csrf: Some("not-the-token"),
+            },
+            "表单校验码不符",
+        ),
+    ] {
+        let (status, _, body) = f.post_from(from, &file).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains(says), "{says}: {body}");
+    }
+    assert!(f.stored().is_empty(), "nothing kept without a session");
+
+    let (status, _, body) = f.post(&file).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(f.stored(), ["台账.csv"]);
     f.daemon.stop().await;
 }

@@ -7,13 +7,14 @@
 //! Content-Security-Policy that allows nothing but this origin's stylesheet,
 //! so that an injected tag could neither run script nor send a form
 //! elsewhere. The pages read what the read API reads (the same `Summary`
-//! and the same paged observations) and need no login.
+//! and the same paged observations) and need no login; changing something
+//! from them needs one ([`session`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +22,9 @@ use axum::{Router, middleware};
 use chrono::{DateTime, Utc};
 
 use crate::engine::Engine;
+use session::Viewer;
+
+pub mod session;
 use crate::summary::{self, ExplainRequest, IndicatorValue, Summary, SummaryRequest};
 use tally_domain::ErrorChain;
 use tally_domain::period::{Period, PeriodKind, local_day};
@@ -42,16 +46,37 @@ const STYLESHEET: &str = include_str!("../../assets/pages.css");
 /// reload, and a request works with the one it started with.
 pub type EngineSource = Arc<dyn Fn() -> Arc<Engine> + Send + Sync>;
 
+/// What the pages' handlers read: the engine of the moment and the
+/// sessions, which outlive engines and routers (a reload keeps everyone
+/// logged in).
+#[derive(Clone)]
+pub struct PagesState {
+    pub engine: EngineSource,
+    /// The scheduler of the moment, which runs what the pages ask for.
+    pub scheduler: SchedulerSource,
+    pub sessions: Arc<session::Sessions>,
+}
+
+/// Gives a page the scheduler of the moment (a reload replaces it).
+pub type SchedulerSource = Arc<dyn Fn() -> crate::scheduler::SchedulerHandle + Send + Sync>;
+
+impl FromRef<PagesState> for EngineSource {
+    fn from_ref(state: &PagesState) -> EngineSource {
+        state.engine.clone()
+    }
+}
+
 /// The pages, with their own state, to be merged into the daemon's router.
-pub fn router<S: Clone + Send + Sync + 'static>(engine: EngineSource) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(state: PagesState) -> Router<S> {
     Router::new()
         .route("/", get(current))
         .route("/figure", get(figure))
         .route("/sources", get(sources))
         .route("/upload", get(upload::page))
         .route("/assets/pages.css", get(stylesheet))
+        .merge(session::routes())
         .layer(middleware::map_response(security_headers))
-        .with_state(engine)
+        .with_state(state)
 }
 
 async fn security_headers(mut response: Response) -> Response {
@@ -96,6 +121,7 @@ struct ErrorPage<'a> {
     title: &'a str,
     message: &'a str,
     nav: &'a str,
+    viewer: Viewer,
 }
 
 impl IntoResponse for PageError {
@@ -115,6 +141,7 @@ impl IntoResponse for PageError {
             title,
             message,
             nav: "",
+            viewer: Viewer::default(),
         };
         match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
@@ -230,6 +257,7 @@ struct Row {
 struct CurrentPage {
     title: String,
     nav: &'static str,
+    viewer: Viewer,
     period: String,
     start: String,
     end: String,
@@ -284,6 +312,7 @@ fn current_page(
     period: &Period,
     tree: &tally_domain::units::UnitTree,
     focus: Option<&str>,
+    viewer: Viewer,
 ) -> CurrentPage {
     let label = summary.period.label.clone();
     let targets = summary.target_columns();
@@ -381,6 +410,7 @@ fn current_page(
     CurrentPage {
         title: format!("{label} 统计表"),
         nav: "current",
+        viewer,
         start: p.start.to_string(),
         end: p.end.to_string(),
         timezone: p.timezone.clone(),
@@ -430,6 +460,7 @@ fn next_period(period: &Period) -> Option<Period> {
 
 async fn current(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
     reject_unknown(&params, &["period", "unit", "uploaded"])?;
@@ -450,7 +481,7 @@ async fn current(
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    let mut page = current_page(&built, &period, &engine.tree, focus.as_deref());
+    let mut page = current_page(&built, &period, &engine.tree, focus.as_deref(), viewer);
     if let Some(file) = params.get("uploaded").filter(|f| !f.is_empty()) {
         let file: String = file.chars().take(200).collect();
         page.notice = format!("已接收报表 “{file}” 并完成采集，表中是最新的数值。");
@@ -475,6 +506,7 @@ struct ObservationRow {
 struct FigurePage {
     title: String,
     nav: &'static str,
+    viewer: Viewer,
     period: String,
     start: String,
     end: String,
@@ -488,6 +520,7 @@ struct FigurePage {
 
 async fn figure(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
     reject_unknown(&params, &["period", "unit", "indicator", "limit", "after"])?;
@@ -572,6 +605,7 @@ async fn figure(
     FigurePage {
         title: format!("{unit_name} · {indicator_name} · {label}"),
         nav: "",
+        viewer,
         start: explained.period.start.to_string(),
         end: explained.period.end.to_string(),
         back_href: format!("/?period={}", encode(&label)),
@@ -622,6 +656,7 @@ struct SourceRow {
 struct SourcesPage {
     title: &'static str,
     nav: &'static str,
+    viewer: Viewer,
     rows: Vec<SourceRow>,
 }
 
@@ -641,7 +676,7 @@ fn plain_kind(kind: Option<&str>, result: &str) -> &'static str {
     }
 }
 
-fn sources_page(engine: &Engine) -> Result<SourcesPage, PageError> {
+fn sources_page(engine: &Engine, viewer: Viewer) -> Result<SourcesPage, PageError> {
     let tz = engine.config.daemon.timezone;
     let now = engine.clock.now();
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
@@ -711,17 +746,19 @@ fn sources_page(engine: &Engine) -> Result<SourcesPage, PageError> {
     Ok(SourcesPage {
         title: "数据来源",
         nav: "sources",
+        viewer,
         rows,
     })
 }
 
 async fn sources(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
     reject_unknown(&params, &[])?;
     let engine = engine();
-    tokio::task::spawn_blocking(move || sources_page(&engine))
+    tokio::task::spawn_blocking(move || sources_page(&engine, viewer))
         .await
         .map_err(internal)??
         .render()

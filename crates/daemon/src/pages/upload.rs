@@ -19,7 +19,8 @@ use axum::{Router, middleware};
 use chrono::NaiveDate;
 use tally_plugin::{Placed, Window};
 
-use super::{EngineSource, PageError, encode, internal};
+use super::session::{Viewer, Writer};
+use super::{EngineSource, PageError, PagesState, encode, internal};
 use crate::engine::{Collected, Engine, RunError, Trigger};
 use tally_domain::period::{Period, PeriodKind};
 
@@ -33,12 +34,12 @@ const EXTENSIONS: &[&str] = &["csv", "xlsx", "xls"];
 /// `POST /upload/{source}`, with its own body limit: the API's 64 KiB
 /// ([`crate::http::MAX_BODY_BYTES`]) is far too small for a workbook, so
 /// the daemon merges this router outside that limit.
-pub fn router<S: Clone + Send + Sync + 'static>(engine: EngineSource) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(state: PagesState) -> Router<S> {
     Router::new()
         .route("/upload/{source}", post(upload))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .layer(middleware::map_response(super::security_headers))
-        .with_state(engine)
+        .with_state(state)
 }
 
 /// A source the page offers a form for.
@@ -75,6 +76,8 @@ pub(crate) struct Outcome {
 struct UploadPage {
     title: &'static str,
     nav: &'static str,
+    /// Forms are offered to someone logged in, with the session's `csrf`.
+    viewer: Viewer,
     sources: Vec<FormSource>,
     max_mb: usize,
     outcome: Option<Outcome>,
@@ -92,10 +95,15 @@ fn form_sources(engine: &Engine) -> Vec<FormSource> {
         .collect()
 }
 
-fn upload_page(engine: &Engine, outcome: Option<Outcome>) -> Result<String, PageError> {
+fn upload_page(
+    engine: &Engine,
+    viewer: Viewer,
+    outcome: Option<Outcome>,
+) -> Result<String, PageError> {
     UploadPage {
         title: "上传报表",
         nav: "upload",
+        viewer,
         sources: form_sources(engine),
         max_mb: MAX_UPLOAD_BYTES / (1024 * 1024),
         outcome,
@@ -105,13 +113,16 @@ fn upload_page(engine: &Engine, outcome: Option<Outcome>) -> Result<String, Page
 }
 
 /// `GET /upload`: a form per form source.
-pub(crate) async fn page(State(engine): State<EngineSource>) -> Result<Html<String>, PageError> {
-    upload_page(&engine(), None).map(Html)
+pub(crate) async fn page(
+    State(engine): State<EngineSource>,
+    viewer: Viewer,
+) -> Result<Html<String>, PageError> {
+    upload_page(&engine(), viewer, None).map(Html)
 }
 
 /// The page again, with what came of an upload, answered with `status`.
-fn answer(engine: &Engine, status: StatusCode, outcome: Outcome) -> Response {
-    match upload_page(engine, Some(outcome)) {
+fn answer(engine: &Engine, viewer: Viewer, status: StatusCode, outcome: Outcome) -> Response {
+    match upload_page(engine, viewer, Some(outcome)) {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => e.into_response(),
     }
@@ -352,6 +363,8 @@ struct Form {
     file_name: String,
     bytes: Vec<u8>,
     replace: bool,
+    /// The session's token, from the page's hidden field.
+    csrf: String,
 }
 
 async fn read_form(mut multipart: Multipart) -> Result<Form, (StatusCode, String)> {
@@ -370,6 +383,7 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, (StatusCode, String
     };
     let mut file = None;
     let mut replace = false;
+    let mut csrf = String::new();
     while let Some(field) = multipart.next_field().await.map_err(refused)? {
         match field.name().unwrap_or_default() {
             "file" => {
@@ -379,6 +393,9 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, (StatusCode, String
             }
             "replace" => {
                 replace = field.text().await.map_err(refused)? == "on";
+            }
+            "csrf" => {
+                csrf = field.text().await.map_err(refused)?;
             }
             other => {
                 return Err((
@@ -395,19 +412,25 @@ async fn read_form(mut multipart: Multipart) -> Result<Form, (StatusCode, String
         file_name,
         bytes,
         replace,
+        csrf,
     })
 }
 
 /// `POST /upload/{source}`: check, keep, collect, show.
 async fn upload(
     State(engine): State<EngineSource>,
+    writer: Writer,
     UrlPath(source_id): UrlPath<String>,
     multipart: Multipart,
 ) -> Response {
     let engine = engine();
+    let viewer = Viewer {
+        csrf: Some(writer.csrf.clone()),
+    };
     let refuse = |status: StatusCode, file: &str, headline: String| {
         answer(
             &engine,
+            viewer.clone(),
             status,
             Outcome {
                 source: source_id.clone(),
@@ -435,6 +458,9 @@ async fn upload(
         Ok(form) => form,
         Err((status, why)) => return refuse(status, "", why),
     };
+    if let Err(refusal) = writer.check_csrf(&form.csrf) {
+        return refusal.into_response();
+    }
     let name = match clean_file_name(&form.file_name) {
         Ok(name) => name,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, &form.file_name, why),
@@ -450,6 +476,7 @@ async fn upload(
     if !problems.is_empty() {
         return answer(
             &engine,
+            viewer.clone(),
             StatusCode::UNPROCESSABLE_ENTITY,
             Outcome {
                 source: source_id.clone(),
