@@ -148,7 +148,11 @@ indicators = ["meetings"]
         .unwrap();
     let rows = problem_rows(&client).await;
     assert_eq!(rows.len(), 4, "{rows:?}");
-    assert_eq!((rows[0][1].as_str(), rows[0][2].as_str()), ("2", "单位"));
+    assert_eq!(
+        (rows[0][1].as_str(), rows[0][2].as_str()),
+        ("2", "单位"),
+        "{rows:?}"
+    );
     assert!(rows[0][3].contains("未知单位 “县丙”"), "{rows:?}");
     assert_eq!(
         (rows[1][1].as_str(), rows[1][2].as_str()),

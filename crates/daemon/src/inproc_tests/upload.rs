@@ -147,7 +147,8 @@ impl Forms {
             .check_staged("forms", staging.path())
             .await
             .unwrap();
-        problems(&checked, &staged)
+        let engine = self.daemon.engine();
+        problems(&checked, &staged, |s| engine.config.secrets().redact(s))
     }
 
     /// `POST /upload/forms` with `parts` (name, file name, bytes) from a

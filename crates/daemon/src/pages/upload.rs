@@ -226,9 +226,15 @@ fn plain(message: &str) -> Option<String> {
 
 /// Every problem of a checked file: the run's error, each warning (placed
 /// by row and column when it names the file, [`Placed`]), and a file that
-/// gave no value at all.
-pub(crate) fn problems(checked: &Collected, staged: &Path) -> Vec<ProblemRow> {
-    let file = staged.display().to_string();
+/// gave no value at all. `redact` is what the engine passed the messages
+/// through: the file's path is looked for as it reads after it (a secret
+/// may share a piece with a temporary directory's name).
+pub(crate) fn problems(
+    checked: &Collected,
+    staged: &Path,
+    redact: impl Fn(&str) -> String,
+) -> Vec<ProblemRow> {
+    let file = redact(&staged.display().to_string());
     let mut out = Vec::new();
     if let Some(error) = &checked.error {
         let (problem, detail) = match error.split_once(&file) {
@@ -472,7 +478,7 @@ async fn upload(
         Err(e) => return PageError::Internal(e).into_response(),
     };
     let (checked, staged) = checked;
-    let problems = problems(&checked, &staged);
+    let problems = problems(&checked, &staged, |s| engine.config.secrets().redact(s));
     if !problems.is_empty() {
         return answer(
             &engine,
