@@ -248,6 +248,16 @@ tally-simulators.workspace = true
     }
 
     #[test]
+    fn a_test_only_dependency_is_allowed_for_tests_only() {
+        let dev = manifest("tally-daemon", &[("tally-plugin-csv-form", true)]);
+        assert!(violations(&[dev]).is_empty());
+        let normal = manifest("tally-daemon", &[("tally-plugin-csv-form", false)]);
+        assert_eq!(violations(&[normal]).len(), 1);
+        let elsewhere = manifest("tally-store", &[("tally-plugin-csv-form", true)]);
+        assert_eq!(violations(&[elsewhere]).len(), 1);
+    }
+
+    #[test]
     fn an_upward_dependency_is_refused_and_named() {
         let found = violations(&[
             manifest(
