@@ -147,6 +147,8 @@ pub fn router(state: AppState) -> Router {
         .merge(writes)
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Uploads have their own, larger limit and no read timeout.
+        .merge(crate::pages::upload::router(pages_state(&state)))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn(move |req, next| {
             // The configuration of the moment: a reload may change `hosts`.

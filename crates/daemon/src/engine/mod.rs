@@ -29,6 +29,7 @@ use tally_store::{ResumePoint, RunRecord, RunResult, RunToRecord, Store, StoreEr
 mod create;
 mod retry;
 mod status;
+mod stage;
 mod window;
 mod writer;
 

@@ -11,6 +11,7 @@ mod plugin;
 mod reload;
 mod router;
 mod scheduling;
+mod upload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

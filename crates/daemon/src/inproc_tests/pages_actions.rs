@@ -9,10 +9,13 @@ use super::plugin::{Answer, Script};
 use super::*;
 
 /// The `Host` (the daemon's listen address) and the `Origin` of its pages.
-const HOST: &str = "127.0.0.1:9";
-const ORIGIN: &str = "http://127.0.0.1:9";
+pub(super) const HOST: &str = "127.0.0.1:9";
+pub(super) const ORIGIN: &str = "http://127.0.0.1:9";
 
-async fn respond(d: &InProcessDaemon, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+pub(super) async fn respond(
+    d: &InProcessDaemon,
+    request: Request<Body>,
+) -> (StatusCode, HeaderMap, String) {
     let response = d.router().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -45,7 +48,7 @@ fn post(uri: &str, form: &str, cookie: Option<&str>, origin: Option<&str>) -> Re
 }
 
 /// Logs in with the right token; the `Cookie` header value to send after.
-async fn login(d: &InProcessDaemon) -> String {
+pub(super) async fn login(d: &InProcessDaemon) -> String {
     let (status, headers, body) = respond(
         d,
         post(
@@ -62,7 +65,7 @@ async fn login(d: &InProcessDaemon) -> String {
 }
 
 /// The value of the first hidden `csrf` field of a page.
-fn csrf_of(body: &str) -> String {
+pub(super) fn csrf_of(body: &str) -> String {
     let marker = r#"name="csrf" value=""#;
     let start = body
         .find(marker)

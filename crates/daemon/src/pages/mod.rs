@@ -30,6 +30,8 @@ use crate::summary::{self, ExplainRequest, IndicatorValue, Summary, SummaryReque
 use tally_domain::ErrorChain;
 use tally_domain::period::{Period, PeriodKind, local_day};
 
+pub mod upload;
+
 /// What every page answer says the browser may load: this origin's
 /// stylesheet, nothing else; forms post only here; no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
@@ -71,6 +73,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: PagesState) -> Router<S> 
         .route("/", get(current))
         .route("/figure", get(figure))
         .route("/sources", get(sources))
+        .route("/upload", get(upload::page))
         .route("/assets/pages.css", get(stylesheet))
         .merge(session::routes())
         .merge(actions::routes())
@@ -291,6 +294,8 @@ struct CurrentPage {
     columns: Vec<Column>,
     rows: Vec<Row>,
     generated_at: String,
+    /// Says which uploaded file the table now holds (`uploaded=`).
+    notice: String,
 }
 
 fn reason(value: &IndicatorValue) -> &'static str {
@@ -463,6 +468,7 @@ fn current_page(
         columns,
         rows,
         generated_at: summary.generated_at.clone(),
+        notice: String::new(),
     }
 }
 
@@ -479,7 +485,7 @@ async fn current(
     viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
-    reject_unknown(&params, &["period", "unit"])?;
+    reject_unknown(&params, &["period", "unit", "uploaded"])?;
     let engine = engine();
     let period = period_param(&engine, params.get("period"))?;
     let focus = params.get("unit").filter(|u| !u.is_empty()).cloned();
@@ -497,10 +503,12 @@ async fn current(
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    current_page(&built, &period, &engine.tree, focus.as_deref(), viewer)
-        .render()
-        .map(Html)
-        .map_err(internal)
+    let mut page = current_page(&built, &period, &engine.tree, focus.as_deref(), viewer);
+    if let Some(file) = params.get("uploaded").filter(|f| !f.is_empty()) {
+        let file: String = file.chars().take(200).collect();
+        page.notice = format!("已接收报表 “{file}” 并完成采集，表中是最新的数值。");
+    }
+    page.render().map(Html).map_err(internal)
 }
 
 // ---------------------------------------------------------------- a figure
