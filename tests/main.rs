@@ -25,6 +25,7 @@ mod observability;
 mod one_store;
 mod operator;
 mod pages;
+mod pages_downloads;
 mod paging;
 mod plugins;
 mod postgres_store;

@@ -18,7 +18,7 @@ use tally_domain::period::{Period, PeriodKind, local_day};
 
 use crate::support::*;
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(name))
@@ -27,13 +27,13 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// A chromedriver on a free loopback port; killed on drop.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     url: String,
 }
 
 impl Driver {
-    fn start(chromedriver: &Path, log: &Path) -> Driver {
+    pub(crate) fn start(chromedriver: &Path, log: &Path) -> Driver {
         let port = free_port();
         let child = Command::new(chromedriver)
             .arg(format!("--port={port}"))
@@ -64,6 +64,17 @@ impl Drop for Driver {
 }
 
 async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
+    browser_with_prefs(driver, chromium, profile, json!({})).await
+}
+
+/// A browser session with Chromium preferences set (`prefs` of
+/// `goog:chromeOptions`: where downloads go, for one).
+pub(crate) async fn browser_with_prefs(
+    driver: &Driver,
+    chromium: &Path,
+    profile: &Path,
+    prefs: serde_json::Value,
+) -> Client {
     let capabilities = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
@@ -78,6 +89,7 @@ async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
                 "--lang=zh-CN",
                 format!("--user-data-dir={}", profile.display()),
             ],
+            "prefs": prefs,
         },
     });
     let serde_json::Value::Object(capabilities) = capabilities else {
@@ -90,7 +102,7 @@ async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
         .unwrap_or_else(|e| panic!("no browser session through chromedriver: {e}"))
 }
 
-async fn screenshot(client: &Client, name: &str) {
+pub(crate) async fn screenshot(client: &Client, name: &str) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pages");
     std::fs::create_dir_all(&dir).unwrap();
     let png = client.screenshot().await.unwrap();

@@ -6,6 +6,7 @@
 //! to then, and minutes of schedule take milliseconds.
 
 mod pages;
+mod pages_downloads;
 mod plugin;
 mod reload;
 mod router;
