@@ -185,7 +185,7 @@ indicators = ["meetings"]
         .unwrap();
     assert_eq!(
         county
-            .find(Locator::Css("th"))
+            .find(Locator::Css("th a:not(.toggle)"))
             .await
             .unwrap()
             .text()
@@ -205,7 +205,7 @@ indicators = ["meetings"]
     );
     // The county's name opens the table of its subtree, with the path back.
     county
-        .find(Locator::Css("th a"))
+        .find(Locator::Css("th a:not(.toggle)"))
         .await
         .unwrap()
         .click()
