@@ -26,6 +26,7 @@ mod one_store;
 mod operator;
 mod pages;
 mod pages_actions;
+mod pages_downloads;
 mod pages_upload;
 mod paging;
 mod plugins;

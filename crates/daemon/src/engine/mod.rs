@@ -28,8 +28,8 @@ use tally_store::{ResumePoint, RunRecord, RunResult, RunToRecord, Store, StoreEr
 
 mod create;
 mod retry;
-mod status;
 mod stage;
+mod status;
 mod window;
 mod writer;
 

@@ -7,6 +7,7 @@
 
 mod pages;
 mod pages_actions;
+mod pages_downloads;
 mod plugin;
 mod reload;
 mod router;

@@ -10,7 +10,7 @@
 //! and the same paged observations) and need no login; changing something
 //! from them needs one ([`session`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use askama::Template;
@@ -29,6 +29,9 @@ pub mod session;
 use crate::summary::{self, ExplainRequest, IndicatorValue, Summary, SummaryRequest};
 use tally_domain::ErrorChain;
 use tally_domain::period::{Period, PeriodKind, local_day};
+use tally_domain::units::UnitTree;
+
+mod downloads;
 
 pub mod upload;
 
@@ -74,6 +77,9 @@ pub fn router<S: Clone + Send + Sync + 'static>(state: PagesState) -> Router<S> 
         .route("/figure", get(figure))
         .route("/sources", get(sources))
         .route("/upload", get(upload::page))
+        .route("/downloads", get(downloads::page))
+        .route("/downloads/file/{name}", get(downloads::file))
+        .route("/downloads/table", get(downloads::table))
         .route("/assets/pages.css", get(stylesheet))
         .merge(session::routes())
         .merge(actions::routes())
@@ -134,6 +140,7 @@ async fn stylesheet() -> Response {
 #[derive(Debug)]
 pub enum PageError {
     BadRequest(String),
+    NotFound(String),
     Internal(String),
 }
 
@@ -150,6 +157,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, title, message) = match &self {
             PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "请求有误", m.as_str()),
+            PageError::NotFound(m) => (StatusCode::NOT_FOUND, "找不到", m.as_str()),
             PageError::Internal(m) => {
                 tracing::error!(error = %m, "page failed");
                 (
@@ -205,6 +213,80 @@ fn period_param(engine: &Engine, text: Option<&String>) -> Result<Period, PageEr
     }
 }
 
+fn non_empty(text: Option<&String>) -> Option<&str> {
+    text.map(|t| t.trim()).filter(|t| !t.is_empty())
+}
+
+/// The period of a page's query: `period` (any label the API accepts), or
+/// `from` and `to`, the date fields of the range form, or the quarter the
+/// daemon's clock is in.
+fn period_query(engine: &Engine, params: &HashMap<String, String>) -> Result<Period, PageError> {
+    match (non_empty(params.get("from")), non_empty(params.get("to"))) {
+        (None, None) => period_param(engine, params.get("period")),
+        (Some(from), Some(to)) => {
+            if non_empty(params.get("period")).is_some() {
+                return Err(PageError::BadRequest(
+                    "统计期间只能给一种：period，或 from 与 to（区间）".to_owned(),
+                ));
+            }
+            let text = format!("{from}..{to}");
+            Period::parse(&text)
+                .map_err(|e| PageError::BadRequest(format!("无法识别的区间 “{text}”：{e}")))
+        }
+        _ => Err(PageError::BadRequest(
+            "区间需要开始日期 from 和结束日期 to".to_owned(),
+        )),
+    }
+}
+
+/// The quarters the picker offers, newest first.
+const PICKER_QUARTERS: usize = 12;
+
+/// The forms that choose a period (quarter, month, year or range), one
+/// form each, so that each works without script; they send to `action`
+/// and keep the page's other parameters in hidden fields.
+struct PeriodPicker {
+    action: &'static str,
+    /// `(label, selected)`.
+    quarters: Vec<(String, bool)>,
+    month: String,
+    year: String,
+    from: String,
+    to: String,
+    /// Hidden fields carried along: `(name, value)`.
+    keep: Vec<(&'static str, String)>,
+}
+
+impl PeriodPicker {
+    fn new(
+        engine: &Engine,
+        action: &'static str,
+        period: &Period,
+        keep: Vec<(&'static str, String)>,
+    ) -> PeriodPicker {
+        let today = local_day(engine.clock.now(), engine.config.daemon.timezone);
+        let mut quarter = Period::containing(PeriodKind::Quarter, today);
+        let mut quarters = Vec::with_capacity(PICKER_QUARTERS + 1);
+        for _ in 0..PICKER_QUARTERS {
+            let before = quarter.previous();
+            quarters.push((quarter.label().to_owned(), quarter == *period));
+            quarter = before;
+        }
+        if period.kind == PeriodKind::Quarter && !quarters.iter().any(|q| q.1) {
+            quarters.push((period.label().to_owned(), true));
+        }
+        PeriodPicker {
+            action,
+            quarters,
+            month: period.start.format("%Y-%m").to_string(),
+            year: period.start.format("%Y").to_string(),
+            from: period.start.to_string(),
+            to: period.end.to_string(),
+            keep,
+        }
+    }
+}
+
 fn number(v: f64) -> String {
     summary::format_number(v, 2)
 }
@@ -252,6 +334,8 @@ struct Cell {
     value: String,
     href: String,
     previous: String,
+    /// The previous period's figure page.
+    previous_href: String,
     change: String,
     per_capita: String,
     target: String,
@@ -271,7 +355,58 @@ struct Row {
     /// The table of this unit and those below it, for a unit that has
     /// units below it and is not the one shown already; empty otherwise.
     focus_href: String,
+    /// Shows or hides the units right below this one (the page again with
+    /// another `open`); empty for a unit with none.
+    toggle_href: String,
+    open: bool,
     cells: Vec<Cell>,
+}
+
+/// Which units of the 本期 table show the units below them, from the
+/// query's `open`: absent, the top units of the table; `*`, all; else unit
+/// ids joined by commas (an id never holds one). Links, not script, expand
+/// and collapse the tree.
+#[derive(Debug, Clone, PartialEq)]
+enum Open {
+    Top,
+    All,
+    These(HashSet<String>),
+}
+
+impl Open {
+    fn parse(text: Option<&str>) -> Open {
+        match text.map(str::trim) {
+            None => Open::Top,
+            Some("*") => Open::All,
+            Some(list) => Open::These(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The value of `open` that gives this state back; none for the default.
+    fn value(&self) -> Option<String> {
+        match self {
+            Open::Top => None,
+            Open::All => Some("*".to_owned()),
+            Open::These(ids) => {
+                let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                ids.sort_unstable();
+                Some(ids.join(","))
+            }
+        }
+    }
+
+    /// `&open=…` for a link; empty for the default.
+    fn query(&self) -> String {
+        self.value()
+            .map(|v| format!("&open={}", encode(&v)))
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Template)]
@@ -286,10 +421,14 @@ struct CurrentPage {
     timezone: String,
     previous_href: String,
     next_href: String,
-    /// The unit whose subtree is shown; empty for all units.
-    focus: String,
     /// From 全部单位 down to the unit shown; empty for all units.
     crumbs: Vec<Crumb>,
+    picker: PeriodPicker,
+    expand_all_href: String,
+    collapse_all_href: String,
+    /// This table as XLSX and CSV.
+    xlsx_href: String,
+    csv_href: String,
     state: String,
     columns: Vec<Column>,
     rows: Vec<Row>,
@@ -329,14 +468,49 @@ fn table_href(period: &str, unit: Option<&str>) -> String {
     }
 }
 
+/// The 本期 page of `summary`, built for `period` and the subtree of
+/// `focus`, with the units below those of `open` shown.
 fn current_page(
     summary: &Summary,
     period: &Period,
-    tree: &tally_domain::units::UnitTree,
+    tree: &UnitTree,
     focus: Option<&str>,
     viewer: Viewer,
+    open: &Open,
+    picker: PeriodPicker,
 ) -> CurrentPage {
     let label = summary.period.label.clone();
+    let previous_label = period.previous().label().to_owned();
+    let has_children = |id: &str| tree.index(id).is_some_and(|i| !tree.children(i).is_empty());
+    let top = summary.units.first().map_or(0, |u| u.depth);
+    let opened: HashSet<&str> = summary
+        .units
+        .iter()
+        .filter(|u| match open {
+            Open::Top => u.depth == top,
+            Open::All => true,
+            Open::These(ids) => ids.contains(&u.id),
+        })
+        .map(|u| u.id.as_str())
+        .filter(|id| has_children(id))
+        .collect();
+    let here = table_href(&label, focus);
+    let toggle_href = |id: &str| {
+        let mut ids: HashSet<String> = opened.iter().map(|&i| i.to_owned()).collect();
+        if !ids.remove(id) {
+            ids.insert(id.to_owned());
+        }
+        format!("{here}{}#unit-{id}", Open::These(ids).query())
+    };
+    // Preorder: a unit is hidden under the first closed unit above it.
+    let mut closed_at: Option<usize> = None;
+    let visible = summary.units.iter().filter(|u| {
+        if closed_at.is_some_and(|d| u.depth > d) {
+            return false;
+        }
+        closed_at = (!opened.contains(u.id.as_str())).then_some(u.depth);
+        true
+    });
     let targets = summary.target_columns();
     let columns: Vec<Column> = summary
         .indicators
@@ -354,9 +528,7 @@ fn current_page(
             }),
         })
         .collect();
-    let rows = summary
-        .units
-        .iter()
+    let rows = visible
         .map(|unit| Row {
             id: unit.id.clone(),
             name: unit.name.clone(),
@@ -366,6 +538,12 @@ fn current_page(
                 .filter(|&idx| !tree.children(idx).is_empty() && focus != Some(unit.id.as_str()))
                 .map(|_| table_href(&label, Some(&unit.id)))
                 .unwrap_or_default(),
+            toggle_href: if has_children(&unit.id) {
+                toggle_href(&unit.id)
+            } else {
+                String::new()
+            },
+            open: opened.contains(unit.id.as_str()),
             cells: summary
                 .indicators
                 .iter()
@@ -378,6 +556,7 @@ fn current_page(
                         value: v.value.map_or_else(|| "—".to_owned(), number),
                         href: figure_href(&label, &unit.id, &ind.id),
                         previous: show(v.previous),
+                        previous_href: figure_href(&previous_label, &unit.id, &ind.id),
                         change: v
                             .change
                             .map(|c| {
@@ -429,6 +608,16 @@ fn current_page(
         format!("{}。", parts.join("；"))
     };
     let previous = period.previous();
+    let kept = open.query();
+    let download = |format: &str| {
+        let unit = focus
+            .map(|u| format!("&unit={}", encode(u)))
+            .unwrap_or_default();
+        format!(
+            "/downloads/table?period={}{unit}&format={format}",
+            encode(&label)
+        )
+    };
     CurrentPage {
         title: format!("{label} 统计表"),
         nav: "current",
@@ -436,11 +625,15 @@ fn current_page(
         start: p.start.to_string(),
         end: p.end.to_string(),
         timezone: p.timezone.clone(),
-        previous_href: table_href(previous.label(), focus),
+        previous_href: format!("{}{kept}", table_href(previous.label(), focus)),
         next_href: next_period(period)
-            .map(|n| table_href(n.label(), focus))
+            .map(|n| format!("{}{kept}", table_href(n.label(), focus)))
             .unwrap_or_default(),
-        focus: focus.map(str::to_owned).unwrap_or_default(),
+        picker,
+        expand_all_href: format!("{here}{}", Open::All.query()),
+        collapse_all_href: format!("{here}{}", Open::These(HashSet::new()).query()),
+        xlsx_href: download("xlsx"),
+        csv_href: download("csv"),
         crumbs: match focus.and_then(|id| tree.index(id)) {
             None => Vec::new(),
             Some(mut idx) => {
@@ -485,30 +678,111 @@ async fn current(
     viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
-    reject_unknown(&params, &["period", "unit", "uploaded"])?;
     let engine = engine();
-    let period = period_param(&engine, params.get("period"))?;
-    let focus = params.get("unit").filter(|u| !u.is_empty()).cloned();
+    tokio::task::spawn_blocking(move || current_html_for(&engine, &params, viewer))
+        .await
+        .map_err(internal)?
+        .map(Html)
+}
+
+/// What the query of `GET /` asks for.
+struct CurrentQuery {
+    period: Period,
+    focus: Option<String>,
+    open: Open,
+}
+
+fn current_query(
+    engine: &Engine,
+    params: &HashMap<String, String>,
+) -> Result<CurrentQuery, PageError> {
+    reject_unknown(
+        params,
+        &["period", "from", "to", "unit", "open", "uploaded"],
+    )?;
+    let period = period_query(engine, params)?;
+    let focus = non_empty(params.get("unit")).map(str::to_owned);
     if let Some(unit) = &focus
         && engine.tree.get(unit).is_none()
     {
         return Err(PageError::BadRequest(format!("没有这个单位：“{unit}”")));
     }
+    Ok(CurrentQuery {
+        period,
+        focus,
+        open: Open::parse(params.get("open").map(String::as_str)),
+    })
+}
+
+/// The whole of `GET /` but the HTTP: the query checked, the summary built
+/// and the page rendered (blocking: reads the store).
+pub fn current_html(
+    engine: &Engine,
+    params: &HashMap<String, String>,
+) -> Result<String, PageError> {
+    current_html_for(engine, params, Viewer::default())
+}
+
+/// [`current_html`] as `viewer` sees it (logged in or not).
+fn current_html_for(
+    engine: &Engine,
+    params: &HashMap<String, String>,
+    viewer: Viewer,
+) -> Result<String, PageError> {
+    let query = current_query(engine, params)?;
     let request = SummaryRequest {
-        unit: focus.clone(),
-        ..SummaryRequest::new(period.clone())
+        unit: query.focus.clone(),
+        ..SummaryRequest::new(query.period.clone())
     };
-    let blocking = engine.clone();
-    let built = tokio::task::spawn_blocking(move || blocking.summary(&request))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
-    let mut page = current_page(&built, &period, &engine.tree, focus.as_deref(), viewer);
-    if let Some(file) = params.get("uploaded").filter(|f| !f.is_empty()) {
+    let built = engine.summary(&request).map_err(internal)?;
+    render_current(engine, &built, &query, viewer, params.get("uploaded"))
+}
+
+/// The 本期 page of a summary already built for `params` (what
+/// [`current_html`] does after the summary; the render benchmark's entry).
+pub fn current_html_of(
+    engine: &Engine,
+    summary: &Summary,
+    params: &HashMap<String, String>,
+) -> Result<String, PageError> {
+    render_current(
+        engine,
+        summary,
+        &current_query(engine, params)?,
+        Viewer::default(),
+        None,
+    )
+}
+
+fn render_current(
+    engine: &Engine,
+    summary: &Summary,
+    query: &CurrentQuery,
+    viewer: Viewer,
+    uploaded: Option<&String>,
+) -> Result<String, PageError> {
+    let mut keep = Vec::new();
+    if let Some(unit) = &query.focus {
+        keep.push(("unit", unit.clone()));
+    }
+    if let Some(open) = query.open.value() {
+        keep.push(("open", open));
+    }
+    let picker = PeriodPicker::new(engine, "/", &query.period, keep);
+    let mut page = current_page(
+        summary,
+        &query.period,
+        &engine.tree,
+        query.focus.as_deref(),
+        viewer,
+        &query.open,
+        picker,
+    );
+    if let Some(file) = uploaded.filter(|f| !f.is_empty()) {
         let file: String = file.chars().take(200).collect();
         page.notice = format!("已接收报表 “{file}” 并完成采集，表中是最新的数值。");
     }
-    page.render().map(Html).map_err(internal)
+    page.render().map_err(internal)
 }
 
 // ---------------------------------------------------------------- a figure
