@@ -14,8 +14,8 @@ use chrono::{DateTime, Utc};
 use postgres::Row;
 
 use super::{PostgresStore, off_async, pg};
-use crate::coordination::{Claim, Coordination, Foreign, NextTick, Schedule, ScheduleStatus};
 use crate::StoreError;
+use crate::coordination::{Claim, Coordination, Foreign, NextTick, Schedule, ScheduleStatus};
 
 /// `(ids, fingerprints)` as two arrays, for `unnest`.
 fn arrays(fingerprints: &HashMap<String, String>) -> (Vec<&str>, Vec<&str>) {
@@ -252,9 +252,7 @@ impl Coordination for PostgresStore {
                     &[&name, &owner, &seconds(ttl)],
                 )
                 .map_err(pg(doing))?;
-            taken
-                .map(|r| r.try_get(0).map_err(pg(doing)))
-                .transpose()
+            taken.map(|r| r.try_get(0).map_err(pg(doing))).transpose()
         })
     }
 

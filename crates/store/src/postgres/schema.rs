@@ -17,7 +17,8 @@ use postgres::Client;
 use super::StoreError;
 
 /// Schema steps; step `i` takes the database from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     source        TEXT COLLATE "C" NOT NULL,
@@ -68,7 +69,8 @@ CREATE TABLE store_version (
     version BIGINT NOT NULL
 );
 INSERT INTO store_version (version) VALUES (0);
-"#, r#"
+"#,
+    r#"
 -- Replicas (issue 13): each (source, tick) is claimed once through these.
 -- A source's next tick; NULL when its schedule never fires again. The
 -- fingerprint is that of the configuration that registered it: only a
@@ -107,7 +109,8 @@ CREATE TABLE lease (
     term       BIGINT NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
 );
-"#];
+"#,
+];
 
 /// Any fixed number: the advisory lock migrations take.
 const MIGRATION_LOCK: i64 = 0x7461_6c6c_7931;

@@ -72,13 +72,13 @@ fn two_owners_racing_for_the_same_due_rows_never_both_get_a_tick() {
                 })
             })
             .collect();
-        racers
-            .into_iter()
-            .flat_map(|r| r.join().unwrap())
-            .collect()
+        racers.into_iter().flat_map(|r| r.join().unwrap()).collect()
     });
     let owners: BTreeSet<&str> = claims.iter().map(|(o, _)| o.as_str()).collect();
-    assert!(owners.len() > 1, "only {owners:?} claimed: no race happened");
+    assert!(
+        owners.len() > 1,
+        "only {owners:?} claimed: no race happened"
+    );
     let mut seen = BTreeSet::new();
     for (owner, c) in &claims {
         assert!(!c.rerun);
@@ -158,14 +158,13 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
                     let got = store
                         .reclaim_expired(owner, fingerprints, 10, LEASE)
                         .unwrap();
-                    got.into_iter().map(|c| (owner.to_owned(), c)).collect::<Vec<_>>()
+                    got.into_iter()
+                        .map(|c| (owner.to_owned(), c))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        racers
-            .into_iter()
-            .flat_map(|r| r.join().unwrap())
-            .collect()
+        racers.into_iter().flat_map(|r| r.join().unwrap()).collect()
     });
     let mut runs: Vec<i64> = taken.iter().map(|(_, c)| c.run).collect();
     runs.sort();
@@ -224,13 +223,23 @@ fn a_lease_held_is_not_acquired_by_another_until_it_expires() {
         .acquire_or_renew("reports", "a", LEASE, None)
         .unwrap()
         .expect("a free lease");
-    assert_eq!(store.acquire_or_renew("reports", "b", LEASE, None).unwrap(), None);
     assert_eq!(
-        store.acquire_or_renew("reports", "a", LEASE, Some(a)).unwrap(),
+        store.acquire_or_renew("reports", "b", LEASE, None).unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .acquire_or_renew("reports", "a", LEASE, Some(a))
+            .unwrap(),
         Some(a)
     );
     // Another name is another lease.
-    assert!(store.acquire_or_renew("other", "b", LEASE, None).unwrap().is_some());
+    assert!(
+        store
+            .acquire_or_renew("other", "b", LEASE, None)
+            .unwrap()
+            .is_some()
+    );
     // A renews for no time at all: the lease expires, and b takes it.
     assert_eq!(
         store
@@ -246,14 +255,24 @@ fn a_lease_held_is_not_acquired_by_another_until_it_expires() {
     assert!(b > a, "a new term: {b} after {a}");
     // a, who lost it, cannot renew it by name (Oban #1488), nor give b's up.
     assert_eq!(
-        store.acquire_or_renew("reports", "a", LEASE, Some(a)).unwrap(),
+        store
+            .acquire_or_renew("reports", "a", LEASE, Some(a))
+            .unwrap(),
         None
     );
     store.release("reports", "a", a).unwrap();
-    assert_eq!(store.acquire_or_renew("reports", "c", LEASE, None).unwrap(), None);
+    assert_eq!(
+        store.acquire_or_renew("reports", "c", LEASE, None).unwrap(),
+        None
+    );
     // b gives it up at shutdown: c takes it at once.
     store.release("reports", "b", b).unwrap();
-    assert!(store.acquire_or_renew("reports", "c", LEASE, None).unwrap().is_some());
+    assert!(
+        store
+            .acquire_or_renew("reports", "c", LEASE, None)
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -262,7 +281,10 @@ fn only_replicas_with_the_registered_fingerprint_claim_a_source() {
     let now = store.now().unwrap();
     let past = now - chrono::Duration::seconds(5);
     assert_eq!(
-        store.register(&schedules(&["s", "t"], "old", past)).unwrap().len(),
+        store
+            .register(&schedules(&["s", "t"], "old", past))
+            .unwrap()
+            .len(),
         2
     );
     // The same fingerprint again keeps the next tick.
@@ -281,7 +303,10 @@ fn only_replicas_with_the_registered_fingerprint_claim_a_source() {
         vec!["s".to_owned()]
     );
     let far = |_: &str, t: DateTime<Utc>, _| Some(t + chrono::Duration::days(1));
-    let old = HashMap::from([("s".to_owned(), "old".to_owned()), ("t".to_owned(), "old".to_owned())]);
+    let old = HashMap::from([
+        ("s".to_owned(), "old".to_owned()),
+        ("t".to_owned(), "old".to_owned()),
+    ]);
     let claimed: Vec<String> = store
         .claim_due("old-replica", &old, 10, LEASE, &far)
         .unwrap()
@@ -307,6 +332,9 @@ fn only_replicas_with_the_registered_fingerprint_claim_a_source() {
     let status = store.schedule_status(&["s"]).unwrap();
     assert_eq!(status["s"].last_owner.as_deref(), Some("new-replica"));
     assert_eq!(status["s"].last_tick, Some(past));
-    assert_eq!(status["s"].next_tick, Some(past + chrono::Duration::days(1)));
+    assert_eq!(
+        status["s"].next_tick,
+        Some(past + chrono::Duration::days(1))
+    );
     assert!(!status["s"].last_finished);
 }
