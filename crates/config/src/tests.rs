@@ -1209,3 +1209,16 @@ fn indicators_a_plugin_declares_are_adopted_unless_configured_or_mapped() {
     );
     assert!(!err.contains("weibo_followers"), "{err}");
 }
+
+#[test]
+fn the_store_lease_defaults_to_30s_and_is_at_least_3s() {
+    let store = |more: &str| format!("[store]\nurl = \"postgresql://tally@db/tally\"\n{more}");
+    let config = parse(&store("")).unwrap();
+    assert_eq!(config.store.unwrap().lease, Duration::from_secs(30));
+    let config = parse(&store("lease = \"1m30s\"\n")).unwrap();
+    assert_eq!(config.store.unwrap().lease, Duration::from_secs(90));
+    let err = check_err(&store("lease = \"2s\"\n"), "store.lease");
+    assert!(err.contains("too short: at least 3s"), "{err}");
+    let err = check_err(&store("lease = \"soon\"\n"), "store.lease");
+    assert!(err.contains("invalid duration"), "{err}");
+}
