@@ -45,7 +45,7 @@ fn config(
     today: NaiveDate,
 ) -> (PathBuf, u16) {
     let port = free_port();
-    let mut c = TestConfig::new(dir, &plugins)
+    let mut c = TestConfig::new(dir, plugins)
         .with_port(port)
         .data_dir(&dir.join(format!("data-{name}")))
         .daemon("timezone = \"UTC\"\nmax_concurrent_runs = 16")

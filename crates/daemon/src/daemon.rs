@@ -135,12 +135,13 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     Ok(open_daemon_store(config)?.0)
 }
 
+/// The store of `tallyd run` and, on PostgreSQL, the daemon as a replica.
+pub type DaemonStore = (Arc<dyn Store>, Option<Arc<Replica>>);
+
 /// [`open_store`] for `tallyd run`, and on PostgreSQL this daemon as one
 /// of the replicas sharing the database ([`crate::claims`]); a SQLite
 /// daemon schedules on its own (its `data_dir` lock keeps it alone).
-pub fn open_daemon_store(
-    config: &Config,
-) -> Result<(Arc<dyn Store>, Option<Arc<Replica>>), StoreError> {
+pub fn open_daemon_store(config: &Config) -> Result<DaemonStore, StoreError> {
     Ok(match &config.store {
         Some(store) => {
             let postgres = Arc::new(PostgresStore::open(store.url.expose())?);
