@@ -33,6 +33,7 @@ mod plugins;
 mod postgres_store;
 mod redaction;
 mod reload;
+mod replicas;
 mod reports;
 mod security;
 mod settings;

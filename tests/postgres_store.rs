@@ -1,9 +1,8 @@
 //! The PostgreSQL store end to end (issue 13): `tallyd` on `[store] url`
 //! answers as on the embedded SQLite store, and a second daemon on the same
-//! database is refused until runs are claimed through it.
+//! database joins it as a replica.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use crate::support::*;
 
@@ -104,7 +103,7 @@ fn collect_and_report_on_postgresql_equal_those_on_sqlite() {
 }
 
 #[test]
-fn a_second_daemon_on_the_same_database_exits_1_and_the_first_keeps_serving() {
+fn a_second_daemon_with_another_configuration_joins_and_does_not_claim_what_it_lacks() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let plugins = plugin_dir_with(&dir.join("plugins"), &[bundled_plugin("tally_csv_form")]);
@@ -114,25 +113,54 @@ fn a_second_daemon_on_the_same_database_exits_1_and_the_first_keeps_serving() {
     let port = free_port();
     let first = config(dir, &plugins, &forms, "first", Some(&url), port);
     let first = TestDaemon::start(&first, port);
-    // Its own data_dir: only the database is shared.
+    // Its own data_dir: only the database is shared. No sources: the first
+    // daemon's "forms" is unknown to it.
+    let port = free_port();
     let second = TestConfig::new(dir, &plugins)
-        .with_port(free_port())
+        .with_port(port)
         .data_dir(&dir.join("data-second"))
         .county()
-        .meetings()
         .toml(&format!("[store]\nurl = \"{url}\"\n"))
         .write_as("second.toml");
-    let out = Command::new(tallyd())
-        .args(["run", "--config"])
-        .arg(&second)
-        .env_remove("TALLY_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = stderr(&out);
-    assert_eq!(exit_code(&out), 1, "{err}");
-    assert!(err.contains("another tallyd run already uses"), "{err}");
-    assert_eq!(first.get("/healthz").0, 200);
+    let second = TestDaemon::start(&second, port);
+    second.wait_for("the unknown source in the log", 20, |d| {
+        d.log().contains("source unknown to this replica") && d.log().contains("forms")
+    });
+    // `/metrics` is rebuilt in the background, within about a second.
+    second.wait_for("the unknown source in /metrics", 20, |d| {
+        d.metric("tally_replica_sources_not_claimed") == Some(1.0)
+    });
+    assert_eq!(first.metric("tally_replica_sources_not_claimed"), Some(0.0));
+    let (one, two) = (
+        first.get_json("/api/v1/sources"),
+        second.get_json("/api/v1/sources"),
+    );
+    assert_ne!(one["replica"]["owner"], two["replica"]["owner"]);
+    assert_ne!(one["replica"]["fingerprint"], two["replica"]["fingerprint"]);
+    let fingerprint = one["replica"]["fingerprint"].as_str().unwrap();
+    assert_eq!(
+        first.sample(
+            "tally_config_fingerprint_info",
+            &[("fingerprint", fingerprint)]
+        ),
+        Some(1.0)
+    );
+    let forms = &one["sources"][0];
+    assert_eq!(forms["claim"]["claimable"], true, "{forms}");
+    assert_eq!(
+        forms["claim"]["registered_fingerprint"],
+        forms["fingerprint"]
+    );
+    // One of them holds the reports lease, not both.
+    first.wait_for("a holder of the reports lease", 20, |d| {
+        d.metric("tally_replica_reports_lease_held") == Some(1.0)
+            || second.metric("tally_replica_reports_lease_held") == Some(1.0)
+    });
+    let held = [&first, &second]
+        .iter()
+        .filter(|d| d.metric("tally_replica_reports_lease_held") == Some(1.0))
+        .count();
+    assert_eq!(held, 1);
 }
 
 fn report(config: &Path, period: &str) -> serde_json::Value {

@@ -149,6 +149,10 @@ pub struct StoreConfig {
     /// A secret as a whole, since it may hold the password; `Debug` never
     /// shows it, and its password is redacted from every text.
     pub url: Secret,
+    /// `lease`: how long a claimed run is held for a replica that renews
+    /// it every third of it; the time a dead replica's runs wait before
+    /// another replica runs them again.
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -526,6 +530,12 @@ impl Config {
     /// Enough for a plugin and its HTTP client; a runaway allocation stops there.
     pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 2048;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `[store] lease`: a dead replica's runs are run again by another
+    /// after at most this long.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+    /// The shortest `[store] lease`: renewed every third of it, a lease
+    /// shorter than a few seconds would expire under an ordinary stall.
+    pub const MIN_LEASE: Duration = Duration::from_secs(3);
     pub const DEFAULT_RETRIES: u32 = 2;
     pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(5);
     pub const DEFAULT_BREAKER_AFTER: u32 = 3;
@@ -1059,8 +1069,32 @@ impl Checker<'_> {
             );
             return None;
         }
+        let lease = match &raw.lease {
+            None => Config::DEFAULT_LEASE,
+            Some(text) => match parse_duration(text) {
+                Ok(lease) if lease >= Config::MIN_LEASE => lease,
+                Ok(_) => {
+                    self.problem(
+                        "store.lease",
+                        format!(
+                            "lease {text:?} is too short: at least {}s, since a replica renews it every third of it",
+                            Config::MIN_LEASE.as_secs()
+                        ),
+                    );
+                    Config::DEFAULT_LEASE
+                }
+                Err(message) => {
+                    self.problem(
+                        "store.lease",
+                        format!("invalid duration {text:?}: {message}"),
+                    );
+                    Config::DEFAULT_LEASE
+                }
+            },
+        };
         Some(StoreConfig {
             url: Secret::new(url),
+            lease,
         })
     }
 
@@ -1769,6 +1803,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub(super) struct Store {
         pub url: String,
+        pub lease: Option<String>,
     }
 
     #[derive(Deserialize, Default)]

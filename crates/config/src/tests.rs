@@ -1250,3 +1250,16 @@ fn daemon_hosts_are_names_or_addresses_with_an_optional_port() {
         "daemon.hosts: invalid type: string",
     );
 }
+
+#[test]
+fn the_store_lease_defaults_to_30s_and_is_at_least_3s() {
+    let store = |more: &str| format!("[store]\nurl = \"postgresql://tally@db/tally\"\n{more}");
+    let config = parse(&store("")).unwrap();
+    assert_eq!(config.store.unwrap().lease, Duration::from_secs(30));
+    let config = parse(&store("lease = \"1m30s\"\n")).unwrap();
+    assert_eq!(config.store.unwrap().lease, Duration::from_secs(90));
+    let err = check_err(&store("lease = \"2s\"\n"), "store.lease");
+    assert!(err.contains("too short: at least 3s"), "{err}");
+    let err = check_err(&store("lease = \"soon\"\n"), "store.lease");
+    assert!(err.contains("invalid duration"), "{err}");
+}

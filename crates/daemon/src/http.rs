@@ -605,6 +605,19 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
     let tz = engine.config.daemon.timezone;
     let now = engine.clock.now();
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339();
+    // Replicas: who this replica is, and what the shared database says
+    // of each source's schedule and latest claim.
+    let prints = engine.replica.as_ref().map(|_| engine.fingerprints());
+    let claims = match &engine.replica {
+        Some(replica) => {
+            let ids: Vec<&str> = engine.sources().iter().map(|s| s.id()).collect();
+            replica
+                .coordination
+                .schedule_status(&ids)
+                .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?
+        }
+        None => Default::default(),
+    };
     let mut out = Vec::new();
     for source in engine.sources() {
         let state = engine
@@ -643,7 +656,7 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             .map(|(id, run, observations)| run_json(*id, run, *observations));
         let last_error = state.last_error.as_ref().map(error_json);
         let (status, unrecorded, breaker) = (&state.status, &state.unrecorded, &state.breaker);
-        out.push(json!({
+        let mut entry = json!({
             "id": source.id(),
             "plugin": source.plugin(),
             "units": source.config.units,
@@ -666,9 +679,34 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "panic": status.runs.panic,
                 "crash": status.runs.crash,
             },
-        }));
+        });
+        if let Some(prints) = &prints {
+            let mine = prints.sources.get(source.id());
+            let claim = claims.get(source.id());
+            entry["fingerprint"] = json!(mine);
+            entry["claim"] = json!(claim.map(|c| json!({
+                "claimable": c.fingerprint.as_str() == mine.map_or("", String::as_str),
+                "registered_fingerprint": c.fingerprint,
+                "next_tick": c.next_tick.map(local),
+                "last_tick": c.last_tick.map(local),
+                "last_owner": c.last_owner,
+                "last_rerun": c.last_rerun,
+                "last_finished": c.last_finished,
+            })));
+        }
+        out.push(entry);
     }
-    Ok(json!({ "sources": out }))
+    match (&engine.replica, &prints) {
+        (Some(replica), Some(prints)) => Ok(json!({
+            "replica": {
+                "owner": replica.owner,
+                "fingerprint": prints.config,
+                "lease": humanize(replica.lease),
+            },
+            "sources": out,
+        })),
+        _ => Ok(json!({ "sources": out })),
+    }
 }
 
 async fn run_source(

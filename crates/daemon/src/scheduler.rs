@@ -309,7 +309,7 @@ pub fn is_late(due: DateTime<Utc>, now: DateTime<Utc>, interval: Option<Duration
 
 /// Writes the report of `period` off the event loop; a failure is logged
 /// and the next tick tries its own period again.
-fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period) {
+pub(crate) fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period) {
     let engine = engine.clone();
     running.spawn(async move {
         let label = period.label().to_owned();
@@ -331,7 +331,11 @@ fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period)
 
 /// Writes the reports missed while the daemon was down
 /// ([`reports::catch_up`]) off the event loop, logging each.
-fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<Period>) {
+pub(crate) fn spawn_catch_up(
+    running: &mut JoinSet<()>,
+    engine: &Arc<Engine>,
+    skip: Option<Period>,
+) {
     let engine = engine.clone();
     running.spawn(async move {
         let writer = engine.clone();
@@ -368,13 +372,13 @@ fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<
 }
 
 /// A run the schedule asked for and did not get: counted and logged in one place.
-fn missed_run(engine: &Engine, source: &str, due: DateTime<Utc>, what: &'static str) {
+pub(crate) fn missed_run(engine: &Engine, source: &str, due: DateTime<Utc>, what: &'static str) {
     engine.metrics.run_missed(source);
     let tz = engine.config.daemon.timezone;
     tracing::warn!(source, due = %due.with_timezone(&tz).to_rfc3339(), "{what}");
 }
 
-fn spawn_run(
+pub(crate) fn spawn_run(
     running: &mut JoinSet<()>,
     engine: &Arc<Engine>,
     source: String,
