@@ -84,8 +84,12 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break,
             Some(cmd) = commands.recv() => match cmd {
+                // Asked of this replica: run here, not claimed.
                 Command::RunNow { source, reply } => {
-                    scheduler::spawn_run(&mut running, &engine, source, Trigger::Manual, Some(reply));
+                    scheduler::spawn_run(&mut running, &engine, source, Trigger::Manual, None, Some(reply));
+                }
+                Command::Collect { source, window, reply } => {
+                    scheduler::spawn_run(&mut running, &engine, source, Trigger::Backfill, Some(window), Some(reply));
                 }
             },
             Some(_) = running.join_next(), if !running.is_empty() => {}

@@ -95,7 +95,7 @@ pub fn build_engine_on(
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
 ) -> Result<Arc<Engine>, StartError> {
-    assemble_engine(config, clock, None, Some(store))
+    assemble_engine(config, clock, None, Some(store), None)
 }
 
 /// [`build_engine`] with the plugin registry and the store given, or
