@@ -64,6 +64,17 @@ impl Drop for Driver {
 }
 
 pub(crate) async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
+    browser_with_prefs(driver, chromium, profile, json!({})).await
+}
+
+/// A browser session with Chromium preferences set (`prefs` of
+/// `goog:chromeOptions`: where downloads go, for one).
+pub(crate) async fn browser_with_prefs(
+    driver: &Driver,
+    chromium: &Path,
+    profile: &Path,
+    prefs: serde_json::Value,
+) -> Client {
     let capabilities = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
@@ -78,6 +89,7 @@ pub(crate) async fn browser(driver: &Driver, chromium: &Path, profile: &Path) ->
                 "--lang=zh-CN",
                 format!("--user-data-dir={}", profile.display()),
             ],
+            "prefs": prefs,
         },
     });
     let serde_json::Value::Object(capabilities) = capabilities else {
@@ -173,7 +185,7 @@ indicators = ["meetings"]
         .unwrap();
     assert_eq!(
         county
-            .find(Locator::Css("th"))
+            .find(Locator::Css("th a:not(.toggle)"))
             .await
             .unwrap()
             .text()
@@ -193,7 +205,7 @@ indicators = ["meetings"]
     );
     // The county's name opens the table of its subtree, with the path back.
     county
-        .find(Locator::Css("th a"))
+        .find(Locator::Css("th a:not(.toggle)"))
         .await
         .unwrap()
         .click()

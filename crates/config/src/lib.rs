@@ -137,6 +137,11 @@ pub struct DaemonConfig {
     pub http_per_host_concurrency: usize,
     /// At most this many HTTP requests per second per host, if set.
     pub http_per_host_rate: Option<f64>,
+    /// The names (`name` or `name:port`, lower case) requests may carry as
+    /// `Host` besides the loopback ones (on a loopback listen); empty for any
+    /// host beyond loopback. Against DNS rebinding: see `tally-daemon`'s
+    /// `http_guard`.
+    pub hosts: Vec<String>,
 }
 
 /// `[store]`: a PostgreSQL database instead of the embedded SQLite store.
@@ -146,6 +151,10 @@ pub struct StoreConfig {
     /// A secret as a whole, since it may hold the password; `Debug` never
     /// shows it, and its password is redacted from every text.
     pub url: Secret,
+    /// `lease`: how long a claimed run is held for a replica that renews
+    /// it every third of it; the time a dead replica's runs wait before
+    /// another replica runs them again.
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -530,6 +539,12 @@ impl Config {
     /// Enough for a plugin and its HTTP client; a runaway allocation stops there.
     pub const DEFAULT_MEMORY_LIMIT_MB: u64 = 2048;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `[store] lease`: a dead replica's runs are run again by another
+    /// after at most this long.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+    /// The shortest `[store] lease`: renewed every third of it, a lease
+    /// shorter than a few seconds would expire under an ordinary stall.
+    pub const MIN_LEASE: Duration = Duration::from_secs(3);
     pub const DEFAULT_RETRIES: u32 = 2;
     pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(5);
     pub const DEFAULT_BREAKER_AFTER: u32 = 3;
@@ -1063,8 +1078,32 @@ impl Checker<'_> {
             );
             return None;
         }
+        let lease = match &raw.lease {
+            None => Config::DEFAULT_LEASE,
+            Some(text) => match parse_duration(text) {
+                Ok(lease) if lease >= Config::MIN_LEASE => lease,
+                Ok(_) => {
+                    self.problem(
+                        "store.lease",
+                        format!(
+                            "lease {text:?} is too short: at least {}s, since a replica renews it every third of it",
+                            Config::MIN_LEASE.as_secs()
+                        ),
+                    );
+                    Config::DEFAULT_LEASE
+                }
+                Err(message) => {
+                    self.problem(
+                        "store.lease",
+                        format!("invalid duration {text:?}: {message}"),
+                    );
+                    Config::DEFAULT_LEASE
+                }
+            },
+        };
         Some(StoreConfig {
             url: Secret::new(url),
+            lease,
         })
     }
 
@@ -1145,6 +1184,26 @@ impl Checker<'_> {
             }
             ok
         });
+        let hosts = raw
+            .hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, host)| match host_entry(&host) {
+                Ok(host) => Some(host),
+                Err(why) => {
+                    self.problem(
+                        &format!("daemon.hosts[{i}]"),
+                        format!(
+                            "{host:?} {why} (expected a host name or address as browsers send it \
+                             in Host, optionally with :PORT, e.g. \"tally.example.gov.cn\" or \
+                             \"tally.example.gov.cn:9470\")"
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect();
         DaemonConfig {
             listen,
             timezone,
@@ -1158,6 +1217,7 @@ impl Checker<'_> {
             max_concurrent_runs,
             http_per_host_concurrency: http_per_host_concurrency.max(1),
             http_per_host_rate,
+            hosts,
         }
     }
 
@@ -1761,6 +1821,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub(super) struct Store {
         pub url: String,
+        pub lease: Option<String>,
     }
 
     #[derive(Deserialize, Default)]
@@ -1785,6 +1846,7 @@ mod raw {
         pub max_concurrent_runs: Option<usize>,
         pub http_per_host_concurrency: Option<usize>,
         pub http_per_host_rate: Option<f64>,
+        pub hosts: Option<Vec<String>>,
     }
 
     #[derive(Deserialize)]
@@ -1932,5 +1994,47 @@ impl ReportFormat {
                 "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
             }
         }
+    }
+}
+
+/// A `daemon.hosts` entry in lower case, or why it is not one: a DNS name
+/// (letters, digits, `-`, `.`), an IPv4 address or a bracketed IPv6 one,
+/// optionally with `:PORT`.
+fn host_entry(text: &str) -> Result<String, &'static str> {
+    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    if host.contains("://") || host.contains('/') {
+        return Err("is a URL, not a host");
+    }
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port))
+            if !name.ends_with(':') && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            (name, Some(port))
+        }
+        _ => (host.as_str(), None),
+    };
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err("has an invalid port");
+    }
+    let valid = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    };
+    if valid {
+        Ok(host)
+    } else {
+        Err("is not a host name")
     }
 }

@@ -24,7 +24,9 @@ fn accepted_keys(text: &str) -> BTreeSet<String> {
         .or_else(|| message.split_once("expected "))
         .unwrap_or_else(|| panic!("no list of expected keys in {message:?}"))
         .1;
+    // serde writes two fields as "`a` or `b`", more as "`a`, `b`, `c`".
     list.split(", ")
+        .flat_map(|key| key.split(" or "))
         .map(|key| key.trim().trim_matches('`').to_owned())
         .filter(|key| !key.is_empty())
         .collect()

@@ -1209,3 +1209,57 @@ fn indicators_a_plugin_declares_are_adopted_unless_configured_or_mapped() {
     );
     assert!(!err.contains("weibo_followers"), "{err}");
 }
+
+#[test]
+fn daemon_hosts_are_names_or_addresses_with_an_optional_port() {
+    assert!(
+        parse("").unwrap().daemon.hosts.is_empty(),
+        "none by default"
+    );
+    let config = parse(
+        "[daemon]\nhosts = [\"Tally.Example.gov.cn\", \"tally.example.gov.cn:9470\", \"10.0.0.5\", \"[::1]:9470\", \"tally.\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.daemon.hosts,
+        [
+            "tally.example.gov.cn",
+            "tally.example.gov.cn:9470",
+            "10.0.0.5",
+            "[::1]:9470",
+            "tally"
+        ]
+    );
+    check_err(
+        "[daemon]\nhosts = [\"tally.example.gov.cn\", \"https://tally.example.gov.cn/\"]\n",
+        "t.toml:2:34: daemon.hosts[1]: \"https://tally.example.gov.cn/\" is a URL, not a host",
+    );
+    for (entry, why) in [
+        ("tally.example.gov.cn:0", "has an invalid port"),
+        ("tally.example.gov.cn:99999", "has an invalid port"),
+        ("*.example.gov.cn", "is not a host name"),
+        ("", "is not a host name"),
+        ("a b", "is not a host name"),
+        ("::1", "is not a host name"),
+    ] {
+        let err = check_err(&format!("[daemon]\nhosts = [\"{entry}\"]\n"), why);
+        assert!(err.contains("daemon.hosts[0]"), "{err}");
+    }
+    check_err(
+        "[daemon]\nhosts = \"tally.example.gov.cn\"\n",
+        "daemon.hosts: invalid type: string",
+    );
+}
+
+#[test]
+fn the_store_lease_defaults_to_30s_and_is_at_least_3s() {
+    let store = |more: &str| format!("[store]\nurl = \"postgresql://tally@db/tally\"\n{more}");
+    let config = parse(&store("")).unwrap();
+    assert_eq!(config.store.unwrap().lease, Duration::from_secs(30));
+    let config = parse(&store("lease = \"1m30s\"\n")).unwrap();
+    assert_eq!(config.store.unwrap().lease, Duration::from_secs(90));
+    let err = check_err(&store("lease = \"2s\"\n"), "store.lease");
+    assert!(err.contains("too short: at least 3s"), "{err}");
+    let err = check_err(&store("lease = \"soon\"\n"), "store.lease");
+    assert!(err.contains("invalid duration"), "{err}");
+}

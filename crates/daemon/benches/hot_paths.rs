@@ -1,16 +1,26 @@
 //! Criterion benches of the per-fetch hot paths (issue 7): what one poll of
 //! one source costs the daemon besides the plugin call, and what a scrape or
-//! a rebuild of `/metrics` costs. `cargo bench -p tally-daemon --bench hot_paths`;
+//! a rebuild of `/metrics` costs; and the 本期 page of 1,000 units × 20
+//! indicators rendered server-side (issue 18: under 100 ms). `cargo bench -p tally-daemon --bench hot_paths`;
 //! the whole-process figures are `cargo xtask bench`.
 //!
 //! Benchmarks, not tests: nothing here asserts on time.
 
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use tally_config::Config;
+use tally_daemon::engine::Engine;
 use tally_daemon::metrics::Metrics;
-use tally_domain::Observation;
+use tally_daemon::pages::{current_html, current_html_of};
+use tally_daemon::summary::SummaryRequest;
+use tally_domain::clock::FixedClock;
+use tally_domain::{Observation, Period};
+use tally_host::{PluginRegistry, SourceRunner};
 use tally_store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
 
 const INDICATORS: [&str; 3] = ["reads", "shares", "favs"];
@@ -136,5 +146,136 @@ fn exposition(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, store, exposition);
+/// `r`, `r/a0`..`r/a9`, `r/aX/bY` (100), then leaves up to 1,000: the tree
+/// of `tally-bench`.
+fn page_units() -> Vec<String> {
+    let mut ids = vec!["r".to_owned()];
+    ids.extend((0..10).map(|a| format!("r/a{a}")));
+    ids.extend((0..100).map(|g| format!("r/a{}/b{}", g / 10, g % 10)));
+    ids.extend((0..1_000 - ids.len()).map(|n| format!("r/a{}/b{}/c{n}", (n % 100) / 10, n % 10)));
+    ids
+}
+
+fn page_config(units: &[String], data_dir: &Path) -> String {
+    let mut t = format!(
+        "[daemon]\ntimezone = \"Asia/Shanghai\"\ndata_dir = {:?}\n\n",
+        data_dir.display().to_string()
+    );
+    for id in units {
+        t.push_str(&format!("[[units]]\nid = \"{id}\"\nname = \"单位 {id}\"\n"));
+    }
+    for i in 0..20 {
+        let kind = if i % 2 == 0 { "count" } else { "level" };
+        t.push_str(&format!(
+            "[[indicators]]\nid = \"i{i}\"\nname = \"指标{i}\"\nkind = \"{kind}\"\nunit = \"次\"\n"
+        ));
+    }
+    t.push_str(
+        "[[sources]]\nid = \"bench\"\nplugin = \"bench\"\nunits = [\"r\"]\nschedule = \"0 3 * * *\"\n",
+    );
+    t
+}
+
+/// Every unit × indicator × day from `from` to `to`.
+fn page_rows(units: &[String], from: NaiveDate, to: NaiveDate) -> Vec<Observation> {
+    let mut out = Vec::new();
+    for (u, unit) in units.iter().enumerate() {
+        for i in 0..20 {
+            for (n, day) in from.iter_days().take_while(|d| *d <= to).enumerate() {
+                out.push(Observation {
+                    source: "bench".to_owned(),
+                    unit: unit.clone(),
+                    indicator: format!("i{i}"),
+                    entity: String::new(),
+                    day,
+                    value: if i % 2 == 0 {
+                        ((u + i + n) % 7) as f64
+                    } else {
+                        (1_000 + n + u) as f64
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The 本期 page of 2025-Q1 for 1,000 units × 20 indicators, every unit
+/// shown (`open=*`): a quarter of daily data, and the last day of the
+/// quarter before for the 上期 column. `render` builds the summary once and
+/// measures the page alone; `handler` is the whole of `GET /` but the
+/// socket: query, summary from the store, page.
+fn pages(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let units = page_units();
+    let config = Config::parse(
+        &page_config(&units, &dir.path().join("data")),
+        Path::new("bench.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    let tree = config.unit_tree().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let day = |m, d| NaiveDate::from_ymd_opt(2025, m, d).unwrap();
+    let last_q4 = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap();
+    for (from, to) in [
+        (last_q4, last_q4),
+        (day(1, 1), day(1, 31)),
+        (day(2, 1), day(2, 28)),
+        (day(3, 1), day(3, 31)),
+    ] {
+        let run = RunRecord {
+            source: "bench".to_owned(),
+            trigger: "backfill".to_owned(),
+            started_at: at(0),
+            finished_at: at(0),
+            result: RunResult::Success,
+            error: None,
+            window_from: from,
+            window_to: to,
+            warnings: Vec::new(),
+            http_requests: None,
+            uncovered: Vec::new(),
+            error_kind: None,
+            retry_after: None,
+        };
+        store
+            .record_run(&run, &page_rows(&units, from, to), None)
+            .unwrap();
+    }
+    let now = Utc.with_ymd_and_hms(2025, 4, 2, 4, 0, 0).unwrap();
+    let engine = Engine::new(
+        Arc::new(config),
+        Arc::new(tree),
+        Arc::new(PluginRegistry::default()),
+        Vec::<(usize, Arc<SourceRunner>)>::new(),
+        Arc::new(store),
+        Arc::new(FixedClock::new(now)),
+        Arc::new(Metrics::new()),
+    );
+    let params: HashMap<String, String> = [("period", "2025-Q1"), ("open", "*")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let summary = engine
+        .summary(&SummaryRequest::new(Period::parse("2025-Q1").unwrap()))
+        .unwrap();
+    let html = current_html_of(&engine, &summary, &params).unwrap();
+    eprintln!(
+        "pages_current_1000x20: {} rows, {} bytes of HTML",
+        html.matches("<tr id=\"unit-").count(),
+        html.len()
+    );
+    let mut g = c.benchmark_group("pages_current_1000x20");
+    g.sample_size(20);
+    g.bench_function("render (summary built once)", |b| {
+        b.iter(|| black_box(current_html_of(&engine, &summary, &params).unwrap()))
+    });
+    g.bench_function("handler (summary from the store and render)", |b| {
+        b.iter(|| black_box(current_html(&engine, &params).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, store, exposition, pages);
 criterion_main!(benches);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::engine::{self, Engine};
+use crate::engine::{self, Engine, Replica};
 use crate::http::{AppState, Live, LiveHandle, router};
 use crate::metrics::Metrics;
 use crate::scheduler;
@@ -43,9 +43,7 @@ impl StartError {
     /// True when the operator can fix it in the configuration or environment.
     pub fn is_user_error(&self) -> bool {
         match self {
-            StartError::Config(_)
-            | StartError::Listen { .. }
-            | StartError::Store(StoreError::InUse { .. }) => true,
+            StartError::Config(_) | StartError::Listen { .. } => true,
             StartError::Locked(e) => e.is_user_error(),
             _ => false,
         }
@@ -87,7 +85,17 @@ pub fn host_services(
 
 /// Builds the engine for a loaded configuration: plugins, sources, store.
 pub fn build_engine(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Engine>, StartError> {
-    assemble_engine(config, clock, None, None)
+    assemble_engine(config, clock, None, None, None)
+}
+
+/// [`build_engine`] on a store already open: `tallyd store copy` compares
+/// the summaries of two.
+pub fn build_engine_on(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+) -> Result<Arc<Engine>, StartError> {
+    assemble_engine(config, clock, None, Some(store), None)
 }
 
 /// [`build_engine`] with the plugin registry and the store given, or
@@ -97,6 +105,7 @@ fn assemble_engine(
     clock: Arc<dyn Clock>,
     registry: Option<PluginRegistry>,
     store: Option<Arc<dyn Store>>,
+    replica: Option<Arc<Replica>>,
 ) -> Result<Arc<Engine>, StartError> {
     let tree = config.unit_tree()?;
     let registry = registry.unwrap_or_else(|| scan_plugins(&config));
@@ -113,7 +122,7 @@ fn assemble_engine(
     let created = engine::create_sources(&mut config, &registry, &services)?;
     let store = match store {
         Some(store) => store,
-        None => open_store(&config, false)?,
+        None => open_store(&config)?,
     };
     Ok(Arc::new(
         Engine::new(
@@ -125,18 +134,34 @@ fn assemble_engine(
             clock,
             Arc::new(Metrics::new()),
         )
-        .with_http_gate(gate),
+        .with_http_gate(gate)
+        .with_replica(replica),
     ))
 }
 
 /// The store the configuration names: the PostgreSQL database of `[store]
-/// url`, else the SQLite store of `data_dir`. `for_daemon`: also take the
-/// database's daemon lock (SQLite's is the `data_dir` lock, taken apart).
-pub fn open_store(config: &Config, for_daemon: bool) -> Result<Arc<dyn Store>, StoreError> {
+/// url`, else the SQLite store of `data_dir`.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(open_daemon_store(config)?.0)
+}
+
+/// The store of `tallyd run` and, on PostgreSQL, the daemon as a replica.
+pub type DaemonStore = (Arc<dyn Store>, Option<Arc<Replica>>);
+
+/// [`open_store`] for `tallyd run`, and on PostgreSQL this daemon as one
+/// of the replicas sharing the database ([`crate::claims`]); a SQLite
+/// daemon schedules on its own (its `data_dir` lock keeps it alone).
+pub fn open_daemon_store(config: &Config) -> Result<DaemonStore, StoreError> {
     Ok(match &config.store {
-        Some(store) if for_daemon => Arc::new(PostgresStore::open_for_daemon(store.url.expose())?),
-        Some(store) => Arc::new(PostgresStore::open(store.url.expose())?),
-        None => Arc::new(SqliteStore::open(&config.daemon.data_dir)?),
+        Some(store) => {
+            let postgres = Arc::new(PostgresStore::open(store.url.expose())?);
+            let replica = Replica::new(
+                postgres.clone() as Arc<dyn tally_store::Coordination>,
+                store.lease,
+            );
+            (postgres as Arc<dyn Store>, Some(Arc::new(replica)))
+        }
+        None => (Arc::new(SqliteStore::open(&config.daemon.data_dir)?), None),
     })
 }
 
@@ -206,11 +231,11 @@ impl DaemonBuilder {
         for path in crate::reports::remove_stale_temp_files(&self.config.reports_dir()) {
             tracing::info!(path = %path.display(), "removed a report temporary file left by an interrupted write");
         }
-        let store = match self.store {
-            Some(store) => store,
-            None => open_store(&self.config, true)?,
+        let (store, replica) = match self.store {
+            Some(store) => (store, None),
+            None => open_daemon_store(&self.config)?,
         };
-        let engine = assemble_engine(self.config, self.clock, self.plugins, Some(store))?;
+        let engine = assemble_engine(self.config, self.clock, self.plugins, Some(store), replica)?;
         Ok((engine, lock))
     }
 
@@ -568,10 +593,14 @@ impl SchedulerTask {
         let (stop, stopped) = oneshot::channel::<()>();
         let flag = running.clone();
         let task = tokio::spawn(async move {
-            scheduler::run(engine, commands, async move {
+            let stopped = async move {
                 let _ = stopped.await;
-            })
-            .await;
+            };
+            // Replicas claim their ticks through the shared database.
+            match engine.replica.clone() {
+                Some(replica) => crate::claims::run(engine, replica, commands, stopped).await,
+                None => scheduler::run(engine, commands, stopped).await,
+            }
             flag.store(false, Ordering::SeqCst);
         });
         SchedulerTask {
@@ -686,6 +715,7 @@ fn reload_blocking(
         current.metrics.clone(),
     )
     .with_http_gate(current.http_gate.clone())
+    .with_replica(current.replica.clone())
     .adopt_busy(current);
     // Only now that the new configuration is accepted: a refused reload
     // leaves the running limits as they were.

@@ -7,9 +7,9 @@
 //! defaults bound the request head (at most 100 headers, about 400 KiB of
 //! head buffer; more closes the connection with 431). Every error, including
 //! those of the layers, of axum's extractors and hyper's own 400, 414 and 431
-//! (see `http_guard`), answers JSON `{"error": "..."}`. On a loopback listen,
-//! only requests whose `Host` is a loopback name or address are served (421
-//! otherwise), against DNS rebinding.
+//! (see `http_guard`), answers JSON `{"error": "..."}`. Only requests whose
+//! `Host` the daemon serves (`daemon.hosts`, loopback names on a loopback
+//! listen) are answered (421 otherwise), against DNS rebinding.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,11 +105,18 @@ pub struct AppState {
     /// Where `POST /api/v1/reload` sends its request; `None` where nothing
     /// can reload (then the endpoint answers 409).
     reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// The pages' login sessions: here, so that every router built on this
+    /// state (a test builds one per request) shares them.
+    sessions: Arc<crate::pages::session::Sessions>,
 }
 
 impl AppState {
     pub fn new(live: LiveHandle, reload: Option<mpsc::Sender<ReloadRequest>>) -> AppState {
-        AppState { live, reload }
+        AppState {
+            live,
+            reload,
+            sessions: Arc::default(),
+        }
     }
 
     fn engine(&self) -> Arc<Engine> {
@@ -128,7 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/indicators", get(indicators))
         .route("/api/v1/sources", get(sources))
         .route("/api/v1/reports", get(reports))
-        .merge(crate::pages::router(pages_engine(&state)))
+        .merge(crate::pages::router(pages_state(&state)))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -136,22 +143,36 @@ pub fn router(state: AppState) -> Router {
     let writes = Router::new()
         .route("/api/v1/sources/{id}/run", post(run_source))
         .route("/api/v1/reload", post(reload));
-    let loopback = state.engine().config.daemon.listen.ip().is_loopback();
+    let live = state.live.clone();
     reads
         .merge(writes)
         .fallback(not_found)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Uploads have their own, larger limit and no read timeout.
+        .merge(crate::pages::upload::router(pages_state(&state)))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn(move |req, next| {
-            crate::http_guard::loopback_host(loopback, req, next)
+            // The configuration of the moment: a reload may change `hosts`.
+            let daemon = &live.get().engine.config.daemon;
+            crate::http_guard::served_host(
+                daemon.listen.ip().is_loopback(),
+                daemon.hosts.clone(),
+                req,
+                next,
+            )
         }))
         .with_state(state)
 }
 
 /// The clerks' pages read the engine of the moment, as the API does.
-fn pages_engine(state: &AppState) -> crate::pages::EngineSource {
+fn pages_state(state: &AppState) -> crate::pages::PagesState {
     let live = state.live.clone();
-    Arc::new(move || live.get().engine)
+    let scheduler = state.live.clone();
+    crate::pages::PagesState {
+        engine: Arc::new(move || live.get().engine),
+        scheduler: Arc::new(move || scheduler.get().scheduler),
+        sessions: state.sessions.clone(),
+    }
 }
 
 /// Makes every error answer JSON (but the pages' own, which are pages), also those written by the layers (413,
@@ -227,10 +248,27 @@ impl IntoResponse for AppError {
     }
 }
 
-async fn not_found() -> AppError {
+/// A browser's `GET` of a path outside the API (it accepts `text/html`)
+/// gets the pages' 404 page; everything else the JSON error.
+async fn not_found(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let wants_page = matches!(method, axum::http::Method::GET | axum::http::Method::HEAD)
+        && !uri.path().starts_with("/api/")
+        && headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"));
+    if wants_page {
+        return crate::pages::not_found();
+    }
     AppError::NotFound(
         "no such endpoint; see the pages /, /sources and /api/v1/summary, /api/v1/units, /api/v1/indicators, /api/v1/sources, /api/v1/reports, /metrics, /healthz, /readyz".to_owned(),
     )
+    .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -588,11 +626,23 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
     let tz = engine.config.daemon.timezone;
     let now = engine.clock.now();
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).to_rfc3339();
+    // Replicas: who this replica is, and what the shared database says
+    // of each source's schedule and latest claim.
+    let prints = engine.replica.as_ref().map(|_| engine.fingerprints());
+    let claims = match &engine.replica {
+        Some(replica) => {
+            let ids: Vec<&str> = engine.sources().iter().map(|s| s.id()).collect();
+            replica
+                .coordination
+                .schedule_status(&ids)
+                .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?
+        }
+        None => Default::default(),
+    };
     let mut out = Vec::new();
     for source in engine.sources() {
-        let status = engine
-            .store
-            .source_status(source.id())
+        let state = engine
+            .source_state(source, now)
             .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
         let run_json = |id: Option<i64>, run: &tally_store::RunRecord, observations: u64| {
             json!({
@@ -621,26 +671,13 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "error": run.error,
             })
         };
-        // A run the store could not record is newer than anything it holds.
-        let unrecorded = source.unrecorded();
-        let (last_run, last_error) = match &unrecorded.last {
-            Some(run) => (Some(run_json(None, run, 0)), Some(error_json(run))),
-            None => (
-                status
-                    .last_run
-                    .as_ref()
-                    .map(|r| run_json(Some(r.id), &r.run, r.observations_written)),
-                engine
-                    .store
-                    .recent_runs(source.id(), 50)
-                    .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?
-                    .into_iter()
-                    .find(|r| r.run.error.is_some())
-                    .map(|r| error_json(&r.run)),
-            ),
-        };
-        let breaker = source.breaker();
-        out.push(json!({
+        let last_run = state
+            .last_run
+            .as_ref()
+            .map(|(id, run, observations)| run_json(*id, run, *observations));
+        let last_error = state.last_error.as_ref().map(error_json);
+        let (status, unrecorded, breaker) = (&state.status, &state.unrecorded, &state.breaker);
+        let mut entry = json!({
             "id": source.id(),
             "plugin": source.plugin(),
             "units": source.config.units,
@@ -649,11 +686,11 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
             "timeout": humanize(source.config.timeout),
             "lookback_days": source.config.lookback_days,
             "emits": source.emitted_ids(),
-            "running": source.is_running(),
+            "running": state.running,
             "last_run": last_run,
             "last_success": status.last_success.as_ref().map(|s| local(s.finished_at)),
             "last_error": last_error,
-            "next_run": engine.next_run(source, now).map(local),
+            "next_run": state.next_run.map(local),
             "consecutive_failures": breaker.consecutive_failures,
             "backoff_until": breaker.backoff_until.filter(|t| *t > now).map(local),
             "runs": {
@@ -663,9 +700,34 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
                 "panic": status.runs.panic,
                 "crash": status.runs.crash,
             },
-        }));
+        });
+        if let Some(prints) = &prints {
+            let mine = prints.sources.get(source.id());
+            let claim = claims.get(source.id());
+            entry["fingerprint"] = json!(mine);
+            entry["claim"] = json!(claim.map(|c| json!({
+                "claimable": c.fingerprint.as_str() == mine.map_or("", String::as_str),
+                "registered_fingerprint": c.fingerprint,
+                "next_tick": c.next_tick.map(local),
+                "last_tick": c.last_tick.map(local),
+                "last_owner": c.last_owner,
+                "last_rerun": c.last_rerun,
+                "last_finished": c.last_finished,
+            })));
+        }
+        out.push(entry);
     }
-    Ok(json!({ "sources": out }))
+    match (&engine.replica, &prints) {
+        (Some(replica), Some(prints)) => Ok(json!({
+            "replica": {
+                "owner": replica.owner,
+                "fingerprint": prints.config,
+                "lease": humanize(replica.lease),
+            },
+            "sources": out,
+        })),
+        _ => Ok(json!({ "sources": out })),
+    }
 }
 
 async fn run_source(
@@ -716,7 +778,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
 
 /// Compares without an early exit, so response time says nothing about how
 /// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

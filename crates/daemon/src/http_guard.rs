@@ -1,10 +1,13 @@
 //! Two guards at the edge of the HTTP API.
 //!
-//! - [`loopback_host`]: on a loopback listen, a request whose `Host` is not a
-//!   loopback name or address is refused (421, JSON). A web page the operator
-//!   opens elsewhere can point a name it controls at 127.0.0.1 (DNS
-//!   rebinding) and read the API from the operator's browser; the browser
-//!   still sends the page's name as `Host`, which is how it is told apart.
+//! - [`served_host`]: a request whose `Host` is not one the daemon serves is
+//!   refused (421, JSON). A web page the operator opens elsewhere can point a
+//!   name it controls at the daemon's address (DNS rebinding) and read the
+//!   API and the pages from the operator's browser; the browser still sends
+//!   the page's name as `Host`, which is how it is told apart. Served: the
+//!   names of `daemon.hosts`; on a loopback listen, loopback names and
+//!   addresses too; beyond loopback, any IP address (rebinding cannot make a
+//!   browser send one), and any name at all when `daemon.hosts` is empty.
 //! - [`JsonParseErrors`]: hyper answers a request it cannot parse (a request
 //!   line or URI too long: 414; a head too large or with too many headers:
 //!   431; a malformed one: 400) by itself, before any handler runs, with an
@@ -41,29 +44,78 @@ pub fn is_loopback_host(host: &str) -> bool {
     name == "localhost" || name.ends_with(".localhost")
 }
 
-/// The middleware of [`is_loopback_host`]; applies only when the daemon
-/// listens on loopback (beyond it, the API token guards the writes, and
-/// any name the operator gave the machine must work). A request without
-/// `Host` (HTTP/1.0 from a script) is served: browsers always send one.
-pub async fn loopback_host(loopback_listen: bool, req: Request, next: Next) -> Response {
+/// Whether `host` (a `Host` header's value) matches an entry of
+/// `daemon.hosts`: the same name, and the same port if the entry has one.
+fn listed(authority: &axum::http::uri::Authority, hosts: &[String]) -> bool {
+    let name = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    hosts.iter().any(|entry| {
+        let Ok(entry) = entry.parse::<axum::http::uri::Authority>() else {
+            return false;
+        };
+        entry.host().eq_ignore_ascii_case(&name)
+            && entry
+                .port_u16()
+                .is_none_or(|port| authority.port_u16() == Some(port))
+    })
+}
+
+/// Whether a request for `host` is served by a daemon listening on loopback
+/// (`loopback_listen`) or beyond it, with `daemon.hosts` = `hosts`.
+pub fn serves(loopback_listen: bool, hosts: &[String], host: &str) -> bool {
+    let Ok(authority) = host.parse::<axum::http::uri::Authority>() else {
+        return false;
+    };
+    if listed(&authority, hosts) {
+        return true;
+    }
     if loopback_listen {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
-            .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-        if let Some(host) = host
-            && !is_loopback_host(&host)
-        {
-            let message = "this daemon listens on loopback and answers only requests for \
-                           localhost, 127.0.0.1 or [::1] (the Host header names another \
-                           machine: a DNS rebinding attempt, or a proxy that should set Host)";
-            return (
-                StatusCode::MISDIRECTED_REQUEST,
-                Json(json!({ "error": message })),
+        return is_loopback_host(host);
+    }
+    let bare = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    hosts.is_empty() || bare.parse::<IpAddr>().is_ok()
+}
+
+/// The middleware of [`serves`], with the listen address and `daemon.hosts`
+/// of the configuration of the moment. A request without `Host` (HTTP/1.0
+/// from a script) is served: browsers always send one.
+pub async fn served_host(
+    loopback_listen: bool,
+    hosts: Vec<String>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned())
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
+    if let Some(host) = host
+        && !serves(loopback_listen, &hosts, &host)
+    {
+        let listed = hosts.join(", ");
+        let message = if loopback_listen {
+            format!(
+                "this daemon listens on loopback and answers only requests for localhost, \
+                 127.0.0.1 or [::1]{}{listed} (the Host header names another machine: a DNS \
+                 rebinding attempt, a name missing from daemon.hosts, or a proxy that should \
+                 set Host)",
+                if listed.is_empty() { "" } else { ", " }
             )
-                .into_response();
-        }
+        } else {
+            format!(
+                "this daemon answers only requests for {listed} or an IP address (the Host \
+                 header names another machine: a DNS rebinding attempt, a name missing from \
+                 daemon.hosts, or a proxy that should set Host)"
+            )
+        };
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            Json(json!({ "error": message })),
+        )
+            .into_response();
     }
     next.run(req).await
 }
@@ -226,6 +278,35 @@ mod tests {
         ] {
             assert!(!is_loopback_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn a_daemon_serves_its_listed_names_and_loopback_ones_on_loopback() {
+        let hosts = [
+            "tally.example.gov.cn".to_owned(),
+            "reports.example.gov.cn:9470".to_owned(),
+        ];
+        for (loopback, host, served) in [
+            (true, "localhost:9470", true),
+            (true, "tally.example.gov.cn", true),
+            (true, "TALLY.example.gov.cn.:8080", true),
+            (true, "reports.example.gov.cn:9470", true),
+            (true, "reports.example.gov.cn:9471", false),
+            (true, "reports.example.gov.cn", false),
+            (true, "evil.example", false),
+            (true, "10.0.0.5:9470", false),
+            (false, "tally.example.gov.cn:9470", true),
+            (false, "evil.example:9470", false),
+            (false, "localhost:9470", false),
+            (false, "10.0.0.5:9470", true),
+            (false, "[fe80::1]:9470", true),
+            (false, "", false),
+        ] {
+            assert_eq!(serves(loopback, &hosts, host), served, "{loopback} {host}");
+        }
+        // Beyond loopback without a list: any name (the default).
+        assert!(serves(false, &[], "whatever.example"));
+        assert!(!serves(true, &[], "whatever.example"));
     }
 
     #[test]

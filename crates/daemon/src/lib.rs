@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod claims;
 pub mod clock;
 pub mod daemon;
 pub mod engine;

@@ -140,6 +140,21 @@ const PLUGIN_INFO: Family = Family {
     help: "A loaded plugin library.",
     kind: "gauge",
 };
+const FINGERPRINT_INFO: Family = Family {
+    name: "tally_config_fingerprint_info",
+    help: "The fingerprint of this replica's source configuration: replicas with the same one share every source.",
+    kind: "gauge",
+};
+const NOT_CLAIMED: Family = Family {
+    name: "tally_replica_sources_not_claimed",
+    help: "Sources the shared database schedules that this replica does not claim: unknown to it, or configured otherwise.",
+    kind: "gauge",
+};
+const REPORTS_LEASE: Family = Family {
+    name: "tally_replica_reports_lease_held",
+    help: "1 while this replica holds the lease of the quarterly reports (exactly one replica should).",
+    kind: "gauge",
+};
 const BUILD_INFO: Family = Family {
     name: "tally_build_info",
     help: "The running tallyd.",
@@ -254,6 +269,16 @@ struct Shared {
     http: Mutex<Option<Arc<HttpGate>>>,
     /// One rebuild at a time, so an older body never replaces a newer one.
     rebuild: Mutex<()>,
+    /// The replica families, for a daemon that is one of several replicas.
+    replica: Mutex<Option<ReplicaStats>>,
+}
+
+/// What the replica families say ([`Metrics::set_replica`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ReplicaStats {
+    fingerprint: String,
+    not_claimed: usize,
+    reports_lease: bool,
 }
 
 impl Shared {
@@ -307,6 +332,7 @@ impl Metrics {
             wake: tokio::sync::Notify::new(),
             rebuild: Mutex::new(()),
             http: Mutex::new(None),
+            replica: Mutex::new(None),
         });
         let metrics = Metrics { shared };
         metrics.rebuild_body();
@@ -436,6 +462,37 @@ impl Metrics {
         }
     }
 
+    /// Exports the replica families from now on, with this configuration
+    /// fingerprint (see `crate::claims`).
+    pub fn set_replica(&self, fingerprint: &str) {
+        let mut replica = lock(&self.shared.replica);
+        let stats = replica.get_or_insert_with(Default::default);
+        if stats.fingerprint != fingerprint {
+            stats.fingerprint = fingerprint.to_owned();
+            self.shared.touch();
+        }
+    }
+
+    /// `tally_replica_sources_not_claimed`.
+    pub fn set_replica_not_claimed(&self, sources: usize) {
+        if let Some(stats) = lock(&self.shared.replica).as_mut()
+            && stats.not_claimed != sources
+        {
+            stats.not_claimed = sources;
+            self.shared.touch();
+        }
+    }
+
+    /// `tally_replica_reports_lease_held`.
+    pub fn set_reports_lease(&self, held: bool) {
+        if let Some(stats) = lock(&self.shared.replica).as_mut()
+            && stats.reports_lease != held
+        {
+            stats.reports_lease = held;
+            self.shared.touch();
+        }
+    }
+
     /// Observations were written: the indicator families are recomputed
     /// from the store at the next rebuild.
     pub fn values_changed(&self) {
@@ -513,6 +570,9 @@ impl Metrics {
         let mut out = String::with_capacity(previous.max(indicators.len()) + 4096);
         write_build_info(&mut out);
         write_plugin_info(&mut out, &plugins);
+        if let Some(replica) = lock(&self.shared.replica).clone() {
+            write_replica(&mut out, &replica);
+        }
         out.push_str(&indicators);
         for (f, family) in SOURCE_FAMILIES.iter().enumerate() {
             let mut w = FamilyWriter::start(&mut out, family);
@@ -734,6 +794,18 @@ fn write_plugin_info(out: &mut String, plugins: &BTreeSet<[String; 3]>) {
             1.0,
         );
     }
+    f.end();
+}
+
+fn write_replica(out: &mut String, replica: &ReplicaStats) {
+    let mut f = FamilyWriter::start(out, &FINGERPRINT_INFO);
+    f.sample(&[("fingerprint", &replica.fingerprint)], 1.0);
+    f.end();
+    let mut f = FamilyWriter::start(out, &NOT_CLAIMED);
+    f.sample(&[], replica.not_claimed as f64);
+    f.end();
+    let mut f = FamilyWriter::start(out, &REPORTS_LEASE);
+    f.sample(&[], if replica.reports_lease { 1.0 } else { 0.0 });
     f.end();
 }
 

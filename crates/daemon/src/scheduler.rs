@@ -18,11 +18,19 @@ use crate::reports;
 use tally_config::SourceConfig;
 use tally_domain::ErrorChain;
 use tally_domain::period::Period;
+use tally_plugin::Window;
 
 /// Requests from the HTTP API or other tasks.
 pub enum Command {
     RunNow {
         source: String,
+        reply: oneshot::Sender<Result<RunReport, RunError>>,
+    },
+    /// Collects one given window again (a backfill), as `tallyd collect
+    /// --from --to` does, but inside the daemon.
+    Collect {
+        source: String,
+        window: Window,
         reply: oneshot::Sender<Result<RunReport, RunError>>,
     },
 }
@@ -40,6 +48,22 @@ impl SchedulerHandle {
         self.tx
             .send(Command::RunNow {
                 source: source.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| RunError::Internal("the scheduler has stopped".to_owned()))?;
+        rx.await
+            .map_err(|_| RunError::Internal("the scheduler dropped the run".to_owned()))?
+    }
+
+    /// Collects `window` of a source again (trigger `backfill`) and waits
+    /// for the run to finish.
+    pub async fn collect(&self, source: &str, window: Window) -> Result<RunReport, RunError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Collect {
+                source: source.to_owned(),
+                window,
                 reply,
             })
             .await
@@ -102,6 +126,7 @@ pub async fn run(
                 &engine,
                 source.id().to_owned(),
                 Trigger::Start,
+                None,
                 None,
             );
         }
@@ -188,6 +213,7 @@ pub async fn run(
                             source.id().to_owned(),
                             Trigger::Schedule,
                             None,
+                            None,
                         );
                     }
                     next[i] = engine.next_fire(source, now);
@@ -203,7 +229,28 @@ pub async fn run(
                 }
             }
             Event::Command(Command::RunNow { source, reply }) => {
-                spawn_run(&mut running, &engine, source, Trigger::Manual, Some(reply));
+                spawn_run(
+                    &mut running,
+                    &engine,
+                    source,
+                    Trigger::Manual,
+                    None,
+                    Some(reply),
+                );
+            }
+            Event::Command(Command::Collect {
+                source,
+                window,
+                reply,
+            }) => {
+                spawn_run(
+                    &mut running,
+                    &engine,
+                    source,
+                    Trigger::Backfill,
+                    Some(window),
+                    Some(reply),
+                );
             }
             Event::Finished => {}
             Event::Shutdown => break,
@@ -262,7 +309,7 @@ pub fn is_late(due: DateTime<Utc>, now: DateTime<Utc>, interval: Option<Duration
 
 /// Writes the report of `period` off the event loop; a failure is logged
 /// and the next tick tries its own period again.
-fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period) {
+pub(crate) fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period) {
     let engine = engine.clone();
     running.spawn(async move {
         let label = period.label().to_owned();
@@ -284,7 +331,11 @@ fn spawn_report(running: &mut JoinSet<()>, engine: &Arc<Engine>, period: Period)
 
 /// Writes the reports missed while the daemon was down
 /// ([`reports::catch_up`]) off the event loop, logging each.
-fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<Period>) {
+pub(crate) fn spawn_catch_up(
+    running: &mut JoinSet<()>,
+    engine: &Arc<Engine>,
+    skip: Option<Period>,
+) {
     let engine = engine.clone();
     running.spawn(async move {
         let writer = engine.clone();
@@ -321,22 +372,23 @@ fn spawn_catch_up(running: &mut JoinSet<()>, engine: &Arc<Engine>, skip: Option<
 }
 
 /// A run the schedule asked for and did not get: counted and logged in one place.
-fn missed_run(engine: &Engine, source: &str, due: DateTime<Utc>, what: &'static str) {
+pub(crate) fn missed_run(engine: &Engine, source: &str, due: DateTime<Utc>, what: &'static str) {
     engine.metrics.run_missed(source);
     let tz = engine.config.daemon.timezone;
     tracing::warn!(source, due = %due.with_timezone(&tz).to_rfc3339(), "{what}");
 }
 
-fn spawn_run(
+pub(crate) fn spawn_run(
     running: &mut JoinSet<()>,
     engine: &Arc<Engine>,
     source: String,
     trigger: Trigger,
+    window: Option<Window>,
     reply: Option<oneshot::Sender<Result<RunReport, RunError>>>,
 ) {
     let engine = engine.clone();
     running.spawn(async move {
-        let result = engine.run(&source, trigger, None).await;
+        let result = engine.run(&source, trigger, window).await;
         match (&result, reply) {
             (_, Some(reply)) => {
                 let _ = reply.send(result);

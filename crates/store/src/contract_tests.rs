@@ -86,15 +86,21 @@ contract! {
     runs_recorded_together_answer_like_runs_recorded_alone,
 }
 
-fn d(s: &str) -> NaiveDate {
+pub(crate) fn d(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
 }
 
-fn at(s: &str) -> DateTime<Utc> {
+pub(crate) fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
-fn run(source: &str, result: RunResult, from: &str, to: &str, finished: &str) -> RunRecord {
+pub(crate) fn run(
+    source: &str,
+    result: RunResult,
+    from: &str,
+    to: &str,
+    finished: &str,
+) -> RunRecord {
     RunRecord {
         source: source.into(),
         trigger: "schedule".into(),
@@ -117,7 +123,7 @@ fn ok_run(from: &str, to: &str) -> RunRecord {
     run("src", RunResult::Success, from, to, "2026-12-01T02:30:00Z")
 }
 
-fn obs(unit: &str, indicator: &str, entity: &str, day: &str, value: f64) -> Observation {
+pub(crate) fn obs(unit: &str, indicator: &str, entity: &str, day: &str, value: f64) -> Observation {
     Observation {
         source: "src".into(),
         unit: unit.into(),

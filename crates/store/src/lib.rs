@@ -12,6 +12,8 @@
 
 #![forbid(unsafe_code)]
 
+mod coordination;
+pub mod copy;
 mod lock;
 mod postgres;
 mod sqlite;
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDate, Utc};
 use thiserror::Error;
 
+pub use coordination::{Claim, Coordination, Foreign, NextTick, Schedule, ScheduleStatus};
 pub use lock::{DataDirLock, Holder, LOCK_FILE, LockError};
 pub use postgres::PostgresStore;
 #[cfg(any(test, feature = "test-cluster"))]
@@ -470,10 +473,6 @@ pub enum StoreError {
         version: i64,
         source: ::postgres::Error,
     },
-    #[error(
-        "another tallyd run already uses {database}: run one daemon per database (tallyd collect beside it is fine)"
-    )]
-    InUse { database: String },
     #[error("database error while {doing}")]
     Postgres {
         doing: &'static str,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand, ValueEnum};
-use tally_plugin::Window;
 
 use tally_config::{Config, ConfigError};
 use tally_daemon::daemon::{self, Daemon, StartError};
@@ -91,6 +90,11 @@ pub enum Command {
         #[arg(long, value_name = "INDICATOR", requires = "unit")]
         explain: Option<String>,
     },
+    /// Work on the store itself.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// List the plugins found, with name, version, ABI version and path.
     Plugins {
         /// Read only its `daemon.plugin_dirs` [default: /etc/tally/tally.toml
@@ -134,6 +138,20 @@ pub enum Command {
         /// Address-space limit in MiB (0: none).
         #[arg(long, default_value_t = 0)]
         memory_limit_mb: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy the SQLite store of data_dir (or --from) into the empty
+    /// PostgreSQL database of [store] url, then compare every quarter's
+    /// summary on both; stop the daemon first.
+    Copy {
+        #[arg(long, env = "TALLY_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The data directory holding tally.db [default: daemon.data_dir]
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
     },
 }
 
@@ -236,6 +254,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let format = format.unwrap_or(ReportFormat::Json);
             report(&config, &period, unit, format, out.as_deref()).await
         }
+        Command::Store {
+            command: StoreCommand::Copy { config, from },
+        } => store_copy(&config, from.as_deref()).await,
         Command::Plugins {
             config,
             settings,
@@ -449,10 +470,6 @@ fn retry_note(retry_after: Option<chrono::DateTime<chrono::Utc>>, engine: &Engin
         .unwrap_or_default()
 }
 
-/// Backfills are split into chunks so that progress shows and a failure
-/// loses at most one chunk of work.
-const BACKFILL_CHUNK_DAYS: u64 = 31;
-
 async fn collect(
     path: &Path,
     source: &str,
@@ -483,21 +500,9 @@ async fn collect(
             if to > today {
                 eprintln!("--to {to} is after today: collecting up to {today}");
             }
-            let to = to.min(today);
-            let mut windows = Vec::new();
-            let mut start = from;
-            while start <= to {
-                let end = start
-                    .checked_add_days(chrono::Days::new(BACKFILL_CHUNK_DAYS - 1))
-                    .unwrap_or(to)
-                    .min(to);
-                windows.push(Window::new(start, end));
-                start = end.succ_opt().unwrap_or(end);
-                if end == to {
-                    break;
-                }
-            }
-            windows
+            // Windows of at most `BACKFILL_CHUNK_DAYS`, so that progress shows
+            // and a failure loses at most one window of work.
+            engine::backfill_windows(from, to, today)
         }
     };
     let total = windows.len();
@@ -643,6 +648,42 @@ async fn report(
         }
         None => std::io::stdout().lock().write_all(&bytes)?,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn store_copy(path: &Path, from: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let from = from.map_or_else(|| config.daemon.data_dir.clone(), Path::to_path_buf);
+    eprintln!("tallyd: copying the SQLite store in {} ...", from.display());
+    let outcome = crate::store_copy::run(config, &from, &mut |c| {
+        eprintln!(
+            "tallyd: {} runs, {} observations copied",
+            c.runs, c.observations
+        );
+    })
+    .await?;
+    let c = outcome.copied;
+    println!(
+        "copied {} runs, {} observations, {} resume states",
+        c.runs, c.observations, c.states
+    );
+    let mut differ = 0;
+    for (quarter, difference) in &outcome.quarters {
+        match difference {
+            None => println!("{quarter}: same summary before and after"),
+            Some(what) => {
+                differ += 1;
+                println!("{quarter}: DIFFERS at {what}");
+            }
+        }
+    }
+    if differ > 0 {
+        return Err(anyhow::anyhow!(
+            "{differ} of {} quarters differ after the copy: keep using the SQLite store and report this",
+            outcome.quarters.len()
+        ));
+    }
+    println!("every quarter's summary is the same: point the daemon at [store] url and start it");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@
 mod cli;
 mod exec_check;
 mod new_plugin;
+mod store_copy;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

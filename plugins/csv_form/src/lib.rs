@@ -1,11 +1,11 @@
 //! `csv_form`: counts that units fill in a form (meetings, trainings,
-//! commentary pieces, incidents handled), read from CSV and XLSX files in a
+//! commentary pieces, incidents handled), read from CSV, XLSX and XLS files in a
 //! directory.
 //!
 //! ```toml
 //! [sources.settings]
 //! dir = "/srv/tally/forms"
-//! pattern = "*.csv"                        # default: every *.csv and *.xlsx
+//! pattern = "*.csv"                        # default: every *.csv, *.xlsx and *.xls
 //! encoding = "auto"                        # "auto" (UTF-8, else GBK), "utf-8" or "gbk"
 //! indicators = ["meetings", "trainings"]   # what `tallyd check` expects this source to emit
 //! ```
@@ -15,7 +15,7 @@
 //! - `dir` (required): the directory of forms. Files are opened read-only and
 //!   never modified; a missing or unreadable directory fails the run.
 //! - `pattern`: a file name pattern with `*` and `?` (`natres-*.csv`); by
-//!   default every `*.csv` and `*.xlsx`. Hidden files and Excel's `~$` lock
+//!   default every `*.csv`, `*.xlsx` and `*.xls`. Hidden files and Excel's `~$` lock
 //!   files are ignored.
 //! - `encoding` of CSV files: `auto` (the default: UTF-8 with or without BOM
 //!   when the bytes are valid UTF-8, else GBK), `utf-8` or `gbk`. XLSX files
@@ -46,10 +46,11 @@
 //!   `备注` (row number, remarks) and columns without a header are ignored; any
 //!   other unknown column is one warning per file.
 //!
-//! Empty cells are skipped, not zero. A malformed row (unknown unit, bad date,
-//! bad number such as `三` or `12x`) is a warning naming the file, the row
-//! number as a spreadsheet shows it and the column header; the other rows are
-//! kept. Rows with the same unit, indicator, entity and day (in one or several
+//! Empty cells are skipped, not zero. A malformed cell (unknown unit, bad
+//! date, bad number such as `三` or `12x`) is a warning naming the file, the
+//! row number as a spreadsheet shows it and the column header
+//! ([`tally_plugin::Place`]), every malformed cell of a row, not only the
+//! first; the row is skipped, the other rows are kept. Rows with the same unit, indicator, entity and day (in one or several
 //! files) add up; for a `level` indicator the last one read wins (files are
 //! read in name order).
 //!
@@ -89,7 +90,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use tally_plugin::schemars::{self, JsonSchema};
 use tally_plugin::{
-    CollectRequest, CollectResponse, Description, Error, Host, Kind, Observation, Plugin,
+    CollectRequest, CollectResponse, Description, Error, Host, Kind, Observation, Place, Plugin,
     check_indicator_id, export_plugin, strip_unit_suffix,
 };
 
@@ -103,7 +104,7 @@ pub struct Settings {
     /// The directory of forms; files are opened read-only.
     #[schemars(extend("examples" = ["/srv/tally/forms/natres"]))]
     pub dir: PathBuf,
-    /// A file name pattern with `*` and `?` (`natres-*.csv`); default every `*.csv` and `*.xlsx`.
+    /// A file name pattern with `*` and `?` (`natres-*.csv`); default every `*.csv`, `*.xlsx` and `*.xls`.
     #[serde(default)]
     pub pattern: Option<String>,
     /// How CSV files are decoded; XLSX files carry their own encoding.
@@ -312,24 +313,22 @@ impl CsvForm {
         }
         if !unknown.is_empty() {
             out.response.warn(format!(
-                "{}: row {}: unknown columns {} (not an indicator id or name); ignored",
-                table.place,
-                table.rows[h].0,
+                "{}: unknown columns {} (not an indicator id or name); ignored",
+                Place::row(&table.place, table.rows[h].0),
                 unknown.join(", ")
             ));
         }
         if !undeclared.is_empty() {
             out.response.warn(format!(
-                "{}: row {}: columns {} are not in the source's indicators setting; ignored",
-                table.place,
-                table.rows[h].0,
+                "{}: columns {} are not in the source's indicators setting; ignored",
+                Place::row(&table.place, table.rows[h].0),
                 undeclared.join(", ")
             ));
         }
         let header_of = |i: usize| headers.get(i).map_or("", |s| s.trim());
 
         for (line, cells) in &table.rows[h + 1..] {
-            let at = |i: usize| format!("{}: row {line}: column {:?}", table.place, header_of(i));
+            let at = |i: usize| Place::cell(&table.place, *line, header_of(i));
             let cell = |i: usize| cells.get(i).map_or("", |s| s.trim());
             let mut unit = None;
             let mut day = None;
@@ -349,19 +348,21 @@ impl CsvForm {
             if unit_text.is_empty() || TOTAL_ROWS.contains(&unit_text) {
                 continue;
             }
-            let Some(unit) = req.resolve_unit(unit_text) else {
+            // Every problem of the row is reported, not only the first: a
+            // clerk correcting a form fixes them all in one go.
+            let resolved = req.resolve_unit(unit_text);
+            if resolved.is_none() {
                 out.response.warn(format!(
                     "{}: unknown unit {unit_text:?} (not a unit id, name or alias of this source); row skipped",
                     at(u)
                 ));
-                continue;
-            };
+            }
             let day = match (form_day, day) {
-                (Some(form_day), _) => form_day,
+                (Some(form_day), _) => Some(form_day),
                 (None, None) => continue,
-                (None, Some(d)) => match parse_period(cell(d)) {
-                    Some(day) => day,
-                    None => {
+                (None, Some(d)) => {
+                    let parsed = parse_period(cell(d));
+                    if parsed.is_none() {
                         let why = if cell(d).is_empty() {
                             "no date".to_owned()
                         } else {
@@ -371,13 +372,17 @@ impl CsvForm {
                             )
                         };
                         out.response.warn(format!("{}: {why}; row skipped", at(d)));
-                        continue;
                     }
-                },
+                    parsed
+                }
             };
-            if !req.window.contains(day) {
+            if day.is_some_and(|day| !req.window.contains(day)) {
                 continue;
             }
+            let keep = match (resolved, day) {
+                (Some(unit), Some(day)) => Some((unit, day)),
+                _ => None,
+            };
             for (i, column) in columns.iter().enumerate() {
                 let Column::Indicator(id) = column else {
                     continue;
@@ -386,8 +391,8 @@ impl CsvForm {
                 if text.is_empty() {
                     continue;
                 }
-                match number(text) {
-                    Some(value) => {
+                match (number(text), keep) {
+                    (Some(value), Some((unit, day))) => {
                         let o = Observation::new(id, day, value).unit(unit).entity(&entity);
                         if !out.add(o) {
                             out.response.warn(format!(
@@ -397,7 +402,8 @@ impl CsvForm {
                             ));
                         }
                     }
-                    None => out
+                    (Some(_), None) => {}
+                    (None, _) => out
                         .response
                         .warn(format!("{}: bad number {text:?}; value skipped", at(i))),
                 }

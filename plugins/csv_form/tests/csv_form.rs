@@ -226,6 +226,60 @@ fn malformed_rows_are_warnings_naming_file_row_and_column() {
 }
 
 #[test]
+fn every_problem_of_a_row_is_a_warning_not_only_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forms.csv");
+    std::fs::write(
+        &path,
+        "unit,day,meetings,trainings\n\
+         某县水利局,2026-13,三,12x\n\
+         教育局,2026-10-12,4,1\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), json!({})).unwrap();
+    assert_eq!(
+        lines(&out),
+        [
+            "county/edu meetings - 2026-10-12 4",
+            "county/edu trainings - 2026-10-12 1",
+        ]
+    );
+    let f = path.display();
+    assert_eq!(
+        out.warnings,
+        [
+            format!(
+                "{f}: row 2: column \"unit\": unknown unit \"某县水利局\" (not a unit id, name or alias of this source); row skipped"
+            ),
+            format!(
+                "{f}: row 2: column \"day\": bad date \"2026-13\" (a day 2026-10-15, a month 2026-10 or a quarter 2026-Q3); row skipped"
+            ),
+            format!("{f}: row 2: column \"meetings\": bad number \"三\"; value skipped"),
+            format!("{f}: row 2: column \"trainings\": bad number \"12x\"; value skipped"),
+        ]
+    );
+    // Each reads back by row and column in the SDK's one shape.
+    let file = path.display().to_string();
+    let placed: Vec<(Option<usize>, Option<String>)> = out
+        .warnings
+        .iter()
+        .map(|w| {
+            let p = tally_plugin::Placed::parse(w, &file).unwrap();
+            (p.row, p.column)
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            (Some(2), Some("unit".to_owned())),
+            (Some(2), Some("day".to_owned())),
+            (Some(2), Some("meetings".to_owned())),
+            (Some(2), Some("trainings".to_owned())),
+        ]
+    );
+}
+
+#[test]
 fn the_indicators_setting_is_what_the_source_emits() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -376,4 +430,23 @@ fn a_month_column_wins_over_the_title() {
     let out = run(dir.path(), json!({})).unwrap();
     assert_eq!(out.warnings, Vec::<String>::new());
     assert_eq!(lines(&out), ["county/natres meetings - 2026-10-01 3"]);
+}
+
+/// An Excel 97-2003 workbook (`form.xls`, saved by LibreOffice from
+/// `单位,日期,会议次数 / 自然资源局,2026-10-09,2 / 教育局,2026-10-12,三`): read
+/// like an XLSX, its mistake named by sheet, row and column.
+#[test]
+fn an_xls_workbook_is_read_and_its_mistakes_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("form.xls");
+    std::fs::write(&path, include_bytes!("fixtures/form.xls")).unwrap();
+    let out = run(dir.path(), json!({})).unwrap();
+    assert_eq!(lines(&out), ["county/natres meetings - 2026-10-09 2"]);
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    let placed = tally_plugin::Placed::parse(&out.warnings[0], &path.display().to_string())
+        .unwrap_or_else(|| panic!("{:?}", out.warnings));
+    assert!(placed.sheet.is_some(), "{placed:?}");
+    assert_eq!(placed.row, Some(3));
+    assert_eq!(placed.column.as_deref(), Some("会议次数"));
+    assert_eq!(placed.message, "bad number \"三\"; value skipped");
 }

@@ -96,6 +96,10 @@
 //!   file and row, endpoint and error code) and says what to do. A problem that
 //!   spoils one row is a warning ([`CollectResponse::warn`]); one that spoils
 //!   the run is an error. A panic is caught and becomes an error of that run.
+//!   A warning about a place in a file starts with its [`Place`]
+//!   (`FILE: row N: column "HEADER": ...`), which the daemon reads back
+//!   ([`Placed::parse`]) to show a clerk each problem of an uploaded form by
+//!   row and column.
 //! - **HTTP.** Use [`Host::http`]: the daemon performs the request with its own
 //!   client (timeouts, proxies, TLS, metrics), and tests can answer it from
 //!   fixtures. Do not start threads or async runtimes of your own.
@@ -112,6 +116,7 @@
 
 pub mod abi;
 pub mod charset;
+pub mod place;
 pub mod protocol;
 pub mod schema;
 #[cfg(any(test, feature = "testkit"))]
@@ -143,6 +148,7 @@ pub use chrono;
 /// ```
 pub use serde_json;
 
+pub use place::{Place, Placed};
 pub use protocol::{
     CollectRequest, CollectResponse, Created, Description, Error, ErrorKind, HttpRequest,
     HttpResponse, IndicatorDecl, IndicatorRef, Kind, Level, Observation, PROTOCOL_VERSION, UnitRef,

@@ -1,6 +1,7 @@
 //! Reading the spreadsheets units and administrators drop in a directory:
 //! the files of a drop directory, and a file's bytes as rows of text cells,
-//! whatever its format (CSV in UTF-8 with or without BOM or GBK, XLSX).
+//! whatever its format (CSV in UTF-8 with or without BOM or GBK, XLSX, and
+//! the older Excel 97-2003 XLS that some offices still save).
 //!
 //! It also finds the day a sheet stands for in what the sheet says (its
 //! title rows, its file name): see [`sheet_date`].
@@ -12,7 +13,7 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use calamine::{Data, Reader, Xlsx};
+use calamine::{Data, Reader, Xls, Xlsx};
 
 mod dates;
 #[cfg(feature = "testing")]
@@ -53,8 +54,17 @@ pub struct Table {
 /// Parses a file's bytes; `name` says which format (by extension) and names
 /// the tables. The error says why, without the name (the caller adds it).
 pub fn read_tables(name: &str, bytes: &[u8], encoding: Encoding) -> Result<Vec<Table>, String> {
-    if name.to_lowercase().ends_with(".xlsx") {
-        guarded(|| read_xlsx(name, bytes))
+    let lower = name.to_lowercase();
+    if lower.ends_with(".xlsx") {
+        guarded(|| {
+            let book = Xlsx::new(Cursor::new(bytes)).map_err(|e| e.to_string())?;
+            read_workbook(name, book)
+        })
+    } else if lower.ends_with(".xls") {
+        guarded(|| {
+            let book = Xls::new(Cursor::new(bytes)).map_err(|e| e.to_string())?;
+            read_workbook(name, book)
+        })
     } else {
         let text = decode(bytes, encoding)?;
         Ok(vec![Table {
@@ -114,9 +124,12 @@ fn guarded(read: impl FnOnce() -> Result<Vec<Table>, String>) -> Result<Vec<Tabl
     })
 }
 
-fn read_xlsx(name: &str, bytes: &[u8]) -> Result<Vec<Table>, String> {
-    let mut workbook =
-        Xlsx::new(Cursor::new(bytes)).map_err(|e: calamine::XlsxError| e.to_string())?;
+fn read_workbook<R, B>(name: &str, mut workbook: B) -> Result<Vec<Table>, String>
+where
+    R: std::io::Read + std::io::Seek,
+    B: Reader<R>,
+    B::Error: std::fmt::Display,
+{
     let mut tables = Vec::new();
     for sheet in workbook.sheet_names() {
         let range = workbook
@@ -153,7 +166,7 @@ fn cell_text(cell: &Data) -> String {
 }
 
 /// The files of a drop directory that `pattern` selects (default: every
-/// `*.csv` and `*.xlsx`), as (file name, path), in name order. Hidden files
+/// `*.csv`, `*.xlsx` and `*.xls`), as (file name, path), in name order. Hidden files
 /// and the `~$` lock files Excel leaves beside an open workbook are skipped.
 pub fn drop_files(dir: &Path, pattern: Option<&str>) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
@@ -176,7 +189,7 @@ fn wanted(pattern: Option<&str>, name: &str) -> bool {
         Some(p) => glob(p, name),
         None => {
             let lower = name.to_lowercase();
-            lower.ends_with(".csv") || lower.ends_with(".xlsx")
+            lower.ends_with(".csv") || lower.ends_with(".xlsx") || lower.ends_with(".xls")
         }
     }
 }
@@ -223,7 +236,14 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("tally-tables-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for name in ["b.csv", "a.XLSX", ".hidden.csv", "~$a.xlsx", "notes.txt"] {
+        for name in [
+            "b.csv",
+            "a.XLSX",
+            "c.xls",
+            ".hidden.csv",
+            "~$a.xlsx",
+            "notes.txt",
+        ] {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
         let names: Vec<String> = drop_files(&dir, None)
@@ -231,7 +251,7 @@ mod tests {
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        assert_eq!(names, ["a.XLSX", "b.csv"]);
+        assert_eq!(names, ["a.XLSX", "b.csv", "c.xls"]);
         let names: Vec<String> = drop_files(&dir, Some("*.txt"))
             .unwrap()
             .into_iter()

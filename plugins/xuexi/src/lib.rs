@@ -9,7 +9,7 @@
 //! ```toml
 //! [sources.settings]
 //! dir = "/srv/tally/xuexi"
-//! pattern = "*.xlsx"     # default: every *.csv and *.xlsx
+//! pattern = "*.xlsx"     # default: every *.csv, *.xlsx and *.xls
 //! encoding = "auto"      # CSV: "auto" (UTF-8, else GBK), "utf-8" or "gbk"
 //! points = "year"        # "year" (default) or "total"
 //! ```
@@ -18,8 +18,8 @@
 //!
 //! - `dir` (required): the drop directory. Files are opened read-only and
 //!   never modified or moved; a missing directory fails the run.
-//! - `pattern`: a file name pattern with `*` and `?`; by default every `*.csv`
-//!   and `*.xlsx`. Hidden files and Excel's `~$` lock files are ignored.
+//! - `pattern`: a file name pattern with `*` and `?`; by default every `*.csv`,
+//!   `*.xlsx` and `*.xls`. Hidden files and Excel's `~$` lock files are ignored.
 //! - `encoding` of CSV files: `auto` (UTF-8 with or without BOM when valid,
 //!   else GBK, as Excel saves it), `utf-8` or `gbk`.
 //! - `points`: which column yearly points come from when a sheet has both.
@@ -155,7 +155,7 @@ pub struct Settings {
     /// The drop directory of exported sheets; files are opened read-only.
     #[schemars(extend("examples" = ["/srv/tally/xuexi"]))]
     pub dir: PathBuf,
-    /// A file name pattern with `*` and `?`; default every `*.csv` and `*.xlsx`.
+    /// A file name pattern with `*` and `?`; default every `*.csv`, `*.xlsx` and `*.xls`.
     #[serde(default)]
     pub pattern: Option<String>,
     /// How CSV files are decoded (Excel saves GBK).

@@ -27,14 +27,23 @@ use tally_host::{
 use tally_store::{ResumePoint, RunRecord, RunResult, RunToRecord, Store, StoreError};
 
 mod create;
+mod fingerprint;
+mod replica;
 mod retry;
+mod stage;
+mod status;
 mod window;
 mod writer;
 
 use create::plugin_catalogue;
 pub use create::{create_sources, create_sources_reusing};
+pub use fingerprint::Fingerprints;
+pub use replica::{Replica, owner_id};
 pub use retry::{Breaker, MAX_BACKOFF, backoff_delay, is_transient, jitter_seed, retry_delay};
-pub use window::{RESUME_REACH_DAYS, day_ranges, resume_window};
+pub use status::SourceState;
+pub use window::{
+    BACKFILL_CHUNK_DAYS, RESUME_REACH_DAYS, backfill_windows, day_ranges, resume_window,
+};
 use writer::{GROUP_COMMIT_MAX_OBSERVATIONS, PendingWrite, write_runs};
 
 /// One enabled source, ready to run.
@@ -123,6 +132,9 @@ pub enum Trigger {
     Manual,
     Start,
     Backfill,
+    /// A tick claimed by a replica that died mid-run, run again by another
+    /// once its lease ran out.
+    Rerun,
 }
 
 impl Trigger {
@@ -132,6 +144,7 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Start => "start",
             Trigger::Backfill => "backfill",
+            Trigger::Rerun => "rerun",
         }
     }
 }
@@ -212,6 +225,11 @@ pub struct Engine {
     writer: std::sync::OnceLock<mpsc::UnboundedSender<PendingWrite>>,
     /// Set by [`Engine::close`]: runs still waiting for a permit give up.
     closing: tokio::sync::watch::Sender<bool>,
+    /// This daemon as one of several replicas sharing a PostgreSQL store
+    /// ([`Engine::with_replica`]); `None`: it schedules on its own.
+    pub replica: Option<Arc<Replica>>,
+    /// The sources' configuration fingerprints, computed on first use.
+    fingerprints: std::sync::OnceLock<Arc<Fingerprints>>,
 }
 
 impl Engine {
@@ -315,6 +333,8 @@ impl Engine {
             sources,
             writer: std::sync::OnceLock::new(),
             closing: tokio::sync::watch::Sender::new(false),
+            replica: None,
+            fingerprints: std::sync::OnceLock::new(),
             http_gate: Arc::new(HttpGate::new(
                 Config::DEFAULT_HTTP_PER_HOST_CONCURRENCY,
                 None,
@@ -328,6 +348,20 @@ impl Engine {
         self.metrics.count_http(gate.clone());
         self.http_gate = gate;
         self
+    }
+
+    /// The engine as a replica: its scheduler claims ticks through
+    /// `replica`'s database instead of firing them itself.
+    pub fn with_replica(mut self, replica: Option<Arc<Replica>>) -> Engine {
+        self.replica = replica;
+        self
+    }
+
+    /// The configuration fingerprint of each source and of them all.
+    pub fn fingerprints(&self) -> Arc<Fingerprints> {
+        self.fingerprints
+            .get_or_init(|| Arc::new(Fingerprints::of(self)))
+            .clone()
     }
 
     /// Stops runs that have not started yet: those waiting for a

@@ -362,3 +362,25 @@ fn the_breaker_opens_after_consecutive_failures_and_closes_on_success() {
     assert_eq!(never.consecutive_failures, 10);
     assert!(!never.holds(at(10)));
 }
+
+#[test]
+fn a_backfill_covers_every_day_once_in_windows_up_to_today() {
+    let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+    let today = d(2026, 11, 27);
+    // A year: every day from 1 January to today, each once, in order.
+    let windows = backfill_windows(d(2026, 1, 1), d(2026, 12, 31), today);
+    assert_eq!(windows.first().unwrap().from, d(2026, 1, 1));
+    assert_eq!(windows.last().unwrap().to, today);
+    for pair in windows.windows(2) {
+        assert_eq!(pair[0].to.succ_opt().unwrap(), pair[1].from);
+    }
+    for w in &windows {
+        assert!(w.from <= w.to);
+        assert!((w.to - w.from).num_days() < BACKFILL_CHUNK_DAYS as i64);
+    }
+    // One day; a period that has not begun; a reversed range.
+    let one = backfill_windows(today, today, today);
+    assert_eq!((one.len(), one[0].from, one[0].to), (1, today, today));
+    assert!(backfill_windows(d(2027, 1, 1), d(2027, 3, 31), today).is_empty());
+    assert!(backfill_windows(d(2026, 2, 1), d(2026, 1, 1), today).is_empty());
+}

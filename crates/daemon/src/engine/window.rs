@@ -61,6 +61,45 @@ pub fn resume_window(
     Window::new(from.min(today), today)
 }
 
+/// Backfills are split into windows of at most this many days, so that
+/// progress shows and a failure loses at most one window of work.
+pub const BACKFILL_CHUNK_DAYS: u64 = 31;
+
+/// The windows that collect the days `from..=to` again, in order: cut at
+/// `today` (days that have not begun have nothing to collect, and a run
+/// recorded as covering them would mark them covered before they happen),
+/// each at most [`BACKFILL_CHUNK_DAYS`] long. None when `from` is after
+/// `to` or after `today`. A period's days are `period.start..=period.end`.
+///
+/// ```
+/// use chrono::NaiveDate;
+/// use tally_daemon::engine::backfill_windows;
+/// let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
+/// // 2026-Q3, asked on 2026-11-27: three windows of the quarter's days.
+/// let w = backfill_windows(d(7, 1), d(9, 30), d(11, 27));
+/// let days: Vec<_> = w.iter().map(|w| (w.from, w.to)).collect();
+/// assert_eq!(days, [(d(7, 1), d(7, 31)), (d(8, 1), d(8, 31)), (d(9, 1), d(9, 30))]);
+/// // 2026-Q4 on the same day: up to today only.
+/// assert_eq!(backfill_windows(d(10, 1), d(12, 31), d(11, 27)).last().unwrap().to, d(11, 27));
+/// ```
+pub fn backfill_windows(from: NaiveDate, to: NaiveDate, today: NaiveDate) -> Vec<Window> {
+    let to = to.min(today);
+    let mut windows = Vec::new();
+    let mut start = from;
+    while start <= to {
+        let end = start
+            .checked_add_days(chrono::Days::new(BACKFILL_CHUNK_DAYS - 1))
+            .unwrap_or(to)
+            .min(to);
+        windows.push(Window::new(start, end));
+        match end.succ_opt() {
+            Some(next) if end < to => start = next,
+            _ => break,
+        }
+    }
+    windows
+}
+
 /// Day ranges as text: `2026-11-26` for one day, `2026-11-01..2026-11-03`
 /// for more (the summary's period syntax, so a range can be pasted into
 /// `?period=`).

@@ -7,10 +7,13 @@
 
 mod narrative_page;
 mod pages;
+mod pages_actions;
+mod pages_downloads;
 mod plugin;
 mod reload;
 mod router;
 mod scheduling;
+mod upload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -7,13 +7,14 @@
 //! Content-Security-Policy that allows nothing but this origin's stylesheet,
 //! so that an injected tag could neither run script nor send a form
 //! elsewhere. The pages read what the read API reads (the same `Summary`
-//! and the same paged observations) and need no login.
+//! and the same paged observations) and need no login; changing something
+//! from them needs one ([`session`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -21,9 +22,18 @@ use axum::{Router, middleware};
 use chrono::{DateTime, Utc};
 
 use crate::engine::Engine;
+use session::Viewer;
+
+mod actions;
+pub mod session;
 use crate::summary::{self, ExplainRequest, IndicatorValue, Summary, SummaryRequest};
 use tally_domain::ErrorChain;
 use tally_domain::period::{Period, PeriodKind, local_day};
+use tally_domain::units::UnitTree;
+
+mod downloads;
+
+pub mod upload;
 
 /// What every page answer says the browser may load: this origin's
 /// stylesheet, nothing else; forms post only here; no framing.
@@ -42,20 +52,50 @@ mod narrative;
 /// reload, and a request works with the one it started with.
 pub type EngineSource = Arc<dyn Fn() -> Arc<Engine> + Send + Sync>;
 
+/// What the pages' handlers read: the engine of the moment and the
+/// sessions, which outlive engines and routers (a reload keeps everyone
+/// logged in).
+#[derive(Clone)]
+pub struct PagesState {
+    pub engine: EngineSource,
+    /// The scheduler of the moment, which runs what the pages ask for.
+    pub scheduler: SchedulerSource,
+    pub sessions: Arc<session::Sessions>,
+}
+
+/// Gives a page the scheduler of the moment (a reload replaces it).
+pub type SchedulerSource = Arc<dyn Fn() -> crate::scheduler::SchedulerHandle + Send + Sync>;
+
+impl FromRef<PagesState> for EngineSource {
+    fn from_ref(state: &PagesState) -> EngineSource {
+        state.engine.clone()
+    }
+}
+
 /// The pages, with their own state, to be merged into the daemon's router.
-pub fn router<S: Clone + Send + Sync + 'static>(engine: EngineSource) -> Router<S> {
+pub fn router<S: Clone + Send + Sync + 'static>(state: PagesState) -> Router<S> {
     Router::new()
         .route("/", get(current))
         .route("/figure", get(figure))
         .route("/sources", get(sources))
+        .route("/upload", get(upload::page))
+        .route("/downloads", get(downloads::page))
+        .route("/downloads/file/{name}", get(downloads::file))
+        .route("/downloads/table", get(downloads::table))
         .route("/report", get(narrative::report))
         .route("/assets/pages.css", get(stylesheet))
+        .merge(session::routes())
+        .merge(actions::routes())
         .layer(middleware::map_response(security_headers))
-        .with_state(engine)
+        .with_state(state)
 }
 
 async fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+    set_security_headers(response.headers_mut());
+    response
+}
+
+fn set_security_headers(headers: &mut axum::http::HeaderMap) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -68,6 +108,22 @@ async fn security_headers(mut response: Response) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
+}
+
+/// The answer to a browser asking for a path that is no page (the API's
+/// paths keep their JSON 404): a page in Chinese with the way back.
+pub fn not_found() -> Response {
+    let page = ErrorPage {
+        title: "页面不存在",
+        message: "没有这个页面。地址可能输错了，或页面已经移走。",
+        nav: "",
+        viewer: Viewer::default(),
+    };
+    let mut response = match page.render() {
+        Ok(html) => (StatusCode::NOT_FOUND, Html(html)).into_response(),
+        Err(e) => internal(e).into_response(),
+    };
+    set_security_headers(response.headers_mut());
     response
 }
 
@@ -87,6 +143,7 @@ async fn stylesheet() -> Response {
 #[derive(Debug)]
 pub enum PageError {
     BadRequest(String),
+    NotFound(String),
     Internal(String),
 }
 
@@ -96,12 +153,14 @@ struct ErrorPage<'a> {
     title: &'a str,
     message: &'a str,
     nav: &'a str,
+    viewer: Viewer,
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, title, message) = match &self {
             PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "请求有误", m.as_str()),
+            PageError::NotFound(m) => (StatusCode::NOT_FOUND, "找不到", m.as_str()),
             PageError::Internal(m) => {
                 tracing::error!(error = %m, "page failed");
                 (
@@ -115,6 +174,7 @@ impl IntoResponse for PageError {
             title,
             message,
             nav: "",
+            viewer: Viewer::default(),
         };
         match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
@@ -152,6 +212,80 @@ fn period_param(engine: &Engine, text: Option<&String>) -> Result<Period, PageEr
         None => {
             let today = local_day(engine.clock.now(), engine.config.daemon.timezone);
             Ok(Period::containing(PeriodKind::Quarter, today))
+        }
+    }
+}
+
+fn non_empty(text: Option<&String>) -> Option<&str> {
+    text.map(|t| t.trim()).filter(|t| !t.is_empty())
+}
+
+/// The period of a page's query: `period` (any label the API accepts), or
+/// `from` and `to`, the date fields of the range form, or the quarter the
+/// daemon's clock is in.
+fn period_query(engine: &Engine, params: &HashMap<String, String>) -> Result<Period, PageError> {
+    match (non_empty(params.get("from")), non_empty(params.get("to"))) {
+        (None, None) => period_param(engine, params.get("period")),
+        (Some(from), Some(to)) => {
+            if non_empty(params.get("period")).is_some() {
+                return Err(PageError::BadRequest(
+                    "统计期间只能给一种：period，或 from 与 to（区间）".to_owned(),
+                ));
+            }
+            let text = format!("{from}..{to}");
+            Period::parse(&text)
+                .map_err(|e| PageError::BadRequest(format!("无法识别的区间 “{text}”：{e}")))
+        }
+        _ => Err(PageError::BadRequest(
+            "区间需要开始日期 from 和结束日期 to".to_owned(),
+        )),
+    }
+}
+
+/// The quarters the picker offers, newest first.
+const PICKER_QUARTERS: usize = 12;
+
+/// The forms that choose a period (quarter, month, year or range), one
+/// form each, so that each works without script; they send to `action`
+/// and keep the page's other parameters in hidden fields.
+struct PeriodPicker {
+    action: &'static str,
+    /// `(label, selected)`.
+    quarters: Vec<(String, bool)>,
+    month: String,
+    year: String,
+    from: String,
+    to: String,
+    /// Hidden fields carried along: `(name, value)`.
+    keep: Vec<(&'static str, String)>,
+}
+
+impl PeriodPicker {
+    fn new(
+        engine: &Engine,
+        action: &'static str,
+        period: &Period,
+        keep: Vec<(&'static str, String)>,
+    ) -> PeriodPicker {
+        let today = local_day(engine.clock.now(), engine.config.daemon.timezone);
+        let mut quarter = Period::containing(PeriodKind::Quarter, today);
+        let mut quarters = Vec::with_capacity(PICKER_QUARTERS + 1);
+        for _ in 0..PICKER_QUARTERS {
+            let before = quarter.previous();
+            quarters.push((quarter.label().to_owned(), quarter == *period));
+            quarter = before;
+        }
+        if period.kind == PeriodKind::Quarter && !quarters.iter().any(|q| q.1) {
+            quarters.push((period.label().to_owned(), true));
+        }
+        PeriodPicker {
+            action,
+            quarters,
+            month: period.start.format("%Y-%m").to_string(),
+            year: period.start.format("%Y").to_string(),
+            from: period.start.to_string(),
+            to: period.end.to_string(),
+            keep,
         }
     }
 }
@@ -203,6 +337,8 @@ struct Cell {
     value: String,
     href: String,
     previous: String,
+    /// The previous period's figure page.
+    previous_href: String,
     change: String,
     per_capita: String,
     target: String,
@@ -222,7 +358,58 @@ struct Row {
     /// The table of this unit and those below it, for a unit that has
     /// units below it and is not the one shown already; empty otherwise.
     focus_href: String,
+    /// Shows or hides the units right below this one (the page again with
+    /// another `open`); empty for a unit with none.
+    toggle_href: String,
+    open: bool,
     cells: Vec<Cell>,
+}
+
+/// Which units of the 本期 table show the units below them, from the
+/// query's `open`: absent, the top units of the table; `*`, all; else unit
+/// ids joined by commas (an id never holds one). Links, not script, expand
+/// and collapse the tree.
+#[derive(Debug, Clone, PartialEq)]
+enum Open {
+    Top,
+    All,
+    These(HashSet<String>),
+}
+
+impl Open {
+    fn parse(text: Option<&str>) -> Open {
+        match text.map(str::trim) {
+            None => Open::Top,
+            Some("*") => Open::All,
+            Some(list) => Open::These(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The value of `open` that gives this state back; none for the default.
+    fn value(&self) -> Option<String> {
+        match self {
+            Open::Top => None,
+            Open::All => Some("*".to_owned()),
+            Open::These(ids) => {
+                let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                ids.sort_unstable();
+                Some(ids.join(","))
+            }
+        }
+    }
+
+    /// `&open=…` for a link; empty for the default.
+    fn query(&self) -> String {
+        self.value()
+            .map(|v| format!("&open={}", encode(&v)))
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Template)]
@@ -230,20 +417,27 @@ struct Row {
 struct CurrentPage {
     title: String,
     nav: &'static str,
+    viewer: Viewer,
     period: String,
     start: String,
     end: String,
     timezone: String,
     previous_href: String,
     next_href: String,
-    /// The unit whose subtree is shown; empty for all units.
-    focus: String,
     /// From 全部单位 down to the unit shown; empty for all units.
     crumbs: Vec<Crumb>,
+    picker: PeriodPicker,
+    expand_all_href: String,
+    collapse_all_href: String,
+    /// This table as XLSX and CSV.
+    xlsx_href: String,
+    csv_href: String,
     state: String,
     columns: Vec<Column>,
     rows: Vec<Row>,
     generated_at: String,
+    /// Says which uploaded file the table now holds (`uploaded=`).
+    notice: String,
 }
 
 fn reason(value: &IndicatorValue) -> &'static str {
@@ -277,13 +471,49 @@ fn table_href(period: &str, unit: Option<&str>) -> String {
     }
 }
 
+/// The 本期 page of `summary`, built for `period` and the subtree of
+/// `focus`, with the units below those of `open` shown.
 fn current_page(
     summary: &Summary,
     period: &Period,
-    tree: &tally_domain::units::UnitTree,
+    tree: &UnitTree,
     focus: Option<&str>,
+    viewer: Viewer,
+    open: &Open,
+    picker: PeriodPicker,
 ) -> CurrentPage {
     let label = summary.period.label.clone();
+    let previous_label = period.previous().label().to_owned();
+    let has_children = |id: &str| tree.index(id).is_some_and(|i| !tree.children(i).is_empty());
+    let top = summary.units.first().map_or(0, |u| u.depth);
+    let opened: HashSet<&str> = summary
+        .units
+        .iter()
+        .filter(|u| match open {
+            Open::Top => u.depth == top,
+            Open::All => true,
+            Open::These(ids) => ids.contains(&u.id),
+        })
+        .map(|u| u.id.as_str())
+        .filter(|id| has_children(id))
+        .collect();
+    let here = table_href(&label, focus);
+    let toggle_href = |id: &str| {
+        let mut ids: HashSet<String> = opened.iter().map(|&i| i.to_owned()).collect();
+        if !ids.remove(id) {
+            ids.insert(id.to_owned());
+        }
+        format!("{here}{}#unit-{id}", Open::These(ids).query())
+    };
+    // Preorder: a unit is hidden under the first closed unit above it.
+    let mut closed_at: Option<usize> = None;
+    let visible = summary.units.iter().filter(|u| {
+        if closed_at.is_some_and(|d| u.depth > d) {
+            return false;
+        }
+        closed_at = (!opened.contains(u.id.as_str())).then_some(u.depth);
+        true
+    });
     let targets = summary.target_columns();
     let columns: Vec<Column> = summary
         .indicators
@@ -301,9 +531,7 @@ fn current_page(
             }),
         })
         .collect();
-    let rows = summary
-        .units
-        .iter()
+    let rows = visible
         .map(|unit| Row {
             id: unit.id.clone(),
             name: unit.name.clone(),
@@ -313,6 +541,12 @@ fn current_page(
                 .filter(|&idx| !tree.children(idx).is_empty() && focus != Some(unit.id.as_str()))
                 .map(|_| table_href(&label, Some(&unit.id)))
                 .unwrap_or_default(),
+            toggle_href: if has_children(&unit.id) {
+                toggle_href(&unit.id)
+            } else {
+                String::new()
+            },
+            open: opened.contains(unit.id.as_str()),
             cells: summary
                 .indicators
                 .iter()
@@ -325,6 +559,7 @@ fn current_page(
                         value: v.value.map_or_else(|| "—".to_owned(), number),
                         href: figure_href(&label, &unit.id, &ind.id),
                         previous: show(v.previous),
+                        previous_href: figure_href(&previous_label, &unit.id, &ind.id),
                         change: v
                             .change
                             .map(|c| {
@@ -376,17 +611,32 @@ fn current_page(
         format!("{}。", parts.join("；"))
     };
     let previous = period.previous();
+    let kept = open.query();
+    let download = |format: &str| {
+        let unit = focus
+            .map(|u| format!("&unit={}", encode(u)))
+            .unwrap_or_default();
+        format!(
+            "/downloads/table?period={}{unit}&format={format}",
+            encode(&label)
+        )
+    };
     CurrentPage {
         title: format!("{label} 统计表"),
         nav: "current",
+        viewer,
         start: p.start.to_string(),
         end: p.end.to_string(),
         timezone: p.timezone.clone(),
-        previous_href: table_href(previous.label(), focus),
+        previous_href: format!("{}{kept}", table_href(previous.label(), focus)),
         next_href: next_period(period)
-            .map(|n| table_href(n.label(), focus))
+            .map(|n| format!("{}{kept}", table_href(n.label(), focus)))
             .unwrap_or_default(),
-        focus: focus.map(str::to_owned).unwrap_or_default(),
+        picker,
+        expand_all_href: format!("{here}{}", Open::All.query()),
+        collapse_all_href: format!("{here}{}", Open::These(HashSet::new()).query()),
+        xlsx_href: download("xlsx"),
+        csv_href: download("csv"),
         crumbs: match focus.and_then(|id| tree.index(id)) {
             None => Vec::new(),
             Some(mut idx) => {
@@ -414,6 +664,7 @@ fn current_page(
         columns,
         rows,
         generated_at: summary.generated_at.clone(),
+        notice: String::new(),
     }
 }
 
@@ -427,30 +678,114 @@ fn next_period(period: &Period) -> Option<Period> {
 
 async fn current(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
-    reject_unknown(&params, &["period", "unit"])?;
     let engine = engine();
-    let period = period_param(&engine, params.get("period"))?;
-    let focus = params.get("unit").filter(|u| !u.is_empty()).cloned();
+    tokio::task::spawn_blocking(move || current_html_for(&engine, &params, viewer))
+        .await
+        .map_err(internal)?
+        .map(Html)
+}
+
+/// What the query of `GET /` asks for.
+struct CurrentQuery {
+    period: Period,
+    focus: Option<String>,
+    open: Open,
+}
+
+fn current_query(
+    engine: &Engine,
+    params: &HashMap<String, String>,
+) -> Result<CurrentQuery, PageError> {
+    reject_unknown(
+        params,
+        &["period", "from", "to", "unit", "open", "uploaded"],
+    )?;
+    let period = period_query(engine, params)?;
+    let focus = non_empty(params.get("unit")).map(str::to_owned);
     if let Some(unit) = &focus
         && engine.tree.get(unit).is_none()
     {
         return Err(PageError::BadRequest(format!("没有这个单位：“{unit}”")));
     }
+    Ok(CurrentQuery {
+        period,
+        focus,
+        open: Open::parse(params.get("open").map(String::as_str)),
+    })
+}
+
+/// The whole of `GET /` but the HTTP: the query checked, the summary built
+/// and the page rendered (blocking: reads the store).
+pub fn current_html(
+    engine: &Engine,
+    params: &HashMap<String, String>,
+) -> Result<String, PageError> {
+    current_html_for(engine, params, Viewer::default())
+}
+
+/// [`current_html`] as `viewer` sees it (logged in or not).
+fn current_html_for(
+    engine: &Engine,
+    params: &HashMap<String, String>,
+    viewer: Viewer,
+) -> Result<String, PageError> {
+    let query = current_query(engine, params)?;
     let request = SummaryRequest {
-        unit: focus.clone(),
-        ..SummaryRequest::new(period.clone())
+        unit: query.focus.clone(),
+        ..SummaryRequest::new(query.period.clone())
     };
-    let blocking = engine.clone();
-    let built = tokio::task::spawn_blocking(move || blocking.summary(&request))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
-    current_page(&built, &period, &engine.tree, focus.as_deref())
-        .render()
-        .map(Html)
-        .map_err(internal)
+    let built = engine.summary(&request).map_err(internal)?;
+    render_current(engine, &built, &query, viewer, params.get("uploaded"))
+}
+
+/// The 本期 page of a summary already built for `params` (what
+/// [`current_html`] does after the summary; the render benchmark's entry).
+pub fn current_html_of(
+    engine: &Engine,
+    summary: &Summary,
+    params: &HashMap<String, String>,
+) -> Result<String, PageError> {
+    render_current(
+        engine,
+        summary,
+        &current_query(engine, params)?,
+        Viewer::default(),
+        None,
+    )
+}
+
+fn render_current(
+    engine: &Engine,
+    summary: &Summary,
+    query: &CurrentQuery,
+    viewer: Viewer,
+    uploaded: Option<&String>,
+) -> Result<String, PageError> {
+    let mut keep = Vec::new();
+    if let Some(unit) = &query.focus {
+        keep.push(("unit", unit.clone()));
+    }
+    if let Some(open) = query.open.value() {
+        keep.push(("open", open));
+    }
+    let picker = PeriodPicker::new(engine, "/", &query.period, keep);
+    let mut page = current_page(
+        summary,
+        &query.period,
+        &engine.tree,
+        query.focus.as_deref(),
+        viewer,
+        &query.open,
+        picker,
+    );
+    if let Some(file) = uploaded.filter(|f| !f.is_empty()) {
+        let file: String = file.chars().take(200).collect();
+        page.notice = format!("已接收报表 “{file}” 并完成采集，表中是最新的数值。");
+    }
+    page.render().map_err(internal)
 }
 
 // ---------------------------------------------------------------- a figure
@@ -470,6 +805,7 @@ struct ObservationRow {
 struct FigurePage {
     title: String,
     nav: &'static str,
+    viewer: Viewer,
     period: String,
     start: String,
     end: String,
@@ -483,6 +819,7 @@ struct FigurePage {
 
 async fn figure(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
     reject_unknown(&params, &["period", "unit", "indicator", "limit", "after"])?;
@@ -567,6 +904,7 @@ async fn figure(
     FigurePage {
         title: format!("{unit_name} · {indicator_name} · {label}"),
         nav: "",
+        viewer,
         start: explained.period.start.to_string(),
         end: explained.period.end.to_string(),
         back_href: format!("/?period={}", encode(&label)),
@@ -602,6 +940,8 @@ async fn figure(
 
 struct SourceRow {
     id: String,
+    /// `/sources/<id>`: its actions are `.../run` and `.../recollect`.
+    actions_href: String,
     plugin: String,
     state: &'static str,
     class: &'static str,
@@ -617,7 +957,12 @@ struct SourceRow {
 struct SourcesPage {
     title: &'static str,
     nav: &'static str,
+    viewer: Viewer,
     rows: Vec<SourceRow>,
+    /// What the action just asked for did (`?done=`), or empty.
+    flash: String,
+    /// Some source is collecting: the page refreshes itself until done.
+    running: bool,
 }
 
 /// What an error kind means to a clerk, and what to do about it.
@@ -636,54 +981,40 @@ fn plain_kind(kind: Option<&str>, result: &str) -> &'static str {
     }
 }
 
-fn sources_page(engine: &Engine) -> Result<SourcesPage, PageError> {
+fn sources_page(engine: &Engine, viewer: Viewer, flash: String) -> Result<SourcesPage, PageError> {
     let tz = engine.config.daemon.timezone;
     let now = engine.clock.now();
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
     let mut rows = Vec::new();
     for source in engine.sources() {
-        let status = engine.store.source_status(source.id()).map_err(internal)?;
-        let unrecorded = source.unrecorded();
-        let last = unrecorded
-            .last
-            .clone()
-            .or_else(|| status.last_run.as_ref().map(|r| r.run.clone()));
-        let last_error = match &unrecorded.last {
-            Some(run) => Some(run.clone()),
-            None => engine
-                .store
-                .recent_runs(source.id(), 50)
-                .map_err(internal)?
-                .into_iter()
-                .find(|r| r.run.error.is_some())
-                .map(|r| r.run),
-        };
-        let breaker = source.breaker();
-        let (state, class) = if source.is_running() {
+        let known = engine.source_state(source, now).map_err(internal)?;
+        let (state, class) = if known.running {
             ("正在采集", "running")
-        } else if breaker.backoff_until.is_some_and(|t| t > now) {
+        } else if known.backing_off(now) {
             ("连续失败，暂停重试", "failed")
         } else {
-            match &last {
+            match &known.last_run {
                 None => ("尚未采集", ""),
-                Some(run) if run.error.is_none() && run.result.as_str() == "success" => {
+                Some((_, run, _)) if run.error.is_none() && run.result.as_str() == "success" => {
                     ("正常", "ok")
                 }
                 Some(_) => ("上次采集失败", "failed"),
             }
         };
+        let last_error = known.last_error.as_ref();
         rows.push(SourceRow {
             id: source.id().to_owned(),
+            actions_href: format!("/sources/{}", encode(source.id())),
             plugin: source.plugin().to_owned(),
             state,
             class,
-            last_success: status
+            last_success: known
+                .status
                 .last_success
                 .as_ref()
                 .map(|s| local(s.finished_at))
                 .unwrap_or_else(|| "从未成功".to_owned()),
             last_error: last_error
-                .as_ref()
                 .map(|r| {
                     let plain = plain_kind(r.error_kind.as_deref(), r.result.as_str());
                     match &r.error {
@@ -692,31 +1023,31 @@ fn sources_page(engine: &Engine) -> Result<SourcesPage, PageError> {
                     }
                 })
                 .unwrap_or_default(),
-            last_error_at: last_error
-                .as_ref()
-                .map(|r| local(r.finished_at))
-                .unwrap_or_default(),
-            next_run: engine
-                .next_run(source, now)
-                .map(local)
-                .unwrap_or_else(|| "无".to_owned()),
+            last_error_at: last_error.map(|r| local(r.finished_at)).unwrap_or_default(),
+            next_run: known.next_run.map(local).unwrap_or_else(|| "无".to_owned()),
             schedule: source.config.schedule_text.clone(),
         });
     }
+    let running = rows.iter().any(|r| r.class == "running");
     Ok(SourcesPage {
         title: "数据来源",
         nav: "sources",
+        viewer,
         rows,
+        flash,
+        running,
     })
 }
 
 async fn sources(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
-    reject_unknown(&params, &[])?;
+    reject_unknown(&params, &["done", "source", "period"])?;
     let engine = engine();
-    tokio::task::spawn_blocking(move || sources_page(&engine))
+    let flash = actions::flash(&engine, &params);
+    tokio::task::spawn_blocking(move || sources_page(&engine, viewer, flash))
         .await
         .map_err(internal)??
         .render()

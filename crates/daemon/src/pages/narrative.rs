@@ -9,6 +9,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::Html;
 
+use super::session::Viewer;
 use super::{EngineSource, PageError, encode, internal, next_period, period_param, reject_unknown};
 use crate::narrative::{Block, FigureRow, Narrative, TABLE_HEADINGS, TABLE_TITLE};
 use crate::summary::SummaryRequest;
@@ -31,6 +32,7 @@ struct BlockView {
 struct NarrativePage {
     title: String,
     nav: &'static str,
+    viewer: Viewer,
     period: String,
     units: Vec<UnitOption>,
     previous_href: String,
@@ -57,6 +59,7 @@ fn download_href(period: &str, unit: &str, format: &str) -> String {
 
 pub(super) async fn report(
     State(engine): State<EngineSource>,
+    viewer: Viewer,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Html<String>, PageError> {
     reject_unknown(&params, &["period", "unit"])?;
@@ -122,6 +125,7 @@ pub(super) async fn report(
     NarrativePage {
         title: format!("情况报告 {label}"),
         nav: "report",
+        viewer,
         period: label.to_owned(),
         units,
         previous_href: page_href(period.previous().label(), &unit),

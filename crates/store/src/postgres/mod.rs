@@ -37,6 +37,8 @@ use super::{
 };
 use tally_domain::{Kind, Observation};
 
+mod coordination;
+mod import;
 mod reads;
 mod schema;
 #[cfg(any(test, feature = "test-cluster"))]
@@ -44,9 +46,6 @@ pub mod test_cluster;
 mod writer;
 
 type Manager = PostgresConnectionManager<NoTls>;
-
-/// Any fixed number, other than the migrations' lock: the daemon's lock.
-const DAEMON_LOCK: i64 = 0x7461_6c6c_7932;
 
 /// Connections a store keeps: a writer, and readers for the API and
 /// summaries beside it.
@@ -61,9 +60,6 @@ pub struct PostgresStore {
     pool: Option<Pool<Manager>>,
     /// Where, for messages: never the password.
     database: String,
-    /// The connection that holds the daemon's lock of this database, for
-    /// the store's life ([`PostgresStore::open_for_daemon`]).
-    _daemon_lock: Option<Mutex<postgres::Client>>,
     /// Held while this process writes, so that its commits and the versions
     /// they produced are recorded together (`written_elsewhere`).
     writes: Mutex<Versions>,
@@ -140,45 +136,7 @@ impl PostgresStore {
                 seen,
                 mine: BTreeSet::new(),
             }),
-            _daemon_lock: None,
         })
-    }
-
-    /// [`PostgresStore::open`] for `tallyd run`: also takes the daemon's
-    /// lock of the database, a session advisory lock held by a connection of
-    /// its own for the store's life, and fails when another daemon holds it.
-    /// Until replicas claim each run through the database, two daemons on one
-    /// database would both collect every source and both write the reports;
-    /// `tallyd collect` beside a daemon needs no lock, as with SQLite. The
-    /// lock goes with the connection, so a killed daemon never leaves it
-    /// behind (and it does not work through PgBouncer in transaction mode).
-    pub fn open_for_daemon(url: &str) -> Result<PostgresStore, StoreError> {
-        off_async(|| PostgresStore::open_for_daemon_here(url))
-    }
-
-    fn open_for_daemon_here(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut store = PostgresStore::open_here(url)?;
-        let config: Config = url.parse().map_err(|source| StoreError::Connect {
-            database: store.database.clone(),
-            source,
-        })?;
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|source| StoreError::Connect {
-                database: store.database.clone(),
-                source,
-            })?;
-        let held: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&DAEMON_LOCK])
-            .and_then(|r| r.try_get(0))
-            .map_err(pg("taking the daemon's lock of the database"))?;
-        if !held {
-            return Err(StoreError::InUse {
-                database: store.database.clone(),
-            });
-        }
-        store._daemon_lock = Some(Mutex::new(client));
-        Ok(store)
     }
 
     /// Where the store is, without the password.
@@ -198,9 +156,8 @@ impl PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         let pool = self.pool.take();
-        let lock = self._daemon_lock.take();
         // Closing a connection blocks on its runtime (see `off_async`).
-        off_async(move || drop((pool, lock)));
+        off_async(move || drop(pool));
     }
 }
 

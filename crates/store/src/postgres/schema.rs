@@ -6,17 +6,19 @@
 //! under a transaction-level advisory lock, so replicas starting at once
 //! apply each step exactly once and a crash mid-step repeats it whole.
 //!
-//! Room for the replicas to come (issue 13): run ids come from an identity
-//! column (several writers), every text key collates as bytes (`"C"`, the
-//! order SQLite gives), and claims will add a schedule table and a tick
-//! column unique per source in a later step without touching these.
+//! Replicas (issue 13): run ids come from an identity column (several
+//! writers), every text key collates as bytes (`"C"`, the order SQLite
+//! gives), and step 2 adds the claims of ticks (`source_schedule`,
+//! `source_run`) and the lease rows of singleton work (`lease`), used by
+//! [`super::coordination`].
 
 use postgres::Client;
 
 use super::StoreError;
 
 /// Schema steps; step `i` takes the database from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     source        TEXT COLLATE "C" NOT NULL,
@@ -67,7 +69,48 @@ CREATE TABLE store_version (
     version BIGINT NOT NULL
 );
 INSERT INTO store_version (version) VALUES (0);
-"#];
+"#,
+    r#"
+-- Replicas (issue 13): each (source, tick) is claimed once through these.
+-- A source's next tick; NULL when its schedule never fires again. The
+-- fingerprint is that of the configuration that registered it: only a
+-- replica with the same one claims the source.
+CREATE TABLE source_schedule (
+    source_id   TEXT COLLATE "C" PRIMARY KEY,
+    next_run_at TIMESTAMPTZ,
+    fingerprint TEXT NOT NULL
+);
+CREATE INDEX source_schedule_due ON source_schedule (next_run_at);
+
+-- One row per claimed tick, unique per (source, tick): two claims of one
+-- tick cannot both insert. Running while finished_at is NULL; the owner
+-- renews lease_until, and once it passes another replica takes the run
+-- over (owner changed, rerun set, reclaimed_at the time it did).
+CREATE TABLE source_run (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source_id    TEXT COLLATE "C" NOT NULL,
+    tick_at      TIMESTAMPTZ NOT NULL,
+    owner        TEXT NOT NULL,
+    lease_until  TIMESTAMPTZ NOT NULL,
+    rerun        BOOLEAN NOT NULL DEFAULT FALSE,
+    claimed_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    reclaimed_at TIMESTAMPTZ,
+    finished_at  TIMESTAMPTZ,
+    UNIQUE (source_id, tick_at)
+);
+CREATE INDEX source_run_unfinished ON source_run (source_id, lease_until)
+    WHERE finished_at IS NULL;
+
+-- Singleton work (quarterly reports): held by `owner` until `expires_at`;
+-- `term` grows with every change of hands, and renewals name it.
+CREATE TABLE lease (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    term       BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+"#,
+];
 
 /// Any fixed number: the advisory lock migrations take.
 const MIGRATION_LOCK: i64 = 0x7461_6c6c_7931;

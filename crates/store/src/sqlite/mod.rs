@@ -44,6 +44,7 @@ use schema::{configure, migrate};
 use tally_domain::{Kind, Observation};
 use writer::Writer;
 
+mod export;
 mod fold;
 mod keys;
 mod month_cache;
@@ -53,7 +54,7 @@ mod schema;
 mod writer;
 
 // The PostgreSQL store checks runs and folds coverage exactly as this one.
-pub(crate) use run_index::{SourceRuns, parse_uncovered};
+pub(crate) use run_index::{SourceRuns, parse_uncovered, uncovered_json};
 pub(crate) use writer::{Checked, check_run};
 
 pub struct SqliteStore {

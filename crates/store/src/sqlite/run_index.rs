@@ -161,7 +161,7 @@ fn remove_days(ranges: &mut Vec<(i64, i64)>, (from, to): (i64, i64)) {
 }
 
 /// The `uncovered` column: `None` (NULL) for no range.
-pub(super) fn uncovered_json(ranges: &[(NaiveDate, NaiveDate)]) -> Option<String> {
+pub(crate) fn uncovered_json(ranges: &[(NaiveDate, NaiveDate)]) -> Option<String> {
     (!ranges.is_empty()).then(|| {
         serde_json::Value::from(
             ranges

@@ -1,0 +1,510 @@
+//! The scheduler of a replica. Several `tallyd run` replicas on one
+//! PostgreSQL database share the sources: a replica does not fire cron
+//! ticks itself, it claims due ticks from the database every second
+//! ([`tally_store::Coordination`]), so
+//! each (source, tick) is claimed by one replica. A claimed run goes
+//! through the same engine path as a scheduled one of a lone daemon
+//! (window, retries, breaker) while its lease is renewed every third of
+//! `[store] lease`; a replica that dies stops renewing, and once the lease
+//! runs out another replica runs the tick again as a re-run. Idempotent
+//! upserts make a run twice harmless; the lease makes it rare.
+//!
+//! Singleton work, the quarterly reports and their catch-up, is done by
+//! the holder of the `reports` lease only. A run asked for through the API
+//! runs on the replica asked, unclaimed.
+//!
+//! A replica claims only the sources the database has registered with its
+//! own configuration fingerprint ([`crate::engine::Fingerprints`]); the
+//! latest replica to register a changed source wins it, so replicas
+//! upgraded one at a time take changed sources over as they start.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::engine::{Engine, Replica, RunError, Trigger, humanize};
+use crate::reports;
+use crate::scheduler::{self, Command};
+use tally_domain::ErrorChain;
+use tally_store::{Claim, Schedule};
+
+/// The lease of the quarterly reports and their catch-up.
+pub const REPORTS_LEASE: &str = "reports";
+
+/// How often a replica looks for due ticks and expired runs.
+pub const CLAIM_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a replica looks for sources it does not claim, to log them.
+const FOREIGN_EVERY: Duration = Duration::from_secs(60);
+
+/// The replica's scheduler, in place of [`scheduler::run`]'s cron loop:
+/// runs until `shutdown`, then lets running collections finish.
+pub async fn run(
+    engine: Arc<Engine>,
+    replica: Arc<Replica>,
+    mut commands: mpsc::Receiver<Command>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let prints = engine.fingerprints();
+    let owner = replica.owner.clone();
+    engine.metrics.set_replica(&prints.config);
+    tracing::info!(
+        replica = %owner,
+        fingerprint = %prints.config,
+        sources = engine.sources().len(),
+        lease = %humanize(replica.lease),
+        "scheduling as a replica: ticks are claimed through the database"
+    );
+    let mut running: JoinSet<()> = JoinSet::new();
+    // Claimed runs not finished yet: a replica claims no more than it can
+    // start soon, and leaves the rest to the others.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = engine.config.daemon.max_concurrent_runs.max(1) * 2;
+    let mut registered = false;
+    let mut logged: HashSet<(String, String)> = HashSet::new();
+    let mut duty = ReportsDuty::new(&engine);
+
+    let mut claim_tick = tokio::time::interval(CLAIM_EVERY);
+    claim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lease_tick = tokio::time::interval(replica.renew_every());
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut foreign_tick = tokio::time::interval(FOREIGN_EVERY);
+    foreign_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            Some(cmd) = commands.recv() => match cmd {
+                // Asked of this replica: run here, not claimed.
+                Command::RunNow { source, reply } => {
+                    scheduler::spawn_run(&mut running, &engine, source, Trigger::Manual, None, Some(reply));
+                }
+                Command::Collect { source, window, reply } => {
+                    scheduler::spawn_run(&mut running, &engine, source, Trigger::Backfill, Some(window), Some(reply));
+                }
+            },
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = lease_tick.tick() => duty.renew(&engine, &replica, &mut running).await,
+            _ = foreign_tick.tick(), if registered => log_foreign(&engine, &replica, &mut logged).await,
+            _ = claim_tick.tick() => {
+                if !registered {
+                    registered = register(&engine, &replica).await;
+                    if registered {
+                        log_foreign(&engine, &replica, &mut logged).await;
+                    }
+                }
+                if registered {
+                    let free = most.saturating_sub(in_flight.load(Ordering::Acquire));
+                    for claim in claim(&engine, &replica, free).await {
+                        spawn_claim(&mut running, &engine, &replica, claim, &in_flight);
+                    }
+                }
+                duty.check(&engine, &mut running);
+            }
+        }
+    }
+
+    engine.close();
+    duty.release(&replica).await;
+    if !running.is_empty() {
+        tracing::info!(
+            runs = running.len(),
+            "waiting for running collections to finish"
+        );
+        let longest = engine
+            .sources()
+            .iter()
+            .map(|s| s.config.timeout)
+            .max()
+            .unwrap_or_default();
+        let drained = tokio::time::timeout(longest + Duration::from_secs(5), async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "collections still running at shutdown were abandoned: their leases run out and other replicas run them again"
+            );
+        }
+    }
+}
+
+/// Registers every source with its fingerprint. A source new to the
+/// database, or registered by another configuration, is due at once if it
+/// never succeeded or its schedule fired since its last run (as a lone
+/// daemon runs it at start), else at its next scheduled time. Returns
+/// whether it worked (else it is tried again a second later).
+async fn register(engine: &Arc<Engine>, replica: &Arc<Replica>) -> bool {
+    let (engine, coordination) = (engine.clone(), replica.coordination.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let now = coordination.now()?;
+        let prints = engine.fingerprints();
+        let tz = engine.config.daemon.timezone;
+        let schedules: Vec<Schedule> = engine
+            .sources()
+            .iter()
+            .map(|source| {
+                let point = engine.store.resume_point(source.id()).ok();
+                let never = point.as_ref().is_none_or(|p| p.last_success.is_none());
+                let missed = point
+                    .as_ref()
+                    .and_then(|p| p.last_run_started)
+                    .and_then(|started| scheduler::missed_fire(&source.config, tz, started, now))
+                    .is_some();
+                Schedule {
+                    source: source.id().to_owned(),
+                    fingerprint: prints.sources[source.id()].clone(),
+                    first_tick: if never || missed {
+                        Some(now)
+                    } else {
+                        engine.next_fire(source, now)
+                    },
+                }
+            })
+            .collect();
+        coordination.register(&schedules)
+    })
+    .await;
+    match done {
+        Ok(Ok(changed)) => {
+            if !changed.is_empty() {
+                tracing::info!(
+                    sources = %changed.join(","),
+                    "sources registered with this replica's configuration"
+                );
+            }
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %ErrorChain(&e), "cannot register the sources' schedules; trying again");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the sources' schedules; trying again");
+            false
+        }
+    }
+}
+
+/// Logs, once each, the sources the database schedules that this replica
+/// does not claim, and counts them in `/metrics`.
+async fn log_foreign(
+    engine: &Arc<Engine>,
+    replica: &Arc<Replica>,
+    logged: &mut HashSet<(String, String)>,
+) {
+    let prints = engine.fingerprints();
+    let coordination = replica.coordination.clone();
+    let found = tokio::task::spawn_blocking(move || coordination.foreign(&prints.sources)).await;
+    let foreign = match found {
+        Ok(Ok(foreign)) => foreign,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %ErrorChain(&e), "cannot list the sources this replica does not claim");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the sources this replica does not claim");
+            return;
+        }
+    };
+    engine.metrics.set_replica_not_claimed(foreign.len());
+    for f in foreign {
+        if !logged.insert((f.source.clone(), f.fingerprint.clone())) {
+            continue;
+        }
+        match f.mine {
+            None => tracing::warn!(
+                source = %f.source,
+                fingerprint = %f.fingerprint,
+                "source unknown to this replica: another replica's configuration has it, this one does not claim it"
+            ),
+            Some(mine) => tracing::warn!(
+                source = %f.source,
+                fingerprint = %f.fingerprint,
+                mine = %mine,
+                "source configured otherwise by another replica, which registered it last: this replica does not claim it until restarted or reloaded with the same configuration"
+            ),
+        }
+    }
+}
+
+/// Takes over runs whose lease ran out, then claims due ticks: at most
+/// `free` in all.
+async fn claim(engine: &Arc<Engine>, replica: &Arc<Replica>, free: usize) -> Vec<Claim> {
+    if free == 0 {
+        return Vec::new();
+    }
+    let (engine, replica) = (engine.clone(), replica.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let prints = engine.fingerprints();
+        let coordination = &replica.coordination;
+        let mut claims =
+            coordination.reclaim_expired(&replica.owner, &prints.sources, free, replica.lease)?;
+        let left = free - claims.len().min(free);
+        if left > 0 {
+            // From the tick, never from a clock: every replica computes the
+            // same next tick. Ticks missed meanwhile (every replica was
+            // down, or the source's previous run outlasted them) collapse
+            // into the one being claimed.
+            let next = |id: &str, tick: DateTime<Utc>, now: DateTime<Utc>| {
+                let source = engine.source(id)?;
+                match engine.next_fire(source, tick) {
+                    Some(next) if next <= now => engine.next_fire(source, now),
+                    next => next,
+                }
+            };
+            claims.extend(coordination.claim_due(
+                &replica.owner,
+                &prints.sources,
+                left,
+                replica.lease,
+                &next,
+            )?);
+        }
+        Ok::<_, tally_store::StoreError>(claims)
+    })
+    .await;
+    match done {
+        Ok(Ok(claims)) => claims,
+        Ok(Err(e)) => {
+            tracing::error!(error = %ErrorChain(&e), "cannot claim due ticks from the database");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot claim due ticks from the database");
+            Vec::new()
+        }
+    }
+}
+
+fn spawn_claim(
+    running: &mut JoinSet<()>,
+    engine: &Arc<Engine>,
+    replica: &Arc<Replica>,
+    claim: Claim,
+    in_flight: &Arc<AtomicUsize>,
+) {
+    let span = tracing::info_span!(
+        "claim",
+        replica = %replica.owner,
+        tick = %claim.tick.with_timezone(&engine.config.daemon.timezone).to_rfc3339(),
+    );
+    let (engine, replica, in_flight) = (engine.clone(), replica.clone(), in_flight.clone());
+    in_flight.fetch_add(1, Ordering::AcqRel);
+    running.spawn(
+        async move {
+            run_claim(&engine, &replica, &claim).await;
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        .instrument(span),
+    );
+}
+
+/// Runs one claimed tick as the lone daemon's scheduler runs a tick, with
+/// its lease renewed meanwhile, and marks it finished.
+async fn run_claim(engine: &Arc<Engine>, replica: &Arc<Replica>, claim: &Claim) {
+    let Some(source) = engine.source(&claim.source).cloned() else {
+        finish(replica, claim).await;
+        return;
+    };
+    let id = source.id();
+    let now = engine.clock.now();
+    if !claim.rerun && engine.backing_off(&source, now) {
+        engine.metrics.backoff_skipped(id);
+        tracing::info!(
+            source = %id,
+            failures = source.breaker().consecutive_failures,
+            "scheduled run skipped: the source is backing off after failed runs"
+        );
+        finish(replica, claim).await;
+        return;
+    }
+    if claim.rerun {
+        tracing::warn!(
+            source = %id,
+            "running a tick again: the replica that claimed it stopped renewing its lease (it died or lost the database)"
+        );
+    } else if scheduler::is_late(claim.tick, claim.claimed_at, source.interval()) {
+        scheduler::missed_run(
+            engine,
+            id,
+            claim.tick,
+            "the schedule fired long ago (every replica down, or the previous run outlasted it): running once",
+        );
+    }
+    let trigger = if claim.rerun {
+        Trigger::Rerun
+    } else {
+        Trigger::Schedule
+    };
+    let run = engine.run(id, trigger, None);
+    tokio::pin!(run);
+    let mut renew = tokio::time::interval(replica.renew_every());
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick of an interval is at once: the claim itself leased it.
+    renew.tick().await;
+    let result = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
+        }
+    };
+    match result {
+        Ok(_) => {}
+        Err(RunError::ShuttingDown(_)) => {
+            // Not started: another replica takes the tick at once.
+            renew_run(replica, claim, Duration::ZERO).await;
+            return;
+        }
+        Err(RunError::AlreadyRunning(_)) => {
+            engine.metrics.run_skipped(id);
+            tracing::warn!(source = %id, "scheduled run skipped: the previous run is still going");
+        }
+        Err(e) => tracing::error!(source = %id, error = %ErrorChain(&e), "run could not start"),
+    }
+    finish(replica, claim).await;
+}
+
+async fn renew_run(replica: &Arc<Replica>, claim: &Claim, lease: Duration) {
+    let (r, run) = (replica.clone(), claim.run);
+    let renewed =
+        tokio::task::spawn_blocking(move || r.coordination.renew(run, &r.owner, lease)).await;
+    match renewed {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => tracing::warn!(
+            source = %claim.source,
+            "lost the lease of a running run: another replica took the tick over and runs it again (stored idempotently)"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(source = %claim.source, error = %ErrorChain(&e), "cannot renew a run's lease")
+        }
+        Err(e) => tracing::warn!(source = %claim.source, error = %e, "cannot renew a run's lease"),
+    }
+}
+
+async fn finish(replica: &Arc<Replica>, claim: &Claim) {
+    let (r, run) = (replica.clone(), claim.run);
+    let done = tokio::task::spawn_blocking(move || r.coordination.finish(run, &r.owner)).await;
+    match done {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => tracing::warn!(
+            source = %claim.source,
+            "the run's lease had run out and another replica took the tick over: it ran twice (stored idempotently)"
+        ),
+        Ok(Err(e)) => tracing::warn!(
+            source = %claim.source,
+            error = %ErrorChain(&e),
+            "cannot mark a run finished: its lease runs out and another replica runs it again"
+        ),
+        Err(e) => tracing::warn!(source = %claim.source, error = %e, "cannot mark a run finished"),
+    }
+}
+
+/// The quarterly reports, on the holder of the `reports` lease.
+struct ReportsDuty {
+    /// The term of the lease while this replica holds it.
+    term: Option<i64>,
+    /// Whether the lease was ever held: the start report is written only
+    /// by a replica that holds the lease as it starts.
+    ever: bool,
+    /// When the report schedule was last checked ([`reports::due`]).
+    checked: DateTime<Utc>,
+}
+
+impl ReportsDuty {
+    fn new(engine: &Engine) -> ReportsDuty {
+        ReportsDuty {
+            term: None,
+            ever: false,
+            checked: engine.clock.now(),
+        }
+    }
+
+    /// Takes or renews the lease; on taking it, catches the reports up
+    /// (the previous holder may have died before a report was due).
+    async fn renew(
+        &mut self,
+        engine: &Arc<Engine>,
+        replica: &Arc<Replica>,
+        running: &mut JoinSet<()>,
+    ) {
+        let (r, held) = (replica.clone(), self.term);
+        let got = tokio::task::spawn_blocking(move || {
+            r.coordination
+                .acquire_or_renew(REPORTS_LEASE, &r.owner, r.lease, held)
+        })
+        .await;
+        let term = match got {
+            Ok(Ok(term)) => term,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %ErrorChain(&e), "cannot renew the reports lease: leaving the reports to another replica");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the reports lease: leaving the reports to another replica");
+                None
+            }
+        };
+        let gained = term.is_some() && term != self.term;
+        if self.term.is_some() && term.is_none() {
+            tracing::info!(replica = %replica.owner, "this replica no longer writes the quarterly reports");
+        }
+        engine.metrics.set_reports_lease(term.is_some());
+        let first = !self.ever;
+        self.term = term;
+        if !gained {
+            return;
+        }
+        self.ever = true;
+        tracing::info!(replica = %replica.owner, "this replica writes the quarterly reports (it holds the reports lease)");
+        self.checked = engine.clock.now();
+        let config = &engine.config.reports;
+        let tz = engine.config.daemon.timezone;
+        let period = reports::report_period(engine.clock.now(), tz);
+        let start = first && config.write_on_start;
+        if config.enabled {
+            scheduler::spawn_catch_up(running, engine, start.then(|| period.clone()));
+        }
+        if start {
+            scheduler::spawn_report(running, engine, period);
+        }
+    }
+
+    /// Writes the report if its schedule fired since the last check, while
+    /// holding the lease.
+    fn check(&mut self, engine: &Arc<Engine>, running: &mut JoinSet<()>) {
+        let now = engine.clock.now();
+        let config = &engine.config.reports;
+        if self.term.is_some() && config.enabled {
+            let tz = engine.config.daemon.timezone;
+            if let Some(fired) = reports::due(&config.schedule, tz, self.checked, now) {
+                scheduler::spawn_report(running, engine, reports::report_period(fired, tz));
+            }
+        }
+        self.checked = now;
+    }
+
+    /// Gives the lease up at shutdown: another replica takes it at once.
+    async fn release(&mut self, replica: &Arc<Replica>) {
+        let Some(term) = self.term.take() else {
+            return;
+        };
+        let r = replica.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            r.coordination.release(REPORTS_LEASE, &r.owner, term)
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %ErrorChain(&e), "cannot give the reports lease up: another replica takes it when it expires");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! How several `tallyd run` replicas on one database share the sources:
+//! each (source, scheduled tick) is claimed once through the database, a
+//! claimed run holds a lease its replica renews, and a run whose lease ran
+//! out is taken over by another replica as a re-run. Singleton work
+//! (quarterly reports) goes to the holder of a named lease.
+//!
+//! Every time compared is the database's `now()`, never a replica's clock,
+//! so replicas whose clocks disagree still agree on what is due and what
+//! expired. Only the PostgreSQL store coordinates; the SQLite store serves
+//! one daemon (its data directory is locked), which schedules on its own.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::StoreError;
+
+/// The next tick of a source after `tick`, given the database's `now`:
+/// `None` when its schedule never fires again. Computed by the caller from
+/// the tick, not from `now` (which only says how late the claim is), so
+/// replicas agree on it whatever their clocks.
+pub type NextTick<'a> =
+    &'a (dyn Fn(&str, DateTime<Utc>, DateTime<Utc>) -> Option<DateTime<Utc>> + Sync);
+
+/// A source as a replica registers it ([`Coordination::register`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub source: String,
+    /// Of the source's resolved configuration: only replicas with the same
+    /// one claim the source.
+    pub fingerprint: String,
+    /// The tick a new source (or one whose fingerprint changed) is due at.
+    pub first_tick: Option<DateTime<Utc>>,
+}
+
+/// A tick this replica claimed, or a run it took over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The `source_run` row: what [`Coordination::renew`] and
+    /// [`Coordination::finish`] name.
+    pub run: i64,
+    pub source: String,
+    pub tick: DateTime<Utc>,
+    /// Taken over from a replica whose lease ran out.
+    pub rerun: bool,
+    /// The database's clock when claimed.
+    pub claimed_at: DateTime<Utc>,
+}
+
+/// A source the database schedules with another configuration than this
+/// replica's, or that this replica does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Foreign {
+    pub source: String,
+    pub fingerprint: String,
+    /// This replica's fingerprint of the source; `None`: it does not have it.
+    pub mine: Option<String>,
+}
+
+/// What the database says about a source's schedule and its latest claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleStatus {
+    pub next_tick: Option<DateTime<Utc>>,
+    pub fingerprint: String,
+    /// The latest claimed tick: who holds or held it, whether it was a re-run.
+    pub last_tick: Option<DateTime<Utc>>,
+    pub last_owner: Option<String>,
+    pub last_rerun: bool,
+    pub last_finished: bool,
+}
+
+/// Claims of ticks and leases, through the database (see the module docs).
+/// Blocking: call from blocking threads.
+///
+/// ```no_run
+/// use std::collections::HashMap;
+/// use std::time::Duration;
+/// use tally_store::{Coordination, PostgresStore};
+///
+/// let store = PostgresStore::open("postgresql://tally@db/tally").unwrap();
+/// let mine: HashMap<String, String> = [("s".into(), "f1".into())].into();
+/// let every_second = |_: &str, tick: chrono::DateTime<chrono::Utc>, _| {
+///     Some(tick + chrono::Duration::seconds(1))
+/// };
+/// for claim in store.claim_due("replica-1", &mine, 100, Duration::from_secs(30), &every_second).unwrap() {
+///     // ... run claim.source, renewing while it runs ...
+///     store.finish(claim.run, "replica-1").unwrap();
+/// }
+/// ```
+pub trait Coordination: Send + Sync + 'static {
+    /// The database's clock.
+    fn now(&self) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Registers sources: a new one is due at its `first_tick`; one
+    /// registered with another fingerprint takes this one and is due at its
+    /// `first_tick` (the latest configuration to register wins, so replicas
+    /// upgraded one at a time take a changed source over); one with the same
+    /// fingerprint keeps its next tick. Returns the sources whose row was
+    /// written (new or changed).
+    fn register(&self, schedules: &[Schedule]) -> Result<Vec<String>, StoreError>;
+
+    /// Claims up to `limit` due ticks (`next_tick <= now()`) of the sources
+    /// of `fingerprints` whose registered fingerprint is the one given, and
+    /// with no unfinished run: takes each schedule row with `FOR UPDATE SKIP
+    /// LOCKED`, inserts its run unique on (source, tick), leased to `owner`
+    /// for `lease`, and moves the schedule to [`NextTick`], in one
+    /// transaction. Two replicas never both get a tick.
+    fn claim_due(
+        &self,
+        owner: &str,
+        fingerprints: &HashMap<String, String>,
+        limit: usize,
+        lease: Duration,
+        next: NextTick<'_>,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Extends a run's lease by `lease` from now; false when `owner` no
+    /// longer holds it (another replica took it over) or it finished.
+    fn renew(&self, run: i64, owner: &str, lease: Duration) -> Result<bool, StoreError>;
+
+    /// Marks a run finished; false when `owner` no longer holds it.
+    fn finish(&self, run: i64, owner: &str) -> Result<bool, StoreError>;
+
+    /// Takes over up to `limit` unfinished runs whose lease ran out, of the
+    /// sources of `fingerprints` registered with the fingerprint given (each
+    /// row with `FOR UPDATE SKIP LOCKED`): owner `owner`, leased for
+    /// `lease`, marked as re-runs.
+    fn reclaim_expired(
+        &self,
+        owner: &str,
+        fingerprints: &HashMap<String, String>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Takes the lease `name` for `ttl` if it is free or expired, or
+    /// renews it if `owner` holds it with term `held`. Returns the term held
+    /// now, `None` when another holds it. Renewal matches owner and term,
+    /// so a replica that lost the lease never renews another's.
+    fn acquire_or_renew(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+        held: Option<i64>,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Gives the lease up (at shutdown), so that another replica takes it
+    /// at once rather than after it expires.
+    fn release(&self, name: &str, owner: &str, term: i64) -> Result<(), StoreError>;
+
+    /// The registered sources this replica will not claim: unknown to it,
+    /// or registered with another fingerprint.
+    fn foreign(&self, fingerprints: &HashMap<String, String>) -> Result<Vec<Foreign>, StoreError>;
+
+    /// The schedule and latest claim of each of `sources` the database has.
+    fn schedule_status(
+        &self,
+        sources: &[&str],
+    ) -> Result<HashMap<String, ScheduleStatus>, StoreError>;
+}
