@@ -113,6 +113,8 @@ fn downloads_page(
                     Format::Csv => "CSV 表格",
                     Format::Md => "Markdown 文本",
                     Format::Json => "JSON 数据",
+                    Format::Docx => "情况报告（Word）",
+                    Format::NarrativeMd => "情况报告（Markdown）",
                 },
                 size: size_text(f.size),
                 written_at: time_text(f.written_at.as_deref()),
