@@ -163,10 +163,9 @@ fn three_replicas_claim_each_tick_once_and_store_what_one_daemon_stores() {
         ticks.entry(source).or_default().push(r.get(1));
     }
     assert_eq!(ticks.len(), SOURCES, "{ticks:?}");
-    assert!(
-        claimed_by.len() > 1,
-        "the replicas shared the sources: {claimed_by:?}"
-    );
+    // Which replicas claimed is up to who asks first each second (a replica
+    // takes every due tick up to its in-flight bound): not asserted, only
+    // counted below.
     let mut collapsed = 0;
     for (source, ticks) in &ticks {
         assert!(ticks.len() >= 3, "{source}: {ticks:?}");
