@@ -287,8 +287,16 @@ const DISABLED: &str = "从页面操作（立即采集、重新采集、上传�
 /// site. Take it as a handler argument; a form handler then checks the
 /// form's `csrf` with [`Writer::check_csrf`].
 ///
-/// ```ignore
-/// async fn run(writer: Writer, Form(form): Form<HashMap<String, String>>) -> Result<Redirect, Refusal> {
+/// ```
+/// use std::collections::HashMap;
+/// use axum::Form;
+/// use axum::response::Redirect;
+/// use tally_daemon::pages::session::{Refusal, Writer};
+///
+/// async fn run(
+///     writer: Writer,
+///     Form(form): Form<HashMap<String, String>>,
+/// ) -> Result<Redirect, Refusal> {
 ///     writer.check_csrf(form.get("csrf").map_or("", String::as_str))?;
 ///     Ok(Redirect::to("/sources?done=run"))
 /// }
@@ -353,7 +361,7 @@ where
 /// logged in, so that a template shows buttons (and their forms' hidden
 /// `csrf` field) only to them. Never refuses.
 ///
-/// ```ignore
+/// ```text
 /// {% if let Some(csrf) = viewer.csrf %}<input type="hidden" name="csrf" value="{{ csrf }}">{% endif %}
 /// ```
 #[derive(Debug, Clone, Default)]
