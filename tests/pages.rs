@@ -102,6 +102,24 @@ pub(crate) async fn browser_with_prefs(
         .unwrap_or_else(|e| panic!("no browser session through chromedriver: {e}"))
 }
 
+/// The element `css` names, once the page shows it. Unlike fantoccini's
+/// `wait().for_element`, a command that fails because a navigation is under
+/// way (a form post, or the page's own refresh while a source runs: WebDriver
+/// answers "aborted by navigation") is tried again, not returned.
+pub(crate) async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+    // Not a timed assertion: a bound on waiting for the page.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.find(Locator::Css(css)).await {
+            Ok(element) => return element,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "{css} did not appear: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 pub(crate) async fn screenshot(client: &Client, name: &str) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pages");
     std::fs::create_dir_all(&dir).unwrap();

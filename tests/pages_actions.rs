@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, Locator};
 use tally_domain::period::{Period, PeriodKind, local_day};
 
-use crate::pages::{Driver, browser, screenshot, which};
+use crate::pages::{Driver, browser, screenshot, wait_for, which};
 use crate::support::*;
 
 const TOKEN: &str = "pages-actions-token-7d2e";
@@ -99,11 +99,7 @@ indicators = ["meetings"]
         .click()
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Css("p.error"))
-        .await
-        .unwrap();
+    wait_for(&client, "p.error").await;
     assert_eq!(text_of(&client, "p.error").await.unwrap(), "令牌不正确。");
     let token = client.find(Locator::Css("input#token")).await.unwrap();
     token.send_keys(TOKEN).await.unwrap();
@@ -147,11 +143,7 @@ indicators = ["meetings"]
         .click()
         .await
         .unwrap();
-    let flash = client
-        .wait()
-        .for_element(Locator::Css("p.flash"))
-        .await
-        .unwrap();
+    let flash = wait_for(&client, "p.flash").await;
     assert!(
         flash.text().await.unwrap().starts_with("已开始采集 forms"),
         "{}",

@@ -17,7 +17,7 @@ use fantoccini::{Client, Locator};
 use serde_json::json;
 use tally_domain::period::{Period, PeriodKind, local_day};
 
-use crate::pages::{Driver, browser_with_prefs, screenshot, which};
+use crate::pages::{Driver, browser_with_prefs, screenshot, wait_for, which};
 use crate::support::*;
 
 /// Waits for the browser to finish downloading `name` into `dir` and
@@ -259,11 +259,7 @@ write_on_start = true
         .click()
         .await
         .unwrap();
-    client
-        .wait()
-        .for_element(Locator::Css(r#"tr[data-unit="county/c"]"#))
-        .await
-        .unwrap();
+    wait_for(&client, r#"tr[data-unit="county/c"]"#).await;
     assert_eq!(row_count(&client).await, 4);
 
     // 县丙 reported nothing: the cell says so, and why when opened.

@@ -9,7 +9,7 @@ use fantoccini::Locator;
 use tally_domain::period::{Period, PeriodKind, local_day};
 
 use crate::narrative::docx_text;
-use crate::pages::{Driver, browser, screenshot, which};
+use crate::pages::{Driver, browser, screenshot, wait_for, which};
 use crate::reports::get_bytes;
 use crate::support::*;
 
@@ -77,11 +77,7 @@ indicators = ["meetings"]
         .click()
         .await
         .unwrap();
-    let title = client
-        .wait()
-        .for_element(Locator::Css("article.narrative h1"))
-        .await
-        .unwrap();
+    let title = wait_for(&client, "article.narrative h1").await;
     let year = quarter.start.format("%Y").to_string();
     assert!(
         title

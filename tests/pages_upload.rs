@@ -8,7 +8,7 @@
 use fantoccini::{Client, Locator};
 use tally_domain::period::{Period, PeriodKind, local_day};
 
-use crate::pages::{Driver, browser, screenshot, which};
+use crate::pages::{Driver, browser, screenshot, wait_for, which};
 use crate::support::*;
 
 const TOKEN: &str = "upload-browser-token";
@@ -141,11 +141,7 @@ indicators = ["meetings"]
 
     // With mistakes: each named at its row and column, nothing kept.
     upload(&client, &wrong).await;
-    client
-        .wait()
-        .for_element(Locator::Css("table.problems"))
-        .await
-        .unwrap();
+    wait_for(&client, "table.problems").await;
     let rows = problem_rows(&client).await;
     assert_eq!(rows.len(), 4, "{rows:?}");
     assert_eq!(
@@ -185,11 +181,7 @@ indicators = ["meetings"]
 
     // Corrected: kept, collected, and the quarter's table shows it.
     upload(&client, &right).await;
-    client
-        .wait()
-        .for_element(Locator::Css("p.notice"))
-        .await
-        .unwrap();
+    wait_for(&client, "p.notice").await;
     let landed = client.current_url().await.unwrap();
     assert_eq!(landed.path(), "/");
     let query: Vec<(String, String)> = landed.query_pairs().into_owned().collect();
