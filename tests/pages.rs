@@ -26,6 +26,22 @@ pub(crate) fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// Chromium and chromedriver, or `None` (the test then says it is skipped)
+/// outside CI when they are not installed; in CI their absence fails.
+pub(crate) fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium or chromedriver is missing in CI: .ci/run must install Debian's chromium and chromium-driver"
+        );
+        eprintln!(
+            "chromium or chromedriver not installed: skipping the browser test (CI installs them)"
+        );
+        return None;
+    };
+    Some((chromium, chromedriver))
+}
+
 /// A chromedriver on a free loopback port; killed on drop.
 pub(crate) struct Driver {
     child: Child,
@@ -129,14 +145,7 @@ pub(crate) async fn screenshot(client: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clerk_opens_the_quarter_and_follows_a_figure_to_its_observations() {
-    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium or chromedriver is missing in CI: .ci/run must install Debian's chromium and chromium-driver"
-        );
-        eprintln!(
-            "chromium or chromedriver not installed: skipping the browser test (CI installs them)"
-        );
+    let Some((chromium, chromedriver)) = browser_tools() else {
         return;
     };
 

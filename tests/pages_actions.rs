@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, Locator};
 use tally_domain::period::{Period, PeriodKind, local_day};
 
-use crate::pages::{Driver, browser, screenshot, wait_for, which};
+use crate::pages::{Driver, browser, browser_tools, screenshot, wait_for};
 use crate::support::*;
 
 const TOKEN: &str = "pages-actions-token-7d2e";
@@ -24,14 +24,7 @@ async fn text_of(client: &Client, css: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clerk_logs_in_runs_a_source_and_sees_its_state_change() {
-    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium or chromedriver is missing in CI: .ci/run must install Debian's chromium and chromium-driver"
-        );
-        eprintln!(
-            "chromium or chromedriver not installed: skipping the browser test (CI installs them)"
-        );
+    let Some((chromium, chromedriver)) = browser_tools() else {
         return;
     };
 

@@ -17,7 +17,7 @@ use fantoccini::{Client, Locator};
 use serde_json::json;
 use tally_domain::period::{Period, PeriodKind, local_day};
 
-use crate::pages::{Driver, browser_with_prefs, screenshot, wait_for, which};
+use crate::pages::{Driver, browser_tools, browser_with_prefs, screenshot, wait_for};
 use crate::support::*;
 
 /// Waits for the browser to finish downloading `name` into `dir` and
@@ -94,14 +94,7 @@ async fn fits(client: &Client, what: &str) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clerk_downloads_the_tables_and_reads_every_page_on_a_laptop_and_a_phone() {
-    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium or chromedriver is missing in CI: .ci/run must install Debian's chromium and chromium-driver"
-        );
-        eprintln!(
-            "chromium or chromedriver not installed: skipping the browser test (CI installs them)"
-        );
+    let Some((chromium, chromedriver)) = browser_tools() else {
         return;
     };
 

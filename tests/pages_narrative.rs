@@ -9,20 +9,13 @@ use fantoccini::Locator;
 use tally_domain::period::{Period, PeriodKind, local_day};
 
 use crate::narrative::docx_text;
-use crate::pages::{Driver, browser, screenshot, wait_for, which};
+use crate::pages::{Driver, browser, browser_tools, screenshot, wait_for};
 use crate::reports::get_bytes;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clerk_reads_the_draft_and_downloads_it_as_docx() {
-    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium or chromedriver is missing in CI: .ci/run must install Debian's chromium and chromium-driver"
-        );
-        eprintln!(
-            "chromium or chromedriver not installed: skipping the browser test (CI installs them)"
-        );
+    let Some((chromium, chromedriver)) = browser_tools() else {
         return;
     };
 

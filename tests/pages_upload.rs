@@ -8,7 +8,7 @@
 use fantoccini::{Client, Locator};
 use tally_domain::period::{Period, PeriodKind, local_day};
 
-use crate::pages::{Driver, browser, screenshot, wait_for, which};
+use crate::pages::{Driver, browser, browser_tools, screenshot, wait_for};
 use crate::support::*;
 
 const TOKEN: &str = "upload-browser-token";
@@ -52,14 +52,7 @@ async fn upload(client: &Client, file: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clerk_uploads_a_form_sees_each_mistake_then_the_corrected_values() {
-    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium or chromedriver is missing in CI: .ci/run must install Debian's chromium and chromium-driver"
-        );
-        eprintln!(
-            "chromium or chromedriver not installed: skipping the browser test (CI installs them)"
-        );
+    let Some((chromium, chromedriver)) = browser_tools() else {
         return;
     };
 
