@@ -33,13 +33,18 @@ use crate::engine::{Engine, Replica, RunError, Trigger, humanize};
 use crate::reports;
 use crate::scheduler::{self, Command};
 use tally_domain::ErrorChain;
-use tally_store::{Claim, Schedule};
+use tally_store::{Claim, Schedule, Share};
 
 /// The lease of the quarterly reports and their catch-up.
 pub const REPORTS_LEASE: &str = "reports";
 
 /// How often a replica looks for due ticks and expired runs.
 pub const CLAIM_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a replica's heartbeat (renewed at every claim round) counts it
+/// live: a few missed rounds, whatever `[store] lease` is, so that the
+/// shares of a dead replica's sources are dealt out again within seconds.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// How often a replica looks for sources it does not claim, to log them.
 const FOREIGN_EVERY: Duration = Duration::from_secs(60);
@@ -70,6 +75,7 @@ pub async fn run(
     let mut registered = false;
     let mut logged: HashSet<(String, String)> = HashSet::new();
     let mut duty = ReportsDuty::new(&engine);
+    let mut live = 0;
 
     let mut claim_tick = tokio::time::interval(CLAIM_EVERY);
     claim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -104,7 +110,7 @@ pub async fn run(
                 }
                 if registered {
                     let free = most.saturating_sub(in_flight.load(Ordering::Acquire));
-                    for claim in claim(&engine, &replica, free).await {
+                    for claim in claim(&engine, &replica, free, &mut live).await {
                         spawn_claim(&mut running, &engine, &replica, claim, &in_flight);
                     }
                 }
@@ -115,6 +121,7 @@ pub async fn run(
 
     engine.close();
     duty.release(&replica).await;
+    stop_beating(&replica).await;
     if !running.is_empty() {
         tracing::info!(
             runs = running.len(),
@@ -237,16 +244,27 @@ async fn log_foreign(
     }
 }
 
-/// Takes over runs whose lease ran out, then claims due ticks: at most
-/// `free` in all.
-async fn claim(engine: &Arc<Engine>, replica: &Arc<Replica>, free: usize) -> Vec<Claim> {
-    if free == 0 {
-        return Vec::new();
-    }
+/// Records the replica's heartbeat, takes over runs whose lease ran out,
+/// then claims due ticks of its share ([`Share`]): at most `free` in all.
+/// `live` is the number of live replicas the last round saw.
+async fn claim(
+    engine: &Arc<Engine>,
+    replica: &Arc<Replica>,
+    free: usize,
+    live: &mut usize,
+) -> Vec<Claim> {
     let (engine, replica) = (engine.clone(), replica.clone());
     let done = tokio::task::spawn_blocking(move || {
         let prints = engine.fingerprints();
         let coordination = &replica.coordination;
+        // Beating even when at its bound: a busy replica keeps its share.
+        let beating = coordination.heartbeat(&replica.owner, HEARTBEAT)?;
+        // A tick of another's share is anyone's once it has waited a whole
+        // claim round: its replica stalled, died or is at its bound.
+        let share = Share::of(&replica.owner, &beating, CLAIM_EVERY);
+        if free == 0 {
+            return Ok((Vec::new(), beating.len()));
+        }
         let mut claims =
             coordination.reclaim_expired(&replica.owner, &prints.sources, free, replica.lease)?;
         let left = free - claims.len().min(free);
@@ -262,19 +280,29 @@ async fn claim(engine: &Arc<Engine>, replica: &Arc<Replica>, free: usize) -> Vec
                     next => next,
                 }
             };
-            claims.extend(coordination.claim_due(
+            claims.extend(coordination.claim_share(
                 &replica.owner,
                 &prints.sources,
                 left,
                 replica.lease,
                 &next,
+                share,
             )?);
         }
-        Ok::<_, tally_store::StoreError>(claims)
+        Ok::<_, tally_store::StoreError>((claims, beating.len()))
     })
     .await;
     match done {
-        Ok(Ok(claims)) => claims,
+        Ok(Ok((claims, now_live))) => {
+            if now_live != *live {
+                tracing::info!(
+                    replicas = now_live,
+                    "live replicas changed: the sources are shared out again"
+                );
+                *live = now_live;
+            }
+            claims
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %ErrorChain(&e), "cannot claim due ticks from the database");
             Vec::new()
@@ -359,7 +387,25 @@ async fn run_claim(engine: &Arc<Engine>, replica: &Arc<Replica>, claim: &Claim) 
         }
     };
     match result {
+        Ok(report) if report.run_id.is_none() => {
+            // Not stored (the database was lost meanwhile): the run is left
+            // unfinished and no longer renewed, so that once its lease runs
+            // out a replica runs the tick again.
+            tracing::warn!(
+                source = %id,
+                "the run could not be stored: its tick is run again once its lease runs out"
+            );
+            return;
+        }
         Ok(_) => {}
+        Err(RunError::Store(e)) => {
+            tracing::warn!(
+                source = %id,
+                error = %ErrorChain(&e),
+                "the run could not read the store: its tick is run again once its lease runs out"
+            );
+            return;
+        }
         Err(RunError::ShuttingDown(_)) => {
             // Not started: another replica takes the tick at once.
             renew_run(replica, claim, Duration::ZERO).await;
@@ -372,6 +418,20 @@ async fn run_claim(engine: &Arc<Engine>, replica: &Arc<Replica>, claim: &Claim) 
         Err(e) => tracing::error!(source = %id, error = %ErrorChain(&e), "run could not start"),
     }
     finish(replica, claim).await;
+}
+
+/// Ends the replica's heartbeat at shutdown: the others take its share at
+/// once instead of after [`HEARTBEAT`].
+async fn stop_beating(replica: &Arc<Replica>) {
+    let r = replica.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        r.coordination
+            .release(&format!("replica:{}", r.owner), &r.owner, 1)
+    })
+    .await;
+    if let Ok(Err(e)) = done {
+        tracing::warn!(error = %ErrorChain(&e), "cannot end this replica's heartbeat: the others take its share when it runs out");
+    }
 }
 
 async fn renew_run(replica: &Arc<Replica>, claim: &Claim, lease: Duration) {

@@ -48,6 +48,45 @@ pub struct Claim {
     pub claimed_at: DateTime<Utc>,
 }
 
+/// Which due ticks a replica claims ([`Coordination::claim_share`]): those
+/// of its own share of the sources, and any tick left due for `after` (its
+/// replica missed its round: stalled, dead, or at its bound of runs). The
+/// share of a source is a hash of its id modulo `live`, so replicas that
+/// agree on `live` and hold distinct ranks split the sources between them
+/// without talking to each other; replicas that briefly disagree (one just
+/// started or died) only leave some ticks to `after`. Claims stay exclusive
+/// whatever the shares say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This replica's place among the live ones, `0..live`.
+    pub rank: usize,
+    pub live: usize,
+    pub after: Duration,
+}
+
+impl Share {
+    /// Every due tick: one replica alone.
+    pub const ALL: Share = Share {
+        rank: 0,
+        live: 1,
+        after: Duration::ZERO,
+    };
+
+    /// The share of `owner` among `live` (sorted, as
+    /// [`Coordination::heartbeat`] answers); [`Share::ALL`] when `owner`
+    /// is not among them (its heartbeat was not recorded).
+    pub fn of(owner: &str, live: &[String], after: Duration) -> Share {
+        match live.iter().position(|o| o == owner) {
+            Some(rank) => Share {
+                rank,
+                live: live.len(),
+                after,
+            },
+            None => Share::ALL,
+        }
+    }
+}
+
 /// A source the database schedules with another configuration than this
 /// replica's, or that this replica does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +152,25 @@ pub trait Coordination: Send + Sync + 'static {
         limit: usize,
         lease: Duration,
         next: NextTick<'_>,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.claim_share(owner, fingerprints, limit, lease, next, Share::ALL)
+    }
+
+    /// [`Coordination::claim_due`], of the due ticks in `share` only.
+    fn claim_share(
+        &self,
+        owner: &str,
+        fingerprints: &HashMap<String, String>,
+        limit: usize,
+        lease: Duration,
+        next: NextTick<'_>,
+        share: Share,
     ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Records that replica `owner` is alive for `ttl` (a row `replica:OWNER`
+    /// of the lease table) and returns the owners of every live replica,
+    /// sorted, this one included: what [`Share::of`] divides the sources by.
+    fn heartbeat(&self, owner: &str, ttl: Duration) -> Result<Vec<String>, StoreError>;
 
     /// Extends a run's lease by `lease` from now; false when `owner` no
     /// longer holds it (another replica took it over) or it finished.

@@ -15,7 +15,9 @@ use postgres::Row;
 
 use super::{PostgresStore, off_async, pg};
 use crate::StoreError;
-use crate::coordination::{Claim, Coordination, Foreign, NextTick, Schedule, ScheduleStatus};
+use crate::coordination::{
+    Claim, Coordination, Foreign, NextTick, Schedule, ScheduleStatus, Share,
+};
 
 /// `(ids, fingerprints)` as two arrays, for `unnest`.
 fn arrays(fingerprints: &HashMap<String, String>) -> (Vec<&str>, Vec<&str>) {
@@ -84,18 +86,21 @@ impl Coordination for PostgresStore {
         })
     }
 
-    fn claim_due(
+    fn claim_share(
         &self,
         owner: &str,
         fingerprints: &HashMap<String, String>,
         limit: usize,
         lease: Duration,
         next: NextTick<'_>,
+        share: Share,
     ) -> Result<Vec<Claim>, StoreError> {
         off_async(|| {
             let doing = "claiming due ticks";
             let (ids, prints) = arrays(fingerprints);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let live = i32::try_from(share.live.max(1)).unwrap_or(i32::MAX);
+            let rank = i32::try_from(share.rank).unwrap_or(0);
             let mut conn = self.conn(doing)?;
             let mut tx = conn.transaction().map_err(pg(doing))?;
             // A source with a run still going (here or on another replica)
@@ -106,12 +111,14 @@ impl Coordination for PostgresStore {
                     &format!(
                         "SELECT s.source_id, s.next_run_at, now() FROM source_schedule s JOIN {MINE} \
                          WHERE s.next_run_at <= now() \
+                           AND (mod(hashtext(s.source_id) & 2147483647, $4) = $5 \
+                                OR s.next_run_at <= now() - make_interval(secs => $6)) \
                            AND NOT EXISTS (SELECT 1 FROM source_run r \
                                  WHERE r.source_id = s.source_id AND r.finished_at IS NULL) \
                          ORDER BY s.next_run_at LIMIT $3 \
                          FOR UPDATE OF s SKIP LOCKED"
                     ),
-                    &[&ids, &prints, &limit],
+                    &[&ids, &prints, &limit, &live, &rank, &seconds(share.after)],
                 )
                 .map_err(pg(doing))?;
             if due.is_empty() {
@@ -147,6 +154,36 @@ impl Coordination for PostgresStore {
             .map_err(pg(doing))?;
             tx.commit().map_err(pg(doing))?;
             claimed.iter().map(claim).collect()
+        })
+    }
+
+    fn heartbeat(&self, owner: &str, ttl: Duration) -> Result<Vec<String>, StoreError> {
+        off_async(|| {
+            let doing = "recording this replica's heartbeat";
+            // The statement's snapshot does not see its own insert: the
+            // union adds it. Rows of replicas gone for an hour are dropped
+            // on the way (each start is a new owner).
+            let rows = self
+                .conn(doing)?
+                .query(
+                    "WITH beat AS ( \
+                       INSERT INTO lease AS l (name, owner, term, expires_at) \
+                       VALUES ('replica:' || $1, $1, 1, now() + make_interval(secs => $2)) \
+                       ON CONFLICT (name) DO UPDATE SET expires_at = excluded.expires_at \
+                       RETURNING owner), \
+                     gone AS ( \
+                       DELETE FROM lease WHERE name LIKE 'replica:%' \
+                          AND expires_at < now() - interval '1 hour') \
+                     SELECT owner FROM lease \
+                      WHERE name LIKE 'replica:%' AND expires_at >= now() AND owner <> $1 \
+                     UNION SELECT owner FROM beat \
+                     ORDER BY 1",
+                    &[&owner, &seconds(ttl)],
+                )
+                .map_err(pg(doing))?;
+            rows.iter()
+                .map(|r| r.try_get(0).map_err(pg(doing)))
+                .collect()
         })
     }
 

@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 struct Cluster {
     /// Holds the socket and `data/`.
     dir: PathBuf,
+    bin: PathBuf,
+    root: bool,
 }
 
 /// The directory holding `initdb` and `pg_ctl`.
@@ -135,22 +137,12 @@ impl Cluster {
             .args(["-U", "tally", "--auth=trust", "--no-sync", "-E", "UTF8"])
             .args(["--locale=C"]);
         run(initdb, "initdb", None);
-        let mut start = as_cluster_user(root, &bin.join("pg_ctl"));
-        // No TCP at all: the socket lives in the cluster's own directory,
-        // so clusters of parallel test processes never meet. fsync off: a
-        // throwaway cluster need not survive a power cut.
-        start
-            .arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(&log)
-            .args(["-w", "-t", "60", "-o"])
-            .arg(format!(
-                "-k {} -c listen_addresses='' -c fsync=off -c max_connections=300",
-                dir.display()
-            ))
-            .arg("start");
-        run(start, "pg_ctl start", Some(&log));
+        let cluster = Cluster {
+            dir: dir.clone(),
+            bin: bin.clone(),
+            root,
+        };
+        cluster.pg_ctl_start();
         // Stop and remove the cluster when this process is gone, however
         // it ends (the test harness has no hook after the last test). The
         // watcher outlives this process by design: never waited for.
@@ -171,7 +163,53 @@ impl Cluster {
             .spawn()
             .map(drop)
             .expect("starting the cluster's watcher");
-        Cluster { dir }
+        cluster
+    }
+
+    /// Starts the server on the cluster's data directory (again).
+    fn pg_ctl_start(&self) {
+        let (data, log) = (self.dir.join("data"), self.dir.join("server.log"));
+        let mut start = as_cluster_user(self.root, &self.bin.join("pg_ctl"));
+        // No TCP at all: the socket lives in the cluster's own directory,
+        // so clusters of parallel test processes never meet. fsync off: a
+        // throwaway cluster need not survive a power cut.
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o"])
+            .arg(format!(
+                "-k {} -c listen_addresses='' -c fsync=off -c max_connections=300",
+                self.dir.display()
+            ))
+            .arg("start");
+        run(start, "pg_ctl start", Some(&log));
+    }
+
+    /// Stops the server: `fast` disconnects every client and shuts down
+    /// cleanly, as an operator's restart does; `immediate` aborts.
+    fn pg_ctl_stop(&self, mode: &str) {
+        let mut stop = as_cluster_user(self.root, &self.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", mode, "-w", "-t", "60", "stop"]);
+        run(stop, "pg_ctl stop", Some(&self.dir.join("server.log")));
+    }
+
+    fn new_database(&self) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("tally_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut admin = postgres::Client::connect(&self.admin_url(), postgres::NoTls)
+            .expect("connecting to the test cluster");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("creating a test database");
+        name
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("postgresql://tally@/{name}?host={}", self.dir.display())
     }
 
     fn admin_url(&self) -> String {
@@ -187,14 +225,8 @@ fn cluster() -> &'static Cluster {
 /// The connection string of a new, empty database of this process's
 /// cluster (started on first use).
 pub fn database() -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let cluster = cluster();
-    let name = format!("tally_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let mut admin = postgres::Client::connect(&cluster.admin_url(), postgres::NoTls)
-        .expect("connecting to the test cluster");
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .expect("creating a test database");
+    let name = cluster.new_database();
     format!("host={} user=tally dbname={name}", cluster.dir.display())
 }
 
@@ -214,4 +246,58 @@ pub fn database_url() -> String {
         "postgresql://tally@/{name}?host={}",
         cluster().dir.display()
     )
+}
+
+/// A cluster of its own, for a test that stops and starts PostgreSQL under
+/// running daemons: the process's shared cluster ([`database`]) serves
+/// other tests at the same time and must stay up. Stopped and removed when
+/// dropped (and by its watcher should the process end first).
+///
+/// ```no_run
+/// let pg = tally_store::pg_test_cluster::OwnCluster::start();
+/// let url = pg.database_url();
+/// pg.stop();
+/// pg.start_again();
+/// # drop(url);
+/// ```
+pub struct OwnCluster {
+    cluster: Cluster,
+}
+
+impl OwnCluster {
+    pub fn start() -> OwnCluster {
+        OwnCluster {
+            cluster: Cluster::start(),
+        }
+    }
+
+    /// A new, empty database of this cluster as a `postgresql://` URL.
+    pub fn database_url(&self) -> String {
+        let name = self.cluster.new_database();
+        self.cluster.url(&name)
+    }
+
+    /// Stops the server as an operator's `pg_ctl restart` does (`-m fast`:
+    /// every connection is closed, nothing waits for clients).
+    pub fn stop(&self) {
+        self.cluster.pg_ctl_stop("fast");
+    }
+
+    /// Starts the stopped server on the same data directory and socket.
+    pub fn start_again(&self) {
+        self.cluster.pg_ctl_start();
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let mut stop = as_cluster_user(self.cluster.root, &self.cluster.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(self.cluster.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let _ = stop.status();
+        let _ = std::fs::remove_dir_all(&self.cluster.dir);
+    }
 }

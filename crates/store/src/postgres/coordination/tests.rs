@@ -338,3 +338,61 @@ fn only_replicas_with_the_registered_fingerprint_claim_a_source() {
     );
     assert!(!status["s"].last_finished);
 }
+
+#[test]
+fn live_replicas_split_due_ticks_by_share_and_take_overdue_ones_of_any_share() {
+    let store = store();
+    let names: Vec<String> = (0..60).map(|i| format!("s{i}")).collect();
+    let sources: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fingerprints = mine(&sources, "f");
+    // Two replicas beat; a third's heartbeat ran out.
+    store.heartbeat("gone", Duration::ZERO).unwrap();
+    let_leases_expire();
+    assert_eq!(store.heartbeat("b", LEASE).unwrap(), ["b"]);
+    let live = store.heartbeat("a", LEASE).unwrap();
+    assert_eq!(live, ["a", "b"]);
+    let far = |_: &str, t: DateTime<Utc>, _: DateTime<Utc>| Some(t + chrono::Duration::days(1));
+
+    // Due just now: each takes its own share only, and the two shares
+    // make up every source.
+    let now = store.now().unwrap();
+    store.register(&schedules(&sources, "f", now)).unwrap();
+    let after = Duration::from_secs(3600);
+    let (share_a, share_b) = (Share::of("a", &live, after), Share::of("b", &live, after));
+    assert_eq!((share_a.rank, share_b.rank, share_a.live), (0, 1, 2));
+    let got_a = store
+        .claim_share("a", &fingerprints, 100, LEASE, &far, share_a)
+        .unwrap();
+    // Again: a's share is claimed, b's is not a's to take yet.
+    assert!(
+        store
+            .claim_share("a", &fingerprints, 100, LEASE, &far, share_a)
+            .unwrap()
+            .is_empty()
+    );
+    let got_b = store
+        .claim_share("b", &fingerprints, 100, LEASE, &far, share_b)
+        .unwrap();
+    assert!(!got_a.is_empty() && !got_b.is_empty(), "{got_a:?} {got_b:?}");
+    let mut all: Vec<String> = got_a.iter().chain(&got_b).map(|c| c.source.clone()).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), sources.len(), "each source claimed once");
+    assert_eq!(got_a.len() + got_b.len(), sources.len());
+
+    for c in &got_a {
+        assert!(store.finish(c.run, "a").unwrap());
+    }
+    for c in &got_b {
+        assert!(store.finish(c.run, "b").unwrap());
+    }
+
+    // b's share, left due longer than `after`, goes to a.
+    let old = store.now().unwrap() - chrono::Duration::hours(2);
+    let other = mine(&sources, "g");
+    store.register(&schedules(&sources, "g", old)).unwrap();
+    let took = store
+        .claim_share("a", &other, 100, LEASE, &far, share_a)
+        .unwrap();
+    assert_eq!(took.len(), sources.len(), "overdue ticks of any share");
+}
