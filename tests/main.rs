@@ -36,6 +36,7 @@ mod postgres_store;
 mod redaction;
 mod reload;
 mod replicas;
+mod replicas_chaos;
 mod reports;
 mod security;
 mod settings;

@@ -129,7 +129,6 @@ impl Cluster {
                 .expect("giving the cluster's directory to nobody");
         }
         let data = dir.join("data");
-        let log = dir.join("server.log");
         let mut initdb = as_cluster_user(root, &bin.join("initdb"));
         initdb
             .arg("-D")

@@ -373,8 +373,15 @@ fn live_replicas_split_due_ticks_by_share_and_take_overdue_ones_of_any_share() {
     let got_b = store
         .claim_share("b", &fingerprints, 100, LEASE, &far, share_b)
         .unwrap();
-    assert!(!got_a.is_empty() && !got_b.is_empty(), "{got_a:?} {got_b:?}");
-    let mut all: Vec<String> = got_a.iter().chain(&got_b).map(|c| c.source.clone()).collect();
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "{got_a:?} {got_b:?}"
+    );
+    let mut all: Vec<String> = got_a
+        .iter()
+        .chain(&got_b)
+        .map(|c| c.source.clone())
+        .collect();
     all.sort();
     all.dedup();
     assert_eq!(all.len(), sources.len(), "each source claimed once");
