@@ -305,8 +305,8 @@ mod tests {
 
     #[test]
     fn a_county_is_exposed_whole_by_default() {
-        // The demo's size: 14 units, 33 indicators.
-        let config = parse(&tree(&[1, 13], 33, 10, "")).unwrap();
+        // The demo's size: 14 units, 33 indicators, 2 with targets.
+        let config = parse(&tree(&[1, 13], 33, 2, "")).unwrap();
         assert_eq!(config.metrics, MetricsConfig::default());
         assert_eq!(config.metrics_depth(), None);
     }
