@@ -320,7 +320,10 @@ fn metrics_gzip_decodes_to_the_plain_body() {
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut text)
                 .expect("a gzip body");
             (before == after).then(|| {
-                assert_eq!(String::from_utf8_lossy(&text), String::from_utf8_lossy(&before));
+                assert_eq!(
+                    String::from_utf8_lossy(&text),
+                    String::from_utf8_lossy(&before)
+                );
                 text
             })
         })

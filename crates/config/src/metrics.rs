@@ -100,7 +100,11 @@ impl Config {
         let m = &self.metrics;
         let targeted: HashSet<&str> = self.targets.iter().map(|t| t.indicator.as_str()).collect();
         let (mut indicators, mut ratios) = (0, 0);
-        for i in self.indicators.iter().filter(|i| m.exposes_indicator(&i.id)) {
+        for i in self
+            .indicators
+            .iter()
+            .filter(|i| m.exposes_indicator(&i.id))
+        {
             indicators += 1;
             ratios += usize::from(targeted.contains(i.id.as_str()));
         }
@@ -337,9 +341,19 @@ mod tests {
         let text = tree(&[1, 10, 100], 2, 0, "[metrics]\nindicator_max_depth = 1\n");
         assert_eq!(parse(&text).unwrap().metrics_depth(), Some(1));
         // 9 series a unit: 11 units are 99, 111 units 999.
-        let text = tree(&[1, 10, 100], 2, 0, "[metrics]\nindicator_series_limit = 500\n");
+        let text = tree(
+            &[1, 10, 100],
+            2,
+            0,
+            "[metrics]\nindicator_series_limit = 500\n",
+        );
         assert_eq!(parse(&text).unwrap().metrics_depth(), Some(1));
-        let text = tree(&[1, 10, 100], 2, 0, "[metrics]\nindicator_series_limit = 999\n");
+        let text = tree(
+            &[1, 10, 100],
+            2,
+            0,
+            "[metrics]\nindicator_series_limit = 999\n",
+        );
         assert_eq!(parse(&text).unwrap().metrics_depth(), None);
     }
 
@@ -394,6 +408,9 @@ mod tests {
             "indicator_series_limit = 4\n",
             "metrics.indicator_series_limit: 4 series do not hold even the top level",
         );
-        check("histogram = true\n", "metrics.histogram: unknown field `histogram`");
+        check(
+            "histogram = true\n",
+            "metrics.histogram: unknown field `histogram`",
+        );
     }
 }

@@ -378,7 +378,9 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             match done.await {
                 Ok(body) => body,
                 // A panic while compressing: the plain body still answers.
-                Err(_) => return ([content_type, vary], engine.metrics.exposition()).into_response(),
+                Err(_) => {
+                    return ([content_type, vary], engine.metrics.exposition()).into_response();
+                }
             }
         }
     };

@@ -614,11 +614,21 @@ fn the_gzip_copy_is_the_body_compressed_and_never_an_older_one() {
     assert!(gzip.len() < plain.len());
     assert_eq!(gunzip(&gzip).as_bytes(), &plain[..]);
     // Asked once, every rebuild compresses its own body as it swaps it in.
-    metrics.run_finished("posts", "http_json", RunResult::Success, None, 0.1, 5, 1.8e9);
+    metrics.run_finished(
+        "posts",
+        "http_json",
+        RunResult::Success,
+        None,
+        0.1,
+        5,
+        1.8e9,
+    );
     metrics.rebuild();
     let newer = metrics.exposition();
     assert_ne!(newer, plain);
-    let ready = metrics.exposition_gzip_ready().expect("compressed by the rebuild");
+    let ready = metrics
+        .exposition_gzip_ready()
+        .expect("compressed by the rebuild");
     assert_eq!(gunzip(&ready).as_bytes(), &newer[..]);
     promtool_check(&gunzip(&ready));
 }

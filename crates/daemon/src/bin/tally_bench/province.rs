@@ -153,7 +153,10 @@ pub fn province(
     full.rebuild();
     for (what, text) in [
         ("province body", body.clone()),
-        ("10,000 sources with histogram and error kinds", full.exposition()),
+        (
+            "10,000 sources with histogram and error kinds",
+            full.exposition(),
+        ),
     ] {
         let mut figures = Vec::new();
         for level in [1, 3, 6, 9] {
@@ -168,7 +171,10 @@ pub fn province(
             figures.push(format!("level {level}: {size} bytes in {p50:.1} ms"));
         }
         out.push((
-            format!("gzip of the {what} ({} bytes), flate2/zlib-rs, p50", text.len()),
+            format!(
+                "gzip of the {what} ({} bytes), flate2/zlib-rs, p50",
+                text.len()
+            ),
             figures.join("; "),
         ));
     }
@@ -209,7 +215,11 @@ fn gzip(text: &[u8], level: u32) -> Vec<u8> {
 /// with `gzip` asking for it as Prometheus does, and checking it came so.
 /// Returns the bytes received.
 fn scrape(conn: &mut TcpStream, gzip: bool) -> Result<usize> {
-    let accept = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+    let accept = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
     conn.write_all(format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}\r\n").as_bytes())?;
     let mut reader = BufReader::new(&mut *conn);
     let mut status = String::new();
