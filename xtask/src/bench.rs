@@ -539,6 +539,9 @@ fn collection_section(release: &Path, out: &Path, peers: &Path, args: &Args) -> 
             ])
             .env("BENCH_OUT", out.join("peer"))
             .env("PEERS", "collectd python custom")
+            // Scraped as Prometheus scrapes (issue 16): asking for gzip and
+            // decompressing, every peer alike.
+            .env("SCRAPE_GZIP", "1")
             .env("CUSTOM_PORT", COLLECT_PORT.to_string())
             .env(
                 "CUSTOM_CMD",
@@ -586,7 +589,9 @@ fn collection_table(rows: &[PeerRow], failed: &[String], duration: u32) -> Strin
     let mut t = format!(
         "### Collection: N JSON sources every {INTERVAL_SECS} s, {duration} s window (`../shared/bench/peer/run.sh`)\n\n\
          tallyd polls with the `http_json` plugin and stores every observation durably \
-         (SQLite, WAL, synchronous=FULL); collectd and the Python exporter store nothing.\n\n\
+         (SQLite, WAL, synchronous=FULL); collectd and the Python exporter store nothing. \
+         Every peer is scraped as Prometheus scrapes, asking for gzip (`SCRAPE_GZIP=1`); \
+         the body column is the bytes on the wire (compressed where the peer compresses).\n\n\
          | N | peer | CPU s | CPU per fetch | RSS median / peak | fetches/s (expected) | threads | fds | series | scrapes | scrape p50 / p99 | body | promtool |\n\
          |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
     );

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod location;
+mod metrics;
 mod narrative;
 mod schedule;
 mod secrets;
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use tally_domain::{Kind, MAX_VALUE, show_value};
 
 pub use location::Location;
+pub use metrics::{METRIC_WINDOWS, MetricsConfig};
 pub use narrative::{NarrativeTemplate, describe as template_error, syntax as template_syntax};
 pub use secrets::{Redactor, Secret};
 
@@ -117,6 +119,8 @@ pub struct Config {
     /// `[store]`: where observations and runs are kept; `None` for the
     /// embedded SQLite store in `daemon.data_dir`.
     pub store: Option<StoreConfig>,
+    /// `[metrics]`: how much `/metrics` exposes.
+    pub metrics: MetricsConfig,
     /// The file this configuration was read from, as given.
     pub path: PathBuf,
     secrets: Redactor,
@@ -520,6 +524,7 @@ impl fmt::Debug for Config {
             .field("targets", &self.targets)
             .field("sources", &self.sources)
             .field("reports", &self.reports)
+            .field("metrics", &self.metrics)
             .field("secrets", &self.secrets)
             .finish()
     }
@@ -1034,6 +1039,7 @@ impl Checker<'_> {
         let sources = self.sources(raw.sources, &unit_ids, &indicator_ids);
         let reports = self.reports(raw.reports);
         let store = raw.store.and_then(|raw| self.store(raw));
+        let metrics = self.metrics(raw.metrics, &units, &indicators, &targets);
         Config {
             daemon,
             units,
@@ -1042,6 +1048,7 @@ impl Checker<'_> {
             sources,
             reports,
             store,
+            metrics,
             path: path.to_owned(),
             secrets: Redactor::default(),
             keys: KeyIndex::default(),
@@ -1815,6 +1822,8 @@ mod raw {
         #[serde(default)]
         pub reports: Reports,
         pub store: Option<Store>,
+        #[serde(default)]
+        pub metrics: super::metrics::Raw,
     }
 
     #[derive(Deserialize)]

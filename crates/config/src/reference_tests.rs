@@ -53,7 +53,7 @@ const UNIT: &str = "[[units]]\nid = \"county\"\nname = \"某县\"\n";
 
 #[test]
 fn the_reference_lists_every_key_and_only_those() {
-    let cases: [(&str, String); 8] = [
+    let cases: [(&str, String); 9] = [
         ("The file", "zz_unknown = 1\n".to_owned()),
         ("[daemon]", "[daemon]\nzz_unknown = 1\n".to_owned()),
         ("[[units]]", format!("{UNIT}zz_unknown = 1\n")),
@@ -78,6 +78,7 @@ fn the_reference_lists_every_key_and_only_those() {
             "[store]",
             "[store]\nurl = \"postgresql://tally@db/tally\"\nzz_unknown = 1\n".to_owned(),
         ),
+        ("[metrics]", "[metrics]\nzz_unknown = 1\n".to_owned()),
     ];
     let mut wrong = Vec::new();
     for (heading, text) in cases {

@@ -357,16 +357,35 @@ async fn reload(
 }
 
 /// The latest pre-encoded body (see [`crate::metrics`]): a scrape copies a
-/// pointer, whatever the number of series.
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-        )],
-        state.engine().metrics.exposition(),
-    )
-        .into_response()
+/// pointer, whatever the number of series; a scrape that accepts gzip (as
+/// Prometheus does) gets the body's pre-compressed copy, compressed on the
+/// blocking pool only for the first such scrape of a body.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let engine = state.engine();
+    let content_type = (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
+    if !crate::metrics::accepts_gzip(&headers) {
+        return ([content_type, vary], engine.metrics.exposition()).into_response();
+    }
+    let body = match engine.metrics.exposition_gzip_ready() {
+        Some(body) => body,
+        None => {
+            let compressing = engine.clone();
+            let done = tokio::task::spawn_blocking(move || compressing.metrics.exposition_gzip());
+            match done.await {
+                Ok(body) => body,
+                // A panic while compressing: the plain body still answers.
+                Err(_) => {
+                    return ([content_type, vary], engine.metrics.exposition()).into_response();
+                }
+            }
+        }
+    };
+    let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    ([content_type, vary, encoding], body).into_response()
 }
 
 fn reject_unknown(params: &HashMap<String, String>, accepted: &[&str]) -> Result<(), AppError> {

@@ -24,18 +24,29 @@
 //!   (a prometheus-crate counter of the plugin host, at most a few hundred
 //!   series) complete it.
 //!
+//! A scrape that accepts gzip gets the body's gzip copy ([`Body`]), made
+//! by the rebuild once a scraper asked for gzip, so that the copy and the
+//! plain body are always of the same rebuild.
+//!
+//! How many series: [`SOURCE_SERIES_BUDGET`] per source with the default
+//! `[metrics]` (the duration histogram and errors by kind are opt-in, see
+//! [`Metrics::configure`]); the indicator families are bounded by `[metrics]`
+//! too (`indicator_text`).
+//!
 //! Every internal event that has a metric updates it here, so names, labels
 //! and help texts stay in one place. Label values are bounded: unit,
 //! indicator, source and plugin ids come from the configuration, results from
 //! a fixed list.
 
+mod encoding;
 mod indicators;
+pub use encoding::accepts_gzip;
 pub use indicators::{indicator_text, refresh_indicators};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use bytes::Bytes;
 use prometheus::TextEncoder;
@@ -110,6 +121,14 @@ const RUN_DURATION: Family = Family {
     help: "Duration of collection runs.",
     kind: "histogram",
 };
+/// The same family without its buckets (`[metrics]
+/// source_duration_histogram = false`, the default): `_sum` and `_count`
+/// only, which Prometheus' format calls a summary without quantiles. Queries
+/// of `_sum` and `_count` read both alike.
+const RUN_DURATION_SUM: Family = Family {
+    kind: "summary",
+    ..RUN_DURATION
+};
 const OBSERVATIONS_WRITTEN: Family = Family {
     name: "tally_observations_written_total",
     help: "Observations written to the store.",
@@ -176,6 +195,13 @@ const DURATION_BUCKETS: [(f64, &str); 10] = [
     (300.0, "300"),
 ];
 
+/// The series budget of one source with the default `[metrics]`: what
+/// README.md's Metrics table promises (10,000 sources, at most 150,000
+/// series). Today's defaults write 14: `up`, five `runs_total`, the last
+/// success, the duration's `_sum` and `_count`, four counters and the
+/// schedule interval.
+pub const SOURCE_SERIES_BUDGET: usize = 15;
+
 /// What a source's series say, as plain numbers.
 #[derive(Clone)]
 struct SourceStats {
@@ -223,6 +249,16 @@ impl SourceStats {
     }
 }
 
+/// Which optional per-source series are written (`[metrics]`, see
+/// [`Metrics::configure`]): the rest of the series budget of a source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SourceDetail {
+    /// The ten buckets of `tally_source_run_duration_seconds` (and `+Inf`).
+    histogram: bool,
+    /// `tally_source_runs_total{result="error"}` by `kind`, instead of one series.
+    error_kinds: bool,
+}
+
 /// A source's numbers and its lines as last written.
 struct SourceEntry {
     stats: SourceStats,
@@ -237,6 +273,7 @@ struct SourceEntry {
 /// rebuild writes only the sources that changed since and copies the rest.
 struct SourceText {
     version: u64,
+    detail: SourceDetail,
     text: String,
     ends: [usize; SOURCE_FAMILIES.len()],
 }
@@ -257,7 +294,12 @@ struct Shared {
     /// The indicator families, as text.
     indicator_families: Mutex<Arc<str>>,
     /// What scrapes answer.
-    body: RwLock<Bytes>,
+    body: RwLock<Arc<Body>>,
+    /// A scrape asked for gzip: from then on every rebuild compresses its
+    /// body too, so that later scrapes find the copy ready.
+    gzip_wanted: AtomicBool,
+    /// The optional per-source series.
+    detail: Mutex<SourceDetail>,
     /// Something changed since the last rebuild began.
     changed: AtomicBool,
     /// Observations were written since the indicator families were last
@@ -271,6 +313,48 @@ struct Shared {
     rebuild: Mutex<()>,
     /// The replica families, for a daemon that is one of several replicas.
     replica: Mutex<Option<ReplicaStats>>,
+}
+
+/// One rebuild's body, and its gzip copy once made: the two are swapped in
+/// together, so a compressed copy is never of an older body.
+struct Body {
+    text: Bytes,
+    gzip: OnceLock<Bytes>,
+}
+
+impl Body {
+    fn new(text: Bytes) -> Body {
+        Body {
+            text,
+            gzip: OnceLock::new(),
+        }
+    }
+
+    /// The gzip copy, compressed now if it was not yet.
+    fn gzip(&self) -> Bytes {
+        self.gzip.get_or_init(|| gzip(&self.text)).clone()
+    }
+}
+
+/// The gzip level of `/metrics`: 1, the fastest. On a 30 MB exposition
+/// (10,000 sources) the higher levels took several times longer for a few
+/// per cent less (docs/operating.md, "Sizing /metrics"); the text of the
+/// exposition, long runs of the same label names, compresses about 10× at
+/// level 1 already.
+const GZIP_LEVEL: u32 = 1;
+
+/// `text` gzip-compressed.
+fn gzip(text: &[u8]) -> Bytes {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(text.len() / 8 + 64),
+        flate2::Compression::new(GZIP_LEVEL),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(text);
+    let mut out = encoder.finish().unwrap_or_default();
+    out.shrink_to_fit();
+    Bytes::from(out)
 }
 
 /// What the replica families say ([`Metrics::set_replica`]).
@@ -326,7 +410,9 @@ impl Metrics {
             sources: Mutex::new(BTreeMap::new()),
             plugins: Mutex::new(BTreeSet::new()),
             indicator_families: Mutex::new(Arc::from("")),
-            body: RwLock::new(Bytes::new()),
+            body: RwLock::new(Arc::new(Body::new(Bytes::new()))),
+            gzip_wanted: AtomicBool::new(false),
+            detail: Mutex::new(SourceDetail::default()),
             changed: AtomicBool::new(false),
             values_stale: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
@@ -337,6 +423,22 @@ impl Metrics {
         let metrics = Metrics { shared };
         metrics.rebuild_body();
         metrics
+    }
+
+    /// Writes the optional per-source series that `[metrics]` asks for, from
+    /// the next rebuild on (every source's lines are written again if this
+    /// changes them).
+    pub fn configure(&self, config: &tally_config::MetricsConfig) {
+        let detail = SourceDetail {
+            histogram: config.source_duration_histogram,
+            error_kinds: config.source_error_kinds,
+        };
+        let mut current = lock(&self.shared.detail);
+        if *current != detail {
+            *current = detail;
+            drop(current);
+            self.shared.touch();
+        }
     }
 
     /// Exports `tally_http_requests_total` as counted by `gate` (the daemon's
@@ -542,6 +644,27 @@ impl Metrics {
 
     /// The latest body: what `GET /metrics` answers, never encoded on the way.
     pub fn exposition(&self) -> Bytes {
+        self.body().text.clone()
+    }
+
+    /// The latest body's gzip copy if it is made already; `None` asks for
+    /// it (every later rebuild compresses its body as it is written) and
+    /// leaves the compression of this one to [`Metrics::exposition_gzip`],
+    /// which blocks.
+    pub fn exposition_gzip_ready(&self) -> Option<Bytes> {
+        self.shared.gzip_wanted.store(true, Ordering::Release);
+        self.body().gzip.get().cloned()
+    }
+
+    /// The latest body's gzip copy, compressed now if it was not yet (once
+    /// per body, whoever asks first: later scrapes share it). Blocking: up
+    /// to a few hundred milliseconds for the body of 10,000 sources.
+    pub fn exposition_gzip(&self) -> Bytes {
+        self.shared.gzip_wanted.store(true, Ordering::Release);
+        self.body().gzip()
+    }
+
+    fn body(&self) -> Arc<Body> {
         self.shared
             .body
             .read()
@@ -563,10 +686,11 @@ impl Metrics {
     }
 
     fn rebuild_body(&self) {
-        let sources = self.source_texts();
+        let detail = *lock(&self.shared.detail);
+        let sources = self.source_texts(detail);
         let plugins = lock(&self.shared.plugins).clone();
         let indicators = lock(&self.shared.indicator_families).clone();
-        let previous = self.shared.body.read().map_or(0, |b| b.len());
+        let previous = self.shared.body.read().map_or(0, |b| b.text.len());
         let mut out = String::with_capacity(previous.max(indicators.len()) + 4096);
         write_build_info(&mut out);
         write_plugin_info(&mut out, &plugins);
@@ -575,6 +699,11 @@ impl Metrics {
         }
         out.push_str(&indicators);
         for (f, family) in SOURCE_FAMILIES.iter().enumerate() {
+            let family = if f == RUN_DURATION_AT && !detail.histogram {
+                &RUN_DURATION_SUM
+            } else {
+                family
+            };
             let mut w = FamilyWriter::start(&mut out, family);
             for source in &sources {
                 w.lines(source.family(f));
@@ -584,23 +713,30 @@ impl Metrics {
         if let Some(gate) = lock(&self.shared.http).clone() {
             write_http_requests(&mut out, &gate);
         }
+        let body = Body::new(Bytes::from(out));
+        // Compressed here, off the scrape path, once a scraper asked for it.
+        if self.shared.gzip_wanted.load(Ordering::Acquire) {
+            body.gzip();
+        }
         *self
             .shared
             .body
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Bytes::from(out);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(body);
     }
 
     /// Every source's lines, in id order: those written by an earlier
     /// rebuild as they are, the others written now. The numbers are copied
     /// out under the lock and written without it, so runs finishing meanwhile
     /// do not wait for the text.
-    fn source_texts(&self) -> Vec<Arc<SourceText>> {
+    fn source_texts(&self, detail: SourceDetail) -> Vec<Arc<SourceText>> {
         let mut texts = Vec::new();
         let mut todo = Vec::new();
         for (id, entry) in lock(&self.shared.sources).iter() {
             match &entry.text {
-                Some(text) if text.version == entry.version => texts.push(Some(text.clone())),
+                Some(text) if text.version == entry.version && text.detail == detail => {
+                    texts.push(Some(text.clone()))
+                }
                 _ => {
                     todo.push((texts.len(), id.clone(), entry.version, entry.stats.clone()));
                     texts.push(None);
@@ -610,7 +746,7 @@ impl Metrics {
         let written: Vec<(String, Arc<SourceText>)> = todo
             .into_iter()
             .map(|(at, id, version, stats)| {
-                let text = Arc::new(write_source(&stats, version));
+                let text = Arc::new(write_source(&stats, version, detail));
                 texts[at] = Some(text.clone());
                 (id, text)
             })
@@ -809,6 +945,9 @@ fn write_replica(out: &mut String, replica: &ReplicaStats) {
     f.end();
 }
 
+/// The position of `tally_source_run_duration_seconds` in [`SOURCE_FAMILIES`].
+const RUN_DURATION_AT: usize = 3;
+
 /// The per-source families, in the order they are written.
 const SOURCE_FAMILIES: [&Family; 9] = [
     &SOURCE_UP,
@@ -825,7 +964,7 @@ const SOURCE_FAMILIES: [&Family; 9] = [
 /// A source's lines of every family of [`SOURCE_FAMILIES`]. Label values
 /// were escaped at registration; labels are in the order Prometheus' clients
 /// write them (sorted, `le` last).
-fn write_source(s: &SourceStats, version: u64) -> SourceText {
+fn write_source(s: &SourceStats, version: u64, detail: SourceDetail) -> SourceText {
     let mut out = String::with_capacity(2048 + 27 * s.source_label.len());
     let mut ends = [0; SOURCE_FAMILIES.len()];
     let (source, plugin) = (&*s.source_label, &*s.plugin_label);
@@ -841,7 +980,7 @@ fn write_source(s: &SourceStats, version: u64) -> SourceText {
     }
     ends[0] = out.len();
     for (result, n) in RunResult::ALL.iter().zip(s.runs) {
-        if *result == RunResult::Error {
+        if *result == RunResult::Error && detail.error_kinds {
             for (kind, n) in ERROR_KINDS.iter().zip(s.error_kinds) {
                 let parts = [
                     "tally_source_runs_total{kind=\"",
@@ -876,25 +1015,27 @@ fn write_source(s: &SourceStats, version: u64) -> SourceText {
         );
     }
     ends[2] = out.len();
-    let mut cumulative = 0;
-    for ((_, le), n) in DURATION_BUCKETS.iter().zip(s.duration_buckets) {
-        cumulative += n;
-        let parts = [
+    let count = Value::Int(s.duration_count);
+    if detail.histogram {
+        let mut cumulative = 0;
+        for ((_, le), n) in DURATION_BUCKETS.iter().zip(s.duration_buckets) {
+            cumulative += n;
+            let parts = [
+                "tally_source_run_duration_seconds_bucket{source=\"",
+                source,
+                "\",le=\"",
+                le,
+                "\"} ",
+            ];
+            line(&mut out, &parts, Value::Int(cumulative));
+        }
+        let inf = [
             "tally_source_run_duration_seconds_bucket{source=\"",
             source,
-            "\",le=\"",
-            le,
-            "\"} ",
+            "\",le=\"+Inf\"} ",
         ];
-        line(&mut out, &parts, Value::Int(cumulative));
+        line(&mut out, &inf, count);
     }
-    let count = Value::Int(s.duration_count);
-    let inf = [
-        "tally_source_run_duration_seconds_bucket{source=\"",
-        source,
-        "\",le=\"+Inf\"} ",
-    ];
-    line(&mut out, &inf, count);
     let sum = [
         "tally_source_run_duration_seconds_sum{source=\"",
         source,
@@ -927,8 +1068,11 @@ fn write_source(s: &SourceStats, version: u64) -> SourceText {
         line(&mut out, &parts, Value::Float(gap));
     }
     ends[8] = out.len();
+    // Kept until the source changes: 10,000 of them are a copy of the body.
+    out.shrink_to_fit();
     SourceText {
         version,
+        detail,
         text: out,
         ends,
     }

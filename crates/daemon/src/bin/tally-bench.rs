@@ -28,11 +28,17 @@ use tally_domain::{Observation, Period, UnitTree};
 use tally_host::{PluginRegistry, SourceRunner};
 use tally_store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
 
+#[path = "tally_bench/province.rs"]
+mod province;
+
 const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N]
+                   [--province-units N] [--province-only]
 
   --days N               days of data behind the summaries (default 730)
   --reps N               repetitions of each timed summary and encode (default 50)
-  --max-generate-secs N  if generating the data would take longer, use one year (default 180)";
+  --max-generate-secs N  if generating the data would take longer, use one year (default 180)
+  --province-units N     units of the province tree of /metrics (default 20000, at least 166)
+  --province-only        only the province figures";
 
 /// The shape of the data: one root, 10, 100, then leaves up to `UNITS`.
 const UNITS: usize = 1_000;
@@ -46,6 +52,8 @@ struct Args {
     days: u64,
     reps: usize,
     max_generate_secs: f64,
+    province_units: usize,
+    province_only: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -53,6 +61,8 @@ fn parse_args() -> Result<Args> {
         days: 730,
         reps: 50,
         max_generate_secs: 180.0,
+        province_units: province::UNITS,
+        province_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,12 +76,19 @@ fn parse_args() -> Result<Args> {
             "--max-generate-secs" => {
                 args.max_generate_secs = value(&mut it)?.parse().context("--max-generate-secs")?
             }
+            "--province-units" => {
+                args.province_units = value(&mut it)?.parse().context("--province-units")?
+            }
+            "--province-only" => args.province_only = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
+    }
+    if args.province_units < 166 {
+        bail!("--province-units must be at least 166 (a province, its cities and counties)");
     }
     if args.days < BATCH_DAYS * INGEST_BATCHES || args.reps == 0 {
         bail!(
@@ -348,6 +365,9 @@ fn scratch_dir() -> Result<PathBuf> {
 }
 
 fn run(args: &Args, dir: &Path) -> Result<()> {
+    if args.province_only {
+        return print_province(args, dir);
+    }
     let units = unit_ids();
     let config = Config::parse(
         &config_text(&units, &dir.join("data")),
@@ -508,6 +528,23 @@ fn run(args: &Args, dir: &Path) -> Result<()> {
         args.reps
     );
     for (what, figure) in &exposition_rows {
+        println!("| {what} | {figure} |");
+    }
+    print_province(args, dir)
+}
+
+/// The province rows (issue 16), with the same fixed "now" as the rest.
+fn print_province(args: &Args, dir: &Path) -> Result<()> {
+    let today = NaiveDate::from_ymd_opt(2025, 6, 30).context("date")?;
+    let now = Utc
+        .with_ymd_and_hms(2025, 6, 30, 4, 0, 0)
+        .single()
+        .context("time")?;
+    if args.province_only {
+        println!("| benchmark | figure |");
+        println!("|---|---|");
+    }
+    for (what, figure) in province::province(args.province_units, dir, args.reps, today, now)? {
         println!("| {what} | {figure} |");
     }
     Ok(())

@@ -258,6 +258,7 @@ impl Engine {
                 unit: i.unit.clone(),
             })
             .collect();
+        metrics.configure(&config.metrics);
         let now = clock.now();
         let mut gaps: HashMap<&str, Option<Duration>> = HashMap::new();
         let sources = created

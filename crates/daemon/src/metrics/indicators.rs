@@ -32,28 +32,49 @@ pub fn refresh_indicators(
     Ok(())
 }
 
-/// Writes the indicator families of [`refresh_indicators`] (no I/O).
+/// Writes the indicator families of [`refresh_indicators`] (no I/O), for
+/// the units, indicators and windows `[metrics]` exposes
+/// ([`Config::metrics_depth`], [`tally_config::MetricsConfig`]).
 pub fn indicator_text(config: &Config, tree: &UnitTree, windows: &MetricWindows) -> IndicatorText {
+    let bounds = &config.metrics;
+    let depth = config.metrics_depth();
+    let units: Vec<usize> = tree
+        .preorder()
+        .iter()
+        .copied()
+        .filter(|&u| {
+            let unit = tree.unit(u);
+            depth.is_none_or(|d| unit.depth() <= d) && bounds.exposes_subtree(&unit.id)
+        })
+        .collect();
+    let indicators: Vec<usize> = (0..config.indicators.len())
+        .filter(|&i| bounds.exposes_indicator(&config.indicators[i].id))
+        .collect();
     let n = config.indicators.len();
     let mut text = IndicatorText::new();
-    text.unit_info(tree.preorder().iter().map(|&u| {
+    text.unit_info(units.iter().map(|&u| {
         let unit = tree.unit(u);
         let parent = unit.parent().map_or("", |p| tree.unit(p).id.as_str());
         (unit.id.as_str(), unit.name.as_str(), parent)
     }));
     text.indicator_info(
-        config
-            .indicators
+        indicators
             .iter()
+            .map(|&i| &config.indicators[i])
             .map(|i| (i.id.as_str(), i.name.as_str(), i.kind.as_str())),
     );
-    // Every (window, unit, indicator) cell, in a stable order.
+    // Every exposed (window, unit, indicator) cell, in a stable order.
+    let (units, indicators) = (&units, &indicators);
     let cells = || {
-        windows.windows.iter().flat_map(move |window| {
-            tree.preorder()
-                .iter()
-                .flat_map(move |&u| (0..n).map(move |i| (window, u, i)))
-        })
+        windows
+            .windows
+            .iter()
+            .filter(|(window, _, _)| bounds.exposes_window(window))
+            .flat_map(move |window| {
+                units
+                    .iter()
+                    .flat_map(move |&u| indicators.iter().map(move |&i| (window, u, i)))
+            })
     };
     let ids = |u: usize, i: usize| (tree.unit(u).id.as_str(), config.indicators[i].id.as_str());
     text.indicator_value(cells().filter_map(|((window, values, _), u, i)| {

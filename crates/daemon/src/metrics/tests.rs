@@ -89,9 +89,73 @@ fn one_source() -> Metrics {
     metrics
 }
 
+/// `[metrics]` with every optional per-source series.
+fn detailed() -> tally_config::MetricsConfig {
+    tally_config::MetricsConfig {
+        source_duration_histogram: true,
+        source_error_kinds: true,
+        ..Default::default()
+    }
+}
+
+/// The per-source families of `text`.
+fn source_part(text: &str) -> &str {
+    let start = text.find("# HELP tally_source_up").unwrap();
+    let end = text
+        .find("# HELP tally_http_requests_total")
+        .unwrap_or(text.len());
+    &text[start..end]
+}
+
+#[test]
+fn per_source_families_by_default_keep_to_the_budget() {
+    let text = one_source().encode();
+    let expected = r#"# HELP tally_source_up 1 if the source's last run succeeded.
+# TYPE tally_source_up gauge
+tally_source_up{plugin="http_json",source="posts"} 0
+# HELP tally_source_runs_total Collection runs by result; runs with result error also by the kind of error.
+# TYPE tally_source_runs_total counter
+tally_source_runs_total{plugin="http_json",result="success",source="posts"} 1
+tally_source_runs_total{plugin="http_json",result="error",source="posts"} 1
+tally_source_runs_total{plugin="http_json",result="timeout",source="posts"} 0
+tally_source_runs_total{plugin="http_json",result="panic",source="posts"} 0
+tally_source_runs_total{plugin="http_json",result="crash",source="posts"} 0
+# HELP tally_source_last_success_timestamp_seconds Unix time of the source's last successful run.
+# TYPE tally_source_last_success_timestamp_seconds gauge
+tally_source_last_success_timestamp_seconds{source="posts"} 1700000000
+# HELP tally_source_run_duration_seconds Duration of collection runs.
+# TYPE tally_source_run_duration_seconds summary
+tally_source_run_duration_seconds_sum{source="posts"} 0.72
+tally_source_run_duration_seconds_count{source="posts"} 2
+# HELP tally_observations_written_total Observations written to the store.
+# TYPE tally_observations_written_total counter
+tally_observations_written_total{source="posts"} 3
+# HELP tally_source_skipped_runs_total Scheduled runs skipped because the previous run of the source was still going.
+# TYPE tally_source_skipped_runs_total counter
+tally_source_skipped_runs_total{source="posts"} 1
+# HELP tally_source_backoff_skips_total Scheduled runs skipped because the source is backing off after consecutive failed runs.
+# TYPE tally_source_backoff_skips_total counter
+tally_source_backoff_skips_total{source="posts"} 0
+# HELP tally_source_missed_runs_total Times a source was caught up because its schedule should have fired but did not (daemon down, clock jump, suspend).
+# TYPE tally_source_missed_runs_total counter
+tally_source_missed_runs_total{source="posts"} 0
+# HELP tally_source_schedule_interval_seconds The longest gap between two scheduled runs of the source: a source whose last success is older than twice this is stale.
+# TYPE tally_source_schedule_interval_seconds gauge
+tally_source_schedule_interval_seconds{source="posts"} 10
+"#;
+    assert_eq!(source_part(&text), expected);
+    // The README's budget: at most 15 series per source with the defaults,
+    // so 10,000 sources stay under 150,000.
+    let series = expected.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(series, 14);
+    assert!(series <= SOURCE_SERIES_BUDGET);
+}
+
 #[test]
 fn per_source_families_are_written_in_full() {
-    let text = one_source().encode();
+    let metrics = one_source();
+    metrics.configure(&detailed());
+    let text = metrics.encode();
     let start = text.find("# HELP tally_source_up").unwrap();
     let end = text
         .find("# HELP tally_http_requests_total")
@@ -148,11 +212,15 @@ tally_source_missed_runs_total{source="posts"} 0
 tally_source_schedule_interval_seconds{source="posts"} 10
 "#;
     assert_eq!(&text[start..end], expected);
+    // Back to the defaults: every source's lines are written again.
+    metrics.configure(&Default::default());
+    assert!(!metrics.encode().contains("_bucket"));
 }
 
 #[test]
 fn a_slow_run_counts_only_in_the_inf_bucket() {
     let metrics = Metrics::new();
+    metrics.configure(&detailed());
     metrics.register_source("s", "p");
     metrics.run_finished("s", "p", RunResult::Timeout, None, 400.0, 0, 0.0);
     let text = metrics.encode();
@@ -171,6 +239,16 @@ fn a_source_before_its_first_run_shows_zeros_but_no_up() {
     metrics.register_source("s", "p");
     let text = metrics.encode();
     assert!(!text.contains("tally_source_up"), "{text}");
+    // Every result from the start, errors in one series by default.
+    for result in RunResult::ALL {
+        let series = format!(
+            "tally_source_runs_total{{plugin=\"p\",result=\"{}\",source=\"s\"}} 0\n",
+            result.as_str()
+        );
+        assert!(text.contains(&series), "{series}");
+    }
+    metrics.configure(&detailed());
+    let text = metrics.encode();
     for result in RunResult::ALL {
         if result == RunResult::Error {
             continue;
@@ -225,7 +303,7 @@ fn counters_continue_when_a_source_is_registered_again() {
     let text = metrics.encode();
     for line in [
         "tally_source_runs_total{plugin=\"http_json\",result=\"success\",source=\"posts\"} 2\n",
-        "tally_source_runs_total{kind=\"upstream\",plugin=\"http_json\",result=\"error\",source=\"posts\"} 1\n",
+        "tally_source_runs_total{plugin=\"http_json\",result=\"error\",source=\"posts\"} 1\n",
         "tally_observations_written_total{source=\"posts\"} 7\n",
         "tally_source_skipped_runs_total{source=\"posts\"} 1\n",
         "tally_source_run_duration_seconds_count{source=\"posts\"} 3\n",
@@ -302,8 +380,9 @@ fn plugin_info_is_exported_once_per_library() {
 }
 
 /// A body with every family, odd label values included.
-fn full_body() -> String {
+fn full_body(config: &tally_config::MetricsConfig) -> String {
     let metrics = one_source();
+    metrics.configure(config);
     metrics.register_source("quote\"d", "exec");
     metrics.run_finished("quote\"d", "exec", RunResult::Panic, None, 3.0, 0, 0.0);
     metrics.plugin_loaded("http_json", "0.1.0", "1");
@@ -328,7 +407,10 @@ fn full_body() -> String {
 
 #[test]
 fn the_body_is_well_formed_and_passes_promtool() {
-    let body = full_body();
+    let plain = full_body(&Default::default());
+    check_format(&plain);
+    promtool_check(&plain);
+    let body = full_body(&detailed());
     check_format(&body);
     for family in [
         "tally_build_info",
@@ -352,8 +434,12 @@ fn the_body_is_well_formed_and_passes_promtool() {
             "no {family}:\n{body}"
         );
     }
-    // CI installs promtool (tests/collection.rs insists); elsewhere the
-    // structural check above stands alone.
+    promtool_check(&body);
+}
+
+/// `promtool check metrics` on `body`. CI installs promtool
+/// (tests/collection.rs insists); elsewhere the structural check stands alone.
+pub(super) fn promtool_check(body: &str) {
     let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
         .into_iter()
         .map(Path::new)
@@ -428,7 +514,10 @@ fn check_format(body: &str) {
             }
             if what == "TYPE" {
                 let kind = parts.next().unwrap();
-                assert!(matches!(kind, "gauge" | "counter" | "histogram"), "{line}");
+                assert!(
+                    matches!(kind, "gauge" | "counter" | "histogram" | "summary"),
+                    "{line}"
+                );
                 types.insert(name, kind);
             }
             continue;
@@ -442,6 +531,11 @@ fn check_format(body: &str) {
             .unwrap_or_else(|| panic!("no TYPE for {line}"));
         let allowed = if kind == "histogram" {
             ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name == format!("{family}{s}"))
+        } else if kind == "summary" {
+            // Without quantiles: only `_sum` and `_count`.
+            ["_sum", "_count"]
                 .iter()
                 .any(|s| name == format!("{family}{s}"))
         } else {
@@ -497,4 +591,65 @@ fn check_format(body: &str) {
         let key = format!("{name}{labels:?}");
         assert!(seen.insert(key), "series twice: {line}");
     }
+}
+
+/// `body` gzip-decoded.
+fn gunzip(body: &[u8]) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
+#[test]
+fn the_gzip_copy_is_the_body_compressed_and_never_an_older_one() {
+    let metrics = one_source();
+    metrics.rebuild();
+    // No scraper asked for gzip yet: nothing is compressed.
+    assert!(metrics.exposition_gzip_ready().is_none());
+    let gzip = metrics.exposition_gzip();
+    let plain = metrics.exposition();
+    assert!(gzip.len() < plain.len());
+    assert_eq!(gunzip(&gzip).as_bytes(), &plain[..]);
+    // Asked once, every rebuild compresses its own body as it swaps it in.
+    metrics.run_finished(
+        "posts",
+        "http_json",
+        RunResult::Success,
+        None,
+        0.1,
+        5,
+        1.8e9,
+    );
+    metrics.rebuild();
+    let newer = metrics.exposition();
+    assert_ne!(newer, plain);
+    let ready = metrics
+        .exposition_gzip_ready()
+        .expect("compressed by the rebuild");
+    assert_eq!(gunzip(&ready).as_bytes(), &newer[..]);
+    promtool_check(&gunzip(&ready));
+}
+
+#[test]
+fn ten_thousand_sources_stay_within_the_series_budget() {
+    let metrics = Metrics::new();
+    for n in 0..10_000 {
+        let id = format!("src-{n:05}");
+        metrics.register_source(&id, "http_json");
+        metrics.set_schedule_interval(&id, 10.0);
+        metrics.run_finished(&id, "http_json", RunResult::Success, None, 0.004, 1, 1.7e9);
+    }
+    let count = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("tally_source_") || l.starts_with("tally_observations_"))
+            .count()
+    };
+    let series = count(&metrics.encode());
+    assert_eq!(series, 140_000);
+    assert!(series <= 10_000 * SOURCE_SERIES_BUDGET);
+    metrics.configure(&detailed());
+    assert_eq!(count(&metrics.encode()), 10_000 * 32);
 }

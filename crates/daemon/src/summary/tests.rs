@@ -1551,3 +1551,32 @@ fn explain_table_escapes_control_characters_of_entities() {
     );
     assert!(!table.contains('\u{1b}') && !table.contains('\t') && !table.contains('\r'));
 }
+
+#[test]
+fn metrics_bounds_leave_out_units_indicators_and_windows_but_not_the_summary() {
+    let f = fixture();
+    let bounded = format!(
+        "{CONFIG}\n[metrics]\nindicator_max_depth = 1\nindicators = [\"wechat_posts\"]\nwindows = [\"year\"]\n"
+    );
+    let config = Config::parse(&bounded, Path::new("t.toml"), &|_| None).unwrap();
+    let metrics = Metrics::new();
+    refresh_indicators(&metrics, &config, &f.tree, &f.store, d("2026-10-01")).unwrap();
+    let text = metrics.encode();
+    let samples: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("tally_indicator_value{") || l.starts_with("tally_target_ratio{"))
+        .collect();
+    assert!(!samples.is_empty(), "{text}");
+    for line in &samples {
+        assert!(line.contains("indicator=\"wechat_posts\""), "{line}");
+        assert!(line.contains("window=\"year\""), "{line}");
+        assert!(!line.contains("county/natres/office"), "{line}");
+    }
+    assert!(text.contains(
+        "tally_indicator_value{indicator=\"wechat_posts\",unit=\"county/natres\",window=\"year\"} 31\n"
+    ));
+    // The units left out have no tally_unit_info either; the summary keeps them.
+    assert!(!text.contains("unit=\"county/natres/office\""), "{text}");
+    let summary = f.summary("2026-Q3", None, None, after_q3()).unwrap();
+    assert!(summary.units.iter().any(|u| u.id == "county/natres/office"));
+}
