@@ -1135,12 +1135,28 @@ fn the_latest_runs_are_each_sources_newest_run_and_last_success(store: &Backend)
     assert_eq!(
         latest,
         [
-            want("c", RunResult::Success, "2026-12-01T03:10:00Z", Some("2026-12-01T03:10:00Z")),
-            want("a", RunResult::Crash, "2026-12-01T03:00:00Z", Some("2026-12-01T01:00:00Z")),
+            want(
+                "c",
+                RunResult::Success,
+                "2026-12-01T03:10:00Z",
+                Some("2026-12-01T03:10:00Z")
+            ),
+            want(
+                "a",
+                RunResult::Crash,
+                "2026-12-01T03:00:00Z",
+                Some("2026-12-01T01:00:00Z")
+            ),
             want("b", RunResult::Timeout, "2026-12-01T01:30:00Z", None),
         ]
     );
     // What another handle (another replica) reads is the same.
-    assert_eq!(store.reopen().latest_runs(&["c", "none", "a", "b"]).unwrap(), latest);
+    assert_eq!(
+        store
+            .reopen()
+            .latest_runs(&["c", "none", "a", "b"])
+            .unwrap(),
+        latest
+    );
     assert!(store.latest_runs(&[]).unwrap().is_empty());
 }

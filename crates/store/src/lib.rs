@@ -235,7 +235,10 @@ pub trait Store: Send + Sync + 'static {
                 source: (*source).to_owned(),
                 result: last.run.result,
                 finished_at: last.run.finished_at,
-                last_success: self.resume_point(source)?.last_success.map(|s| s.finished_at),
+                last_success: self
+                    .resume_point(source)?
+                    .last_success
+                    .map(|s| s.finished_at),
             });
         }
         Ok(out)

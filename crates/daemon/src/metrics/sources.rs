@@ -134,7 +134,11 @@ mod tests {
 
         // A newer run of another replica does, and unknown sources are ignored.
         metrics.set_source_states(&[
-            latest(RunResult::Timeout, "2026-12-01T04:00:00Z", Some("2026-12-01T03:00:00Z")),
+            latest(
+                RunResult::Timeout,
+                "2026-12-01T04:00:00Z",
+                Some("2026-12-01T03:00:00Z"),
+            ),
             LatestRun {
                 source: "unknown".into(),
                 ..latest(RunResult::Success, "2026-12-01T04:00:00Z", None)

@@ -31,8 +31,8 @@ use r2d2_postgres::r2d2::{Pool, PooledConnection};
 
 use super::sqlite::{Checked, SourceRuns, check_run, day_num, num_day, parse_uncovered};
 use super::{
-    Coverage, EntityValue, LastSuccess, LatestRun, ObservationCursor, OwnData, OwnValue, ResumePoint,
-    RunCounts, RunRecord, RunResult, RunToRecord, SourceStatus, Store, StoreError,
+    Coverage, EntityValue, LastSuccess, LatestRun, ObservationCursor, OwnData, OwnValue,
+    ResumePoint, RunCounts, RunRecord, RunResult, RunToRecord, SourceStatus, Store, StoreError,
     StoredObservation, StoredRun,
 };
 use tally_domain::{Kind, Observation};

@@ -11,10 +11,10 @@ use chrono::NaiveDate;
 use postgres::{IsolationLevel, Transaction};
 
 use super::{
-    Coverage, EntityValue, LatestRun, RunResult, KeyFold, ObservationCursor, OwnValue, PostgresStore, RUN_COLUMNS,
-    ResumePoint, SourceRuns, SourceStatus, StoreError, StoredObservation, StoredRun, counts,
-    day_num, fold_runs, from_millis, last_success, num_day, own_from_keys, pg, resume_state,
-    stored_run,
+    Coverage, EntityValue, KeyFold, LatestRun, ObservationCursor, OwnValue, PostgresStore,
+    RUN_COLUMNS, ResumePoint, RunResult, SourceRuns, SourceStatus, StoreError, StoredObservation,
+    StoredRun, counts, day_num, fold_runs, from_millis, last_success, num_day, own_from_keys, pg,
+    resume_state, stored_run,
 };
 use tally_domain::{Kind, Observation};
 
