@@ -33,6 +33,7 @@ mod pages_upload;
 mod paging;
 mod plugins;
 mod postgres_store;
+mod prometheus_replicas;
 mod redaction;
 mod reload;
 mod replicas;

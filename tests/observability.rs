@@ -30,14 +30,14 @@ const QUIET_ALERTS: &[&str] = &[
     "TallyScrapeFailing",
 ];
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
         .expect("crates/tallyd/ is inside the repository")
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(name))
@@ -47,13 +47,13 @@ fn which(name: &str) -> Option<PathBuf> {
 
 /// A child process killed when the test ends, however it ends; its output
 /// goes to a file that failure messages quote.
-struct Guard {
+pub(crate) struct Guard {
     child: Child,
     log: PathBuf,
 }
 
 impl Guard {
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Guard {
+    pub(crate) fn spawn(cmd: &mut Command, log: PathBuf) -> Guard {
         let out = File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let child = cmd
@@ -65,7 +65,7 @@ impl Guard {
         Guard { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -86,7 +86,7 @@ impl Drop for Guard {
 
 /// Polls `check` every 200 ms until it gives a value, failing after `secs`
 /// with `what` and the logs of `procs`.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     what: &str,
     secs: u64,
     procs: &mut [(&str, &mut Guard)],
@@ -112,7 +112,7 @@ fn wait_for<T>(
 }
 
 /// `application/x-www-form-urlencoded` for one value.
-fn form_encode(s: &str) -> String {
+pub(crate) fn form_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
@@ -147,7 +147,7 @@ fn query(prom: &str, expr: &str) -> Result<Vec<Value>, String> {
 }
 
 /// Runs promtool with arguments in `config/prometheus`, failing with its output.
-fn promtool(promtool: &Path, args: &[&str]) {
+pub(crate) fn promtool(promtool: &Path, args: &[&str]) {
     let out = Command::new(promtool)
         .args(args)
         .current_dir(repo().join("config/prometheus"))
@@ -164,7 +164,7 @@ fn promtool(promtool: &Path, args: &[&str]) {
 
 /// Every PromQL expression of a dashboard: its panels' targets (rows may nest
 /// panels) and its query variables, as (where, expression) pairs.
-fn dashboard_exprs(dashboard: &Value) -> Vec<(String, String)> {
+pub(crate) fn dashboard_exprs(dashboard: &Value) -> Vec<(String, String)> {
     fn panels(list: &Value, out: &mut Vec<(String, String)>) {
         for panel in list.as_array().into_iter().flatten() {
             let title = panel["title"].as_str().unwrap_or("?");
@@ -198,8 +198,9 @@ fn dashboard_exprs(dashboard: &Value) -> Vec<(String, String)> {
 
 /// A dashboard expression as Grafana would send it: variables replaced by
 /// what "All" and a one-hour range give, and `label_values(metric, label)`
-/// (a Grafana function, not PromQL) by the query that lists the same values.
-fn as_promql(expr: &str) -> String {
+/// (a Grafana function, not PromQL) by the query that lists the same values
+/// once each, however many replicas export them.
+pub(crate) fn as_promql(expr: &str) -> String {
     let expr = expr
         .replace("$__rate_interval", "1m")
         .replace("$__interval", "1m")
@@ -221,7 +222,7 @@ fn as_promql(expr: &str) -> String {
     {
         Some(args) => {
             let (metric, label) = args.split_once(',').expect("label_values(metric, label)");
-            format!("count by ({}) ({})", label.trim(), metric.trim())
+            format!("group by ({}) ({})", label.trim(), metric.trim())
         }
         None => expr,
     }

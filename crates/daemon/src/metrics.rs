@@ -40,8 +40,10 @@
 
 mod encoding;
 mod indicators;
+mod sources;
 pub use encoding::accepts_gzip;
 pub use indicators::{indicator_text, refresh_indicators};
+pub use sources::refresh_source_states;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -215,6 +217,9 @@ struct SourceStats {
     error_kinds: [u64; ERROR_KINDS.len()],
     /// `None` until the first run: no `tally_source_up` series before.
     up: Option<bool>,
+    /// When the run `up` says is the latest finished, in unix milliseconds
+    /// (see `Metrics::set_source_states`).
+    latest_run_ms: Option<i64>,
     last_success: Option<f64>,
     /// Runs per bucket (not cumulative); slower runs are only in the count.
     duration_buckets: [u64; DURATION_BUCKETS.len()],
@@ -236,6 +241,7 @@ impl SourceStats {
             runs: [0; RunResult::ALL.len()],
             error_kinds: [0; ERROR_KINDS.len()],
             up: None,
+            latest_run_ms: None,
             last_success: None,
             duration_buckets: [0; DURATION_BUCKETS.len()],
             duration_sum: 0.0,
@@ -463,6 +469,7 @@ impl Metrics {
                 stats.runs = [0; RunResult::ALL.len()];
                 stats.error_kinds = [0; ERROR_KINDS.len()];
                 stats.up = None;
+                stats.latest_run_ms = None;
                 entry.version += 1;
             }
             None => {
@@ -520,6 +527,7 @@ impl Metrics {
             s.written += written as u64;
             let up = matches!(result, RunResult::Success);
             s.up = Some(up);
+            s.latest_run_ms = Some((finished_unix * 1000.0) as i64);
             if up {
                 s.last_success = Some(finished_unix);
             }

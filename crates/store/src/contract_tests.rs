@@ -84,6 +84,7 @@ contract! {
     pages_of_observations_join_up_to_the_whole_list_in_its_order,
     writes_of_another_connection_are_noticed_once_and_own_writes_never,
     runs_recorded_together_answer_like_runs_recorded_alone,
+    the_latest_runs_are_each_sources_newest_run_and_last_success,
 }
 
 pub(crate) fn d(s: &str) -> NaiveDate {
@@ -1104,4 +1105,58 @@ fn runs_recorded_together_answer_like_runs_recorded_alone(store: &Backend) {
         Some((ids[1], "manual".into()))
     );
     assert!(store.record_runs(&[]).is_empty());
+}
+
+fn the_latest_runs_are_each_sources_newest_run_and_last_success(store: &Backend) {
+    let record = |source: &str, result, finished: &str| {
+        store
+            .record_run(
+                &run(source, result, "2026-11-01", "2026-11-01", finished),
+                &[],
+                None,
+            )
+            .unwrap()
+    };
+    // "a" succeeded, then failed twice; "b" only failed; "c" failed, then
+    // succeeded; "none" never ran.
+    record("a", RunResult::Success, "2026-12-01T01:00:00Z");
+    record("b", RunResult::Timeout, "2026-12-01T01:30:00Z");
+    record("a", RunResult::Error, "2026-12-01T02:00:00Z");
+    record("c", RunResult::Error, "2026-12-01T02:10:00Z");
+    record("a", RunResult::Crash, "2026-12-01T03:00:00Z");
+    record("c", RunResult::Success, "2026-12-01T03:10:00Z");
+    let latest = store.latest_runs(&["c", "none", "a", "b"]).unwrap();
+    let want = |source: &str, result, finished: &str, success: Option<&str>| LatestRun {
+        source: source.into(),
+        result,
+        finished_at: at(finished),
+        last_success: success.map(at),
+    };
+    assert_eq!(
+        latest,
+        [
+            want(
+                "c",
+                RunResult::Success,
+                "2026-12-01T03:10:00Z",
+                Some("2026-12-01T03:10:00Z")
+            ),
+            want(
+                "a",
+                RunResult::Crash,
+                "2026-12-01T03:00:00Z",
+                Some("2026-12-01T01:00:00Z")
+            ),
+            want("b", RunResult::Timeout, "2026-12-01T01:30:00Z", None),
+        ]
+    );
+    // What another handle (another replica) reads is the same.
+    assert_eq!(
+        store
+            .reopen()
+            .latest_runs(&["c", "none", "a", "b"])
+            .unwrap(),
+        latest
+    );
+    assert!(store.latest_runs(&[]).unwrap().is_empty());
 }

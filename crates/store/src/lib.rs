@@ -218,6 +218,43 @@ pub trait Store: Send + Sync + 'static {
     fn written_elsewhere(&self) -> Result<bool, StoreError> {
         Ok(false)
     }
+
+    /// The latest run of each of `sources` (its result and when it finished)
+    /// and its last success, in the order of `sources`; sources without a
+    /// run are left out. What the state gauges of `/metrics` show, so that
+    /// every replica on one database shows the same whoever ran the source.
+    /// The default asks source by source; a backend that can read them
+    /// together does so.
+    fn latest_runs(&self, sources: &[&str]) -> Result<Vec<LatestRun>, StoreError> {
+        let mut out = Vec::new();
+        for source in sources {
+            let Some(last) = self.recent_runs(source, 1)?.into_iter().next() else {
+                continue;
+            };
+            out.push(LatestRun {
+                source: (*source).to_owned(),
+                result: last.run.result,
+                finished_at: last.run.finished_at,
+                last_success: self
+                    .resume_point(source)?
+                    .last_success
+                    .map(|s| s.finished_at),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A source's latest run and last success ([`Store::latest_runs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestRun {
+    pub source: String,
+    /// The result of the latest run (the highest run id).
+    pub result: RunResult,
+    pub finished_at: DateTime<Utc>,
+    /// When the last successful run finished (the latest by finish time, as
+    /// [`ResumePoint::last_success`]).
+    pub last_success: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

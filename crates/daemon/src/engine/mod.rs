@@ -1173,6 +1173,15 @@ impl Engine {
             ) {
                 tracing::error!(error = %ErrorChain(&e), "cannot refresh indicator metrics");
             }
+            // A replica's source states are the shared store's, not its own runs'.
+            if self.replica.is_some() {
+                let ids: Vec<&str> = self.sources().iter().map(|s| s.id()).collect();
+                if let Err(e) =
+                    crate::metrics::refresh_source_states(&self.metrics, &ids, &*self.store)
+                {
+                    tracing::error!(error = %ErrorChain(&e), "cannot refresh source metrics");
+                }
+            }
         });
     }
 

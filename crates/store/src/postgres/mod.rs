@@ -31,8 +31,8 @@ use r2d2_postgres::r2d2::{Pool, PooledConnection};
 
 use super::sqlite::{Checked, SourceRuns, check_run, day_num, num_day, parse_uncovered};
 use super::{
-    Coverage, EntityValue, LastSuccess, ObservationCursor, OwnData, OwnValue, ResumePoint,
-    RunCounts, RunRecord, RunResult, RunToRecord, SourceStatus, Store, StoreError,
+    Coverage, EntityValue, LastSuccess, LatestRun, ObservationCursor, OwnData, OwnValue,
+    ResumePoint, RunCounts, RunRecord, RunResult, RunToRecord, SourceStatus, Store, StoreError,
     StoredObservation, StoredRun,
 };
 use tally_domain::{Kind, Observation};
@@ -230,6 +230,10 @@ impl Store for PostgresStore {
 
     fn recent_runs(&self, source: &str, limit: usize) -> Result<Vec<StoredRun>, StoreError> {
         off_async(|| self.read_recent_runs(source, limit))
+    }
+
+    fn latest_runs(&self, sources: &[&str]) -> Result<Vec<LatestRun>, StoreError> {
+        off_async(|| self.read_latest_runs(sources))
     }
 
     fn runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
