@@ -108,7 +108,8 @@ fn run(mut c: Command, what: &str, log: Option<&Path>) {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// Starts a cluster with `settings` (`-c name=value` options) added.
+    fn start(settings: &str) -> Cluster {
         let bin = bin_dir();
         let root = is_root();
         let dir = tempfile::Builder::new()
@@ -137,8 +138,7 @@ impl Cluster {
         run(initdb, "initdb", None);
         let mut start = as_cluster_user(root, &bin.join("pg_ctl"));
         // No TCP at all: the socket lives in the cluster's own directory,
-        // so clusters of parallel test processes never meet. fsync off: a
-        // throwaway cluster need not survive a power cut.
+        // so clusters of parallel test processes never meet.
         start
             .arg("-D")
             .arg(&data)
@@ -146,7 +146,7 @@ impl Cluster {
             .arg(&log)
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
-                "-k {} -c listen_addresses='' -c fsync=off -c max_connections=300",
+                "-k {} -c listen_addresses='' -c max_connections=300 {settings}",
                 dir.display()
             ))
             .arg("start");
@@ -181,14 +181,18 @@ impl Cluster {
 
 fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(Cluster::start)
+    // fsync off: a throwaway cluster need not survive a power cut.
+    CLUSTER.get_or_init(|| Cluster::start("-c fsync=off"))
 }
 
 /// The connection string of a new, empty database of this process's
 /// cluster (started on first use).
 pub fn database() -> String {
+    new_database(cluster())
+}
+
+fn new_database(cluster: &Cluster) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let cluster = cluster();
     let name = format!("tally_{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let mut admin = postgres::Client::connect(&cluster.admin_url(), postgres::NoTls)
         .expect("connecting to the test cluster");
@@ -198,6 +202,25 @@ pub fn database() -> String {
     format!("host={} user=tally dbname={name}", cluster.dir.display())
 }
 
+/// A new, empty database of a second cluster of this process that keeps
+/// PostgreSQL's durable defaults (fsync on, each commit flushed), as a
+/// deployed server does: what benchmarks measure. Returned as a
+/// `postgresql://` URL and as a connection string.
+pub fn durable_database() -> (String, String) {
+    static DURABLE: OnceLock<Cluster> = OnceLock::new();
+    let cluster = DURABLE.get_or_init(|| Cluster::start(""));
+    let conninfo = new_database(cluster);
+    (url_of(&conninfo, &cluster.dir), conninfo)
+}
+
+fn url_of(conninfo: &str, dir: &Path) -> String {
+    let name = conninfo
+        .rsplit_once("dbname=")
+        .map(|(_, name)| name.to_owned())
+        .expect("new_database() names the database");
+    format!("postgresql://tally@/{name}?host={}", dir.display())
+}
+
 /// The directory of the cluster's Unix socket (`?host=` of a URL).
 pub fn socket_dir() -> PathBuf {
     cluster().dir.clone()
@@ -205,13 +228,5 @@ pub fn socket_dir() -> PathBuf {
 
 /// [`database`] as a `postgresql://` URL, the form `[store] url` takes.
 pub fn database_url() -> String {
-    let conninfo = database();
-    let name = conninfo
-        .rsplit_once("dbname=")
-        .map(|(_, name)| name.to_owned())
-        .expect("database() names the database");
-    format!(
-        "postgresql://tally@/{name}?host={}",
-        cluster().dir.display()
-    )
+    url_of(&database(), &cluster().dir)
 }
