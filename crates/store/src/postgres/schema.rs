@@ -116,19 +116,19 @@ CREATE TABLE lease (
 -- write of observations (see writer.rs): a period's values read its whole
 -- months here and only the days of the months it cuts from observations.
 CREATE TABLE observation_months (
+    month      DATE NOT NULL,             -- its first day
     indicator  TEXT COLLATE "C" NOT NULL,
     unit       TEXT COLLATE "C" NOT NULL,
     source     TEXT COLLATE "C" NOT NULL,
     entity     TEXT COLLATE "C" NOT NULL,
-    month      DATE NOT NULL,             -- its first day
     total      DOUBLE PRECISION NOT NULL, -- summed in day order
     last_day   DATE NOT NULL,             -- the month's last observed day
     last_value DOUBLE PRECISION NOT NULL, -- and its value
-    PRIMARY KEY (indicator, unit, source, entity, month)
+    -- Leads with the month: a period reads a range of months.
+    PRIMARY KEY (month, indicator, unit, source, entity)
 );
-CREATE INDEX observation_months_by_month ON observation_months (month, indicator);
 INSERT INTO observation_months
-SELECT indicator, unit, source, entity, date_trunc('month', day)::date,
+SELECT date_trunc('month', day)::date, indicator, unit, source, entity,
        SUM(value ORDER BY day), MAX(day), (ARRAY_AGG(value ORDER BY day DESC))[1]
 FROM observations GROUP BY 1, 2, 3, 4, 5;
 -- The run an observation cites is inserted by the same transaction just

@@ -196,30 +196,31 @@ pub(super) fn refresh_months(tx: &mut Transaction<'_>, months: &Months<'_>) -> R
     let lock = tx
         .prepare(
             "INSERT INTO observation_months AS m \
-                    (indicator, unit, source, entity, month, total, last_day, last_value) \
-             SELECT i, u, s, e, m, 0, m, 0 \
+                    (month, indicator, unit, source, entity, total, last_day, last_value) \
+             SELECT m, i, u, s, e, 0, m, 0 \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[]) \
                   AS t (i, u, s, e, m) \
-             ON CONFLICT (indicator, unit, source, entity, month) \
+             ON CONFLICT (month, indicator, unit, source, entity) \
              DO UPDATE SET total = m.total",
         )
         .map_err(&e)?;
+    // One month at a time (LATERAL): its few rows come in day order from
+    // the primary key, where one aggregate over all would sort them all.
     let sum = tx
         .prepare(
             "UPDATE observation_months m \
              SET total = a.total, last_day = a.last_day, last_value = a.last_value \
-             FROM (SELECT t.i, t.u, t.s, t.e, t.m, SUM(o.value ORDER BY o.day) AS total, \
-                          MAX(o.day) AS last_day, \
-                          (ARRAY_AGG(o.value ORDER BY o.day DESC))[1] AS last_value \
-                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[]) \
-                        AS t (i, u, s, e, m) \
-                   JOIN observations o \
-                     ON o.indicator = t.i AND o.unit = t.u AND o.source = t.s \
-                    AND o.entity = t.e AND o.day >= t.m \
-                    AND o.day < (t.m + interval '1 month')::date \
-                   GROUP BY t.i, t.u, t.s, t.e, t.m) a \
-             WHERE m.indicator = a.i AND m.unit = a.u AND m.source = a.s \
-               AND m.entity = a.e AND m.month = a.m",
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[]) \
+                  AS t (i, u, s, e, m) \
+             CROSS JOIN LATERAL ( \
+                 SELECT SUM(o.value ORDER BY o.day) AS total, MAX(o.day) AS last_day, \
+                        (ARRAY_AGG(o.value ORDER BY o.day DESC))[1] AS last_value \
+                 FROM observations o \
+                 WHERE o.indicator = t.i AND o.unit = t.u AND o.source = t.s \
+                   AND o.entity = t.e AND o.day >= t.m \
+                   AND o.day < (t.m + interval '1 month')::date) a \
+             WHERE m.month = t.m AND m.indicator = t.i AND m.unit = t.u \
+               AND m.source = t.s AND m.entity = t.e",
         )
         .map_err(&e)?;
     let months: Vec<_> = months.iter().collect();
