@@ -28,11 +28,24 @@ use tally_domain::{Observation, Period, UnitTree};
 use tally_host::{PluginRegistry, SourceRunner};
 use tally_store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
 
-const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N]
+// Beside this file rather than in src/bin/, where cargo would take each for
+// a binary of its own.
+#[path = "tally-bench/postgres.rs"]
+mod postgres;
+#[path = "tally-bench/replicas.rs"]
+mod replicas;
+
+const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N] [--skip PART]...
+                   [--replica-sources N] [--replica-secs N]
 
   --days N               days of data behind the summaries (default 730)
   --reps N               repetitions of each timed summary and encode (default 50)
-  --max-generate-secs N  if generating the data would take longer, use one year (default 180)";
+  --max-generate-secs N  if generating the data would take longer, use one year (default 180)
+  --skip PART            leave out `sqlite` (store, summaries, exposition), `postgres`
+                         (the same on PostgreSQL) or `replicas` (three tallyd on one
+                         PostgreSQL database beside one SQLite daemon)
+  --replica-sources N    sources of the replicas part (default 3000)
+  --replica-secs N       its measurement window per deployment (default 60)";
 
 /// The shape of the data: one root, 10, 100, then leaves up to `UNITS`.
 const UNITS: usize = 1_000;
@@ -46,6 +59,15 @@ struct Args {
     days: u64,
     reps: usize,
     max_generate_secs: f64,
+    skip: Vec<String>,
+    replica_sources: usize,
+    replica_secs: u64,
+}
+
+impl Args {
+    fn runs(&self, part: &str) -> bool {
+        !self.skip.iter().any(|s| s == part)
+    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -53,6 +75,9 @@ fn parse_args() -> Result<Args> {
         days: 730,
         reps: 50,
         max_generate_secs: 180.0,
+        skip: Vec::new(),
+        replica_sources: 3_000,
+        replica_secs: 60,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,6 +90,16 @@ fn parse_args() -> Result<Args> {
             "--reps" => args.reps = value(&mut it)?.parse().context("--reps")?,
             "--max-generate-secs" => {
                 args.max_generate_secs = value(&mut it)?.parse().context("--max-generate-secs")?
+            }
+            "--skip" => match value(&mut it)?.as_str() {
+                part @ ("sqlite" | "postgres" | "replicas") => args.skip.push(part.to_owned()),
+                other => bail!("--skip takes sqlite, postgres or replicas, not {other:?}\n\n{USAGE}"),
+            },
+            "--replica-sources" => {
+                args.replica_sources = value(&mut it)?.parse().context("--replica-sources")?
+            }
+            "--replica-secs" => {
+                args.replica_secs = value(&mut it)?.parse().context("--replica-secs")?
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -336,9 +371,53 @@ fn cpu_model() -> String {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let dir = scratch_dir()?;
-    let result = run(&args, &dir);
+    let result = run_parts(&args, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+fn run_parts(args: &Args, dir: &Path) -> Result<()> {
+    if args.runs("sqlite") {
+        run(args, dir)?;
+    }
+    if args.runs("postgres") {
+        let units = unit_ids();
+        let config = Config::parse(
+            &config_text(&units, &dir.join("pg-data")),
+            Path::new("bench.toml"),
+            &|_| None,
+        )?;
+        let tree: UnitTree = config.unit_tree()?;
+        let today = NaiveDate::from_ymd_opt(2025, 6, 30).context("date")?;
+        let now = Utc
+            .with_ymd_and_hms(2025, 6, 30, 4, 0, 0)
+            .single()
+            .context("time")?;
+        let rows = postgres::section(args, &config, &tree, &units, today, now)?;
+        print_section("PostgreSQL (throwaway cluster of this process, fsync on)", &rows);
+    }
+    if args.runs("replicas") {
+        let rows = replicas::section(args, dir)?;
+        print_section(
+            &format!(
+                "Replicas: {} `http_json` sources every 10 s, three `tallyd run` on one PostgreSQL database, then one SQLite daemon",
+                args.replica_sources
+            ),
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+fn print_section(title: &str, rows: &[(String, String)]) {
+    println!();
+    println!("#### {title}");
+    println!();
+    println!("| benchmark | figure |");
+    println!("|---|---|");
+    for (what, figure) in rows {
+        println!("| {what} | {figure} |");
+    }
 }
 
 fn scratch_dir() -> Result<PathBuf> {
