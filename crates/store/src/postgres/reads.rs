@@ -205,9 +205,20 @@ impl PostgresStore {
         let doing = "reading values";
         let ids: Vec<&str> = indicators.iter().map(|(id, _)| id.as_str()).collect();
         // The months the period covers whole come from their sums; only
-        // the days of the months it cuts are read one by one.
+        // the days of the months it cuts are read one by one. One sort of
+        // all parts by key and day, then plain aggregates: a key's sum adds
+        // its parts in day order, and its last value is that of the part
+        // with the greatest day (days are distinct within a key), where
+        // ordered aggregates would sort again within every key.
         let (months, head_end, tail_start) = whole_months(start, end);
         self.read(doing, |tx| {
+            // A quarter's parts (60,000 rows for 1,000 units × 20
+            // indicators) sort in memory; one process keeps the order
+            // each key's parts are summed in, so every read sums alike.
+            tx.batch_execute(
+                "SET LOCAL work_mem = '32MB'; SET LOCAL max_parallel_workers_per_gather = 0",
+            )
+            .map_err(pg(doing))?;
             tx.query(
                 "WITH parts AS ( \
                      SELECT indicator, unit, source, entity, total, last_day, last_value \
@@ -218,9 +229,11 @@ impl PostgresStore {
                      FROM observations \
                      WHERE indicator = ANY($1) \
                        AND (day BETWEEN $2 AND $6 OR day BETWEEN $7 AND $3)) \
-                 SELECT unit, indicator, entity, SUM(total ORDER BY last_day), \
-                        (ARRAY_AGG(last_value ORDER BY last_day DESC))[1] \
-                 FROM parts GROUP BY indicator, unit, source, entity",
+                 SELECT unit, indicator, entity, SUM(total), \
+                        (MAX(ARRAY[(last_day - DATE '2000-01-01')::float8, last_value]))[2] \
+                 FROM (SELECT * FROM parts \
+                       ORDER BY indicator, unit, source, entity, last_day) sorted \
+                 GROUP BY indicator, unit, source, entity",
                 &[
                     &ids,
                     &start,
