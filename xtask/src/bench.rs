@@ -120,9 +120,9 @@ fn parse(extra: &[OsString]) -> Result<Args> {
                 "criterion" => args.criterion = false,
                 "start" => args.start = false,
                 "collection" => args.collection = false,
-                part @ ("postgres" | "replicas") => {
-                    args.library_skips.extend(["--skip", part].map(OsString::from))
-                }
+                part @ ("postgres" | "replicas") => args
+                    .library_skips
+                    .extend(["--skip", part].map(OsString::from)),
                 other => {
                     return Err(fail(format!(
                         "--skip takes library, criterion, start, collection, postgres or replicas, not {other:?}\n\n{USAGE}"

@@ -35,7 +35,8 @@ mod postgres;
 #[path = "tally-bench/replicas.rs"]
 mod replicas;
 
-const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N] [--skip PART]...
+const USAGE: &str =
+    "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N] [--skip PART]...
                    [--replica-sources N] [--replica-secs N]
 
   --days N               days of data behind the summaries (default 730)
@@ -93,7 +94,9 @@ fn parse_args() -> Result<Args> {
             }
             "--skip" => match value(&mut it)?.as_str() {
                 part @ ("sqlite" | "postgres" | "replicas") => args.skip.push(part.to_owned()),
-                other => bail!("--skip takes sqlite, postgres or replicas, not {other:?}\n\n{USAGE}"),
+                other => {
+                    bail!("--skip takes sqlite, postgres or replicas, not {other:?}\n\n{USAGE}")
+                }
             },
             "--replica-sources" => {
                 args.replica_sources = value(&mut it)?.parse().context("--replica-sources")?
@@ -394,7 +397,10 @@ fn run_parts(args: &Args, dir: &Path) -> Result<()> {
             .single()
             .context("time")?;
         let rows = postgres::section(args, &config, &tree, &units, today, now)?;
-        print_section("PostgreSQL (throwaway cluster of this process, fsync on)", &rows);
+        print_section(
+            "PostgreSQL (throwaway cluster of this process, fsync on)",
+            &rows,
+        );
     }
     if args.runs("replicas") {
         let rows = replicas::section(args, dir)?;

@@ -383,7 +383,10 @@ impl PostgresStore {
 /// last; the first after the last when there is none), the last day of the
 /// cut month at the start, and the first day of the cut month at the end.
 /// Day ranges that are empty (a start after their end) read nothing.
-fn whole_months(start: NaiveDate, end: NaiveDate) -> ((NaiveDate, NaiveDate), NaiveDate, NaiveDate) {
+fn whole_months(
+    start: NaiveDate,
+    end: NaiveDate,
+) -> ((NaiveDate, NaiveDate), NaiveDate, NaiveDate) {
     let first_day = |d: NaiveDate| d.with_day(1).expect("every month has a first day");
     let next_month = |d: NaiveDate| {
         first_day(d)
@@ -391,7 +394,11 @@ fn whole_months(start: NaiveDate, end: NaiveDate) -> ((NaiveDate, NaiveDate), Na
             .unwrap_or(NaiveDate::MAX)
     };
     // First whole month: the start's own if it begins there.
-    let from = if start.day() == 1 { start } else { next_month(start) };
+    let from = if start.day() == 1 {
+        start
+    } else {
+        next_month(start)
+    };
     // Day after the last whole month: the end's month if it ends there.
     let after = if end.succ_opt().is_none_or(|d| d.day() == 1) {
         next_month(end)
@@ -436,7 +443,10 @@ mod whole_month_tests {
         assert_eq!(head, d("2026-12-01"));
         // One whole month, the end on a leap day.
         let ((a, b), head, tail) = whole_months(d("2024-02-01"), d("2024-02-29"));
-        assert_eq!((a, b, tail), (d("2024-02-01"), d("2024-02-01"), d("2024-03-01")));
+        assert_eq!(
+            (a, b, tail),
+            (d("2024-02-01"), d("2024-02-01"), d("2024-03-01"))
+        );
         assert!(head < a);
     }
 }

@@ -93,14 +93,25 @@ fn month_sums_stay_exact_while_several_processes_rewrite_the_same_months() {
                 for round in 0..15u32 {
                     let batch: Vec<_> = (0..40u32)
                         .map(|k| {
-                            let day = d("2026-01-20") + chrono::Days::new(u64::from((k * 7 + w + round) % 40));
+                            let day = d("2026-01-20")
+                                + chrono::Days::new(u64::from((k * 7 + w + round) % 40));
                             let unit = ["a", "b"][(k % 2) as usize];
                             let value = f64::from(w * 100 + round * 3 + k);
                             obs(unit, "n", "", &day.to_string(), value)
                         })
                         .collect();
                     store
-                        .record_run(&run("src", RunResult::Success, "2026-01-20", "2026-02-28", "2026-03-01T02:30:00Z"), &batch, None)
+                        .record_run(
+                            &run(
+                                "src",
+                                RunResult::Success,
+                                "2026-01-20",
+                                "2026-02-28",
+                                "2026-03-01T02:30:00Z",
+                            ),
+                            &batch,
+                            None,
+                        )
                         .unwrap();
                 }
             });
@@ -132,7 +143,13 @@ fn month_sums_stay_exact_while_several_processes_rewrite_the_same_months() {
     let before = sum(&here);
     there
         .record_run(
-            &run("src", RunResult::Success, "2026-02-01", "2026-02-01", "2026-03-01T02:30:00Z"),
+            &run(
+                "src",
+                RunResult::Success,
+                "2026-02-01",
+                "2026-02-01",
+                "2026-03-01T02:30:00Z",
+            ),
             &[obs("c", "n", "", "2026-02-01", 1000.0)],
             None,
         )
@@ -175,5 +192,8 @@ fn the_month_sums_migration_sums_what_an_older_schema_stored() {
             &[("n".to_owned(), Kind::Count)],
         )
         .unwrap();
-    assert!(matches!(q1[0].data, OwnData::Number(x) if x == 12.0), "{q1:?}");
+    assert!(
+        matches!(q1[0].data, OwnData::Number(x) if x == 12.0),
+        "{q1:?}"
+    );
 }

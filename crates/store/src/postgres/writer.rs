@@ -32,7 +32,13 @@ impl PostgresStore {
         for run in runs {
             ids.push(write_run(&mut tx, run)?);
             for o in run.observations {
-                months.insert((&o.indicator, &o.unit, &run.run.source, &o.entity, month_of(o.day)));
+                months.insert((
+                    &o.indicator,
+                    &o.unit,
+                    &run.run.source,
+                    &o.entity,
+                    month_of(o.day),
+                ));
             }
         }
         // After every run's observations: a transaction takes month locks
@@ -185,7 +191,10 @@ pub(super) fn month_of(day: NaiveDate) -> NaiveDate {
 }
 
 /// Sums `months` again from `observations`, in `tx`.
-pub(super) fn refresh_months(tx: &mut Transaction<'_>, months: &Months<'_>) -> Result<(), StoreError> {
+pub(super) fn refresh_months(
+    tx: &mut Transaction<'_>,
+    months: &Months<'_>,
+) -> Result<(), StoreError> {
     let e = pg("summing months");
     if months.is_empty() {
         return Ok(());

@@ -20,7 +20,9 @@ use tally_daemon::summary::{self, SummaryRequest};
 use tally_domain::{Observation, Period, UnitTree};
 use tally_store::{PostgresStore, Store};
 
-use super::{Args, BATCH_DAYS, INDICATORS, INGEST_BATCHES, UNITS, batch, percentiles, run_record, time_ms};
+use super::{
+    Args, BATCH_DAYS, INDICATORS, INGEST_BATCHES, UNITS, batch, percentiles, run_record, time_ms,
+};
 
 /// Rows a raw statement sends, as the store's upsert does.
 const RAW_CHUNK: usize = 10_000;
@@ -117,13 +119,18 @@ pub(crate) fn section(
             raw_again_ms = ms;
         }
         ingested += rows.len();
-        eprintln!("tally-bench: PostgreSQL ingest batch {b}: {} rows", rows.len());
+        eprintln!(
+            "tally-bench: PostgreSQL ingest batch {b}: {} rows",
+            rows.len()
+        );
     }
     let per_batch = ingested as u64 / INGEST_BATCHES;
     let ingest_rate = ingested as f64 / (ingest_ms / 1e3);
     let raw_rate = ingested as f64 / (raw_ms / 1e3);
     rows_out.push((
-        format!("PostgreSQL ingest: `record_run`, {INGEST_BATCHES} batches of {per_batch} new rows"),
+        format!(
+            "PostgreSQL ingest: `record_run`, {INGEST_BATCHES} batches of {per_batch} new rows"
+        ),
         format!("{ingest_rate:.0} obs/s"),
     ));
     rows_out.push((
@@ -135,7 +142,9 @@ pub(crate) fn section(
         format!("{:.0}%", 100.0 * ingest_rate / raw_rate),
     ));
     rows_out.push((
-        format!("PostgreSQL re-collection of one batch ({per_batch} rows replaced): `record_run` / raw"),
+        format!(
+            "PostgreSQL re-collection of one batch ({per_batch} rows replaced): `record_run` / raw"
+        ),
         format!(
             "{:.0} / {:.0} obs/s ({:.0}%)",
             per_batch as f64 / (again_ms / 1e3),

@@ -122,7 +122,14 @@ fn serve_sources(runtime: &tokio::runtime::Runtime) -> Result<u16> {
 
 /// A configuration with `n` sources `src<i>`, each its own unit, polling
 /// `/src/<i>.json` every 10 s for three counters.
-fn config_text(n: usize, src_port: u16, listen: u16, data: &Path, plugins: &Path, store: Option<&str>) -> String {
+fn config_text(
+    n: usize,
+    src_port: u16,
+    listen: u16,
+    data: &Path,
+    plugins: &Path,
+    store: Option<&str>,
+) -> String {
     let mut t = format!(
         "[daemon]\nlisten = \"127.0.0.1:{listen}\"\ntimezone = \"Asia/Shanghai\"\n\
          data_dir = {:?}\nplugin_dirs = [{:?}]\n\n",
@@ -142,7 +149,9 @@ fn config_text(n: usize, src_port: u16, listen: u16, data: &Path, plugins: &Path
         ));
     }
     for i in 0..n {
-        t.push_str(&format!("[[units]]\nid = \"src{i}\"\nname = \"source {i}\"\n\n"));
+        t.push_str(&format!(
+            "[[units]]\nid = \"src{i}\"\nname = \"source {i}\"\n\n"
+        ));
     }
     for i in 0..n {
         t.push_str(&format!(
@@ -161,7 +170,10 @@ fn config_text(n: usize, src_port: u16, listen: u16, data: &Path, plugins: &Path
 /// bundled plugins too.
 fn build_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    Ok(exe.parent().context("tally-bench's directory")?.to_path_buf())
+    Ok(exe
+        .parent()
+        .context("tally-bench's directory")?
+        .to_path_buf())
 }
 
 /// A directory holding only the http_json plugin, as the loader wants it:
@@ -175,8 +187,12 @@ fn plugin_dir(build: &Path, dir: &Path) -> Result<PathBuf> {
         std::env::consts::DLL_SUFFIX
     );
     std::fs::create_dir_all(&plugins)?;
-    std::fs::copy(build.join(&lib), plugins.join(&lib))
-        .with_context(|| format!("copying {} (build the workspace first)", build.join(&lib).display()))?;
+    std::fs::copy(build.join(&lib), plugins.join(&lib)).with_context(|| {
+        format!(
+            "copying {} (build the workspace first)",
+            build.join(&lib).display()
+        )
+    })?;
     std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755))?;
     std::fs::set_permissions(plugins.join(&lib), std::fs::Permissions::from_mode(0o755))?;
     Ok(plugins)
@@ -214,11 +230,17 @@ struct Window {
 /// Waits for the first runs, then measures `secs` seconds of the daemons.
 fn window(daemons: &[Daemon], secs: u64) -> Result<Window> {
     std::thread::sleep(Duration::from_secs(SETTLE_SECS));
-    let before: Vec<f64> = daemons.iter().map(Daemon::cpu_secs).collect::<Result<_>>()?;
+    let before: Vec<f64> = daemons
+        .iter()
+        .map(Daemon::cpu_secs)
+        .collect::<Result<_>>()?;
     let from = Utc::now();
     std::thread::sleep(Duration::from_secs(secs));
     let to = Utc::now();
-    let after: Vec<f64> = daemons.iter().map(Daemon::cpu_secs).collect::<Result<_>>()?;
+    let after: Vec<f64> = daemons
+        .iter()
+        .map(Daemon::cpu_secs)
+        .collect::<Result<_>>()?;
     Ok(Window {
         from,
         to,
@@ -317,9 +339,21 @@ pub(crate) fn section(args: &Args, dir: &Path) -> Result<Vec<(String, String)>> 
         let config = dir.join(format!("r{r}.toml"));
         std::fs::write(
             &config,
-            config_text(n, src_port, port, &dir.join(format!("data-r{r}")), &plugins, Some(&url)),
+            config_text(
+                n,
+                src_port,
+                port,
+                &dir.join(format!("data-r{r}")),
+                &plugins,
+                Some(&url),
+            ),
         )?;
-        replicas.push(start(&build, &config, &dir.join(format!("r{r}.log")), port)?);
+        replicas.push(start(
+            &build,
+            &config,
+            &dir.join(format!("r{r}.log")),
+            port,
+        )?);
         eprintln!("tally-bench: replica r{r} answers");
     }
     let owners: Vec<String> = replicas.iter().map(owner).collect::<Result<_>>()?;
@@ -346,7 +380,10 @@ pub(crate) fn section(args: &Args, dir: &Path) -> Result<Vec<(String, String)>> 
     let t = timing(&store, n, &w)?;
     drop(store);
     let secs = (w.to - w.from).as_seconds_f64();
-    rows.push(timing_row(&format!("{REPLICAS} replicas on PostgreSQL, {secs:.0} s"), &t));
+    rows.push(timing_row(
+        &format!("{REPLICAS} replicas on PostgreSQL, {secs:.0} s"),
+        &t,
+    ));
     let mut all_cpu = 0.0;
     let mut all_runs = 0;
     for (r, (owner, cpu)) in owners.iter().zip(&w.cpu).enumerate() {
@@ -379,7 +416,10 @@ pub(crate) fn section(args: &Args, dir: &Path) -> Result<Vec<(String, String)>> 
     let port = free_port()?;
     let config = dir.join("sqlite.toml");
     let data = dir.join("data-sqlite");
-    std::fs::write(&config, config_text(n, src_port, port, &data, &plugins, None))?;
+    std::fs::write(
+        &config,
+        config_text(n, src_port, port, &data, &plugins, None),
+    )?;
     let alone = start(&build, &config, &dir.join("sqlite.log"), port)?;
     let w = window(std::slice::from_ref(&alone), args.replica_secs)?;
     drop(alone);
@@ -393,7 +433,11 @@ pub(crate) fn section(args: &Args, dir: &Path) -> Result<Vec<(String, String)>> 
             "{}, {:.2} s, {:.3} ms",
             t.runs,
             w.cpu[0],
-            if t.runs > 0 { 1e3 * w.cpu[0] / t.runs as f64 } else { f64::NAN }
+            if t.runs > 0 {
+                1e3 * w.cpu[0] / t.runs as f64
+            } else {
+                f64::NAN
+            }
         ),
     ));
     Ok(rows)
