@@ -31,8 +31,11 @@ usage: cargo xtask bench [--quick] [--n LIST] [--duration SECS] [--skip PART]...
   --n LIST         source counts for the collection runs (default 100,1000,10000)
   --duration SECS  measurement window of each collection run (default 60)
   --quick          --n 100,1000 --duration 30, and tally-bench --days 120 --reps 10
+                   --replica-secs 30
   --skip PART      leave out `library` (tally-bench), `criterion` (the hot-path
-                   benches), `start` or `collection`
+                   benches), `start` or `collection`; or, of tally-bench, `postgres`
+                   (its PostgreSQL figures) or `replicas` (three tallyd on one
+                   PostgreSQL database beside one SQLite daemon, 3,000 sources)
   --peers DIR      the peer harness (default ../shared/bench/peer beside the checkout,
                    or $TALLY_PEER_BENCH)";
 
@@ -56,6 +59,8 @@ struct Args {
     collection: bool,
     peers: Option<PathBuf>,
     library_args: Vec<OsString>,
+    /// `--skip postgres` / `--skip replicas`, passed on to tally-bench.
+    library_skips: Vec<OsString>,
 }
 
 fn fail(message: impl Into<String>) -> Failure {
@@ -75,6 +80,7 @@ fn parse(extra: &[OsString]) -> Result<Args> {
         collection: true,
         peers: None,
         library_args: Vec::new(),
+        library_skips: Vec::new(),
     };
     let mut quick = false;
     let mut it = extra.iter();
@@ -114,9 +120,12 @@ fn parse(extra: &[OsString]) -> Result<Args> {
                 "criterion" => args.criterion = false,
                 "start" => args.start = false,
                 "collection" => args.collection = false,
+                part @ ("postgres" | "replicas") => args
+                    .library_skips
+                    .extend(["--skip", part].map(OsString::from)),
                 other => {
                     return Err(fail(format!(
-                        "--skip takes library, criterion, start or collection, not {other:?}\n\n{USAGE}"
+                        "--skip takes library, criterion, start, collection, postgres or replicas, not {other:?}\n\n{USAGE}"
                     )));
                 }
             },
@@ -136,7 +145,7 @@ fn parse(extra: &[OsString]) -> Result<Args> {
             args.duration = 30;
         }
         if args.library_args.is_empty() {
-            args.library_args = ["--days", "120", "--reps", "10"]
+            args.library_args = ["--days", "120", "--reps", "10", "--replica-secs", "30"]
                 .map(OsString::from)
                 .to_vec();
         }
@@ -155,7 +164,9 @@ pub fn bench(ws: &Workspace, extra: &[OsString]) -> Result {
 
     if args.library {
         let mut cmd = Command::new(release.join("tally-bench"));
-        cmd.args(&args.library_args).current_dir(&ws.root);
+        cmd.args(&args.library_args)
+            .args(&args.library_skips)
+            .current_dir(&ws.root);
         eprintln!("xtask: {}", crate::shown(&cmd));
         let output = cmd
             .stderr(Stdio::inherit())

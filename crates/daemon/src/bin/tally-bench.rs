@@ -28,15 +28,28 @@ use tally_domain::{Observation, Period, UnitTree};
 use tally_host::{PluginRegistry, SourceRunner};
 use tally_store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
 
-#[path = "tally_bench/province.rs"]
+// Beside this file rather than in src/bin/, where cargo would take each for
+// a binary of its own.
+#[path = "tally-bench/postgres.rs"]
+mod postgres;
+#[path = "tally-bench/province.rs"]
 mod province;
+#[path = "tally-bench/replicas.rs"]
+mod replicas;
 
-const USAGE: &str = "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N]
+const USAGE: &str =
+    "usage: tally-bench [--days N] [--reps N] [--max-generate-secs N] [--skip PART]...
+                   [--replica-sources N] [--replica-secs N]
                    [--province-units N] [--province-only]
 
   --days N               days of data behind the summaries (default 730)
   --reps N               repetitions of each timed summary and encode (default 50)
   --max-generate-secs N  if generating the data would take longer, use one year (default 180)
+  --skip PART            leave out `sqlite` (store, summaries, exposition), `postgres`
+                         (the same on PostgreSQL) or `replicas` (three tallyd on one
+                         PostgreSQL database beside one SQLite daemon)
+  --replica-sources N    sources of the replicas part (default 3000)
+  --replica-secs N       its measurement window per deployment (default 60)
   --province-units N     units of the province tree of /metrics (default 20000, at least 166)
   --province-only        only the province figures";
 
@@ -54,6 +67,15 @@ struct Args {
     max_generate_secs: f64,
     province_units: usize,
     province_only: bool,
+    skip: Vec<String>,
+    replica_sources: usize,
+    replica_secs: u64,
+}
+
+impl Args {
+    fn runs(&self, part: &str) -> bool {
+        !self.skip.iter().any(|s| s == part)
+    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -63,6 +85,9 @@ fn parse_args() -> Result<Args> {
         max_generate_secs: 180.0,
         province_units: province::UNITS,
         province_only: false,
+        skip: Vec::new(),
+        replica_sources: 3_000,
+        replica_secs: 60,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,6 +105,18 @@ fn parse_args() -> Result<Args> {
                 args.province_units = value(&mut it)?.parse().context("--province-units")?
             }
             "--province-only" => args.province_only = true,
+            "--skip" => match value(&mut it)?.as_str() {
+                part @ ("sqlite" | "postgres" | "replicas") => args.skip.push(part.to_owned()),
+                other => {
+                    bail!("--skip takes sqlite, postgres or replicas, not {other:?}\n\n{USAGE}")
+                }
+            },
+            "--replica-sources" => {
+                args.replica_sources = value(&mut it)?.parse().context("--replica-sources")?
+            }
+            "--replica-secs" => {
+                args.replica_secs = value(&mut it)?.parse().context("--replica-secs")?
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -353,9 +390,59 @@ fn cpu_model() -> String {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let dir = scratch_dir()?;
-    let result = run(&args, &dir);
+    let result = run_parts(&args, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+fn run_parts(args: &Args, dir: &Path) -> Result<()> {
+    if args.province_only {
+        return print_province(args, dir);
+    }
+    if args.runs("sqlite") {
+        run(args, dir)?;
+    }
+    if args.runs("postgres") {
+        let units = unit_ids();
+        let config = Config::parse(
+            &config_text(&units, &dir.join("pg-data")),
+            Path::new("bench.toml"),
+            &|_| None,
+        )?;
+        let tree: UnitTree = config.unit_tree()?;
+        let today = NaiveDate::from_ymd_opt(2025, 6, 30).context("date")?;
+        let now = Utc
+            .with_ymd_and_hms(2025, 6, 30, 4, 0, 0)
+            .single()
+            .context("time")?;
+        let rows = postgres::section(args, &config, &tree, &units, today, now)?;
+        print_section(
+            "PostgreSQL (throwaway cluster of this process, fsync on)",
+            &rows,
+        );
+    }
+    if args.runs("replicas") {
+        let rows = replicas::section(args, dir)?;
+        print_section(
+            &format!(
+                "Replicas: {} `http_json` sources every 10 s, three `tallyd run` on one PostgreSQL database, then one SQLite daemon",
+                args.replica_sources
+            ),
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+fn print_section(title: &str, rows: &[(String, String)]) {
+    println!();
+    println!("#### {title}");
+    println!();
+    println!("| benchmark | figure |");
+    println!("|---|---|");
+    for (what, figure) in rows {
+        println!("| {what} | {figure} |");
+    }
 }
 
 fn scratch_dir() -> Result<PathBuf> {
@@ -365,9 +452,6 @@ fn scratch_dir() -> Result<PathBuf> {
 }
 
 fn run(args: &Args, dir: &Path) -> Result<()> {
-    if args.province_only {
-        return print_province(args, dir);
-    }
     let units = unit_ids();
     let config = Config::parse(
         &config_text(&units, &dir.join("data")),

@@ -100,6 +100,15 @@ impl PostgresStore {
             )
             .map_err(&e)?;
         }
+        let months: super::writer::Months<'_> = runs
+            .iter()
+            .flat_map(|r| &r.observations)
+            .map(|o| {
+                let month = super::writer::month_of(o.day);
+                (&*o.indicator, &*o.unit, &*o.source, &*o.entity, month)
+            })
+            .collect();
+        super::writer::refresh_months(&mut tx, &months)?;
         tx.execute("UPDATE store_version SET version = version + 1", &[])
             .map_err(&e)?;
         tx.commit().map_err(&e)

@@ -6,9 +6,12 @@
 //!   arrays, so re-collection replaces and never adds, and traceability
 //!   reads a unit's rows in key order. Text columns collate as bytes, the
 //!   order the SQLite store lists them in.
-//! - Sums over a period are computed by the server from the raw rows; there
-//!   is no cache in this process, so a read never serves what another
-//!   process (replica, `tallyd collect`) has since replaced.
+//! - Sums over a period are computed by the server: the months it covers
+//!   whole from `observation_months` (per key and month: the sum, the last
+//!   observed day and its value), which every write transaction sums again
+//!   for the months it touched, the days of the months it cuts from the raw
+//!   rows. There is no cache in this process, so a read never serves what
+//!   another process (replica, `tallyd collect`) has since replaced.
 //! - Coverage and resume points fold a source's runs with the same code as
 //!   the SQLite store ([`SourceRuns`]), reading only the runs that matter:
 //!   those overlapping the period, and for the uncovered days those from

@@ -26,6 +26,8 @@ struct Cluster {
     dir: PathBuf,
     bin: PathBuf,
     root: bool,
+    /// `-c name=value` options the server starts with.
+    settings: String,
 }
 
 /// The directory holding `initdb` and `pg_ctl`.
@@ -110,7 +112,8 @@ fn run(mut c: Command, what: &str, log: Option<&Path>) {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// Starts a cluster with `settings` (`-c name=value` options) added.
+    fn start(settings: &str) -> Cluster {
         let bin = bin_dir();
         let root = is_root();
         let dir = tempfile::Builder::new()
@@ -140,6 +143,7 @@ impl Cluster {
             dir: dir.clone(),
             bin: bin.clone(),
             root,
+            settings: settings.to_owned(),
         };
         cluster.pg_ctl_start();
         // Stop and remove the cluster when this process is gone, however
@@ -170,8 +174,7 @@ impl Cluster {
         let (data, log) = (self.dir.join("data"), self.dir.join("server.log"));
         let mut start = as_cluster_user(self.root, &self.bin.join("pg_ctl"));
         // No TCP at all: the socket lives in the cluster's own directory,
-        // so clusters of parallel test processes never meet. fsync off: a
-        // throwaway cluster need not survive a power cut.
+        // so clusters of parallel test processes never meet.
         start
             .arg("-D")
             .arg(&data)
@@ -179,8 +182,9 @@ impl Cluster {
             .arg(&log)
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
-                "-k {} -c listen_addresses='' -c fsync=off -c max_connections=300",
-                self.dir.display()
+                "-k {} -c listen_addresses='' -c max_connections=300 {}",
+                self.dir.display(),
+                self.settings
             ))
             .arg("start");
         run(start, "pg_ctl start", Some(&log));
@@ -218,7 +222,25 @@ impl Cluster {
 
 fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(Cluster::start)
+    CLUSTER.get_or_init(|| Cluster::start(NOT_DURABLE))
+}
+
+/// What the tests' clusters start with: fsync off, since a throwaway
+/// cluster need not survive a power cut.
+const NOT_DURABLE: &str = "-c fsync=off";
+
+/// A new, empty database of a second cluster of this process that keeps
+/// PostgreSQL's durable defaults (fsync on, each commit flushed), as a
+/// deployed server does: what benchmarks measure. Returned as a
+/// `postgresql://` URL and as a connection string.
+pub fn durable_database() -> (String, String) {
+    static DURABLE: OnceLock<Cluster> = OnceLock::new();
+    let cluster = DURABLE.get_or_init(|| Cluster::start(""));
+    let name = cluster.new_database();
+    (
+        cluster.url(&name),
+        format!("host={} user=tally dbname={name}", cluster.dir.display()),
+    )
 }
 
 /// The connection string of a new, empty database of this process's
@@ -266,7 +288,7 @@ pub struct OwnCluster {
 impl OwnCluster {
     pub fn start() -> OwnCluster {
         OwnCluster {
-            cluster: Cluster::start(),
+            cluster: Cluster::start(NOT_DURABLE),
         }
     }
 

@@ -54,3 +54,146 @@ fn a_refused_connection_names_the_database_and_never_the_password() {
     assert!(!text.contains("S3cretPassw0rd"), "{text}");
     assert!(!format!("{err:?}").contains("S3cretPassw0rd"));
 }
+
+/// Every month sum of `observation_months` next to the sum of its
+/// observations: the rows where they differ (none when the sums are exact).
+fn stale_months(client: &mut postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "WITH truth AS ( \
+                 SELECT indicator, unit, source, entity, date_trunc('month', day)::date AS month, \
+                        SUM(value ORDER BY day) AS total, MAX(day) AS last_day, \
+                        (ARRAY_AGG(value ORDER BY day DESC))[1] AS last_value \
+                 FROM observations GROUP BY 1, 2, 3, 4, 5) \
+             SELECT format('%s %s %s %s %s: %s / %s', t.indicator, t.unit, t.source, t.entity, \
+                           COALESCE(t.month, m.month), t.total, m.total) \
+             FROM truth t FULL JOIN observation_months m USING (indicator, unit, source, entity, month) \
+             WHERE t.total IS DISTINCT FROM m.total OR t.last_day IS DISTINCT FROM m.last_day \
+                OR t.last_value IS DISTINCT FROM m.last_value",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn month_sums_stay_exact_while_several_processes_rewrite_the_same_months() {
+    use crate::contract_tests::{d, obs, run};
+    let url = crate::pg_test_cluster::database();
+    // Four writers, each its own store as replicas are, re-collecting the
+    // same keys and months with their own values at the same time: a month
+    // summed before another writer's commit would be left stale.
+    std::thread::scope(|s| {
+        for w in 0..4u32 {
+            let url = &url;
+            s.spawn(move || {
+                let store = PostgresStore::open(url).unwrap();
+                for round in 0..15u32 {
+                    let batch: Vec<_> = (0..40u32)
+                        .map(|k| {
+                            let day = d("2026-01-20")
+                                + chrono::Days::new(u64::from((k * 7 + w + round) % 40));
+                            let unit = ["a", "b"][(k % 2) as usize];
+                            let value = f64::from(w * 100 + round * 3 + k);
+                            obs(unit, "n", "", &day.to_string(), value)
+                        })
+                        .collect();
+                    store
+                        .record_run(
+                            &run(
+                                "src",
+                                RunResult::Success,
+                                "2026-01-20",
+                                "2026-02-28",
+                                "2026-03-01T02:30:00Z",
+                            ),
+                            &batch,
+                            None,
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+    assert_eq!(stale_months(&mut client), Vec::<String>::new());
+    let months: i64 = client
+        .query_one("SELECT count(*) FROM observation_months", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(months, 4, "units a and b, January and February");
+
+    // What another process writes shows in this one's next read.
+    let here = PostgresStore::open(&url).unwrap();
+    let there = PostgresStore::open(&url).unwrap();
+    let n = [("n".to_owned(), Kind::Count)];
+    let sum = |store: &PostgresStore| -> f64 {
+        store
+            .own_values(d("2026-01-01"), d("2026-03-31"), &n)
+            .unwrap()
+            .iter()
+            .map(|v| match v.data {
+                OwnData::Number(x) => x,
+                OwnData::Entities(_) => unreachable!(),
+            })
+            .sum()
+    };
+    let before = sum(&here);
+    there
+        .record_run(
+            &run(
+                "src",
+                RunResult::Success,
+                "2026-02-01",
+                "2026-02-01",
+                "2026-03-01T02:30:00Z",
+            ),
+            &[obs("c", "n", "", "2026-02-01", 1000.0)],
+            None,
+        )
+        .unwrap();
+    assert_eq!(sum(&here), before + 1000.0);
+    assert_eq!(stale_months(&mut client), Vec::<String>::new());
+}
+
+#[test]
+fn the_month_sums_migration_sums_what_an_older_schema_stored() {
+    let url = crate::pg_test_cluster::database();
+    drop(PostgresStore::open(&url).unwrap());
+    let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+    // Back to the schema before the month sums, with observations stored.
+    client
+        .batch_execute(
+            "DROP TABLE observation_months; \
+             DELETE FROM tally_migrations WHERE version = 3; \
+             ALTER TABLE observations ADD FOREIGN KEY (run) REFERENCES runs (id); \
+             INSERT INTO runs (source, trigger, started_at, finished_at, result, window_from, \
+                               window_to, observations, warnings) \
+             VALUES ('src', 'schedule', 0, 0, 'success', '2026-01-01', '2026-03-31', 3, '[]'); \
+             INSERT INTO observations VALUES \
+                 ('n', 'a', 'src', '', '2026-01-05', 2, 1), \
+                 ('n', 'a', 'src', '', '2026-01-31', 3, 1), \
+                 ('n', 'a', 'src', '', '2026-03-01', 7, 1);",
+        )
+        .unwrap();
+    let store = PostgresStore::open(&url).unwrap();
+    assert_eq!(stale_months(&mut client), Vec::<String>::new());
+    let months: i64 = client
+        .query_one("SELECT count(*) FROM observation_months", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(months, 2);
+    let q1 = store
+        .own_values(
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 3, 31).unwrap(),
+            &[("n".to_owned(), Kind::Count)],
+        )
+        .unwrap();
+    assert!(
+        matches!(q1[0].data, OwnData::Number(x) if x == 12.0),
+        "{q1:?}"
+    );
+}

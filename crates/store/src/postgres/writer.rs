@@ -3,8 +3,14 @@
 //!
 //! Invariant: on any error nothing of the runs of a transaction is written;
 //! a row observed again replaces the stored value and run id, never adds.
+//! Every month a transaction writes observations of is summed again from
+//! the observations in that transaction (`observation_months`), after the
+//! month's row is locked: whichever writer locks it last sums after the
+//! others committed, so the sums stay exact with several writers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{Datelike, NaiveDate};
 
 use postgres::Transaction;
 
@@ -22,9 +28,23 @@ impl PostgresStore {
         let mut conn = self.conn(doing)?;
         let mut tx = conn.transaction().map_err(pg(doing))?;
         let mut ids = Vec::with_capacity(runs.len());
+        let mut months = Months::new();
         for run in runs {
             ids.push(write_run(&mut tx, run)?);
+            for o in run.observations {
+                months.insert((
+                    &o.indicator,
+                    &o.unit,
+                    &run.run.source,
+                    &o.entity,
+                    month_of(o.day),
+                ));
+            }
         }
+        // After every run's observations: a transaction takes month locks
+        // only once it holds all its row locks, so two writers never wait
+        // on each other in a circle.
+        refresh_months(&mut tx, &months)?;
         let version: i64 = tx
             .query_one(
                 "UPDATE store_version SET version = version + 1 RETURNING version",
@@ -160,4 +180,69 @@ fn write_run(tx: &mut Transaction<'_>, c: &Checked<'_>) -> Result<i64, StoreErro
         .map_err(&e)?;
     }
     Ok(run_id)
+}
+
+/// (indicator, unit, source, entity, first day of the month) of the months a
+/// transaction wrote observations of, in key order.
+pub(super) type Months<'a> = BTreeSet<(&'a str, &'a str, &'a str, &'a str, NaiveDate)>;
+
+pub(super) fn month_of(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).expect("every month has a first day")
+}
+
+/// Sums `months` again from `observations`, in `tx`.
+pub(super) fn refresh_months(
+    tx: &mut Transaction<'_>,
+    months: &Months<'_>,
+) -> Result<(), StoreError> {
+    let e = pg("summing months");
+    if months.is_empty() {
+        return Ok(());
+    }
+    // Two statements: the first locks every month's row (creating the
+    // missing ones) in key order, waiting for writers that hold one; the
+    // second sees, in a new snapshot, what they committed meanwhile.
+    let lock = tx
+        .prepare(
+            "INSERT INTO observation_months AS m \
+                    (month, indicator, unit, source, entity, total, last_day, last_value) \
+             SELECT m, i, u, s, e, 0, m, 0 \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[]) \
+                  AS t (i, u, s, e, m) \
+             ON CONFLICT (month, indicator, unit, source, entity) \
+             DO UPDATE SET total = m.total",
+        )
+        .map_err(&e)?;
+    // One month at a time (LATERAL): its few rows come in day order from
+    // the primary key, where one aggregate over all would sort them all.
+    let sum = tx
+        .prepare(
+            "UPDATE observation_months m \
+             SET total = a.total, last_day = a.last_day, last_value = a.last_value \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[]) \
+                  AS t (i, u, s, e, m) \
+             CROSS JOIN LATERAL ( \
+                 SELECT SUM(o.value ORDER BY o.day) AS total, MAX(o.day) AS last_day, \
+                        (ARRAY_AGG(o.value ORDER BY o.day DESC))[1] AS last_value \
+                 FROM observations o \
+                 WHERE o.indicator = t.i AND o.unit = t.u AND o.source = t.s \
+                   AND o.entity = t.e AND o.day >= t.m \
+                   AND o.day < (t.m + interval '1 month')::date) a \
+             WHERE m.month = t.m AND m.indicator = t.i AND m.unit = t.u \
+               AND m.source = t.s AND m.entity = t.e",
+        )
+        .map_err(&e)?;
+    let months: Vec<_> = months.iter().collect();
+    for chunk in months.chunks(UPSERT_CHUNK) {
+        let (i, u, s, en): (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = (
+            chunk.iter().map(|k| k.0).collect(),
+            chunk.iter().map(|k| k.1).collect(),
+            chunk.iter().map(|k| k.2).collect(),
+            chunk.iter().map(|k| k.3).collect(),
+        );
+        let m: Vec<NaiveDate> = chunk.iter().map(|k| k.4).collect();
+        tx.execute(&lock, &[&i, &u, &s, &en, &m]).map_err(&e)?;
+        tx.execute(&sum, &[&i, &u, &s, &en, &m]).map_err(&e)?;
+    }
+    Ok(())
 }
