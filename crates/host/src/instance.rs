@@ -419,7 +419,11 @@ fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
             })
             .collect::<Vec<_>>();
         // No size limit, as before: the plugin's timeout bounds the read.
-        let body = resp.body_mut().with_config().limit(u64::MAX).read_to_vec()?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(u64::MAX)
+            .read_to_vec()?;
         Ok((status, headers, body))
     });
     drop(permit);
@@ -705,13 +709,19 @@ mod tests {
     fn a_failed_request_is_described_without_its_url() {
         let t = Duration::from_millis(1500);
         for (e, want) in [
-            (ureq::Error::Timeout(ureq::Timeout::Global), "timed out after 1500 ms"),
+            (
+                ureq::Error::Timeout(ureq::Timeout::Global),
+                "timed out after 1500 ms",
+            ),
             (ureq::Error::ConnectionFailed, "connection failed"),
             (
                 ureq::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
                 "connection failed",
             ),
-            (ureq::Error::BadUri("http://h/?token=s3cret".into()), "invalid URL"),
+            (
+                ureq::Error::BadUri("http://h/?token=s3cret".into()),
+                "invalid URL",
+            ),
         ] {
             assert_eq!(describe(&e, t), want);
         }

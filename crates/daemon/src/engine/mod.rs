@@ -859,9 +859,7 @@ impl Engine {
             drop(call);
             answer
         });
-        let outcome = tokio::time::timeout(source.config.timeout, call)
-            .await
-            .ok();
+        let outcome = tokio::time::timeout(source.config.timeout, call).await.ok();
         Ok(self.collected(source, window, outcome))
     }
 
@@ -955,12 +953,7 @@ impl Engine {
     }
 
     /// What a plugin call gave (`None`: it timed out), checked.
-    fn collected(
-        &self,
-        source: &SourceRuntime,
-        window: Window,
-        outcome: CallOutcome,
-    ) -> Collected {
+    fn collected(&self, source: &SourceRuntime, window: Window, outcome: CallOutcome) -> Collected {
         let redact = |s: &str| self.config.secrets().redact(s);
         let mut collected = Collected {
             result: RunResult::Success,
