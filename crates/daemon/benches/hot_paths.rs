@@ -4,23 +4,32 @@
 //! indicators rendered server-side (issue 18: under 100 ms). `cargo bench -p tally-daemon --bench hot_paths`;
 //! the whole-process figures are `cargo xtask bench`.
 //!
+//! `poll` splits one fetch (issue 16): the whole scheduled run of one
+//! `http_json` source through the engine against a local server (resume
+//! read, plugin call with its HTTP request, commit, metrics), and the
+//! plugin call alone; `store` has the resume read and the commit alone.
+//!
 //! Benchmarks, not tests: nothing here asserts on time.
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use tally_config::Config;
-use tally_daemon::engine::Engine;
+use tally_daemon::daemon::Daemon;
+use tally_daemon::engine::{Engine, Trigger};
 use tally_daemon::metrics::Metrics;
 use tally_daemon::pages::{current_html, current_html_of};
 use tally_daemon::summary::SummaryRequest;
 use tally_domain::clock::FixedClock;
 use tally_domain::{Observation, Period};
-use tally_host::{PluginRegistry, SourceRunner};
+use tally_host::{PluginLibrary, PluginRegistry, SourceRunner};
+use tally_plugin::abi::StaticDescriptor;
+use tally_plugin::{CollectRequest, IndicatorRef, PROTOCOL_VERSION, UnitRef, Window};
 use tally_store::{RunRecord, RunResult, RunToRecord, SqliteStore, Store};
 
 const INDICATORS: [&str; 3] = ["reads", "shares", "favs"];
@@ -277,5 +286,134 @@ fn pages(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, store, exposition, pages);
+static HTTP_JSON: StaticDescriptor =
+    StaticDescriptor::new::<tally_http_json::HttpJson>("1.0.0", true);
+
+/// What the peer benchmark's fake source answers for one source.
+const SOURCE_DOC: &str = r#"{"list":[{"ref_date":"2026-11-26","user_source":0,"int_page_read_user":8919,"int_page_read_count":17838,"ori_page_read_user":4459,"ori_page_read_count":8919,"share_user":891,"share_count":1783,"add_to_fav_user":445,"add_to_fav_count":891}]}"#;
+
+/// A local JSON source on 127.0.0.1: one answer per connection, then the
+/// connection closes, as the peer benchmark's fake source (HTTP/1.0) does.
+fn source_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{SOURCE_DOC}",
+                SOURCE_DOC.len()
+            );
+        }
+    });
+    port
+}
+
+fn poll_config(port: u16, data_dir: &Path) -> String {
+    let mut t = format!(
+        "[daemon]\nlisten = \"127.0.0.1:0\"\ntimezone = \"Asia/Shanghai\"\ndata_dir = {:?}\n\n",
+        data_dir.display().to_string()
+    );
+    for (id, name) in [
+        ("reads", "int_page_read_count"),
+        ("shares", "share_count"),
+        ("favs", "add_to_fav_count"),
+    ] {
+        t.push_str(&format!(
+            "[[indicators]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"count\"\nunit = \"次\"\n\n"
+        ));
+    }
+    t.push_str(&format!(
+        "[[units]]\nid = \"src0\"\nname = \"source 0\"\n\n\
+         [[sources]]\nid = \"src0\"\nplugin = \"http_json\"\nunit = \"src0\"\n\
+         schedule = \"0 0 3 * * *\"\n\
+         [sources.settings]\nurl = \"http://127.0.0.1:{port}/src/0.json\"\n\
+         values = [\n  {{ indicator = \"reads\", path = \"$.list[0].int_page_read_count\" }},\n  \
+         {{ indicator = \"shares\", path = \"$.list[0].share_count\" }},\n  \
+         {{ indicator = \"favs\", path = \"$.list[0].add_to_fav_count\" }},\n]\n"
+    ));
+    t
+}
+
+/// One fetch of one `http_json` source, as the peer benchmark's tallyd
+/// makes it every 10 s: the whole run through the engine (the daemon's
+/// runtime, SQLite store and writer, metrics), and the plugin call alone
+/// (its HTTP request through the host included).
+fn poll(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = source_server();
+    let path = dir.path().join("tally.toml");
+    std::fs::write(&path, poll_config(port, &dir.path().join("data"))).unwrap();
+    let config = Config::load(&path).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let daemon = runtime.block_on(async {
+        Daemon::builder(config)
+            .plugins(PluginRegistry::from_libraries(vec![
+                PluginLibrary::linked(&HTTP_JSON).unwrap(),
+            ]))
+            .in_process()
+            .await
+            .unwrap()
+    });
+    let engine = daemon.engine();
+    let first = runtime
+        .block_on(engine.run("src0", Trigger::Schedule, None))
+        .unwrap();
+    assert_eq!(first.result, "success", "{first:?}");
+    assert_eq!(first.observations, 3, "{first:?}");
+    let mut g = c.benchmark_group("poll");
+    g.bench_function("run: one http_json source, resume read to commit", |b| {
+        b.iter(|| {
+            let report = runtime
+                .block_on(engine.run("src0", Trigger::Schedule, None))
+                .unwrap();
+            black_box(report)
+        })
+    });
+    let source = engine.source("src0").unwrap().clone();
+    let today = engine.today();
+    let request = CollectRequest {
+        protocol: PROTOCOL_VERSION,
+        source: "src0".to_owned(),
+        window: Window::new(today, today),
+        timezone: "Asia/Shanghai".to_owned(),
+        units: vec![UnitRef {
+            id: "src0".to_owned(),
+            name: "source 0".to_owned(),
+            aliases: Vec::new(),
+        }],
+        default_unit: Some("src0".to_owned()),
+        indicators: ["reads", "shares", "favs"]
+            .into_iter()
+            .map(|id| IndicatorRef {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                kind: tally_plugin::Kind::Count,
+                unit: "次".to_owned(),
+            })
+            .collect(),
+        state: None,
+        today: Some(today),
+    };
+    // From this (non-runtime) thread, as from a blocking-pool thread.
+    g.bench_function("plugin call: http_json and its HTTP request", |b| {
+        b.iter(|| black_box(source.instance.collect_blocking(&request).unwrap()))
+    });
+    g.finish();
+    drop(runtime);
+}
+
+criterion_group!(benches, poll, store, exposition, pages);
 criterion_main!(benches);

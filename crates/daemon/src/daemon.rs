@@ -66,12 +66,7 @@ pub fn host_services(
     runtime: Option<tokio::runtime::Handle>,
     gate: Arc<HttpGate>,
 ) -> Result<HostServices, StartError> {
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("tallyd/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| StartError::Http(e.to_string()))?;
+    let http = tally_host::http_agent(Duration::from_secs(10), Duration::from_secs(90));
     let secrets = config.secrets().clone();
     Ok(HostServices {
         http,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tally_plugin::{CollectRequest, CollectResponse, Created};
 
-pub use instance::{CallError, HostServices, HttpGate, Redact, SourceInstance};
+pub use instance::{CallError, HostServices, HttpGate, Redact, SourceInstance, http_agent};
 pub use loader::{PluginLibrary, PluginLoadError, PluginRegistry, load};
 pub use process::{ProcessInstance, serve_child};
 

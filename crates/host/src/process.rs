@@ -72,10 +72,10 @@ pub fn serve_child(library: &Path, memory_limit_mb: u64) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     let services = HostServices {
-        http: reqwest::Client::builder()
-            .user_agent(concat!("tallyd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+        http: crate::http_agent(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(90),
+        ),
         runtime: Some(runtime.handle().clone()),
         clock: Arc::new(tally_domain::clock::SystemClock),
         // The daemon redacts what it receives from the child.

@@ -188,6 +188,11 @@ pub struct Collected {
     pub uncovered: Vec<(NaiveDate, NaiveDate)>,
 }
 
+/// How a plugin call on the blocking pool ended: `None` when it outlived
+/// the source's timeout.
+type CallOutcome =
+    Option<Result<Result<tally_plugin::CollectResponse, CallError>, tokio::task::JoinError>>;
+
 /// Why a run did not happen at all.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -446,14 +451,13 @@ impl Engine {
     ) -> Result<RunReport, RunError> {
         let (source, _busy, call) = self.claim(source_id)?;
         let permit = self.wait_for_permit(source_id).await?;
-        let (window, state) = self.window_and_state(&source, window).await?;
         let started = Instant::now();
         let started_at = self.clock.now();
         // Count this run's API calls only (not a dry run's, nor a timed-out
         // call's that returned since).
         let _ = source.instance.take_http_requests();
-        let collected = self
-            .collect_with_retries(&source, call, window, state, started_at)
+        let (window, collected) = self
+            .collect_with_retries(&source, call, window, started_at)
             .await?;
         let mut record = self.run_record(&source, trigger, started_at, window, &collected);
         // The permit bounds plugin calls: while this run waits for its
@@ -510,29 +514,6 @@ impl Engine {
                 permit.map_err(|e| RunError::Internal(e.to_string()))
             }
         }
-    }
-
-    /// The run's window (`window` cut at today, or the one it resumes from)
-    /// and the source's resume state. One read for both: a run's cost must
-    /// not grow with the store.
-    async fn window_and_state(
-        self: &Arc<Self>,
-        source: &Arc<SourceRuntime>,
-        window: Option<Window>,
-    ) -> Result<(Window, Option<serde_json::Value>), RunError> {
-        let engine = self.clone();
-        let s = source.clone();
-        tokio::task::spawn_blocking(move || {
-            let point = engine.store.resume_point(&s.config.id)?;
-            let window = match window {
-                Some(w) => engine.up_to_today(w),
-                None => engine.window_after(&s, &point),
-            };
-            Ok::<_, StoreError>((window, point.state))
-        })
-        .await
-        .map_err(|e| RunError::Internal(e.to_string()))?
-        .map_err(RunError::from)
     }
 
     /// The record of a finished run, as it is to be stored.
@@ -747,17 +728,16 @@ impl Engine {
     /// as the retry starts before the source's next scheduled run (so a
     /// per-minute source does not pile retries onto its own schedule).
     async fn collect_with_retries(
-        &self,
+        self: &Arc<Self>,
         source: &Arc<SourceRuntime>,
         call: OwnedMutexGuard<()>,
-        window: Window,
-        state: Option<serde_json::Value>,
+        window: Option<Window>,
         started_at: DateTime<Utc>,
-    ) -> Result<Collected, RunError> {
+    ) -> Result<(Window, Collected), RunError> {
         let attempts = source.config.retries.saturating_add(1);
         let seed = jitter_seed(&source.config.id);
         let next_scheduled = self.next_fire(source, started_at);
-        let mut collected = self.collect(source, call, window, state.clone()).await?;
+        let (window, state, mut collected) = self.collect_resuming(source, call, window).await?;
         let mut attempt = 1;
         let mut earlier = Vec::new();
         while attempt < attempts && is_transient(collected.result, collected.error_kind) {
@@ -807,7 +787,7 @@ impl Engine {
             tracing::info!(source = %source.config.id, "{text}");
             collected.warnings.insert(0, text);
         }
-        Ok(collected)
+        Ok((window, collected))
     }
 
     /// Feeds a finished run to the source's breaker; a retry-after holds
@@ -871,7 +851,27 @@ impl Engine {
         window: Window,
         state: Option<serde_json::Value>,
     ) -> Result<Collected, RunError> {
-        let request = CollectRequest {
+        let request = self.request(source, window, state);
+        let instance = source.instance.clone();
+        // The guard moves into the blocking task: if we stop waiting at the
+        // timeout, the source stays busy until the plugin really returns.
+        let call = tokio::task::spawn_blocking(move || {
+            let answer = instance.collect_blocking(&request);
+            drop(call);
+            answer
+        });
+        let outcome = tokio::time::timeout(source.config.timeout, call).await.ok();
+        Ok(self.collected(source, window, outcome))
+    }
+
+    /// The plugin's request for `window`.
+    fn request(
+        &self,
+        source: &SourceRuntime,
+        window: Window,
+        state: Option<serde_json::Value>,
+    ) -> CollectRequest {
+        CollectRequest {
             protocol: PROTOCOL_VERSION,
             source: source.config.id.clone(),
             window,
@@ -881,16 +881,80 @@ impl Engine {
             indicators: source.catalogue.clone(),
             state,
             today: Some(self.today()),
-        };
-        let instance = source.instance.clone();
-        // The guard moves into the blocking task: if we stop waiting at the
-        // timeout, the source stays busy until the plugin really returns.
-        let call = tokio::task::spawn_blocking(move || {
-            let answer = instance.collect_blocking(&request);
+        }
+    }
+
+    /// A run's first plugin call, with the read of its window and resume
+    /// state (`window` cut at today, or the one it resumes from) in the same
+    /// blocking task: one trip to the blocking pool per fetch instead of two
+    /// (issue 16). One read for both: a run's cost must not grow with the
+    /// store. As before, the source's timeout counts from the end of the
+    /// read, and a failed read is a run that did not happen.
+    async fn collect_resuming(
+        self: &Arc<Self>,
+        source: &Arc<SourceRuntime>,
+        call: OwnedMutexGuard<()>,
+        window: Option<Window>,
+    ) -> Result<(Window, Option<serde_json::Value>, Collected), RunError> {
+        let engine = self.clone();
+        let s = source.clone();
+        let (read_tx, mut read_rx) = oneshot::channel();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let point = engine.store.resume_point(&s.config.id)?;
+            let window = match window {
+                Some(w) => engine.up_to_today(w),
+                None => engine.window_after(&s, &point),
+            };
+            let request = engine.request(&s, window, point.state.clone());
+            let _ = read_tx.send((window, point.state, Instant::now()));
+            let answer = s.instance.collect_blocking(&request);
             drop(call);
-            answer
+            Ok::<_, StoreError>(answer)
         });
-        let outcome = tokio::time::timeout(source.config.timeout, call).await;
+        let timeout = source.config.timeout;
+        // Nearly always the call ends within the timeout from the start; only
+        // past it does the end of the read matter.
+        let mut read = None;
+        let outcome = tokio::select! {
+            joined = &mut task => Some(joined),
+            _ = tokio::time::sleep(timeout) => {
+                read = match read_rx.try_recv() {
+                    Ok(read) => Some(read),
+                    Err(oneshot::error::TryRecvError::Empty) => (&mut read_rx).await.ok(),
+                    Err(oneshot::error::TryRecvError::Closed) => None,
+                };
+                match &read {
+                    Some((_, _, read_at)) => tokio::time::timeout_at(*read_at + timeout, &mut task)
+                        .await
+                        .ok(),
+                    // The task ended before its call: a failed read.
+                    None => Some((&mut task).await),
+                }
+            }
+        };
+        let (window, state) = match read.or_else(|| read_rx.try_recv().ok()) {
+            Some((window, state, _)) => (window, state),
+            None => {
+                return Err(match outcome {
+                    Some(Ok(Err(e))) => RunError::Store(e),
+                    Some(Err(join)) => RunError::Internal(join.to_string()),
+                    _ => RunError::Internal("the resume point was not read".to_owned()),
+                });
+            }
+        };
+        let outcome = match outcome {
+            Some(Ok(Ok(answer))) => Some(Ok(answer)),
+            Some(Err(join)) => Some(Err(join)),
+            // Read before the call, so it succeeded.
+            Some(Ok(Err(e))) => return Err(RunError::Store(e)),
+            None => None,
+        };
+        let collected = self.collected(source, window, outcome);
+        Ok((window, state, collected))
+    }
+
+    /// What a plugin call gave (`None`: it timed out), checked.
+    fn collected(&self, source: &SourceRuntime, window: Window, outcome: CallOutcome) -> Collected {
         let redact = |s: &str| self.config.secrets().redact(s);
         let mut collected = Collected {
             result: RunResult::Success,
@@ -903,7 +967,7 @@ impl Engine {
             retry_after: None,
         };
         match outcome {
-            Err(_) => {
+            None => {
                 source.instance.cancel();
                 collected.result = RunResult::Timeout;
                 collected.error = Some(format!(
@@ -911,19 +975,19 @@ impl Engine {
                     humanize(source.config.timeout)
                 ));
             }
-            Ok(Err(join)) => {
+            Some(Err(join)) => {
                 collected.result = RunResult::Panic;
                 collected.error = Some(redact(&format!("plugin call aborted: {join}")));
             }
-            Ok(Ok(Err(CallError::Crash(msg)))) => {
+            Some(Ok(Err(CallError::Crash(msg)))) => {
                 collected.result = RunResult::Crash;
                 collected.error = Some(redact(&msg));
             }
-            Ok(Ok(Err(CallError::Panic(msg)))) => {
+            Some(Ok(Err(CallError::Panic(msg)))) => {
                 collected.result = RunResult::Panic;
                 collected.error = Some(redact(&format!("plugin panicked: {msg}")));
             }
-            Ok(Ok(Err(e))) => {
+            Some(Ok(Err(e))) => {
                 collected.result = RunResult::Error;
                 if let CallError::Plugin(plugin) = &e {
                     collected.error_kind = Some(plugin.kind);
@@ -931,7 +995,7 @@ impl Engine {
                 }
                 collected.error = Some(redact(&e.to_string()));
             }
-            Ok(Ok(Ok(resp))) => {
+            Some(Ok(Ok(resp))) => {
                 collected
                     .warnings
                     .extend(resp.warnings.iter().map(|w| redact(w)));
@@ -942,7 +1006,7 @@ impl Engine {
                 collected.state = resp.state;
             }
         }
-        Ok(collected)
+        collected
     }
 
     /// The days of `window` a plugin said it did not cover, merged into

@@ -53,7 +53,7 @@ impl Engine {
         }
         let secrets = self.config.secrets().clone();
         let services = HostServices {
-            http: reqwest::Client::new(),
+            http: tally_host::http_agent(Duration::from_secs(10), Duration::from_secs(90)),
             // A file check has no business on the network.
             runtime: None,
             clock: self.clock.clone(),
