@@ -348,7 +348,7 @@ fn poll_config(port: u16, data_dir: &Path) -> String {
 /// makes it every 10 s: the whole run through the engine (the daemon's
 /// runtime, SQLite store and writer, metrics), and the plugin call alone
 /// (its HTTP request through the host included).
-fn poll(c: &mut Criterion) {
+fn fetch(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let port = source_server();
     let path = dir.path().join("tally.toml");
@@ -415,5 +415,5 @@ fn poll(c: &mut Criterion) {
     drop(runtime);
 }
 
-criterion_group!(benches, poll, store, exposition, pages);
+criterion_group!(benches, fetch, store, exposition, pages);
 criterion_main!(benches);
