@@ -72,9 +72,13 @@ pub const LAYERS: &[(&str, &[&str])] = &[
 /// Crates any test may use: they stand in for the outside world.
 const TEST_SUPPORT: &[&str] = &["tally-simulators"];
 
-/// Crates a crate's tests may use beyond its layer: the upload page's
-/// in-process tests check forms with the real `csv_form` plugin linked in.
-const TEST_ONLY: &[(&str, &[&str])] = &[("tally-daemon", &["tally-plugin-csv-form"])];
+/// Crates a crate's tests and benches may use beyond its layer: the upload
+/// page's in-process tests check forms with the real `csv_form` plugin linked
+/// in, and the hot-path benches time a whole poll of the real `http_json`.
+const TEST_ONLY: &[(&str, &[&str])] = &[(
+    "tally-daemon",
+    &["tally-plugin-csv-form", "tally-plugin-http-json"],
+)];
 
 /// One manifest's name and its dependencies on workspace crates, each with
 /// whether it is a dev-dependency.
