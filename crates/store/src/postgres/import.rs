@@ -109,8 +109,6 @@ impl PostgresStore {
             })
             .collect();
         super::writer::refresh_months(&mut tx, &months)?;
-        tx.execute("UPDATE store_version SET version = version + 1", &[])
-            .map_err(&e)?;
         tx.commit().map_err(&e)
     }
 

@@ -10,8 +10,11 @@
 //!   whole from `observation_months` (per key and month: the sum, the last
 //!   observed day and its value), which every write transaction sums again
 //!   for the months it touched, the days of the months it cuts from the raw
-//!   rows. There is no cache in this process, so a read never serves what
-//!   another process (replica, `tallyd collect`) has since replaced.
+//!   rows. The whole months are kept in this process (`month_cache.rs`):
+//!   every write stamps the month rows it sums with its `store_version`,
+//!   and each read first fetches the rows stamped since the version its
+//!   cache is at, so a read never serves what another process (replica,
+//!   `tallyd collect`) has since replaced.
 //! - Coverage and resume points fold a source's runs with the same code as
 //!   the SQLite store ([`SourceRuns`]), reading only the runs that matter:
 //!   those overlapping the period, and for the uncovered days those from
@@ -42,6 +45,7 @@ use tally_domain::{Kind, Observation};
 
 mod coordination;
 mod import;
+mod month_cache;
 mod reads;
 mod schema;
 #[cfg(any(test, feature = "test-cluster"))]
@@ -66,6 +70,8 @@ pub struct PostgresStore {
     /// Held while this process writes, so that its commits and the versions
     /// they produced are recorded together (`written_elsewhere`).
     writes: Mutex<Versions>,
+    /// Whole-month sums, exact at the `store_version` they were brought to.
+    months: Mutex<month_cache::MonthCache>,
 }
 
 /// The `store_version` this process last looked at, and the versions its
@@ -139,6 +145,7 @@ impl PostgresStore {
                 seen,
                 mine: BTreeSet::new(),
             }),
+            months: Mutex::new(month_cache::MonthCache::new(month_cache::MONTH_CACHE_ROWS)),
         })
     }
 

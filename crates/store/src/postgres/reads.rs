@@ -2,8 +2,9 @@
 //! transaction, so that what it combines comes from one snapshot even while
 //! other processes commit.
 //!
-//! Invariant: nothing read is kept after the call, so no answer can be
-//! older than the database's state when the call began.
+//! Invariant: no answer is older than the database's state when the call
+//! began: the only thing kept between calls, the month cache, is brought
+//! to each read's own snapshot before it serves (see `month_cache.rs`).
 
 use std::collections::HashMap;
 
@@ -13,8 +14,8 @@ use postgres::{IsolationLevel, Transaction};
 use super::{
     Coverage, EntityValue, KeyFold, LatestRun, ObservationCursor, OwnValue, PostgresStore,
     RUN_COLUMNS, ResumePoint, RunResult, SourceRuns, SourceStatus, StoreError, StoredObservation,
-    StoredRun, counts, day_num, fold_runs, from_millis, last_success, num_day, own_from_keys, pg,
-    resume_state, stored_run,
+    StoredRun, counts, current_version, day_num, fold_runs, from_millis, last_success, lock,
+    num_day, own_from_keys, pg, resume_state, stored_run,
 };
 use tally_domain::{Kind, Observation};
 
@@ -235,8 +236,92 @@ impl PostgresStore {
 
     /// Per key (source, unit, indicator, entity) of the indicators asked
     /// for: `(unit, indicator, entity, sum, value on the last day)` over
-    /// `[start, end]`.
-    fn key_folds(
+    /// `[start, end]`, in key order.
+    ///
+    /// The months the period covers whole come from the month cache (see
+    /// `month_cache.rs`), brought to the snapshot's `store_version` first;
+    /// the days of the months it cuts from the observations, in the same
+    /// snapshot. Each key's parts are added in day order starting from the
+    /// first, as the server's `SUM` over the sorted parts does, so the
+    /// figures are those of `key_folds_on_server` to the last bit.
+    pub(super) fn key_folds(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<KeyFold>, StoreError> {
+        let (months, head_end, tail_start) = whole_months(start, end);
+        if months.0 > months.1 {
+            // No whole month: nothing to gain from the cache.
+            return self.key_folds_on_server(start, end, indicators);
+        }
+        let doing = "reading values";
+        let e = pg(doing);
+        let ids: Vec<&str> = indicators.iter().map(|(id, _)| id.as_str()).collect();
+        let mut conn = self.conn(doing)?;
+        // Held over the whole read: snapshots are then taken in the order
+        // readers bring the cache forward, so none finds it ahead of its own.
+        let mut cache = lock(&self.months);
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(&e)?;
+        let now = current_version(&mut tx)?;
+        let mut parts: Vec<(u32, NaiveDate, f64, f64)> = cache
+            .parts(&mut tx, now, months, |k| ids.contains(&k.0.as_str()))?
+            .into_iter()
+            .map(|(id, s)| (id, s.last_day, s.total, s.last_value))
+            .collect();
+        if start <= head_end || tail_start <= end {
+            let rows = tx
+                .query(
+                    "SELECT indicator, unit, source, entity, day, value FROM observations \
+                     WHERE indicator = ANY($1) \
+                       AND (day BETWEEN $2 AND $3 OR day BETWEEN $4 AND $5)",
+                    &[&ids, &start, &head_end, &tail_start, &end],
+                )
+                .map_err(&e)?;
+            for r in rows {
+                let key = (
+                    r.try_get(0).map_err(&e)?,
+                    r.try_get(1).map_err(&e)?,
+                    r.try_get(2).map_err(&e)?,
+                    r.try_get(3).map_err(&e)?,
+                );
+                let value: f64 = r.try_get(5).map_err(&e)?;
+                parts.push((cache.intern(key), r.try_get(4).map_err(&e)?, value, value));
+            }
+        }
+        tx.commit().map_err(&e)?;
+        // Key order (indicator, unit, source, entity), then day order.
+        let mut order: Vec<u32> = parts.iter().map(|p| p.0).collect();
+        order.sort_unstable();
+        order.dedup();
+        order.sort_unstable_by(|a, b| cache.key(*a).cmp(cache.key(*b)));
+        let mut rank = vec![u32::MAX; cache.key_count()];
+        for (r, id) in order.iter().enumerate() {
+            rank[*id as usize] = r as u32;
+        }
+        parts.sort_unstable_by_key(|p| (rank[p.0 as usize], p.1));
+        let mut out: Vec<KeyFold> = Vec::with_capacity(order.len());
+        let mut parts = parts.into_iter().peekable();
+        while let Some((id, _, first, mut last)) = parts.next() {
+            let mut sum = first;
+            while let Some(&(_, _, total, last_value)) = parts.peek().filter(|p| p.0 == id) {
+                sum += total;
+                last = last_value;
+                parts.next();
+            }
+            let (indicator, unit, _, entity) = cache.key(id);
+            out.push((unit.clone(), indicator.clone(), entity.clone(), sum, last));
+        }
+        Ok(out)
+    }
+
+    /// [`key_folds`](Self::key_folds) computed by the server alone.
+    pub(super) fn key_folds_on_server(
         &self,
         start: NaiveDate,
         end: NaiveDate,

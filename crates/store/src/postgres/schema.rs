@@ -124,12 +124,17 @@ CREATE TABLE observation_months (
     total      DOUBLE PRECISION NOT NULL, -- summed in day order
     last_day   DATE NOT NULL,             -- the month's last observed day
     last_value DOUBLE PRECISION NOT NULL, -- and its value
+    -- The store_version of the transaction that last summed the row: the
+    -- month caches of every process fetch the rows stamped since theirs.
+    version    BIGINT NOT NULL,
     -- Leads with the month: a period reads a range of months.
     PRIMARY KEY (month, indicator, unit, source, entity)
 );
+CREATE INDEX observation_months_version ON observation_months (version);
 INSERT INTO observation_months
 SELECT date_trunc('month', day)::date, indicator, unit, source, entity,
-       SUM(value ORDER BY day), MAX(day), (ARRAY_AGG(value ORDER BY day DESC))[1]
+       SUM(value ORDER BY day), MAX(day), (ARRAY_AGG(value ORDER BY day DESC))[1],
+       (SELECT version FROM store_version)
 FROM observations GROUP BY 1, 2, 3, 4, 5;
 -- The run an observation cites is inserted by the same transaction just
 -- before it: the check cost a lookup per row, a third of a big run's upsert.

@@ -197,3 +197,142 @@ fn the_month_sums_migration_sums_what_an_older_schema_stored() {
         "{q1:?}"
     );
 }
+
+/// `n` per unit over `[from, to]` as `store` reads it.
+fn counts_of(store: &PostgresStore, from: &str, to: &str) -> Vec<(String, f64)> {
+    let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+    let mut out: Vec<(String, f64)> = store
+        .own_values(d(from), d(to), &[("n".to_owned(), Kind::Count)])
+        .unwrap()
+        .into_iter()
+        .map(|v| match v.data {
+            OwnData::Number(x) => (v.unit, x),
+            OwnData::Entities(_) => unreachable!(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn a_warm_month_cache_shows_what_another_process_wrote_or_lowered() {
+    use crate::contract_tests::{obs, run};
+    let url = crate::pg_test_cluster::database();
+    let here = PostgresStore::open(&url).unwrap();
+    let there = PostgresStore::open(&url).unwrap();
+    let record = |store: &PostgresStore, rows: &[Observation]| {
+        store
+            .record_run(
+                &run(
+                    "src",
+                    RunResult::Success,
+                    "2026-01-01",
+                    "2026-03-31",
+                    "2026-04-01T02:30:00Z",
+                ),
+                rows,
+                None,
+            )
+            .unwrap();
+    };
+    record(
+        &here,
+        &[
+            obs("a", "n", "", "2026-01-10", 5.0),
+            obs("a", "n", "", "2026-02-10", 7.0),
+            obs("b", "n", "", "2026-03-10", 1.0),
+        ],
+    );
+    // Warm: the quarter's three whole months are now in `here`'s cache.
+    let q1 = |store: &PostgresStore| counts_of(store, "2026-01-01", "2026-03-31");
+    assert_eq!(q1(&here), [("a".to_owned(), 12.0), ("b".to_owned(), 1.0)]);
+    assert_eq!(here.months.lock().unwrap().rows, 3);
+
+    // Another process adds to a cached month, and a key the cache never saw.
+    record(
+        &there,
+        &[
+            obs("a", "n", "", "2026-02-11", 100.0),
+            obs("c", "n", "", "2026-03-01", 2.0),
+        ],
+    );
+    assert_eq!(
+        q1(&here),
+        [
+            ("a".to_owned(), 112.0),
+            ("b".to_owned(), 1.0),
+            ("c".to_owned(), 2.0)
+        ]
+    );
+    // It re-collects a day with a lower value: the month's sum goes down.
+    record(&there, &[obs("a", "n", "", "2026-02-11", 0.5)]);
+    assert_eq!(
+        q1(&here),
+        [
+            ("a".to_owned(), 12.5),
+            ("b".to_owned(), 1.0),
+            ("c".to_owned(), 2.0)
+        ]
+    );
+    // And `here`'s own write, and a period that cuts months, read alike.
+    record(&here, &[obs("b", "n", "", "2026-03-10", 0.25)]);
+    assert_eq!(
+        counts_of(&here, "2026-01-10", "2026-03-05"),
+        [("a".to_owned(), 12.5), ("c".to_owned(), 2.0)]
+    );
+    assert_eq!(q1(&here)[1], ("b".to_owned(), 0.25));
+    assert_eq!(q1(&here), q1(&there));
+}
+
+#[test]
+fn cached_month_sums_fold_to_the_servers_figures_bit_for_bit() {
+    use crate::contract_tests::{obs, run};
+    let url = crate::pg_test_cluster::database();
+    let store = PostgresStore::open(&url).unwrap();
+    // Values whose sums depend on the order they are added in.
+    let rows: Vec<Observation> = (0..150u32)
+        .map(|i| {
+            let day = NaiveDate::from_ymd_opt(2025, 11, 1).unwrap()
+                + chrono::Days::new(u64::from(i * 37 % 150));
+            let value = 0.1 * f64::from(i) + 1e-7 * f64::from(i * i) + 1e9 * f64::from(i % 3);
+            let unit = ["a", "b", "c"][(i % 3) as usize];
+            let entity = ["", "x"][(i % 2) as usize];
+            obs(unit, "n", entity, &day.to_string(), value)
+        })
+        .collect();
+    store
+        .record_run(
+            &run(
+                "src",
+                RunResult::Success,
+                "2025-11-01",
+                "2026-03-31",
+                "2026-04-01T02:30:00Z",
+            ),
+            &rows,
+            None,
+        )
+        .unwrap();
+    let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+    let n = [("n".to_owned(), Kind::Count)];
+    for (from, to) in [
+        ("2025-11-01", "2026-03-31"),
+        ("2025-11-17", "2026-02-03"),
+        ("2025-12-01", "2026-01-31"),
+        ("2026-01-02", "2026-03-31"),
+        ("2025-10-01", "2026-04-30"),
+    ] {
+        let mut server = store.key_folds_on_server(d(from), d(to), &n).unwrap();
+        let mut cached = store.key_folds(d(from), d(to), &n).unwrap();
+        // The server's order is its own: compare as sets of bit patterns.
+        let bits = |v: &mut Vec<KeyFold>| {
+            let mut b: Vec<_> = v
+                .drain(..)
+                .map(|(u, i, e, s, l)| (u, i, e, s.to_bits(), l.to_bits()))
+                .collect();
+            b.sort();
+            b
+        };
+        assert_eq!(bits(&mut cached), bits(&mut server), "{from}..{to}");
+    }
+}

@@ -44,14 +44,7 @@ impl PostgresStore {
         // After every run's observations: a transaction takes month locks
         // only once it holds all its row locks, so two writers never wait
         // on each other in a circle.
-        refresh_months(&mut tx, &months)?;
-        let version: i64 = tx
-            .query_one(
-                "UPDATE store_version SET version = version + 1 RETURNING version",
-                &[],
-            )
-            .and_then(|r| r.try_get(0))
-            .map_err(pg(doing))?;
+        let version = refresh_months(&mut tx, &months)?;
         tx.commit().map_err(pg(doing))?;
         versions.mine.insert(version);
         Ok(ids)
@@ -190,14 +183,24 @@ pub(super) fn month_of(day: NaiveDate) -> NaiveDate {
     day.with_day(1).expect("every month has a first day")
 }
 
-/// Sums `months` again from `observations`, in `tx`.
+/// Sums `months` again from `observations`, in `tx`, and bumps the store
+/// version: the months' rows are stamped with the new version, which this
+/// returns, so that other processes' month caches fetch them.
 pub(super) fn refresh_months(
     tx: &mut Transaction<'_>,
     months: &Months<'_>,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let e = pg("summing months");
+    let bump = |tx: &mut Transaction<'_>| -> Result<i64, StoreError> {
+        tx.query_one(
+            "UPDATE store_version SET version = version + 1 RETURNING version",
+            &[],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(pg("summing months"))
+    };
     if months.is_empty() {
-        return Ok(());
+        return bump(tx);
     }
     // Two statements: the first locks every month's row (creating the
     // missing ones) in key order, waiting for writers that hold one; the
@@ -205,8 +208,9 @@ pub(super) fn refresh_months(
     let lock = tx
         .prepare(
             "INSERT INTO observation_months AS m \
-                    (month, indicator, unit, source, entity, total, last_day, last_value) \
-             SELECT m, i, u, s, e, 0, m, 0 \
+                    (month, indicator, unit, source, entity, total, last_day, last_value, \
+                     version) \
+             SELECT m, i, u, s, e, 0, m, 0, 0 \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[]) \
                   AS t (i, u, s, e, m) \
              ON CONFLICT (month, indicator, unit, source, entity) \
@@ -218,7 +222,8 @@ pub(super) fn refresh_months(
     let sum = tx
         .prepare(
             "UPDATE observation_months m \
-             SET total = a.total, last_day = a.last_day, last_value = a.last_value \
+             SET total = a.total, last_day = a.last_day, last_value = a.last_value, \
+                 version = $6 \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::date[]) \
                   AS t (i, u, s, e, m) \
              CROSS JOIN LATERAL ( \
@@ -234,15 +239,39 @@ pub(super) fn refresh_months(
         .map_err(&e)?;
     let months: Vec<_> = months.iter().collect();
     for chunk in months.chunks(UPSERT_CHUNK) {
-        let (i, u, s, en): (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) = (
-            chunk.iter().map(|k| k.0).collect(),
-            chunk.iter().map(|k| k.1).collect(),
-            chunk.iter().map(|k| k.2).collect(),
-            chunk.iter().map(|k| k.3).collect(),
-        );
-        let m: Vec<NaiveDate> = chunk.iter().map(|k| k.4).collect();
+        let (i, u, s, en, m) = columns(chunk);
         tx.execute(&lock, &[&i, &u, &s, &en, &m]).map_err(&e)?;
-        tx.execute(&sum, &[&i, &u, &s, &en, &m]).map_err(&e)?;
     }
-    Ok(())
+    // The version is taken once every month row is locked, and its row
+    // stays locked to the commit: versions then commit in order, so a
+    // reader's snapshot holds every row stamped up to its `store_version`
+    // and none after (what the month caches rely on). Holding month locks
+    // while waiting for it cannot deadlock: its holder waits on none.
+    let version = bump(tx)?;
+    for chunk in months.chunks(UPSERT_CHUNK) {
+        let (i, u, s, en, m) = columns(chunk);
+        tx.execute(&sum, &[&i, &u, &s, &en, &m, &version])
+            .map_err(&e)?;
+    }
+    Ok(version)
+}
+
+/// The columns of a chunk of months, as the statements take them.
+#[allow(clippy::type_complexity)]
+fn columns<'a>(
+    chunk: &[&(&'a str, &'a str, &'a str, &'a str, NaiveDate)],
+) -> (
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<NaiveDate>,
+) {
+    (
+        chunk.iter().map(|k| k.0).collect(),
+        chunk.iter().map(|k| k.1).collect(),
+        chunk.iter().map(|k| k.2).collect(),
+        chunk.iter().map(|k| k.3).collect(),
+        chunk.iter().map(|k| k.4).collect(),
+    )
 }
