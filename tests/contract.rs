@@ -205,6 +205,8 @@ fn rate_limited_with_retry_after_waits_for_it_and_the_kind_shows_everywhere() {
         .daemon(&format!(r#"api_token = "{TOKEN}""#))
         .county()
         .indicator("x", "计数", "count", "次")
+        // Errors by kind on /metrics are opt-in (the series budget).
+        .toml("[metrics]\nsource_error_kinds = true\n")
         // Every second: the schedule would run it often, if let.
         .toml(&source("limited", "* * * * * *"))
         .toml(&source("soon", "* * * * * *"))

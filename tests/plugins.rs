@@ -311,7 +311,8 @@ fn a_panicking_plugin_fails_its_own_run_and_nothing_else() {
 #[test]
 fn failing_and_timing_out_sources_are_recorded_beside_a_healthy_one() {
     let sources = format!(
-        "{}{}{}",
+        // Errors by kind on /metrics are opt-in (the series budget).
+        "[metrics]\nsource_error_kinds = true\n{}{}{}",
         faulty_source("ok", "* * * * * *", "mode = \"ok\"", ""),
         faulty_source("fail", "*/2 * * * * *", "mode = \"error\"", ""),
         faulty_source(

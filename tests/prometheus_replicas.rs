@@ -384,8 +384,9 @@ fn dashboard_and_rules_answer_the_same_over_three_replicas_as_over_one() {
                 &mut procs,
                 || {
                     let up = query_at(prom, "tally_source_runs_total", now()).ok()?;
-                    // Every replica, every source, every result: still at 0.
-                    (up.len() == n * sources().len() * 12
+                    // Every replica, every source, every result (errors
+                    // not split by kind, the default): still at 0.
+                    (up.len() == n * sources().len() * tally_store::RunResult::ALL.len()
                         && up.iter().all(|s| s["value"][1] == "0"))
                     .then_some(())
                 },

@@ -395,9 +395,11 @@ fn http(ctx: &HostCtx, req: &HttpRequest) -> Result<HttpResponse, Error> {
     };
     // Waiting for a free slot counts against the request's timeout, so a
     // crowded host cannot hold a run past its deadline. A free slot is taken
-    // at once, on this thread.
+    // at once, on this thread. The timer is made inside the future: an
+    // isolated plugin's thread (`tallyd plugin-host`) is outside the
+    // runtime's context until `block_on` enters it.
     let permit = runtime
-        .block_on(tokio::time::timeout(timeout, gate.acquire()))
+        .block_on(async { tokio::time::timeout(timeout, gate.acquire()).await })
         .map_err(|_| {
             count("error");
             Error::upstream(format!(
