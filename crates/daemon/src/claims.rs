@@ -76,6 +76,11 @@ pub async fn run(
     let mut logged: HashSet<(String, String)> = HashSet::new();
     let mut duty = ReportsDuty::new(&engine);
     let mut live = 0;
+    // The last claim round filled every free slot: more ticks may be due
+    // than it could take, so the replica claims again as soon as half its
+    // slots are free instead of waiting for the next round (a bound of a
+    // few runs a round would otherwise cap a replica at that many a second).
+    let mut more_due = false;
 
     let mut claim_tick = tokio::time::interval(CLAIM_EVERY);
     claim_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -98,7 +103,12 @@ pub async fn run(
                     scheduler::spawn_run(&mut running, &engine, source, Trigger::Backfill, Some(window), Some(reply));
                 }
             },
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {
+                let free = most.saturating_sub(in_flight.load(Ordering::Acquire));
+                if more_due && registered && free * 2 >= most {
+                    more_due = claim_into(&mut running, &engine, &replica, free, &mut live, &in_flight).await;
+                }
+            }
             _ = lease_tick.tick() => duty.renew(&engine, &replica, &mut running).await,
             _ = foreign_tick.tick(), if registered => log_foreign(&engine, &replica, &mut logged).await,
             _ = claim_tick.tick() => {
@@ -110,9 +120,7 @@ pub async fn run(
                 }
                 if registered {
                     let free = most.saturating_sub(in_flight.load(Ordering::Acquire));
-                    for claim in claim(&engine, &replica, free, &mut live).await {
-                        spawn_claim(&mut running, &engine, &replica, claim, &in_flight);
-                    }
+                    more_due = claim_into(&mut running, &engine, &replica, free, &mut live, &in_flight).await;
                 }
                 duty.check(&engine, &mut running);
             }
@@ -242,6 +250,24 @@ async fn log_foreign(
             ),
         }
     }
+}
+
+/// Claims up to `free` ticks and starts their runs; true when the round
+/// took all it could (or had no free slot), so that more may be due.
+async fn claim_into(
+    running: &mut JoinSet<()>,
+    engine: &Arc<Engine>,
+    replica: &Arc<Replica>,
+    free: usize,
+    live: &mut usize,
+    in_flight: &Arc<AtomicUsize>,
+) -> bool {
+    let claims = claim(engine, replica, free, live).await;
+    let full = claims.len() >= free;
+    for claim in claims {
+        spawn_claim(running, engine, replica, claim, in_flight);
+    }
+    full
 }
 
 /// Records the replica's heartbeat, takes over runs whose lease ran out,

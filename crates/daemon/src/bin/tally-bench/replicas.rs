@@ -131,7 +131,7 @@ fn config_text(
     store: Option<&str>,
 ) -> String {
     let mut t = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{listen}\"\ntimezone = \"Asia/Shanghai\"\n\
+        "[daemon]\nlisten = \"127.0.0.1:{listen}\"\ntimezone = \"Asia/Shanghai\"\nmax_concurrent_runs = 32\n\
          data_dir = {:?}\nplugin_dirs = [{:?}]\n\n",
         data.display().to_string(),
         plugins.display().to_string(),
