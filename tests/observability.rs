@@ -128,11 +128,20 @@ pub(crate) fn form_encode(s: &str) -> String {
 /// Runs an instant query: `Ok(result vector)` on success, `Err(answer)` when
 /// Prometheus reports an error.
 fn query(prom: &str, expr: &str) -> Result<Vec<Value>, String> {
+    query_form(prom, &format!("query={}", form_encode(expr)))
+}
+
+/// [`query`] at `time` (unix seconds) instead of Prometheus's now.
+pub(crate) fn query_at(prom: &str, expr: &str, time: f64) -> Result<Vec<Value>, String> {
+    query_form(prom, &format!("query={}&time={time:.3}", form_encode(expr)))
+}
+
+fn query_form(prom: &str, form: &str) -> Result<Vec<Value>, String> {
     let (status, body) = request(
         "POST",
         &format!("{prom}/api/v1/query"),
         &[("Content-Type", "application/x-www-form-urlencoded")],
-        &format!("query={}", form_encode(expr)),
+        form,
     )
     .map_err(|e| format!("POST /api/v1/query: {e}"))?;
     let answer: Value =

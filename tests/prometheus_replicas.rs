@@ -23,7 +23,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde_json::Value;
 use tally_store::{PostgresStore, RunRecord, RunResult, Store};
 
-use crate::observability::{Guard, as_promql, dashboard_exprs, form_encode, repo, wait_for, which};
+use crate::observability::{Guard, as_promql, dashboard_exprs, query_at, repo, wait_for, which};
 use crate::support::*;
 
 /// Sources `s0..` succeed, for units `county/s0..`; source `x` (unit
@@ -207,26 +207,6 @@ fn prometheus(bin: &Path, dir: &Path, name: &str, ports: &[u16]) -> (Guard, Stri
         dir.join(format!("{name}.log")),
     );
     (guard, format!("http://127.0.0.1:{port}"))
-}
-
-/// An instant query at `time` (unix seconds): the result vector.
-fn query_at(prom: &str, expr: &str, time: f64) -> Result<Vec<Value>, String> {
-    let (status, body) = request(
-        "POST",
-        &format!("{prom}/api/v1/query"),
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        &format!("query={}&time={time:.3}", form_encode(expr)),
-    )
-    .map_err(|e| format!("POST /api/v1/query: {e}"))?;
-    let answer: Value =
-        serde_json::from_str(&body).map_err(|e| format!("HTTP {status}: {e}: {body}"))?;
-    if answer["status"] != "success" {
-        return Err(format!("HTTP {status}: {answer}"));
-    }
-    Ok(answer["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
 }
 
 /// An answer as (labels without `instance` and `job`, value), sorted: what
