@@ -435,8 +435,21 @@ fn dashboard_and_rules_answer_the_same_over_three_replicas_as_over_one() {
     }
 
     // Both servers have scraped the settled values: a few scrapes after the
-    // replicas showed them.
+    // replicas showed them, and until each has the last run counted (its
+    // scrapes lag on a loaded machine; a count past it fails below).
     std::thread::sleep(Duration::from_millis(5 * SCRAPE_MS));
+    let want = format!("{}", TICKS as usize * sources().len());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline
+        && ![&at3, &at1].iter().all(|prom| {
+            query_at(prom, "sum(tally_source_runs_total)", now()).is_ok_and(|runs| {
+                runs.first().and_then(|r| r["value"][1].as_str()) == Some(want.as_str())
+            })
+        })
+    {
+        std::thread::sleep(Duration::from_millis(SCRAPE_MS));
+    }
+    std::thread::sleep(Duration::from_millis(2 * SCRAPE_MS));
     let at = now();
     for (prom, n) in [(&at3, 3), (&at1, 1)] {
         let runs = query_at(prom, "sum(tally_source_runs_total)", at).unwrap();
