@@ -48,7 +48,11 @@ const START_SOURCES: usize = 1_000;
 const START_REPS: usize = 9;
 const INTERVAL_SECS: u32 = 10;
 /// tallyd runs with the environment `config/tally.service` gives it, as deployed.
-const SERVICE_ENV: &[(&str, &str)] = &[("MALLOC_ARENA_MAX", "1")];
+const SERVICE_ENV: &[(&str, &str)] = &[
+    ("MALLOC_ARENA_MAX", "1"),
+    ("MALLOC_MMAP_THRESHOLD_", "4194304"),
+    ("MALLOC_TRIM_THRESHOLD_", "4194304"),
+];
 
 struct Args {
     ns: Vec<usize>,

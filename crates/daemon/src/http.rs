@@ -358,8 +358,9 @@ async fn reload(
 
 /// The latest pre-encoded body (see [`crate::metrics`]): a scrape copies a
 /// pointer, whatever the number of series; a scrape that accepts gzip (as
-/// Prometheus does) gets the body's pre-compressed copy, compressed on the
-/// blocking pool only for the first such scrape of a body.
+/// Prometheus does) gets the body's compressed copy. The first scrape of a
+/// body puts its text together (or compresses it) on the blocking pool;
+/// later scrapes of the same body share that.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let engine = state.engine();
     let content_type = (
@@ -367,23 +368,35 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     let vary = (header::VARY, HeaderValue::from_static("accept-encoding"));
-    if !crate::metrics::accepts_gzip(&headers) {
-        return ([content_type, vary], engine.metrics.exposition()).into_response();
-    }
-    let body = match engine.metrics.exposition_gzip_ready() {
+    let gzip = crate::metrics::accepts_gzip(&headers);
+    let ready = if gzip {
+        engine.metrics.exposition_gzip_ready()
+    } else {
+        engine.metrics.exposition_ready()
+    };
+    let body = match ready {
         Some(body) => body,
         None => {
-            let compressing = engine.clone();
-            let done = tokio::task::spawn_blocking(move || compressing.metrics.exposition_gzip());
+            let making = engine.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                if gzip {
+                    making.metrics.exposition_gzip()
+                } else {
+                    making.metrics.exposition()
+                }
+            });
             match done.await {
                 Ok(body) => body,
-                // A panic while compressing: the plain body still answers.
                 Err(_) => {
-                    return ([content_type, vary], engine.metrics.exposition()).into_response();
+                    return AppError::Internal("the /metrics body could not be made".to_owned())
+                        .into_response();
                 }
             }
         }
     };
+    if !gzip {
+        return ([content_type, vary], body).into_response();
+    }
     let encoding = (header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     ([content_type, vary, encoding], body).into_response()
 }

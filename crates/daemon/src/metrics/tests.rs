@@ -613,7 +613,10 @@ fn the_gzip_copy_is_the_body_compressed_and_never_an_older_one() {
     let plain = metrics.exposition();
     assert!(gzip.len() < plain.len());
     assert_eq!(gunzip(&gzip).as_bytes(), &plain[..]);
-    // Asked once, every rebuild compresses its own body as it swaps it in.
+    // Made once per body: the next scrape shares it.
+    assert_eq!(metrics.exposition_gzip_ready(), Some(gzip.clone()));
+    // A rebuild does not compress: its body waits for the next gzip scrape,
+    // and the copy of the older body is never served for it.
     metrics.run_finished(
         "posts",
         "http_json",
@@ -626,11 +629,21 @@ fn the_gzip_copy_is_the_body_compressed_and_never_an_older_one() {
     metrics.rebuild();
     let newer = metrics.exposition();
     assert_ne!(newer, plain);
-    let ready = metrics
-        .exposition_gzip_ready()
-        .expect("compressed by the rebuild");
+    assert!(metrics.exposition_gzip_ready().is_none());
+    let ready = metrics.exposition_gzip();
     assert_eq!(gunzip(&ready).as_bytes(), &newer[..]);
     promtool_check(&gunzip(&ready));
+    // Scrapes that ask at once compress it once and share the copy.
+    metrics.set_last_success("posts", 1.9e9);
+    metrics.rebuild();
+    let copies: Vec<Bytes> = std::thread::scope(|s| {
+        let asks: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| metrics.exposition_gzip()))
+            .collect();
+        asks.into_iter().map(|a| a.join().unwrap()).collect()
+    });
+    assert!(copies.iter().all(|c| c.as_ptr() == copies[0].as_ptr()));
+    assert_eq!(gunzip(&copies[0]).as_bytes(), &metrics.exposition()[..]);
 }
 
 #[test]
@@ -652,4 +665,34 @@ fn ten_thousand_sources_stay_within_the_series_budget() {
     assert!(series <= 10_000 * SOURCE_SERIES_BUDGET);
     metrics.configure(&detailed());
     assert_eq!(count(&metrics.encode()), 10_000 * 32);
+}
+
+#[test]
+fn a_rebuild_shares_the_lines_of_unchanged_sources_and_makes_the_text_once() {
+    let metrics = one_source();
+    metrics.register_source("quiet", "exec");
+    let mut text = IndicatorText::new();
+    text.unit_info([("county", "County", "")]);
+    metrics.set_indicator_families(text);
+    metrics.rebuild();
+    let before = metrics.body();
+    assert!(metrics.exposition_ready().is_none(), "made before a scrape");
+    let plain = metrics.exposition();
+    assert_eq!(plain.len(), before.len);
+    assert_eq!(metrics.exposition_ready().unwrap().as_ptr(), plain.as_ptr());
+
+    metrics.run_skipped("posts");
+    metrics.rebuild();
+    let after = metrics.body();
+    // Id order: "posts", then "quiet".
+    assert!(!Arc::ptr_eq(&before.sources[0], &after.sources[0]));
+    assert!(Arc::ptr_eq(&before.sources[1], &after.sources[1]));
+    assert!(Arc::ptr_eq(&before.indicators, &after.indicators));
+    // The new body's text is its own, and says what changed.
+    assert!(metrics.exposition_ready().is_none());
+    let newer = String::from_utf8(metrics.exposition().to_vec()).unwrap();
+    assert!(newer.contains("tally_source_skipped_runs_total{source=\"posts\"} 2\n"));
+    assert!(newer.contains("tally_unit_info{name=\"County\",parent=\"\",unit=\"county\"} 1\n"));
+    assert_eq!(newer.len(), after.len);
+    promtool_check(&newer);
 }
