@@ -246,7 +246,7 @@ fn a_warm_month_cache_shows_what_another_process_wrote_or_lowered() {
     // Warm: the quarter's three whole months are now in `here`'s cache.
     let q1 = |store: &PostgresStore| counts_of(store, "2026-01-01", "2026-03-31");
     assert_eq!(q1(&here), [("a".to_owned(), 12.0), ("b".to_owned(), 1.0)]);
-    assert_eq!(here.months.lock().unwrap().rows, 3);
+    assert_eq!(here.months.lock().unwrap().rows(), 3);
 
     // Another process adds to a cached month, and a key the cache never saw.
     record(
