@@ -19,8 +19,8 @@ use chrono::NaiveDate;
 use postgres::Transaction;
 
 use super::{StoreError, day_num, pg};
-pub(super) use crate::month_lru::MonthRow;
 use crate::month_lru::MonthLru;
+pub(super) use crate::month_lru::MonthRow;
 
 /// Month rows the cache keeps at most (24 bytes each, so ~24 MiB): two
 /// years of 1,000 units × 20 indicators. Beyond it, least recently used

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use chrono::{Datelike, Months, NaiveDate};
 use postgres::{IsolationLevel, Transaction};
 
+use super::month_cache::{KeyTable, day_i32};
 use super::{
     Coverage, EntityValue, KeyFold, LatestRun, ObservationCursor, OwnData, OwnValue, PostgresStore,
     RUN_COLUMNS, ResumePoint, RunResult, SourceRuns, SourceStatus, StoreError, StoredObservation,
     StoredRun, counts, current_version, day_num, fold_runs, from_millis, last_success, lock,
     num_day, off_async, own_from_keys, pg, resume_state, stored_run,
 };
-use super::month_cache::{KeyTable, day_i32};
 use tally_domain::{Kind, Observation};
 
 impl PostgresStore {
@@ -437,7 +437,8 @@ impl PostgresStore {
         }
         let Some(f) = self.fold(start, end, indicators)? else {
             return Ok(own_from_keys(
-                self.key_folds_on_server(start, end, indicators)?.into_iter(),
+                self.key_folds_on_server(start, end, indicators)?
+                    .into_iter(),
                 indicators,
             ));
         };
@@ -470,12 +471,12 @@ impl PostgresStore {
         let Some(f) = off_async(|| self.fold(start, end, indicators))? else {
             let folds = off_async(|| self.key_folds_on_server(start, end, indicators))?;
             return Ok(own_from_keys(folds.into_iter(), indicators)
-            .into_iter()
-            .filter_map(|o| {
-                let position = indicators.iter().position(|(i, _)| *i == o.indicator)?;
-                Some((unit_index(&o.unit)?, position, o.data))
-            })
-            .collect());
+                .into_iter()
+                .filter_map(|o| {
+                    let position = indicators.iter().position(|(i, _)| *i == o.indicator)?;
+                    Some((unit_index(&o.unit)?, position, o.data))
+                })
+                .collect());
         };
         let mut units: Vec<Option<Option<usize>>> = vec![None; f.keys.units.texts.len()];
         let mut out = Vec::new();
@@ -674,7 +675,11 @@ impl Folded {
                 kind @ (Kind::Count | Kind::Level) => {
                     let mut number = None;
                     for (_, acc) in seen {
-                        let v = if kind == Kind::Level { acc.last } else { acc.sum };
+                        let v = if kind == Kind::Level {
+                            acc.last
+                        } else {
+                            acc.sum
+                        };
                         number = Some(number.unwrap_or(0.0) + v);
                     }
                     number.map(OwnData::Number)

@@ -357,7 +357,11 @@ fn own_and_entity_values_from_cached_folds_equal_the_servers_bit_for_bit_on_ever
         rows.push(o);
     }
     for source in ["src", "other"] {
-        let mine: Vec<_> = rows.iter().filter(|o| o.source == source).cloned().collect();
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|o| o.source == source)
+            .cloned()
+            .collect();
         let r = run(
             source,
             RunResult::Success,
@@ -415,7 +419,10 @@ fn own_and_entity_values_from_cached_folds_equal_the_servers_bit_for_bit_on_ever
             w.sort();
             w
         };
-        assert!(want.len() >= 6 && want_indexed.len() < want.len(), "{want:?}");
+        assert!(
+            want.len() >= 6 && want_indexed.len() < want.len(),
+            "{want:?}"
+        );
         // Readers at once: each folds alike, outside the cache's lock.
         std::thread::scope(|s| {
             for _ in 0..4 {

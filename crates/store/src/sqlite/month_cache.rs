@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use rusqlite::Connection;
 
 use super::StoreError;
-pub(super) use crate::month_lru::MonthRow;
 use crate::month_lru::MonthLru;
+pub(super) use crate::month_lru::MonthRow;
 
 /// Rows of `monthly` the month cache keeps at most: 24 bytes each, so 24 MiB,
 /// two years of 1,000 units × 20 indicators (a year summary and the year
