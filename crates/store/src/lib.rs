@@ -15,6 +15,7 @@
 mod coordination;
 pub mod copy;
 mod lock;
+mod month_lru;
 mod postgres;
 mod sqlite;
 

@@ -259,6 +259,16 @@ impl Store for PostgresStore {
         off_async(|| self.read_own_values(start, end, indicators))
     }
 
+    fn own_values_indexed(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+        unit_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Vec<(usize, usize, OwnData)>, StoreError> {
+        self.read_own_values_indexed(start, end, indicators, unit_index)
+    }
+
     fn entity_values(
         &self,
         start: NaiveDate,

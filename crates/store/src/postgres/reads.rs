@@ -6,16 +6,18 @@
 //! began: the only thing kept between calls, the month cache, is brought
 //! to each read's own snapshot before it serves (see `month_cache.rs`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{Datelike, Months, NaiveDate};
 use postgres::{IsolationLevel, Transaction};
 
+use super::month_cache::{KeyTable, day_i32};
 use super::{
-    Coverage, EntityValue, KeyFold, LatestRun, ObservationCursor, OwnValue, PostgresStore,
+    Coverage, EntityValue, KeyFold, LatestRun, ObservationCursor, OwnData, OwnValue, PostgresStore,
     RUN_COLUMNS, ResumePoint, RunResult, SourceRuns, SourceStatus, StoreError, StoredObservation,
     StoredRun, counts, current_version, day_num, fold_runs, from_millis, last_success, lock,
-    num_day, own_from_keys, pg, resume_state, stored_run,
+    num_day, off_async, own_from_keys, pg, resume_state, stored_run,
 };
 use tally_domain::{Kind, Observation};
 
@@ -234,9 +236,8 @@ impl PostgresStore {
             .collect()
     }
 
-    /// Per key (source, unit, indicator, entity) of the indicators asked
-    /// for: `(unit, indicator, entity, sum, value on the last day)` over
-    /// `[start, end]`, in key order.
+    /// Every key's fold over `[start, end]`, `None` when the period covers
+    /// no whole month (nothing to gain from the cache: the server folds).
     ///
     /// The months the period covers whole come from the month cache (see
     /// `month_cache.rs`), brought to the snapshot's `store_version` first;
@@ -244,23 +245,24 @@ impl PostgresStore {
     /// snapshot. Each key's parts are added in day order starting from the
     /// first, as the server's `SUM` over the sorted parts does, so the
     /// figures are those of `key_folds_on_server` to the last bit.
-    pub(super) fn key_folds(
+    fn fold(
         &self,
         start: NaiveDate,
         end: NaiveDate,
         indicators: &[(String, Kind)],
-    ) -> Result<Vec<KeyFold>, StoreError> {
+    ) -> Result<Option<Folded>, StoreError> {
         let (months, head_end, tail_start) = whole_months(start, end);
         if months.0 > months.1 {
-            // No whole month: nothing to gain from the cache.
-            return self.key_folds_on_server(start, end, indicators);
+            return Ok(None);
         }
         let doing = "reading values";
         let e = pg(doing);
         let ids: Vec<&str> = indicators.iter().map(|(id, _)| id.as_str()).collect();
         let mut conn = self.conn(doing)?;
-        // Held over the whole read: snapshots are then taken in the order
-        // readers bring the cache forward, so none finds it ahead of its own.
+        // Held until the cache is at this read's snapshot: snapshots are
+        // then taken in the order readers bring the cache forward, so none
+        // finds it ahead of its own. The fold itself runs without it, on
+        // months and keys shared with the cache.
         let mut cache = lock(&self.months);
         let mut tx = conn
             .build_transaction()
@@ -269,11 +271,9 @@ impl PostgresStore {
             .start()
             .map_err(&e)?;
         let now = current_version(&mut tx)?;
-        let mut parts: Vec<(u32, NaiveDate, f64, f64)> = cache
-            .parts(&mut tx, now, months, |k| ids.contains(&k.0.as_str()))?
-            .into_iter()
-            .map(|(id, s)| (id, s.last_day, s.total, s.last_value))
-            .collect();
+        let mut taken_months = cache.take(&mut tx, now, months)?;
+        // (key, day, value) of the cut months' days.
+        let mut days: Vec<(u32, i32, f64)> = Vec::new();
         if start <= head_end || tail_start <= end {
             let rows = tx
                 .query(
@@ -284,40 +284,81 @@ impl PostgresStore {
                 )
                 .map_err(&e)?;
             for r in rows {
-                let key = (
+                let texts = [
                     r.try_get(0).map_err(&e)?,
                     r.try_get(1).map_err(&e)?,
                     r.try_get(2).map_err(&e)?,
                     r.try_get(3).map_err(&e)?,
-                );
-                let value: f64 = r.try_get(5).map_err(&e)?;
-                parts.push((cache.intern(key), r.try_get(4).map_err(&e)?, value, value));
+                ];
+                let day = day_i32(r.try_get(4).map_err(&e)?)?;
+                days.push((cache.intern(texts), day, r.try_get(5).map_err(&e)?));
             }
         }
+        let keys = cache.keys();
+        drop(cache);
         tx.commit().map_err(&e)?;
-        // Key order (indicator, unit, source, entity), then day order.
-        let mut order: Vec<u32> = parts.iter().map(|p| p.0).collect();
-        order.sort_unstable();
-        order.dedup();
-        order.sort_unstable_by(|a, b| cache.key(*a).cmp(cache.key(*b)));
-        let mut rank = vec![u32::MAX; cache.key_count()];
-        for (r, id) in order.iter().enumerate() {
-            rank[*id as usize] = r as u32;
+
+        let positions: Vec<Option<usize>> = keys
+            .indicators
+            .texts
+            .iter()
+            .map(|id| ids.iter().position(|i| i == id))
+            .collect();
+        let mut accs = vec![Acc::default(); keys.len()];
+        // Per key: the head's days, the whole months, the tail's days, each
+        // in day order (a key has one part a day).
+        days.sort_unstable_by_key(|&(_, day, _)| day);
+        let head_end = day_i32(head_end)?;
+        let split = days.partition_point(|&(_, day, _)| day <= head_end);
+        for &(key, _, value) in &days[..split] {
+            accs[key as usize].add(value, value);
         }
-        parts.sort_unstable_by_key(|p| (rank[p.0 as usize], p.1));
-        let mut out: Vec<KeyFold> = Vec::with_capacity(order.len());
-        let mut parts = parts.into_iter().peekable();
-        while let Some((id, _, first, mut last)) = parts.next() {
-            let mut sum = first;
-            while let Some(&(_, _, total, last_value)) = parts.peek().filter(|p| p.0 == id) {
-                sum += total;
-                last = last_value;
-                parts.next();
+        for month in taken_months.drain(..) {
+            for r in month.iter() {
+                if positions[keys.keys[r.key as usize][0] as usize].is_some() {
+                    accs[r.key as usize].add(r.sum, r.last_value);
+                }
             }
-            let (indicator, unit, _, entity) = cache.key(id);
-            out.push((unit.clone(), indicator.clone(), entity.clone(), sum, last));
         }
-        Ok(out)
+        for &(key, _, value) in &days[split..] {
+            accs[key as usize].add(value, value);
+        }
+        Ok(Some(Folded {
+            keys,
+            accs,
+            positions,
+        }))
+    }
+
+    /// Per key (source, unit, indicator, entity) of the indicators asked
+    /// for: `(unit, indicator, entity, sum, value on the last day)` over
+    /// `[start, end]`, in key order (see [`fold`](Self::fold)).
+    #[cfg(test)]
+    pub(super) fn key_folds(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+    ) -> Result<Vec<KeyFold>, StoreError> {
+        let Some(f) = self.fold(start, end, indicators)? else {
+            return self.key_folds_on_server(start, end, indicators);
+        };
+        Ok(f.keys
+            .order
+            .iter()
+            .filter(|&&k| f.accs[k as usize].seen)
+            .map(|&k| {
+                let [i, u, _, e] = f.keys.keys[k as usize];
+                let acc = f.accs[k as usize];
+                (
+                    f.keys.units.texts[u as usize].clone(),
+                    f.keys.indicators.texts[i as usize].clone(),
+                    f.keys.names.texts[e as usize].clone(),
+                    acc.sum,
+                    acc.last,
+                )
+            })
+            .collect())
     }
 
     /// [`key_folds`](Self::key_folds) computed by the server alone.
@@ -394,10 +435,59 @@ impl PostgresStore {
         if end < start || indicators.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(own_from_keys(
-            self.key_folds(start, end, indicators)?.into_iter(),
-            indicators,
-        ))
+        let Some(f) = self.fold(start, end, indicators)? else {
+            return Ok(own_from_keys(
+                self.key_folds_on_server(start, end, indicators)?
+                    .into_iter(),
+                indicators,
+            ));
+        };
+        let mut out = Vec::new();
+        f.own(indicators, |unit, ind, _, data| {
+            out.push(OwnValue {
+                unit: f.keys.units.texts[unit as usize].clone(),
+                indicator: f.keys.indicators.texts[ind as usize].clone(),
+                data,
+            });
+        });
+        Ok(out)
+    }
+
+    /// [`Store::own_values_indexed`](super::Store::own_values_indexed):
+    /// each interned unit is looked up once, no text is copied but the
+    /// entities of `distinct` indicators. Called on the caller's thread.
+    pub(super) fn read_own_values_indexed(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+        indicators: &[(String, Kind)],
+        unit_index: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Vec<(usize, usize, OwnData)>, StoreError> {
+        if end < start || indicators.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only the reading goes apart (see `off_async`): `unit_index` need
+        // not be `Send`.
+        let Some(f) = off_async(|| self.fold(start, end, indicators))? else {
+            let folds = off_async(|| self.key_folds_on_server(start, end, indicators))?;
+            return Ok(own_from_keys(folds.into_iter(), indicators)
+                .into_iter()
+                .filter_map(|o| {
+                    let position = indicators.iter().position(|(i, _)| *i == o.indicator)?;
+                    Some((unit_index(&o.unit)?, position, o.data))
+                })
+                .collect());
+        };
+        let mut units: Vec<Option<Option<usize>>> = vec![None; f.keys.units.texts.len()];
+        let mut out = Vec::new();
+        f.own(indicators, |unit, _, position, data| {
+            let index = *units[unit as usize]
+                .get_or_insert_with(|| unit_index(&f.keys.units.texts[unit as usize]));
+            if let Some(index) = index {
+                out.push((index, position, data));
+            }
+        });
+        Ok(out)
     }
 
     pub(super) fn read_entity_values(
@@ -409,22 +499,48 @@ impl PostgresStore {
         if end < start || indicators.is_empty() {
             return Ok(Vec::new());
         }
-        let kind = |ind: &str| indicators.iter().find(|(i, _)| i == ind).map(|(_, k)| *k);
-        let mut values: HashMap<(String, String, String), f64> = HashMap::new();
-        for (unit, indicator, entity, sum, last) in self.key_folds(start, end, indicators)? {
-            let v = match kind(&indicator) {
+        let Some(f) = self.fold(start, end, indicators)? else {
+            let kind = |ind: &str| indicators.iter().find(|(i, _)| i == ind).map(|(_, k)| *k);
+            let mut values: HashMap<(String, String, String), f64> = HashMap::new();
+            for (unit, indicator, entity, sum, last) in
+                self.key_folds_on_server(start, end, indicators)?
+            {
+                let v = match kind(&indicator) {
+                    None => continue,
+                    Some(Kind::Level) => last,
+                    Some(Kind::Count | Kind::Distinct) => sum,
+                };
+                *values.entry((unit, indicator, entity)).or_insert(0.0) += v;
+            }
+            return Ok(values
+                .into_iter()
+                .map(|((unit, indicator, entity), value)| EntityValue {
+                    unit,
+                    indicator,
+                    entity,
+                    value,
+                })
+                .collect());
+        };
+        // Keys in key order, so each entity's sources add in source order.
+        let mut values: HashMap<(u32, u32, u32), f64> = HashMap::new();
+        for &k in &f.keys.order {
+            let acc = f.accs[k as usize];
+            let [i, u, _, e] = f.keys.keys[k as usize];
+            let v = match f.positions[i as usize].map(|p| indicators[p].1) {
+                _ if !acc.seen => continue,
                 None => continue,
-                Some(Kind::Level) => last,
-                Some(Kind::Count | Kind::Distinct) => sum,
+                Some(Kind::Level) => acc.last,
+                Some(Kind::Count | Kind::Distinct) => acc.sum,
             };
-            *values.entry((unit, indicator, entity)).or_insert(0.0) += v;
+            *values.entry((u, i, e)).or_insert(0.0) += v;
         }
         Ok(values
             .into_iter()
-            .map(|((unit, indicator, entity), value)| EntityValue {
-                unit,
-                indicator,
-                entity,
+            .map(|((u, i, e), value)| EntityValue {
+                unit: f.keys.units.texts[u as usize].clone(),
+                indicator: f.keys.indicators.texts[i as usize].clone(),
+                entity: f.keys.names.texts[e as usize].clone(),
                 value,
             })
             .collect())
@@ -501,6 +617,95 @@ impl PostgresStore {
             }
             Ok(out)
         })
+    }
+}
+
+/// One key's parts over a period, added as the server's `SUM` adds them:
+/// from the first, in day order; the last part's value is the last day's.
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    seen: bool,
+    sum: f64,
+    last: f64,
+}
+
+impl Acc {
+    fn add(&mut self, total: f64, last_value: f64) {
+        if self.seen {
+            self.sum += total;
+        } else {
+            self.sum = total;
+            self.seen = true;
+        }
+        self.last = last_value;
+    }
+}
+
+/// Every key's fold over a period, indexed by key id.
+struct Folded {
+    keys: Arc<KeyTable>,
+    accs: Vec<Acc>,
+    /// Per interned indicator: its place among those asked for.
+    positions: Vec<Option<usize>>,
+}
+
+impl Folded {
+    /// Hands `emit` (unit id, indicator id, its place among `indicators`,
+    /// own value) of each (unit, indicator) with data. A group's keys are
+    /// adjacent in key order and add in it, as `own_from_keys` adds them.
+    fn own(&self, indicators: &[(String, Kind)], mut emit: impl FnMut(u32, u32, usize, OwnData)) {
+        let (keys, order) = (&self.keys.keys, &self.keys.order);
+        let mut at = 0;
+        while at < order.len() {
+            let [i, u, ..] = keys[order[at] as usize];
+            let len = order[at..]
+                .iter()
+                .position(|&k| keys[k as usize][..2] != [i, u])
+                .unwrap_or(order.len() - at);
+            let group = &order[at..at + len];
+            at += len;
+            let Some(position) = self.positions[i as usize] else {
+                continue;
+            };
+            let seen = group
+                .iter()
+                .map(|&k| (k, self.accs[k as usize]))
+                .filter(|(_, acc)| acc.seen);
+            let data = match indicators[position].1 {
+                kind @ (Kind::Count | Kind::Level) => {
+                    let mut number = None;
+                    for (_, acc) in seen {
+                        let v = if kind == Kind::Level {
+                            acc.last
+                        } else {
+                            acc.sum
+                        };
+                        number = Some(number.unwrap_or(0.0) + v);
+                    }
+                    number.map(OwnData::Number)
+                }
+                Kind::Distinct => {
+                    let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
+                    for (k, acc) in seen {
+                        let entity = keys[k as usize][3];
+                        *sums
+                            .entry(&self.keys.names.texts[entity as usize])
+                            .or_insert(0.0) += acc.sum;
+                    }
+                    (!sums.is_empty()).then(|| {
+                        OwnData::Entities(
+                            sums.into_iter()
+                                .filter(|&(_, v)| v != 0.0)
+                                .map(|(e, _)| e.to_owned())
+                                .collect(),
+                        )
+                    })
+                }
+            };
+            if let Some(data) = data {
+                emit(u, i, position, data);
+            }
+        }
     }
 }
 

@@ -246,7 +246,7 @@ fn a_warm_month_cache_shows_what_another_process_wrote_or_lowered() {
     // Warm: the quarter's three whole months are now in `here`'s cache.
     let q1 = |store: &PostgresStore| counts_of(store, "2026-01-01", "2026-03-31");
     assert_eq!(q1(&here), [("a".to_owned(), 12.0), ("b".to_owned(), 1.0)]);
-    assert_eq!(here.months.lock().unwrap().rows, 3);
+    assert_eq!(here.months.lock().unwrap().rows(), 3);
 
     // Another process adds to a cached month, and a key the cache never saw.
     record(
@@ -334,5 +334,125 @@ fn cached_month_sums_fold_to_the_servers_figures_bit_for_bit() {
             b
         };
         assert_eq!(bits(&mut cached), bits(&mut server), "{from}..{to}");
+    }
+}
+
+#[test]
+fn own_and_entity_values_from_cached_folds_equal_the_servers_bit_for_bit_on_every_thread() {
+    use crate::contract_tests::{obs, run};
+    let url = crate::pg_test_cluster::database();
+    let store = PostgresStore::open(&url).unwrap();
+    // Three kinds, two sources, entities shared between sources, values
+    // whose sums depend on the order they are added in.
+    let mut rows = Vec::new();
+    for i in 0..240u32 {
+        let day = NaiveDate::from_ymd_opt(2025, 11, 1).unwrap()
+            + chrono::Days::new(u64::from(i * 37 % 150));
+        let value = 0.1 * f64::from(i) + 1e-7 * f64::from(i * i) + 1e9 * f64::from(i % 3);
+        let unit = ["b", "a", "c"][(i % 3) as usize];
+        let entity = ["", "x", "y"][(i % 3) as usize];
+        let indicator = ["n", "lvl", "who"][(i % 4).min(2) as usize];
+        let mut o = obs(unit, indicator, entity, &day.to_string(), value);
+        o.source = ["src", "other"][(i % 5 == 0) as usize].to_owned();
+        rows.push(o);
+    }
+    for source in ["src", "other"] {
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|o| o.source == source)
+            .cloned()
+            .collect();
+        let r = run(
+            source,
+            RunResult::Success,
+            "2025-11-01",
+            "2026-03-31",
+            "2026-04-01T02:30:00Z",
+        );
+        store.record_run(&r, &mine, None).unwrap();
+    }
+    let d = |s: &str| s.parse::<NaiveDate>().unwrap();
+    let kinds = [
+        ("who".to_owned(), Kind::Distinct),
+        ("n".to_owned(), Kind::Count),
+        ("lvl".to_owned(), Kind::Level),
+    ];
+    let units = ["a", "b", "c"];
+    let unit_index = |u: &str| units.iter().position(|x| *x == u).filter(|&i| i != 2);
+    let bits = |data: &OwnData| match data {
+        OwnData::Number(x) => format!("{:x}", x.to_bits()),
+        OwnData::Entities(e) => format!("{e:?}"),
+    };
+    for (from, to) in [
+        ("2025-11-01", "2026-03-31"),
+        ("2025-11-17", "2026-02-03"),
+        ("2026-01-02", "2026-03-31"),
+    ] {
+        let (from, to) = (d(from), d(to));
+        let server = store.key_folds_on_server(from, to, &kinds).unwrap();
+        let mut want: Vec<(String, String, String)> =
+            own_from_keys(server.clone().into_iter(), &kinds)
+                .into_iter()
+                .map(|o| (o.unit, o.indicator, bits(&o.data)))
+                .collect();
+        want.sort();
+        let mut want_entities: Vec<(String, String, String, u64)> = Vec::new();
+        for (unit, indicator, entity, sum, last) in server {
+            let v = if indicator == "lvl" { last } else { sum };
+            match want_entities
+                .iter_mut()
+                .find(|w| (&w.0, &w.1, &w.2) == (&unit, &indicator, &entity))
+            {
+                Some(w) => w.3 = (f64::from_bits(w.3) + v).to_bits(),
+                None => want_entities.push((unit, indicator, entity, v.to_bits())),
+            }
+        }
+        want_entities.sort();
+        let want_indexed: Vec<(usize, usize, String)> = {
+            let mut w: Vec<_> = want
+                .iter()
+                .filter_map(|(u, i, b)| {
+                    let p = kinds.iter().position(|(k, _)| k == i).unwrap();
+                    Some((unit_index(u)?, p, b.clone()))
+                })
+                .collect();
+            w.sort();
+            w
+        };
+        assert!(
+            want.len() >= 6 && want_indexed.len() < want.len(),
+            "{want:?}"
+        );
+        // Readers at once: each folds alike, outside the cache's lock.
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let mut own: Vec<_> = store
+                        .own_values(from, to, &kinds)
+                        .unwrap()
+                        .into_iter()
+                        .map(|o| (o.unit, o.indicator, bits(&o.data)))
+                        .collect();
+                    own.sort();
+                    assert_eq!(own, want, "{from}..{to}");
+                    let mut indexed: Vec<_> = store
+                        .own_values_indexed(from, to, &kinds, &unit_index)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(u, i, data)| (u, i, bits(&data)))
+                        .collect();
+                    indexed.sort();
+                    assert_eq!(indexed, want_indexed, "{from}..{to}");
+                    let mut entities: Vec<_> = store
+                        .entity_values(from, to, &kinds)
+                        .unwrap()
+                        .into_iter()
+                        .map(|e| (e.unit, e.indicator, e.entity, e.value.to_bits()))
+                        .collect();
+                    entities.sort();
+                    assert_eq!(entities, want_entities, "{from}..{to}");
+                });
+            }
+        });
     }
 }

@@ -62,7 +62,7 @@ fn fold_months(
         doing: "reading monthly values",
         source,
     };
-    cache.clock += 1;
+    cache.start_read();
     let versions: HashMap<i64, i64> = {
         let mut stmt = tx
             .prepare_cached(

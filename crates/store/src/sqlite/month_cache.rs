@@ -6,11 +6,13 @@
 //! bumps the versions of its months in the same transaction
 //! ([`bump_month_versions`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use rusqlite::Connection;
 
 use super::StoreError;
+use crate::month_lru::MonthLru;
+pub(super) use crate::month_lru::MonthRow;
 
 /// Rows of `monthly` the month cache keeps at most: 24 bytes each, so 24 MiB,
 /// two years of 1,000 units × 20 indicators (a year summary and the year
@@ -28,79 +30,44 @@ pub(super) const MONTH_CACHE_ROWS: usize = 1 << 20;
 /// read, whichever process wrote: there is no window in which stale rows are
 /// served, nor cached and fresh months from two states of the database mixed.
 pub(super) struct MonthCache {
-    pub(super) months: HashMap<i64, CachedMonth>,
-    /// Rows held over all months, at most `capacity`.
-    pub(super) rows: usize,
-    pub(super) capacity: usize,
-    /// Bumped once per fold, to find the least recently used month.
-    pub(super) clock: u64,
+    pub(super) lru: MonthLru<i64, CachedMonth>,
 }
 
 pub(super) struct CachedMonth {
     version: i64,
-    used: u64,
     /// By key id, as `monthly` returns them.
     pub(super) rows: Vec<MonthRow>,
 }
 
-/// One `monthly` row in 24 bytes.
-#[derive(Clone, Copy)]
-pub(super) struct MonthRow {
-    pub(super) key: u32,
-    pub(super) last_day: i32,
-    pub(super) sum: f64,
-    pub(super) last_value: f64,
+impl crate::month_lru::Rows for CachedMonth {
+    fn rows(&self) -> usize {
+        self.rows.len()
+    }
 }
 
 impl MonthCache {
     pub(super) fn new(capacity: usize) -> MonthCache {
         MonthCache {
-            months: HashMap::new(),
-            rows: 0,
-            capacity,
-            clock: 0,
+            lru: MonthLru::new(capacity),
         }
+    }
+
+    /// Starts a fold: months it uses from now on stay while it puts others.
+    pub(super) fn start_read(&mut self) {
+        self.lru.start_read();
     }
 
     /// The rows of `month` if they were read at `version`.
     pub(super) fn get(&mut self, month: i64, version: i64) -> Option<&[MonthRow]> {
-        let clock = self.clock;
-        let cached = self
-            .months
-            .get_mut(&month)
-            .filter(|c| c.version == version)?;
-        cached.used = clock;
-        Some(&cached.rows)
+        self.lru
+            .get_if(month, |c| c.version == version)
+            .map(|c| &c.rows[..])
     }
 
-    /// Keeps `rows` as `month` at `version`, replacing an older copy. Makes
-    /// room by dropping the least recently used months, never one the
-    /// current fold used; a month that still does not fit is not kept.
+    /// Keeps `rows` as `month` at `version`, replacing an older copy (see
+    /// [`MonthLru::put`]).
     pub(super) fn put(&mut self, month: i64, version: i64, rows: Vec<MonthRow>) {
-        if let Some(old) = self.months.remove(&month) {
-            self.rows -= old.rows.len();
-        }
-        while self.rows + rows.len() > self.capacity {
-            let oldest = self
-                .months
-                .iter()
-                .filter(|(_, c)| c.used < self.clock)
-                .min_by_key(|(_, c)| c.used)
-                .map(|(&m, _)| m);
-            let Some(oldest) = oldest else { return };
-            if let Some(old) = self.months.remove(&oldest) {
-                self.rows -= old.rows.len();
-            }
-        }
-        self.rows += rows.len();
-        self.months.insert(
-            month,
-            CachedMonth {
-                version,
-                used: self.clock,
-                rows,
-            },
-        );
+        self.lru.put(month, CachedMonth { version, rows });
     }
 }
 

@@ -252,7 +252,7 @@ fn a_recollected_past_day_is_read_again_not_served_from_the_month_cache() {
         .unwrap();
     assert_eq!(q4(&store), expect(7.0, 150.0));
     assert!(
-        lock(&store.reader).months.rows > 0,
+        lock(&store.reader).months.lru.rows > 0,
         "the months were cached"
     );
     // November again: a corrected count, a later level, and a new key.
@@ -411,22 +411,23 @@ fn a_month_cache_smaller_than_a_fold_gives_the_same_numbers() {
     small
         .record_run(&ok_run("2026-01-01", "2026-12-31"), &o, None)
         .unwrap();
-    lock(&small.reader).months.capacity = 6;
+    lock(&small.reader).months.lru.capacity = 6;
     for _ in 0..3 {
         assert_eq!(year(&small), whole);
         let reader = lock(&small.reader);
         assert!(
-            reader.months.rows <= 6,
+            reader.months.lru.rows <= 6,
             "{} rows cached",
-            reader.months.rows
+            reader.months.lru.rows
         );
         assert_eq!(
-            reader.months.rows,
+            reader.months.lru.rows,
             reader
                 .months
+                .lru
                 .months
                 .values()
-                .map(|m| m.rows.len())
+                .map(|m| m.value.rows.len())
                 .sum::<usize>()
         );
     }
@@ -441,7 +442,7 @@ fn a_month_cache_smaller_than_a_fold_gives_the_same_numbers() {
         91.0
     );
     let reader = lock(&small.reader);
-    let mut cached: Vec<i64> = reader.months.months.keys().copied().collect();
+    let mut cached: Vec<i64> = reader.months.lru.months.keys().copied().collect();
     cached.sort();
     let m = |s: &str| month_num(d(s));
     assert_eq!(cached, [m("2026-04-01"), m("2026-05-01"), m("2026-06-01")]);
