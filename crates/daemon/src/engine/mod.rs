@@ -44,7 +44,7 @@ pub use status::SourceState;
 pub use window::{
     BACKFILL_CHUNK_DAYS, RESUME_REACH_DAYS, backfill_windows, day_ranges, resume_window,
 };
-use writer::{GROUP_COMMIT_MAX_OBSERVATIONS, PendingWrite, start_writer};
+use writer::{GROUP_COMMIT_MAX_OBSERVATIONS, PendingWrite, write_runs};
 
 /// One enabled source, ready to run.
 pub struct SourceRuntime {
@@ -226,8 +226,8 @@ pub struct Engine {
     /// observation a run returns: built once here, not once per run.
     value_ranges: HashMap<String, (f64, f64)>,
     limit: Arc<Semaphore>,
-    /// The queue of the store writer ([`writer::write_runs`]), started by the first run.
-    writer: std::sync::OnceLock<Option<std::sync::mpsc::Sender<PendingWrite>>>,
+    /// The queue of the store writer ([`write_runs`]), started by the first run.
+    writer: std::sync::OnceLock<mpsc::UnboundedSender<PendingWrite>>,
     /// Set by [`Engine::close`]: runs still waiting for a permit give up.
     closing: tokio::sync::watch::Sender<bool>,
     /// This daemon as one of several replicas sharing a PostgreSQL store
@@ -645,22 +645,24 @@ impl Engine {
         }
     }
 
-    /// Records a run through the engine's store writer ([`writer::write_runs`]) and
+    /// Records a run through the engine's store writer ([`write_runs`]) and
     /// returns its id once it is durable.
     async fn record(&self, run: RunToRecord) -> Result<i64, RunError> {
-        let queue = self
-            .writer
-            .get_or_init(|| start_writer(self.store.clone(), GROUP_COMMIT_MAX_OBSERVATIONS));
+        let queue = self.writer.get_or_init(|| {
+            let (queue, pending) = mpsc::unbounded_channel();
+            tokio::spawn(write_runs(
+                self.store.clone(),
+                pending,
+                GROUP_COMMIT_MAX_OBSERVATIONS,
+            ));
+            queue
+        });
         // Unbounded, yet small: a source has at most one run going, and
         // each waits here for its answer.
         let (reply, answer) = oneshot::channel();
-        let pending = PendingWrite { run, reply };
-        let sent = match queue {
-            Some(queue) => queue.send(pending).map_err(|e| e.0),
-            None => Err(pending),
-        };
-        if let Err(pending) = sent {
-            // No writer thread (it could not start): record the run directly.
+        if let Err(mpsc::error::SendError(pending)) = queue.send(PendingWrite { run, reply }) {
+            // The writer stopped with the runtime that started it (a CLI
+            // command that built its own): record the run directly.
             let store = self.store.clone();
             let run = pending.run;
             return tokio::task::spawn_blocking(move || {

@@ -120,7 +120,7 @@ async fn queued_runs_share_commits_of_bounded_size() {
         inner: SqliteStore::open(dir.path()).unwrap(),
         batches: Default::default(),
     });
-    let (queue, pending) = std::sync::mpsc::channel();
+    let (queue, pending) = mpsc::unbounded_channel();
     let mut answers = Vec::new();
     // Four runs of 3 observations queued before the writer looks, then
     // one that the cap of 8 observations leaves for the next commit,
@@ -133,7 +133,7 @@ async fn queued_runs_share_commits_of_bounded_size() {
         answers.push(answer);
     }
     drop(queue);
-    writer::write_runs(store.clone(), pending, 8);
+    write_runs(store.clone(), pending, 8).await;
 
     let mut ids = Vec::new();
     for answer in answers {
