@@ -806,12 +806,16 @@ mod tests {
         let get = |port: u16, header: &str| {
             let req = HttpRequest::new("GET", format!("http://127.0.0.1:{port}/x"))
                 .header("X-Cookie", header);
-            send(&agent, &req, ureq::http::Method::GET, Duration::from_secs(5)).and_then(
-                |mut r| {
-                    let status = r.status().as_u16();
-                    Ok((status, r.body_mut().read_to_string()?))
-                },
+            send(
+                &agent,
+                &req,
+                ureq::http::Method::GET,
+                Duration::from_secs(5),
             )
+            .and_then(|mut r| {
+                let status = r.status().as_u16();
+                Ok((status, r.body_mut().read_to_string()?))
+            })
         };
         // A response head just under the limit and a 20 KiB request head.
         let (port, heads) = big_head_server(RESPONSE_HEAD_MAX - 100);
