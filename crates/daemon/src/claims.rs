@@ -21,11 +21,11 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -49,6 +49,51 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How often a replica looks for sources it does not claim, to log them.
 const FOREIGN_EVERY: Duration = Duration::from_secs(60);
 
+/// The most ticks a replica holds claimed and not finished, whatever its
+/// pace: what its death may leave to be run again after the lease.
+pub const MOST_CLAIMED: usize = 2_000;
+
+/// How many ticks a replica claims: as many as it runs in a claim round
+/// ([`CLAIM_EVERY`]) at the pace of its recent runs, at least two per
+/// `max_concurrent_runs` slot, at most [`MOST_CLAIMED`]. A replica whose
+/// runs take a few milliseconds then claims hundreds at once (all its share
+/// of a schedule that fires for every source at the same second, as a lone
+/// daemon fires them); one whose runs take seconds claims only a few and
+/// leaves the rest to the others.
+struct Pace {
+    slots: usize,
+    /// The mean time a run takes, in microseconds (moving average).
+    mean_us: AtomicU64,
+}
+
+impl Pace {
+    /// Assumed before the first run is timed: a local HTTP poll.
+    const FIRST_GUESS_US: u64 = 10_000;
+
+    fn new(slots: usize) -> Pace {
+        Pace {
+            slots: slots.max(1),
+            mean_us: AtomicU64::new(Self::FIRST_GUESS_US),
+        }
+    }
+
+    /// Counts a run that took `took`, with a weight of 1/8: the pace
+    /// follows a change within a few dozen runs.
+    fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let mean = self.mean_us.load(Ordering::Relaxed);
+        let next = mean - mean / 8 + took / 8;
+        self.mean_us.store(next.max(1), Ordering::Relaxed);
+    }
+
+    /// Claimed runs the replica may hold unfinished.
+    fn most(&self) -> usize {
+        let mean = self.mean_us.load(Ordering::Relaxed).max(1) as f64 / 1e6;
+        let per_round = self.slots as f64 * CLAIM_EVERY.as_secs_f64() / mean;
+        (per_round as usize).clamp(2 * self.slots, MOST_CLAIMED.max(2 * self.slots))
+    }
+}
+
 /// The replica's scheduler, in place of [`scheduler::run`]'s cron loop:
 /// runs until `shutdown`, then lets running collections finish.
 pub async fn run(
@@ -71,7 +116,13 @@ pub async fn run(
     // Claimed runs not finished yet: a replica claims no more than it can
     // start soon, and leaves the rest to the others.
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let most = engine.config.daemon.max_concurrent_runs.max(1) * 2;
+    let pace = Arc::new(Pace::new(engine.config.daemon.max_concurrent_runs));
+    let finisher = Finisher::start(&replica);
+    let claimed = Claimed {
+        in_flight: in_flight.clone(),
+        pace: pace.clone(),
+        finisher: finisher.queue.clone(),
+    };
     let mut registered = false;
     let mut logged: HashSet<(String, String)> = HashSet::new();
     let mut duty = ReportsDuty::new(&engine);
@@ -104,9 +155,10 @@ pub async fn run(
                 }
             },
             Some(_) = running.join_next(), if !running.is_empty() => {
+                let most = pace.most();
                 let free = most.saturating_sub(in_flight.load(Ordering::Acquire));
                 if more_due && registered && free * 2 >= most {
-                    more_due = claim_into(&mut running, &engine, &replica, free, &mut live, &in_flight).await;
+                    more_due = claim_into(&mut running, &engine, &replica, free, &mut live, &claimed).await;
                 }
             }
             _ = lease_tick.tick() => duty.renew(&engine, &replica, &mut running).await,
@@ -119,8 +171,8 @@ pub async fn run(
                     }
                 }
                 if registered {
-                    let free = most.saturating_sub(in_flight.load(Ordering::Acquire));
-                    more_due = claim_into(&mut running, &engine, &replica, free, &mut live, &in_flight).await;
+                    let free = pace.most().saturating_sub(in_flight.load(Ordering::Acquire));
+                    more_due = claim_into(&mut running, &engine, &replica, free, &mut live, &claimed).await;
                 }
                 duty.check(&engine, &mut running);
             }
@@ -150,6 +202,75 @@ pub async fn run(
                 "collections still running at shutdown were abandoned: their leases run out and other replicas run them again"
             );
         }
+    }
+    // Runs abandoned above hold the finisher's queue: dropped (aborted)
+    // here, so that the finisher ends once it marked what was queued.
+    drop(running);
+    drop(claimed);
+    finisher.stop().await;
+}
+
+/// What every claimed run shares: the count of claimed runs not finished,
+/// the replica's pace, and the queue of runs to mark finished.
+struct Claimed {
+    in_flight: Arc<AtomicUsize>,
+    pace: Arc<Pace>,
+    finisher: mpsc::UnboundedSender<ToFinish>,
+}
+
+/// A claimed run to mark finished, and where to say whether this replica
+/// still held it.
+struct ToFinish {
+    run: i64,
+    held: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Marks claimed runs finished in batches: the runs that end while one
+/// batch is being marked share the next statement and commit, as runs
+/// share the store writer's commits, instead of a round trip and a commit
+/// each.
+struct Finisher {
+    queue: mpsc::UnboundedSender<ToFinish>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Finisher {
+    fn start(replica: &Arc<Replica>) -> Finisher {
+        let (queue, mut pending) = mpsc::unbounded_channel::<ToFinish>();
+        let replica = replica.clone();
+        let task = tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut batch = vec![first];
+                while let Ok(next) = pending.try_recv() {
+                    batch.push(next);
+                }
+                let runs: Vec<i64> = batch.iter().map(|f| f.run).collect();
+                let r = replica.clone();
+                let done =
+                    tokio::task::spawn_blocking(move || r.coordination.finish_all(&runs, &r.owner))
+                        .await;
+                let answer: Result<HashSet<i64>, String> = match done {
+                    Ok(Ok(lost)) => Ok(lost.into_iter().collect()),
+                    Ok(Err(e)) => Err(ErrorChain(&e).to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                for f in batch {
+                    let _ = f.held.send(
+                        answer
+                            .as_ref()
+                            .map(|lost| !lost.contains(&f.run))
+                            .map_err(Clone::clone),
+                    );
+                }
+            }
+        });
+        Finisher { queue, task }
+    }
+
+    /// Once every sender is dropped: marks what is queued and ends.
+    async fn stop(self) {
+        drop(self.queue);
+        let _ = self.task.await;
     }
 }
 
@@ -260,12 +381,12 @@ async fn claim_into(
     replica: &Arc<Replica>,
     free: usize,
     live: &mut usize,
-    in_flight: &Arc<AtomicUsize>,
+    claimed: &Claimed,
 ) -> bool {
     let claims = claim(engine, replica, free, live).await;
     let full = claims.len() >= free;
     for claim in claims {
-        spawn_claim(running, engine, replica, claim, in_flight);
+        spawn_claim(running, engine, replica, claim, claimed);
     }
     full
 }
@@ -287,7 +408,9 @@ async fn claim(
         let beating = coordination.heartbeat(&replica.owner, HEARTBEAT)?;
         // A tick of another's share is anyone's once it has waited a whole
         // claim round: its replica stalled, died or is at its bound.
-        let share = Share::of(&replica.owner, &beating, CLAIM_EVERY);
+        // Its own ticks falling due before the next round are claimed now
+        // and started at their tick, not up to a round late.
+        let share = Share::of(&replica.owner, &beating, CLAIM_EVERY).ahead(CLAIM_EVERY);
         if free == 0 {
             return Ok((Vec::new(), beating.len()));
         }
@@ -345,18 +468,32 @@ fn spawn_claim(
     engine: &Arc<Engine>,
     replica: &Arc<Replica>,
     claim: Claim,
-    in_flight: &Arc<AtomicUsize>,
+    claimed: &Claimed,
 ) {
     let span = tracing::info_span!(
         "claim",
         replica = %replica.owner,
         tick = %claim.tick.with_timezone(&engine.config.daemon.timezone).to_rfc3339(),
     );
-    let (engine, replica, in_flight) = (engine.clone(), replica.clone(), in_flight.clone());
+    let (engine, replica) = (engine.clone(), replica.clone());
+    let (in_flight, pace, finisher) = (
+        claimed.in_flight.clone(),
+        claimed.pace.clone(),
+        claimed.finisher.clone(),
+    );
     in_flight.fetch_add(1, Ordering::AcqRel);
+    // Claimed ahead of its tick: started at the tick, by the database's
+    // clock (the claim's `claimed_at`), measured on this one from now.
+    let wait = (claim.tick - claim.claimed_at)
+        .to_std()
+        .unwrap_or_default()
+        .min(CLAIM_EVERY * 2);
     running.spawn(
         async move {
-            run_claim(&engine, &replica, &claim).await;
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            run_claim(&engine, &replica, &claim, &pace, &finisher).await;
             in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         .instrument(span),
@@ -365,9 +502,16 @@ fn spawn_claim(
 
 /// Runs one claimed tick as the lone daemon's scheduler runs a tick, with
 /// its lease renewed meanwhile, and marks it finished.
-async fn run_claim(engine: &Arc<Engine>, replica: &Arc<Replica>, claim: &Claim) {
+async fn run_claim(
+    engine: &Arc<Engine>,
+    replica: &Arc<Replica>,
+    claim: &Claim,
+    pace: &Pace,
+    finisher: &mpsc::UnboundedSender<ToFinish>,
+) {
+    let finish = |claim| finish(finisher, claim);
     let Some(source) = engine.source(&claim.source).cloned() else {
-        finish(replica, claim).await;
+        finish(claim).await;
         return;
     };
     let id = source.id();
@@ -379,7 +523,7 @@ async fn run_claim(engine: &Arc<Engine>, replica: &Arc<Replica>, claim: &Claim) 
             failures = source.breaker().consecutive_failures,
             "scheduled run skipped: the source is backing off after failed runs"
         );
-        finish(replica, claim).await;
+        finish(claim).await;
         return;
     }
     if claim.rerun {
@@ -412,6 +556,9 @@ async fn run_claim(engine: &Arc<Engine>, replica: &Arc<Replica>, claim: &Claim) 
             _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
         }
     };
+    if let Ok(report) = &result {
+        pace.record(Duration::from_millis(report.duration_ms));
+    }
     match result {
         Ok(report) if report.run_id.is_none() => {
             // Not stored (the database was lost meanwhile): the run is left
@@ -443,7 +590,7 @@ async fn run_claim(engine: &Arc<Engine>, replica: &Arc<Replica>, claim: &Claim) 
         }
         Err(e) => tracing::error!(source = %id, error = %ErrorChain(&e), "run could not start"),
     }
-    finish(replica, claim).await;
+    finish(claim).await;
 }
 
 /// Ends the replica's heartbeat at shutdown: the others take its share at
@@ -477,21 +624,33 @@ async fn renew_run(replica: &Arc<Replica>, claim: &Claim, lease: Duration) {
     }
 }
 
-async fn finish(replica: &Arc<Replica>, claim: &Claim) {
-    let (r, run) = (replica.clone(), claim.run);
-    let done = tokio::task::spawn_blocking(move || r.coordination.finish(run, &r.owner)).await;
-    match done {
+/// Marks a claimed run finished, through the replica's [`Finisher`].
+async fn finish(finisher: &mpsc::UnboundedSender<ToFinish>, claim: &Claim) {
+    let (held, answer) = oneshot::channel();
+    if finisher
+        .send(ToFinish {
+            run: claim.run,
+            held,
+        })
+        .is_err()
+    {
+        tracing::warn!(source = %claim.source, "cannot mark a run finished: the replica is stopping");
+        return;
+    }
+    match answer.await {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => tracing::warn!(
             source = %claim.source,
             "the run's lease had run out and another replica took the tick over: it ran twice (stored idempotently)"
         ),
-        Ok(Err(e)) => tracing::warn!(
+        Ok(Err(error)) => tracing::warn!(
             source = %claim.source,
-            error = %ErrorChain(&e),
+            %error,
             "cannot mark a run finished: its lease runs out and another replica runs it again"
         ),
-        Err(e) => tracing::warn!(source = %claim.source, error = %e, "cannot mark a run finished"),
+        Err(_) => {
+            tracing::warn!(source = %claim.source, "cannot mark a run finished: the replica is stopping")
+        }
     }
 }
 

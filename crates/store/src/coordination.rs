@@ -62,6 +62,10 @@ pub struct Share {
     pub rank: usize,
     pub live: usize,
     pub after: Duration,
+    /// Ticks of the share falling due within this long are claimed too:
+    /// the replica starts each at its tick rather than at the claim round
+    /// after it ([`Share::ahead`]).
+    pub ahead: Duration,
 }
 
 impl Share {
@@ -70,6 +74,7 @@ impl Share {
         rank: 0,
         live: 1,
         after: Duration::ZERO,
+        ahead: Duration::ZERO,
     };
 
     /// The share of `owner` among `live` (sorted, as
@@ -81,9 +86,16 @@ impl Share {
                 rank,
                 live: live.len(),
                 after,
+                ahead: Duration::ZERO,
             },
             None => Share::ALL,
         }
+    }
+
+    /// This share, with the ticks of its own sources that fall due within
+    /// `ahead` claimed too (never another's: those wait `after` past due).
+    pub fn ahead(self, ahead: Duration) -> Share {
+        Share { ahead, ..self }
     }
 }
 
@@ -178,6 +190,18 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// Marks a run finished; false when `owner` no longer holds it.
     fn finish(&self, run: i64, owner: &str) -> Result<bool, StoreError>;
+
+    /// Marks `runs` finished at once (one statement, one commit); returns
+    /// those `owner` no longer held (another replica took them over).
+    fn finish_all(&self, runs: &[i64], owner: &str) -> Result<Vec<i64>, StoreError> {
+        let mut lost = Vec::new();
+        for &run in runs {
+            if !self.finish(run, owner)? {
+                lost.push(run);
+            }
+        }
+        Ok(lost)
+    }
 
     /// Takes over up to `limit` unfinished runs whose lease ran out, of the
     /// sources of `fingerprints` registered with the fingerprint given (each

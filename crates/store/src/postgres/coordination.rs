@@ -110,15 +110,23 @@ impl Coordination for PostgresStore {
                 .query(
                     &format!(
                         "SELECT s.source_id, s.next_run_at, now() FROM source_schedule s JOIN {MINE} \
-                         WHERE s.next_run_at <= now() \
-                           AND (mod(hashtext(s.source_id) & 2147483647, $4) = $5 \
-                                OR s.next_run_at <= now() - make_interval(secs => $6)) \
+                         WHERE (s.next_run_at <= now() - make_interval(secs => $6) \
+                                OR (mod(hashtext(s.source_id) & 2147483647, $4) = $5 \
+                                    AND s.next_run_at <= now() + make_interval(secs => $7))) \
                            AND NOT EXISTS (SELECT 1 FROM source_run r \
                                  WHERE r.source_id = s.source_id AND r.finished_at IS NULL) \
                          ORDER BY s.next_run_at LIMIT $3 \
                          FOR UPDATE OF s SKIP LOCKED"
                     ),
-                    &[&ids, &prints, &limit, &live, &rank, &seconds(share.after)],
+                    &[
+                        &ids,
+                        &prints,
+                        &limit,
+                        &live,
+                        &rank,
+                        &seconds(share.after),
+                        &seconds(share.ahead),
+                    ],
                 )
                 .map_err(pg(doing))?;
             if due.is_empty() {
@@ -214,6 +222,28 @@ impl Coordination for PostgresStore {
                 )
                 .map_err(pg(doing))?
                 == 1)
+        })
+    }
+
+    fn finish_all(&self, runs: &[i64], owner: &str) -> Result<Vec<i64>, StoreError> {
+        off_async(|| {
+            let doing = "finishing runs";
+            let finished = self
+                .conn(doing)?
+                .query(
+                    "UPDATE source_run SET finished_at = now() \
+                     WHERE id = ANY($1) AND owner = $2 AND finished_at IS NULL \
+                     RETURNING id",
+                    &[&runs, &owner],
+                )
+                .map_err(pg(doing))?;
+            let finished: std::collections::HashSet<i64> =
+                finished.iter().map(|r| r.get(0)).collect();
+            Ok(runs
+                .iter()
+                .copied()
+                .filter(|r| !finished.contains(r))
+                .collect())
         })
     }
 

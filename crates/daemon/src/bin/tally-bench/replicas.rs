@@ -34,7 +34,6 @@ const SETTLE_SECS: u64 = 25;
 /// Kills its process (and reaps it) however the part ends.
 struct Daemon {
     child: Child,
-    port: u16,
 }
 
 impl Drop for Daemon {
@@ -131,7 +130,7 @@ fn config_text(
     store: Option<&str>,
 ) -> String {
     let mut t = format!(
-        "[daemon]\nlisten = \"127.0.0.1:{listen}\"\ntimezone = \"Asia/Shanghai\"\nmax_concurrent_runs = 32\n\
+        "[daemon]\nlisten = \"127.0.0.1:{listen}\"\ntimezone = \"Asia/Shanghai\"\n\
          data_dir = {:?}\nplugin_dirs = [{:?}]\n\n",
         data.display().to_string(),
         plugins.display().to_string(),
@@ -208,7 +207,7 @@ fn start(build: &Path, config: &Path, log: &Path, port: u16) -> Result<Daemon> {
         .stderr(std::fs::File::create(log)?)
         .spawn()
         .with_context(|| format!("starting {}", build.join("tallyd").display()))?;
-    let mut d = Daemon { child, port };
+    let mut d = Daemon { child };
     let t0 = Instant::now();
     while !matches!(get(port, "/metrics"), Some((200, _))) {
         if t0.elapsed() > Duration::from_secs(120) || d.child.try_wait()?.is_some() {
@@ -308,14 +307,65 @@ fn timing_row(what: &str, t: &Timing) -> (String, String) {
     )
 }
 
-/// The replica's owner id, from `/api/v1/sources`.
-fn owner(d: &Daemon) -> Result<String> {
-    let (_, body) = get(d.port, "/api/v1/sources").context("GET /api/v1/sources")?;
-    let v: serde_json::Value = serde_json::from_slice(&body)?;
-    v["replica"]["owner"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| "no replica.owner in /api/v1/sources")
+/// Where a claimed run's time goes, p50 / p99 over the window's finished
+/// claims: tick to claim, claim to the run's start (spawn, permit, resume
+/// read), the run (plugin call), and the run's end to its claim finished
+/// (commit, answer, finish), from the database's and the runs' clocks.
+fn phases(client: &mut postgres::Client, w: &Window) -> Result<(String, String)> {
+    let row = client.query_one(
+        "WITH p AS ( \
+           SELECT extract(epoch FROM c.claimed_at - c.tick_at) * 1e3 AS claim, \
+                  r.started_at - extract(epoch FROM c.claimed_at) * 1e3 AS start, \
+                  r.finished_at - r.started_at AS run, \
+                  extract(epoch FROM c.finished_at) * 1e3 - r.finished_at AS done \
+             FROM source_run c \
+             JOIN LATERAL (SELECT started_at, finished_at FROM runs r \
+                   WHERE r.source = c.source_id \
+                     AND r.started_at >= extract(epoch FROM c.claimed_at) * 1e3 - 50 \
+                   ORDER BY r.started_at LIMIT 1) r ON TRUE \
+            WHERE c.claimed_at >= $1 AND c.claimed_at < $2 AND c.finished_at IS NOT NULL) \
+         SELECT count(*), \
+                percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY claim), \
+                percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY start), \
+                percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY run), \
+                percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY done) \
+           FROM p",
+        &[&w.from, &w.to],
+    )?;
+    let n: i64 = row.get(0);
+    let p = |i: usize| -> String {
+        let v: Option<Vec<f64>> = row.get(i);
+        match v.as_deref() {
+            Some([p50, p99]) => format!("{p50:.0} / {p99:.0}"),
+            _ => "—".to_owned(),
+        }
+    };
+    Ok((
+        "replicas: a claimed run's phases, p50 / p99 ms: tick → claim, claim → start, run, end → claim finished (claims)".to_owned(),
+        format!("{}; {}; {}; {} ({n})", p(1), p(2), p(3), p(4)),
+    ))
+}
+
+/// The replica's owner id (`host-PID-random`), from its heartbeat row: a
+/// loaded machine may take longer than a client's timeout to list 3,000
+/// sources in `/api/v1/sources`.
+fn owner(d: &Daemon, client: &mut postgres::Client) -> Result<String> {
+    let pid = format!("-{}-", d.child.id());
+    let t0 = Instant::now();
+    loop {
+        let rows = client.query("SELECT owner FROM lease WHERE name LIKE 'replica:%'", &[])?;
+        if let Some(owner) = rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .find(|o| o.contains(&pid))
+        {
+            return Ok(owner);
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("no heartbeat of the replica with pid {}", d.child.id());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 pub(crate) fn section(args: &Args, dir: &Path) -> Result<Vec<(String, String)>> {
@@ -356,10 +406,13 @@ pub(crate) fn section(args: &Args, dir: &Path) -> Result<Vec<(String, String)>> 
         )?);
         eprintln!("tally-bench: replica r{r} answers");
     }
-    let owners: Vec<String> = replicas.iter().map(owner).collect::<Result<_>>()?;
+    let mut client = postgres::Client::connect(&conninfo, postgres::NoTls)?;
+    let owners: Vec<String> = replicas
+        .iter()
+        .map(|d| owner(d, &mut client))
+        .collect::<Result<_>>()?;
     let w = window(&replicas, args.replica_secs)?;
     // Runs each replica claimed in the window: its fetches.
-    let mut client = postgres::Client::connect(&conninfo, postgres::NoTls)?;
     let claimed: BTreeMap<String, i64> = client
         .query(
             "SELECT owner, count(*) FROM source_run \
@@ -375,6 +428,7 @@ pub(crate) fn section(args: &Args, dir: &Path) -> Result<Vec<(String, String)>> 
             &[&w.from, &w.to],
         )?
         .get(0);
+    let phases = phases(&mut client, &w)?;
     drop(replicas);
     let store = PostgresStore::open(&url)?;
     let t = timing(&store, n, &w)?;
@@ -384,6 +438,7 @@ pub(crate) fn section(args: &Args, dir: &Path) -> Result<Vec<(String, String)>> 
         &format!("{REPLICAS} replicas on PostgreSQL, {secs:.0} s"),
         &t,
     ));
+    rows.push(phases);
     let mut all_cpu = 0.0;
     let mut all_runs = 0;
     for (r, (owner, cpu)) in owners.iter().zip(&w.cpu).enumerate() {

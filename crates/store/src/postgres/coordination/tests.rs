@@ -403,3 +403,55 @@ fn live_replicas_split_due_ticks_by_share_and_take_overdue_ones_of_any_share() {
         .unwrap();
     assert_eq!(took.len(), sources.len(), "overdue ticks of any share");
 }
+
+#[test]
+fn a_share_claimed_ahead_takes_its_own_ticks_due_soon_and_never_anothers() {
+    let store = store();
+    let names: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+    let sources: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fingerprints = mine(&sources, "f");
+    store.heartbeat("a", LEASE).unwrap();
+    let live = store.heartbeat("b", LEASE).unwrap();
+    let far = |_: &str, t: DateTime<Utc>, _: DateTime<Utc>| Some(t + chrono::Duration::days(1));
+    // Due in a minute: not due yet, but within an hour's `ahead`.
+    let soon = store.now().unwrap() + chrono::Duration::minutes(1);
+    store.register(&schedules(&sources, "f", soon)).unwrap();
+    let after = Duration::ZERO;
+    let share_a = Share::of("a", &live, after);
+    assert!(
+        store
+            .claim_share("a", &fingerprints, 100, LEASE, &far, share_a)
+            .unwrap()
+            .is_empty(),
+        "not due, not claimed ahead"
+    );
+    let ahead = share_a.ahead(Duration::from_secs(3600));
+    let got = store
+        .claim_share("a", &fingerprints, 100, LEASE, &far, ahead)
+        .unwrap();
+    // Only a's share: b's ticks are not overdue, whatever `after` says.
+    let share_b = store
+        .claim_share(
+            "b",
+            &fingerprints,
+            100,
+            LEASE,
+            &far,
+            Share::of("b", &live, after).ahead(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    assert!(!got.is_empty() && !share_b.is_empty());
+    assert_eq!(got.len() + share_b.len(), sources.len());
+    for c in &got {
+        assert_eq!(c.tick, soon, "claimed at its own tick");
+        assert!(c.claimed_at < c.tick);
+    }
+
+    // Finished together: those still held are marked, one another replica
+    // took over is answered back.
+    let runs: Vec<i64> = got.iter().map(|c| c.run).collect();
+    let lost = store.finish_all(&[runs[0]], "b").unwrap();
+    assert_eq!(lost, [runs[0]], "b never held a's run");
+    assert!(store.finish_all(&runs, "a").unwrap().is_empty());
+    assert_eq!(store.finish_all(&runs, "a").unwrap(), runs, "finished once");
+}
