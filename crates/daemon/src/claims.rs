@@ -53,6 +53,10 @@ const FOREIGN_EVERY: Duration = Duration::from_secs(60);
 /// pace: what its death may leave to be run again after the lease.
 pub const MOST_CLAIMED: usize = 2_000;
 
+/// How often a claimed tick whose source is still running its previous run
+/// looks again.
+const WAIT_FOR_PREVIOUS_RUN: Duration = Duration::from_millis(50);
+
 /// How many ticks a replica claims: as many as it runs in a claim round
 /// ([`CLAIM_EVERY`]) at the pace of its recent runs, at least two per
 /// `max_concurrent_runs` slot, at most [`MOST_CLAIMED`]. A replica whose
@@ -544,16 +548,33 @@ async fn run_claim(
     } else {
         Trigger::Schedule
     };
-    let run = engine.run(id, trigger, None);
-    tokio::pin!(run);
     let mut renew = tokio::time::interval(replica.renew_every());
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick of an interval is at once: the claim itself leased it.
     renew.tick().await;
     let result = loop {
-        tokio::select! {
-            result = &mut run => break result,
-            _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
+        let run = engine.run(id, trigger, None);
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
+            }
+        };
+        let Err(RunError::AlreadyRunning(_)) = result else {
+            break result;
+        };
+        // Claimed ahead of its tick, a tick can come while the source's
+        // previous run here is still going (a slow store, a run asked for by
+        // hand). Nobody else will run a claimed tick, so it waits for that
+        // run instead of being skipped as a lone daemon skips it.
+        let pause = tokio::time::sleep(WAIT_FOR_PREVIOUS_RUN);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = &mut pause => break,
+                _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
+            }
         }
     };
     if let Ok(report) = &result {
@@ -583,10 +604,6 @@ async fn run_claim(
             // Not started: another replica takes the tick at once.
             renew_run(replica, claim, Duration::ZERO).await;
             return;
-        }
-        Err(RunError::AlreadyRunning(_)) => {
-            engine.metrics.run_skipped(id);
-            tracing::warn!(source = %id, "scheduled run skipped: the previous run is still going");
         }
         Err(e) => tracing::error!(source = %id, error = %ErrorChain(&e), "run could not start"),
     }
