@@ -31,6 +31,7 @@ mod fingerprint;
 mod replica;
 mod retry;
 mod stage;
+mod source_config;
 mod status;
 mod window;
 mod writer;
@@ -38,6 +39,7 @@ mod writer;
 use create::plugin_catalogue;
 pub use create::{create_sources, create_sources_reusing};
 pub use fingerprint::Fingerprints;
+pub use source_config::SourceConfigRef;
 pub use replica::{Replica, owner_id};
 pub use retry::{Breaker, MAX_BACKOFF, backoff_delay, is_transient, jitter_seed, retry_delay};
 pub use status::SourceState;
@@ -48,7 +50,7 @@ use writer::{GROUP_COMMIT_MAX_OBSERVATIONS, PendingWrite, write_runs};
 
 /// One enabled source, ready to run.
 pub struct SourceRuntime {
-    pub config: SourceConfig,
+    pub config: SourceConfigRef,
     pub index: usize,
     pub instance: Arc<SourceRunner>,
     /// Held for the whole run, retries and their waits included: a source
@@ -269,7 +271,7 @@ impl Engine {
         let sources = created
             .into_iter()
             .map(|(index, instance)| {
-                let config_source = config.sources[index].clone();
+                let config_source = SourceConfigRef::shared(config.clone(), index);
                 let mut seen = HashSet::new();
                 let mut units = Vec::new();
                 for root in &config_source.units {
