@@ -302,6 +302,37 @@ mod tests {
     }
 
     #[test]
+    fn the_kept_index_locates_as_the_full_one() {
+        let text = "[daemon]\nlisten = \"x\"\n\n[[sources]]\nid = \"a\"\n[sources.settings]\n\
+                    \"a.b\" = [1, { p = 2 }]\n";
+        let (tree, errors) = DeTable::parse_recoverable(text);
+        assert!(errors.is_empty());
+        let full = KeyIndex::build(Path::new("t.toml"), text, tree.get_ref());
+        let kept = full.clone().without_spans();
+        for key in [
+            "daemon",
+            "daemon.listen",
+            "sources[0]",
+            "sources[0].id",
+            r#"sources[0].settings."a.b"[1].p"#,
+            r#"sources[0].settings."a.b"[1].q"#,
+            "sources[0].settings.missing",
+            "nowhere",
+        ] {
+            assert_eq!(kept.at(key), full.at(key), "{key}");
+        }
+        assert_eq!(kept.at("sources[0].id").to_string(), "t.toml:5:6: sources[0].id");
+        assert_eq!(
+            kept.at(r#"sources[0].settings."a.b"[1].p"#).to_string(),
+            r#"t.toml:7:20: sources[0].settings."a.b"[1].p"#
+        );
+        assert_eq!(kept.at("nowhere").to_string(), "t.toml:1:1: nowhere");
+        // The innermost key covering an offset: `id`'s value.
+        let offset = text.find("\"a\"").unwrap() + 1;
+        assert_eq!(full.at_offset(text, offset).key, "sources[0].id");
+    }
+
+    #[test]
     fn parent_keys() {
         assert_eq!(
             parent_key("sources[2].settings.a"),
