@@ -72,7 +72,9 @@ pub struct SourceRuntime {
     emits: HashSet<String>,
     /// The indicator catalogue as the plugin sees it: an indicator the
     /// source maps is listed under the plugin's id (see [`plugin_catalogue`]).
-    catalogue: Vec<IndicatorRef>,
+    /// Shared by the sources that map nothing, whose catalogue is the
+    /// configuration's (a copy each was 4.7 MB at 10,000 sources).
+    catalogue: Arc<[IndicatorRef]>,
 }
 
 impl SourceRuntime {
@@ -265,6 +267,7 @@ impl Engine {
                 unit: i.unit.clone(),
             })
             .collect();
+        let shared_catalogue: Arc<[IndicatorRef]> = indicators.as_slice().into();
         metrics.configure(&config.metrics);
         let now = clock.now();
         let mut gaps: HashMap<&str, Option<Duration>> = HashMap::new();
@@ -308,7 +311,11 @@ impl Engine {
                 let instance: Arc<SourceRunner> = instance.into();
                 Arc::new(SourceRuntime {
                     emits: instance.created.emits.iter().cloned().collect(),
-                    catalogue: plugin_catalogue(&config_source, &indicators),
+                    catalogue: if config_source.indicators.is_empty() {
+                        shared_catalogue.clone()
+                    } else {
+                        plugin_catalogue(&config_source, &indicators).into()
+                    },
                     config: config_source,
                     index,
                     instance,
@@ -895,7 +902,7 @@ impl Engine {
             timezone: self.config.daemon.timezone.name().to_owned(),
             units: source.units.clone(),
             default_unit: (source.config.units.len() == 1).then(|| source.config.units[0].clone()),
-            indicators: source.catalogue.clone(),
+            indicators: source.catalogue.to_vec(),
             state,
             today: Some(self.today()),
         }
