@@ -176,10 +176,7 @@ impl KeyIndex {
     pub(crate) fn at(&self, key: &str) -> Location {
         let mut probe = key;
         loop {
-            if let Ok(i) = self
-                .entries
-                .binary_search_by(|e| self.path(e).cmp(probe))
-            {
+            if let Ok(i) = self.entries.binary_search_by(|e| self.path(e).cmp(probe)) {
                 let entry = &self.entries[i];
                 return self.location(entry.line as usize, entry.column as usize, key);
             }
@@ -321,7 +318,10 @@ mod tests {
         ] {
             assert_eq!(kept.at(key), full.at(key), "{key}");
         }
-        assert_eq!(kept.at("sources[0].id").to_string(), "t.toml:5:6: sources[0].id");
+        assert_eq!(
+            kept.at("sources[0].id").to_string(),
+            "t.toml:5:6: sources[0].id"
+        );
         assert_eq!(
             kept.at(r#"sources[0].settings."a.b"[1].p"#).to_string(),
             r#"t.toml:7:20: sources[0].settings."a.b"[1].p"#

@@ -748,11 +748,16 @@ mod tests {
         drop((a, b));
         let again = parse_path("values[0].path", "$.shared_by_two[0].n").unwrap();
         assert_eq!(
-            again.query(&serde_json::json!({"shared_by_two": [{"n": 4}]})).all(),
+            again
+                .query(&serde_json::json!({"shared_by_two": [{"n": 4}]}))
+                .all(),
             vec![&serde_json::json!(4)]
         );
         // An invalid path is still refused, naming the setting.
         let err = parse_path("rows.path", "$[").err().unwrap();
-        assert!(err.to_string().contains("rows.path: invalid JSONPath"), "{err}");
+        assert!(
+            err.to_string().contains("rows.path: invalid JSONPath"),
+            "{err}"
+        );
     }
 }

@@ -30,8 +30,8 @@ mod create;
 mod fingerprint;
 mod replica;
 mod retry;
-mod stage;
 mod source_config;
+mod stage;
 mod status;
 mod window;
 mod writer;
@@ -39,9 +39,9 @@ mod writer;
 use create::plugin_catalogue;
 pub use create::{create_sources, create_sources_reusing};
 pub use fingerprint::Fingerprints;
-pub use source_config::SourceConfigRef;
 pub use replica::{Replica, owner_id};
 pub use retry::{Breaker, MAX_BACKOFF, backoff_delay, is_transient, jitter_seed, retry_delay};
+pub use source_config::SourceConfigRef;
 pub use status::SourceState;
 pub use window::{
     BACKFILL_CHUNK_DAYS, RESUME_REACH_DAYS, backfill_windows, day_ranges, resume_window,
