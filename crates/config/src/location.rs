@@ -324,7 +324,7 @@ mod tests {
         );
         assert_eq!(
             kept.at(r#"sources[0].settings."a.b"[1].p"#).to_string(),
-            r#"t.toml:7:20: sources[0].settings."a.b"[1].p"#
+            r#"t.toml:7:19: sources[0].settings."a.b"[1].p"#
         );
         assert_eq!(kept.at("nowhere").to_string(), "t.toml:1:1: nowhere");
         // The innermost key covering an offset: `id`'s value.
