@@ -731,7 +731,7 @@ impl Config {
         Ok((
             Config {
                 secrets,
-                keys,
+                keys: keys.without_spans(),
                 ..config
             },
             unresolved,

@@ -8,7 +8,6 @@
 //! and lets the daemon locate keys the config module never looks at, such as a
 //! plugin's settings.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -38,49 +37,109 @@ impl fmt::Display for Location {
     }
 }
 
-#[derive(Debug, Clone)]
+/// One key path: where its text is in [`KeyIndex::paths`] and where its value starts.
+#[derive(Debug, Clone, Copy)]
 struct Entry {
-    /// Byte spans of the key and of the value; a `[table]` header is its own key and value.
-    key_span: Range<usize>,
-    value_span: Range<usize>,
-    line: usize,
-    column: usize,
+    path_start: u32,
+    path_len: u32,
+    line: u32,
+    column: u32,
+}
+
+/// Byte spans of a key and of its value; a `[table]` header is its own key and value.
+#[derive(Debug, Clone, Copy)]
+struct Spans {
+    key: (u32, u32),
+    value: (u32, u32),
 }
 
 /// The positions of every key path of one document.
+///
+/// Kept compact because a loaded [`crate::Config`] keeps it for the daemon's
+/// messages: at 10,000 sources the document has some 170,000 key paths, and
+/// a map of `String` to spans and positions took 27 MB. Here every path is a
+/// slice of one string, the entries are sorted by path for lookup, and the
+/// byte spans, which only toml's own errors need, are dropped once the file
+/// has been read ([`KeyIndex::without_spans`]).
 #[derive(Clone, Default)]
 pub(crate) struct KeyIndex {
     file: PathBuf,
-    entries: BTreeMap<String, Entry>,
+    /// Every key path, one after the other, in document order.
+    paths: String,
+    /// Sorted by path, one entry per path.
+    entries: Vec<Entry>,
+    /// `spans[i]` belongs to `entries[i]`; empty once dropped.
+    spans: Vec<Spans>,
+}
+
+fn small(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl KeyIndex {
     pub(crate) fn build(file: &Path, text: &str, root: &DeTable<'_>) -> KeyIndex {
         let mut index = KeyIndex {
             file: file.to_owned(),
-            entries: BTreeMap::new(),
+            ..KeyIndex::default()
         };
         let lines = LineIndex::new(text);
-        index.walk_table(&lines, "", root);
+        let mut found = Vec::new();
+        index.walk_table(&lines, &mut found, "", root);
+        // Stable, so that of two entries for one path (a document with
+        // errors) the later one wins, as it would in a map.
+        found.sort_by(|a: &(Entry, Spans), b| index.path(&a.0).cmp(index.path(&b.0)));
+        let mut kept: Vec<(Entry, Spans)> = Vec::with_capacity(found.len());
+        for item in found {
+            match kept.last_mut() {
+                Some(last) if index.path(&last.0) == index.path(&item.0) => *last = item,
+                _ => kept.push(item),
+            }
+        }
+        (index.entries, index.spans) = kept.into_iter().unzip();
+        index.paths.shrink_to_fit();
         index
     }
 
-    fn walk_table(&mut self, lines: &LineIndex<'_>, prefix: &str, table: &DeTable<'_>) {
+    /// The index without the byte spans, for keeping: [`KeyIndex::at`] still
+    /// answers, [`KeyIndex::at_offset`] no longer does.
+    pub(crate) fn without_spans(mut self) -> KeyIndex {
+        self.spans = Vec::new();
+        self
+    }
+
+    fn path(&self, entry: &Entry) -> &str {
+        let start = entry.path_start as usize;
+        &self.paths[start..start + entry.path_len as usize]
+    }
+
+    fn walk_table(
+        &mut self,
+        lines: &LineIndex<'_>,
+        found: &mut Vec<(Entry, Spans)>,
+        prefix: &str,
+        table: &DeTable<'_>,
+    ) {
         for (key, value) in table.iter() {
             let path = join_key(prefix, key.get_ref());
-            self.record(lines, &path, key.span(), value.span());
-            self.walk_value(lines, &path, value.get_ref());
+            found.push(self.record(lines, &path, key.span(), value.span()));
+            self.walk_value(lines, found, &path, value.get_ref());
         }
     }
 
-    fn walk_value(&mut self, lines: &LineIndex<'_>, path: &str, value: &DeValue<'_>) {
+    fn walk_value(
+        &mut self,
+        lines: &LineIndex<'_>,
+        found: &mut Vec<(Entry, Spans)>,
+        path: &str,
+        value: &DeValue<'_>,
+    ) {
         match value {
-            DeValue::Table(table) => self.walk_table(lines, path, table),
+            DeValue::Table(table) => self.walk_table(lines, found, path, table),
             DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{path}[{i}]");
-                    self.record(lines, &item_path, item.span(), item.span());
-                    self.walk_value(lines, &item_path, item.get_ref());
+                    found.push(self.record(lines, &item_path, item.span(), item.span()));
+                    self.walk_value(lines, found, &item_path, item.get_ref());
                 }
             }
             _ => {}
@@ -93,17 +152,22 @@ impl KeyIndex {
         path: &str,
         key: Range<usize>,
         value: Range<usize>,
-    ) {
+    ) -> (Entry, Spans) {
         let (line, column) = lines.position(value.start);
-        self.entries.insert(
-            path.to_owned(),
+        let path_start = small(self.paths.len());
+        self.paths.push_str(path);
+        (
             Entry {
-                key_span: key,
-                value_span: value,
-                line,
-                column,
+                path_start,
+                path_len: small(path.len()),
+                line: small(line),
+                column: small(column),
             },
-        );
+            Spans {
+                key: (small(key.start), small(key.end)),
+                value: (small(value.start), small(value.end)),
+            },
+        )
     }
 
     /// The location of a key path. A key that is not in the file (a missing key, or
@@ -112,8 +176,9 @@ impl KeyIndex {
     pub(crate) fn at(&self, key: &str) -> Location {
         let mut probe = key;
         loop {
-            if let Some(entry) = self.entries.get(probe) {
-                return self.location(entry.line, entry.column, key);
+            if let Ok(i) = self.entries.binary_search_by(|e| self.path(e).cmp(probe)) {
+                let entry = &self.entries[i];
+                return self.location(entry.line as usize, entry.column as usize, key);
             }
             match parent_key(probe) {
                 Some(parent) => probe = parent,
@@ -123,25 +188,34 @@ impl KeyIndex {
     }
 
     /// The location of a byte offset, named by the innermost key whose key or value
-    /// covers it. Used for toml's own errors, which only carry a span.
+    /// covers it. Used for toml's own errors, which only carry a span; needs the
+    /// spans (not for an index [`KeyIndex::without_spans`]).
     pub(crate) fn at_offset(&self, text: &str, offset: usize) -> Location {
-        let covers = |span: &Range<usize>| span.start <= offset && offset <= span.end;
+        let offset = small(offset);
+        let covers = |&(start, end): &(u32, u32)| start <= offset && offset <= end;
         let best = self
             .entries
             .iter()
-            .filter(|(_, e)| covers(&e.key_span) || covers(&e.value_span))
-            .min_by_key(|(key, e)| {
-                let width = |s: &Range<usize>| if covers(s) { s.len() } else { usize::MAX };
+            .zip(&self.spans)
+            .filter(|(_, s)| covers(&s.key) || covers(&s.value))
+            .min_by_key(|(e, s)| {
+                let width = |span: &(u32, u32)| {
+                    if covers(span) {
+                        span.1 - span.0
+                    } else {
+                        u32::MAX
+                    }
+                };
                 // On a tie (`[[units]]` is the span of both `units` and `units[0]`),
                 // the deeper key is the more precise one.
                 (
-                    width(&e.key_span).min(width(&e.value_span)),
-                    std::cmp::Reverse(key.len()),
+                    width(&s.key).min(width(&s.value)),
+                    std::cmp::Reverse(e.path_len),
                 )
             });
-        let (line, column) = LineIndex::new(text).position(offset);
-        let key = best.map(|(k, _)| k.clone()).unwrap_or_default();
-        self.location(line, column, &key)
+        let (line, column) = LineIndex::new(text).position(offset as usize);
+        let key = best.map(|(e, _)| self.path(e)).unwrap_or_default();
+        self.location(line, column, key)
     }
 
     fn location(&self, line: usize, column: usize, key: &str) -> Location {
@@ -222,6 +296,40 @@ mod tests {
         // After `name = "某县"`: 7 ASCII bytes, a quote, two 3-byte characters.
         assert_eq!(lines.position(6 + 8 + 6), (2, 11));
         assert_eq!(lines.position(1000), (3, 1));
+    }
+
+    #[test]
+    fn the_kept_index_locates_as_the_full_one() {
+        let text = "[daemon]\nlisten = \"x\"\n\n[[sources]]\nid = \"a\"\n[sources.settings]\n\
+                    \"a.b\" = [1, { p = 2 }]\n";
+        let (tree, errors) = DeTable::parse_recoverable(text);
+        assert!(errors.is_empty());
+        let full = KeyIndex::build(Path::new("t.toml"), text, tree.get_ref());
+        let kept = full.clone().without_spans();
+        for key in [
+            "daemon",
+            "daemon.listen",
+            "sources[0]",
+            "sources[0].id",
+            r#"sources[0].settings."a.b"[1].p"#,
+            r#"sources[0].settings."a.b"[1].q"#,
+            "sources[0].settings.missing",
+            "nowhere",
+        ] {
+            assert_eq!(kept.at(key), full.at(key), "{key}");
+        }
+        assert_eq!(
+            kept.at("sources[0].id").to_string(),
+            "t.toml:5:6: sources[0].id"
+        );
+        assert_eq!(
+            kept.at(r#"sources[0].settings."a.b"[1].p"#).to_string(),
+            r#"t.toml:7:19: sources[0].settings."a.b"[1].p"#
+        );
+        assert_eq!(kept.at("nowhere").to_string(), "t.toml:1:1: nowhere");
+        // The innermost key covering an offset: `id`'s value.
+        let offset = text.find("\"a\"").unwrap() + 1;
+        assert_eq!(full.at_offset(text, offset).key, "sources[0].id");
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn source_fingerprint(engine: &Engine, source: &SourceRuntime) -> String {
         breaker_after,
         indicators,
         settings,
-    } = &source.config;
+    } = &*source.config;
     let stored: Vec<Value> = source
         .emitted_ids()
         .iter()

@@ -30,6 +30,7 @@ mod create;
 mod fingerprint;
 mod replica;
 mod retry;
+mod source_config;
 mod stage;
 mod status;
 mod window;
@@ -40,6 +41,7 @@ pub use create::{create_sources, create_sources_reusing};
 pub use fingerprint::Fingerprints;
 pub use replica::{Replica, owner_id};
 pub use retry::{Breaker, MAX_BACKOFF, backoff_delay, is_transient, jitter_seed, retry_delay};
+pub use source_config::SourceConfigRef;
 pub use status::SourceState;
 pub use window::{
     BACKFILL_CHUNK_DAYS, RESUME_REACH_DAYS, backfill_windows, day_ranges, resume_window,
@@ -48,7 +50,7 @@ use writer::{GROUP_COMMIT_MAX_OBSERVATIONS, PendingWrite, write_runs};
 
 /// One enabled source, ready to run.
 pub struct SourceRuntime {
-    pub config: SourceConfig,
+    pub config: SourceConfigRef,
     pub index: usize,
     pub instance: Arc<SourceRunner>,
     /// Held for the whole run, retries and their waits included: a source
@@ -70,7 +72,9 @@ pub struct SourceRuntime {
     emits: HashSet<String>,
     /// The indicator catalogue as the plugin sees it: an indicator the
     /// source maps is listed under the plugin's id (see [`plugin_catalogue`]).
-    catalogue: Vec<IndicatorRef>,
+    /// Shared by the sources that map nothing, whose catalogue is the
+    /// configuration's (a copy each was 4.7 MB at 10,000 sources).
+    catalogue: Arc<[IndicatorRef]>,
 }
 
 impl SourceRuntime {
@@ -263,13 +267,14 @@ impl Engine {
                 unit: i.unit.clone(),
             })
             .collect();
+        let shared_catalogue: Arc<[IndicatorRef]> = indicators.as_slice().into();
         metrics.configure(&config.metrics);
         let now = clock.now();
         let mut gaps: HashMap<&str, Option<Duration>> = HashMap::new();
         let sources = created
             .into_iter()
             .map(|(index, instance)| {
-                let config_source = config.sources[index].clone();
+                let config_source = SourceConfigRef::shared(config.clone(), index);
                 let mut seen = HashSet::new();
                 let mut units = Vec::new();
                 for root in &config_source.units {
@@ -306,7 +311,11 @@ impl Engine {
                 let instance: Arc<SourceRunner> = instance.into();
                 Arc::new(SourceRuntime {
                     emits: instance.created.emits.iter().cloned().collect(),
-                    catalogue: plugin_catalogue(&config_source, &indicators),
+                    catalogue: if config_source.indicators.is_empty() {
+                        shared_catalogue.clone()
+                    } else {
+                        plugin_catalogue(&config_source, &indicators).into()
+                    },
                     config: config_source,
                     index,
                     instance,
@@ -451,6 +460,21 @@ impl Engine {
     ) -> Result<RunReport, RunError> {
         let (source, _busy, call) = self.claim(source_id)?;
         let permit = self.wait_for_permit(source_id).await?;
+        // Boxed: every source due at one tick has its run task waiting here
+        // for a permit, and without the box each task would hold room for
+        // the whole run's state (at 10,000 sources, 20 MB of waiting tasks).
+        Box::pin(self.run_with_permit(source, call, permit, trigger, window)).await
+    }
+
+    /// [`Engine::run`] once the source is claimed and a permit held.
+    async fn run_with_permit(
+        self: &Arc<Self>,
+        source: Arc<SourceRuntime>,
+        call: OwnedMutexGuard<()>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        trigger: Trigger,
+        window: Option<Window>,
+    ) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let started_at = self.clock.now();
         // Count this run's API calls only (not a dry run's, nor a timed-out
@@ -878,7 +902,7 @@ impl Engine {
             timezone: self.config.daemon.timezone.name().to_owned(),
             units: source.units.clone(),
             default_unit: (source.config.units.len() == 1).then(|| source.config.units[0].clone()),
-            indicators: source.catalogue.clone(),
+            indicators: source.catalogue.to_vec(),
             state,
             today: Some(self.today()),
         }

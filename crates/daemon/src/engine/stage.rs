@@ -47,7 +47,7 @@ impl Engine {
                 "source \"{source_id}\" reads no files (its plugin has no `dir` setting)"
             )));
         }
-        let mut config = source.config.clone();
+        let mut config = SourceConfig::clone(&source.config);
         if let Some(settings) = config.settings.as_object_mut() {
             settings.insert("dir".to_owned(), dir.display().to_string().into());
         }
@@ -84,7 +84,7 @@ impl Engine {
             }
         };
         let staged = Arc::new(SourceRuntime {
-            config,
+            config: SourceConfigRef::own(config),
             index: source.index,
             instance: runner,
             busy: Arc::default(),
