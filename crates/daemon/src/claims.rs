@@ -88,8 +88,10 @@ impl Pace {
             finished: AtomicUsize::new(0),
             held_back: AtomicBool::new(false),
         };
-        pace.most
-            .store(pace.bounded(slots * Self::FIRST_GUESS_PER_SLOT), Ordering::Relaxed);
+        pace.most.store(
+            pace.bounded(slots * Self::FIRST_GUESS_PER_SLOT),
+            Ordering::Relaxed,
+        );
         pace
     }
 
