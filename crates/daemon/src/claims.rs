@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -57,44 +57,77 @@ pub const MOST_CLAIMED: usize = 2_000;
 /// looks again.
 const WAIT_FOR_PREVIOUS_RUN: Duration = Duration::from_millis(50);
 
-/// How many ticks a replica claims: as many as it runs in a claim round
-/// ([`CLAIM_EVERY`]) at the pace of its recent runs, at least two per
-/// `max_concurrent_runs` slot, at most [`MOST_CLAIMED`]. A replica whose
-/// runs take a few milliseconds then claims hundreds at once (all its share
-/// of a schedule that fires for every source at the same second, as a lone
-/// daemon fires them); one whose runs take seconds claims only a few and
-/// leaves the rest to the others.
+/// How many ticks a replica holds claimed and unfinished: twice what it
+/// finished in the last claim round ([`CLAIM_EVERY`]) when that bound
+/// held it back, at least two per `max_concurrent_runs` slot, at most
+/// [`MOST_CLAIMED`]. Measured by runs finished, not by how long one run
+/// takes: a run's own time includes waiting for its commit, which it does
+/// not hold a slot for, so a pace from it under-counts what the slots run.
+/// During a burst (a schedule that fires for every source at the same
+/// second) the bound doubles each round until it covers the replica's
+/// share, as a lone daemon queues them all; a replica whose runs take
+/// seconds finishes few, so it claims few and leaves the rest to the
+/// others. A round the bound did not hold back leaves it as it was: a
+/// replica idle between two bursts starts the next one at the last pace.
 struct Pace {
     slots: usize,
-    /// The mean time a run takes, in microseconds (moving average).
-    mean_us: AtomicU64,
+    /// The bound for this round.
+    most: AtomicUsize,
+    /// Runs finished since the round began.
+    finished: AtomicUsize,
+    /// Whether a claim of this round took all the bound let it.
+    held_back: AtomicBool,
 }
 
 impl Pace {
-    /// Assumed before the first run is timed: a local HTTP poll.
-    const FIRST_GUESS_US: u64 = 10_000;
+    /// Before any round is measured: a few hundred, runs of a local HTTP
+    /// poll taking about 10 ms a slot.
+    const FIRST_GUESS_PER_SLOT: usize = 100;
 
     fn new(slots: usize) -> Pace {
-        Pace {
-            slots: slots.max(1),
-            mean_us: AtomicU64::new(Self::FIRST_GUESS_US),
-        }
+        let slots = slots.max(1);
+        let pace = Pace {
+            slots,
+            most: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            held_back: AtomicBool::new(false),
+        };
+        pace.most.store(
+            pace.bounded(slots * Self::FIRST_GUESS_PER_SLOT),
+            Ordering::Relaxed,
+        );
+        pace
     }
 
-    /// Counts a run that took `took`, with a weight of 1/8: the pace
-    /// follows a change within a few dozen runs.
-    fn record(&self, took: Duration) {
-        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let mean = self.mean_us.load(Ordering::Relaxed);
-        let next = mean - mean / 8 + took / 8;
-        self.mean_us.store(next.max(1), Ordering::Relaxed);
+    fn bounded(&self, most: usize) -> usize {
+        most.clamp(2 * self.slots, MOST_CLAIMED.max(2 * self.slots))
+    }
+
+    /// Counts a finished run.
+    fn finished(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes that a claim took all the bound let it: more may be due.
+    fn held_back(&self) {
+        self.held_back.store(true, Ordering::Relaxed);
+    }
+
+    /// Ends a claim round: sets the bound of the next one from the runs
+    /// finished in this one, if the bound held the replica back. It falls
+    /// by half at most a round: a round spent waiting for the ticks it
+    /// claimed ahead finishes nothing, and says nothing of the pace.
+    fn next_round(&self) {
+        let finished = self.finished.swap(0, Ordering::Relaxed);
+        if self.held_back.swap(false, Ordering::Relaxed) {
+            let most = finished.saturating_mul(2).max(self.most() / 2);
+            self.most.store(self.bounded(most), Ordering::Relaxed);
+        }
     }
 
     /// Claimed runs the replica may hold unfinished.
     fn most(&self) -> usize {
-        let mean = self.mean_us.load(Ordering::Relaxed).max(1) as f64 / 1e6;
-        let per_round = self.slots as f64 * CLAIM_EVERY.as_secs_f64() / mean;
-        (per_round as usize).clamp(2 * self.slots, MOST_CLAIMED.max(2 * self.slots))
+        self.most.load(Ordering::Relaxed)
     }
 }
 
@@ -174,6 +207,7 @@ pub async fn run(
                         log_foreign(&engine, &replica, &mut logged).await;
                     }
                 }
+                pace.next_round();
                 if registered {
                     let free = pace.most().saturating_sub(in_flight.load(Ordering::Acquire));
                     more_due = claim_into(&mut running, &engine, &replica, free, &mut live, &claimed).await;
@@ -389,6 +423,9 @@ async fn claim_into(
 ) -> bool {
     let claims = claim(engine, replica, free, live).await;
     let full = claims.len() >= free;
+    if full {
+        claimed.pace.held_back();
+    }
     for claim in claims {
         spawn_claim(running, engine, replica, claim, claimed);
     }
@@ -497,8 +534,9 @@ fn spawn_claim(
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
-            run_claim(&engine, &replica, &claim, &pace, &finisher).await;
+            run_claim(&engine, &replica, &claim, &finisher).await;
             in_flight.fetch_sub(1, Ordering::AcqRel);
+            pace.finished();
         }
         .instrument(span),
     );
@@ -510,7 +548,6 @@ async fn run_claim(
     engine: &Arc<Engine>,
     replica: &Arc<Replica>,
     claim: &Claim,
-    pace: &Pace,
     finisher: &mpsc::UnboundedSender<ToFinish>,
 ) {
     let finish = |claim| finish(finisher, claim);
@@ -577,9 +614,6 @@ async fn run_claim(
             }
         }
     };
-    if let Ok(report) = &result {
-        pace.record(Duration::from_millis(report.duration_ms));
-    }
     match result {
         Ok(report) if report.run_id.is_none() => {
             // Not stored (the database was lost meanwhile): the run is left
@@ -768,5 +802,54 @@ impl ReportsDuty {
         if let Ok(Err(e)) = done {
             tracing::warn!(error = %ErrorChain(&e), "cannot give the reports lease up: another replica takes it when it expires");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(pace: &Pace, finished: usize, held_back: bool) -> usize {
+        for _ in 0..finished {
+            pace.finished();
+        }
+        if held_back {
+            pace.held_back();
+        }
+        pace.next_round();
+        pace.most()
+    }
+
+    #[test]
+    fn a_burst_doubles_the_bound_up_to_the_most_claimed() {
+        let pace = Pace::new(4);
+        assert_eq!(pace.most(), 400);
+        // Each round finishes all it claimed and was held back by the bound.
+        assert_eq!(round(&pace, 400, true), 800);
+        assert_eq!(round(&pace, 800, true), 1_600);
+        assert_eq!(round(&pace, 1_600, true), MOST_CLAIMED);
+    }
+
+    #[test]
+    fn slow_runs_shrink_the_bound_by_half_a_round_down_to_two_per_slot() {
+        let pace = Pace::new(4);
+        assert_eq!(round(&pace, 1, true), 200);
+        assert_eq!(round(&pace, 1, true), 100);
+        for _ in 0..10 {
+            round(&pace, 1, true);
+        }
+        assert_eq!(pace.most(), 8);
+        // A round the bound did not hold back says nothing of the pace.
+        assert_eq!(round(&pace, 0, false), 8);
+        assert_eq!(round(&pace, 500, false), 8);
+        assert_eq!(round(&pace, 500, true), 1_000);
+    }
+
+    #[test]
+    fn rounds_count_their_own_runs_only() {
+        let pace = Pace::new(1);
+        round(&pace, 300, false);
+        // The 300 of the round before are not counted again.
+        assert_eq!(round(&pace, 10, true), 50);
     }
 }
