@@ -601,10 +601,10 @@ async fn run_claim(
         let Err(RunError::AlreadyRunning(_)) = result else {
             break result;
         };
-        // Claimed ahead of its tick, a tick can come while the source's
-        // previous run here is still going (a slow store, a run asked for by
-        // hand). Nobody else will run a claimed tick, so it waits for that
-        // run instead of being skipped as a lone daemon skips it.
+        // The source is running here for another reason (a run or a
+        // backfill asked for through the API). Nobody else will run a
+        // claimed tick, so it waits for that run instead of being skipped
+        // as a lone daemon skips it.
         let pause = tokio::time::sleep(WAIT_FOR_PREVIOUS_RUN);
         tokio::pin!(pause);
         loop {
