@@ -590,14 +590,7 @@ async fn run_claim(
     // The first tick of an interval is at once: the claim itself leased it.
     renew.tick().await;
     let result = loop {
-        let run = engine.run(id, trigger, None);
-        tokio::pin!(run);
-        let result = loop {
-            tokio::select! {
-                result = &mut run => break result,
-                _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
-            }
-        };
+        let result = renewing(replica, claim, &mut renew, engine.run(id, trigger, None)).await;
         let Err(RunError::AlreadyRunning(_)) = result else {
             break result;
         };
@@ -606,13 +599,7 @@ async fn run_claim(
         // claimed tick, so it waits for that run instead of being skipped
         // as a lone daemon skips it.
         let pause = tokio::time::sleep(WAIT_FOR_PREVIOUS_RUN);
-        tokio::pin!(pause);
-        loop {
-            tokio::select! {
-                _ = &mut pause => break,
-                _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
-            }
-        }
+        renewing(replica, claim, &mut renew, pause).await;
     };
     match result {
         Ok(report) if report.run_id.is_none() => {
@@ -642,6 +629,22 @@ async fn run_claim(
         Err(e) => tracing::error!(source = %id, error = %ErrorChain(&e), "run could not start"),
     }
     finish(claim).await;
+}
+
+/// Awaits `work` while renewing the claim's lease at every tick of `renew`.
+async fn renewing<T>(
+    replica: &Arc<Replica>,
+    claim: &Claim,
+    renew: &mut tokio::time::Interval,
+    work: impl Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
+        }
+    }
 }
 
 /// Ends the replica's heartbeat at shutdown: the others take its share at

@@ -372,10 +372,8 @@ impl Body {
             let Some(family) = family else {
                 continue;
             };
-            for (what, text) in [("# HELP ", family.help), ("# TYPE ", family.kind)] {
-                for piece in [what, family.name, " ", text, "\n"] {
-                    out(piece.as_bytes());
-                }
+            for piece in family_header(family) {
+                out(piece.as_bytes());
             }
             for source in &self.sources {
                 out(source.family(f).as_bytes());
@@ -807,34 +805,34 @@ impl Metrics {
             write_replica(&mut head, &replica);
         }
         let mut families = [None; SOURCE_FAMILIES.len()];
-        let mut len = head.len() + indicators.len();
         for (f, family) in SOURCE_FAMILIES.iter().enumerate() {
             let family = if f == RUN_DURATION_AT && !detail.histogram {
                 &RUN_DURATION_SUM
             } else {
                 family
             };
-            let lines: usize = sources.iter().map(|s| s.family(f).len()).sum();
-            if lines > 0 {
+            if sources.iter().any(|s| !s.family(f).is_empty()) {
                 families[f] = Some(family);
-                len += lines + family_header_len(family);
             }
         }
         let mut tail = String::new();
         if let Some(gate) = lock(&self.shared.http).clone() {
             write_http_requests(&mut tail, &gate);
         }
-        len += tail.len();
-        let body = Body {
+        let mut body = Body {
             head,
             indicators,
             sources,
             families,
             tail,
-            len,
+            len: 0,
             text: OnceLock::new(),
             gzip: OnceLock::new(),
         };
+        // Counted from the pieces the text is made of, so that the two agree.
+        let mut len = 0;
+        body.pieces(|piece| len += piece.len());
+        body.len = len;
         *self
             .shared
             .body
@@ -968,26 +966,28 @@ struct FamilyWriter<'a> {
     samples: usize,
 }
 
-/// The length of a family's `# HELP` and `# TYPE` lines.
-fn family_header_len(family: &Family) -> usize {
-    "# HELP ".len()
-        + "# TYPE ".len()
-        + 2 * (family.name.len() + 2)
-        + family.help.len()
-        + family.kind.len()
+/// A family's `# HELP` and `# TYPE` lines, in pieces.
+fn family_header(family: &Family) -> [&str; 10] {
+    [
+        "# HELP ",
+        family.name,
+        " ",
+        family.help,
+        "\n",
+        "# TYPE ",
+        family.name,
+        " ",
+        family.kind,
+        "\n",
+    ]
 }
 
 impl<'a> FamilyWriter<'a> {
     fn start(out: &'a mut String, family: &'a Family) -> FamilyWriter<'a> {
         let start = out.len();
-        for (what, text) in [("# HELP ", family.help), ("# TYPE ", family.kind)] {
-            out.push_str(what);
-            out.push_str(family.name);
-            out.push(' ');
-            out.push_str(text);
-            out.push('\n');
+        for piece in family_header(family) {
+            out.push_str(piece);
         }
-        debug_assert_eq!(out.len() - start, family_header_len(family));
         FamilyWriter {
             out,
             family,
