@@ -589,15 +589,20 @@ async fn run_claim(
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick of an interval is at once: the claim itself leased it.
     renew.tick().await;
+    // The source may be running here for another reason (a run or a
+    // backfill asked for through the API). Nobody else will run a claimed
+    // tick, so it waits for that run, up to the source's next tick; a source
+    // still busy then (a plugin that hangs) has the tick skipped, as a lone
+    // daemon skips it.
+    let wait_until = engine.next_fire(&source, claim.tick);
     let result = loop {
         let result = renewing(replica, claim, &mut renew, engine.run(id, trigger, None)).await;
         let Err(RunError::AlreadyRunning(_)) = result else {
             break result;
         };
-        // The source is running here for another reason (a run or a
-        // backfill asked for through the API). Nobody else will run a
-        // claimed tick, so it waits for that run instead of being skipped
-        // as a lone daemon skips it.
+        if wait_until.is_none_or(|until| engine.clock.now() >= until) {
+            break result;
+        }
         let pause = tokio::time::sleep(WAIT_FOR_PREVIOUS_RUN);
         renewing(replica, claim, &mut renew, pause).await;
     };
@@ -625,6 +630,10 @@ async fn run_claim(
             // Not started: another replica takes the tick at once.
             renew_run(replica, claim, Duration::ZERO).await;
             return;
+        }
+        Err(RunError::AlreadyRunning(_)) => {
+            engine.metrics.run_skipped(id);
+            tracing::warn!(source = %id, "scheduled run skipped: the previous run is still going");
         }
         Err(e) => tracing::error!(source = %id, error = %ErrorChain(&e), "run could not start"),
     }
