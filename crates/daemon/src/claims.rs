@@ -33,7 +33,7 @@ use crate::engine::{Engine, Replica, RunError, Trigger, humanize};
 use crate::reports;
 use crate::scheduler::{self, Command};
 use tally_domain::ErrorChain;
-use tally_store::{Claim, Schedule, Share};
+use tally_store::{Claim, Due, Planned, Schedule, Share};
 
 /// The lease of the quarterly reports and their catch-up.
 pub const REPORTS_LEASE: &str = "reports";
@@ -426,10 +426,76 @@ async fn claim_into(
     if full {
         claimed.pace.held_back();
     }
-    for claim in claims {
-        spawn_claim(running, engine, replica, claim, claimed);
+    for group in by_source(claims) {
+        spawn_claims(running, engine, replica, group, claimed);
     }
     full
+}
+
+/// Claims grouped by source, each group in tick order: a source's ticks
+/// caught up together run one after the other.
+fn by_source(claims: Vec<Claim>) -> Vec<Vec<Claim>> {
+    let mut groups: Vec<Vec<Claim>> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for claim in claims {
+        match at.get(&claim.source) {
+            Some(&i) => groups[i].push(claim),
+            None => {
+                at.insert(claim.source.clone(), groups.len());
+                groups.push(vec![claim]);
+            }
+        }
+    }
+    for group in &mut groups {
+        group.sort_by_key(|c| c.tick);
+    }
+    groups
+}
+
+/// Which ticks of a due source to claim: the due tick, and each later one
+/// already due, unless it fell due more than `lease` before now and was not
+/// held back by a dead replica's lease (missed: it collapses into the due
+/// tick's run; their count is returned). So each tick a dead replica's lease
+/// held back runs once the tick it held was run again; a tick that fell due
+/// while the source's previous run was still going runs after it; so do the
+/// ticks of a database outage shorter than a lease; a longer outage (every
+/// replica or the database down) costs one late run, as a lone daemon's
+/// suspend does, not a run per tick.
+fn plan_ticks(
+    due: &Due<'_>,
+    lease: Duration,
+    next_fire: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> (Planned, usize) {
+    let oldest = due.now - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let held_until = due.previous.filter(|p| p.rerun).map(|p| p.running_from);
+    let mut planned = Planned::one(due.tick, None);
+    let mut missed = 0;
+    let mut next = next_fire(due.tick);
+    while let Some(tick) = next.filter(|t| *t <= due.now) {
+        if tick < oldest && held_until.is_none_or(|until| tick > until) {
+            missed += 1;
+        } else {
+            planned.ticks.push(tick);
+        }
+        next = next_fire(tick);
+    }
+    planned.next = next;
+    (planned, missed)
+}
+
+/// Counts and logs the ticks [`plan_ticks`] left out of a claim.
+fn count_missed(engine: &Engine, source: &str, due: DateTime<Utc>, missed: usize) {
+    tracing::warn!(
+        source,
+        ticks = missed,
+        "ticks missed while no replica could claim"
+    );
+    scheduler::missed_run(
+        engine,
+        source,
+        due,
+        "the schedule fired long ago (every replica or the database down): the ticks due over a lease ago run as one",
+    );
 }
 
 /// Records the replica's heartbeat, takes over runs whose lease ran out,
@@ -459,25 +525,36 @@ async fn claim(
             coordination.reclaim_expired(&replica.owner, &prints.sources, free, replica.lease)?;
         let left = free - claims.len().min(free);
         if left > 0 {
-            // From the tick, never from a clock: every replica computes the
-            // same next tick. Ticks missed meanwhile (every replica was
-            // down, or the source's previous run outlasted them) collapse
-            // into the one being claimed.
-            let next = |id: &str, tick: DateTime<Utc>, now: DateTime<Utc>| {
-                let source = engine.source(id)?;
-                match engine.next_fire(source, tick) {
-                    Some(next) if next <= now => engine.next_fire(source, now),
-                    next => next,
+            // From the ticks, never from a clock: every replica plans the
+            // same ticks.
+            let missed = std::sync::Mutex::new(Vec::new());
+            let plan = |due: &Due<'_>| {
+                let Some(source) = engine.source(due.source) else {
+                    return Planned::one(due.tick, None);
+                };
+                let (planned, n) = plan_ticks(due, replica.lease, |t| engine.next_fire(source, t));
+                if n > 0 {
+                    missed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((due.source.to_owned(), due.tick, n));
                 }
+                planned
             };
             claims.extend(coordination.claim_share(
                 &replica.owner,
                 &prints.sources,
                 left,
                 replica.lease,
-                &next,
+                &plan,
                 share,
             )?);
+            let missed = missed
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (source, due, n) in missed {
+                count_missed(&engine, &source, due, n);
+            }
         }
         Ok::<_, tally_store::StoreError>((claims, beating.len()))
     })
@@ -504,17 +581,20 @@ async fn claim(
     }
 }
 
-fn spawn_claim(
+fn spawn_claims(
     running: &mut JoinSet<()>,
     engine: &Arc<Engine>,
     replica: &Arc<Replica>,
-    claim: Claim,
+    claims: Vec<Claim>,
     claimed: &Claimed,
 ) {
+    let Some(first) = claims.first() else {
+        return;
+    };
     let span = tracing::info_span!(
         "claim",
         replica = %replica.owner,
-        tick = %claim.tick.with_timezone(&engine.config.daemon.timezone).to_rfc3339(),
+        tick = %first.tick.with_timezone(&engine.config.daemon.timezone).to_rfc3339(),
     );
     let (engine, replica) = (engine.clone(), replica.clone());
     let (in_flight, pace, finisher) = (
@@ -522,32 +602,59 @@ fn spawn_claim(
         claimed.pace.clone(),
         claimed.finisher.clone(),
     );
-    in_flight.fetch_add(1, Ordering::AcqRel);
+    in_flight.fetch_add(claims.len(), Ordering::AcqRel);
     // Claimed ahead of its tick: started at the tick, by the database's
     // clock (the claim's `claimed_at`), measured on this one from now.
-    let wait = (claim.tick - claim.claimed_at)
+    let wait = (first.tick - first.claimed_at)
         .to_std()
         .unwrap_or_default()
         .min(CLAIM_EVERY * 2);
     running.spawn(
         async move {
+            // One cadence for the whole group: the ticks queued behind a
+            // run keep their leases however long the runs before them take.
+            let mut renew = tokio::time::interval(replica.renew_every());
+            renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The first tick of an interval is at once: the claim itself leased it.
+            renew.tick().await;
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                let (first, queued) = (&claims[0], &claims[1..]);
+                renewing(
+                    &replica,
+                    first,
+                    queued,
+                    &mut renew,
+                    tokio::time::sleep(wait),
+                )
+                .await;
             }
-            run_claim(&engine, &replica, &claim, &finisher).await;
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-            pace.finished();
+            for (i, claim) in claims.iter().enumerate() {
+                run_claim(
+                    &engine,
+                    &replica,
+                    claim,
+                    &claims[i + 1..],
+                    &mut renew,
+                    &finisher,
+                )
+                .await;
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                pace.finished();
+            }
         }
         .instrument(span),
     );
 }
 
 /// Runs one claimed tick as the lone daemon's scheduler runs a tick, with
-/// its lease renewed meanwhile, and marks it finished.
+/// its lease (and those of the source's ticks `queued` behind it) renewed
+/// meanwhile, and marks it finished.
 async fn run_claim(
     engine: &Arc<Engine>,
     replica: &Arc<Replica>,
     claim: &Claim,
+    queued: &[Claim],
+    renew: &mut tokio::time::Interval,
     finisher: &mpsc::UnboundedSender<ToFinish>,
 ) {
     let finish = |claim| finish(finisher, claim);
@@ -572,31 +679,23 @@ async fn run_claim(
             source = %id,
             "running a tick again: the replica that claimed it stopped renewing its lease (it died or lost the database)"
         );
-    } else if scheduler::is_late(claim.tick, claim.claimed_at, source.interval()) {
-        scheduler::missed_run(
-            engine,
-            id,
-            claim.tick,
-            "the schedule fired long ago (every replica down, or the previous run outlasted it): running once",
-        );
     }
     let trigger = if claim.rerun {
         Trigger::Rerun
     } else {
         Trigger::Schedule
     };
-    let mut renew = tokio::time::interval(replica.renew_every());
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick of an interval is at once: the claim itself leased it.
-    renew.tick().await;
     // The source may be running here for another reason (a run or a
     // backfill asked for through the API). Nobody else will run a claimed
     // tick, so it waits for that run, up to the source's next tick; a source
     // still busy then (a plugin that hangs) has the tick skipped, as a lone
     // daemon skips it.
-    let wait_until = engine.next_fire(&source, claim.tick);
+    // A tick caught up late waits at least a claim round.
+    let wait_until = engine
+        .next_fire(&source, claim.tick)
+        .map(|next| next.max(engine.clock.now() + CLAIM_EVERY));
     let result = loop {
-        let result = renewing(replica, claim, &mut renew, engine.run(id, trigger, None)).await;
+        let result = renewing(replica, claim, queued, renew, engine.run(id, trigger, None)).await;
         let Err(RunError::AlreadyRunning(_)) = result else {
             break result;
         };
@@ -604,7 +703,7 @@ async fn run_claim(
             break result;
         }
         let pause = tokio::time::sleep(WAIT_FOR_PREVIOUS_RUN);
-        renewing(replica, claim, &mut renew, pause).await;
+        renewing(replica, claim, queued, renew, pause).await;
     };
     match result {
         Ok(report) if report.run_id.is_none() => {
@@ -640,10 +739,12 @@ async fn run_claim(
     finish(claim).await;
 }
 
-/// Awaits `work` while renewing the claim's lease at every tick of `renew`.
+/// Awaits `work` while renewing the leases of the claim and of those
+/// queued behind it at every tick of `renew`.
 async fn renewing<T>(
     replica: &Arc<Replica>,
     claim: &Claim,
+    queued: &[Claim],
     renew: &mut tokio::time::Interval,
     work: impl Future<Output = T>,
 ) -> T {
@@ -651,7 +752,7 @@ async fn renewing<T>(
     loop {
         tokio::select! {
             done = &mut work => return done,
-            _ = renew.tick() => renew_run(replica, claim, replica.lease).await,
+            _ = renew.tick() => renew_queued(replica, claim, queued).await,
         }
     }
 }
@@ -684,6 +785,36 @@ async fn renew_run(replica: &Arc<Replica>, claim: &Claim, lease: Duration) {
             tracing::warn!(source = %claim.source, error = %ErrorChain(&e), "cannot renew a run's lease")
         }
         Err(e) => tracing::warn!(source = %claim.source, error = %e, "cannot renew a run's lease"),
+    }
+}
+
+/// Renews the leases of a running claim and of its source's claims queued
+/// behind it, in one statement.
+async fn renew_queued(replica: &Arc<Replica>, claim: &Claim, queued: &[Claim]) {
+    if queued.is_empty() {
+        return renew_run(replica, claim, replica.lease).await;
+    }
+    let r = replica.clone();
+    let runs: Vec<i64> = std::iter::once(claim)
+        .chain(queued)
+        .map(|c| c.run)
+        .collect();
+    let renewed =
+        tokio::task::spawn_blocking(move || r.coordination.renew_all(&runs, &r.owner, r.lease))
+            .await;
+    match renewed {
+        Ok(Ok(lost)) if lost.is_empty() => {}
+        Ok(Ok(lost)) => tracing::warn!(
+            source = %claim.source,
+            runs = lost.len(),
+            "lost the lease of runs of the source: another replica took their ticks over and runs them again (stored idempotently)"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(source = %claim.source, error = %ErrorChain(&e), "cannot renew the leases of runs")
+        }
+        Err(e) => {
+            tracing::warn!(source = %claim.source, error = %e, "cannot renew the leases of runs")
+        }
     }
 }
 
@@ -863,5 +994,89 @@ mod tests {
         round(&pace, 300, false);
         // The 300 of the round before are not counted again.
         assert_eq!(round(&pace, 10, true), 50);
+    }
+
+    /// Second `n` of a day, for ticks every second.
+    fn at(n: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_780_000_000 + n, 0).unwrap()
+    }
+
+    fn every_second(t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        Some(t + chrono::Duration::seconds(1))
+    }
+
+    fn plan(due: i64, now: i64, previous: Option<tally_store::Previous>) -> (Vec<i64>, i64, usize) {
+        let due = Due {
+            source: "s",
+            tick: at(due),
+            now: at(now),
+            previous,
+        };
+        let (planned, collapsed) = plan_ticks(&due, Duration::from_secs(3), every_second);
+        let secs = |t: DateTime<Utc>| t.timestamp() - at(0).timestamp();
+        (
+            planned.ticks.into_iter().map(secs).collect(),
+            secs(planned.next.unwrap()),
+            collapsed,
+        )
+    }
+
+    fn previous(
+        tick: i64,
+        running_from: i64,
+        finished: i64,
+        rerun: bool,
+    ) -> Option<tally_store::Previous> {
+        Some(tally_store::Previous {
+            tick: at(tick),
+            running_from: at(running_from),
+            finished: at(finished),
+            rerun,
+        })
+    }
+
+    #[test]
+    fn a_tick_on_time_is_claimed_alone() {
+        assert_eq!(plan(10, 10, previous(9, 9, 9, false)), (vec![10], 11, 0));
+        // Claimed ahead of its tick.
+        assert_eq!(plan(11, 10, previous(10, 10, 10, false)), (vec![11], 12, 0));
+    }
+
+    #[test]
+    fn ticks_held_back_by_a_dead_replicas_lease_are_each_run() {
+        // Tick 10 claimed by a replica that died; taken over at 14 (lease
+        // 3 s, one round), run again until 14; claimed again at 15: 11 to 15
+        // each run, though 11 fell due longer than a lease ago.
+        assert_eq!(
+            plan(11, 15, previous(10, 14, 14, true)),
+            (vec![11, 12, 13, 14, 15], 16, 0)
+        );
+    }
+
+    #[test]
+    fn ticks_due_while_the_previous_run_went_run_after_it_unless_older_than_a_lease() {
+        assert_eq!(
+            plan(11, 13, previous(10, 10, 13, false)),
+            (vec![11, 12, 13], 14, 0)
+        );
+        assert_eq!(
+            plan(11, 16, previous(10, 10, 16, false)),
+            (vec![11, 13, 14, 15, 16], 17, 1)
+        );
+    }
+
+    #[test]
+    fn an_outage_shorter_than_a_lease_is_caught_up_tick_by_tick_a_longer_one_runs_once() {
+        // Nobody claimed from 11 to 12 (the database was down).
+        assert_eq!(
+            plan(11, 13, previous(10, 10, 10, false)),
+            (vec![11, 12, 13], 14, 0)
+        );
+        // Nobody claimed for a minute: the ticks older than the lease
+        // collapse into the due one.
+        assert_eq!(
+            plan(11, 71, previous(10, 10, 10, false)),
+            (vec![11, 68, 69, 70, 71], 72, 56)
+        );
     }
 }

@@ -16,12 +16,52 @@ use chrono::{DateTime, Utc};
 
 use crate::StoreError;
 
-/// The next tick of a source after `tick`, given the database's `now`:
-/// `None` when its schedule never fires again. Computed by the caller from
-/// the tick, not from `now` (which only says how late the claim is), so
-/// replicas agree on it whatever their clocks.
-pub type NextTick<'a> =
-    &'a (dyn Fn(&str, DateTime<Utc>, DateTime<Utc>) -> Option<DateTime<Utc>> + Sync);
+/// A due schedule row being claimed ([`Coordination::claim_share`]): the
+/// source, its due tick, the database's clock, and the source's latest run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due<'a> {
+    pub source: &'a str,
+    pub tick: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub previous: Option<Previous>,
+}
+
+/// The latest run of a source being claimed, finished (a source with a run
+/// going is not claimed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Previous {
+    pub tick: DateTime<Utc>,
+    /// When it ran on a live replica: from its claim (or its tick, when
+    /// claimed ahead), or for a re-run from its take-over; until then its
+    /// first replica was dead and held it by its lease.
+    pub running_from: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub rerun: bool,
+}
+
+/// Which ticks of a due source to claim now, oldest first, starting with
+/// the due tick, each due by then; and the tick the schedule moves to
+/// (`None`: never again). Ticks left out are not claimed: they collapse
+/// into the runs claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub ticks: Vec<DateTime<Utc>>,
+    pub next: Option<DateTime<Utc>>,
+}
+
+impl Planned {
+    /// The due tick alone, the schedule moving to `next`.
+    pub fn one(tick: DateTime<Utc>, next: Option<DateTime<Utc>>) -> Planned {
+        Planned {
+            ticks: vec![tick],
+            next,
+        }
+    }
+}
+
+/// Plans the claim of a due source ([`Planned`]). Computed by the caller
+/// from the ticks, never from a replica's clock, so replicas agree on it.
+pub type PlanTicks<'a> = &'a (dyn Fn(&Due<'_>) -> Planned + Sync);
 
 /// A source as a replica registers it ([`Coordination::register`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +171,8 @@ pub struct ScheduleStatus {
 ///
 /// let store = PostgresStore::open("postgresql://tally@db/tally").unwrap();
 /// let mine: HashMap<String, String> = [("s".into(), "f1".into())].into();
-/// let every_second = |_: &str, tick: chrono::DateTime<chrono::Utc>, _| {
-///     Some(tick + chrono::Duration::seconds(1))
+/// let every_second = |due: &tally_store::Due<'_>| {
+///     tally_store::Planned::one(due.tick, Some(due.tick + chrono::Duration::seconds(1)))
 /// };
 /// for claim in store.claim_due("replica-1", &mine, 100, Duration::from_secs(30), &every_second).unwrap() {
 ///     // ... run claim.source, renewing while it runs ...
@@ -154,18 +194,19 @@ pub trait Coordination: Send + Sync + 'static {
     /// Claims up to `limit` due ticks (`next_tick <= now()`) of the sources
     /// of `fingerprints` whose registered fingerprint is the one given, and
     /// with no unfinished run: takes each schedule row with `FOR UPDATE SKIP
-    /// LOCKED`, inserts its run unique on (source, tick), leased to `owner`
-    /// for `lease`, and moves the schedule to [`NextTick`], in one
-    /// transaction. Two replicas never both get a tick.
+    /// LOCKED`, inserts a run unique on (source, tick) for each tick `plan`
+    /// gives, leased to `owner` for `lease`, and moves the schedule to the
+    /// planned next tick (or to the first planned tick past `limit`), in
+    /// one transaction. Two replicas never both get a tick.
     fn claim_due(
         &self,
         owner: &str,
         fingerprints: &HashMap<String, String>,
         limit: usize,
         lease: Duration,
-        next: NextTick<'_>,
+        plan: PlanTicks<'_>,
     ) -> Result<Vec<Claim>, StoreError> {
-        self.claim_share(owner, fingerprints, limit, lease, next, Share::ALL)
+        self.claim_share(owner, fingerprints, limit, lease, plan, Share::ALL)
     }
 
     /// [`Coordination::claim_due`], of the due ticks in `share` only.
@@ -175,7 +216,7 @@ pub trait Coordination: Send + Sync + 'static {
         fingerprints: &HashMap<String, String>,
         limit: usize,
         lease: Duration,
-        next: NextTick<'_>,
+        plan: PlanTicks<'_>,
         share: Share,
     ) -> Result<Vec<Claim>, StoreError>;
 
@@ -187,6 +228,11 @@ pub trait Coordination: Send + Sync + 'static {
     /// Extends a run's lease by `lease` from now; false when `owner` no
     /// longer holds it (another replica took it over) or it finished.
     fn renew(&self, run: i64, owner: &str, lease: Duration) -> Result<bool, StoreError>;
+
+    /// [`Coordination::renew`] of several runs in one statement; returns
+    /// those `owner` no longer holds or that finished.
+    fn renew_all(&self, runs: &[i64], owner: &str, lease: Duration)
+    -> Result<Vec<i64>, StoreError>;
 
     /// Marks a run finished; false when `owner` no longer holds it.
     fn finish(&self, run: i64, owner: &str) -> Result<bool, StoreError>;

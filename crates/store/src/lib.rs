@@ -25,7 +25,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, NaiveDate, Utc};
 use thiserror::Error;
 
-pub use coordination::{Claim, Coordination, Foreign, NextTick, Schedule, ScheduleStatus, Share};
+pub use coordination::{
+    Claim, Coordination, Due, Foreign, PlanTicks, Planned, Previous, Schedule, ScheduleStatus,
+    Share,
+};
 pub use lock::{DataDirLock, Holder, LOCK_FILE, LockError};
 pub use postgres::PostgresStore;
 #[cfg(any(test, feature = "test-cluster"))]

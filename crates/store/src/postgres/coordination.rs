@@ -16,7 +16,7 @@ use postgres::Row;
 use super::{PostgresStore, off_async, pg};
 use crate::StoreError;
 use crate::coordination::{
-    Claim, Coordination, Foreign, NextTick, Schedule, ScheduleStatus, Share,
+    Claim, Coordination, Due, Foreign, PlanTicks, Previous, Schedule, ScheduleStatus, Share,
 };
 
 /// `(ids, fingerprints)` as two arrays, for `unnest`.
@@ -92,7 +92,7 @@ impl Coordination for PostgresStore {
         fingerprints: &HashMap<String, String>,
         limit: usize,
         lease: Duration,
-        next: NextTick<'_>,
+        plan: PlanTicks<'_>,
         share: Share,
     ) -> Result<Vec<Claim>, StoreError> {
         off_async(|| {
@@ -104,12 +104,19 @@ impl Coordination for PostgresStore {
             let mut conn = self.conn(doing)?;
             let mut tx = conn.transaction().map_err(pg(doing))?;
             // A source with a run still going (here or on another replica)
-            // waits: its tick is claimed once that run ends, late, and the
-            // ticks it missed meanwhile collapse into that one.
+            // waits: its tick is claimed once that run ends, with the ticks
+            // due meanwhile as `plan` says. The source's latest run tells
+            // the plan how it ended.
             let due = tx
                 .query(
                     &format!(
-                        "SELECT s.source_id, s.next_run_at, now() FROM source_schedule s JOIN {MINE} \
+                        "SELECT s.source_id, s.next_run_at, now(), \
+                                p.tick_at, p.claimed_at, p.reclaimed_at, p.finished_at, p.rerun \
+                           FROM source_schedule s JOIN {MINE} \
+                           LEFT JOIN LATERAL (SELECT r.tick_at, r.claimed_at, r.reclaimed_at, \
+                                                     r.finished_at, r.rerun \
+                                                FROM source_run r WHERE r.source_id = s.source_id \
+                                               ORDER BY r.tick_at DESC LIMIT 1) p ON TRUE \
                          WHERE (s.next_run_at <= now() - make_interval(secs => $6) \
                                 OR (mod(hashtext(s.source_id) & 2147483647, $4) = $5 \
                                     AND s.next_run_at <= now() + make_interval(secs => $7))) \
@@ -132,16 +139,50 @@ impl Coordination for PostgresStore {
             if due.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut sources = Vec::with_capacity(due.len());
-            let mut ticks = Vec::with_capacity(due.len());
+            let (mut sources, mut ticks) = (Vec::new(), Vec::new());
+            let mut moved = Vec::with_capacity(due.len());
             let mut nexts: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(due.len());
+            let mut room = usize::try_from(limit).unwrap_or(usize::MAX);
             for r in &due {
-                let source: String = r.try_get(0).map_err(pg(doing))?;
-                let tick: DateTime<Utc> = r.try_get(1).map_err(pg(doing))?;
-                let now: DateTime<Utc> = r.try_get(2).map_err(pg(doing))?;
-                nexts.push(next(&source, tick, now));
-                sources.push(source);
-                ticks.push(tick);
+                let e = pg(doing);
+                let source: String = r.try_get(0).map_err(&e)?;
+                let tick: DateTime<Utc> = r.try_get(1).map_err(&e)?;
+                let now: DateTime<Utc> = r.try_get(2).map_err(&e)?;
+                let previous = match r.try_get::<_, Option<DateTime<Utc>>>(3).map_err(&e)? {
+                    None => None,
+                    Some(tick) => {
+                        let claimed: DateTime<Utc> = r.try_get(4).map_err(&e)?;
+                        let reclaimed: Option<DateTime<Utc>> = r.try_get(5).map_err(&e)?;
+                        let rerun: bool = r.try_get(7).map_err(&e)?;
+                        // Not finished is not claimed (above): a finished run.
+                        let finished: DateTime<Utc> = r.try_get(6).map_err(&e)?;
+                        Some(Previous {
+                            tick,
+                            running_from: match reclaimed {
+                                Some(at) if rerun => at,
+                                _ => claimed.max(tick),
+                            },
+                            finished,
+                            rerun,
+                        })
+                    }
+                };
+                let planned = plan(&Due {
+                    source: &source,
+                    tick,
+                    now,
+                    previous,
+                });
+                // Past the limit, the schedule stays at the first tick not
+                // claimed: the next round claims from there.
+                let take = planned.ticks.len().min(room);
+                room = room.saturating_sub(take);
+                for t in &planned.ticks[..take] {
+                    sources.push(source.clone());
+                    ticks.push(*t);
+                }
+                nexts.push(planned.ticks.get(take).copied().or(planned.next));
+                moved.push(source);
             }
             let claimed = tx
                 .query(
@@ -157,7 +198,7 @@ impl Coordination for PostgresStore {
                 "UPDATE source_schedule s SET next_run_at = u.n \
                    FROM unnest($1::text[], $2::timestamptz[]) AS u(s, n) \
                   WHERE s.source_id = u.s COLLATE \"C\"",
-                &[&sources, &nexts],
+                &[&moved, &nexts],
             )
             .map_err(pg(doing))?;
             tx.commit().map_err(pg(doing))?;
@@ -207,6 +248,33 @@ impl Coordination for PostgresStore {
                 )
                 .map_err(pg(doing))?
                 == 1)
+        })
+    }
+
+    fn renew_all(
+        &self,
+        runs: &[i64],
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<i64>, StoreError> {
+        off_async(|| {
+            let doing = "renewing runs' leases";
+            let renewed = self
+                .conn(doing)?
+                .query(
+                    "UPDATE source_run SET lease_until = now() + make_interval(secs => $3) \
+                     WHERE id = ANY($1) AND owner = $2 AND finished_at IS NULL \
+                     RETURNING id",
+                    &[&runs, &owner, &seconds(lease)],
+                )
+                .map_err(pg(doing))?;
+            let renewed: std::collections::HashSet<i64> =
+                renewed.iter().map(|r| r.get(0)).collect();
+            Ok(runs
+                .iter()
+                .copied()
+                .filter(|r| !renewed.contains(r))
+                .collect())
         })
     }
 

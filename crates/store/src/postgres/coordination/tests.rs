@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::coordination::Planned;
 
 fn store() -> PostgresStore {
     PostgresStore::open(&crate::pg_test_cluster::database()).unwrap()
@@ -40,8 +41,8 @@ const LEASE: Duration = Duration::from_secs(60);
 
 /// A tick every millisecond, never collapsed: every claim finds due ticks,
 /// so the racing owners contend for the same rows all along.
-fn every_ms(_: &str, tick: DateTime<Utc>, _: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    Some(tick + chrono::Duration::milliseconds(1))
+fn every_ms(due: &Due<'_>) -> Planned {
+    Planned::one(due.tick, Some(due.tick + chrono::Duration::milliseconds(1)))
 }
 
 #[test]
@@ -141,7 +142,7 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
     let first = store.now().unwrap() - chrono::Duration::seconds(1);
     store.register(&schedules(&["s", "t"], "f", first)).unwrap();
     let fingerprints = mine(&["s", "t"], "f");
-    let far = |_: &str, t: DateTime<Utc>, _| Some(t + chrono::Duration::days(1));
+    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
     // "dead" claims both with a lease that runs out at once, and renews
     // neither: it was killed.
     let dead = store
@@ -191,13 +192,118 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
     );
 }
 
+/// Plans every due tick a millisecond apart and records what it was told.
+struct CatchUp(std::sync::Mutex<Vec<(DateTime<Utc>, Option<crate::coordination::Previous>)>>);
+
+impl CatchUp {
+    fn plan(&self, due: &Due<'_>) -> Planned {
+        self.0.lock().unwrap().push((due.tick, due.previous));
+        let ms = chrono::Duration::milliseconds;
+        let ticks: Vec<DateTime<Utc>> = (0..)
+            .map(|n| due.tick + ms(n))
+            .take_while(|t| *t <= due.now)
+            .take(3)
+            .collect();
+        let next = *ticks.last().unwrap() + ms(1);
+        Planned {
+            ticks,
+            next: Some(next),
+        }
+    }
+
+    fn told(&self) -> Vec<(DateTime<Utc>, Option<crate::coordination::Previous>)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[test]
+fn a_claim_takes_every_planned_tick_up_to_its_limit_and_tells_the_plan_how_the_last_run_went() {
+    let store = store();
+    let first = store.now().unwrap() - chrono::Duration::seconds(1);
+    store.register(&schedules(&["s"], "f", first)).unwrap();
+    let fingerprints = mine(&["s"], "f");
+    let ms = chrono::Duration::milliseconds;
+    let catch_up = CatchUp(std::sync::Mutex::new(Vec::new()));
+    let plan = |due: &Due<'_>| catch_up.plan(due);
+
+    // Three ticks planned, two taken: the schedule stays at the third.
+    let dead = store
+        .claim_due("dead", &fingerprints, 2, Duration::ZERO, &plan)
+        .unwrap();
+    let ticks: Vec<DateTime<Utc>> = dead.iter().map(|c| c.tick).collect();
+    assert_eq!(ticks, [first, first + ms(1)]);
+    assert_eq!(catch_up.told(), [(first, None)], "no run before the first");
+    assert!(
+        store
+            .claim_due("a", &fingerprints, 10, LEASE, &plan)
+            .unwrap()
+            .is_empty(),
+        "not claimed while its runs go"
+    );
+    assert!(catch_up.told().is_empty());
+
+    // The dead replica's runs are taken over, run and finished.
+    let_leases_expire();
+    let taken = store
+        .reclaim_expired("a", &fingerprints, 10, LEASE)
+        .unwrap();
+    assert_eq!(taken.len(), 2);
+    for c in &taken {
+        assert!(store.finish(c.run, "a").unwrap());
+    }
+    let reclaimed = taken
+        .iter()
+        .find(|c| c.tick == first + ms(1))
+        .unwrap()
+        .claimed_at;
+    let next = store
+        .claim_due("a", &fingerprints, 10, LEASE, &plan)
+        .unwrap();
+    assert_eq!(next.len(), 3);
+    assert_eq!(next[0].tick, first + ms(2));
+    let told = catch_up.told();
+    assert_eq!(told.len(), 1);
+    let (tick, previous) = told[0];
+    assert_eq!(tick, first + ms(2));
+    let previous = previous.expect("the last run");
+    assert_eq!(previous.tick, first + ms(1));
+    assert!(previous.rerun);
+    assert_eq!(
+        previous.running_from, reclaimed,
+        "a re-run runs from its take-over"
+    );
+    assert!(previous.finished >= reclaimed);
+
+    // The three renewed in one statement, by their owner only.
+    let runs: Vec<i64> = next.iter().map(|c| c.run).collect();
+    assert_eq!(store.renew_all(&runs, "b", LEASE).unwrap(), runs);
+    assert!(store.finish(runs[0], "a").unwrap());
+    assert_eq!(
+        store.renew_all(&runs, "a", LEASE).unwrap(),
+        [runs[0]],
+        "finished"
+    );
+
+    // A run claimed on time runs from its tick; the next claim is told so.
+    for c in &next[1..] {
+        assert!(store.finish(c.run, "a").unwrap());
+    }
+    store
+        .claim_due("b", &fingerprints, 1, LEASE, &plan)
+        .unwrap();
+    let previous = catch_up.told()[0].1.expect("the last run");
+    assert_eq!(previous.tick, first + ms(4));
+    assert!(!previous.rerun);
+    assert!(previous.running_from >= previous.tick);
+}
+
 #[test]
 fn a_run_is_renewed_only_by_its_owner_and_a_renewed_one_is_not_reclaimed() {
     let store = store();
     let first = store.now().unwrap();
     store.register(&schedules(&["s"], "f", first)).unwrap();
     let fingerprints = mine(&["s"], "f");
-    let far = |_: &str, t: DateTime<Utc>, _| Some(t + chrono::Duration::days(1));
+    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
     let c = store
         .claim_due("a", &fingerprints, 10, Duration::ZERO, &far)
         .unwrap()
@@ -302,7 +408,7 @@ fn only_replicas_with_the_registered_fingerprint_claim_a_source() {
         store.register(&schedules(&["s"], "new", past)).unwrap(),
         vec!["s".to_owned()]
     );
-    let far = |_: &str, t: DateTime<Utc>, _| Some(t + chrono::Duration::days(1));
+    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
     let old = HashMap::from([
         ("s".to_owned(), "old".to_owned()),
         ("t".to_owned(), "old".to_owned()),
@@ -351,7 +457,7 @@ fn live_replicas_split_due_ticks_by_share_and_take_overdue_ones_of_any_share() {
     assert_eq!(store.heartbeat("b", LEASE).unwrap(), ["b"]);
     let live = store.heartbeat("a", LEASE).unwrap();
     assert_eq!(live, ["a", "b"]);
-    let far = |_: &str, t: DateTime<Utc>, _: DateTime<Utc>| Some(t + chrono::Duration::days(1));
+    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
 
     // Due just now: each takes its own share only, and the two shares
     // make up every source.
@@ -412,7 +518,7 @@ fn a_share_claimed_ahead_takes_its_own_ticks_due_soon_and_never_anothers() {
     let fingerprints = mine(&sources, "f");
     store.heartbeat("a", LEASE).unwrap();
     let live = store.heartbeat("b", LEASE).unwrap();
-    let far = |_: &str, t: DateTime<Utc>, _: DateTime<Utc>| Some(t + chrono::Duration::days(1));
+    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
     // Due in a minute: not due yet, but within an hour's `ahead`.
     let soon = store.now().unwrap() + chrono::Duration::minutes(1);
     store.register(&schedules(&sources, "f", soon)).unwrap();
