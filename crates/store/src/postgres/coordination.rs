@@ -43,6 +43,16 @@ fn claim(r: &Row) -> Result<Claim, StoreError> {
     })
 }
 
+/// The runs of `runs` whose id a statement's `RETURNING id` left out: those
+/// the owner no longer held.
+fn not_returned(runs: &[i64], returned: &[Row]) -> Vec<i64> {
+    let returned: std::collections::HashSet<i64> = returned.iter().map(|r| r.get(0)).collect();
+    runs.iter()
+        .copied()
+        .filter(|r| !returned.contains(r))
+        .collect()
+}
+
 /// The sources of `fingerprints` registered with the same fingerprint, as
 /// a relation `mine(source_id)` joined to `source_schedule s`.
 const MINE: &str = "unnest($1::text[], $2::text[]) AS mine(source_id, fingerprint) \
@@ -268,13 +278,7 @@ impl Coordination for PostgresStore {
                     &[&runs, &owner, &seconds(lease)],
                 )
                 .map_err(pg(doing))?;
-            let renewed: std::collections::HashSet<i64> =
-                renewed.iter().map(|r| r.get(0)).collect();
-            Ok(runs
-                .iter()
-                .copied()
-                .filter(|r| !renewed.contains(r))
-                .collect())
+            Ok(not_returned(runs, &renewed))
         })
     }
 
@@ -305,13 +309,7 @@ impl Coordination for PostgresStore {
                     &[&runs, &owner],
                 )
                 .map_err(pg(doing))?;
-            let finished: std::collections::HashSet<i64> =
-                finished.iter().map(|r| r.get(0)).collect();
-            Ok(runs
-                .iter()
-                .copied()
-                .filter(|r| !finished.contains(r))
-                .collect())
+            Ok(not_returned(runs, &finished))
         })
     }
 
