@@ -186,7 +186,7 @@ fn three_replicas_claim_each_tick_once_and_store_what_one_daemon_stores() {
         assert_eq!(Some(&runs), finished.get(source), "{source}");
     }
     println!(
-        "{} ticks claimed by {} replicas; {collapsed} ticks not claimed (missed: due over a lease before a claim)",
+        "{} ticks claimed by {} replicas; {collapsed} ticks not claimed (missed: due over three leases before a claim)",
         ticks.values().map(Vec::len).sum::<usize>(),
         claimed_by.len()
     );

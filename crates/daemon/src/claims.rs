@@ -452,27 +452,35 @@ fn by_source(claims: Vec<Claim>) -> Vec<Vec<Claim>> {
     groups
 }
 
+/// How far back, in leases, a claim catches up a source's due ticks one by
+/// one ([`plan_ticks`]). A dead replica holds a source at most a lease after
+/// its last renewal (a third of a lease before its death at most), then a
+/// claim round takes the tick over and re-runs it: the ticks held back meanwhile
+/// fall within three leases with room to spare.
+const CATCH_UP_LEASES: u32 = 3;
+
 /// Which ticks of a due source to claim: the due tick, and each later one
-/// already due, unless it fell due more than `lease` before now and was not
-/// held back by a dead replica's lease (missed: it collapses into the due
-/// tick's run; their count is returned). So each tick a dead replica's lease
-/// held back runs once the tick it held was run again; a tick that fell due
-/// while the source's previous run was still going runs after it; so do the
-/// ticks of a database outage shorter than a lease; a longer outage (every
-/// replica or the database down) costs one late run, as a lone daemon's
-/// suspend does, not a run per tick.
+/// already due, unless it fell due more than [`CATCH_UP_LEASES`] leases
+/// before now (missed: it collapses into the due tick's run; their count is
+/// returned). So the ticks a dead replica's lease held back run once the
+/// tick it held was run again, a tick that fell due while the source's
+/// previous run was still going runs after it, and so do the ticks of a
+/// short database outage; a longer outage (every replica or the database
+/// down) costs one late run, as a lone daemon's suspend does, not a run per
+/// tick, and a source whose runs outlast its ticks queues no more than that.
 fn plan_ticks(
     due: &Due<'_>,
     lease: Duration,
     next_fire: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
 ) -> (Planned, usize) {
-    let oldest = due.now - chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-    let held_until = due.previous.filter(|p| p.rerun).map(|p| p.running_from);
+    let horizon =
+        chrono::Duration::from_std(lease * CATCH_UP_LEASES).unwrap_or(chrono::Duration::MAX);
+    let oldest = due.now - horizon;
     let mut planned = Planned::one(due.tick, None);
     let mut missed = 0;
     let mut next = next_fire(due.tick);
     while let Some(tick) = next.filter(|t| *t <= due.now) {
-        if tick < oldest && held_until.is_none_or(|until| tick > until) {
+        if tick < oldest {
             missed += 1;
         } else {
             planned.ticks.push(tick);
@@ -617,29 +625,27 @@ fn spawn_claims(
             renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The first tick of an interval is at once: the claim itself leased it.
             renew.tick().await;
+            // Queued claims another replica took over meanwhile (their
+            // leases ran out under load): that replica runs them.
+            let mut lost = HashSet::new();
             if !wait.is_zero() {
-                let (first, queued) = (&claims[0], &claims[1..]);
-                renewing(
-                    &replica,
-                    first,
-                    queued,
-                    &mut renew,
-                    tokio::time::sleep(wait),
-                )
-                .await;
+                let mut queue = Queue {
+                    claims: &claims[1..],
+                    lost: &mut lost,
+                };
+                let pause = tokio::time::sleep(wait);
+                renewing(&replica, &claims[0], &mut queue, &mut renew, pause).await;
             }
             for (i, claim) in claims.iter().enumerate() {
-                run_claim(
-                    &engine,
-                    &replica,
-                    claim,
-                    &claims[i + 1..],
-                    &mut renew,
-                    &finisher,
-                )
-                .await;
+                if !lost.contains(&claim.run) {
+                    let mut queue = Queue {
+                        claims: &claims[i + 1..],
+                        lost: &mut lost,
+                    };
+                    run_claim(&engine, &replica, claim, &mut queue, &mut renew, &finisher).await;
+                    pace.finished();
+                }
                 in_flight.fetch_sub(1, Ordering::AcqRel);
-                pace.finished();
             }
         }
         .instrument(span),
@@ -647,13 +653,13 @@ fn spawn_claims(
 }
 
 /// Runs one claimed tick as the lone daemon's scheduler runs a tick, with
-/// its lease (and those of the source's ticks `queued` behind it) renewed
+/// its lease (and those of the source's ticks in `queue` behind it) renewed
 /// meanwhile, and marks it finished.
 async fn run_claim(
     engine: &Arc<Engine>,
     replica: &Arc<Replica>,
     claim: &Claim,
-    queued: &[Claim],
+    queue: &mut Queue<'_>,
     renew: &mut tokio::time::Interval,
     finisher: &mpsc::UnboundedSender<ToFinish>,
 ) {
@@ -695,7 +701,7 @@ async fn run_claim(
         .next_fire(&source, claim.tick)
         .map(|next| next.max(engine.clock.now() + CLAIM_EVERY));
     let result = loop {
-        let result = renewing(replica, claim, queued, renew, engine.run(id, trigger, None)).await;
+        let result = renewing(replica, claim, queue, renew, engine.run(id, trigger, None)).await;
         let Err(RunError::AlreadyRunning(_)) = result else {
             break result;
         };
@@ -703,7 +709,7 @@ async fn run_claim(
             break result;
         }
         let pause = tokio::time::sleep(WAIT_FOR_PREVIOUS_RUN);
-        renewing(replica, claim, queued, renew, pause).await;
+        renewing(replica, claim, queue, renew, pause).await;
     };
     match result {
         Ok(report) if report.run_id.is_none() => {
@@ -744,7 +750,7 @@ async fn run_claim(
 async fn renewing<T>(
     replica: &Arc<Replica>,
     claim: &Claim,
-    queued: &[Claim],
+    queue: &mut Queue<'_>,
     renew: &mut tokio::time::Interval,
     work: impl Future<Output = T>,
 ) -> T {
@@ -752,7 +758,7 @@ async fn renewing<T>(
     loop {
         tokio::select! {
             done = &mut work => return done,
-            _ = renew.tick() => renew_queued(replica, claim, queued).await,
+            _ = renew.tick() => renew_queued(replica, claim, queue).await,
         }
     }
 }
@@ -788,27 +794,38 @@ async fn renew_run(replica: &Arc<Replica>, claim: &Claim, lease: Duration) {
     }
 }
 
+/// The claims of a source queued behind the one running, and those of them
+/// another replica took over.
+struct Queue<'a> {
+    claims: &'a [Claim],
+    lost: &'a mut HashSet<i64>,
+}
+
 /// Renews the leases of a running claim and of its source's claims queued
-/// behind it, in one statement.
-async fn renew_queued(replica: &Arc<Replica>, claim: &Claim, queued: &[Claim]) {
-    if queued.is_empty() {
+/// behind it, in one statement; notes the queued ones lost.
+async fn renew_queued(replica: &Arc<Replica>, claim: &Claim, queue: &mut Queue<'_>) {
+    if queue.claims.is_empty() {
         return renew_run(replica, claim, replica.lease).await;
     }
     let r = replica.clone();
     let runs: Vec<i64> = std::iter::once(claim)
-        .chain(queued)
+        .chain(queue.claims)
         .map(|c| c.run)
+        .filter(|run| !queue.lost.contains(run))
         .collect();
     let renewed =
         tokio::task::spawn_blocking(move || r.coordination.renew_all(&runs, &r.owner, r.lease))
             .await;
     match renewed {
         Ok(Ok(lost)) if lost.is_empty() => {}
-        Ok(Ok(lost)) => tracing::warn!(
-            source = %claim.source,
-            runs = lost.len(),
-            "lost the lease of runs of the source: another replica took their ticks over and runs them again (stored idempotently)"
-        ),
+        Ok(Ok(lost)) => {
+            tracing::warn!(
+                source = %claim.source,
+                runs = lost.len(),
+                "lost the lease of runs of the source: another replica took their ticks over and runs them again (stored idempotently)"
+            );
+            queue.lost.extend(lost);
+        }
         Ok(Err(e)) => {
             tracing::warn!(source = %claim.source, error = %ErrorChain(&e), "cannot renew the leases of runs")
         }
@@ -1005,78 +1022,38 @@ mod tests {
         Some(t + chrono::Duration::seconds(1))
     }
 
-    fn plan(due: i64, now: i64, previous: Option<tally_store::Previous>) -> (Vec<i64>, i64, usize) {
+    fn plan(due: i64, now: i64) -> (Vec<i64>, i64, usize) {
         let due = Due {
             source: "s",
             tick: at(due),
             now: at(now),
-            previous,
         };
-        let (planned, collapsed) = plan_ticks(&due, Duration::from_secs(3), every_second);
+        let (planned, missed) = plan_ticks(&due, Duration::from_secs(3), every_second);
         let secs = |t: DateTime<Utc>| t.timestamp() - at(0).timestamp();
         (
             planned.ticks.into_iter().map(secs).collect(),
             secs(planned.next.unwrap()),
-            collapsed,
+            missed,
         )
-    }
-
-    fn previous(
-        tick: i64,
-        running_from: i64,
-        finished: i64,
-        rerun: bool,
-    ) -> Option<tally_store::Previous> {
-        Some(tally_store::Previous {
-            tick: at(tick),
-            running_from: at(running_from),
-            finished: at(finished),
-            rerun,
-        })
     }
 
     #[test]
     fn a_tick_on_time_is_claimed_alone() {
-        assert_eq!(plan(10, 10, previous(9, 9, 9, false)), (vec![10], 11, 0));
+        assert_eq!(plan(10, 10), (vec![10], 11, 0));
         // Claimed ahead of its tick.
-        assert_eq!(plan(11, 10, previous(10, 10, 10, false)), (vec![11], 12, 0));
+        assert_eq!(plan(11, 10), (vec![11], 12, 0));
     }
 
     #[test]
-    fn ticks_held_back_by_a_dead_replicas_lease_are_each_run() {
-        // Tick 10 claimed by a replica that died; taken over at 14 (lease
-        // 3 s, one round), run again until 14; claimed again at 15: 11 to 15
-        // each run, though 11 fell due longer than a lease ago.
+    fn every_tick_due_within_three_leases_is_claimed_older_ones_collapse() {
+        // Held back four seconds (by a dead replica's lease, the source's
+        // previous run, or a database outage): each tick runs.
+        assert_eq!(plan(11, 15), (vec![11, 12, 13, 14, 15], 16, 0));
+        // Nobody claimed for a minute: the ticks due more than three leases
+        // (9 s) ago collapse into the due one.
         assert_eq!(
-            plan(11, 15, previous(10, 14, 14, true)),
-            (vec![11, 12, 13, 14, 15], 16, 0)
-        );
-    }
-
-    #[test]
-    fn ticks_due_while_the_previous_run_went_run_after_it_unless_older_than_a_lease() {
-        assert_eq!(
-            plan(11, 13, previous(10, 10, 13, false)),
-            (vec![11, 12, 13], 14, 0)
-        );
-        assert_eq!(
-            plan(11, 16, previous(10, 10, 16, false)),
-            (vec![11, 13, 14, 15, 16], 17, 1)
-        );
-    }
-
-    #[test]
-    fn an_outage_shorter_than_a_lease_is_caught_up_tick_by_tick_a_longer_one_runs_once() {
-        // Nobody claimed from 11 to 12 (the database was down).
-        assert_eq!(
-            plan(11, 13, previous(10, 10, 10, false)),
-            (vec![11, 12, 13], 14, 0)
-        );
-        // Nobody claimed for a minute: the ticks older than the lease
-        // collapse into the due one.
-        assert_eq!(
-            plan(11, 71, previous(10, 10, 10, false)),
-            (vec![11, 68, 69, 70, 71], 72, 56)
+            plan(11, 71),
+            (vec![11, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71], 72, 50)
         );
     }
 }

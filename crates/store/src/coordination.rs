@@ -17,26 +17,12 @@ use chrono::{DateTime, Utc};
 use crate::StoreError;
 
 /// A due schedule row being claimed ([`Coordination::claim_share`]): the
-/// source, its due tick, the database's clock, and the source's latest run.
+/// source, its due tick and the database's clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due<'a> {
     pub source: &'a str,
     pub tick: DateTime<Utc>,
     pub now: DateTime<Utc>,
-    pub previous: Option<Previous>,
-}
-
-/// The latest run of a source being claimed, finished (a source with a run
-/// going is not claimed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Previous {
-    pub tick: DateTime<Utc>,
-    /// When it ran on a live replica: from its claim (or its tick, when
-    /// claimed ahead), or for a re-run from its take-over; until then its
-    /// first replica was dead and held it by its lease.
-    pub running_from: DateTime<Utc>,
-    pub finished: DateTime<Utc>,
-    pub rerun: bool,
 }
 
 /// Which ticks of a due source to claim now, oldest first, starting with
@@ -231,8 +217,20 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// [`Coordination::renew`] of several runs in one statement; returns
     /// those `owner` no longer holds or that finished.
-    fn renew_all(&self, runs: &[i64], owner: &str, lease: Duration)
-    -> Result<Vec<i64>, StoreError>;
+    fn renew_all(
+        &self,
+        runs: &[i64],
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut lost = Vec::new();
+        for &run in runs {
+            if !self.renew(run, owner, lease)? {
+                lost.push(run);
+            }
+        }
+        Ok(lost)
+    }
 
     /// Marks a run finished; false when `owner` no longer holds it.
     fn finish(&self, run: i64, owner: &str) -> Result<bool, StoreError>;
@@ -249,10 +247,12 @@ pub trait Coordination: Send + Sync + 'static {
         Ok(lost)
     }
 
-    /// Takes over up to `limit` unfinished runs whose lease ran out, of the
-    /// sources of `fingerprints` registered with the fingerprint given (each
-    /// row with `FOR UPDATE SKIP LOCKED`): owner `owner`, leased for
-    /// `lease`, marked as re-runs.
+    /// Takes over up to `limit` unfinished runs whose lease ran out, held by
+    /// another owner, of the sources of `fingerprints` registered with the
+    /// fingerprint given (each row with `FOR UPDATE SKIP LOCKED`): owner
+    /// `owner`, leased for `lease`, marked as re-runs. A replica's own late
+    /// runs are its to run (it still holds them in memory); a restarted
+    /// replica is a new owner.
     fn reclaim_expired(
         &self,
         owner: &str,

@@ -26,8 +26,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use thiserror::Error;
 
 pub use coordination::{
-    Claim, Coordination, Due, Foreign, PlanTicks, Planned, Previous, Schedule, ScheduleStatus,
-    Share,
+    Claim, Coordination, Due, Foreign, PlanTicks, Planned, Schedule, ScheduleStatus, Share,
 };
 pub use lock::{DataDirLock, Holder, LOCK_FILE, LockError};
 pub use postgres::PostgresStore;

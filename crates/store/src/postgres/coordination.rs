@@ -16,7 +16,7 @@ use postgres::Row;
 use super::{PostgresStore, off_async, pg};
 use crate::StoreError;
 use crate::coordination::{
-    Claim, Coordination, Due, Foreign, PlanTicks, Previous, Schedule, ScheduleStatus, Share,
+    Claim, Coordination, Due, Foreign, PlanTicks, Schedule, ScheduleStatus, Share,
 };
 
 /// `(ids, fingerprints)` as two arrays, for `unnest`.
@@ -115,18 +115,11 @@ impl Coordination for PostgresStore {
             let mut tx = conn.transaction().map_err(pg(doing))?;
             // A source with a run still going (here or on another replica)
             // waits: its tick is claimed once that run ends, with the ticks
-            // due meanwhile as `plan` says. The source's latest run tells
-            // the plan how it ended.
+            // due meanwhile as `plan` says.
             let due = tx
                 .query(
                     &format!(
-                        "SELECT s.source_id, s.next_run_at, now(), \
-                                p.tick_at, p.claimed_at, p.reclaimed_at, p.finished_at, p.rerun \
-                           FROM source_schedule s JOIN {MINE} \
-                           LEFT JOIN LATERAL (SELECT r.tick_at, r.claimed_at, r.reclaimed_at, \
-                                                     r.finished_at, r.rerun \
-                                                FROM source_run r WHERE r.source_id = s.source_id \
-                                               ORDER BY r.tick_at DESC LIMIT 1) p ON TRUE \
+                        "SELECT s.source_id, s.next_run_at, now() FROM source_schedule s JOIN {MINE} \
                          WHERE (s.next_run_at <= now() - make_interval(secs => $6) \
                                 OR (mod(hashtext(s.source_id) & 2147483647, $4) = $5 \
                                     AND s.next_run_at <= now() + make_interval(secs => $7))) \
@@ -158,30 +151,10 @@ impl Coordination for PostgresStore {
                 let source: String = r.try_get(0).map_err(&e)?;
                 let tick: DateTime<Utc> = r.try_get(1).map_err(&e)?;
                 let now: DateTime<Utc> = r.try_get(2).map_err(&e)?;
-                let previous = match r.try_get::<_, Option<DateTime<Utc>>>(3).map_err(&e)? {
-                    None => None,
-                    Some(tick) => {
-                        let claimed: DateTime<Utc> = r.try_get(4).map_err(&e)?;
-                        let reclaimed: Option<DateTime<Utc>> = r.try_get(5).map_err(&e)?;
-                        let rerun: bool = r.try_get(7).map_err(&e)?;
-                        // Not finished is not claimed (above): a finished run.
-                        let finished: DateTime<Utc> = r.try_get(6).map_err(&e)?;
-                        Some(Previous {
-                            tick,
-                            running_from: match reclaimed {
-                                Some(at) if rerun => at,
-                                _ => claimed.max(tick),
-                            },
-                            finished,
-                            rerun,
-                        })
-                    }
-                };
                 let planned = plan(&Due {
                     source: &source,
                     tick,
                     now,
-                    previous,
                 });
                 // Past the limit, the schedule stays at the first tick not
                 // claimed: the next round claims from there.
@@ -333,6 +306,7 @@ impl Coordination for PostgresStore {
                              JOIN source_schedule s ON s.source_id = r.source_id \
                              JOIN {MINE} \
                             WHERE r.finished_at IS NULL AND r.lease_until < now() \
+                              AND r.owner <> $4 \
                             ORDER BY r.lease_until LIMIT $3 \
                             FOR UPDATE OF r SKIP LOCKED) \
                          UPDATE source_run r \

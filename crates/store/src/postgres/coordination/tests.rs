@@ -150,6 +150,13 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
         .unwrap();
     assert_eq!(dead.len(), 2);
     let_leases_expire();
+    // Not by its own owner: a live replica runs its own late runs.
+    assert!(
+        store
+            .reclaim_expired("dead", &fingerprints, 10, LEASE)
+            .unwrap()
+            .is_empty()
+    );
     let taken: Vec<(String, Claim)> = std::thread::scope(|s| {
         let racers: Vec<_> = ["a", "b"]
             .into_iter()
@@ -192,109 +199,60 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
     );
 }
 
-/// Plans every due tick a millisecond apart and records what it was told.
-struct CatchUp(std::sync::Mutex<Vec<(DateTime<Utc>, Option<crate::coordination::Previous>)>>);
-
-impl CatchUp {
-    fn plan(&self, due: &Due<'_>) -> Planned {
-        self.0.lock().unwrap().push((due.tick, due.previous));
-        let ms = chrono::Duration::milliseconds;
-        let ticks: Vec<DateTime<Utc>> = (0..)
-            .map(|n| due.tick + ms(n))
-            .take_while(|t| *t <= due.now)
-            .take(3)
-            .collect();
-        let next = *ticks.last().unwrap() + ms(1);
-        Planned {
-            ticks,
-            next: Some(next),
-        }
-    }
-
-    fn told(&self) -> Vec<(DateTime<Utc>, Option<crate::coordination::Previous>)> {
-        std::mem::take(&mut *self.0.lock().unwrap())
+/// Plans up to three due ticks a millisecond apart.
+fn three_due(due: &Due<'_>) -> Planned {
+    let ms = chrono::Duration::milliseconds;
+    let ticks: Vec<DateTime<Utc>> = (0..)
+        .map(|n| due.tick + ms(n))
+        .take_while(|t| *t <= due.now)
+        .take(3)
+        .collect();
+    let next = *ticks.last().unwrap() + ms(1);
+    Planned {
+        ticks,
+        next: Some(next),
     }
 }
 
 #[test]
-fn a_claim_takes_every_planned_tick_up_to_its_limit_and_tells_the_plan_how_the_last_run_went() {
+fn a_claim_takes_every_planned_tick_up_to_its_limit_and_renews_them_together() {
     let store = store();
     let first = store.now().unwrap() - chrono::Duration::seconds(1);
     store.register(&schedules(&["s"], "f", first)).unwrap();
     let fingerprints = mine(&["s"], "f");
     let ms = chrono::Duration::milliseconds;
-    let catch_up = CatchUp(std::sync::Mutex::new(Vec::new()));
-    let plan = |due: &Due<'_>| catch_up.plan(due);
 
     // Three ticks planned, two taken: the schedule stays at the third.
-    let dead = store
-        .claim_due("dead", &fingerprints, 2, Duration::ZERO, &plan)
+    let two = store
+        .claim_due("a", &fingerprints, 2, LEASE, &three_due)
         .unwrap();
-    let ticks: Vec<DateTime<Utc>> = dead.iter().map(|c| c.tick).collect();
+    let ticks: Vec<DateTime<Utc>> = two.iter().map(|c| c.tick).collect();
     assert_eq!(ticks, [first, first + ms(1)]);
-    assert_eq!(catch_up.told(), [(first, None)], "no run before the first");
     assert!(
         store
-            .claim_due("a", &fingerprints, 10, LEASE, &plan)
+            .claim_due("b", &fingerprints, 10, LEASE, &three_due)
             .unwrap()
             .is_empty(),
         "not claimed while its runs go"
     );
-    assert!(catch_up.told().is_empty());
-
-    // The dead replica's runs are taken over, run and finished.
-    let_leases_expire();
-    let taken = store
-        .reclaim_expired("a", &fingerprints, 10, LEASE)
-        .unwrap();
-    assert_eq!(taken.len(), 2);
-    for c in &taken {
+    for c in &two {
         assert!(store.finish(c.run, "a").unwrap());
     }
-    let reclaimed = taken
-        .iter()
-        .find(|c| c.tick == first + ms(1))
-        .unwrap()
-        .claimed_at;
     let next = store
-        .claim_due("a", &fingerprints, 10, LEASE, &plan)
+        .claim_due("b", &fingerprints, 10, LEASE, &three_due)
         .unwrap();
-    assert_eq!(next.len(), 3);
-    assert_eq!(next[0].tick, first + ms(2));
-    let told = catch_up.told();
-    assert_eq!(told.len(), 1);
-    let (tick, previous) = told[0];
-    assert_eq!(tick, first + ms(2));
-    let previous = previous.expect("the last run");
-    assert_eq!(previous.tick, first + ms(1));
-    assert!(previous.rerun);
-    assert_eq!(
-        previous.running_from, reclaimed,
-        "a re-run runs from its take-over"
-    );
-    assert!(previous.finished >= reclaimed);
+    let ticks: Vec<DateTime<Utc>> = next.iter().map(|c| c.tick).collect();
+    assert_eq!(ticks, [first + ms(2), first + ms(3), first + ms(4)]);
 
     // The three renewed in one statement, by their owner only.
     let runs: Vec<i64> = next.iter().map(|c| c.run).collect();
-    assert_eq!(store.renew_all(&runs, "b", LEASE).unwrap(), runs);
-    assert!(store.finish(runs[0], "a").unwrap());
+    assert_eq!(store.renew_all(&runs, "a", LEASE).unwrap(), runs);
+    assert!(store.finish(runs[0], "b").unwrap());
     assert_eq!(
-        store.renew_all(&runs, "a", LEASE).unwrap(),
+        store.renew_all(&runs, "b", LEASE).unwrap(),
         [runs[0]],
         "finished"
     );
-
-    // A run claimed on time runs from its tick; the next claim is told so.
-    for c in &next[1..] {
-        assert!(store.finish(c.run, "a").unwrap());
-    }
-    store
-        .claim_due("b", &fingerprints, 1, LEASE, &plan)
-        .unwrap();
-    let previous = catch_up.told()[0].1.expect("the last run");
-    assert_eq!(previous.tick, first + ms(4));
-    assert!(!previous.rerun);
-    assert!(previous.running_from >= previous.tick);
 }
 
 #[test]
