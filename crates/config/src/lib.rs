@@ -22,6 +22,7 @@ mod metrics;
 mod narrative;
 mod schedule;
 mod secrets;
+mod settings;
 
 #[cfg(test)]
 mod fuzz;
@@ -46,6 +47,7 @@ pub use location::Location;
 pub use metrics::{METRIC_WINDOWS, MetricsConfig};
 pub use narrative::{NarrativeTemplate, describe as template_error, syntax as template_syntax};
 pub use secrets::{Redactor, Secret};
+pub use settings::Settings;
 
 use location::{KeyIndex, join_key};
 use secrets::Resolver;
@@ -362,7 +364,7 @@ pub struct SourceConfig {
     /// the plugin names them.
     pub indicators: BTreeMap<String, Option<String>>,
     /// Handed to the plugin as JSON, secrets resolved. `Debug` shows only the keys.
-    pub settings: serde_json::Value,
+    pub settings: Settings,
 }
 
 /// `coverage = "subtrees" | "listed"` on a source: which of its units are
@@ -490,10 +492,7 @@ impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Settings hold resolved secrets, and literal ones an operator wrote inline:
         // show only the keys.
-        let settings_keys: Vec<&str> = match &self.settings {
-            serde_json::Value::Object(map) => map.keys().map(String::as_str).collect(),
-            _ => Vec::new(),
-        };
+        let settings_keys = self.settings.keys();
         f.debug_struct("SourceConfig")
             .field("id", &self.id)
             .field("plugin", &self.plugin)
@@ -779,7 +778,8 @@ impl Config {
     /// `sources[2].settings.mapping[0].path`. An empty pointer names `settings` itself.
     pub fn settings_location(&self, source_idx: usize, pointer: &str) -> Location {
         let mut key = format!("sources[{source_idx}].settings");
-        let mut value = self.sources.get(source_idx).map(|s| &s.settings);
+        let settings = self.sources.get(source_idx).map(|s| s.settings.value());
+        let mut value = settings.as_ref();
         for token in pointer.split('/').skip(1) {
             let token = token.replace("~1", "/").replace("~0", "~");
             match value {
@@ -1639,8 +1639,10 @@ impl Checker<'_> {
                     .ok()
             });
             let settings = match source.settings {
-                None => serde_json::Value::Object(serde_json::Map::new()),
-                Some(table) => self.settings(&key("settings"), toml::Value::Table(table)),
+                None => Settings::empty(),
+                Some(table) => Settings::from_value(
+                    &self.settings(&key("settings"), toml::Value::Table(table)),
+                ),
             };
             if let Ok(schedule) = schedule {
                 sources.push(SourceConfig {
