@@ -35,6 +35,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -341,7 +342,10 @@ pub struct SourceConfig {
     /// does not is 未报送): every unit of the subtrees of `units`, or exactly
     /// the units listed.
     pub coverage: Coverage,
-    pub schedule: cron::Schedule,
+    /// Shared by the sources whose expression is written alike: a parsed
+    /// schedule holds a set of every second, minute, ..., year it allows
+    /// (a few kB), which 10,000 sources on one schedule paid 10,000 times.
+    pub schedule: Arc<cron::Schedule>,
     /// The expression as written in the file.
     pub schedule_text: String,
     pub lookback_days: u32,
@@ -1494,6 +1498,7 @@ impl Checker<'_> {
     ) -> Vec<SourceConfig> {
         let mut first: HashMap<String, usize> = HashMap::new();
         let mut sources = Vec::with_capacity(raw.len());
+        let mut parsed: HashMap<String, Arc<cron::Schedule>> = HashMap::new();
         for (i, source) in raw.into_iter().enumerate() {
             let key = |field: &str| format!("sources[{i}].{field}");
             if !is_source_id(&source.id) {
@@ -1607,12 +1612,21 @@ impl Checker<'_> {
                     ),
                 }
             }
-            let schedule = schedule::parse(&source.schedule).map_err(|message| {
-                self.problem(
-                    &key("schedule"),
-                    format!("invalid cron expression {:?}: {message}", source.schedule),
-                )
-            });
+            let schedule = match parsed.get(&source.schedule) {
+                Some(known) => Ok(known.clone()),
+                None => schedule::parse(&source.schedule)
+                    .map(|schedule| {
+                        let schedule = Arc::new(schedule);
+                        parsed.insert(source.schedule.clone(), schedule.clone());
+                        schedule
+                    })
+                    .map_err(|message| {
+                        self.problem(
+                            &key("schedule"),
+                            format!("invalid cron expression {:?}: {message}", source.schedule),
+                        )
+                    }),
+            };
             let timeout = match &source.timeout {
                 None => Config::DEFAULT_TIMEOUT,
                 Some(text) => parse_duration(text).unwrap_or_else(|message| {
