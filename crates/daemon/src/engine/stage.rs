@@ -48,9 +48,7 @@ impl Engine {
             )));
         }
         let mut config = SourceConfig::clone(&source.config);
-        config
-            .settings
-            .set("dir", dir.display().to_string().into());
+        config.settings.set("dir", dir.display().to_string().into());
         let secrets = self.config.secrets().clone();
         let services = HostServices {
             http: tally_host::http_agent(Duration::from_secs(10), Duration::from_secs(90)),
