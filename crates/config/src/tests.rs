@@ -519,7 +519,7 @@ fn file_secrets_resolve_against_the_config_directory() {
     std::fs::write(&path, &text).unwrap();
     let config = Config::parse(&text, &path, &fake_env).unwrap();
     assert_eq!(
-        config.sources[0].settings["header"],
+        config.sources[0].settings.value()["header"],
         "Bearer file-secret-value"
     );
     assert_eq!(config.secrets().redact("got file-secret-value"), "got ***");
@@ -547,7 +547,7 @@ fn secrets_are_redacted_and_not_debug_printed() {
         )
     ))
     .unwrap();
-    assert_eq!(config.sources[0].settings["secret"], WECHAT_SECRET);
+    assert_eq!(config.sources[0].settings.value()["secret"], WECHAT_SECRET);
     let redactor = config.secrets();
     assert_eq!(redactor.len(), 2);
     assert_eq!(
@@ -1090,7 +1090,7 @@ fn unset_secrets_are_deferred_for_check_and_named_each_at_its_key() {
     // The plugin sees the reference where the value would be; what did
     // resolve is still a secret to redact.
     assert_eq!(
-        config.sources[0].settings["secret"],
+        config.sources[0].settings.value()["secret"],
         serde_json::json!("${env:UNSET_SECRET}")
     );
     assert_eq!(

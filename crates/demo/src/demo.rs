@@ -293,13 +293,18 @@ pub fn demo_config(
     for source in &mut config.sources {
         source.backfill_from = Some(start);
         match source.plugin.as_str() {
-            "csv_form" => source.settings["dir"] = Value::String(forms.display().to_string()),
-            "xuexi" => {
-                source.settings["dir"] = Value::String(data_dir.join("xuexi").display().to_string())
-            }
+            "csv_form" => source
+                .settings
+                .set("dir", Value::String(forms.display().to_string())),
+            "xuexi" => source.settings.set(
+                "dir",
+                Value::String(data_dir.join("xuexi").display().to_string()),
+            ),
             "exec" => {
                 let script = data_dir.join("scripts").join("meetings.sh");
-                source.settings["command"] = Value::String(script.display().to_string());
+                source
+                    .settings
+                    .set("command", Value::String(script.display().to_string()));
             }
             _ => {}
         }

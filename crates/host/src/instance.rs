@@ -88,7 +88,7 @@ impl SourceInstance {
     pub fn create(
         lib: Arc<PluginLibrary>,
         source: &str,
-        settings: &serde_json::Value,
+        settings: &tally_config::Settings,
         services: HostServices,
     ) -> Result<SourceInstance, CallError> {
         let ctx = Box::new(HostCtx {
@@ -106,8 +106,8 @@ impl SourceInstance {
             cancelled: host_cancelled,
             call: host_call,
         });
-        let settings = serde_json::to_vec(settings)
-            .map_err(|e| CallError::Protocol(format!("cannot encode settings: {e}")))?;
+        // Already the JSON text the plugin reads.
+        let settings = settings.json().as_bytes();
         let mut instance: *mut Instance = std::ptr::null_mut();
         let mut out = OwnedBytes::empty();
         // SAFETY: `host_vt` and `ctx` are boxed and owned by the returned
@@ -116,7 +116,7 @@ impl SourceInstance {
         let status = unsafe {
             (lib.vtable.create)(
                 &*host_vt,
-                Bytes::from_slice(&settings),
+                Bytes::from_slice(settings),
                 &mut instance,
                 &mut out,
             )

@@ -27,7 +27,7 @@ use super::{CallError, HostServices, SourceInstance, load};
 enum Frame {
     Create {
         source: String,
-        settings: serde_json::Value,
+        settings: tally_config::Settings,
     },
     Collect {
         request: CollectRequest,
@@ -136,7 +136,7 @@ pub struct ProcessInstance {
     exe: PathBuf,
     library: PathBuf,
     source: String,
-    settings: serde_json::Value,
+    settings: tally_config::Settings,
     memory_limit_mb: u64,
     redact: super::Redact,
     /// Held by a call for its whole duration.
@@ -153,7 +153,7 @@ impl ProcessInstance {
         exe: PathBuf,
         library: PathBuf,
         source: &str,
-        settings: &serde_json::Value,
+        settings: &tally_config::Settings,
         memory_limit_mb: u64,
         redact: super::Redact,
     ) -> Result<ProcessInstance, CallError> {

@@ -15,7 +15,7 @@ pub fn check_source(config: &Config, idx: usize, schema: &Value) -> Vec<Problem>
     let Some(source) = config.sources.get(idx) else {
         return Vec::new();
     };
-    tally_plugin::schema::validate(schema, &source.settings)
+    tally_plugin::schema::validate(schema, &source.settings.value())
         .into_iter()
         .map(|p| Problem {
             location: config.settings_location(idx, &p.pointer),

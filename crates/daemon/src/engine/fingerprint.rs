@@ -164,4 +164,22 @@ mod tests {
         assert_eq!(ta, tb);
         assert_eq!(ta, r#"{"a":{"x":"s","y":[{"c":2,"d":1}]},"b":1}"#);
     }
+
+    /// Settings are kept as JSON text now; a fingerprint's input must be
+    /// the bytes it was when they were kept as a `Value`, or replicas of two
+    /// versions would disown each other's sources during a rolling upgrade.
+    #[test]
+    fn settings_as_text_give_the_fingerprint_input_of_settings_as_a_value() {
+        let value = json!({
+            "url": "http://127.0.0.1:1/src/0.json",
+            "values": [{"path": "$.a", "indicator": "reads"}],
+            "scale": 0.30000000000000004, "tiny": 5e-324, "n": -7, "big": u64::MAX,
+            "nested": {"b": [true, null], "a": "名"},
+        });
+        let settings = tally_config::Settings::from_value(&value);
+        let (mut old, mut new) = (String::new(), String::new());
+        canonical(&json!({"settings": value}), &mut old);
+        canonical(&json!({"settings": settings}), &mut new);
+        assert_eq!(new, old);
+    }
 }

@@ -20,8 +20,8 @@ impl SourceRuntime {
     pub fn drop_dir(&self) -> Option<std::path::PathBuf> {
         let schema = self.instance.plugin.description.settings_schema.as_ref()?;
         schema.get("properties")?.get("dir")?;
-        let dir = self.config.settings.get("dir")?.as_str()?;
-        Some(std::path::PathBuf::from(dir))
+        let dir = self.config.settings.get("dir")?;
+        Some(std::path::PathBuf::from(dir.as_str()?))
     }
 }
 
@@ -48,9 +48,7 @@ impl Engine {
             )));
         }
         let mut config = SourceConfig::clone(&source.config);
-        if let Some(settings) = config.settings.as_object_mut() {
-            settings.insert("dir".to_owned(), dir.display().to_string().into());
-        }
+        config.settings.set("dir", dir.display().to_string().into());
         let secrets = self.config.secrets().clone();
         let services = HostServices {
             http: tally_host::http_agent(Duration::from_secs(10), Duration::from_secs(90)),
