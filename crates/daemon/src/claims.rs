@@ -159,6 +159,7 @@ pub async fn run(
         in_flight: in_flight.clone(),
         pace: pace.clone(),
         finisher: finisher.queue.clone(),
+        holding: Arc::default(),
     };
     let mut registered = false;
     let mut logged: HashSet<(String, String)> = HashSet::new();
@@ -254,6 +255,18 @@ struct Claimed {
     in_flight: Arc<AtomicUsize>,
     pace: Arc<Pace>,
     finisher: mpsc::UnboundedSender<ToFinish>,
+    /// The claimed runs this replica has queued or running: never taken
+    /// over by itself when their lease runs out (late, not dead), unlike a
+    /// run it gave up (its commit failed).
+    holding: Arc<std::sync::Mutex<HashSet<i64>>>,
+}
+
+impl Claimed {
+    fn holding(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.holding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A claimed run to mark finished, and where to say whether this replica
@@ -421,7 +434,8 @@ async fn claim_into(
     live: &mut usize,
     claimed: &Claimed,
 ) -> bool {
-    let claims = claim(engine, replica, free, live).await;
+    let holding: Vec<i64> = claimed.holding().iter().copied().collect();
+    let claims = claim(engine, replica, free, live, holding).await;
     let full = claims.len() >= free;
     if full {
         claimed.pace.held_back();
@@ -513,6 +527,7 @@ async fn claim(
     replica: &Arc<Replica>,
     free: usize,
     live: &mut usize,
+    holding: Vec<i64>,
 ) -> Vec<Claim> {
     let (engine, replica) = (engine.clone(), replica.clone());
     let done = tokio::task::spawn_blocking(move || {
@@ -528,8 +543,13 @@ async fn claim(
         if free == 0 {
             return Ok((Vec::new(), beating.len()));
         }
-        let mut claims =
-            coordination.reclaim_expired(&replica.owner, &prints.sources, free, replica.lease)?;
+        let mut claims = coordination.reclaim_expired(
+            &replica.owner,
+            &prints.sources,
+            free,
+            replica.lease,
+            &holding,
+        )?;
         let left = free - claims.len().min(free);
         if left > 0 {
             // From the ticks, never from a clock: every replica plans the
@@ -614,6 +634,8 @@ fn spawn_claims(
         claimed.finisher.clone(),
     );
     in_flight.fetch_add(claims.len(), Ordering::AcqRel);
+    claimed.holding().extend(claims.iter().map(|c| c.run));
+    let holding = claimed.holding.clone();
     // Claimed ahead of its tick: started at the tick, by the database's
     // clock (the claim's `claimed_at`), measured on this one from now.
     let wait = (first.tick - first.claimed_at)
@@ -648,6 +670,10 @@ fn spawn_claims(
                     run_claim(&engine, &replica, claim, &mut queue, &mut renew, &finisher).await;
                     pace.finished();
                 }
+                holding
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&claim.run);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
             }
         }

@@ -247,18 +247,18 @@ pub trait Coordination: Send + Sync + 'static {
         Ok(lost)
     }
 
-    /// Takes over up to `limit` unfinished runs whose lease ran out, held by
-    /// another owner, of the sources of `fingerprints` registered with the
-    /// fingerprint given (each row with `FOR UPDATE SKIP LOCKED`): owner
-    /// `owner`, leased for `lease`, marked as re-runs. A replica's own late
-    /// runs are its to run (it still holds them in memory); a restarted
-    /// replica is a new owner.
+    /// Takes over up to `limit` unfinished runs whose lease ran out, of the
+    /// sources of `fingerprints` registered with the fingerprint given (each
+    /// row with `FOR UPDATE SKIP LOCKED`): owner `owner`, leased for
+    /// `lease`, marked as re-runs; except `owner`'s own runs in `holding`,
+    /// which it still has queued or running (late under load, not dead).
     fn reclaim_expired(
         &self,
         owner: &str,
         fingerprints: &HashMap<String, String>,
         limit: usize,
         lease: Duration,
+        holding: &[i64],
     ) -> Result<Vec<Claim>, StoreError>;
 
     /// Takes the lease `name` for `ttl` if it is free or expired, or

@@ -292,6 +292,7 @@ impl Coordination for PostgresStore {
         fingerprints: &HashMap<String, String>,
         limit: usize,
         lease: Duration,
+        holding: &[i64],
     ) -> Result<Vec<Claim>, StoreError> {
         off_async(|| {
             let doing = "taking over runs whose lease ran out";
@@ -306,7 +307,7 @@ impl Coordination for PostgresStore {
                              JOIN source_schedule s ON s.source_id = r.source_id \
                              JOIN {MINE} \
                             WHERE r.finished_at IS NULL AND r.lease_until < now() \
-                              AND r.owner <> $4 \
+                              AND NOT (r.owner = $4 AND r.id = ANY($6)) \
                             ORDER BY r.lease_until LIMIT $3 \
                             FOR UPDATE OF r SKIP LOCKED) \
                          UPDATE source_run r \
@@ -315,7 +316,7 @@ impl Coordination for PostgresStore {
                            FROM expired WHERE r.id = expired.id \
                          RETURNING r.id, r.source_id, r.tick_at, r.rerun, r.reclaimed_at"
                     ),
-                    &[&ids, &prints, &limit, &owner, &seconds(lease)],
+                    &[&ids, &prints, &limit, &owner, &seconds(lease), &holding],
                 )
                 .map_err(pg(doing))?;
             rows.iter().map(claim).collect()

@@ -150,10 +150,11 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
         .unwrap();
     assert_eq!(dead.len(), 2);
     let_leases_expire();
-    // Not by its own owner: a live replica runs its own late runs.
+    // Not by its own owner while it still holds them (late, not dead).
+    let held: Vec<i64> = dead.iter().map(|c| c.run).collect();
     assert!(
         store
-            .reclaim_expired("dead", &fingerprints, 10, LEASE)
+            .reclaim_expired("dead", &fingerprints, 10, LEASE, &held)
             .unwrap()
             .is_empty()
     );
@@ -164,7 +165,7 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
                 let (store, fingerprints) = (&store, &fingerprints);
                 s.spawn(move || {
                     let got = store
-                        .reclaim_expired(owner, fingerprints, 10, LEASE)
+                        .reclaim_expired(owner, fingerprints, 10, LEASE, &[])
                         .unwrap();
                     got.into_iter()
                         .map(|c| (owner.to_owned(), c))
@@ -192,7 +193,7 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
     let_leases_expire();
     assert!(
         store
-            .reclaim_expired("c", &fingerprints, 10, LEASE)
+            .reclaim_expired("c", &fingerprints, 10, LEASE, &[])
             .unwrap()
             .is_empty(),
         "a finished run is never taken over"
@@ -256,6 +257,32 @@ fn a_claim_takes_every_planned_tick_up_to_its_limit_and_renews_them_together() {
 }
 
 #[test]
+fn an_owner_takes_its_own_expired_run_over_only_once_it_no_longer_holds_it() {
+    let store = store();
+    let first = store.now().unwrap();
+    store.register(&schedules(&["s"], "f", first)).unwrap();
+    let fingerprints = mine(&["s"], "f");
+    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
+    let c = store
+        .claim_due("a", &fingerprints, 10, Duration::ZERO, &far)
+        .unwrap()
+        .remove(0);
+    let_leases_expire();
+    // Still queued or running there: late under load, its own to run.
+    let held = store
+        .reclaim_expired("a", &fingerprints, 10, LEASE, &[c.run])
+        .unwrap();
+    assert!(held.is_empty());
+    // Given up (its commit failed): run again, by itself if alone.
+    let again = store
+        .reclaim_expired("a", &fingerprints, 10, LEASE, &[])
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].rerun);
+    assert_eq!(again[0].run, c.run);
+}
+
+#[test]
 fn a_run_is_renewed_only_by_its_owner_and_a_renewed_one_is_not_reclaimed() {
     let store = store();
     let first = store.now().unwrap();
@@ -271,7 +298,7 @@ fn a_run_is_renewed_only_by_its_owner_and_a_renewed_one_is_not_reclaimed() {
     let_leases_expire();
     assert!(
         store
-            .reclaim_expired("b", &fingerprints, 10, LEASE)
+            .reclaim_expired("b", &fingerprints, 10, LEASE, &[])
             .unwrap()
             .is_empty()
     );
