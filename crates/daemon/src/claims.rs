@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::engine::{Engine, Replica, RunError, Trigger, humanize};
+use crate::metrics::lock;
 use crate::reports;
 use crate::scheduler::{self, Command};
 use tally_domain::ErrorChain;
@@ -261,14 +262,6 @@ struct Claimed {
     holding: Arc<std::sync::Mutex<HashSet<i64>>>,
 }
 
-impl Claimed {
-    fn holding(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
-        self.holding
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 /// A claimed run to mark finished, and where to say whether this replica
 /// still held it.
 struct ToFinish {
@@ -434,7 +427,7 @@ async fn claim_into(
     live: &mut usize,
     claimed: &Claimed,
 ) -> bool {
-    let holding: Vec<i64> = claimed.holding().iter().copied().collect();
+    let holding: Vec<i64> = lock(&claimed.holding).iter().copied().collect();
     let claims = claim(engine, replica, free, live, holding).await;
     let full = claims.len() >= free;
     if full {
@@ -561,10 +554,7 @@ async fn claim(
                 };
                 let (planned, n) = plan_ticks(due, replica.lease, |t| engine.next_fire(source, t));
                 if n > 0 {
-                    missed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((due.source.to_owned(), due.tick, n));
+                    lock(&missed).push((due.source.to_owned(), due.tick, n));
                 }
                 planned
             };
@@ -634,7 +624,7 @@ fn spawn_claims(
         claimed.finisher.clone(),
     );
     in_flight.fetch_add(claims.len(), Ordering::AcqRel);
-    claimed.holding().extend(claims.iter().map(|c| c.run));
+    lock(&claimed.holding).extend(claims.iter().map(|c| c.run));
     let holding = claimed.holding.clone();
     // Claimed ahead of its tick: started at the tick, by the database's
     // clock (the claim's `claimed_at`), measured on this one from now.
@@ -670,10 +660,7 @@ fn spawn_claims(
                     run_claim(&engine, &replica, claim, &mut queue, &mut renew, &finisher).await;
                     pace.finished();
                 }
-                holding
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&claim.run);
+                lock(&holding).remove(&claim.run);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
             }
         }

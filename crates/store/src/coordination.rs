@@ -223,13 +223,7 @@ pub trait Coordination: Send + Sync + 'static {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<i64>, StoreError> {
-        let mut lost = Vec::new();
-        for &run in runs {
-            if !self.renew(run, owner, lease)? {
-                lost.push(run);
-            }
-        }
-        Ok(lost)
+        not_held(runs, |run| self.renew(run, owner, lease))
     }
 
     /// Marks a run finished; false when `owner` no longer holds it.
@@ -238,13 +232,7 @@ pub trait Coordination: Send + Sync + 'static {
     /// Marks `runs` finished at once (one statement, one commit); returns
     /// those `owner` no longer held (another replica took them over).
     fn finish_all(&self, runs: &[i64], owner: &str) -> Result<Vec<i64>, StoreError> {
-        let mut lost = Vec::new();
-        for &run in runs {
-            if !self.finish(run, owner)? {
-                lost.push(run);
-            }
-        }
-        Ok(lost)
+        not_held(runs, |run| self.finish(run, owner))
     }
 
     /// Takes over up to `limit` unfinished runs whose lease ran out, of the
@@ -286,4 +274,19 @@ pub trait Coordination: Send + Sync + 'static {
         &self,
         sources: &[&str],
     ) -> Result<HashMap<String, ScheduleStatus>, StoreError>;
+}
+
+/// The runs of `runs` for which `held` (a renewal or a finish, one run at a
+/// time) says the owner no longer held them.
+fn not_held(
+    runs: &[i64],
+    mut held: impl FnMut(i64) -> Result<bool, StoreError>,
+) -> Result<Vec<i64>, StoreError> {
+    let mut lost = Vec::new();
+    for &run in runs {
+        if !held(run)? {
+            lost.push(run);
+        }
+    }
+    Ok(lost)
 }

@@ -45,6 +45,24 @@ fn every_ms(due: &Due<'_>) -> Planned {
     Planned::one(due.tick, Some(due.tick + chrono::Duration::milliseconds(1)))
 }
 
+/// A tick a day: every claim finds one due tick a source.
+fn next_day(due: &Due<'_>) -> Planned {
+    Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)))
+}
+
+/// Source `s`, due now, claimed by `owner` with a lease that runs out at
+/// once; with the fingerprints that claim it.
+fn claimed_without_a_lease(store: &PostgresStore, owner: &str) -> (HashMap<String, String>, Claim) {
+    let first = store.now().unwrap();
+    store.register(&schedules(&["s"], "f", first)).unwrap();
+    let fingerprints = mine(&["s"], "f");
+    let c = store
+        .claim_due(owner, &fingerprints, 10, Duration::ZERO, &next_day)
+        .unwrap()
+        .remove(0);
+    (fingerprints, c)
+}
+
 #[test]
 fn two_owners_racing_for_the_same_due_rows_never_both_get_a_tick() {
     let store = store();
@@ -142,11 +160,10 @@ fn an_expired_lease_is_reclaimed_once_as_a_rerun() {
     let first = store.now().unwrap() - chrono::Duration::seconds(1);
     store.register(&schedules(&["s", "t"], "f", first)).unwrap();
     let fingerprints = mine(&["s", "t"], "f");
-    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
     // "dead" claims both with a lease that runs out at once, and renews
     // neither: it was killed.
     let dead = store
-        .claim_due("dead", &fingerprints, 10, Duration::ZERO, &far)
+        .claim_due("dead", &fingerprints, 10, Duration::ZERO, &next_day)
         .unwrap();
     assert_eq!(dead.len(), 2);
     let_leases_expire();
@@ -259,14 +276,7 @@ fn a_claim_takes_every_planned_tick_up_to_its_limit_and_renews_them_together() {
 #[test]
 fn an_owner_takes_its_own_expired_run_over_only_once_it_no_longer_holds_it() {
     let store = store();
-    let first = store.now().unwrap();
-    store.register(&schedules(&["s"], "f", first)).unwrap();
-    let fingerprints = mine(&["s"], "f");
-    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
-    let c = store
-        .claim_due("a", &fingerprints, 10, Duration::ZERO, &far)
-        .unwrap()
-        .remove(0);
+    let (fingerprints, c) = claimed_without_a_lease(&store, "a");
     let_leases_expire();
     // Still queued or running there: late under load, its own to run.
     let held = store
@@ -285,14 +295,7 @@ fn an_owner_takes_its_own_expired_run_over_only_once_it_no_longer_holds_it() {
 #[test]
 fn a_run_is_renewed_only_by_its_owner_and_a_renewed_one_is_not_reclaimed() {
     let store = store();
-    let first = store.now().unwrap();
-    store.register(&schedules(&["s"], "f", first)).unwrap();
-    let fingerprints = mine(&["s"], "f");
-    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
-    let c = store
-        .claim_due("a", &fingerprints, 10, Duration::ZERO, &far)
-        .unwrap()
-        .remove(0);
+    let (fingerprints, c) = claimed_without_a_lease(&store, "a");
     assert!(!store.renew(c.run, "b", LEASE).unwrap());
     assert!(store.renew(c.run, "a", LEASE).unwrap());
     let_leases_expire();
@@ -393,13 +396,12 @@ fn only_replicas_with_the_registered_fingerprint_claim_a_source() {
         store.register(&schedules(&["s"], "new", past)).unwrap(),
         vec!["s".to_owned()]
     );
-    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
     let old = HashMap::from([
         ("s".to_owned(), "old".to_owned()),
         ("t".to_owned(), "old".to_owned()),
     ]);
     let claimed: Vec<String> = store
-        .claim_due("old-replica", &old, 10, LEASE, &far)
+        .claim_due("old-replica", &old, 10, LEASE, &next_day)
         .unwrap()
         .into_iter()
         .map(|c| c.source)
@@ -417,7 +419,7 @@ fn only_replicas_with_the_registered_fingerprint_claim_a_source() {
     let only_t = mine(&["t"], "old");
     assert_eq!(store.foreign(&only_t).unwrap()[0].mine, None);
     let claimed = store
-        .claim_due("new-replica", &mine(&["s"], "new"), 10, LEASE, &far)
+        .claim_due("new-replica", &mine(&["s"], "new"), 10, LEASE, &next_day)
         .unwrap();
     assert_eq!(claimed.len(), 1);
     let status = store.schedule_status(&["s"]).unwrap();
@@ -442,7 +444,6 @@ fn live_replicas_split_due_ticks_by_share_and_take_overdue_ones_of_any_share() {
     assert_eq!(store.heartbeat("b", LEASE).unwrap(), ["b"]);
     let live = store.heartbeat("a", LEASE).unwrap();
     assert_eq!(live, ["a", "b"]);
-    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
 
     // Due just now: each takes its own share only, and the two shares
     // make up every source.
@@ -452,17 +453,17 @@ fn live_replicas_split_due_ticks_by_share_and_take_overdue_ones_of_any_share() {
     let (share_a, share_b) = (Share::of("a", &live, after), Share::of("b", &live, after));
     assert_eq!((share_a.rank, share_b.rank, share_a.live), (0, 1, 2));
     let got_a = store
-        .claim_share("a", &fingerprints, 100, LEASE, &far, share_a)
+        .claim_share("a", &fingerprints, 100, LEASE, &next_day, share_a)
         .unwrap();
     // Again: a's share is claimed, b's is not a's to take yet.
     assert!(
         store
-            .claim_share("a", &fingerprints, 100, LEASE, &far, share_a)
+            .claim_share("a", &fingerprints, 100, LEASE, &next_day, share_a)
             .unwrap()
             .is_empty()
     );
     let got_b = store
-        .claim_share("b", &fingerprints, 100, LEASE, &far, share_b)
+        .claim_share("b", &fingerprints, 100, LEASE, &next_day, share_b)
         .unwrap();
     assert!(
         !got_a.is_empty() && !got_b.is_empty(),
@@ -490,7 +491,7 @@ fn live_replicas_split_due_ticks_by_share_and_take_overdue_ones_of_any_share() {
     let other = mine(&sources, "g");
     store.register(&schedules(&sources, "g", old)).unwrap();
     let took = store
-        .claim_share("a", &other, 100, LEASE, &far, share_a)
+        .claim_share("a", &other, 100, LEASE, &next_day, share_a)
         .unwrap();
     assert_eq!(took.len(), sources.len(), "overdue ticks of any share");
 }
@@ -503,7 +504,6 @@ fn a_share_claimed_ahead_takes_its_own_ticks_due_soon_and_never_anothers() {
     let fingerprints = mine(&sources, "f");
     store.heartbeat("a", LEASE).unwrap();
     let live = store.heartbeat("b", LEASE).unwrap();
-    let far = |due: &Due<'_>| Planned::one(due.tick, Some(due.tick + chrono::Duration::days(1)));
     // Due in a minute: not due yet, but within an hour's `ahead`.
     let soon = store.now().unwrap() + chrono::Duration::minutes(1);
     store.register(&schedules(&sources, "f", soon)).unwrap();
@@ -511,14 +511,14 @@ fn a_share_claimed_ahead_takes_its_own_ticks_due_soon_and_never_anothers() {
     let share_a = Share::of("a", &live, after);
     assert!(
         store
-            .claim_share("a", &fingerprints, 100, LEASE, &far, share_a)
+            .claim_share("a", &fingerprints, 100, LEASE, &next_day, share_a)
             .unwrap()
             .is_empty(),
         "not due, not claimed ahead"
     );
     let ahead = share_a.ahead(Duration::from_secs(3600));
     let got = store
-        .claim_share("a", &fingerprints, 100, LEASE, &far, ahead)
+        .claim_share("a", &fingerprints, 100, LEASE, &next_day, ahead)
         .unwrap();
     // Only a's share: b's ticks are not overdue, whatever `after` says.
     let share_b = store
@@ -527,7 +527,7 @@ fn a_share_claimed_ahead_takes_its_own_ticks_due_soon_and_never_anothers() {
             &fingerprints,
             100,
             LEASE,
-            &far,
+            &next_day,
             Share::of("b", &live, after).ahead(Duration::from_secs(3600)),
         )
         .unwrap();
