@@ -26,13 +26,12 @@
 //! The client is the synchronous `postgres` crate with an r2d2 pool: the
 //! [`Store`] trait is synchronous and called on blocking threads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::NaiveDate;
 use postgres::{Config, GenericClient, NoTls, Row};
-use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2::{Pool, PooledConnection};
 
 use super::sqlite::{Checked, SourceRuns, check_run, day_num, num_day, parse_uncovered};
@@ -48,11 +47,12 @@ mod import;
 mod month_cache;
 mod reads;
 mod schema;
+mod session;
 #[cfg(any(test, feature = "test-cluster"))]
 pub mod test_cluster;
 mod writer;
 
-type Manager = PostgresConnectionManager<NoTls>;
+use session::Manager;
 
 /// Connections a store keeps: a writer, and readers for the API and
 /// summaries beside it.
@@ -137,7 +137,7 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
-            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+            .build_unchecked(Manager { config });
         Ok(PostgresStore {
             pool: Some(pool),
             database,
@@ -363,7 +363,8 @@ impl PostgresStore {
             Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         };
-        let now = current_version(&mut *self.conn("checking whether another process wrote")?)?;
+        let now =
+            current_version(&mut self.conn("checking whether another process wrote")?.client)?;
         let Versions { seen, mine } = &mut *versions;
         // Versions only grow, one a commit: every version in (seen, now]
         // that this process did not produce is another's commit.
@@ -379,6 +380,8 @@ impl PostgresStore {
 const RUN_COLUMNS: &str = "id, source, trigger, started_at, finished_at, result, error, \
      window_from, window_to, warnings, observations, http_requests, uncovered, error_kind, \
      retry_after";
+/// How many columns [`RUN_COLUMNS`] names.
+const RUN_COLUMN_COUNT: usize = 15;
 
 fn stored_run(r: &Row) -> Result<StoredRun, StoreError> {
     let e = pg("reading a run");
@@ -426,8 +429,9 @@ fn stored_run(r: &Row) -> Result<StoredRun, StoreError> {
 }
 
 /// Folds runs (`id, result, window_from, window_to, finished_at, uncovered`
-/// rows, in id order) as the SQLite store's run index does.
-fn fold_runs(rows: &[Row]) -> Result<SourceRuns, StoreError> {
+/// in the first columns of each row, in id order) as the SQLite store's run
+/// index does.
+fn fold_runs<'r>(rows: impl IntoIterator<Item = &'r Row>) -> Result<SourceRuns, StoreError> {
     let e = pg("reading runs");
     let mut folded = SourceRuns::default();
     for r in rows {
@@ -449,42 +453,35 @@ fn fold_runs(rows: &[Row]) -> Result<SourceRuns, StoreError> {
     Ok(folded)
 }
 
-fn last_success(
-    client: &mut impl GenericClient,
-    source: &str,
-) -> Result<Option<LastSuccess>, StoreError> {
+/// A source's last success (`id, finished_at, window_to`): the latest by
+/// finish time, as the SQLite store's run index keeps it. `$1` is the source.
+const LAST_SUCCESS: &str = "SELECT id, finished_at, window_to FROM runs \
+     WHERE source = $1 AND result = 'success' ORDER BY finished_at DESC, id DESC LIMIT 1";
+
+/// [`LAST_SUCCESS`]'s three columns, from column `at` of `row` (all NULL:
+/// none).
+fn last_success(row: &Row, at: usize) -> Result<Option<LastSuccess>, StoreError> {
     let e = pg("reading a source's last success");
-    client
-        .query_opt(
-            "SELECT id, finished_at, window_to FROM runs \
-             WHERE source = $1 AND result = 'success' \
-             ORDER BY finished_at DESC, id DESC LIMIT 1",
-            &[&source],
-        )
-        .map_err(&e)?
-        .map(|r| {
-            Ok(LastSuccess {
-                run_id: r.try_get(0).map_err(&e)?,
-                finished_at: from_millis(r.try_get(1).map_err(&e)?)?,
-                window_to: r.try_get(2).map_err(&e)?,
-            })
-        })
-        .transpose()
+    let Some(run_id) = row.try_get::<_, Option<i64>>(at).map_err(&e)? else {
+        return Ok(None);
+    };
+    Ok(Some(LastSuccess {
+        run_id,
+        finished_at: from_millis(row.try_get(at + 1).map_err(&e)?)?,
+        window_to: row.try_get(at + 2).map_err(&e)?,
+    }))
 }
 
+/// A source's resume state (JSON text) from column `at` of `row`.
 fn resume_state(
-    client: &mut impl GenericClient,
+    row: &Row,
+    at: usize,
     source: &str,
 ) -> Result<Option<serde_json::Value>, StoreError> {
     let e = pg("reading a source's resume state");
-    client
-        .query_opt(
-            "SELECT state FROM source_state WHERE source = $1",
-            &[&source],
-        )
+    row.try_get::<_, Option<&str>>(at)
         .map_err(&e)?
-        .map(|r| {
-            let text: &str = r.try_get(0).map_err(&e)?;
+        .map(|text| {
             serde_json::from_str(text).map_err(|err| StoreError::Corrupt {
                 what: "resume state",
                 detail: format!("source \"{source}\": {err}"),
@@ -493,18 +490,19 @@ fn resume_state(
         .transpose()
 }
 
-fn counts(client: &mut impl GenericClient, source: &str) -> Result<RunCounts, StoreError> {
-    let e = pg("counting a source's runs");
+/// A source's runs counted by result, from `{"result": count, ...}` (NULL:
+/// no run).
+fn counts(by_result: Option<&str>, source: &str) -> Result<RunCounts, StoreError> {
     let mut counts = RunCounts::default();
-    for r in client
-        .query(
-            "SELECT result, COUNT(*) FROM runs WHERE source = $1 GROUP BY result",
-            &[&source],
-        )
-        .map_err(&e)?
-    {
-        let result: &str = r.try_get(0).map_err(&e)?;
-        let n = u64::try_from(r.try_get::<_, i64>(1).map_err(&e)?).unwrap_or(0);
+    let Some(text) = by_result else {
+        return Ok(counts);
+    };
+    let by_result: HashMap<&str, u64> =
+        serde_json::from_str(text).map_err(|err| StoreError::Corrupt {
+            what: "run counts",
+            detail: format!("source \"{source}\": {err}"),
+        })?;
+    for (result, n) in by_result {
         match RunResult::parse(result) {
             Some(RunResult::Success) => counts.success = n,
             Some(RunResult::Error) => counts.error = n,

@@ -1,6 +1,9 @@
-//! The read path: every read runs in one read-only, repeatable-read
-//! transaction, so that what it combines comes from one snapshot even while
-//! other processes commit.
+//! The read path: every read is one statement, or runs in one read-only,
+//! repeatable-read transaction, so that what it combines comes from one
+//! snapshot even while other processes commit. The reads of every run and
+//! of the sources page are single statements prepared once per connection
+//! (`session.rs`): a transaction's begin and commit would double their round
+//! trips.
 //!
 //! Invariant: no answer is older than the database's state when the call
 //! began: the only thing kept between calls, the month cache, is brought
@@ -14,10 +17,11 @@ use postgres::{IsolationLevel, Transaction};
 
 use super::month_cache::{KeyTable, day_i32};
 use super::{
-    Coverage, EntityValue, KeyFold, LatestRun, ObservationCursor, OwnData, OwnValue, PostgresStore,
-    RUN_COLUMNS, ResumePoint, RunResult, SourceRuns, SourceStatus, StoreError, StoredObservation,
-    StoredRun, counts, current_version, day_num, fold_runs, from_millis, last_success, lock,
-    num_day, off_async, own_from_keys, pg, resume_state, stored_run,
+    Coverage, EntityValue, KeyFold, LAST_SUCCESS, LatestRun, ObservationCursor, OwnData, OwnValue,
+    PostgresStore, RUN_COLUMN_COUNT, RUN_COLUMNS, ResumePoint, RunResult, SourceRuns, SourceStatus,
+    StoreError, StoredObservation, StoredRun, counts, current_version, day_num, fold_runs,
+    from_millis, last_success, lock, num_day, off_async, own_from_keys, pg, resume_state,
+    stored_run,
 };
 use tally_domain::{Kind, Observation};
 
@@ -40,60 +44,97 @@ impl PostgresStore {
         Ok(out)
     }
 
+    /// One statement, so one snapshot without a transaction's two extra
+    /// round trips: the sources page reads it for every source.
     pub(super) fn read_source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
-        self.read("reading a source's status", |tx| {
-            let last_run = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 ORDER BY id DESC LIMIT 1"
-                    ),
-                    &[&source],
-                )
-                .map_err(pg("reading a source's latest run"))?
-                .map(|r| stored_run(&r))
-                .transpose()?;
-            Ok(SourceStatus {
-                last_run,
-                last_success: last_success(tx, source)?,
-                state: resume_state(tx, source)?,
-                runs: counts(tx, source)?,
-            })
+        let doing = "reading a source's status";
+        let e = pg(doing);
+        let rows = self
+            .conn(doing)?
+            .query_prepared(
+                &format!(
+                    "SELECT lr.*, ls.id, ls.finished_at, ls.window_to, \
+                       (SELECT state FROM source_state WHERE source = $1), \
+                       (SELECT json_object_agg(result, n)::text FROM \
+                          (SELECT result, COUNT(*) AS n FROM runs WHERE source = $1 \
+                           GROUP BY result) AS c) \
+                     FROM (SELECT 1) AS one \
+                     LEFT JOIN LATERAL (SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 \
+                       ORDER BY id DESC LIMIT 1) AS lr ON true \
+                     LEFT JOIN LATERAL ({LAST_SUCCESS}) AS ls ON true"
+                ),
+                &[&source],
+            )
+            .map_err(&e)?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+            what: "source status",
+            detail: format!("source \"{source}\": the statement answered no row"),
+        })?;
+        let last_run = match row.try_get::<_, Option<i64>>(0).map_err(&e)? {
+            Some(_) => Some(stored_run(row)?),
+            None => None,
+        };
+        let at = RUN_COLUMN_COUNT;
+        Ok(SourceStatus {
+            last_run,
+            last_success: last_success(row, at)?,
+            state: resume_state(row, at + 3, source)?,
+            runs: counts(row.try_get(at + 4).map_err(&e)?, source)?,
         })
     }
 
+    /// One statement, for the same reason as [`Self::read_source_status`]:
+    /// every run reads it.
     pub(super) fn read_resume_point(&self, source: &str) -> Result<ResumePoint, StoreError> {
         let doing = "reading where a source resumes";
-        self.read(doing, |tx| {
-            let last_run_started = tx
-                .query_opt(
-                    "SELECT started_at FROM runs WHERE source = $1 ORDER BY id DESC LIMIT 1",
-                    &[&source],
-                )
-                .map_err(pg(doing))?
-                .map(|r| from_millis(r.try_get(0).map_err(pg(doing))?))
-                .transpose()?;
-            // Only successful runs from the first that named days uncovered
-            // can leave days uncovered: most sources read no run at all.
-            let rows = tx
-                .query(
-                    "SELECT id, result, window_from, window_to, finished_at, uncovered FROM runs \
-                     WHERE source = $1 AND result = 'success' \
-                       AND id >= (SELECT MIN(id) FROM runs WHERE source = $1 AND uncovered IS NOT NULL) \
-                     ORDER BY id",
-                    &[&source],
-                )
-                .map_err(pg(doing))?;
-            let uncovered = fold_runs(&rows)?
-                .uncovered
-                .iter()
-                .map(|&(a, b)| Ok((num_day(a)?, num_day(b)?)))
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            Ok(ResumePoint {
-                last_run_started,
-                last_success: last_success(tx, source)?,
-                state: resume_state(tx, source)?,
-                uncovered,
-            })
+        let e = pg(doing);
+        // The successful runs from the first that named days uncovered
+        // (most sources have none: one row of NULLs), each beside the
+        // source's latest start, last success and state.
+        let rows = self
+            .conn(doing)?
+            .query_prepared(
+                &format!(
+                    "SELECT r.id, r.result, r.window_from, r.window_to, r.finished_at, r.uncovered, \
+                       h.* \
+                     FROM (SELECT ls.id, ls.finished_at, ls.window_to, \
+                             (SELECT state FROM source_state WHERE source = $1), \
+                             (SELECT started_at FROM runs WHERE source = $1 \
+                              ORDER BY id DESC LIMIT 1) \
+                           FROM (SELECT 1) AS one \
+                           LEFT JOIN LATERAL ({LAST_SUCCESS}) AS ls ON true) AS h \
+                     LEFT JOIN runs r ON r.source = $1 AND r.result = 'success' \
+                       AND r.id >= (SELECT MIN(id) FROM runs \
+                                    WHERE source = $1 AND uncovered IS NOT NULL) \
+                     ORDER BY r.id"
+                ),
+                &[&source],
+            )
+            .map_err(&e)?;
+        let head = rows.first().ok_or_else(|| StoreError::Corrupt {
+            what: "resume point",
+            detail: format!("source \"{source}\": the statement answered no row"),
+        })?;
+        let mut runs = Vec::new();
+        for r in &rows {
+            if r.try_get::<_, Option<i64>>(0).map_err(&e)?.is_some() {
+                runs.push(r);
+            }
+        }
+        let uncovered = fold_runs(runs)?
+            .uncovered
+            .iter()
+            .map(|&(a, b)| Ok((num_day(a)?, num_day(b)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(ResumePoint {
+            last_run_started: head
+                .try_get::<_, Option<i64>>(10)
+                .map_err(&e)?
+                .map(from_millis)
+                .transpose()?,
+            last_success: last_success(head, 6)?,
+            state: resume_state(head, 9, source)?,
+            uncovered,
         })
     }
 
@@ -104,8 +145,8 @@ impl PostgresStore {
     ) -> Result<Vec<StoredRun>, StoreError> {
         let doing = "listing recent runs";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(doing, |tx| {
-            tx.query(
+        self.conn(doing)?
+            .query_prepared(
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 ORDER BY id DESC LIMIT $2"
                 ),
@@ -115,7 +156,6 @@ impl PostgresStore {
             .iter()
             .map(stored_run)
             .collect()
-        })
     }
 
     /// Every source's latest run and last success in one statement: two
@@ -160,16 +200,16 @@ impl PostgresStore {
 
     pub(super) fn read_runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError> {
         let doing = "reading runs";
-        let found: HashMap<i64, StoredRun> = self.read(doing, |tx| {
-            tx.query(
+        let found: HashMap<i64, StoredRun> = self
+            .conn(doing)?
+            .query(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ANY($1)"),
                 &[&ids],
             )
             .map_err(pg(doing))?
             .iter()
             .map(|r| stored_run(r).map(|run| (run.id, run)))
-            .collect()
-        })?;
+            .collect::<Result<_, _>>()?;
         Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
     }
 

@@ -456,3 +456,47 @@ fn own_and_entity_values_from_cached_folds_equal_the_servers_bit_for_bit_on_ever
         });
     }
 }
+
+#[test]
+fn a_statement_a_schema_change_invalidated_is_prepared_again() {
+    use crate::contract_tests::run;
+    let url = crate::pg_test_cluster::database();
+    let store = PostgresStore::open(&url).unwrap();
+    let state = serde_json::json!({"cursor": "abc"});
+    let done = run(
+        "src",
+        RunResult::Success,
+        "2026-12-01",
+        "2026-12-01",
+        "2026-12-01T02:30:00Z",
+    );
+    store.record_run(&done, &[], Some(&state)).unwrap();
+    // Every pooled connection prepares the resume read.
+    std::thread::scope(|s| {
+        let reads: Vec<_> = (0..2 * POOL_SIZE)
+            .map(|_| s.spawn(|| store.resume_point("src").unwrap()))
+            .collect();
+        for r in reads {
+            assert_eq!(r.join().unwrap().state, Some(state.clone()));
+        }
+    });
+    // What an upgraded replica's migration might do: the prepared
+    // statements' result type changes ("cached plan must not change result
+    // type").
+    let mut admin = postgres::Client::connect(&url, NoTls).unwrap();
+    admin
+        .batch_execute("ALTER TABLE source_state ALTER COLUMN state TYPE varchar")
+        .unwrap();
+    // Each connection fails at most once, then prepares again.
+    let failed = (0..=POOL_SIZE)
+        .map(|_| store.resume_point("src"))
+        .take_while(Result::is_err)
+        .count();
+    assert!(failed <= POOL_SIZE as usize, "{failed} reads failed");
+    for _ in 0..4 * POOL_SIZE {
+        assert_eq!(
+            store.resume_point("src").unwrap().state,
+            Some(state.clone())
+        );
+    }
+}

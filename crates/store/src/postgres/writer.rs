@@ -12,8 +12,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{Datelike, NaiveDate};
 
-use postgres::Transaction;
+use postgres::{Client, Transaction};
 
+use super::session::{Prepared, Session};
 use super::{Checked, PostgresStore, RunToRecord, StoreError, check_run, lock, pg};
 
 /// Rows of a run that go in one statement: a big backfill is sent in parts
@@ -26,28 +27,18 @@ impl PostgresStore {
         let doing = "recording a run";
         let mut versions = lock(&self.writes);
         let mut conn = self.conn(doing)?;
-        let mut tx = conn.transaction().map_err(pg(doing))?;
-        let mut ids = Vec::with_capacity(runs.len());
-        let mut months = Months::new();
-        for run in runs {
-            ids.push(write_run(&mut tx, run)?);
-            for o in run.observations {
-                months.insert((
-                    &o.indicator,
-                    &o.unit,
-                    &run.run.source,
-                    &o.entity,
-                    month_of(o.day),
-                ));
+        let Session { client, prepared } = &mut *conn;
+        let written = write_together(client, prepared, runs);
+        match written {
+            Ok((ids, version)) => {
+                versions.mine.insert(version);
+                Ok(ids)
+            }
+            Err(err) => {
+                prepared.forget();
+                Err(err)
             }
         }
-        // After every run's observations: a transaction takes month locks
-        // only once it holds all its row locks, so two writers never wait
-        // on each other in a circle.
-        let version = refresh_months(&mut tx, &months)?;
-        tx.commit().map_err(pg(doing))?;
-        versions.mine.insert(version);
-        Ok(ids)
     }
 
     pub(super) fn record_runs_together(
@@ -90,16 +81,57 @@ impl PostgresStore {
     }
 }
 
+/// Writes `runs` in one transaction on `client`: their run ids and the
+/// store version the transaction took.
+fn write_together(
+    client: &mut Client,
+    prepared: &mut Prepared,
+    runs: &[&Checked<'_>],
+) -> Result<(Vec<i64>, i64), StoreError> {
+    let doing = "recording a run";
+    let mut tx = client.transaction().map_err(pg(doing))?;
+    let mut ids = Vec::with_capacity(runs.len());
+    let mut months = Months::new();
+    for run in runs {
+        ids.push(write_run(&mut tx, prepared, run)?);
+        for o in run.observations {
+            months.insert((
+                &o.indicator,
+                &o.unit,
+                &run.run.source,
+                &o.entity,
+                month_of(o.day),
+            ));
+        }
+    }
+    // After every run's observations: a transaction takes month locks
+    // only once it holds all its row locks, so two writers never wait
+    // on each other in a circle.
+    let version = refresh_months(&mut tx, &months)?;
+    tx.commit().map_err(pg(doing))?;
+    Ok((ids, version))
+}
+
 /// Writes one checked run into `tx` and returns its id.
-fn write_run(tx: &mut Transaction<'_>, c: &Checked<'_>) -> Result<i64, StoreError> {
+fn write_run(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    c: &Checked<'_>,
+) -> Result<i64, StoreError> {
     let e = pg("recording a run");
     let run = c.run;
-    let run_id: i64 = tx
-        .query_one(
+    let insert = prepared
+        .get(
+            tx,
             "INSERT INTO runs (source, trigger, started_at, finished_at, result, error, \
              window_from, window_to, observations, warnings, http_requests, uncovered, \
              error_kind, retry_after) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+        )
+        .map_err(&e)?;
+    let run_id: i64 = tx
+        .query_one(
+            &insert,
             &[
                 &run.source,
                 &run.trigger,
@@ -133,8 +165,9 @@ fn write_run(tx: &mut Transaction<'_>, c: &Checked<'_>) -> Result<i64, StoreErro
         let (a, b) = (&c.observations[a], &c.observations[b]);
         (&a.indicator, &a.unit, &a.entity, a.day).cmp(&(&b.indicator, &b.unit, &b.entity, b.day))
     });
-    let upsert = tx
-        .prepare(
+    let upsert = prepared
+        .get(
+            tx,
             "INSERT INTO observations (indicator, unit, source, entity, day, value, run) \
              SELECT i, u, $1, e, d, v, $2 \
              FROM unnest($3::text[], $4::text[], $5::text[], $6::date[], $7::float8[]) \
@@ -165,9 +198,16 @@ fn write_run(tx: &mut Transaction<'_>, c: &Checked<'_>) -> Result<i64, StoreErro
     }
 
     if let Some(state) = &c.state {
+        let replace = prepared
+            .get(
+                tx,
+                "INSERT INTO source_state (source, state, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (source) DO UPDATE SET state = excluded.state, \
+                 updated_at = excluded.updated_at",
+            )
+            .map_err(&e)?;
         tx.execute(
-            "INSERT INTO source_state (source, state, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (source) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            &replace,
             &[&run.source, state, &run.finished_at.timestamp_millis()],
         )
         .map_err(&e)?;
