@@ -85,6 +85,7 @@ contract! {
     writes_of_another_connection_are_noticed_once_and_own_writes_never,
     runs_recorded_together_answer_like_runs_recorded_alone,
     the_latest_runs_are_each_sources_newest_run_and_last_success,
+    the_latest_error_is_looked_for_among_the_latest_runs_only,
 }
 
 pub(crate) fn d(s: &str) -> NaiveDate {
@@ -1159,4 +1160,37 @@ fn the_latest_runs_are_each_sources_newest_run_and_last_success(store: &Backend)
         latest
     );
     assert!(store.latest_runs(&[]).unwrap().is_empty());
+}
+
+fn the_latest_error_is_looked_for_among_the_latest_runs_only(store: &Backend) {
+    assert_eq!(store.latest_error("src", 50).unwrap(), None);
+    let failed = |result, day: &str| run("src", result, day, day, &format!("{day}T02:30:00Z"));
+    let ok = |day: &str| failed(RunResult::Success, day);
+    store.record_run(&ok("2026-11-01"), &[], None).unwrap();
+    store
+        .record_run(&failed(RunResult::Error, "2026-11-02"), &[], None)
+        .unwrap();
+    let timeout = store
+        .record_run(&failed(RunResult::Timeout, "2026-11-03"), &[], None)
+        .unwrap();
+    store.record_run(&ok("2026-11-04"), &[], None).unwrap();
+    store.record_run(&ok("2026-11-05"), &[], None).unwrap();
+    // Another source's error is not this one's.
+    let mut other = failed(RunResult::Error, "2026-11-06");
+    other.source = "other".into();
+    store.record_run(&other, &[], None).unwrap();
+
+    let latest = store.latest_error("src", 50).unwrap().expect("an error");
+    assert_eq!(latest.id, timeout);
+    assert_eq!(latest.run, failed(RunResult::Timeout, "2026-11-03"));
+    assert_eq!(
+        store.latest_error("src", 3).unwrap().map(|r| r.id),
+        Some(timeout)
+    );
+    // Beyond the reach: the two latest runs succeeded.
+    assert_eq!(store.latest_error("src", 2).unwrap(), None);
+    assert_eq!(
+        store.latest_error("other", 1).unwrap().map(|r| r.run),
+        Some(other)
+    );
 }

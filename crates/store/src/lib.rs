@@ -72,6 +72,17 @@ pub trait Store: Send + Sync + 'static {
     /// The latest runs of `source`, newest first.
     fn recent_runs(&self, source: &str, limit: usize) -> Result<Vec<StoredRun>, StoreError>;
 
+    /// The latest run of `source` that failed with an error, looked for
+    /// among its latest `reach` runs only (so that a source that never
+    /// fails costs `reach` rows, not all its runs). The default reads them;
+    /// a backend that can filter where they are does so.
+    fn latest_error(&self, source: &str, reach: usize) -> Result<Option<StoredRun>, StoreError> {
+        Ok(self
+            .recent_runs(source, reach)?
+            .into_iter()
+            .find(|r| r.run.error.is_some()))
+    }
+
     /// The runs with these ids, in the order of `ids`; ids that do not
     /// exist are left out. For traceability: the run behind an observation.
     fn runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError>;

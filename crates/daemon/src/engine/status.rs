@@ -53,9 +53,7 @@ impl Engine {
                     .as_ref()
                     .map(|r| (Some(r.id), r.run.clone(), r.observations_written)),
                 self.store
-                    .recent_runs(source.id(), LAST_ERROR_REACH)?
-                    .into_iter()
-                    .find(|r| r.run.error.is_some())
+                    .latest_error(source.id(), LAST_ERROR_REACH)?
                     .map(|r| r.run),
             ),
         };

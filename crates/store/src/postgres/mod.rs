@@ -242,6 +242,10 @@ impl Store for PostgresStore {
         off_async(|| self.read_recent_runs(source, limit))
     }
 
+    fn latest_error(&self, source: &str, reach: usize) -> Result<Option<StoredRun>, StoreError> {
+        off_async(|| self.read_latest_error(source, reach))
+    }
+
     fn latest_runs(&self, sources: &[&str]) -> Result<Vec<LatestRun>, StoreError> {
         off_async(|| self.read_latest_runs(sources))
     }
