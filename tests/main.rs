@@ -37,7 +37,6 @@ mod prometheus_replicas;
 mod redaction;
 mod reload;
 mod replicas;
-mod replicas_chaos;
 mod reports;
 mod security;
 mod settings;
