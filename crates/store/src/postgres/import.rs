@@ -108,6 +108,9 @@ impl PostgresStore {
                 (&*o.indicator, &*o.unit, &*o.source, &*o.entity, month)
             })
             .collect();
+        // Prepared for this one transaction: copies are rare.
+        let mut prepared = super::session::Prepared::default();
+        super::writer::count_runs(&mut tx, &mut prepared, runs.iter().map(|r| &r.run.run))?;
         super::writer::refresh_months(&mut tx, &months)?;
         tx.commit().map_err(&e)
     }

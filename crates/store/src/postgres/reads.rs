@@ -55,9 +55,8 @@ impl PostgresStore {
                 &format!(
                     "SELECT lr.*, ls.id, ls.finished_at, ls.window_to, \
                        (SELECT state FROM source_state WHERE source = $1), \
-                       (SELECT json_object_agg(result, n)::text FROM \
-                          (SELECT result, COUNT(*) AS n FROM runs WHERE source = $1 \
-                           GROUP BY result) AS c) \
+                       (SELECT json_object_agg(result, runs)::text FROM run_counts \
+                        WHERE source = $1) \
                      FROM (SELECT 1) AS one \
                      LEFT JOIN LATERAL (SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 \
                        ORDER BY id DESC LIMIT 1) AS lr ON true \

@@ -140,6 +140,18 @@ FROM observations GROUP BY 1, 2, 3, 4, 5;
 -- before it: the check cost a lookup per row, a third of a big run's upsert.
 ALTER TABLE observations DROP CONSTRAINT observations_run_fkey;
 "#,
+    r#"
+-- Each source's runs counted by result, kept in the transaction that adds
+-- the runs (writer.rs, import.rs): a source's status read them with a scan
+-- of all its runs, the sources page for every source.
+CREATE TABLE run_counts (
+    source TEXT COLLATE "C" NOT NULL,
+    result TEXT NOT NULL,
+    runs   BIGINT NOT NULL,
+    PRIMARY KEY (source, result)
+);
+INSERT INTO run_counts SELECT source, result, COUNT(*) FROM runs GROUP BY 1, 2;
+"#,
 ];
 
 /// Any fixed number: the advisory lock migrations take.

@@ -163,11 +163,12 @@ fn the_month_sums_migration_sums_what_an_older_schema_stored() {
     let url = crate::pg_test_cluster::database();
     drop(PostgresStore::open(&url).unwrap());
     let mut client = postgres::Client::connect(&url, NoTls).unwrap();
-    // Back to the schema before the month sums, with observations stored.
+    // Back to the schema before the month sums (and the run counts after
+    // them), with observations stored.
     client
         .batch_execute(
-            "DROP TABLE observation_months; \
-             DELETE FROM tally_migrations WHERE version = 3; \
+            "DROP TABLE observation_months; DROP TABLE run_counts; \
+             DELETE FROM tally_migrations WHERE version >= 3; \
              ALTER TABLE observations ADD FOREIGN KEY (run) REFERENCES runs (id); \
              INSERT INTO runs (source, trigger, started_at, finished_at, result, window_from, \
                                window_to, observations, warnings) \
@@ -499,4 +500,43 @@ fn a_statement_a_schema_change_invalidated_is_prepared_again() {
             Some(state.clone())
         );
     }
+}
+
+#[test]
+fn the_run_counts_migration_counts_what_an_older_schema_stored() {
+    use crate::contract_tests::run;
+    let url = crate::pg_test_cluster::database();
+    let store = PostgresStore::open(&url).unwrap();
+    for (source, result) in [
+        ("a", RunResult::Success),
+        ("a", RunResult::Success),
+        ("a", RunResult::Timeout),
+        ("b", RunResult::Error),
+    ] {
+        let r = run(
+            source,
+            result,
+            "2026-12-01",
+            "2026-12-01",
+            "2026-12-01T02:30:00Z",
+        );
+        store.record_run(&r, &[], None).unwrap();
+    }
+    let before = ["a", "b", "c"].map(|s| store.source_status(s).unwrap().runs);
+    assert_eq!(
+        (before[0].success, before[0].timeout, before[0].error),
+        (2, 1, 0)
+    );
+    assert_eq!((before[1].error, before[2]), (1, RunCounts::default()));
+    drop(store);
+    // Back to the schema before the counts, with the same runs stored.
+    let mut client = postgres::Client::connect(&url, NoTls).unwrap();
+    client
+        .batch_execute("DROP TABLE run_counts; DELETE FROM tally_migrations WHERE version = 4;")
+        .unwrap();
+    let store = PostgresStore::open(&url).unwrap();
+    assert_eq!(
+        ["a", "b", "c"].map(|s| store.source_status(s).unwrap().runs),
+        before
+    );
 }

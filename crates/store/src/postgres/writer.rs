@@ -8,14 +8,14 @@
 //! month's row is locked: whichever writer locks it last sums after the
 //! others committed, so the sums stay exact with several writers.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{Datelike, NaiveDate};
 
 use postgres::{Client, Transaction};
 
 use super::session::{Prepared, Session};
-use super::{Checked, PostgresStore, RunToRecord, StoreError, check_run, lock, pg};
+use super::{Checked, PostgresStore, RunRecord, RunToRecord, StoreError, check_run, lock, pg};
 
 /// Rows of a run that go in one statement: a big backfill is sent in parts
 /// so that no single message grows without bound.
@@ -104,9 +104,10 @@ fn write_together(
             ));
         }
     }
-    // After every run's observations: a transaction takes month locks
-    // only once it holds all its row locks, so two writers never wait
-    // on each other in a circle.
+    // After every run's observations: a transaction takes count and month
+    // locks only once it holds all its row locks, each kind in key order,
+    // so two writers never wait on each other in a circle.
+    count_runs(&mut tx, prepared, runs.iter().map(|c| c.run))?;
     let version = refresh_months(&mut tx, &months)?;
     tx.commit().map_err(pg(doing))?;
     Ok((ids, version))
@@ -213,6 +214,35 @@ fn write_run(
         .map_err(&e)?;
     }
     Ok(run_id)
+}
+
+/// Adds `runs` to their sources' counts by result (`run_counts`), in key
+/// order.
+pub(super) fn count_runs<'a>(
+    tx: &mut Transaction<'_>,
+    prepared: &mut Prepared,
+    runs: impl Iterator<Item = &'a RunRecord>,
+) -> Result<(), StoreError> {
+    let e = pg("counting runs");
+    let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for run in runs {
+        *counts
+            .entry((&run.source, run.result.as_str()))
+            .or_default() += 1;
+    }
+    let add = prepared
+        .get(
+            tx,
+            "INSERT INTO run_counts (source, result, runs) \
+             SELECT s, r, n FROM unnest($1::text[], $2::text[], $3::int8[]) AS t (s, r, n) \
+             ON CONFLICT (source, result) DO UPDATE SET runs = run_counts.runs + excluded.runs",
+        )
+        .map_err(&e)?;
+    let sources: Vec<&str> = counts.keys().map(|k| k.0).collect();
+    let results: Vec<&str> = counts.keys().map(|k| k.1).collect();
+    let n: Vec<i64> = counts.into_values().collect();
+    tx.execute(&add, &[&sources, &results, &n]).map_err(&e)?;
+    Ok(())
 }
 
 /// (indicator, unit, source, entity, first day of the month) of the months a
