@@ -86,6 +86,7 @@ contract! {
     runs_recorded_together_answer_like_runs_recorded_alone,
     the_latest_runs_are_each_sources_newest_run_and_last_success,
     the_latest_error_is_looked_for_among_the_latest_runs_only,
+    statuses_read_together_equal_each_read_alone,
 }
 
 pub(crate) fn d(s: &str) -> NaiveDate {
@@ -1193,4 +1194,43 @@ fn the_latest_error_is_looked_for_among_the_latest_runs_only(store: &Backend) {
         store.latest_error("other", 1).unwrap().map(|r| r.run),
         Some(other)
     );
+}
+
+fn statuses_read_together_equal_each_read_alone(store: &Backend) {
+    assert_eq!(store.source_statuses(&[], 50).unwrap(), vec![]);
+    let runs = [
+        ("a", RunResult::Success, "2026-11-01"),
+        ("a", RunResult::Error, "2026-11-02"),
+        ("a", RunResult::Success, "2026-11-03"),
+        ("b", RunResult::Timeout, "2026-11-01"),
+        ("c", RunResult::Success, "2026-11-01"),
+    ];
+    for (source, result, day) in runs {
+        let r = run(source, result, day, day, &format!("{day}T02:30:00Z"));
+        let state = serde_json::json!({ "at": day });
+        store.record_run(&r, &[], Some(&state)).unwrap();
+    }
+    // Unknown and repeated sources too, in the order asked.
+    let asked = ["c", "nobody", "a", "b", "a"];
+    for reach in [1, 2, 50] {
+        let together = store.source_statuses(&asked, reach).unwrap();
+        let alone: Vec<_> = asked
+            .iter()
+            .map(|s| {
+                (
+                    store.source_status(s).unwrap(),
+                    store.latest_error(s, reach).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(together, alone, "reach {reach}");
+    }
+    let together = store.source_statuses(&asked, 50).unwrap();
+    assert_eq!(together[2].0.runs.success, 2);
+    assert_eq!(together[2].0.runs.error, 1);
+    assert_eq!(
+        together[2].1.as_ref().map(|r| r.run.result),
+        Some(RunResult::Error)
+    );
+    assert_eq!(together[1], (SourceStatus::default(), None));
 }

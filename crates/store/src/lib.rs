@@ -83,6 +83,21 @@ pub trait Store: Send + Sync + 'static {
             .find(|r| r.run.error.is_some()))
     }
 
+    /// What the sources page shows of each of `sources`, in their order:
+    /// its [`Store::source_status`] and its [`Store::latest_error`] among its
+    /// latest `reach` runs. The default asks source by source; a backend that
+    /// can read them together does so.
+    fn source_statuses(
+        &self,
+        sources: &[&str],
+        reach: usize,
+    ) -> Result<Vec<(SourceStatus, Option<StoredRun>)>, StoreError> {
+        sources
+            .iter()
+            .map(|s| Ok((self.source_status(s)?, self.latest_error(s, reach)?)))
+            .collect()
+    }
+
     /// The runs with these ids, in the order of `ids`; ids that do not
     /// exist are left out. For traceability: the run behind an observation.
     fn runs(&self, ids: &[i64]) -> Result<Vec<StoredRun>, StoreError>;

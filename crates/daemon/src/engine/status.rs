@@ -43,28 +43,46 @@ impl Engine {
         source: &SourceRuntime,
         now: DateTime<Utc>,
     ) -> Result<SourceState, StoreError> {
-        let status = self.store.source_status(source.id())?;
-        let unrecorded = source.unrecorded();
-        let (last_run, last_error) = match &unrecorded.last {
-            Some(run) => (Some((None, run.clone(), 0)), Some(run.clone())),
-            None => (
-                status
-                    .last_run
-                    .as_ref()
-                    .map(|r| (Some(r.id), r.run.clone(), r.observations_written)),
-                self.store
-                    .latest_error(source.id(), LAST_ERROR_REACH)?
-                    .map(|r| r.run),
-            ),
-        };
-        Ok(SourceState {
-            status,
-            unrecorded,
-            last_run,
-            last_error,
-            breaker: source.breaker(),
-            running: source.is_running(),
-            next_run: self.next_run(source, now),
-        })
+        Ok(self
+            .source_states(&[source], now)?
+            .pop()
+            .expect("one state for each source"))
+    }
+
+    /// [`Engine::source_state`] of each of `sources`, read from the store
+    /// together (one statement on PostgreSQL for the whole sources page).
+    pub fn source_states(
+        &self,
+        sources: &[&SourceRuntime],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SourceState>, StoreError> {
+        let ids: Vec<&str> = sources.iter().map(|s| s.id()).collect();
+        let stored = self.store.source_statuses(&ids, LAST_ERROR_REACH)?;
+        Ok(sources
+            .iter()
+            .zip(stored)
+            .map(|(source, (status, stored_error))| {
+                let unrecorded = source.unrecorded();
+                let (last_run, last_error) = match &unrecorded.last {
+                    Some(run) => (Some((None, run.clone(), 0)), Some(run.clone())),
+                    None => (
+                        status
+                            .last_run
+                            .as_ref()
+                            .map(|r| (Some(r.id), r.run.clone(), r.observations_written)),
+                        stored_error.map(|r| r.run),
+                    ),
+                };
+                SourceState {
+                    status,
+                    unrecorded,
+                    last_run,
+                    last_error,
+                    breaker: source.breaker(),
+                    running: source.is_running(),
+                    next_run: self.next_run(source, now),
+                }
+            })
+            .collect())
     }
 }

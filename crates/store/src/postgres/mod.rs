@@ -246,6 +246,14 @@ impl Store for PostgresStore {
         off_async(|| self.read_latest_error(source, reach))
     }
 
+    fn source_statuses(
+        &self,
+        sources: &[&str],
+        reach: usize,
+    ) -> Result<Vec<(SourceStatus, Option<StoredRun>)>, StoreError> {
+        off_async(|| self.read_source_statuses(sources, reach))
+    }
+
     fn latest_runs(&self, sources: &[&str]) -> Result<Vec<LatestRun>, StoreError> {
         off_async(|| self.read_latest_runs(sources))
     }
@@ -388,34 +396,39 @@ const RUN_COLUMNS: &str = "id, source, trigger, started_at, finished_at, result,
 const RUN_COLUMN_COUNT: usize = 15;
 
 fn stored_run(r: &Row) -> Result<StoredRun, StoreError> {
+    stored_run_at(r, 0)
+}
+
+/// A run from [`RUN_COLUMNS`] starting at column `at` of `r`.
+fn stored_run_at(r: &Row, at: usize) -> Result<StoredRun, StoreError> {
     let e = pg("reading a run");
-    let id: i64 = r.try_get(0).map_err(e)?;
-    let result: String = r.try_get(5).map_err(pg("reading a run"))?;
+    let id: i64 = r.try_get(at).map_err(e)?;
+    let result: String = r.try_get(at + 5).map_err(pg("reading a run"))?;
     let result = RunResult::parse(&result).ok_or_else(|| StoreError::Corrupt {
         what: "run result",
         detail: format!("run {id} has result \"{result}\""),
     })?;
     let e = pg("reading a run");
-    let warnings: String = r.try_get(9).map_err(&e)?;
+    let warnings: String = r.try_get(at + 9).map_err(&e)?;
     let warnings = serde_json::from_str(&warnings).map_err(|err| StoreError::Corrupt {
         what: "run warnings",
         detail: format!("run {id}: {err}"),
     })?;
-    let gaps: Option<String> = r.try_get(12).map_err(&e)?;
-    let n: i64 = r.try_get(10).map_err(&e)?;
-    let http: Option<i64> = r.try_get(11).map_err(&e)?;
-    let after: Option<i64> = r.try_get(14).map_err(&e)?;
+    let gaps: Option<String> = r.try_get(at + 12).map_err(&e)?;
+    let n: i64 = r.try_get(at + 10).map_err(&e)?;
+    let http: Option<i64> = r.try_get(at + 11).map_err(&e)?;
+    let after: Option<i64> = r.try_get(at + 14).map_err(&e)?;
     Ok(StoredRun {
         id,
         run: RunRecord {
-            source: r.try_get(1).map_err(&e)?,
-            trigger: r.try_get(2).map_err(&e)?,
-            started_at: from_millis(r.try_get(3).map_err(&e)?)?,
-            finished_at: from_millis(r.try_get(4).map_err(&e)?)?,
+            source: r.try_get(at + 1).map_err(&e)?,
+            trigger: r.try_get(at + 2).map_err(&e)?,
+            started_at: from_millis(r.try_get(at + 3).map_err(&e)?)?,
+            finished_at: from_millis(r.try_get(at + 4).map_err(&e)?)?,
             result,
-            error: r.try_get(6).map_err(&e)?,
-            window_from: r.try_get(7).map_err(&e)?,
-            window_to: r.try_get(8).map_err(&e)?,
+            error: r.try_get(at + 6).map_err(&e)?,
+            window_from: r.try_get(at + 7).map_err(&e)?,
+            window_to: r.try_get(at + 8).map_err(&e)?,
             warnings,
             http_requests: http.and_then(|n| u64::try_from(n).ok()),
             uncovered: match gaps {
@@ -425,7 +438,7 @@ fn stored_run(r: &Row) -> Result<StoredRun, StoreError> {
                     .collect::<Result<_, StoreError>>()?,
                 None => Vec::new(),
             },
-            error_kind: r.try_get(13).map_err(&e)?,
+            error_kind: r.try_get(at + 13).map_err(&e)?,
             retry_after: after.map(from_millis).transpose()?,
         },
         observations_written: u64::try_from(n).unwrap_or(0),

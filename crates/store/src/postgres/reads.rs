@@ -21,7 +21,7 @@ use super::{
     PostgresStore, RUN_COLUMN_COUNT, RUN_COLUMNS, ResumePoint, RunResult, SourceRuns, SourceStatus,
     StoreError, StoredObservation, StoredRun, counts, current_version, day_num, fold_runs,
     from_millis, last_success, lock, num_day, off_async, own_from_keys, pg, resume_state,
-    stored_run,
+    stored_run, stored_run_at,
 };
 use tally_domain::{Kind, Observation};
 
@@ -44,42 +44,62 @@ impl PostgresStore {
         Ok(out)
     }
 
-    /// One statement, so one snapshot without a transaction's two extra
-    /// round trips: the sources page reads it for every source.
     pub(super) fn read_source_status(&self, source: &str) -> Result<SourceStatus, StoreError> {
-        let doing = "reading a source's status";
+        let mut one = self.read_source_statuses(&[source], 0)?;
+        Ok(one.pop().map(|(status, _)| status).unwrap_or_default())
+    }
+
+    /// Every source's status and latest error within `reach` runs, in one
+    /// statement (so one snapshot without a transaction's two extra round
+    /// trips): the sources page reads them all.
+    pub(super) fn read_source_statuses(
+        &self,
+        sources: &[&str],
+        reach: usize,
+    ) -> Result<Vec<(SourceStatus, Option<StoredRun>)>, StoreError> {
+        let doing = "reading the sources' status";
         let e = pg(doing);
+        let reach = i64::try_from(reach).unwrap_or(i64::MAX);
         let rows = self
             .conn(doing)?
             .query_prepared(
                 &format!(
-                    "SELECT lr.*, ls.id, ls.finished_at, ls.window_to, \
-                       (SELECT state FROM source_state WHERE source = $1), \
+                    "SELECT lr.*, le.*, ls.id, ls.finished_at, ls.window_to, st.state, \
                        (SELECT json_object_agg(result, runs)::text FROM run_counts \
-                        WHERE source = $1) \
-                     FROM (SELECT 1) AS one \
-                     LEFT JOIN LATERAL (SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 \
-                       ORDER BY id DESC LIMIT 1) AS lr ON true \
-                     LEFT JOIN LATERAL ({LAST_SUCCESS}) AS ls ON true"
+                        WHERE source = s.source) \
+                     FROM unnest($1::text[]) WITH ORDINALITY AS s (source, n) \
+                     LEFT JOIN LATERAL (SELECT {RUN_COLUMNS} FROM runs \
+                       WHERE source = s.source COLLATE \"C\" ORDER BY id DESC LIMIT 1) AS lr ON true \
+                     LEFT JOIN LATERAL (SELECT * FROM (SELECT {RUN_COLUMNS} FROM runs \
+                         WHERE source = s.source COLLATE \"C\" ORDER BY id DESC LIMIT $2) AS recent \
+                       WHERE error IS NOT NULL ORDER BY id DESC LIMIT 1) AS le ON true \
+                     LEFT JOIN LATERAL ({}) AS ls ON true \
+                     LEFT JOIN source_state st ON st.source = s.source COLLATE \"C\" \
+                     ORDER BY s.n",
+                    LAST_SUCCESS.replace("$1", "s.source COLLATE \"C\"")
                 ),
-                &[&source],
+                &[&sources, &reach],
             )
             .map_err(&e)?;
-        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
-            what: "source status",
-            detail: format!("source \"{source}\": the statement answered no row"),
-        })?;
-        let last_run = match row.try_get::<_, Option<i64>>(0).map_err(&e)? {
-            Some(_) => Some(stored_run(row)?),
-            None => None,
+        let run_at = |row: &postgres::Row, at: usize| -> Result<Option<StoredRun>, StoreError> {
+            match row.try_get::<_, Option<i64>>(at).map_err(&e)? {
+                Some(_) => Ok(Some(stored_run_at(row, at)?)),
+                None => Ok(None),
+            }
         };
-        let at = RUN_COLUMN_COUNT;
-        Ok(SourceStatus {
-            last_run,
-            last_success: last_success(row, at)?,
-            state: resume_state(row, at + 3, source)?,
-            runs: counts(row.try_get(at + 4).map_err(&e)?, source)?,
-        })
+        rows.iter()
+            .zip(sources)
+            .map(|(row, source)| {
+                let at = 2 * RUN_COLUMN_COUNT;
+                let status = SourceStatus {
+                    last_run: run_at(row, 0)?,
+                    last_success: last_success(row, at)?,
+                    state: resume_state(row, at + 3, source)?,
+                    runs: counts(row.try_get(at + 4).map_err(&e)?, source)?,
+                };
+                Ok((status, run_at(row, RUN_COLUMN_COUNT)?))
+            })
+            .collect()
     }
 
     /// One statement, for the same reason as [`Self::read_source_status`]:
