@@ -36,21 +36,9 @@ impl SourceState {
 const LAST_ERROR_REACH: usize = 50;
 
 impl Engine {
-    /// The state of `source` at `now` (reads the store: call it off the
-    /// async workers).
-    pub fn source_state(
-        &self,
-        source: &SourceRuntime,
-        now: DateTime<Utc>,
-    ) -> Result<SourceState, StoreError> {
-        Ok(self
-            .source_states(&[source], now)?
-            .pop()
-            .expect("one state for each source"))
-    }
-
-    /// [`Engine::source_state`] of each of `sources`, read from the store
-    /// together (one statement on PostgreSQL for the whole sources page).
+    /// The state of each of `sources` at `now`, read from the store together
+    /// (one statement on PostgreSQL for the whole sources page). Reads the
+    /// store: call it off the async workers.
     pub fn source_states(
         &self,
         sources: &[&SourceRuntime],
