@@ -671,13 +671,11 @@ fn sources_blocking(engine: &Engine) -> Result<Value, AppError> {
         }
         None => Default::default(),
     };
-    let sources: Vec<&crate::engine::SourceRuntime> =
-        engine.sources().iter().map(|s| &**s).collect();
     let states = engine
-        .source_states(&sources, now)
+        .source_states(engine.sources(), now)
         .map_err(|e| AppError::Internal(ErrorChain(&e).to_string()))?;
     let mut out = Vec::new();
-    for (source, state) in sources.into_iter().zip(states) {
+    for (source, state) in engine.sources().iter().zip(states) {
         let run_json = |id: Option<i64>, run: &tally_store::RunRecord, observations: u64| {
             json!({
                 "id": id,

@@ -75,7 +75,8 @@ pub trait Store: Send + Sync + 'static {
     /// The latest run of `source` that failed with an error, looked for
     /// among its latest `reach` runs only (so that a source that never
     /// fails costs `reach` rows, not all its runs). The default reads them;
-    /// a backend that can filter where they are does so.
+    /// PostgreSQL filters on the server in [`Store::source_statuses`], which
+    /// is what the sources pages call.
     fn latest_error(&self, source: &str, reach: usize) -> Result<Option<StoredRun>, StoreError> {
         Ok(self
             .recent_runs(source, reach)?

@@ -41,7 +41,7 @@ impl Engine {
     /// store: call it off the async workers.
     pub fn source_states(
         &self,
-        sources: &[&SourceRuntime],
+        sources: &[Arc<SourceRuntime>],
         now: DateTime<Utc>,
     ) -> Result<Vec<SourceState>, StoreError> {
         let ids: Vec<&str> = sources.iter().map(|s| s.id()).collect();

@@ -985,11 +985,11 @@ fn sources_page(engine: &Engine, viewer: Viewer, flash: String) -> Result<Source
     let tz = engine.config.daemon.timezone;
     let now = engine.clock.now();
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
-    let sources: Vec<&crate::engine::SourceRuntime> =
-        engine.sources().iter().map(|s| &**s).collect();
-    let states = engine.source_states(&sources, now).map_err(internal)?;
+    let states = engine
+        .source_states(engine.sources(), now)
+        .map_err(internal)?;
     let mut rows = Vec::new();
-    for (source, known) in sources.into_iter().zip(states) {
+    for (source, known) in engine.sources().iter().zip(states) {
         let (state, class) = if known.running {
             ("正在采集", "running")
         } else if known.backing_off(now) {

@@ -242,10 +242,6 @@ impl Store for PostgresStore {
         off_async(|| self.read_recent_runs(source, limit))
     }
 
-    fn latest_error(&self, source: &str, reach: usize) -> Result<Option<StoredRun>, StoreError> {
-        off_async(|| self.read_latest_error(source, reach))
-    }
-
     fn source_statuses(
         &self,
         sources: &[&str],

@@ -177,28 +177,6 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) fn read_latest_error(
-        &self,
-        source: &str,
-        reach: usize,
-    ) -> Result<Option<StoredRun>, StoreError> {
-        let doing = "looking for a source's latest error";
-        let reach = i64::try_from(reach).unwrap_or(i64::MAX);
-        self.conn(doing)?
-            .query_prepared(
-                &format!(
-                    "SELECT * FROM (SELECT {RUN_COLUMNS} FROM runs WHERE source = $1 \
-                       ORDER BY id DESC LIMIT $2) AS recent \
-                     WHERE error IS NOT NULL ORDER BY id DESC LIMIT 1"
-                ),
-                &[&source, &reach],
-            )
-            .map_err(pg(doing))?
-            .first()
-            .map(stored_run)
-            .transpose()
-    }
-
     /// Every source's latest run and last success in one statement: two
     /// index probes per source (`runs_by_source`, `runs_successes`), so a
     /// replica refreshing thousands of sources' gauges costs one round trip.
